@@ -1,0 +1,272 @@
+package vault
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"filippo.io/age"
+)
+
+// IdentityFileName is the default master identity file in the data dir.
+const IdentityFileName = "identity.txt"
+
+// CredentialName is the systemd credential (LoadCredential=) read from
+// $CREDENTIALS_DIRECTORY when it is set.
+const CredentialName = "claudeflare-identity"
+
+// ErrWrongKey is returned when the master key does not open the vault.
+var ErrWrongKey = errors.New("the master key does not open this vault (wrong identity, key or passphrase)")
+
+// ErrNoKey is returned when no master key source is available.
+var ErrNoKey = errors.New("no master key found")
+
+// KeySource says where the master key comes from. The first that is set
+// wins: EncryptionKey, IdentityFile, Passphrase, the systemd credential,
+// then <DataDir>/identity.txt.
+type KeySource struct {
+	EncryptionKey  string // CLAUDEFLARE_ENCRYPTION_KEY: an AGE-SECRET-KEY-1... identity
+	IdentityFile   string // --identity, CLAUDEFLARE_IDENTITY_FILE or config identity_file
+	Passphrase     string // CLAUDEFLARE_PASSPHRASE (age scrypt)
+	CredentialsDir string // $CREDENTIALS_DIRECTORY (systemd)
+	DataDir        string
+}
+
+// Kinds of master key, as stored in the vault.
+const (
+	MasterIdentity   = "identity"
+	MasterPassphrase = "passphrase"
+)
+
+// master is a resolved master key.
+type master struct {
+	identities []age.Identity
+	recipients []age.Recipient // empty for a passphrase; use scrypt
+	passphrase string
+	kind       string
+	where      string // description for messages, never the key
+	path       string // identity file path, if any
+}
+
+func (ks KeySource) defaultIdentity() string {
+	return filepath.Join(ks.DataDir, IdentityFileName)
+}
+
+// load resolves the master key. With create, a missing default identity
+// file is generated (O_EXCL, 0600); otherwise it is ErrNoKey.
+func (ks KeySource) load(create bool, pq bool) (*master, error) {
+	switch {
+	case ks.EncryptionKey != "":
+		ids, err := parseIdentities(strings.NewReader(ks.EncryptionKey))
+		if err != nil {
+			return nil, fmt.Errorf("CLAUDEFLARE_ENCRYPTION_KEY: %w", err)
+		}
+		return fromIdentities(ids, MasterIdentity, "CLAUDEFLARE_ENCRYPTION_KEY", "")
+	case ks.IdentityFile != "":
+		return loadIdentityFile(ks.IdentityFile, create, pq)
+	case ks.Passphrase != "":
+		id, err := age.NewScryptIdentity(ks.Passphrase)
+		if err != nil {
+			return nil, fmt.Errorf("CLAUDEFLARE_PASSPHRASE: %w", err)
+		}
+		return &master{identities: []age.Identity{id}, passphrase: ks.Passphrase, kind: MasterPassphrase, where: "CLAUDEFLARE_PASSPHRASE"}, nil
+	case ks.CredentialsDir != "" && fileExists(filepath.Join(ks.CredentialsDir, CredentialName)):
+		return loadIdentityFile(filepath.Join(ks.CredentialsDir, CredentialName), false, false)
+	default:
+		return loadIdentityFile(ks.defaultIdentity(), create, pq)
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func loadIdentityFile(path string, create, pq bool) (*master, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) && create {
+		if _, err := GenerateIdentityFile(path, pq); err != nil {
+			return nil, err
+		}
+		f, err = os.Open(path)
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: identity file %s does not exist", ErrNoKey, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open identity file: %w", err)
+	}
+	defer f.Close()
+	if err := checkPrivate(f, path); err != nil {
+		return nil, err
+	}
+	ids, err := parseIdentities(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("identity file %s: %w", path, err)
+	}
+	return fromIdentities(ids, MasterIdentity, "identity file "+path, path)
+}
+
+// ErrKeyFileMode is returned for identity files that others can read.
+var ErrKeyFileMode = errors.New("identity file is readable by other users")
+
+func checkPrivate(f *os.File, path string) error {
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat identity file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%w: %s has mode %04o (hint: chmod 600 %s)", ErrKeyFileMode, path, st.Mode().Perm(), path)
+	}
+	return nil
+}
+
+func parseIdentities(r io.Reader) ([]age.Identity, error) {
+	ids, err := age.ParseIdentities(r)
+	if err != nil {
+		// age's parse errors can quote the offending line; never repeat it.
+		return nil, errors.New("not a valid age identity (expected AGE-SECRET-KEY-1...)")
+	}
+	return ids, nil
+}
+
+func fromIdentities(ids []age.Identity, kind, where, path string) (*master, error) {
+	m := &master{identities: ids, kind: kind, where: where, path: path}
+	for _, id := range ids {
+		switch id := id.(type) {
+		case *age.X25519Identity:
+			m.recipients = append(m.recipients, id.Recipient())
+		case *age.HybridIdentity:
+			m.recipients = append(m.recipients, id.Recipient())
+		}
+	}
+	if len(m.recipients) == 0 {
+		return nil, fmt.Errorf("%s: no usable age identity", where)
+	}
+	return m, nil
+}
+
+// recipientStrings are the public recipients, one per line.
+func (m *master) recipientStrings() []string {
+	var out []string
+	for _, r := range m.recipients {
+		if s, ok := r.(fmt.Stringer); ok {
+			out = append(out, s.String())
+		}
+	}
+	return out
+}
+
+// wrapTo returns the age recipients that a data key is wrapped to.
+func (m *master) wrapTo() ([]age.Recipient, error) {
+	if m.kind == MasterPassphrase {
+		r, err := age.NewScryptRecipient(m.passphrase)
+		if err != nil {
+			return nil, err
+		}
+		return []age.Recipient{r}, nil
+	}
+	return m.recipients, nil
+}
+
+// GenerateIdentityFile creates a new master identity at path with O_EXCL
+// and mode 0600, fsynced, and returns its recipient. With pq, the identity
+// is age's hybrid post-quantum kind (AGE-SECRET-KEY-PQ-1...).
+func GenerateIdentityFile(path string, pq bool) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("create key directory: %w", err)
+	}
+	text, recipient, err := newIdentityText(pq)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("create identity file: %w", err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		os.Remove(path)
+		return "", fmt.Errorf("write identity file: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return "", fmt.Errorf("sync identity file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("close identity file: %w", err)
+	}
+	return recipient, syncDir(filepath.Dir(path))
+}
+
+func newIdentityText(pq bool) (text, recipient string, err error) {
+	var idStr string
+	if pq {
+		id, err := age.GenerateHybridIdentity()
+		if err != nil {
+			return "", "", fmt.Errorf("generate identity: %w", err)
+		}
+		idStr, recipient = id.String(), id.Recipient().String()
+	} else {
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
+			return "", "", fmt.Errorf("generate identity: %w", err)
+		}
+		idStr, recipient = id.String(), id.Recipient().String()
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# claudeflare master identity: keep it secret, keep it safe\n")
+	fmt.Fprintf(&b, "# public key: %s\n", recipient)
+	fmt.Fprintf(&b, "%s\n", idStr)
+	return b.String(), recipient, nil
+}
+
+// WriteFileAtomic writes data to path via a temp file in the same
+// directory: write, fsync, rename, fsync the directory.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("create temp file: %w", err)
+	}
+	tmp := f.Name()
+	cleanup := func() { f.Close(); os.Remove(tmp) }
+	if err := f.Chmod(mode); err != nil {
+		cleanup()
+		return fmt.Errorf("chmod temp file: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		cleanup()
+		return fmt.Errorf("write temp file: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		cleanup()
+		return fmt.Errorf("sync temp file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("close temp file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("rename into place: %w", err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory: %w", err)
+	}
+	return nil
+}

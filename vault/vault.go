@@ -1,0 +1,466 @@
+// Package vault keeps claudeflare's secrets: the master key, the data keys
+// wrapped to it, and every account token sealed to the current data key.
+// It is the only package that sees plaintext tokens.
+//
+// Envelope encryption, as sops does it with age: the master key (an age
+// identity file, CLAUDEFLARE_ENCRYPTION_KEY, or an scrypt passphrase) wraps
+// a data key (an age identity made at init); secrets are sealed to the data
+// recipient; payloads are sealed with a symmetric XChaCha20-Poly1305 key
+// that is itself sealed to the data recipient, so the asymmetric work
+// happens once per key, not once per request.
+package vault
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"filippo.io/age"
+	"github.com/jmoiron/sqlx"
+	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/claudeflare/claudeflare/store"
+)
+
+// ErrNotInitialised is returned by Open on a vault that has no master key yet.
+var ErrNotInitialised = errors.New("vault is not initialised (hint: run claudeflare init)")
+
+// ErrConflict is returned by SwapTokens when another writer moved the
+// account's secret first.
+var ErrConflict = store.ErrVersionConflict
+
+// Vault is an opened vault: its database and unwrapped data keys.
+type Vault struct {
+	db  *store.DB
+	now func() time.Time
+	m   *master
+
+	mu      sync.RWMutex
+	current int64              // id of the current data key
+	keys    map[int64]*dataKey // unwrapped data keys by id
+}
+
+type dataKey struct {
+	id        int64
+	identity  age.Identity
+	recipient age.Recipient
+	aead      payloadAEAD
+}
+
+// Options tune Open.
+type Options struct {
+	Create bool             // initialise the vault (and default identity) if absent
+	PQ     bool             // new identities are hybrid post-quantum
+	Now    func() time.Time // clock; nil = time.Now
+}
+
+// Open opens the vault in db with the master key from ks. With
+// opts.Create, an uninitialised vault is initialised first. A wrong key
+// gives ErrWrongKey and writes nothing.
+func Open(ctx context.Context, db *store.DB, ks KeySource, opts Options) (*Vault, error) {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	v := &Vault{db: db, now: now, keys: map[int64]*dataKey{}}
+	var kind string
+	err := db.R.GetContext(ctx, &kind, `SELECT kind FROM master WHERE id = 1`)
+	if store.IsNotFound(err) {
+		if !opts.Create {
+			return nil, ErrNotInitialised
+		}
+		m, err := ks.load(true, opts.PQ)
+		if err != nil {
+			return nil, err
+		}
+		v.m = m
+		if err := v.initialise(ctx); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("read vault: %w", err)
+	} else {
+		m, err := ks.load(false, false)
+		if err != nil {
+			return nil, err
+		}
+		v.m = m
+	}
+	if err := v.loadKeys(ctx); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// initialise writes the master row and a first data key in one
+// transaction. A concurrent init by another process is not an error.
+func (v *Vault) initialise(ctx context.Context) error {
+	dk, err := newDataKeyRow(v.m, v.now())
+	if err != nil {
+		return err
+	}
+	return store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
+		var n int
+		if err := tx.GetContext(ctx, &n, `SELECT count(*) FROM master`); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil // another process won the race
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO master (id, kind, recipients, updated_at) VALUES (1, ?, ?, ?)`,
+			v.m.kind, strings.Join(v.m.recipientStrings(), "\n"), store.ToMS(v.now())); err != nil {
+			return fmt.Errorf("write master key record: %w", err)
+		}
+		return insertDataKey(ctx, tx, dk)
+	})
+}
+
+type dataKeyRow struct {
+	Recipient  string `db:"recipient"`
+	Wrapped    []byte `db:"wrapped"`
+	PayloadKey []byte `db:"payload_key"`
+	CreatedAt  int64  `db:"created_at"`
+}
+
+// newDataKeyRow makes a data identity wrapped to the master key and a
+// payload key sealed to the data recipient.
+func newDataKeyRow(m *master, now time.Time) (dataKeyRow, error) {
+	pq := false
+	for _, r := range m.recipients {
+		if _, ok := r.(*age.HybridRecipient); ok {
+			pq = true
+		}
+	}
+	text, recipient, err := newIdentityText(pq)
+	if err != nil {
+		return dataKeyRow{}, err
+	}
+	to, err := m.wrapTo()
+	if err != nil {
+		return dataKeyRow{}, err
+	}
+	wrapped, err := encrypt([]byte(text), to...)
+	if err != nil {
+		return dataKeyRow{}, fmt.Errorf("wrap data key: %w", err)
+	}
+	rcpt, err := parseRecipient(recipient)
+	if err != nil {
+		return dataKeyRow{}, err
+	}
+	pk := make([]byte, chacha20poly1305.KeySize)
+	if _, err := rand.Read(pk); err != nil {
+		return dataKeyRow{}, err
+	}
+	sealedPK, err := encrypt(pk, rcpt)
+	if err != nil {
+		return dataKeyRow{}, fmt.Errorf("seal payload key: %w", err)
+	}
+	return dataKeyRow{Recipient: recipient, Wrapped: wrapped, PayloadKey: sealedPK, CreatedAt: store.ToMS(now)}, nil
+}
+
+func insertDataKey(ctx context.Context, tx *sqlx.Tx, dk dataKeyRow) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO data_keys (recipient, wrapped, payload_key, created_at) VALUES (?, ?, ?, ?)`,
+		dk.Recipient, dk.Wrapped, dk.PayloadKey, dk.CreatedAt)
+	if err != nil {
+		return fmt.Errorf("write data key: %w", err)
+	}
+	return nil
+}
+
+func parseRecipient(s string) (age.Recipient, error) {
+	rs, err := age.ParseRecipients(strings.NewReader(s))
+	if err != nil || len(rs) != 1 {
+		return nil, errors.New("parse data recipient: malformed")
+	}
+	return rs[0], nil
+}
+
+// loadKeys unwraps every data key with the master key.
+func (v *Vault) loadKeys(ctx context.Context) error {
+	var rows []struct {
+		ID         int64  `db:"id"`
+		Recipient  string `db:"recipient"`
+		Wrapped    []byte `db:"wrapped"`
+		PayloadKey []byte `db:"payload_key"`
+		Retired    *int64 `db:"retired_at"`
+	}
+	if err := v.db.W.SelectContext(ctx, &rows, `SELECT id, recipient, wrapped, payload_key, retired_at FROM data_keys ORDER BY id`); err != nil {
+		return fmt.Errorf("read data keys: %w", err)
+	}
+	keys := map[int64]*dataKey{}
+	var current int64
+	for _, r := range rows {
+		plain, err := decrypt(r.Wrapped, v.m.identities...)
+		if err != nil {
+			return err
+		}
+		ids, err := age.ParseIdentities(bytes.NewReader(plain))
+		if err != nil || len(ids) != 1 {
+			return errors.New("data key is malformed")
+		}
+		rcpt, err := parseRecipient(r.Recipient)
+		if err != nil {
+			return err
+		}
+		pk, err := decrypt(r.PayloadKey, ids[0])
+		if err != nil {
+			return fmt.Errorf("open payload key: %w", err)
+		}
+		aead, err := chacha20poly1305.NewX(pk)
+		if err != nil {
+			return fmt.Errorf("open payload key: %w", err)
+		}
+		keys[r.ID] = &dataKey{id: r.ID, identity: ids[0], recipient: rcpt, aead: payloadAEAD{aead}}
+		if r.Retired == nil {
+			current = r.ID
+		}
+	}
+	if current == 0 {
+		return errors.New("vault has no current data key")
+	}
+	v.mu.Lock()
+	v.keys, v.current = keys, current
+	v.mu.Unlock()
+	return nil
+}
+
+// Recipients returns the master recipients stored in the vault (empty for
+// a passphrase-protected vault) and the master kind.
+func (v *Vault) Recipients(ctx context.Context) (kind string, recipients []string, err error) {
+	var row struct {
+		Kind       string `db:"kind"`
+		Recipients string `db:"recipients"`
+	}
+	if err := v.db.R.GetContext(ctx, &row, `SELECT kind, recipients FROM master WHERE id = 1`); err != nil {
+		return "", nil, fmt.Errorf("read master record: %w", err)
+	}
+	if row.Recipients != "" {
+		recipients = strings.Split(row.Recipients, "\n")
+	}
+	return row.Kind, recipients, nil
+}
+
+// DB returns the vault database.
+func (v *Vault) DB() *store.DB { return v.db }
+
+func encrypt(plain []byte, to ...age.Recipient) ([]byte, error) {
+	var buf bytes.Buffer
+	w, err := age.Encrypt(&buf, to...)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(plain); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func decrypt(sealed []byte, ids ...age.Identity) ([]byte, error) {
+	r, err := age.Decrypt(bytes.NewReader(sealed), ids...)
+	if err != nil {
+		var nm *age.NoIdentityMatchError
+		if errors.As(err, &nm) || strings.Contains(err.Error(), "incorrect passphrase") {
+			return nil, ErrWrongKey
+		}
+		return nil, fmt.Errorf("decrypt: %w", err)
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt: %w", err)
+	}
+	return out, nil
+}
+
+// Secrets are an account's plaintext credentials. Never log them.
+type Secrets struct {
+	AccessToken  string    `json:"access_token,omitempty"`
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	APIKey       string    `json:"api_key,omitempty"`
+	ExpiresAt    time.Time `json:"expires_at,omitzero"`
+	Version      int64     `json:"-"`
+}
+
+// String never reveals a secret, so that a stray %v cannot leak one.
+func (Secrets) String() string { return "vault.Secrets{[REDACTED]}" }
+
+// GoString never reveals a secret.
+func (s Secrets) GoString() string { return s.String() }
+
+func (v *Vault) sealSecrets(s Secrets) (keyID int64, sealed []byte, err error) {
+	plain, err := json.Marshal(s)
+	if err != nil {
+		return 0, nil, err
+	}
+	v.mu.RLock()
+	dk := v.keys[v.current]
+	v.mu.RUnlock()
+	sealed, err = encrypt(plain, dk.recipient)
+	if err != nil {
+		return 0, nil, fmt.Errorf("seal secret: %w", err)
+	}
+	return dk.id, sealed, nil
+}
+
+func (v *Vault) openSecrets(keyID int64, sealed []byte) (Secrets, error) {
+	v.mu.RLock()
+	dk := v.keys[keyID]
+	v.mu.RUnlock()
+	if dk == nil {
+		return Secrets{}, fmt.Errorf("open secret: data key %d is unknown", keyID)
+	}
+	plain, err := decrypt(sealed, dk.identity)
+	if err != nil {
+		return Secrets{}, fmt.Errorf("open secret: %w", err)
+	}
+	var s Secrets
+	if err := json.Unmarshal(plain, &s); err != nil {
+		return Secrets{}, errors.New("open secret: malformed")
+	}
+	return s, nil
+}
+
+// NewAccount describes an account to add.
+type NewAccount struct {
+	Name     string
+	Kind     string // store.KindOAuth or store.KindAPIKey
+	Mode     string // max | console, for OAuth accounts
+	Priority int
+	Tier     int
+}
+
+// AddAccount seals s and stores a new account. A taken name gives
+// store.ErrAccountExists and stores nothing.
+func (v *Vault) AddAccount(ctx context.Context, a NewAccount, s Secrets) (int64, error) {
+	if err := ValidateName(a.Name); err != nil {
+		return 0, err
+	}
+	keyID, sealed, err := v.sealSecrets(s)
+	if err != nil {
+		return 0, err
+	}
+	return store.InsertAccount(ctx, v.db, store.NewAccount{
+		Name: a.Name, Kind: a.Kind, Mode: a.Mode, Priority: a.Priority, Tier: a.Tier,
+		KeyID: keyID, Sealed: sealed, TokenExpiresAt: store.ToMS(s.ExpiresAt),
+	}, v.now())
+}
+
+// ValidateName checks an account name: 1-64 of letters, digits, '.', '_', '-', '@'.
+func ValidateName(name string) error {
+	if name == "" || len(name) > 64 {
+		return fmt.Errorf("invalid account name %q: use 1 to 64 characters", name)
+	}
+	for _, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-@", r)
+		if !ok {
+			return fmt.Errorf("invalid account name %q: use letters, digits, '.', '_', '-' or '@'", name)
+		}
+	}
+	if strings.HasPrefix(name, "-") {
+		return fmt.Errorf("invalid account name %q: must not start with '-'", name)
+	}
+	return nil
+}
+
+// Secrets returns an account's current plaintext credentials and version.
+func (v *Vault) Secrets(ctx context.Context, accountID int64) (Secrets, error) {
+	ss, err := store.GetSecret(ctx, v.db, accountID)
+	if err != nil {
+		return Secrets{}, fmt.Errorf("read account secret: %w", err)
+	}
+	s, err := v.openSecrets(ss.KeyID, ss.Sealed)
+	if err != nil {
+		return Secrets{}, err
+	}
+	s.Version = ss.Version
+	return s, nil
+}
+
+// SwapTokens stores s as the account's secret if its version is still
+// fromVersion (compare-and-swap), returning the new version. When another
+// writer moved it first, the error is ErrConflict and nothing is written.
+func (v *Vault) SwapTokens(ctx context.Context, accountID, fromVersion int64, s Secrets) (int64, error) {
+	keyID, sealed, err := v.sealSecrets(s)
+	if err != nil {
+		return 0, err
+	}
+	return store.SwapSecret(ctx, v.db, accountID, fromVersion, store.SealedSecret{
+		KeyID: keyID, Sealed: sealed, TokenExpiresAt: store.ToMS(s.ExpiresAt),
+	}, v.now())
+}
+
+// MarkNeedsLogin takes an account out of rotation until it is logged in again.
+func (v *Vault) MarkNeedsLogin(ctx context.Context, accountID int64, reason string) error {
+	return store.SetStatus(ctx, v.db, accountID, store.StatusNeedsLogin, reason, v.now())
+}
+
+// payloadAEAD seals payloads: nonce || XChaCha20-Poly1305(plain).
+type payloadAEAD struct {
+	aead interface {
+		NonceSize() int
+		Overhead() int
+		Seal(dst, nonce, plaintext, additionalData []byte) []byte
+		Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, error)
+	}
+}
+
+// SealPayload encrypts a captured payload with the current data key's
+// symmetric payload key. It is safe for concurrent use.
+func (v *Vault) SealPayload(plain []byte) (keyID int64, sealed []byte, err error) {
+	v.mu.RLock()
+	dk := v.keys[v.current]
+	v.mu.RUnlock()
+	ns := dk.aead.aead.NonceSize()
+	out := make([]byte, ns, ns+len(plain)+dk.aead.aead.Overhead())
+	if _, err := rand.Read(out); err != nil {
+		return 0, nil, err
+	}
+	return dk.id, dk.aead.aead.Seal(out, out[:ns], plain, nil), nil
+}
+
+// OpenPayload decrypts a payload sealed by SealPayload with key keyID.
+func (v *Vault) OpenPayload(keyID int64, sealed []byte) ([]byte, error) {
+	v.mu.RLock()
+	dk := v.keys[keyID]
+	v.mu.RUnlock()
+	if dk == nil {
+		return nil, fmt.Errorf("open payload: data key %d is unknown (retired)", keyID)
+	}
+	ns := dk.aead.aead.NonceSize()
+	if len(sealed) < ns+dk.aead.aead.Overhead() {
+		return nil, errors.New("open payload: too short")
+	}
+	plain, err := dk.aead.aead.Open(nil, sealed[:ns], sealed[ns:], nil)
+	if err != nil {
+		return nil, errors.New("open payload: authentication failed")
+	}
+	return plain, nil
+}
+
+// EnsureDataDir creates dir with mode 0700 if needed and tightens it if it
+// is more open.
+func EnsureDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("stat data dir: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("restrict data dir: %w", err)
+		}
+	}
+	return nil
+}
