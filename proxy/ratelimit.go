@@ -1,0 +1,327 @@
+package proxy
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Rate-limit headers sent by Anthropic. The unified family describes the
+// subscription (OAuth) limits; retry-after and x-ratelimit-reset are the
+// generic ones.
+const (
+	hdrUnifiedStatus    = "Anthropic-Ratelimit-Unified-Status"
+	hdrUnifiedReset     = "Anthropic-Ratelimit-Unified-Reset"
+	hdrUnifiedRemaining = "Anthropic-Ratelimit-Unified-Remaining"
+	hdr5hStatus         = "Anthropic-Ratelimit-Unified-5h-Status"
+	hdr5hReset          = "Anthropic-Ratelimit-Unified-5h-Reset"
+	hdr5hUtil           = "Anthropic-Ratelimit-Unified-5h-Utilization"
+	hdr7dStatus         = "Anthropic-Ratelimit-Unified-7d-Status"
+	hdr7dReset          = "Anthropic-Ratelimit-Unified-7d-Reset"
+	hdr7dUtil           = "Anthropic-Ratelimit-Unified-7d-Utilization"
+	hdrRetryAfter       = "Retry-After"
+	hdrXRateLimitReset  = "X-Ratelimit-Reset"
+)
+
+// maxResetAhead bounds how far in the future a reset may lie; anything
+// beyond is treated as garbage rather than quarantining an account for years.
+const maxResetAhead = 35 * 24 * time.Hour
+
+// RateLimit is what the upstream said about an account's limits in one
+// response. Zero times and empty strings mean "not sent"; utilizations are
+// -1 when not sent.
+type RateLimit struct {
+	Status     string    // unified status: allowed, allowed_warning, rejected, ...
+	Reset      time.Time // unified reset
+	Remaining  int64     // unified remaining, -1 when not sent
+	Status5h   string
+	Reset5h    time.Time
+	Util5h     float64
+	Status7d   string
+	Reset7d    time.Time
+	Util7d     float64
+	RetryAfter time.Time // retry-after resolved against now
+	XReset     time.Time // x-ratelimit-reset
+}
+
+// ParseRateLimit reads the rate-limit headers of one response. It never
+// fails: a malformed value is ignored as if it had not been sent.
+func ParseRateLimit(h http.Header, now time.Time) RateLimit {
+	rl := RateLimit{Remaining: -1, Util5h: -1, Util7d: -1}
+	if len(h) == 0 {
+		return rl
+	}
+	rl.Status = normStatus(h.Get(hdrUnifiedStatus))
+	rl.Reset = parseResetTime(h.Get(hdrUnifiedReset), now)
+	if v := strings.TrimSpace(h.Get(hdrUnifiedRemaining)); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+			rl.Remaining = n
+		}
+	}
+	rl.Status5h = normStatus(h.Get(hdr5hStatus))
+	rl.Reset5h = parseResetTime(h.Get(hdr5hReset), now)
+	rl.Util5h = parseUtil(h.Get(hdr5hUtil))
+	rl.Status7d = normStatus(h.Get(hdr7dStatus))
+	rl.Reset7d = parseResetTime(h.Get(hdr7dReset), now)
+	rl.Util7d = parseUtil(h.Get(hdr7dUtil))
+	rl.RetryAfter = parseRetryAfter(h.Get(hdrRetryAfter), now)
+	rl.XReset = parseResetTime(h.Get(hdrXRateLimitReset), now)
+	return rl
+}
+
+// Hard reports whether any status the response carried blocks the account.
+func (rl RateLimit) Hard() bool {
+	return hardStatus(rl.Status) || hardStatus(rl.Status5h) || hardStatus(rl.Status7d)
+}
+
+// Soft reports a warning status: worth recording, not worth avoiding.
+func (rl RateLimit) Soft() bool {
+	return softStatus(rl.Status) || softStatus(rl.Status5h) || softStatus(rl.Status7d)
+}
+
+// Any reports whether the response carried any unified header at all.
+func (rl RateLimit) Any() bool {
+	return rl.Status != "" || !rl.Reset.IsZero() || rl.Remaining >= 0 ||
+		rl.Status5h != "" || !rl.Reset5h.IsZero() || rl.Util5h >= 0 ||
+		rl.Status7d != "" || !rl.Reset7d.IsZero() || rl.Util7d >= 0
+}
+
+// ResetAt is when a blocked account may be tried again, or the zero time
+// when the response named no reset. The unified reset wins when the unified
+// status is hard; then retry-after, then x-ratelimit-reset, then the latest
+// reset of a hard 5h/7d window.
+func (rl RateLimit) ResetAt() time.Time {
+	if hardStatus(rl.Status) && !rl.Reset.IsZero() {
+		return rl.Reset
+	}
+	if !rl.RetryAfter.IsZero() {
+		return rl.RetryAfter
+	}
+	if !rl.XReset.IsZero() {
+		return rl.XReset
+	}
+	var t time.Time
+	if hardStatus(rl.Status5h) && rl.Reset5h.After(t) {
+		t = rl.Reset5h
+	}
+	if hardStatus(rl.Status7d) && rl.Reset7d.After(t) {
+		t = rl.Reset7d
+	}
+	if t.IsZero() && !rl.Reset.IsZero() {
+		t = rl.Reset
+	}
+	return t
+}
+
+func normStatus(s string) string {
+	return strings.ToLower(strings.TrimSpace(s))
+}
+
+func hardStatus(s string) bool {
+	switch s {
+	case "rejected", "rate_limited", "blocked", "queueing_hard", "payment_required":
+		return true
+	}
+	return false
+}
+
+func softStatus(s string) bool {
+	switch s {
+	case "allowed_warning", "queueing_soft":
+		return true
+	}
+	return false
+}
+
+// parseResetTime accepts unix seconds, unix milliseconds, RFC 3339 and HTTP
+// dates. Times in the past or absurdly far ahead are dropped.
+func parseResetTime(v string, now time.Time) time.Time {
+	v = strings.TrimSpace(v)
+	if v == "" || len(v) > 64 {
+		return time.Time{}
+	}
+	var t time.Time
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		switch {
+		case f != f || f <= 0: // NaN or non-positive
+			return time.Time{}
+		case f >= 1e12 && f < 1e14: // unix ms
+			t = time.UnixMilli(int64(f))
+		case f >= 1e8 && f < 1e11: // unix seconds
+			t = time.Unix(int64(f), int64((f-float64(int64(f)))*1e9))
+		default:
+			return time.Time{}
+		}
+	} else if p, err := time.Parse(time.RFC3339, v); err == nil {
+		t = p
+	} else if p, err := http.ParseTime(v); err == nil {
+		t = p
+	} else {
+		return time.Time{}
+	}
+	return sane(t, now)
+}
+
+// parseRetryAfter accepts delta seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Time {
+	v = strings.TrimSpace(v)
+	if v == "" || len(v) > 64 {
+		return time.Time{}
+	}
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if f != f || f <= 0 || f > maxResetAhead.Seconds() {
+			return time.Time{}
+		}
+		return now.Add(time.Duration(f * float64(time.Second)))
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return sane(t, now)
+	}
+	return time.Time{}
+}
+
+func sane(t, now time.Time) time.Time {
+	if !t.After(now) || t.Sub(now) > maxResetAhead {
+		return time.Time{}
+	}
+	return t
+}
+
+// parseUtil reads a utilization, sent as a fraction (0.42) or, by some
+// senders, as a percentage (42). The result is a fraction, -1 when absent.
+func parseUtil(v string) float64 {
+	v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "%"))
+	if v == "" {
+		return -1
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f != f || f < 0 || f > 1000 {
+		return -1
+	}
+	if f > 1.5 { // a percentage
+		f /= 100
+	}
+	return f
+}
+
+// LimitPolicy holds the cooldown lengths.
+type LimitPolicy struct {
+	CooldownInitial    time.Duration // first cooldown after a 429 without reset (30s)
+	CooldownMax        time.Duration // cap of the doubling cooldown (5m)
+	OverloadedCooldown time.Duration // after a 529 or overloaded_error
+}
+
+// DefaultLimitPolicy is the policy used when the config leaves it unset.
+func DefaultLimitPolicy() LimitPolicy {
+	return LimitPolicy{CooldownInitial: 30 * time.Second, CooldownMax: 5 * time.Minute, OverloadedCooldown: 10 * time.Second}
+}
+
+// LimitState is the in-memory rate-limit state of one account.
+type LimitState struct {
+	Until    time.Time     // blocked (quarantine or cooldown) until
+	Reason   string        // why blocked: the status, "cooldown" or "overloaded"
+	Cooldown time.Duration // current step of the doubling cooldown, 0 = none
+	Status   string        // last unified status seen
+	Reset    time.Time     // last unified reset seen
+	Util5h   float64
+	Util7d   float64
+	Reset5h  time.Time
+	Reset7d  time.Time
+}
+
+// Blocked reports whether the account must not be used at now.
+func (s *LimitState) Blocked(now time.Time) bool { return now.Before(s.Until) }
+
+// Outcome is how an attempt ended, as far as rate limiting cares.
+type Outcome int
+
+const (
+	OutcomeOK         Outcome = iota // a response that says the account works
+	OutcomeLimited                   // a 429 or an in-stream rate_limit_error
+	OutcomeOverloaded                // a 529 or an in-stream overloaded_error
+	OutcomeOther                     // anything else: no change to the limits
+)
+
+// OutcomeOf classifies an upstream status code.
+func OutcomeOf(status int) Outcome {
+	switch {
+	case status == http.StatusTooManyRequests:
+		return OutcomeLimited
+	case status == 529:
+		return OutcomeOverloaded
+	case status >= 200 && status < 400:
+		return OutcomeOK
+	}
+	return OutcomeOther
+}
+
+// Apply folds one response into the state and reports whether the account
+// is now blocked. Hard statuses and 429s quarantine until the reset; a
+// limit without any reset starts (or doubles) the cooldown; a good response
+// ends the cooldown; soft statuses are only recorded.
+func (s *LimitState) Apply(p LimitPolicy, out Outcome, rl RateLimit, now time.Time) bool {
+	if rl.Status != "" {
+		s.Status = rl.Status
+	}
+	if !rl.Reset.IsZero() {
+		s.Reset = rl.Reset
+	}
+	if rl.Util5h >= 0 {
+		s.Util5h = rl.Util5h
+	}
+	if rl.Util7d >= 0 {
+		s.Util7d = rl.Util7d
+	}
+	if !rl.Reset5h.IsZero() {
+		s.Reset5h = rl.Reset5h
+	}
+	if !rl.Reset7d.IsZero() {
+		s.Reset7d = rl.Reset7d
+	}
+	hard := rl.Hard()
+	switch {
+	case out == OutcomeLimited || hard:
+		reason := rl.Status
+		if !hardStatus(reason) {
+			switch {
+			case hardStatus(rl.Status5h):
+				reason = "5h " + rl.Status5h
+			case hardStatus(rl.Status7d):
+				reason = "7d " + rl.Status7d
+			default:
+				reason = "rate_limited"
+			}
+		}
+		if reset := rl.ResetAt(); !reset.IsZero() {
+			s.block(reset, reason)
+			return true
+		}
+		next := p.CooldownInitial
+		if s.Cooldown > 0 {
+			next = s.Cooldown * 2
+		}
+		if p.CooldownMax > 0 && next > p.CooldownMax {
+			next = p.CooldownMax
+		}
+		s.Cooldown = next
+		s.block(now.Add(next), "cooldown")
+		return true
+	case out == OutcomeOverloaded:
+		s.block(now.Add(p.OverloadedCooldown), "overloaded")
+		return p.OverloadedCooldown > 0
+	case out == OutcomeOK:
+		s.Cooldown = 0
+		if s.Until.After(now) && (s.Reason == "cooldown" || s.Reason == "overloaded") {
+			s.Until, s.Reason = time.Time{}, ""
+		}
+	}
+	return s.Blocked(now)
+}
+
+// block extends the blocked period; it never shortens an existing one.
+func (s *LimitState) block(until time.Time, reason string) {
+	if until.After(s.Until) {
+		s.Until, s.Reason = until, reason
+	}
+}

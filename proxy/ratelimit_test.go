@@ -1,0 +1,174 @@
+package proxy
+
+import (
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+func hdr(kv ...string) http.Header {
+	h := http.Header{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Set(kv[i], kv[i+1])
+	}
+	return h
+}
+
+func TestParseRateLimit(t *testing.T) {
+	reset := t0.Add(2 * time.Hour)
+	h := hdr(
+		"anthropic-ratelimit-unified-status", "Rejected",
+		"anthropic-ratelimit-unified-reset", strconv.FormatInt(reset.Unix(), 10),
+		"anthropic-ratelimit-unified-remaining", "0",
+		"anthropic-ratelimit-unified-5h-status", "rejected",
+		"anthropic-ratelimit-unified-5h-reset", reset.Format(time.RFC3339),
+		"anthropic-ratelimit-unified-5h-utilization", "1.02",
+		"anthropic-ratelimit-unified-7d-status", "allowed_warning",
+		"anthropic-ratelimit-unified-7d-reset", strconv.FormatInt(t0.Add(72*time.Hour).UnixMilli(), 10),
+		"anthropic-ratelimit-unified-7d-utilization", "85%",
+		"retry-after", "120",
+	)
+	rl := ParseRateLimit(h, t0)
+	if rl.Status != "rejected" || !rl.Reset.Equal(reset) || rl.Remaining != 0 {
+		t.Fatalf("unified: %+v", rl)
+	}
+	if rl.Status5h != "rejected" || !rl.Reset5h.Equal(reset) || rl.Util5h != 1.02 {
+		t.Fatalf("5h: %+v", rl)
+	}
+	if rl.Status7d != "allowed_warning" || !rl.Reset7d.Equal(t0.Add(72*time.Hour)) || rl.Util7d != 0.85 {
+		t.Fatalf("7d: %+v", rl)
+	}
+	if !rl.RetryAfter.Equal(t0.Add(120 * time.Second)) {
+		t.Fatalf("retry-after: %v", rl.RetryAfter)
+	}
+	if !rl.Hard() || !rl.Soft() || !rl.ResetAt().Equal(reset) {
+		t.Fatalf("classify: hard=%v soft=%v reset=%v", rl.Hard(), rl.Soft(), rl.ResetAt())
+	}
+}
+
+func TestParseRateLimitRetryAfterForms(t *testing.T) {
+	date := t0.Add(90 * time.Second)
+	for _, tc := range []struct {
+		name string
+		h    http.Header
+		want time.Time
+	}{
+		{"seconds", hdr("retry-after", "30"), t0.Add(30 * time.Second)},
+		{"http date", hdr("retry-after", date.Format(http.TimeFormat)), date},
+		{"x-ratelimit-reset", hdr("x-ratelimit-reset", date.Format(time.RFC3339)), date},
+		{"garbage", hdr("retry-after", "soon", "x-ratelimit-reset", "never"), time.Time{}},
+		{"past", hdr("x-ratelimit-reset", t0.Add(-time.Hour).Format(time.RFC3339)), time.Time{}},
+		{"negative", hdr("retry-after", "-5"), time.Time{}},
+		{"years", hdr("retry-after", "999999999"), time.Time{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ParseRateLimit(tc.h, t0).ResetAt()
+			if !got.Equal(tc.want) {
+				t.Fatalf("ResetAt = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLimitStateApply(t *testing.T) {
+	p := DefaultLimitPolicy()
+	t.Run("hard status quarantines until reset", func(t *testing.T) {
+		var s LimitState
+		for _, st := range []string{"rejected", "rate_limited", "blocked", "queueing_hard", "payment_required"} {
+			s = LimitState{}
+			reset := t0.Add(time.Hour)
+			rl := ParseRateLimit(hdr("anthropic-ratelimit-unified-status", st,
+				"anthropic-ratelimit-unified-reset", strconv.FormatInt(reset.Unix(), 10)), t0)
+			if !s.Apply(p, OutcomeOK, rl, t0) || !s.Until.Equal(reset) {
+				t.Fatalf("%s: until %v", st, s.Until)
+			}
+		}
+	})
+	t.Run("429 with retry-after", func(t *testing.T) {
+		var s LimitState
+		if !s.Apply(p, OutcomeLimited, ParseRateLimit(hdr("retry-after", "42"), t0), t0) || !s.Until.Equal(t0.Add(42*time.Second)) {
+			t.Fatalf("until %v", s.Until)
+		}
+	})
+	t.Run("429 without reset doubles the cooldown to the cap, a good response resets it", func(t *testing.T) {
+		var s LimitState
+		now := t0
+		want := []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute, 5 * time.Minute, 5 * time.Minute}
+		for i, w := range want {
+			s.Apply(p, OutcomeLimited, ParseRateLimit(nil, now), now)
+			if s.Cooldown != w || !s.Until.Equal(now.Add(w)) {
+				t.Fatalf("step %d: cooldown %v until %v", i, s.Cooldown, s.Until.Sub(now))
+			}
+			now = s.Until
+		}
+		if s.Apply(p, OutcomeOK, ParseRateLimit(nil, now), now) || s.Cooldown != 0 {
+			t.Fatalf("good response did not reset: %+v", s)
+		}
+		s.Apply(p, OutcomeLimited, ParseRateLimit(nil, now), now)
+		if s.Cooldown != 30*time.Second {
+			t.Fatalf("after reset: %v", s.Cooldown)
+		}
+	})
+	t.Run("soft is recorded, not blocking", func(t *testing.T) {
+		var s LimitState
+		rl := ParseRateLimit(hdr("anthropic-ratelimit-unified-status", "allowed_warning",
+			"anthropic-ratelimit-unified-5h-utilization", "0.91"), t0)
+		if s.Apply(p, OutcomeOK, rl, t0) || s.Status != "allowed_warning" || s.Util5h != 0.91 {
+			t.Fatalf("%+v", s)
+		}
+	})
+	t.Run("529 short cooldown", func(t *testing.T) {
+		var s LimitState
+		if !s.Apply(p, OutcomeOverloaded, ParseRateLimit(nil, t0), t0) || !s.Until.Equal(t0.Add(p.OverloadedCooldown)) {
+			t.Fatalf("%+v", s)
+		}
+		if s.Cooldown != 0 {
+			t.Fatal("529 must not step the 429 cooldown")
+		}
+	})
+	t.Run("overload never shortens a quarantine", func(t *testing.T) {
+		var s LimitState
+		s.Apply(p, OutcomeLimited, ParseRateLimit(hdr("retry-after", "3600"), t0), t0)
+		s.Apply(p, OutcomeOverloaded, ParseRateLimit(nil, t0), t0)
+		if !s.Until.Equal(t0.Add(time.Hour)) {
+			t.Fatalf("%v", s.Until)
+		}
+	})
+}
+
+func FuzzParseRateLimit(f *testing.F) {
+	f.Add("rejected", "1764244800", "0", "0.5", "30", "2026-11-27T13:00:00Z")
+	f.Add("allowed_warning", "2026-11-27T13:00:00Z", "12", "85%", "Fri, 27 Nov 2026 13:00:00 GMT", "")
+	f.Add("", "1764244800123", "-1", "NaN", "1e400", "garbage")
+	f.Add("queueing_hard", "+Inf", "x", "1e309", "-0", "0x1p-2")
+	f.Fuzz(func(t *testing.T, status, reset, remaining, util, retryAfter, xreset string) {
+		h := hdr(
+			"anthropic-ratelimit-unified-status", status,
+			"anthropic-ratelimit-unified-reset", reset,
+			"anthropic-ratelimit-unified-remaining", remaining,
+			"anthropic-ratelimit-unified-5h-status", status,
+			"anthropic-ratelimit-unified-5h-reset", reset,
+			"anthropic-ratelimit-unified-5h-utilization", util,
+			"anthropic-ratelimit-unified-7d-utilization", util,
+			"retry-after", retryAfter,
+			"x-ratelimit-reset", xreset,
+		)
+		rl := ParseRateLimit(h, t0)
+		if r := rl.ResetAt(); !r.IsZero() && (!r.After(t0) || r.Sub(t0) > maxResetAhead) {
+			t.Fatalf("reset out of range: %v", r)
+		}
+		if rl.Util5h != -1 && (rl.Util5h < 0 || rl.Util5h > 10 || rl.Util5h != rl.Util5h) {
+			t.Fatalf("util out of range: %v", rl.Util5h)
+		}
+		var s LimitState
+		for _, out := range []Outcome{OutcomeOK, OutcomeLimited, OutcomeOverloaded, OutcomeOther} {
+			s.Apply(DefaultLimitPolicy(), out, rl, t0)
+			if s.Until.Sub(t0) > maxResetAhead {
+				t.Fatalf("blocked too long: %v", s.Until)
+			}
+		}
+	})
+}

@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Strategies for LB_STRATEGY.
+const (
+	// StrategySession keeps one active account for SESSION_DURATION_MS, the
+	// others standing by in priority order, as one person uses one account.
+	// The default and the safe choice for subscription accounts.
+	StrategySession = "session"
+	// StrategyRoundRobin rotates over the usable accounts. Meant for API-key
+	// pools; with subscription accounts it looks like one person on many
+	// machines, which is riskier.
+	StrategyRoundRobin = "round-robin"
+	// StrategyLeastUsed prefers the account with the fewest requests in
+	// flight, then the fewest served. Same caveat as round-robin.
+	StrategyLeastUsed = "least-used"
+)
+
+// account is the in-memory state of one account. The descriptive fields
+// are replaced on reload; the counters and limit state are guarded by the
+// pool's mutex.
+type account struct {
+	ID           int64
+	Name         string
+	Kind         string // "oauth" | "apikey"
+	Priority     int
+	Paused       bool
+	Status       string // "ok" | "needs_login"
+	StatusReason string
+
+	limit    LimitState
+	inflight int
+	served   int64
+	lastUsed time.Time
+}
+
+// usable reports whether the account may be tried at now, and if not why.
+// limited is true when the only obstacle is a rate limit or cooldown.
+func (a *account) usable(now time.Time) (ok, limited bool, reason string) {
+	switch {
+	case a.Paused:
+		return false, false, "paused"
+	case a.Status != "" && a.Status != "ok":
+		r := a.Status
+		if a.Status == "needs_login" {
+			r = "needs login (run `claudeflare accounts add " + a.Name + "` again)"
+		}
+		if a.StatusReason != "" {
+			r += ": " + a.StatusReason
+		}
+		return false, false, r
+	case a.limit.Blocked(now):
+		what := "rate limited"
+		switch a.limit.Reason {
+		case "cooldown":
+			what = "cooling down after a 429"
+		case "overloaded":
+			what = "cooling down after overload"
+		case "", "rate_limited":
+		default:
+			what = "rate limited (" + a.limit.Reason + ")"
+		}
+		return false, true, fmt.Sprintf("%s until %s", what, a.limit.Until.UTC().Format(time.RFC3339))
+	}
+	return true, false, ""
+}
+
+// selection is the selector's answer: candidates in the order to try them,
+// or, when there are none, why.
+type selection struct {
+	Candidates []*account
+	// When Candidates is empty:
+	Limited    bool      // some account is only rate limited: answer 429
+	EarliestOK time.Time // earliest time a limited account comes back
+	Reasons    []string  // "name: reason" per account
+}
+
+// selector orders the usable accounts by strategy. It is not safe for
+// concurrent use; the pool serialises calls.
+type selector struct {
+	strategy string
+	session  time.Duration
+
+	active int64 // session strategy: the active account's id, 0 = none
+	since  time.Time
+	rr     uint64
+}
+
+// pick orders the usable accounts of accts (sorted by priority, then name).
+func (s *selector) pick(accts []*account, now time.Time) selection {
+	var sel selection
+	usable := make([]*account, 0, len(accts))
+	for _, a := range accts {
+		ok, limited, reason := a.usable(now)
+		if ok {
+			usable = append(usable, a)
+			continue
+		}
+		sel.Reasons = append(sel.Reasons, a.Name+": "+reason)
+		if limited {
+			sel.Limited = true
+			if sel.EarliestOK.IsZero() || a.limit.Until.Before(sel.EarliestOK) {
+				sel.EarliestOK = a.limit.Until
+			}
+		}
+	}
+	if len(usable) == 0 {
+		return sel
+	}
+	sel.Reasons = nil
+	sel.Limited = false
+	sel.EarliestOK = time.Time{}
+	switch s.strategy {
+	case StrategyRoundRobin:
+		k := int(s.rr % uint64(len(usable)))
+		s.rr++
+		sel.Candidates = append(usable[k:len(usable):len(usable)], usable[:k]...)
+	case StrategyLeastUsed:
+		slices.SortStableFunc(usable, func(a, b *account) int {
+			if a.inflight != b.inflight {
+				return a.inflight - b.inflight
+			}
+			switch {
+			case a.served < b.served:
+				return -1
+			case a.served > b.served:
+				return 1
+			}
+			return 0
+		})
+		sel.Candidates = usable
+	default: // session
+		idx := -1
+		if s.active != 0 && now.Sub(s.since) < s.session {
+			idx = slices.IndexFunc(usable, func(a *account) bool { return a.ID == s.active })
+		}
+		if idx < 0 {
+			// The session ended or its account is out: the first in
+			// priority order starts a new one.
+			s.active, s.since = usable[0].ID, now
+			idx = 0
+		}
+		if idx > 0 {
+			a := usable[idx]
+			copy(usable[1:idx+1], usable[:idx])
+			usable[0] = a
+		}
+		sel.Candidates = usable
+	}
+	return sel
+}
+
+// served records that a request succeeded on a. Under the session strategy
+// a failover moves the session to the account that answered.
+func (s *selector) served(a *account, now time.Time) {
+	if s.strategy == StrategySession || s.strategy == "" {
+		if s.active != a.ID {
+			s.active, s.since = a.ID, now
+		}
+	}
+}
