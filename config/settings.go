@@ -1,0 +1,220 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Setting describes one settable key. Every key of the config file is one;
+// the environment and command-line flags set them by the same table.
+type Setting struct {
+	// Key is the dotted config key: "port", "log.payloads".
+	Key string
+	// Env is the environment variable that sets Key, "" when none does.
+	Env string
+}
+
+// envVars maps keys to their environment variables (CONTRACT.md).
+var envVars = map[string]string{
+	"data_dir":            "CLAUDEFLARE_DATA_DIR",
+	"host":                "HOST",
+	"port":                "PORT",
+	"lb_strategy":         "LB_STRATEGY",
+	"session_duration_ms": "SESSION_DURATION_MS",
+	"retry_attempts":      "RETRY_ATTEMPTS",
+	"retry_delay_ms":      "RETRY_DELAY_MS",
+	"retry_backoff":       "RETRY_BACKOFF",
+	"client_id":           "CLIENT_ID",
+	"log_level":           "LOG_LEVEL",
+	"log_format":          "LOG_FORMAT",
+	"debug":               "CLAUDEFLARE_DEBUG",
+	"allowed_origins":     "ALLOWED_ORIGINS",
+	"identity_file":       "CLAUDEFLARE_IDENTITY_FILE",
+	"upstream_url":        "CLAUDEFLARE_UPSTREAM_URL",
+	"oauth_token_url":     "CLAUDEFLARE_OAUTH_TOKEN_URL",
+}
+
+// pathKeys are file paths: "~/" is expanded, and a relative path in the
+// config file is taken from the file's directory.
+var pathKeys = map[string]bool{
+	"data_dir":        true,
+	"identity_file":   true,
+	"server.tls_cert": true,
+	"server.tls_key":  true,
+}
+
+// setting is one row of the table: where the key lives in Config and how a
+// string sets it.
+type setting struct {
+	Setting
+	index []int
+	typ   reflect.Type
+	path  bool
+}
+
+var durationType = reflect.TypeOf(Duration(0))
+
+var (
+	settings     = buildSettings()
+	settingByKey = indexSettings(settings)
+	// sections are the table names of Config.
+	sections = map[string]bool{}
+)
+
+func buildSettings() []*setting {
+	var out []*setting
+	var walk func(t reflect.Type, prefix string, index []int)
+	walk = func(t reflect.Type, prefix string, index []int) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := strings.Split(f.Tag.Get("toml"), ",")[0]
+			if !f.IsExported() || tag == "" || tag == "-" {
+				continue
+			}
+			idx := append(append([]int(nil), index...), i)
+			key := prefix + tag
+			if f.Type.Kind() == reflect.Struct {
+				sections[key] = true
+				walk(f.Type, key+".", idx)
+				continue
+			}
+			out = append(out, &setting{
+				Setting: Setting{Key: key, Env: envVars[key]},
+				index:   idx,
+				typ:     f.Type,
+				path:    pathKeys[key],
+			})
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "", nil)
+	return out
+}
+
+func indexSettings(list []*setting) map[string]*setting {
+	m := make(map[string]*setting, len(list))
+	for _, s := range list {
+		m[s.Key] = s
+	}
+	return m
+}
+
+// Settings lists every settable key in file order, with its environment
+// variable. The keys are those Source.Flags accepts.
+func Settings() []Setting {
+	out := make([]Setting, len(settings))
+	for i, s := range settings {
+		out[i] = s.Setting
+	}
+	return out
+}
+
+// field returns the setting's field in c.
+func (s *setting) field(c *Config) reflect.Value {
+	return reflect.ValueOf(c).Elem().FieldByIndex(s.index)
+}
+
+// set parses v for the setting's type and stores it in c. Booleans are
+// 1, true, 0 or false; lists are comma separated; durations as
+// ParseDuration.
+func (s *setting) set(c *Config, v string) error {
+	f := s.field(c)
+	if s.typ == durationType {
+		d, err := ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		f.SetInt(int64(d))
+		return nil
+	}
+	switch s.typ.Kind() {
+	case reflect.String:
+		f.SetString(v)
+	case reflect.Bool:
+		switch strings.ToLower(v) {
+		case "1", "true":
+			f.SetBool(true)
+		case "0", "false":
+			f.SetBool(false)
+		default:
+			return fmt.Errorf("invalid boolean %q (use 1, true, 0 or false)", v)
+		}
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(v, 10, s.typ.Bits())
+		if err != nil {
+			if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
+				return fmt.Errorf("integer %q out of range", v)
+			}
+			return fmt.Errorf("invalid integer %q", v)
+		}
+		f.SetInt(n)
+	case reflect.Float64:
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("invalid number %q", v)
+		}
+		f.SetFloat(n)
+	case reflect.Slice:
+		list := []string{}
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				list = append(list, p)
+			}
+		}
+		f.Set(reflect.ValueOf(list))
+	default:
+		panic("config: no setter for " + s.typ.String())
+	}
+	return nil
+}
+
+// knownKey reports whether k (dotted) is a setting or a section.
+func knownKey(k string) bool {
+	return settingByKey[k] != nil || sections[k]
+}
+
+// suggest returns the known key closest to k, or "" when none is close.
+func suggest(k string) string {
+	best, bestD := "", 3
+	keys := make([]string, 0, len(settingByKey)+len(sections))
+	for s := range settingByKey {
+		keys = append(keys, s)
+	}
+	for s := range sections {
+		keys = append(keys, s)
+	}
+	sort.Strings(keys)
+	for _, cand := range keys {
+		if d := editDistance(k, cand, bestD); d < bestD {
+			best, bestD = cand, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b, or max when it is
+// at least max.
+func editDistance(a, b string, max int) int {
+	if len(a)-len(b) >= max || len(b)-len(a) >= max || len(a) > 64 || len(b) > 64 {
+		return max
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return min(prev[len(b)], max)
+}
