@@ -187,6 +187,9 @@ func suggest(k string) string {
 	}
 	sort.Strings(keys)
 	for _, cand := range keys {
+		if strings.EqualFold(k, cand) {
+			return cand
+		}
 		if d := editDistance(k, cand, bestD); d < bestD {
 			best, bestD = cand, d
 		}
