@@ -1,0 +1,226 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/claudeflare/claudeflare/store"
+)
+
+// pool is the in-memory view of the accounts: what the selector chooses
+// from and where rate-limit state lives between saves. It is refreshed
+// from the vault database by reload; rate-limit state is written back
+// asynchronously by the saver goroutine, never on a request's path.
+type pool struct {
+	mu       sync.Mutex
+	accounts []*account // priority, then name
+	byID     map[int64]*account
+	sel      selector
+	policy   LimitPolicy
+	versions map[int64]int64 // token_version seen per account
+	dirty    map[int64]bool  // rate state to save
+	wake     chan struct{}   // signals the saver
+}
+
+func newPool(strategy string, session time.Duration, policy LimitPolicy) *pool {
+	return &pool{
+		byID:     map[int64]*account{},
+		sel:      selector{strategy: strategy, session: session},
+		policy:   policy,
+		versions: map[int64]int64{},
+		dirty:    map[int64]bool{},
+		wake:     make(chan struct{}, 1),
+	}
+}
+
+// pick returns the accounts to try, in order.
+func (p *pool) pick(now time.Time) selection {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sel.pick(p.accounts, now)
+}
+
+// size is the number of accounts configured.
+func (p *pool) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.accounts)
+}
+
+// usable reports whether a is still usable now (it may have been limited
+// by a concurrent request since the selection was made).
+func (p *pool) usable(a *account, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ok, _, _ := a.usable(now)
+	return ok && p.byID[a.ID] == a
+}
+
+func (p *pool) begin(a *account) {
+	p.mu.Lock()
+	a.inflight++
+	p.mu.Unlock()
+}
+
+func (p *pool) end(a *account, ok bool, now time.Time) {
+	p.mu.Lock()
+	a.inflight--
+	if ok {
+		a.served++
+		a.lastUsed = now
+		p.sel.served(a, now)
+	}
+	p.mu.Unlock()
+}
+
+// observe folds a response (or an in-stream error) into the account's
+// rate-limit state and schedules a save. It reports whether the account
+// is now blocked.
+func (p *pool) observe(a *account, out Outcome, rl RateLimit, now time.Time) bool {
+	p.mu.Lock()
+	before := a.limit
+	blocked := a.limit.Apply(p.policy, out, rl, now)
+	changed := a.limit != before
+	if changed {
+		p.dirty[a.ID] = true
+	}
+	p.mu.Unlock()
+	if changed {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+	return blocked
+}
+
+// setStatus changes an account's status in memory (the vault is written
+// by the caller).
+func (p *pool) setStatus(a *account, status, reason string) {
+	p.mu.Lock()
+	a.Status, a.StatusReason = status, reason
+	p.mu.Unlock()
+}
+
+// setVersion records the token version this process wrote, so that the
+// next reload does not take its own refresh for someone else's.
+func (p *pool) setVersion(id, v int64) {
+	p.mu.Lock()
+	if v > p.versions[id] {
+		p.versions[id] = v
+	}
+	p.mu.Unlock()
+}
+
+// reload replaces the descriptive fields of every account with the rows
+// read from the vault database, keeping the counters and limit state of
+// accounts it already knew. It returns the ids whose token version moved
+// (another process wrote new tokens) so their cached tokens can be dropped.
+func (p *pool) reload(rows []store.Account) (changed []int64, added, removed []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	next := make([]*account, 0, len(rows))
+	seen := make(map[int64]bool, len(rows))
+	for _, r := range rows {
+		seen[r.ID] = true
+		a := p.byID[r.ID]
+		if a == nil {
+			a = &account{ID: r.ID}
+			a.limit = limitFromStore(r)
+			p.byID[r.ID] = a
+			added = append(added, r.Name)
+			p.versions[r.ID] = r.TokenVersion
+		} else if r.TokenVersion > p.versions[r.ID] {
+			changed = append(changed, r.ID)
+			p.versions[r.ID] = r.TokenVersion
+		}
+		a.Name, a.Kind, a.Priority, a.Paused = r.Name, r.Kind, r.Priority, r.Paused
+		a.Status, a.StatusReason = r.Status, r.StatusReason
+		next = append(next, a)
+	}
+	for id, a := range p.byID {
+		if !seen[id] {
+			removed = append(removed, a.Name)
+			delete(p.byID, id)
+			delete(p.versions, id)
+			delete(p.dirty, id)
+		}
+	}
+	p.accounts = next
+	return changed, added, removed
+}
+
+func limitFromStore(r store.Account) LimitState {
+	s := LimitState{
+		Until:    store.FromMS(r.RateLimitedUntil),
+		Cooldown: time.Duration(r.CooldownMS) * time.Millisecond,
+		Status:   r.RLStatus,
+		Reset:    store.FromMS(r.RLReset),
+		Util5h:   r.Util5h,
+		Util7d:   r.Util7d,
+		Reset5h:  store.FromMS(r.Reset5h),
+		Reset7d:  store.FromMS(r.Reset7d),
+	}
+	if !s.Until.IsZero() {
+		s.Reason = r.RLStatus
+		if !hardStatus(s.Reason) {
+			s.Reason = "rate_limited"
+		}
+	}
+	return s
+}
+
+func limitToStore(s LimitState) store.RateState {
+	return store.RateState{
+		RateLimitedUntil: store.ToMS(s.Until),
+		RLStatus:         s.Status,
+		RLReset:          store.ToMS(s.Reset),
+		Util5h:           s.Util5h,
+		Util7d:           s.Util7d,
+		Reset5h:          store.ToMS(s.Reset5h),
+		Reset7d:          store.ToMS(s.Reset7d),
+		CooldownMS:       s.Cooldown.Milliseconds(),
+	}
+}
+
+// takeDirty returns the rate states to save and clears the dirty set.
+func (p *pool) takeDirty() map[int64]store.RateState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.dirty) == 0 {
+		return nil
+	}
+	out := make(map[int64]store.RateState, len(p.dirty))
+	for id := range p.dirty {
+		if a := p.byID[id]; a != nil {
+			out[id] = limitToStore(a.limit)
+		}
+	}
+	clear(p.dirty)
+	return out
+}
+
+// runSaver writes rate-limit state to the vault database whenever it
+// changes, until ctx ends; then it saves once more.
+func (p *pool) runSaver(ctx context.Context, db *store.DB, log *slog.Logger) {
+	save := func(ctx context.Context) {
+		for id, st := range p.takeDirty() {
+			if err := store.SaveRateState(ctx, db, id, st); err != nil {
+				log.Warn("save rate-limit state", "account_id", id, "err", err)
+			}
+		}
+	}
+	for {
+		select {
+		case <-p.wake:
+			save(ctx)
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			save(sctx)
+			cancel()
+			return
+		}
+	}
+}

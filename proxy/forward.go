@@ -1,0 +1,514 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/claudeflare/claudeflare/store"
+)
+
+// End states of a request in the log.
+const (
+	EndComplete        = "complete"
+	EndTruncated       = "truncated"
+	EndUpstreamError   = "upstream_error"
+	EndClientCancelled = "client_cancelled"
+)
+
+// StatusClientClosed is logged when the client went away (nginx's 499).
+const StatusClientClosed = 499
+
+// failureBodyMax bounds what is kept of a failed attempt's body, to hand
+// to the client if no other account does better.
+const failureBodyMax = 64 << 10
+
+// attemptFailure is a response (or error) that moved a request on.
+type attemptFailure struct {
+	status int
+	header http.Header
+	body   []byte
+	err    error
+	limit  bool // 429 or hard status: the account is limited
+}
+
+// exchange is the state of one proxied request.
+type exchange struct {
+	s       *Server
+	w       http.ResponseWriter
+	r       *http.Request
+	start   time.Time
+	id      string
+	body    []byte
+	row     store.Request
+	capture bool
+	payload *capture
+}
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// forward serves /v1/*.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
+	start := s.now()
+	x := &exchange{s: s, w: w, r: r, start: start, id: s.ids.next(start)}
+	w.Header().Set("X-Claudeflare-Request-Id", x.id)
+	path := r.URL.Path
+	if r.URL.RawQuery != "" {
+		path += "?" + r.URL.RawQuery
+	}
+	x.row = store.Request{
+		ID: x.id, TS: store.ToMS(start), Method: r.Method, Path: path,
+		Client: clientName(r),
+	}
+	x.capture = s.rec.wantPayload()
+	x.serve()
+}
+
+func clientName(r *http.Request) string {
+	ua := r.Header.Get("User-Agent")
+	if len(ua) > 128 {
+		ua = ua[:128]
+	}
+	return ua
+}
+
+func (x *exchange) serve() {
+	s := x.s
+	if err := x.readBody(); err != nil {
+		return
+	}
+	sel := s.pool.pick(x.start)
+	if len(sel.Candidates) == 0 {
+		x.refuse(sel)
+		return
+	}
+	maxTries := max(s.cfg.RetryAttempts, 1)
+	var (
+		last     *attemptFailure
+		tries    int
+		tried    = make(map[int64]int, len(sel.Candidates))
+		prev     *account
+		sameRuns int
+	)
+	for tries < maxTries {
+		a := x.next(sel.Candidates, tried)
+		if a == nil {
+			break
+		}
+		if a == prev {
+			// Same account again (nothing else is usable): back off.
+			delay := time.Duration(float64(s.cfg.RetryDelay()) * math.Pow(max(s.cfg.RetryBackoff, 1), float64(sameRuns)))
+			sameRuns++
+			if err := s.sleep(x.r.Context(), delay); err != nil {
+				x.clientGone()
+				return
+			}
+		}
+		prev = a
+		tried[a.ID]++
+		tries++
+		done, fail := x.attempt(a)
+		if done {
+			return
+		}
+		last = fail
+		if x.r.Context().Err() != nil {
+			x.clientGone()
+			return
+		}
+	}
+	x.giveUp(last)
+}
+
+// next returns the first candidate not tried yet that is still usable, or
+// else one already tried that is still usable (a 5xx or a connection error
+// does not block an account), or nil.
+func (x *exchange) next(cands []*account, tried map[int64]int) *account {
+	now := x.s.now()
+	var again *account
+	for _, a := range cands {
+		if !x.s.pool.usable(a, now) {
+			continue
+		}
+		if tried[a.ID] == 0 {
+			return a
+		}
+		if again == nil || tried[a.ID] < tried[again.ID] {
+			again = a
+		}
+	}
+	return again
+}
+
+func (x *exchange) readBody() error {
+	limit := x.s.cfg.Server.MaxBodyBytes
+	if limit <= 0 {
+		limit = 32 << 20
+	}
+	if x.r.ContentLength > limit {
+		x.tooLarge(limit)
+		return errors.New("body too large")
+	}
+	if x.r.Body == nil || x.r.Body == http.NoBody {
+		return nil
+	}
+	var buf []byte
+	if n := x.r.ContentLength; n > 0 {
+		buf = make([]byte, 0, n+1) // +1 so the EOF read does not grow it
+	}
+	b := bytes.NewBuffer(buf)
+	_, err := b.ReadFrom(io.LimitReader(x.r.Body, limit+1))
+	if err != nil {
+		x.row.Status, x.row.EndState, x.row.Error = StatusClientClosed, EndClientCancelled, "read request body: "+err.Error()
+		if x.r.Context().Err() == nil {
+			writeAPIError(x.w, apiReply{Status: http.StatusBadRequest, Type: errInvalidRequest, Message: "could not read the request body"})
+			x.row.Status, x.row.EndState = http.StatusBadRequest, EndComplete
+		}
+		x.finish()
+		return err
+	}
+	if int64(b.Len()) > limit {
+		x.tooLarge(limit)
+		return errors.New("body too large")
+	}
+	x.body = b.Bytes()
+	return nil
+}
+
+func (x *exchange) tooLarge(limit int64) {
+	msg := fmt.Sprintf("Request body exceeds claudeflare's server.max_body_bytes (%d bytes).", limit)
+	x.reply(apiReply{Status: http.StatusRequestEntityTooLarge, Type: errTooLarge, Message: msg, NoRetry: true})
+}
+
+// reply answers with the proxy's own error and logs the request.
+func (x *exchange) reply(r apiReply) {
+	writeAPIError(x.w, r)
+	x.row.Status, x.row.EndState, x.row.Error = r.Status, EndComplete, r.Message
+	x.row.TTFBMS = x.s.now().Sub(x.start).Milliseconds()
+	x.finish()
+}
+
+// refuse answers when no account can be tried.
+func (x *exchange) refuse(sel selection) {
+	now := x.s.now()
+	switch {
+	case len(sel.Reasons) == 0:
+		x.reply(apiReply{Status: http.StatusServiceUnavailable, Type: errAPI, NoRetry: true,
+			Message: "claudeflare has no accounts: run `claudeflare accounts add NAME` to add one"})
+	case sel.Limited:
+		secs := int(math.Ceil(sel.EarliestOK.Sub(now).Seconds()))
+		secs = max(secs, 1)
+		x.reply(apiReply{Status: http.StatusTooManyRequests, Type: errRateLimit, RetryAfter: secs,
+			NoRetry: secs > 300,
+			Message: fmt.Sprintf("all claudeflare accounts are rate limited; the first is available again in %s (%s): %s",
+				(time.Duration(secs) * time.Second).String(), sel.EarliestOK.UTC().Format(time.RFC3339), strings.Join(sel.Reasons, "; "))})
+	default:
+		x.reply(apiReply{Status: http.StatusServiceUnavailable, Type: errAPI, NoRetry: true,
+			Message: "no claudeflare account is usable: " + strings.Join(sel.Reasons, "; ")})
+	}
+}
+
+// clientGone logs a request whose client went away before an answer.
+func (x *exchange) clientGone() {
+	x.row.Status, x.row.EndState = StatusClientClosed, EndClientCancelled
+	if x.row.Error == "" {
+		x.row.Error = "client went away"
+	}
+	x.finish()
+}
+
+// giveUp answers after the last try failed.
+func (x *exchange) giveUp(last *attemptFailure) {
+	if last == nil {
+		// No try reached the upstream: every candidate turned out
+		// unusable (a refresh failed, or a concurrent request limited it).
+		if sel := x.s.pool.pick(x.s.now()); len(sel.Candidates) == 0 {
+			x.refuse(sel)
+			return
+		}
+		msg := "no claudeflare account could get a credential"
+		if x.row.Error != "" {
+			msg += ": " + x.row.Error
+		}
+		x.reply(apiReply{Status: http.StatusServiceUnavailable, Type: errAPI, Message: msg})
+		return
+	}
+	if last.limit {
+		if sel := x.s.pool.pick(x.s.now()); len(sel.Candidates) == 0 && sel.Limited {
+			x.refuse(sel)
+			return
+		}
+	}
+	if last.err != nil {
+		x.row.Error = last.err.Error()
+		x.reply(apiReply{Status: http.StatusBadGateway, Type: errAPI, Message: "upstream unreachable: " + last.err.Error()})
+		return
+	}
+	// Pass the upstream's last answer through unchanged.
+	h := x.w.Header()
+	copyResponseHeader(h, last.header)
+	h.Set("Content-Length", strconv.Itoa(len(last.body)))
+	x.w.WriteHeader(last.status)
+	x.w.Write(last.body)
+	x.row.Status, x.row.EndState = last.status, EndComplete
+	x.row.TTFBMS = x.s.now().Sub(x.start).Milliseconds()
+	if x.row.Error == "" {
+		x.row.Error = fmt.Sprintf("upstream %d on every try", last.status)
+	}
+	x.finish()
+}
+
+// attempt tries one account. done means the client got its answer (or is
+// gone and logged); otherwise fail says why the request moves on.
+func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
+	s := x.s
+	s.pool.begin(a)
+	ok := false
+	defer func() { s.pool.end(a, ok, s.now()) }()
+	x.row.Attempts++
+	x.row.Account = a.Name
+
+	secret, err := s.tokens.get(x.r.Context(), a, "")
+	if err != nil {
+		if x.r.Context().Err() != nil {
+			return false, &attemptFailure{err: err}
+		}
+		s.log.Warn("no credential", "request_id", x.id, "account", a.Name, "err", err)
+		x.row.Error = "credential for " + a.Name + ": " + err.Error()
+		return false, nil
+	}
+	resp, err := x.send(a, secret)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && a.Kind == store.KindOAuth {
+		// The access token was refused: one forced refresh, one retry.
+		f := &attemptFailure{status: resp.StatusCode, header: resp.Header}
+		f.body, _ = io.ReadAll(io.LimitReader(resp.Body, failureBodyMax))
+		resp.Body.Close()
+		x.row.Attempts++
+		secret, err = s.tokens.get(x.r.Context(), a, secret)
+		if err != nil {
+			x.row.Error = a.Name + ": 401 and no new token: " + err.Error()
+			s.log.Warn("401 not cured by a refresh", "request_id", x.id, "account", a.Name, "err", err)
+			return false, f
+		}
+		resp, err = x.send(a, secret)
+	}
+	now := s.now()
+	if err != nil {
+		if x.r.Context().Err() != nil {
+			return false, &attemptFailure{err: err}
+		}
+		s.log.Warn("upstream request failed", "request_id", x.id, "account", a.Name, "err", err)
+		x.row.Error = a.Name + ": " + err.Error()
+		return false, &attemptFailure{err: err}
+	}
+	rl := ParseRateLimit(resp.Header, now)
+	out := OutcomeOf(resp.StatusCode)
+	hard := rl.Hard()
+	s.pool.observe(a, out, rl, now)
+	st := resp.StatusCode
+	if st == http.StatusTooManyRequests || st == 529 || st >= 500 || st == http.StatusUnauthorized || (hard && st >= 400) {
+		f := &attemptFailure{status: st, header: resp.Header, limit: st == http.StatusTooManyRequests || hard}
+		f.body, _ = io.ReadAll(io.LimitReader(resp.Body, failureBodyMax))
+		resp.Body.Close()
+		x.row.Error = fmt.Sprintf("%s: upstream %d", a.Name, st)
+		s.log.Info("failing over", "request_id", x.id, "account", a.Name, "status", st,
+			"rate_limit", rl.Status, "blocked_until", blockedUntil(s.pool, a))
+		return false, f
+	}
+	ok = st < 400
+	x.stream(a, resp)
+	return true, nil
+}
+
+func blockedUntil(p *pool, a *account) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a.limit.Until.IsZero() {
+		return ""
+	}
+	return a.limit.Until.UTC().Format(time.RFC3339)
+}
+
+// send makes one upstream request with a's credentials.
+func (x *exchange) send(a *account, secret string) (*http.Response, error) {
+	u := *x.s.upstream
+	u.Path = strings.TrimRight(u.Path, "/") + x.r.URL.Path
+	u.RawPath = ""
+	if x.r.URL.RawPath != "" {
+		u.RawPath = strings.TrimRight(x.s.upstream.EscapedPath(), "/") + x.r.URL.RawPath
+	}
+	u.RawQuery = x.r.URL.RawQuery
+	var body io.Reader = http.NoBody
+	if len(x.body) > 0 {
+		body = bytes.NewReader(x.body)
+	}
+	req, err := http.NewRequestWithContext(x.r.Context(), x.r.Method, u.String(), body)
+	if err != nil {
+		return nil, fmt.Errorf("build upstream request: %w", err)
+	}
+	req.Header = outboundHeader(x.r.Header)
+	setCredentials(req.Header, a.Kind, secret)
+	req.ContentLength = int64(len(x.body))
+	if len(x.body) == 0 && x.r.ContentLength != 0 && (x.r.Method == http.MethodGet || x.r.Method == http.MethodHead) {
+		req.ContentLength = 0
+	}
+	return x.s.client.Do(req)
+}
+
+func drain(resp *http.Response) {
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}
+
+// flushWriter is what streaming needs of the ResponseWriter.
+type flushWriter interface {
+	io.Writer
+	Flush() error
+}
+
+// stream sends the upstream's answer to the client: status and headers
+// unchanged, then the body, flushed read by read for event streams (each
+// read returns what the upstream flushed, so events reach the client as
+// they arrive). A bounded tap reads usage on the way; after the first
+// byte nothing is retried.
+func (x *exchange) stream(a *account, resp *http.Response) {
+	s := x.s
+	defer resp.Body.Close()
+	h := x.w.Header()
+	copyResponseHeader(h, resp.Header)
+	ct := resp.Header.Get("Content-Type")
+	isSSE := strings.HasPrefix(ct, "text/event-stream")
+	x.row.Status = resp.StatusCode
+	x.row.Streamed = isSSE
+
+	var capt *capBuf
+	if x.capture && s.rec.wantBodies(x.r.URL.Path) {
+		capt = getCapBuf(int(min(s.cfg.Log.PayloadMaxBytes, 1<<30)))
+	}
+	var sse *sseTap
+	var js *jsonTap
+	if isSSE {
+		sse = &sseTap{}
+	} else if strings.Contains(ct, "json") {
+		js = &jsonTap{}
+	}
+
+	x.w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(x.w)
+	if isSSE {
+		rc.Flush()
+	}
+	first := true
+	bp := copyBufPool.Get().(*[]byte)
+	buf := *bp
+	var readErr, writeErr error
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			p := buf[:n]
+			if first {
+				x.row.TTFBMS = s.now().Sub(x.start).Milliseconds()
+				first = false
+			}
+			if _, werr := x.w.Write(p); werr != nil {
+				writeErr = werr
+			} else if isSSE {
+				if ferr := rc.Flush(); ferr != nil {
+					writeErr = ferr
+				}
+			}
+			if sse != nil {
+				sse.Write(p)
+			} else if js != nil {
+				js.Write(p)
+			}
+			if capt != nil {
+				capt.Write(p)
+			}
+			if writeErr != nil {
+				break
+			}
+		}
+		if err != nil {
+			if err != io.EOF {
+				readErr = err
+			}
+			break
+		}
+	}
+	copyBufPool.Put(bp)
+	if first {
+		x.row.TTFBMS = s.now().Sub(x.start).Milliseconds()
+	}
+
+	var u Usage
+	switch {
+	case sse != nil:
+		sse.Close()
+		u = sse.Usage
+	case js != nil:
+		u, _ = js.Result()
+	}
+	x.row.Model = u.Model
+	x.row.InputTokens, x.row.OutputTokens = u.InputTokens, u.OutputTokens
+	x.row.CacheReadInputTokens, x.row.CacheCreationInputTokens = u.CacheReadInputTokens, u.CacheCreationInputTokens
+
+	switch {
+	case writeErr != nil || (readErr != nil && x.r.Context().Err() != nil):
+		x.row.Status, x.row.EndState = StatusClientClosed, EndClientCancelled
+		x.row.Error = "client went away mid-response"
+	case readErr != nil:
+		x.row.EndState, x.row.Error = EndUpstreamError, "upstream read: "+readErr.Error()
+	case sse != nil && sse.ErrorType != "":
+		x.row.EndState, x.row.Error = EndUpstreamError, "in-stream "+sse.ErrorType+": "+sse.ErrorMsg
+		switch sse.ErrorType {
+		case "rate_limit_error":
+			s.pool.observe(a, OutcomeLimited, RateLimit{Remaining: -1, Util5h: -1, Util7d: -1}, s.now())
+		case "overloaded_error":
+			s.pool.observe(a, OutcomeOverloaded, RateLimit{Remaining: -1, Util5h: -1, Util7d: -1}, s.now())
+		}
+	case sse != nil && !sse.Stopped && resp.StatusCode < 300:
+		x.row.EndState, x.row.Error = EndTruncated, "stream ended without message_stop"
+	default:
+		x.row.EndState = EndComplete
+		x.row.Error = ""
+	}
+	if x.row.EndState == EndComplete && resp.StatusCode >= 400 {
+		x.row.Error = fmt.Sprintf("upstream %d", resp.StatusCode)
+	}
+	if x.capture {
+		x.pay(resp, capt)
+	}
+	x.finish()
+	if readErr != nil && writeErr == nil && x.r.Context().Err() == nil {
+		// The upstream broke off: make sure the client sees an
+		// incomplete response rather than a clean end.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func (x *exchange) pay(resp *http.Response, capt *capBuf) {
+	x.payload = &capture{
+		method: x.r.Method, path: x.row.Path, reqHeader: x.r.Header, reqBody: x.body,
+		status: resp.StatusCode, respHeader: resp.Header, respBody: capt,
+	}
+}
+
+// finish hands the row (and payload) to the recorder.
+func (x *exchange) finish() {
+	x.row.DurationMS = x.s.now().Sub(x.start).Milliseconds()
+	rec := &record{row: x.row, pay: x.payload}
+	if rec.pay == nil && x.capture && x.row.Status != 0 {
+		// The proxy's own answers are captured too (headers and request).
+		rec.pay = &capture{method: x.r.Method, path: x.row.Path, reqHeader: x.r.Header, reqBody: x.body,
+			status: x.row.Status, respHeader: x.w.Header().Clone()}
+	}
+	x.s.rec.submit(rec)
+}

@@ -1,0 +1,340 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
+)
+
+// capBuf keeps at most max bytes of what is written to it.
+type capBuf struct {
+	b         []byte
+	max       int
+	truncated bool
+}
+
+func (c *capBuf) Write(p []byte) (int, error) {
+	n := len(p)
+	if room := c.max - len(c.b); len(p) > room {
+		p = p[:max(room, 0)]
+		c.truncated = true
+	}
+	c.b = append(c.b, p...)
+	return n, nil
+}
+
+var capBufPool = sync.Pool{New: func() any { return &capBuf{b: make([]byte, 0, 16<<10)} }}
+
+func getCapBuf(max int) *capBuf {
+	c := capBufPool.Get().(*capBuf)
+	c.b, c.max, c.truncated = c.b[:0], max, false
+	return c
+}
+
+func putCapBuf(c *capBuf) {
+	if c != nil && cap(c.b) <= 4<<20 {
+		capBufPool.Put(c)
+	}
+}
+
+// capture is what a request hands the recorder for its payload. The maps
+// and slices are not touched by the request goroutine after submit;
+// copying, redacting and sealing happen in the recorder goroutine.
+type capture struct {
+	method, path string
+	reqHeader    http.Header
+	reqBody      []byte // the replay buffer, not copied
+	status       int
+	respHeader   http.Header
+	respBody     *capBuf // nil when bodies are not kept
+}
+
+// record is one request for the log.
+type record struct {
+	row store.Request
+	pay *capture
+}
+
+// recorderOptions configure a recorder.
+type recorderOptions struct {
+	Payloads      string // full | headers | off
+	MaxBytes      int64
+	BodyPaths     []string
+	Redact        []*regexp.Regexp
+	QueueSize     int
+	BatchSize     int
+	FlushInterval time.Duration
+}
+
+// recorder writes request rows and sealed payloads in batches from one
+// goroutine. submit never blocks: when the queue is three-quarters full a
+// record loses its payload, when it is full the record is dropped; both
+// are counted and logged at most once a minute.
+type recorder struct {
+	db    *store.DB
+	vault *vault.Vault
+	log   *slog.Logger
+	now   func() time.Time
+	opt   recorderOptions
+
+	ch      chan *record
+	syncReq chan chan struct{}
+	done    chan struct{}
+
+	mu     sync.RWMutex // guards closed against submit
+	closed bool
+
+	droppedPayloads atomic.Int64
+	droppedRecords  atomic.Int64
+	failedRecords   atomic.Int64
+	lastDropLog     atomic.Int64 // unix ms
+}
+
+func newRecorder(db *store.DB, v *vault.Vault, log *slog.Logger, now func() time.Time, opt recorderOptions) *recorder {
+	if opt.QueueSize <= 0 {
+		opt.QueueSize = 8192
+	}
+	if opt.BatchSize <= 0 {
+		opt.BatchSize = 256
+	}
+	if opt.FlushInterval <= 0 {
+		opt.FlushInterval = 250 * time.Millisecond
+	}
+	return &recorder{
+		db: db, vault: v, log: log, now: now, opt: opt,
+		ch:      make(chan *record, opt.QueueSize),
+		syncReq: make(chan chan struct{}),
+		done:    make(chan struct{}),
+	}
+}
+
+// wantPayload reports whether a request to path gets a payload at all.
+func (r *recorder) wantPayload() bool { return r.opt.Payloads != "off" && r.vault != nil }
+
+// wantBodies reports whether bodies of a request to path are kept.
+func (r *recorder) wantBodies(path string) bool {
+	if r.opt.Payloads != "full" && r.opt.Payloads != "" {
+		return false
+	}
+	if len(r.opt.BodyPaths) == 0 {
+		return true
+	}
+	for _, p := range r.opt.BodyPaths {
+		if strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// submit queues rec without ever blocking.
+func (r *recorder) submit(rec *record) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		r.dropped(rec, true)
+		return
+	}
+	if rec.pay != nil && len(r.ch) >= cap(r.ch)*3/4 {
+		r.dropped(rec, false)
+		rec.pay = nil
+	}
+	select {
+	case r.ch <- rec:
+	default:
+		r.dropped(rec, true)
+	}
+}
+
+func (r *recorder) dropped(rec *record, whole bool) {
+	if rec.pay != nil {
+		r.droppedPayloads.Add(1)
+		putCapBuf(rec.pay.respBody)
+	}
+	if whole {
+		r.droppedRecords.Add(1)
+	}
+	now := r.now().UnixMilli()
+	last := r.lastDropLog.Load()
+	if now-last >= time.Minute.Milliseconds() && r.lastDropLog.CompareAndSwap(last, now) {
+		r.log.Warn("request log queue full: dropping",
+			"payloads_dropped", r.droppedPayloads.Load(), "records_dropped", r.droppedRecords.Load())
+	}
+}
+
+// run is the writer goroutine; it returns when the queue is closed and
+// drained.
+func (r *recorder) run() {
+	defer close(r.done)
+	t := time.NewTicker(r.opt.FlushInterval)
+	defer t.Stop()
+	batch := make([]*record, 0, r.opt.BatchSize)
+	flush := func() {
+		if len(batch) > 0 {
+			r.write(batch)
+			clear(batch)
+			batch = batch[:0]
+		}
+	}
+	for {
+		select {
+		case rec, ok := <-r.ch:
+			if !ok {
+				flush()
+				return
+			}
+			batch = append(batch, rec)
+			if len(batch) >= r.opt.BatchSize {
+				flush()
+			}
+		case <-t.C:
+			flush()
+		case done := <-r.syncReq:
+			// Everything submitted before the sync is in the channel.
+		drain:
+			for {
+				select {
+				case rec, ok := <-r.ch:
+					if !ok {
+						break drain
+					}
+					batch = append(batch, rec)
+					if len(batch) >= r.opt.BatchSize {
+						flush()
+					}
+				default:
+					break drain
+				}
+			}
+			flush()
+			close(done)
+		}
+	}
+}
+
+// sync waits until every record submitted so far is written.
+func (r *recorder) sync(ctx context.Context) {
+	done := make(chan struct{})
+	select {
+	case r.syncReq <- done:
+	case <-r.done:
+		return
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// close stops accepting records and waits (until ctx ends) for the queue
+// to be written.
+func (r *recorder) close(ctx context.Context) {
+	r.mu.Lock()
+	if !r.closed {
+		r.closed = true
+		close(r.ch)
+	}
+	r.mu.Unlock()
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		r.log.Warn("request log not fully flushed at shutdown", "queued", len(r.ch))
+	}
+}
+
+func (r *recorder) write(batch []*record) {
+	rows := make([]store.Request, 0, len(batch))
+	var pays []store.Payload
+	for _, rec := range batch {
+		rows = append(rows, rec.row)
+		if rec.pay == nil {
+			continue
+		}
+		p, err := r.seal(rec)
+		putCapBuf(rec.pay.respBody)
+		rec.pay = nil
+		if err != nil {
+			r.log.Warn("payload not stored", "request_id", rec.row.ID, "err", err)
+			continue
+		}
+		pays = append(pays, p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := store.InsertRequests(ctx, r.db, rows, pays); err != nil {
+		r.failedRecords.Add(int64(len(rows)))
+		r.log.Error("write request log", "records", len(rows), "err", err)
+	}
+}
+
+// seal builds, redacts and seals one payload.
+func (r *recorder) seal(rec *record) (store.Payload, error) {
+	c := rec.pay
+	pr := store.Capture{
+		Request:  store.CapturedMessage{Method: c.method, Path: c.path, Headers: r.redactHeader(c.reqHeader)},
+		Response: store.CapturedMessage{Status: c.status, Headers: r.redactHeader(c.respHeader)},
+	}
+	if r.wantBodies(c.path) {
+		body := c.reqBody
+		if int64(len(body)) > r.opt.MaxBytes {
+			body, pr.Request.Truncated = body[:r.opt.MaxBytes], true
+		}
+		pr.Request.Body = r.redactBytes(body)
+		if c.respBody != nil {
+			pr.Response.Body = r.redactBytes(c.respBody.b)
+			pr.Response.Truncated = c.respBody.truncated
+		}
+	} else {
+		pr.Request.BodyOmitted, pr.Response.BodyOmitted = true, true
+	}
+	plain, err := store.MarshalCapture(&pr)
+	if err != nil {
+		return store.Payload{}, fmt.Errorf("encode payload: %w", err)
+	}
+	keyID, sealed, err := r.vault.SealPayload(plain)
+	if err != nil {
+		return store.Payload{}, fmt.Errorf("seal payload: %w", err)
+	}
+	truncated := pr.Request.Truncated || pr.Response.Truncated
+	return store.Payload{RequestID: rec.row.ID, TS: rec.row.TS, KeyID: keyID, Sealed: sealed, Truncated: truncated}, nil
+}
+
+func (r *recorder) redactHeader(h http.Header) map[string][]string {
+	out := redactHeader(h)
+	if len(r.opt.Redact) == 0 {
+		return out
+	}
+	for _, vs := range out {
+		for i, v := range vs {
+			for _, re := range r.opt.Redact {
+				v = re.ReplaceAllString(v, Redacted)
+			}
+			vs[i] = v
+		}
+	}
+	return out
+}
+
+// redactBytes returns b with every log.redact match replaced; b itself is
+// never modified (it may be the replay buffer); it is only read until the
+// payload is marshalled.
+func (r *recorder) redactBytes(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	for _, re := range r.opt.Redact {
+		b = re.ReplaceAll(b, []byte(Redacted)) // always a copy
+	}
+	return b
+}

@@ -1,0 +1,374 @@
+// Package proxy is the daemon: an HTTP server that forwards /v1/* to the
+// upstream API with one account's credentials at a time, choosing the
+// account, refreshing its tokens, reading its rate limits, failing over
+// before the first byte, and recording every request asynchronously.
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/oauth"
+	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
+)
+
+// DefaultPollInterval is how often the accounts are re-read so that CLI
+// changes (add, pause, resume, remove, new tokens) take effect without a
+// signal.
+const DefaultPollInterval = 2 * time.Second
+
+// Options configure a Server.
+type Options struct {
+	Config  *config.Config
+	Vault   *vault.Vault
+	VaultDB *store.DB // accounts and their rate-limit state
+	LogDB   *store.DB // the request log
+	Logger  *slog.Logger
+	// Now is the clock (nil = time.Now).
+	Now func() time.Time
+	// HTTPClient forwards to the upstream and refreshes tokens; nil = a
+	// transport of the server's own, tuned for streaming.
+	HTTPClient *http.Client
+	// Sleep waits between two tries on the same account (nil = a real
+	// timer that stops when ctx ends). Tests inject one.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// PollInterval is how often accounts are re-read (0 = 2s).
+	PollInterval time.Duration
+}
+
+// Server is the proxy. Create it with New, then Serve.
+type Server struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	now      func() time.Time
+	sleep    func(ctx context.Context, d time.Duration) error
+	upstream *url.URL
+	client   *http.Client
+	vaultDB  *store.DB
+	poll     time.Duration
+
+	pool    *pool
+	tokens  *tokens
+	rec     *recorder
+	ids     idGen
+	handler http.Handler
+
+	reloadMu sync.Mutex // one reload at a time
+	bg       sync.WaitGroup
+	stopBg   context.CancelFunc
+	started  bool
+}
+
+// New builds a Server and loads the accounts. Background work (the
+// recorder, the account poll, rate-state saves) starts with Serve, or with
+// Start for callers that mount Handler themselves.
+func New(opts Options) (*Server, error) {
+	if opts.Config == nil || opts.Vault == nil || opts.VaultDB == nil || opts.LogDB == nil {
+		return nil, errors.New("create proxy: config, vault and databases are required")
+	}
+	cfg := opts.Config
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	sleep := opts.Sleep
+	if sleep == nil {
+		sleep = sleepCtx
+	}
+	up, err := url.Parse(strings.TrimRight(cfg.UpstreamURL, "/"))
+	if err != nil || up.Scheme == "" || up.Host == "" {
+		return nil, fmt.Errorf("create proxy: invalid upstream url %q", cfg.UpstreamURL)
+	}
+	client := opts.HTTPClient
+	if client == nil {
+		client = &http.Client{Transport: newTransport(cfg)}
+	}
+	// Redirects are the client's business, never followed here.
+	fwd := *client
+	fwd.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	fwd.Timeout = 0
+
+	poll := opts.PollInterval
+	if poll <= 0 {
+		poll = DefaultPollInterval
+	}
+	policy := LimitPolicy{
+		CooldownInitial:    cfg.RateLimit.CooldownInitial.Std(),
+		CooldownMax:        cfg.RateLimit.CooldownMax.Std(),
+		OverloadedCooldown: cfg.RateLimit.OverloadedCooldown.Std(),
+	}
+	s := &Server{
+		cfg: cfg, log: log, now: now, sleep: sleep, upstream: up, client: &fwd,
+		vaultDB: opts.VaultDB, poll: poll,
+		pool: newPool(cfg.LBStrategy, cfg.SessionDuration(), policy),
+	}
+	s.tokens = &tokens{
+		vault: opts.Vault,
+		oauth: &oauth.Client{
+			TokenURL: cfg.OAuthTokenURL, ClientID: cfg.ClientID, APIBase: cfg.UpstreamURL,
+			HTTP: client, Now: now,
+		},
+		margin:      cfg.Tokens.RefreshMargin.Std(),
+		now:         now,
+		log:         log,
+		pool:        s.pool,
+		cache:       map[int64]*atomic.Pointer[cred]{},
+		markedLogin: map[int64]bool{},
+	}
+	s.rec = newRecorder(opts.LogDB, opts.Vault, log, now, recorderOptions{
+		Payloads:      cfg.Log.Payloads,
+		MaxBytes:      cfg.Log.PayloadMaxBytes,
+		BodyPaths:     cfg.Log.BodyPaths,
+		Redact:        cfg.Redactors(),
+		QueueSize:     cfg.Log.QueueSize,
+		BatchSize:     cfg.Log.BatchSize,
+		FlushInterval: cfg.Log.FlushInterval.Std(),
+	})
+	if err := s.Reload(context.Background()); err != nil {
+		return nil, fmt.Errorf("create proxy: %w", err)
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// newTransport is the upstream transport: HTTP/2 when offered, generous
+// idle pools, timeouts on dialing and on the response headers only (a
+// stream may run for many minutes). Compression is left on: requests go
+// out without the client's Accept-Encoding, so the transport asks for
+// gzip itself and hands back a decompressed body.
+func newTransport(cfg *config.Config) *http.Transport {
+	d := &net.Dialer{Timeout: cfg.Upstream.DialTimeout.Std(), KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout.Std(),
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// Handler is the proxy's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/", s.forward)
+	mux.HandleFunc("GET /health", s.health)
+	mux.HandleFunc("/", s.root)
+	// A place for /metrics once the metrics issue lands.
+	return mux
+}
+
+func (s *Server) root(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Claudeflare-Request-Id", s.ids.next(s.now()))
+	if r.URL.Path != "/" {
+		writeAPIError(w, apiReply{Status: http.StatusNotFound, Type: errNotFound, Message: "Not found: claudeflare forwards /v1/*", NoRetry: true})
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeAPIError(w, apiReply{Status: http.StatusMethodNotAllowed, Type: errInvalidRequest, Message: "Method not allowed", NoRetry: true})
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		w.Write([]byte("claudeflare\n"))
+	}
+}
+
+// healthAccount is one account in /health: state only, never a secret.
+type healthAccount struct {
+	Name             string  `json:"name"`
+	Kind             string  `json:"kind"`
+	Status           string  `json:"status"`
+	Paused           bool    `json:"paused"`
+	Usable           bool    `json:"usable"`
+	Reason           string  `json:"reason,omitempty"`
+	RateLimitStatus  string  `json:"rate_limit_status,omitempty"`
+	RateLimitedUntil string  `json:"rate_limited_until,omitempty"`
+	Util5h           float64 `json:"utilization_5h"`
+	Util7d           float64 `json:"utilization_7d"`
+	InFlight         int     `json:"in_flight"`
+}
+
+type healthReply struct {
+	Status         string          `json:"status"`
+	Accounts       int             `json:"accounts"`
+	UsableAccounts int             `json:"usable_accounts"`
+	Strategy       string          `json:"strategy"`
+	AccountList    []healthAccount `json:"account_list"`
+	Recorder       struct {
+		Queued          int   `json:"queued"`
+		DroppedPayloads int64 `json:"dropped_payloads"`
+		DroppedRecords  int64 `json:"dropped_records"`
+	} `json:"recorder"`
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	now := s.now()
+	var h healthReply
+	h.Status = "ok"
+	h.Strategy = s.cfg.LBStrategy
+	s.pool.mu.Lock()
+	for _, a := range s.pool.accounts {
+		ok, _, reason := a.usable(now)
+		ha := healthAccount{Name: a.Name, Kind: a.Kind, Status: a.Status, Paused: a.Paused, Usable: ok, Reason: reason,
+			RateLimitStatus: a.limit.Status, Util5h: a.limit.Util5h, Util7d: a.limit.Util7d, InFlight: a.inflight}
+		if a.limit.Blocked(now) {
+			ha.RateLimitedUntil = a.limit.Until.UTC().Format(time.RFC3339)
+		}
+		if ok {
+			h.UsableAccounts++
+		}
+		h.AccountList = append(h.AccountList, ha)
+	}
+	s.pool.mu.Unlock()
+	h.Accounts = len(h.AccountList)
+	h.Recorder.Queued = len(s.rec.ch)
+	h.Recorder.DroppedPayloads = s.rec.droppedPayloads.Load()
+	h.Recorder.DroppedRecords = s.rec.droppedRecords.Load()
+	body, _ := json.Marshal(h)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Claudeflare-Request-Id", s.ids.next(now))
+	w.Write(body)
+}
+
+// Reload re-reads the accounts (called on SIGHUP and by the poll).
+// Accounts keep their in-memory rate-limit state; new ones start from the
+// state saved in the database, so a quarantine survives a restart.
+func (s *Server) Reload(ctx context.Context) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	rows, err := store.ListAccounts(ctx, s.vaultDB)
+	if err != nil {
+		return fmt.Errorf("reload accounts: %w", err)
+	}
+	changed, added, removed := s.pool.reload(rows)
+	for _, id := range changed {
+		s.tokens.forget(id)
+	}
+	for _, r := range rows {
+		if r.Status == store.StatusOK {
+			s.tokens.loggedIn(r.ID)
+		}
+	}
+	if s.started && (len(added) > 0 || len(removed) > 0) {
+		s.log.Info("accounts changed", "added", added, "removed", removed, "accounts", len(rows))
+	}
+	return nil
+}
+
+// Start launches the background goroutines: the recorder, the account
+// poll and the rate-state saver. Serve calls it; Stop ends them.
+func (s *Server) Start() {
+	if s.started {
+		return
+	}
+	s.started = true
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopBg = cancel
+	s.bg.Add(3)
+	go func() { defer s.bg.Done(); s.rec.run() }()
+	go func() { defer s.bg.Done(); s.pool.runSaver(ctx, s.vaultDB, s.log) }()
+	go func() {
+		defer s.bg.Done()
+		t := time.NewTicker(s.poll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.Reload(ctx); err != nil && ctx.Err() == nil {
+					s.log.Warn("poll accounts", "err", err)
+				}
+			}
+		}
+	}()
+}
+
+// Stop flushes the request log and the rate-limit state and ends the
+// background goroutines, waiting at most until ctx ends.
+func (s *Server) Stop(ctx context.Context) {
+	if !s.started {
+		return
+	}
+	s.rec.close(ctx)
+	s.stopBg()
+	done := make(chan struct{})
+	go func() { s.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// Serve answers on ln until ctx is cancelled, then shuts down gracefully:
+// no new connections, in-flight requests (streams included) get up to
+// server.shutdown_grace to finish, then the rest are cut; the request log
+// is flushed last.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.Start()
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.Server.ReadHeaderTimeout.Std(),
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// WriteTimeout stays 0: streams last as long as they last.
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	var serveErr error
+	select {
+	case serveErr = <-errc:
+	case <-ctx.Done():
+	}
+	grace := s.cfg.Server.ShutdownGrace.Std()
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		s.log.Warn("shutdown grace over: closing remaining connections", "grace", grace.String())
+		hs.Close()
+	}
+	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer fcancel()
+	s.Stop(fctx)
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", serveErr)
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,223 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/claudeflare/claudeflare/oauth"
+	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
+)
+
+// errNeedsLogin means the account's refresh token is dead: it is out of
+// rotation until `claudeflare accounts add` logs it in again.
+var errNeedsLogin = errors.New("account needs login")
+
+// refreshTimeout bounds one refresh, which runs detached from the request
+// that triggered it so that a client going away can never lose a rotated
+// refresh token half way.
+const refreshTimeout = 30 * time.Second
+
+// cred is an account's usable credential, immutable once published.
+type cred struct {
+	secret  string // access token or API key
+	expires time.Time
+	version int64 // vault version it came from
+}
+
+// tokens hands out credentials per account: a cached access token,
+// refreshed when within margin of expiry, one refresh per account at a
+// time however many requests wait (singleflight). The rotated refresh
+// token is stored with a compare-and-swap on the vault version before the
+// new access token is used.
+type tokens struct {
+	vault  *vault.Vault
+	oauth  *oauth.Client
+	margin time.Duration
+	now    func() time.Time
+	log    *slog.Logger
+	pool   *pool
+
+	sf    singleflight.Group
+	mu    sync.Mutex
+	cache map[int64]*atomic.Pointer[cred]
+	// markedLogin remembers accounts already reported as needing login,
+	// so the warning is logged once.
+	markedLogin map[int64]bool
+}
+
+func (t *tokens) slot(id int64) *atomic.Pointer[cred] {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.cache[id]
+	if p == nil {
+		p = new(atomic.Pointer[cred])
+		t.cache[id] = p
+	}
+	return p
+}
+
+// forget drops the cached credential (another process wrote new tokens).
+func (t *tokens) forget(id int64) {
+	t.slot(id).Store(nil)
+}
+
+func (t *tokens) fresh(c *cred, kind string) bool {
+	if c == nil || c.secret == "" {
+		return false
+	}
+	if kind == store.KindAPIKey || c.expires.IsZero() {
+		return true
+	}
+	return t.now().Add(t.margin).Before(c.expires)
+}
+
+// get returns a usable credential for a. stale, when set, is a credential
+// the upstream refused with 401: a different one is wanted.
+func (t *tokens) get(ctx context.Context, a *account, stale string) (string, error) {
+	slot := t.slot(a.ID)
+	if c := slot.Load(); t.fresh(c, a.Kind) && (stale == "" || c.secret != stale) {
+		return c.secret, nil
+	}
+	ch := t.sf.DoChan(fmt.Sprint(a.ID), func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+		defer cancel()
+		return t.load(ctx, a, stale)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return "", res.Err
+		}
+		return res.Val.(*cred).secret, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// load runs under the account's singleflight key.
+func (t *tokens) load(ctx context.Context, a *account, stale string) (*cred, error) {
+	slot := t.slot(a.ID)
+	if c := slot.Load(); t.fresh(c, a.Kind) && (stale == "" || c.secret != stale) {
+		return c, nil // published while this call waited to start
+	}
+	s, err := t.vault.Secrets(ctx, a.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read secrets of %s: %w", a.Name, err)
+	}
+	if a.Kind == store.KindAPIKey {
+		if s.APIKey == "" {
+			return nil, fmt.Errorf("account %s has no API key", a.Name)
+		}
+		c := &cred{secret: s.APIKey, version: s.Version}
+		slot.Store(c)
+		return c, nil
+	}
+	if c := (&cred{secret: s.AccessToken, expires: s.ExpiresAt, version: s.Version}); t.fresh(c, a.Kind) && c.secret != stale {
+		slot.Store(c) // stored tokens are good (first use, or another process refreshed)
+		t.pool.setVersion(a.ID, s.Version)
+		return c, nil
+	}
+	return t.refresh(ctx, a, s, true)
+}
+
+// refresh trades s's refresh token for new tokens and stores them.
+// retry allows one more round when another process moved the tokens.
+func (t *tokens) refresh(ctx context.Context, a *account, s vault.Secrets, retry bool) (*cred, error) {
+	slot := t.slot(a.ID)
+	if s.RefreshToken == "" {
+		return nil, t.needsLogin(ctx, a, "no refresh token stored")
+	}
+	tok, err := t.oauth.Refresh(ctx, s.RefreshToken)
+	if err != nil {
+		if !errors.Is(err, oauth.ErrInvalidGrant) {
+			return nil, fmt.Errorf("refresh token of %s: %w", a.Name, err)
+		}
+		// Another process may have rotated the token first: if the
+		// vault moved, its tokens are the live ones.
+		s2, rerr := t.vault.Secrets(ctx, a.ID)
+		if rerr != nil {
+			return nil, fmt.Errorf("read secrets of %s: %w", a.Name, rerr)
+		}
+		if s2.Version != s.Version && retry {
+			if c := (&cred{secret: s2.AccessToken, expires: s2.ExpiresAt, version: s2.Version}); t.fresh(c, a.Kind) {
+				slot.Store(c)
+				t.pool.setVersion(a.ID, s2.Version)
+				return c, nil
+			}
+			return t.refresh(ctx, a, s2, false)
+		}
+		return nil, t.needsLogin(ctx, a, "refresh token rejected (invalid_grant)")
+	}
+	next := vault.Secrets{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.ExpiresAt}
+	if next.RefreshToken == "" {
+		next.RefreshToken = s.RefreshToken // not rotated
+	}
+	// Save first: the old refresh token is dead now, the new one must
+	// reach the disk before anything else happens.
+	v, err := t.vault.SwapTokens(ctx, a.ID, s.Version, next)
+	if errors.Is(err, vault.ErrConflict) {
+		// Another writer stored tokens in between; theirs win.
+		s2, rerr := t.vault.Secrets(ctx, a.ID)
+		if rerr != nil {
+			return nil, fmt.Errorf("read secrets of %s: %w", a.Name, rerr)
+		}
+		c := &cred{secret: s2.AccessToken, expires: s2.ExpiresAt, version: s2.Version}
+		if !t.fresh(c, a.Kind) {
+			if retry {
+				return t.refresh(ctx, a, s2, false)
+			}
+			return nil, fmt.Errorf("refresh token of %s: tokens changed concurrently", a.Name)
+		}
+		slot.Store(c)
+		t.pool.setVersion(a.ID, s2.Version)
+		return c, nil
+	}
+	if err != nil {
+		// The refresh token was rotated but could not be saved. Keep
+		// using the new tokens in memory so the account still works,
+		// and say so loudly: a restart now would need a new login.
+		t.log.Error("rotated tokens not saved", "account", a.Name, "err", err)
+		c := &cred{secret: next.AccessToken, expires: next.ExpiresAt, version: s.Version}
+		slot.Store(c)
+		return c, nil
+	}
+	c := &cred{secret: next.AccessToken, expires: next.ExpiresAt, version: v}
+	t.pool.setVersion(a.ID, v)
+	slot.Store(c)
+	t.log.Debug("access token refreshed", "account", a.Name, "expires_at", next.ExpiresAt.UTC().Format(time.RFC3339))
+	return c, nil
+}
+
+// needsLogin takes the account out of rotation, in memory and in the
+// vault, and logs it once.
+func (t *tokens) needsLogin(ctx context.Context, a *account, reason string) error {
+	t.pool.setStatus(a, store.StatusNeedsLogin, reason)
+	t.forget(a.ID)
+	if err := t.vault.MarkNeedsLogin(ctx, a.ID, reason); err != nil {
+		t.log.Error("mark account as needing login", "account", a.Name, "err", err)
+	}
+	t.mu.Lock()
+	first := !t.markedLogin[a.ID]
+	t.markedLogin[a.ID] = true
+	t.mu.Unlock()
+	if first {
+		t.log.Warn("account needs login: out of rotation", "account", a.Name, "reason", reason,
+			"hint", "run `claudeflare accounts add "+a.Name+"` again")
+	}
+	return fmt.Errorf("%w: %s", errNeedsLogin, a.Name)
+}
+
+// loggedIn clears the once-only marker when an account is ok again.
+func (t *tokens) loggedIn(id int64) {
+	t.mu.Lock()
+	delete(t.markedLogin, id)
+	t.mu.Unlock()
+}
