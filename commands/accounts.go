@@ -1,0 +1,469 @@
+package commands
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/oauth"
+	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
+)
+
+func accountsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "accounts",
+		Usage: "add, list, pause, resume and remove Claude accounts",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "add",
+				Usage:     "add an account: interactive OAuth login, or a refresh token or API key from stdin",
+				ArgsUsage: "NAME",
+				Description: "Without --refresh-token-stdin or --api-key-stdin, add prints an authorize URL;\n" +
+					"open it, log in, and paste back the code#state it shows. With\n" +
+					"--refresh-token-stdin, the token is refreshed once to validate it and the\n" +
+					"rotated tokens are stored. Secrets are read from stdin, never from argv.",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "mode", Value: "max", Usage: "`MODE`: max (Claude subscription) or console (Anthropic Console; the login creates an API key)"},
+					&cli.IntFlag{Name: "priority", Value: 0, Usage: "`N`: lower is preferred (0 highest)"},
+					&cli.IntFlag{Name: "tier", Value: 1, Usage: "`TIER`: subscription tier 1, 5 or 20"},
+					&cli.BoolFlag{Name: "refresh-token-stdin", Usage: "read an OAuth refresh token from stdin"},
+					&cli.BoolFlag{Name: "api-key-stdin", Usage: "read an Anthropic API key from stdin"},
+				},
+				Action: accountsAdd,
+			},
+			{
+				Name:  "list",
+				Usage: "list accounts and their state (never a secret)",
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print NDJSON, one account a line"}},
+				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 {
+						return usagef("accounts list takes no arguments")
+					}
+					return accountsList(c)
+				},
+			},
+			{
+				Name:      "remove",
+				Usage:     "remove an account and its tokens",
+				ArgsUsage: "NAME",
+				Flags:     []cli.Flag{&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "do not ask"}},
+				Action:    accountsRemove,
+			},
+			{
+				Name:      "pause",
+				Usage:     "take an account out of rotation",
+				ArgsUsage: "NAME",
+				Action:    func(c *cli.Context) error { return accountsSetPaused(c, true) },
+			},
+			{
+				Name:      "resume",
+				Usage:     "put a paused account back into rotation",
+				ArgsUsage: "NAME",
+				Action:    func(c *cli.Context) error { return accountsSetPaused(c, false) },
+			},
+		},
+	}
+}
+
+// oneName returns the single NAME argument.
+func oneName(c *cli.Context) (string, error) {
+	if c.NArg() != 1 {
+		return "", usagef("%s needs exactly one account NAME", c.Command.FullName())
+	}
+	name := c.Args().First()
+	if err := vault.ValidateName(name); err != nil {
+		return "", usageError{err.Error()}
+	}
+	return name, nil
+}
+
+type addArgs struct {
+	name         string
+	mode         oauth.Mode
+	priority     int
+	tier         int
+	refreshStdin bool
+	apiKeyStdin  bool
+}
+
+func parseAddArgs(c *cli.Context) (addArgs, error) {
+	var a addArgs
+	name, err := oneName(c)
+	if err != nil {
+		return a, err
+	}
+	a.name = name
+	if a.mode, err = oauth.ParseMode(c.String("mode")); err != nil {
+		return a, usagef("--mode: %v", err)
+	}
+	a.priority = c.Int("priority")
+	if a.priority < 0 {
+		return a, usagef("--priority must be 0 or more")
+	}
+	a.tier = c.Int("tier")
+	if a.tier != 1 && a.tier != 5 && a.tier != 20 {
+		return a, usagef("--tier must be 1, 5 or 20")
+	}
+	a.refreshStdin, a.apiKeyStdin = c.Bool("refresh-token-stdin"), c.Bool("api-key-stdin")
+	if a.refreshStdin && a.apiKeyStdin {
+		return a, usagef("--refresh-token-stdin and --api-key-stdin exclude each other")
+	}
+	return a, nil
+}
+
+func oauthClient(cfg *config.Config) *oauth.Client {
+	return &oauth.Client{
+		TokenURL: cfg.OAuthTokenURL,
+		ClientID: cfg.ClientID,
+		APIBase:  cfg.UpstreamURL,
+		HTTP:     &http.Client{Timeout: 60 * time.Second},
+	}
+}
+
+func accountsAdd(c *cli.Context) error {
+	a, err := parseAddArgs(c)
+	if err != nil {
+		return err
+	}
+	e := getEnv(c)
+	cfg, err := e.config(nil)
+	if err != nil {
+		return err
+	}
+	v, err := e.openVault(c.Context, cfg)
+	if err != nil {
+		return err
+	}
+	defer v.DB().Close()
+	ctx := c.Context
+	// Refuse a taken name before any token is spent.
+	if _, err := store.GetAccount(ctx, v.DB(), a.name); err == nil {
+		return fmt.Errorf("%w: %q", store.ErrAccountExists, a.name)
+	} else if !errors.Is(err, store.ErrNoAccount) {
+		return err
+	}
+	acct := vault.NewAccount{Name: a.name, Kind: store.KindOAuth, Mode: string(a.mode), Priority: a.priority, Tier: a.tier}
+	client := oauthClient(cfg)
+	switch {
+	case a.apiKeyStdin:
+		key, err := readSecret(e.stdin, "API key")
+		if err != nil {
+			return err
+		}
+		acct.Kind, acct.Mode = store.KindAPIKey, ""
+		if _, err := v.AddAccount(ctx, acct, vault.Secrets{APIKey: key}); err != nil {
+			return err
+		}
+	case a.refreshStdin:
+		rt, err := readSecret(e.stdin, "refresh token")
+		if err != nil {
+			return err
+		}
+		if err := addFromRefreshToken(ctx, v, client, acct, rt); err != nil {
+			return err
+		}
+	default:
+		if err := addInteractive(ctx, e, v, client, acct, a.mode, cfg.ClientID); err != nil {
+			return err
+		}
+	}
+	e.log.Info("account added", "account", a.name)
+	fmt.Fprintf(e.stderr, "claudeflare: account %q added\n", a.name)
+	return nil
+}
+
+// addFromRefreshToken stores the account with the given refresh token
+// first, then refreshes it once and swaps in the rotated tokens, so that a
+// crash after the token endpoint rotated the token can never lose the
+// account. A refused token removes the row again: nothing stays stored.
+func addFromRefreshToken(ctx context.Context, v *vault.Vault, client *oauth.Client, acct vault.NewAccount, rt string) error {
+	id, err := v.AddAccount(ctx, acct, vault.Secrets{RefreshToken: rt})
+	if err != nil {
+		return err
+	}
+	tok, err := client.Refresh(ctx, rt)
+	if err != nil {
+		if derr := store.DeleteAccount(context.WithoutCancel(ctx), v.DB(), acct.Name); derr != nil {
+			return errors.Join(fmt.Errorf("validate refresh token: %w", err), derr)
+		}
+		if errors.Is(err, oauth.ErrInvalidGrant) {
+			return withHint(fmt.Errorf("validate refresh token: %w", err), "the token is expired or already used; log in again with `claudeflare accounts add NAME`")
+		}
+		return fmt.Errorf("validate refresh token: %w", err)
+	}
+	_, err = v.SwapTokens(context.WithoutCancel(ctx), id, 1, vault.Secrets{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.ExpiresAt})
+	if err != nil {
+		return fmt.Errorf("store rotated tokens: %w", err)
+	}
+	return nil
+}
+
+func addInteractive(ctx context.Context, e *env, v *vault.Vault, client *oauth.Client, acct vault.NewAccount, mode oauth.Mode, clientID string) error {
+	p, err := oauth.NewPKCE()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "Open this URL in a browser, log in, and paste the code shown (code#state):\n\n%s\n\ncode: ", oauth.AuthorizeURL(mode, clientID, p))
+	line, err := readLine(e.stdin)
+	if err != nil {
+		return err
+	}
+	code, err := oauth.ParseCallback(line, p.State)
+	if err != nil {
+		return err
+	}
+	tok, err := client.Exchange(ctx, code, p)
+	if err != nil {
+		return fmt.Errorf("exchange code: %w", err)
+	}
+	if mode == oauth.ModeConsole {
+		key, err := client.CreateAPIKey(ctx, tok.AccessToken)
+		if err != nil {
+			return fmt.Errorf("create API key: %w", err)
+		}
+		acct.Kind, acct.Mode = store.KindAPIKey, string(oauth.ModeConsole)
+		_, err = v.AddAccount(ctx, acct, vault.Secrets{APIKey: key})
+		return err
+	}
+	_, err = v.AddAccount(ctx, acct, vault.Secrets{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.ExpiresAt})
+	return err
+}
+
+const maxSecretBytes = 16 << 10
+
+// readSecret reads one secret from stdin: trimmed, non-empty, one line of
+// printable characters.
+func readSecret(r io.Reader, what string) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxSecretBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("read %s from stdin: %w", what, err)
+	}
+	if len(b) > maxSecretBytes {
+		return "", fmt.Errorf("read %s from stdin: more than %d bytes", what, maxSecretBytes)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", usagef("no %s on stdin", what)
+	}
+	for _, r := range s {
+		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return "", usagef("the %s on stdin must be one line without spaces", what)
+		}
+	}
+	return s, nil
+}
+
+func readLine(r io.Reader) (string, error) {
+	br := bufio.NewReader(io.LimitReader(r, maxSecretBytes))
+	line, err := br.ReadString('\n')
+	if err != nil && line == "" {
+		if errors.Is(err, io.EOF) {
+			return "", usagef("no code pasted")
+		}
+		return "", err
+	}
+	return strings.TrimSpace(line), nil
+}
+
+// accountOut is one line of `accounts list --json`.
+type accountOut struct {
+	Name             string   `json:"name"`
+	Kind             string   `json:"kind"`
+	Mode             string   `json:"mode"`
+	Priority         int      `json:"priority"`
+	Tier             int      `json:"tier"`
+	Paused           bool     `json:"paused"`
+	Status           string   `json:"status"`
+	StatusReason     string   `json:"status_reason,omitempty"`
+	RateLimitedUntil *string  `json:"rate_limited_until"`
+	RateLimitStatus  string   `json:"rate_limit_status"`
+	Utilization5h    *float64 `json:"utilization_5h"`
+	Utilization7d    *float64 `json:"utilization_7d"`
+	TokenExpiresAt   *string  `json:"token_expires_at"`
+	Requests         int64    `json:"requests"`
+	LastUsed         *string  `json:"last_used"`
+}
+
+// accountStatus is one word for an account's availability.
+func accountStatus(a store.Account, now time.Time) string {
+	nowMS := now.UnixMilli()
+	switch {
+	case a.Status == store.StatusNeedsLogin:
+		return "needs_login"
+	case a.Paused:
+		return "paused"
+	case a.RateLimitedUntil > nowMS:
+		return "rate_limited"
+	}
+	return "ok"
+}
+
+func util(u float64) *float64 {
+	if u < 0 {
+		return nil
+	}
+	return &u
+}
+
+type usage struct {
+	Account  string `db:"account"`
+	Requests int64  `db:"requests"`
+	LastUsed int64  `db:"last_used"`
+}
+
+// accountUsage counts requests and last use per account from the log.
+func accountUsage(ctx context.Context, logDB *store.DB) (map[string]usage, error) {
+	var rows []usage
+	err := logDB.R.SelectContext(ctx, &rows, `SELECT account, count(*) AS requests, max(ts) AS last_used FROM requests WHERE account != '' GROUP BY account`)
+	if err != nil {
+		return nil, fmt.Errorf("read request counts: %w", err)
+	}
+	m := make(map[string]usage, len(rows))
+	for _, r := range rows {
+		m[r.Account] = r
+	}
+	return m, nil
+}
+
+func accountsList(c *cli.Context) error {
+	e := getEnv(c)
+	cfg, err := e.config(nil)
+	if err != nil {
+		return err
+	}
+	// Listing needs no key: it reads metadata only, never a secret.
+	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
+		return err
+	}
+	vdb, err := store.OpenVault(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("open vault: %w", err)
+	}
+	defer vdb.Close()
+	logDB, err := e.openLog(cfg)
+	if err != nil {
+		return err
+	}
+	defer logDB.Close()
+	accts, err := store.ListAccounts(c.Context, vdb)
+	if err != nil {
+		return err
+	}
+	use, err := accountUsage(c.Context, logDB)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if c.Bool("json") {
+		out := newNDJSON(e.stdout)
+		for _, a := range accts {
+			u := use[a.Name]
+			rl := a.RateLimitedUntil
+			if rl <= now.UnixMilli() {
+				rl = 0
+			}
+			if err := out.write(accountOut{
+				Name: a.Name, Kind: a.Kind, Mode: a.Mode, Priority: a.Priority, Tier: a.Tier, Paused: a.Paused,
+				Status: accountStatus(a, now), StatusReason: a.StatusReason,
+				RateLimitedUntil: rfc3339(rl), RateLimitStatus: a.RLStatus,
+				Utilization5h: util(a.Util5h), Utilization7d: util(a.Util7d),
+				TokenExpiresAt: rfc3339(a.TokenExpiresAt), Requests: u.Requests, LastUsed: rfc3339(u.LastUsed),
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tPRIORITY\tTIER\tSTATUS\tLIMITED UNTIL\t5H\t7D\tTOKEN EXPIRES\tREQUESTS\tLAST USED")
+	for _, a := range accts {
+		u := use[a.Name]
+		rl := a.RateLimitedUntil
+		if rl <= now.UnixMilli() {
+			rl = 0
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", a.Name, a.Kind, a.Priority, a.Tier,
+			accountStatus(a, now), human(rl, now), pct(a.Util5h), pct(a.Util7d), human(a.TokenExpiresAt, now), u.Requests, human(u.LastUsed, now))
+	}
+	return tw.Flush()
+}
+
+func pct(u float64) string {
+	if u < 0 {
+		return "-"
+	}
+	return strconv.Itoa(int(u*100+0.5)) + "%"
+}
+
+func accountsRemove(c *cli.Context) error {
+	name, err := oneName(c)
+	if err != nil {
+		return err
+	}
+	e := getEnv(c)
+	cfg, err := e.config(nil)
+	if err != nil {
+		return err
+	}
+	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
+		return err
+	}
+	vdb, err := store.OpenVault(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("open vault: %w", err)
+	}
+	defer vdb.Close()
+	if _, err := store.GetAccount(c.Context, vdb, name); err != nil {
+		return err
+	}
+	if !c.Bool("force") && isTerminal(e.stdin) {
+		fmt.Fprintf(e.stderr, "Remove account %q and its tokens? [y/N] ", name)
+		line, _ := readLine(e.stdin)
+		if !strings.EqualFold(line, "y") && !strings.EqualFold(line, "yes") {
+			return errors.New("not removed")
+		}
+	}
+	if err := store.DeleteAccount(c.Context, vdb, name); err != nil {
+		return err
+	}
+	e.log.Info("account removed", "account", name)
+	return nil
+}
+
+func accountsSetPaused(c *cli.Context, paused bool) error {
+	name, err := oneName(c)
+	if err != nil {
+		return err
+	}
+	e := getEnv(c)
+	cfg, err := e.config(nil)
+	if err != nil {
+		return err
+	}
+	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
+		return err
+	}
+	vdb, err := store.OpenVault(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("open vault: %w", err)
+	}
+	defer vdb.Close()
+	if err := store.SetPaused(c.Context, vdb, name, paused, time.Now()); err != nil {
+		return err
+	}
+	verb := map[bool]string{true: "paused", false: "resumed"}[paused]
+	e.log.Info("account "+verb, "account", name)
+	return nil
+}

@@ -1,0 +1,232 @@
+// Package commands is claudeflare's command line: the cli.App, one file per
+// command group, flag/env/config wiring, output and the exit-code table. It
+// is the only package that imports urfave/cli.
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/claudeflare/claudeflare/config"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// Build information, set with -ldflags "-X ...".
+var (
+	Version = ""
+	Commit  = ""
+	Date    = ""
+)
+
+// usageError is a mistake on the command line: exit 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// hintError carries a line telling the user what to do next.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e hintError) Error() string { return e.err.Error() }
+func (e hintError) Unwrap() error { return e.err }
+
+func withHint(err error, hint string) error { return hintError{err, hint} }
+
+// exitCode maps an error to the exit-code table; in one place.
+func exitCode(err error) int {
+	var ue usageError
+	var ce *config.Error
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ue), errors.As(err, &ce):
+		return ExitUsage
+	}
+	return ExitFailure
+}
+
+// Run runs the command line and returns the exit code.
+func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	app := NewApp(stdin, stdout, stderr)
+	err := app.RunContext(context.Background(), reorderArgs(app, args))
+	if err != nil {
+		printError(stderr, err)
+	}
+	return exitCode(err)
+}
+
+// printError writes err as one line starting "claudeflare: ", plus a hint.
+func printError(w io.Writer, err error) {
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	fmt.Fprintf(w, "claudeflare: %s\n", msg)
+	var he hintError
+	if errors.As(err, &he) && he.hint != "" {
+		fmt.Fprintf(w, "hint: %s\n", he.hint)
+	}
+}
+
+// env is what every command shares: streams, the loaded config, a logger.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	cfgSource      config.Source
+	cfg            *config.Config
+	log            *slog.Logger
+}
+
+// config loads the configuration once; extra are command flags that are
+// config keys (daemon --host), set only when the user gave them.
+func (e *env) config(extra map[string]string) (*config.Config, error) {
+	if e.cfg != nil {
+		return e.cfg, nil
+	}
+	src := e.cfgSource
+	flags := map[string]string{}
+	for k, v := range src.Flags {
+		flags[k] = v
+	}
+	for k, v := range extra {
+		flags[k] = v
+	}
+	src.Flags = flags
+	cfg, err := config.Load(src)
+	if err != nil {
+		return nil, err
+	}
+	e.cfg = cfg
+	e.log = newLogger(e.stderr, cfg)
+	return cfg, nil
+}
+
+// newLogger logs to w: text on a terminal, JSON otherwise (LOG_FORMAT).
+func newLogger(w io.Writer, cfg *config.Config) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.SlogLevel()}
+	if cfg.JSONLogs(isTerminal(w)) {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func getEnv(c *cli.Context) *env { return c.App.Metadata["env"].(*env) }
+
+// NewApp builds the cli.App reading stdin and writing stdout and stderr.
+func NewApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	app := &cli.App{
+		Name:    "claudeflare",
+		Usage:   "share several Claude accounts behind one local endpoint",
+		Version: versionString(),
+		Description: "claudeflare forwards Anthropic API requests to one of several Claude accounts,\n" +
+			"keeps their OAuth tokens fresh, moves to another account when one is rate\n" +
+			"limited, and logs every request. Tokens are stored encrypted with age.",
+		Reader:                 stdin,
+		Writer:                 stdout,
+		ErrWriter:              stderr,
+		EnableBashCompletion:   true,
+		UseShortOptionHandling: false,
+		Metadata:               map[string]any{"env": e},
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Usage: "config `FILE` (default $CLAUDEFLARE_CONFIG_PATH, then $XDG_CONFIG_HOME/claudeflare/claudeflare.toml)"},
+			&cli.StringFlag{Name: "data-dir", Usage: "data `DIR` (default $CLAUDEFLARE_DATA_DIR, config data_dir, then $XDG_DATA_HOME/claudeflare)"},
+			&cli.StringFlag{Name: "identity", Usage: "age master identity `FILE` (default $CLAUDEFLARE_IDENTITY_FILE, then <data dir>/identity.txt)"},
+			&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn or error (default $LOG_LEVEL, then info)"},
+			&cli.StringFlag{Name: "log-format", Usage: "`FORMAT`: auto, text or json (default $LOG_FORMAT, then auto)"},
+		},
+		Before: func(c *cli.Context) error {
+			flags := map[string]string{}
+			for flag, key := range map[string]string{"data-dir": "data_dir", "identity": "identity_file", "log-level": "log_level", "log-format": "log_format"} {
+				if c.IsSet(flag) {
+					flags[key] = c.String(flag)
+				}
+			}
+			// Command flags that are config keys (daemon --host/--port) are
+			// applied by the command itself through reloadConfig.
+			e.cfgSource = config.Source{Path: c.String("config"), Getenv: e.getenv, Flags: flags}
+			return nil
+		},
+		OnUsageError: onUsageError,
+		ExitErrHandler: func(*cli.Context, error) {
+			// Run maps errors to exit codes; never os.Exit from inside.
+		},
+		Commands: []*cli.Command{
+			initCommand(),
+			accountsCommand(),
+			daemonCommand(),
+		},
+	}
+	setUsageErrors(app.Commands)
+	return app
+}
+
+func onUsageError(c *cli.Context, err error, isSub bool) error {
+	return usageError{err.Error()}
+}
+
+func setUsageErrors(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = onUsageError
+		setUsageErrors(c.Subcommands)
+	}
+}
+
+func versionString() string {
+	v, commit, date := Version, Commit, Date
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision" && commit == "":
+				commit = s.Value
+			case s.Key == "vcs.time" && date == "":
+				date = s.Value
+			}
+		}
+	}
+	if v == "" || v == "(devel)" {
+		v = "dev"
+	}
+	out := v
+	if commit != "" {
+		out += " (commit " + shortCommit(commit)
+		if date != "" {
+			out += ", built " + date
+		}
+		out += ")"
+	}
+	return out
+}
+
+func shortCommit(c string) string {
+	if len(c) > 12 {
+		return c[:12]
+	}
+	return c
+}
+
+// isTerminal reports whether f is a terminal.
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

@@ -1,0 +1,155 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/claudeflare/claudeflare/proxy"
+	"github.com/claudeflare/claudeflare/store"
+)
+
+func daemonCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "daemon",
+		Usage: "run the proxy until SIGTERM or SIGINT; SIGHUP reloads config and accounts",
+		Description: "The daemon listens on HOST:PORT (127.0.0.1:8080 by default) and forwards\n" +
+			"/v1/* to the upstream with one account's credentials. A non-loopback address\n" +
+			"is refused unless client API keys exist. SIGINT or SIGTERM drain in-flight\n" +
+			"requests up to server.shutdown_grace; a second signal exits at once. Under\n" +
+			"systemd (Type=notify) it reports READY=1 once listening.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "host", Usage: "listen `ADDRESS` (default $HOST, then 127.0.0.1)"},
+			&cli.StringFlag{Name: "port", Usage: "listen `PORT` (default $PORT, then 8080; 0 picks a free port)"},
+		},
+		Action: runDaemon,
+	}
+}
+
+// lockDataDir takes an exclusive, non-blocking lock on <dir>/daemon.lock,
+// so a second daemon on the same data dir refuses to start.
+func lockDataDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "daemon.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, withHint(fmt.Errorf("another claudeflare daemon is running on %s", dir), "stop it first, or give this one its own --data-dir")
+		}
+		return nil, fmt.Errorf("lock data dir: %w", err)
+	}
+	f.Truncate(0)
+	f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	return f, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func runDaemon(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("daemon takes no arguments")
+	}
+	e := getEnv(c)
+	extra := map[string]string{}
+	if c.IsSet("host") {
+		extra["host"] = c.String("host")
+	}
+	if c.IsSet("port") {
+		extra["port"] = c.String("port")
+	}
+	cfg, err := e.config(extra)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+
+	v, err := e.openVault(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer v.DB().Close()
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	logDB, err := e.openLog(cfg)
+	if err != nil {
+		return err
+	}
+	defer logDB.Close()
+
+	if !isLoopback(cfg.Host) {
+		n, err := store.CountClientKeys(ctx, v.DB())
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return withHint(fmt.Errorf("refusing to listen on non-loopback address %s without client API keys", cfg.Host),
+				"create one with `claudeflare apikey create NAME`, or listen on 127.0.0.1")
+		}
+	}
+
+	srv, err := proxy.New(proxy.Options{Config: cfg, Vault: v, VaultDB: v.DB(), LogDB: logDB, Logger: e.log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr())
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	e.log.Info("listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "version", versionString())
+	fmt.Fprintf(e.stderr, "claudeflare: listening on http://%s\n", ln.Addr())
+	notifySocket := e.getenv("NOTIFY_SOCKET")
+	sdNotify(notifySocket, "READY=1\nSTATUS=listening on "+ln.Addr().String())
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		stopping := false
+		for s := range sigs {
+			switch {
+			case s == syscall.SIGHUP:
+				sdNotify(notifySocket, "RELOADING=1")
+				if err := srv.Reload(ctx); err != nil {
+					e.log.Error("reload failed", "err", err)
+				} else {
+					e.log.Info("reloaded")
+				}
+				sdNotify(notifySocket, "READY=1")
+			case !stopping:
+				stopping = true
+				e.log.Info("shutting down", "signal", s.String())
+				sdNotify(notifySocket, "STOPPING=1")
+				cancel()
+			default:
+				e.log.Warn("second signal: exiting now")
+				os.Exit(ExitFailure)
+			}
+		}
+	}()
+	err = srv.Serve(ctx, ln)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	e.log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,61 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
+)
+
+// keySource says where the master key comes from, from env and config.
+func (e *env) keySource(cfg *config.Config) vault.KeySource {
+	return vault.KeySource{
+		EncryptionKey:  e.getenv("CLAUDEFLARE_ENCRYPTION_KEY"),
+		IdentityFile:   cfg.IdentityFile,
+		Passphrase:     e.getenv("CLAUDEFLARE_PASSPHRASE"),
+		CredentialsDir: e.getenv("CREDENTIALS_DIRECTORY"),
+		DataDir:        cfg.DataDir,
+	}
+}
+
+// openVault opens (creating on first use) the data dir and the vault.
+func (e *env) openVault(ctx context.Context, cfg *config.Config) (*vault.Vault, error) {
+	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	db, err := store.OpenVault(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("open vault: %w", err)
+	}
+	v, err := vault.Open(ctx, db, e.keySource(cfg), vault.Options{Create: true})
+	if err != nil {
+		db.Close()
+		return nil, keyHint(err)
+	}
+	return v, nil
+}
+
+// openLog opens (creating on first use) the request log.
+func (e *env) openLog(cfg *config.Config) (*store.DB, error) {
+	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	db, err := store.OpenLog(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("open request log: %w", err)
+	}
+	return db, nil
+}
+
+func keyHint(err error) error {
+	switch {
+	case errors.Is(err, vault.ErrWrongKey):
+		return withHint(err, "give the key this vault was made with: CLAUDEFLARE_ENCRYPTION_KEY, --identity FILE or CLAUDEFLARE_PASSPHRASE")
+	case errors.Is(err, vault.ErrNoKey):
+		return withHint(err, "set CLAUDEFLARE_ENCRYPTION_KEY, --identity FILE or CLAUDEFLARE_PASSPHRASE, or restore identity.txt")
+	}
+	return err
+}
