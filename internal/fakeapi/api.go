@@ -106,6 +106,8 @@ func (s *Server) takeFaultLocked(name, path string) *Fault {
 }
 
 func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
+	s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxRequestBody+1))
 	rec := s.record(r, body)
 	w := &statusWriter{ResponseWriter: rw}
@@ -579,7 +581,7 @@ func writeAPIError(w http.ResponseWriter, status int, typ, msg string, headers m
 func writeJSON(w http.ResponseWriter, status int, v any, headers map[string]string) {
 	b, _ := json.Marshal(v)
 	setHeaders(w.Header(), headers)
-	if headers == nil || headers["content-type"] == "" {
+	if w.Header().Get("Content-Type") == "" {
 		w.Header().Set("Content-Type", "application/json")
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))

@@ -304,6 +304,10 @@ func TestFailTokenEndpoint(t *testing.T) {
 	if resp.StatusCode != 200 || string(b) != "<html>hi</html>" || resp.Header.Get("Content-Type") != "text/html" {
 		t.Fatalf("custom token fault: %d %q %v", resp.StatusCode, b, resp.Header)
 	}
+	s.InjectTokenFault(TokenFault{Status: 503, Headers: map[string]string{"Content-Type": "application/problem+json"}})
+	if resp, _ := do(t, s, tokenReq(t, s, map[string]string{})); resp.StatusCode != 503 || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("fault header: %d %v", resp.StatusCode, resp.Header)
+	}
 	s.InjectTokenFault(TokenFault{Reset: true})
 	if _, err := s.Client().Do(tokenReq(t, s, map[string]string{"grant_type": "refresh_token"})); err == nil {
 		t.Fatal("reset token fault: no error")
@@ -553,6 +557,9 @@ func TestStreamFlushesEachEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if n := s.InFlight(); n != 1 {
+		t.Errorf("InFlight = %d during a stream, want 1", n)
+	}
 	br := bufio.NewReader(resp.Body)
 	line, err := br.ReadString('\n')
 	if err != nil || line != "event: message_start\n" {

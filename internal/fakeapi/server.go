@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -93,7 +94,8 @@ type Server struct {
 	// to change it while requests are in flight.
 	Now func() time.Time
 
-	srv *httptest.Server
+	srv      *httptest.Server
+	inFlight atomic.Int64
 
 	mu            sync.Mutex
 	start         time.Time
@@ -177,6 +179,9 @@ func (s *Server) TokenURL() string { return s.URL + TokenPath }
 
 // Client returns an *http.Client suited to the server (no proxy, keep-alive).
 func (s *Server) Client() *http.Client { return s.srv.Client() }
+
+// InFlight is the number of requests being handled right now.
+func (s *Server) InFlight() int { return int(s.inFlight.Load()) }
 
 // SetNow replaces the clock; safe while requests are in flight.
 func (s *Server) SetNow(now func() time.Time) {
