@@ -67,7 +67,12 @@ func exitCode(err error) int {
 // Run runs the command line and returns the exit code.
 func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := NewApp(stdin, stdout, stderr)
-	err := app.RunContext(context.Background(), reorderArgs(app, args))
+	var err error
+	if name := commandName(app, args); name != "" && findCommand(app.Commands, name) == nil && name != "help" && name != "h" {
+		err = usagef("unknown command %q (see claudeflare --help)", name)
+	} else {
+		err = app.RunContext(context.Background(), reorderArgs(app, args))
+	}
 	if err != nil {
 		printError(stderr, err)
 	}

@@ -99,3 +99,14 @@ func takesValue(flags []cli.Flag, name string) bool {
 	}
 	return false
 }
+
+// commandName returns the first argument after the global flags, "" if none.
+func commandName(app *cli.App, args []string) string {
+	if len(args) < 2 {
+		return ""
+	}
+	if i := skipFlags(app.Flags, args, 1); i < len(args) {
+		return args[i]
+	}
+	return ""
+}

@@ -21,6 +21,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// Re-executed as the real binary by the process tests (daemon_test.go).
+	if os.Getenv("CLAUDEFLARE_TEST_AS_BINARY") == "1" {
+		os.Exit(commands.Run(os.Args, os.Stdin, os.Stdout, os.Stderr))
+	}
 	testscript.Main(m, map[string]func(){
 		"claudeflare": func() { os.Exit(commands.Run(os.Args, os.Stdin, os.Stdout, os.Stderr)) },
 	})

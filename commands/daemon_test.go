@@ -1,0 +1,265 @@
+package commands_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/claudeflare/claudeflare/internal/fakeapi"
+)
+
+// cli runs the claudeflare binary (this test binary re-executed) as a real
+// process with env on top of a clean environment.
+type cli struct {
+	t    *testing.T
+	env  []string
+	dir  string
+	fake *fakeapi.Server
+}
+
+func newCLI(t *testing.T) *cli {
+	t.Helper()
+	fake := fakeapi.New()
+	t.Cleanup(fake.Close)
+	dir := t.TempDir()
+	return &cli{t: t, dir: dir, fake: fake, env: []string{
+		"CLAUDEFLARE_TEST_AS_BINARY=1",
+		"HOME=" + dir,
+		"PATH=" + os.Getenv("PATH"),
+		"XDG_CONFIG_HOME=" + filepath.Join(dir, "config"),
+		"CLAUDEFLARE_DATA_DIR=" + filepath.Join(dir, "data"),
+		"CLAUDEFLARE_UPSTREAM_URL=" + fake.URL,
+		"CLAUDEFLARE_OAUTH_TOKEN_URL=" + fake.TokenURL(),
+		"LOG_FORMAT=json",
+		"LOG_LEVEL=debug",
+	}}
+}
+
+func (c *cli) cmd(stdin string, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = c.env
+	cmd.Stdin = strings.NewReader(stdin)
+	return cmd
+}
+
+// run runs a command to completion and returns stdout, stderr, exit code.
+func (c *cli) run(stdin string, args ...string) (string, string, int) {
+	c.t.Helper()
+	cmd := c.cmd(stdin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func (c *cli) mustRun(stdin string, args ...string) string {
+	c.t.Helper()
+	out, errs, code := c.run(stdin, args...)
+	if code != 0 {
+		c.t.Fatalf("claudeflare %v: exit %d: %s", args, code, errs)
+	}
+	return out
+}
+
+// daemon is a running `claudeflare daemon` process.
+type daemon struct {
+	cmd    *exec.Cmd
+	url    string
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	done   chan struct{}
+	err    error
+}
+
+var listenRE = regexp.MustCompile(`listening on (http://[0-9.:\[\]]+)`)
+
+func (c *cli) startDaemon(args ...string) *daemon {
+	c.t.Helper()
+	cmd := c.cmd("", append([]string{"daemon", "--port", "0"}, args...)...)
+	pr, pw := io.Pipe()
+	cmd.Stderr = pw
+	d := &daemon{cmd: cmd, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	urlc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := sc.Text()
+			d.mu.Lock()
+			d.stderr.WriteString(line + "\n")
+			d.mu.Unlock()
+			if m := listenRE.FindStringSubmatch(line); m != nil {
+				select {
+				case urlc <- m[1]:
+				default:
+				}
+			}
+		}
+	}()
+	go func() { d.err = cmd.Wait(); pw.Close(); close(d.done) }()
+	c.t.Cleanup(func() { cmd.Process.Kill(); <-d.done })
+	select {
+	case d.url = <-urlc:
+	case <-d.done:
+		c.t.Fatalf("daemon exited early: %v\n%s", d.err, d.logs())
+	case <-time.After(20 * time.Second):
+		c.t.Fatalf("daemon did not start:\n%s", d.logs())
+	}
+	return d
+}
+
+func (d *daemon) logs() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stderr.String()
+}
+
+// stop sends sig and waits for the exit.
+func (d *daemon) stop(t *testing.T, sig os.Signal) error {
+	t.Helper()
+	d.cmd.Process.Signal(sig)
+	select {
+	case <-d.done:
+		return d.err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("daemon did not stop:\n%s", d.logs())
+		return nil
+	}
+}
+
+func postMessages(t *testing.T, base string, stream bool) (*http.Response, []byte) {
+	t.Helper()
+	body := fmt.Sprintf(`{"model":"claude-sonnet-4-5","max_tokens":64,"stream":%v,"messages":[{"role":"user","content":"hi"}]}`, stream)
+	req, _ := http.NewRequest("POST", base+"/v1/messages?beta=true", strings.NewReader(body))
+	req.Header.Set("content-type", "application/json")
+	req.Header.Set("anthropic-version", "2023-06-01")
+	req.Header.Set("x-api-key", "client-placeholder")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+func TestDaemonServesAccountsAddedByCLI(t *testing.T) {
+	c := newCLI(t)
+	c.mustRun("", "init")
+	d := c.startDaemon()
+
+	// No accounts yet: 503 telling the user what to do.
+	resp, body := postMessages(t, d.url, false)
+	if resp.StatusCode != 503 || !bytes.Contains(body, []byte("accounts add")) {
+		t.Fatalf("no accounts: %d %s", resp.StatusCode, body)
+	}
+	if resp.Header.Get("x-claudeflare-request-id") == "" {
+		t.Error("no x-claudeflare-request-id")
+	}
+
+	// An account added by the CLI while the daemon runs is used without a signal.
+	c.mustRun(c.fake.NewOAuthAccount("work"), "accounts", "add", "work", "--refresh-token-stdin")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, body = postMessages(t, d.url, false)
+		if resp.StatusCode == 200 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("after accounts add: %d %s", resp.StatusCode, body)
+	}
+	var msg struct {
+		Usage struct{ InputTokens int64 `json:"input_tokens"` } `json:"usage"`
+	}
+	if err := json.Unmarshal(body, &msg); err != nil || msg.Usage.InputTokens == 0 {
+		t.Fatalf("response: %s", body)
+	}
+	resp, body = postMessages(t, d.url, true)
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte("event: message_stop")) {
+		t.Fatalf("stream: %d %s", resp.StatusCode, body)
+	}
+
+	// A second daemon on the same data dir refuses to start.
+	_, errs, code := c.run("", "daemon", "--port", "0")
+	if code != 1 || !strings.Contains(errs, "another claudeflare daemon is running") {
+		t.Fatalf("second daemon: exit %d: %s", code, errs)
+	}
+
+	// SIGTERM: graceful, exit 0, and the request log was flushed.
+	if err := d.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("daemon exit: %v\n%s", err, d.logs())
+	}
+	logs := d.logs()
+	for _, tok := range c.fake.AllTokens() {
+		if strings.Contains(logs, tok) {
+			t.Fatal("daemon log contains a token")
+		}
+	}
+	var n int
+	out := c.mustRun("", "accounts", "list", "--json")
+	if _, err := fmt.Sscanf(regexp.MustCompile(`"requests":(\d+)`).FindString(out), `"requests":%d`, &n); err != nil || n != 2 {
+		t.Fatalf("accounts list after 2 requests: %s", out)
+	}
+}
+
+func TestDaemonRefusesNonLoopbackWithoutClientKeys(t *testing.T) {
+	c := newCLI(t)
+	_, errs, code := c.run("", "daemon", "--host", "0.0.0.0", "--port", "0")
+	if code != 1 || !strings.Contains(errs, "non-loopback") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	c := newCLI(t)
+	cfg := filepath.Join(c.dir, "bad.toml")
+	os.WriteFile(cfg, []byte("port = 8080\nlb_stratgy = \"session\"\n"), 0o600)
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"nosuchcommand"}, 2, ""},
+		{[]string{"accounts", "add"}, 2, "NAME"},
+		{[]string{"accounts", "add", "x", "--tier", "3", "--api-key-stdin"}, 2, "tier"},
+		{[]string{"--config", cfg, "accounts", "list"}, 2, `lb_stratgy`},
+		{[]string{"--config", filepath.Join(c.dir, "missing.toml"), "accounts", "list"}, 2, "missing.toml"},
+		{[]string{"accounts", "pause", "nobody"}, 1, "no such account"},
+	} {
+		_, errs, code := c.run("", tc.args...)
+		if code != tc.code || !strings.HasPrefix(errs, "claudeflare: ") || !strings.Contains(errs, tc.msg) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d mentioning %q", tc.args, code, errs, tc.code, tc.msg)
+		}
+	}
+	_, errs, _ := c.run("", "--config", cfg, "accounts", "list")
+	if !strings.Contains(errs, "bad.toml:2") {
+		t.Errorf("config error does not name the line: %q", errs)
+	}
+	_ = context.Background
+}
