@@ -195,7 +195,9 @@ func TestDaemonServesAccountsAddedByCLI(t *testing.T) {
 		t.Fatalf("after accounts add: %d %s", resp.StatusCode, body)
 	}
 	var msg struct {
-		Usage struct{ InputTokens int64 `json:"input_tokens"` } `json:"usage"`
+		Usage struct {
+			InputTokens int64 `json:"input_tokens"`
+		} `json:"usage"`
 	}
 	if err := json.Unmarshal(body, &msg); err != nil || msg.Usage.InputTokens == 0 {
 		t.Fatalf("response: %s", body)
