@@ -232,29 +232,21 @@ func (l *loader) decodeFile(c *Config) error {
 		return l.decodeError(err)
 	}
 
-	var unknown []toml.Key
-	seen := map[string]bool{}
+	// The first key, in document order, that is unknown or was not decoded
+	// (the decoder also matches keys case-insensitively; we do not).
+	undecoded := map[string]bool{}
 	for _, k := range md.Undecoded() {
-		unknown = append(unknown, k)
-		seen[k.String()] = true
+		undecoded[k.String()] = true
 	}
 	for _, k := range md.Keys() {
-		if !knownKey(strings.Join(k, ".")) && !seen[k.String()] {
-			unknown = append(unknown, k)
+		if !undecoded[k.String()] && knownKey(strings.Join(k, ".")) {
+			continue
 		}
-	}
-	if len(unknown) > 0 {
-		first, firstLine := unknown[0], findLine(l.text, unknown[0])
-		for _, k := range unknown[1:] {
-			if n := findLine(l.text, k); n > 0 && (firstLine == 0 || n < firstLine) {
-				first, firstLine = k, n
-			}
-		}
-		msg := fmt.Sprintf("unknown key %q", first.String())
-		if s := suggest(strings.Join(first, ".")); s != "" {
+		msg := fmt.Sprintf("unknown key %q", k.String())
+		if s := suggest(strings.Join(k, ".")); s != "" {
 			msg += fmt.Sprintf(" (did you mean %q?)", s)
 		}
-		return &Error{File: l.file, Line: firstLine, Key: first.String(), Msg: msg}
+		return &Error{File: l.file, Line: findLine(l.text, k), Key: k.String(), Msg: msg}
 	}
 
 	for _, k := range md.Keys() {
