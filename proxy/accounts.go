@@ -127,7 +127,9 @@ func (p *pool) reload(rows []store.Account) (changed []int64, added, removed []s
 		seen[r.ID] = true
 		a := p.byID[r.ID]
 		if a == nil {
-			a = &account{ID: r.ID}
+			// ID, Name and Kind never change for an id; they are
+			// read without the lock.
+			a = &account{ID: r.ID, Name: r.Name, Kind: r.Kind}
 			a.limit = limitFromStore(r)
 			p.byID[r.ID] = a
 			added = append(added, r.Name)
@@ -136,7 +138,7 @@ func (p *pool) reload(rows []store.Account) (changed []int64, added, removed []s
 			changed = append(changed, r.ID)
 			p.versions[r.ID] = r.TokenVersion
 		}
-		a.Name, a.Kind, a.Priority, a.Paused = r.Name, r.Kind, r.Priority, r.Paused
+		a.Priority, a.Paused = r.Priority, r.Paused
 		a.Status, a.StatusReason = r.Status, r.StatusReason
 		next = append(next, a)
 	}

@@ -21,9 +21,9 @@ const (
 	StrategyLeastUsed = "least-used"
 )
 
-// account is the in-memory state of one account. The descriptive fields
-// are replaced on reload; the counters and limit state are guarded by the
-// pool's mutex.
+// account is the in-memory state of one account. ID, Name and Kind are
+// fixed at creation and read freely; every other field is guarded by the
+// pool's mutex (reload replaces Priority, Paused and Status).
 type account struct {
 	ID           int64
 	Name         string

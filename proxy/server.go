@@ -68,7 +68,7 @@ type Server struct {
 	reloadMu sync.Mutex // one reload at a time
 	bg       sync.WaitGroup
 	stopBg   context.CancelFunc
-	started  bool
+	started  atomic.Bool
 }
 
 // New builds a Server and loads the accounts. Background work (the
@@ -272,7 +272,7 @@ func (s *Server) Reload(ctx context.Context) error {
 			s.tokens.loggedIn(r.ID)
 		}
 	}
-	if s.started && (len(added) > 0 || len(removed) > 0) {
+	if s.started.Load() && (len(added) > 0 || len(removed) > 0) {
 		s.log.Info("accounts changed", "added", added, "removed", removed, "accounts", len(rows))
 	}
 	return nil
@@ -281,10 +281,9 @@ func (s *Server) Reload(ctx context.Context) error {
 // Start launches the background goroutines: the recorder, the account
 // poll and the rate-state saver. Serve calls it; Stop ends them.
 func (s *Server) Start() {
-	if s.started {
+	if !s.started.CompareAndSwap(false, true) {
 		return
 	}
-	s.started = true
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopBg = cancel
 	s.bg.Add(3)
@@ -310,7 +309,7 @@ func (s *Server) Start() {
 // Stop flushes the request log and the rate-limit state and ends the
 // background goroutines, waiting at most until ctx ends.
 func (s *Server) Stop(ctx context.Context) {
-	if !s.started {
+	if !s.started.Load() {
 		return
 	}
 	s.rec.close(ctx)
