@@ -1,0 +1,462 @@
+// Package retention deletes old data from the request log: by age and
+// type, in bounded batches of short transactions, so that a daemon writing
+// to the same log never waits long; it reclaims the freed space with
+// incremental vacuum. The cleanup command and the daemon's periodic Sweeper
+// run the same code.
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/claudeflare/claudeflare/store"
+)
+
+// Type is what a cleanup deletes.
+type Type string
+
+// Types of data.
+const (
+	// Requests are request rows; their payloads go with them.
+	Requests Type = "requests"
+	// Payloads are sealed payloads only; the request rows stay.
+	Payloads Type = "payloads"
+	// All is both: old requests with their payloads, and old payloads.
+	All Type = "all"
+)
+
+// ParseType parses "requests", "payloads" or "all".
+func ParseType(s string) (Type, error) {
+	switch t := Type(s); t {
+	case Requests, Payloads, All:
+		return t, nil
+	}
+	return "", fmt.Errorf("unknown type %q: use requests, payloads or all", s)
+}
+
+// Defaults for Options.
+const (
+	// DefaultBatchSize is the most rows one transaction deletes.
+	DefaultBatchSize = 5000
+	// DefaultBatchTime is the target length of one delete transaction;
+	// batches shrink below BatchSize when they take longer.
+	DefaultBatchTime = 20 * time.Millisecond
+	// DefaultVacuumStep is how many pages one incremental_vacuum frees.
+	DefaultVacuumStep = 1024
+)
+
+// Options say what a cleanup deletes and how.
+type Options struct {
+	Type Type
+	// Before is the cut: rows with a timestamp before it are deleted.
+	// Ignored when Everything is set.
+	Before time.Time
+	// Everything deletes all rows of Type that exist when the cleanup
+	// starts, whatever their age (cleanup --force). Rows written while it
+	// runs stay.
+	Everything bool
+	// DryRun counts what would be deleted and deletes nothing.
+	DryRun bool
+	// Vacuum reclaims freed pages afterwards (incremental vacuum in
+	// steps) and truncates the write-ahead log.
+	Vacuum bool
+
+	// BatchSize caps the rows deleted per transaction (DefaultBatchSize).
+	BatchSize int
+	// BatchTime is the target duration of one transaction (DefaultBatchTime).
+	BatchTime time.Duration
+	// Pause is the rest between transactions, so that a writer in another
+	// process, polling in its busy handler, finds the lock free. Zero
+	// means one tenth of the last batch's duration, at least 1ms; a
+	// negative value means no pause.
+	Pause time.Duration
+	// VacuumStep is the pages freed per incremental_vacuum (DefaultVacuumStep).
+	VacuumStep int
+
+	// Progress, when set, is called after the count and after every batch.
+	Progress func(Progress)
+	// Log receives debug lines; nil discards them.
+	Log *slog.Logger
+}
+
+// Progress reports a running cleanup.
+type Progress struct {
+	Phase string // "delete" or "vacuum"
+	Done  int64  // rows (requests plus payloads) deleted, or pages freed
+	Total int64  // rows to delete, or pages to free
+}
+
+// Result is what a cleanup deleted, or would delete with DryRun.
+type Result struct {
+	Type       Type
+	DryRun     bool
+	Before     time.Time // the cut; zero with Everything
+	Requests   int64     // request rows deleted
+	Payloads   int64     // payload rows deleted (including those of deleted requests)
+	Batches    int
+	FreedPages int64 // pages returned to the file system by vacuum
+	FreedBytes int64
+	Duration   time.Duration
+}
+
+func (o *Options) defaults() error {
+	switch o.Type {
+	case "":
+		o.Type = All
+	case Requests, Payloads, All:
+	default:
+		return fmt.Errorf("unknown type %q", o.Type)
+	}
+	if !o.Everything && o.Before.IsZero() {
+		return errors.New("no cut: give a time to delete before, or delete everything")
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = DefaultBatchSize
+	}
+	if o.BatchTime <= 0 {
+		o.BatchTime = DefaultBatchTime
+	}
+	if o.VacuumStep <= 0 {
+		o.VacuumStep = DefaultVacuumStep
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Progress == nil {
+		o.Progress = func(Progress) {}
+	}
+	return nil
+}
+
+// bounds select the rows a cleanup deletes: ts < cut and seq <= maxSeq.
+type bounds struct {
+	cut    int64 // exclusive, unix ms
+	maxSeq int64 // inclusive
+}
+
+// Cleanup deletes (or with DryRun counts) the log data opts selects, in
+// batches of at most opts.BatchSize rows, each in its own short
+// transaction on db.W. A cancelled ctx stops it between batches with what
+// was deleted so far and ctx's error.
+func Cleanup(ctx context.Context, db *store.DB, opts Options) (Result, error) {
+	if err := opts.defaults(); err != nil {
+		return Result{}, fmt.Errorf("cleanup: %w", err)
+	}
+	start := time.Now()
+	res := Result{Type: opts.Type, DryRun: opts.DryRun}
+	b := bounds{cut: math.MaxInt64, maxSeq: math.MaxInt64}
+	if opts.Everything {
+		// Only what exists now: rows the daemon writes meanwhile stay.
+		if err := db.W.GetContext(ctx, &b.maxSeq, `SELECT coalesce(max(seq), 0) FROM requests`); err != nil {
+			return res, fmt.Errorf("cleanup: read log: %w", err)
+		}
+	} else {
+		b.cut = store.ToMS(opts.Before)
+		res.Before = opts.Before.UTC()
+	}
+
+	reqs, pays, err := count(ctx, db, opts.Type, b)
+	if err != nil {
+		return res, err
+	}
+	if opts.DryRun {
+		res.Requests, res.Payloads = reqs, pays
+		res.Duration = time.Now().Sub(start)
+		return res, nil
+	}
+	total := reqs + pays
+	opts.Progress(Progress{Phase: "delete", Total: total})
+
+	d := deleter{db: db, opts: &opts, b: b, res: &res, total: total}
+	if opts.Type == Requests || opts.Type == All {
+		if err := d.run(ctx, deleteRequests); err != nil {
+			res.Duration = time.Now().Sub(start)
+			return res, err
+		}
+	}
+	if opts.Type == Payloads || opts.Type == All {
+		if err := d.run(ctx, deletePayloads); err != nil {
+			res.Duration = time.Now().Sub(start)
+			return res, err
+		}
+	}
+	opts.Log.Debug("cleanup deleted", "type", string(opts.Type), "requests", res.Requests, "payloads", res.Payloads, "batches", res.Batches)
+	if opts.Vacuum {
+		pages, bytes, err := Vacuum(ctx, db, VacuumOptions{Step: opts.VacuumStep, Progress: opts.Progress, Pause: opts.Pause, Log: opts.Log})
+		res.FreedPages, res.FreedBytes = pages, bytes
+		if err != nil {
+			res.Duration = time.Now().Sub(start)
+			return res, err
+		}
+	}
+	res.Duration = time.Now().Sub(start)
+	return res, nil
+}
+
+// count returns how many requests and payloads the bounds select for typ.
+func count(ctx context.Context, db *store.DB, typ Type, b bounds) (reqs, pays int64, err error) {
+	switch typ {
+	case Requests:
+		err = db.R.QueryRowxContext(ctx, `SELECT
+			(SELECT count(*) FROM requests WHERE ts < ?1 AND seq <= ?2),
+			(SELECT count(*) FROM payloads p JOIN requests r ON r.seq = p.request_seq WHERE r.ts < ?1 AND r.seq <= ?2)`,
+			b.cut, b.maxSeq).Scan(&reqs, &pays)
+	case Payloads:
+		err = db.R.GetContext(ctx, &pays, `SELECT count(*) FROM payloads WHERE ts < ?1 AND request_seq <= ?2`, b.cut, b.maxSeq)
+	case All:
+		err = db.R.QueryRowxContext(ctx, `SELECT
+			(SELECT count(*) FROM requests WHERE ts < ?1 AND seq <= ?2),
+			(SELECT count(*) FROM payloads p JOIN requests r ON r.seq = p.request_seq
+			  WHERE p.request_seq <= ?2 AND (p.ts < ?1 OR r.ts < ?1))`,
+			b.cut, b.maxSeq).Scan(&reqs, &pays)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("cleanup: count rows: %w", err)
+	}
+	return reqs, pays, nil
+}
+
+type batchFunc func(ctx context.Context, db *store.DB, b bounds, limit int) (reqs, pays int64, err error)
+
+// deleteRequests deletes up to limit of the oldest selected requests and
+// their payloads in one transaction. The payloads are deleted first and
+// explicitly, so that they can be counted (cascaded deletes are not).
+func deleteRequests(ctx context.Context, db *store.DB, b bounds, limit int) (reqs, pays int64, err error) {
+	err = inTx(ctx, db, func(tx *sqlx.Tx) error {
+		const pick = `SELECT seq FROM requests WHERE ts < ?1 AND seq <= ?2 ORDER BY ts, seq LIMIT ?3`
+		r, err := tx.ExecContext(ctx, `DELETE FROM payloads WHERE request_seq IN (`+pick+`)`, b.cut, b.maxSeq, limit)
+		if err != nil {
+			return fmt.Errorf("delete payloads: %w", err)
+		}
+		pays, _ = r.RowsAffected()
+		r, err = tx.ExecContext(ctx, `DELETE FROM requests WHERE seq IN (`+pick+`)`, b.cut, b.maxSeq, limit)
+		if err != nil {
+			return fmt.Errorf("delete requests: %w", err)
+		}
+		reqs, _ = r.RowsAffected()
+		return nil
+	})
+	return reqs, pays, err
+}
+
+// deletePayloads deletes up to limit of the oldest selected payloads.
+func deletePayloads(ctx context.Context, db *store.DB, b bounds, limit int) (reqs, pays int64, err error) {
+	err = inTx(ctx, db, func(tx *sqlx.Tx) error {
+		r, err := tx.ExecContext(ctx, `DELETE FROM payloads WHERE request_seq IN
+			(SELECT request_seq FROM payloads WHERE ts < ?1 AND request_seq <= ?2 ORDER BY ts LIMIT ?3)`,
+			b.cut, b.maxSeq, limit)
+		if err != nil {
+			return fmt.Errorf("delete payloads: %w", err)
+		}
+		pays, _ = r.RowsAffected()
+		return nil
+	})
+	return 0, pays, err
+}
+
+type deleter struct {
+	db    *store.DB
+	opts  *Options
+	b     bounds
+	res   *Result
+	total int64
+	size  int // current batch size, adapted to BatchTime
+}
+
+// run repeats fn until a batch deletes nothing. The batch size adapts so
+// that one transaction takes about BatchTime: it halves after a slow batch
+// and grows by half after a fast one, never above BatchSize.
+func (d *deleter) run(ctx context.Context, fn batchFunc) error {
+	if d.size == 0 {
+		d.size = min(d.opts.BatchSize, 500)
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		reqs, pays, err := fn(ctx, d.db, d.b, d.size)
+		if err != nil {
+			return fmt.Errorf("cleanup: %w", err)
+		}
+		took := time.Now().Sub(t0)
+		d.res.Batches++
+		d.res.Requests += reqs
+		d.res.Payloads += pays
+		d.opts.Progress(Progress{Phase: "delete", Done: d.res.Requests + d.res.Payloads, Total: d.total})
+		if reqs == 0 && pays == 0 {
+			return nil
+		}
+		switch {
+		case took > d.opts.BatchTime && d.size > 50:
+			d.size /= 2
+		case took < d.opts.BatchTime/2 && d.size < d.opts.BatchSize:
+			d.size = min(d.opts.BatchSize, d.size+d.size/2+1)
+		}
+		if err := rest(ctx, d.opts.Pause, took); err != nil {
+			return err
+		}
+	}
+}
+
+// rest waits between two transactions: pause, or when it is zero a tenth
+// of the last one's duration and at least a millisecond.
+func rest(ctx context.Context, pause, took time.Duration) error {
+	p := pause
+	if p < 0 {
+		return nil
+	}
+	if p == 0 {
+		p = max(took/10, time.Millisecond)
+	}
+	t := time.NewTimer(p)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// inTx runs fn in one short immediate transaction on the writer.
+func inTx(ctx context.Context, db *store.DB, fn func(tx *sqlx.Tx) error) error {
+	tx, err := db.W.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// VacuumOptions tune Vacuum.
+type VacuumOptions struct {
+	// Step is the pages freed per incremental_vacuum (DefaultVacuumStep).
+	Step int
+	// Pause is the rest between steps, as in Options.
+	Pause time.Duration
+	// CheckpointTimeout bounds the wait of the final
+	// wal_checkpoint(TRUNCATE) for readers (default 250ms); when they do
+	// not finish in time the log is left for the next checkpoint.
+	CheckpointTimeout time.Duration
+	Progress          func(Progress)
+	Log               *slog.Logger
+}
+
+// Vacuum returns the log's free pages to the file system with
+// PRAGMA incremental_vacuum in steps of Step pages, each its own short
+// write, then truncates the write-ahead log. The log stays usable
+// throughout. It returns the pages and bytes freed.
+func Vacuum(ctx context.Context, db *store.DB, opts VacuumOptions) (pages, bytes int64, err error) {
+	if opts.Step <= 0 {
+		opts.Step = DefaultVacuumStep
+	}
+	if opts.CheckpointTimeout <= 0 {
+		opts.CheckpointTimeout = 250 * time.Millisecond
+	}
+	if opts.Progress == nil {
+		opts.Progress = func(Progress) {}
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	var pageSize, free int64
+	if err := db.W.GetContext(ctx, &pageSize, `PRAGMA page_size`); err != nil {
+		return 0, 0, fmt.Errorf("vacuum: read page size: %w", err)
+	}
+	if err := db.W.GetContext(ctx, &free, `PRAGMA freelist_count`); err != nil {
+		return 0, 0, fmt.Errorf("vacuum: read free pages: %w", err)
+	}
+	total := free
+	opts.Progress(Progress{Phase: "vacuum", Total: total})
+	for free > 0 {
+		if err := ctx.Err(); err != nil {
+			return pages, pages * pageSize, err
+		}
+		t0 := time.Now()
+		if err := incrementalVacuum(ctx, db, opts.Step); err != nil {
+			return pages, pages * pageSize, fmt.Errorf("vacuum: %w", err)
+		}
+		took := time.Since(t0)
+		var left int64
+		if err := db.W.GetContext(ctx, &left, `PRAGMA freelist_count`); err != nil {
+			return pages, pages * pageSize, fmt.Errorf("vacuum: read free pages: %w", err)
+		}
+		if left >= free {
+			break // nothing freed (another writer keeps freeing pages?); stop
+		}
+		pages += free - left
+		free = left
+		opts.Progress(Progress{Phase: "vacuum", Done: pages, Total: total})
+		if free > 0 {
+			d := deleter{opts: &Options{Pause: opts.Pause}}
+			if err := rest(ctx, d.opts.Pause, took); err != nil {
+				return pages, pages * pageSize, err
+			}
+		}
+	}
+	if err := Checkpoint(ctx, db, opts.CheckpointTimeout); err != nil {
+		opts.Log.Debug("wal checkpoint incomplete", "err", err)
+	}
+	return pages, pages * pageSize, nil
+}
+
+// incrementalVacuum frees up to n pages. The pragma frees one page per
+// step of its statement, so the rows are drained rather than Exec'd once.
+func incrementalVacuum(ctx context.Context, db *store.DB, n int) error {
+	rows, err := db.W.QueryContext(ctx, fmt.Sprintf(`PRAGMA incremental_vacuum(%d)`, n))
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return err
+	}
+	return rows.Close()
+}
+
+// ErrCheckpointBusy is returned by Checkpoint when readers kept the
+// write-ahead log from being truncated.
+var ErrCheckpointBusy = errors.New("checkpoint: readers still use the write-ahead log")
+
+// Checkpoint copies the write-ahead log into the database and truncates
+// it, waiting at most timeout for readers and writers (instead of the
+// connection's long busy timeout, so that the daemon's writer is never
+// held up long).
+func Checkpoint(ctx context.Context, db *store.DB, timeout time.Duration) error {
+	conn, err := db.W.Connx(ctx)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	defer conn.Close()
+	var prev int64
+	if err := conn.GetContext(ctx, &prev, `PRAGMA busy_timeout`); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, timeout.Milliseconds())); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf(`PRAGMA busy_timeout = %d`, prev))
+	var busy, logPages, done int64
+	if err := conn.QueryRowxContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logPages, &done); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if busy != 0 {
+		return ErrCheckpointBusy
+	}
+	return nil
+}
