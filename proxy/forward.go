@@ -290,13 +290,13 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 		f := &attemptFailure{status: resp.StatusCode, header: resp.Header}
 		f.body, _ = io.ReadAll(io.LimitReader(resp.Body, failureBodyMax))
 		resp.Body.Close()
-		x.row.Attempts++
 		secret, err = s.tokens.get(x.r.Context(), a, secret)
 		if err != nil {
 			x.row.Error = a.Name + ": 401 and no new token: " + err.Error()
 			s.log.Warn("401 not cured by a refresh", "request_id", x.id, "account", a.Name, "err", err)
 			return false, f
 		}
+		x.row.Attempts++
 		resp, err = x.send(a, secret)
 	}
 	now := s.now()

@@ -90,7 +90,8 @@ func (rl RateLimit) Any() bool {
 // ResetAt is when a blocked account may be tried again, or the zero time
 // when the response named no reset. The unified reset wins when the unified
 // status is hard; then retry-after, then x-ratelimit-reset, then the latest
-// reset of a hard 5h/7d window.
+// reset of a hard 5h/7d window. The unified reset of an "allowed" status
+// is the window's end, hours away, and says nothing about a plain 429.
 func (rl RateLimit) ResetAt() time.Time {
 	if hardStatus(rl.Status) && !rl.Reset.IsZero() {
 		return rl.Reset
@@ -107,9 +108,6 @@ func (rl RateLimit) ResetAt() time.Time {
 	}
 	if hardStatus(rl.Status7d) && rl.Reset7d.After(t) {
 		t = rl.Reset7d
-	}
-	if t.IsZero() && !rl.Reset.IsZero() {
-		t = rl.Reset
 	}
 	return t
 }
