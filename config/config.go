@@ -160,9 +160,9 @@ type Metrics struct {
 	Public bool `toml:"public"`
 }
 
-// DefaultRedact are the default log.redact patterns: Anthropic keys and
+// defaultRedact are the default log.redact patterns: Anthropic keys and
 // bearer tokens.
-var DefaultRedact = []string{
+var defaultRedact = []string{
 	`sk-ant-[A-Za-z0-9_\-]{8,}`,
 	`(?i)bearer\s+[A-Za-z0-9._~+/=\-]{8,}`,
 }
@@ -205,7 +205,7 @@ func Default() Config {
 			Payloads:        PayloadsFull,
 			PayloadMaxBytes: 1 << 20,
 			BodyPaths:       []string{},
-			Redact:          append([]string(nil), DefaultRedact...),
+			Redact:          append([]string(nil), defaultRedact...),
 			QueueSize:       8192,
 			FlushInterval:   Duration(250 * time.Millisecond),
 			BatchSize:       256,

@@ -201,7 +201,13 @@ func (l *loader) load(file string, data []byte, flags map[string]string) (*Confi
 		}
 		c.DataDir = d
 	}
+	for _, v := range []*string{&c.LBStrategy, &c.LogLevel, &c.LogFormat, &c.Log.Payloads} {
+		*v = strings.ToLower(*v)
+	}
 	if p := c.validate(); p != nil {
+		if p.alt != nil && l.origins[p.key] == fromDefault && l.origins[p.alt.key] != fromDefault {
+			p = p.alt
+		}
 		return nil, l.errorAt(p.key, p.msg)
 	}
 	return &c, nil

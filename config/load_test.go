@@ -329,6 +329,12 @@ func TestErrorLines(t *testing.T) {
 			msg: `retry_backoff: must be a number of at least 1`,
 		},
 		{
+			name: "cooldowns in the wrong order",
+			text: "[ratelimit]\ncooldown_initial = \"10m\"\n",
+			line: 2, key: "ratelimit.cooldown_initial",
+			msg: `ratelimit.cooldown_initial: must not be more than ratelimit.cooldown_max (5m)`,
+		},
+		{
 			name: "bad pin",
 			text: "[upstream]\npin_sha256 = \"abc\"\n",
 			line: 2, key: "upstream.pin_sha256",
@@ -591,6 +597,19 @@ func TestDataDir(t *testing.T) {
 			t.Errorf("Load = %v, %v", c, err)
 		}
 	})
+}
+
+func TestEnumsIgnoreCase(t *testing.T) {
+	e := newEnv(t)
+	e["LOG_LEVEL"] = "WARN"
+	e["LB_STRATEGY"] = "Round-Robin"
+	c, err := Load(Source{Getenv: e.get, Flags: map[string]string{"log.payloads": "Headers"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LogLevel != "warn" || c.LBStrategy != "round-robin" || c.Log.Payloads != PayloadsHeaders {
+		t.Errorf("got %q %q %q", c.LogLevel, c.LBStrategy, c.Log.Payloads)
+	}
 }
 
 func TestDebugForcesLogLevel(t *testing.T) {

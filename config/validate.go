@@ -11,9 +11,11 @@ import (
 	"strings"
 )
 
-// problem is a validation failure of one key.
+// problem is a validation failure of one key. alt, when set, words the
+// same failure for another key, used when only that key was set by the user.
 type problem struct {
 	key, msg string
+	alt      *problem
 }
 
 // Validate checks c as Load does and compiles Log.Redact for Redactors.
@@ -116,7 +118,9 @@ func (c *Config) validate() *problem {
 		}
 	}
 	if c.RateLimit.CooldownMax < c.RateLimit.CooldownInitial {
-		return bad("ratelimit.cooldown_max", "must not be less than ratelimit.cooldown_initial (%s)", c.RateLimit.CooldownInitial)
+		p := bad("ratelimit.cooldown_max", "must not be less than ratelimit.cooldown_initial (%s)", c.RateLimit.CooldownInitial)
+		p.alt = bad("ratelimit.cooldown_initial", "must not be more than ratelimit.cooldown_max (%s)", c.RateLimit.CooldownMax)
+		return p
 	}
 
 	if p := oneOf("log.payloads", c.Log.Payloads, PayloadsFull, PayloadsHeaders, PayloadsOff); p != nil {
