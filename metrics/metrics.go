@@ -1,0 +1,391 @@
+// Package metrics is claudeflare's Prometheus instrumentation: a registry of
+// its own, the counters and histograms the proxy feeds on the hot path, a
+// collector that reads the accounts' rate-limit state at scrape time, and
+// the /metrics handler.
+//
+// Every method works on a nil *Metrics and does nothing, so callers need
+// no checks. The hot-path methods (ObserveRequest, Failover, Refresh) do
+// not allocate once a label combination has been seen.
+package metrics
+
+import (
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Namespace prefixes every claudeflare metric name.
+const Namespace = "claudeflare"
+
+// Label values standing in for what is missing or too varied to keep.
+const (
+	// NoAccount is the account label of a request no account served
+	// (no usable account, bad client key).
+	NoAccount = "none"
+	// NoModel is the model label of a request without a model.
+	NoModel = "none"
+	// OtherModel replaces models past MaxModels distinct ones, so that
+	// clients cannot grow the series without bound.
+	OtherModel = "other"
+)
+
+// MaxModels is how many distinct model names get a label value of their
+// own; later ones are counted as OtherModel.
+const MaxModels = 64
+
+// maxModelLen caps a model label value.
+const maxModelLen = 100
+
+// Token kinds, the kind label of claudeflare_tokens_total.
+const (
+	TokensInput         = "input"
+	TokensOutput        = "output"
+	TokensCacheRead     = "cache_read"
+	TokensCacheCreation = "cache_creation"
+)
+
+// Failover reasons, the reason label of claudeflare_failovers_total.
+const (
+	ReasonRateLimited  = "rate_limited"  // 429 or a hard unified status
+	ReasonUnauthorized = "unauthorized"  // 401 the account cannot recover from
+	ReasonOverloaded   = "overloaded"    // 529
+	ReasonServerError  = "server_error"  // other 5xx
+	ReasonConnection   = "connection"    // dial, TLS or read error before the first byte
+	ReasonTokenRefresh = "token_refresh" // no valid access token could be had
+)
+
+// Latency buckets, in seconds. Answers from the upstream take from a
+// fraction of a second to many minutes (long streams).
+var (
+	DurationBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600}
+	TTFBBuckets     = []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60}
+)
+
+// BuildInfo is the claudeflare_build_info labels.
+type BuildInfo struct {
+	Version, Commit, Date string
+}
+
+// Request is one finished client request, as the proxy saw it.
+type Request struct {
+	// Account served the request; "" when none did.
+	Account string
+	// Status is the HTTP status the client got (499 when it went away).
+	Status int
+	// Model is the request's model; "" when it had none.
+	Model string
+	// Duration is from receiving the request to the end of the response.
+	Duration time.Duration
+	// TTFB is from receiving the request to the first response byte from
+	// the upstream; 0 when no upstream response came.
+	TTFB time.Duration
+	// Token usage reported by the upstream.
+	InputTokens, OutputTokens, CacheReadTokens, CacheCreationTokens int64
+}
+
+// AccountState is one account's state at scrape time.
+type AccountState struct {
+	Name       string
+	Paused     bool
+	NeedsLogin bool
+	// Usable is whether the account could be picked right now.
+	Usable bool
+	// RateLimitStatus is the last anthropic-ratelimit-unified-status seen
+	// ("allowed", "allowed_warning", "rejected"); "" when none was.
+	RateLimitStatus string
+	// Util5h and Util7d are the last utilisations seen, 0..1; negative when
+	// unknown.
+	Util5h, Util7d float64
+	// Reset is the last unified reset time seen; Reset5h and Reset7d the
+	// per-window ones. Zero when unknown.
+	Reset, Reset5h, Reset7d time.Time
+	// BlockedUntil is when the account leaves quarantine or cooldown; zero
+	// or past when it is not blocked.
+	BlockedUntil time.Time
+	// InFlight is the number of requests it is serving.
+	InFlight int
+}
+
+// Sources are read at every scrape. Any may be nil.
+type Sources struct {
+	// Accounts returns a snapshot of every account; called once per scrape.
+	Accounts func() []AccountState
+	// QueueDepth is the number of records waiting in the recorder queue.
+	QueueDepth func() int
+	// QueueCapacity is the recorder queue's length.
+	QueueCapacity func() int
+	// DroppedPayloads and DroppedRecords are the totals of payloads and
+	// whole records the recorder dropped because its queue was full.
+	DroppedPayloads func() int64
+	DroppedRecords  func() int64
+}
+
+// Metrics holds claudeflare's registry and metrics.
+type Metrics struct {
+	reg *prometheus.Registry
+	now func() time.Time
+
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	ttfb      *prometheus.HistogramVec
+	tokens    *prometheus.CounterVec
+	refreshes *prometheus.CounterVec
+	refreshFa *prometheus.CounterVec
+	failovers *prometheus.CounterVec
+
+	mu        sync.RWMutex
+	series    map[seriesKey]*series
+	models    map[string]struct{}
+	accounts  map[string]*accountSeries
+	failovByR map[failoverKey]prometheus.Counter
+
+	sources atomic.Pointer[Sources]
+}
+
+type seriesKey struct {
+	account, model string
+	status         int
+}
+
+type series struct {
+	requests prometheus.Counter
+	tokens   [4]prometheus.Counter // input, output, cache_read, cache_creation
+	acct     *accountSeries
+}
+
+type accountSeries struct {
+	duration, ttfb       prometheus.Observer
+	refreshOK, refreshNo prometheus.Counter
+}
+
+type failoverKey struct{ account, reason string }
+
+// Options configure New.
+type Options struct {
+	Build BuildInfo
+	// Now is the clock for "seconds until reset" (nil = time.Now).
+	Now func() time.Time
+	// NoProcess leaves out the Go runtime and process collectors (tests).
+	NoProcess bool
+}
+
+// New makes a registry with every claudeflare metric, the build info and,
+// unless opts.NoProcess, the Go runtime and process collectors.
+func New(opts Options) *Metrics {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	m := &Metrics{
+		reg:       prometheus.NewRegistry(),
+		now:       now,
+		series:    map[seriesKey]*series{},
+		models:    map[string]struct{}{},
+		accounts:  map[string]*accountSeries{},
+		failovByR: map[failoverKey]prometheus.Counter{},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "requests_total",
+			Help: "Client requests answered, by the account that served them, the HTTP status the client got and the model.",
+		}, []string{"account", "status", "model"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "request_duration_seconds",
+			Help:    "Time from receiving a request to the end of its response, by account.",
+			Buckets: DurationBuckets,
+		}, []string{"account"}),
+		ttfb: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "upstream_ttfb_seconds",
+			Help:    "Time from receiving a request to the upstream's first response byte, by account.",
+			Buckets: TTFBBuckets,
+		}, []string{"account"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "tokens_total",
+			Help: "Tokens reported by the upstream, by account, model and kind (input, output, cache_read, cache_creation).",
+		}, []string{"account", "model", "kind"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "token_refreshes_total",
+			Help: "OAuth token refreshes attempted, by account.",
+		}, []string{"account"}),
+		refreshFa: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "token_refresh_failures_total",
+			Help: "OAuth token refreshes that failed, by account.",
+		}, []string{"account"}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "failovers_total",
+			Help: "Requests moved from an account to the next before the first byte, by the account left and why.",
+		}, []string{"account", "reason"}),
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "build_info",
+		Help: "Always 1; the labels say which claudeflare is running.",
+		ConstLabels: prometheus.Labels{
+			"version": opts.Build.Version, "commit": opts.Build.Commit,
+			"date": opts.Build.Date, "goversion": runtime.Version(),
+		},
+	})
+	build.Set(1)
+	m.reg.MustRegister(m.requests, m.duration, m.ttfb, m.tokens, m.refreshes, m.refreshFa, m.failovers, build,
+		&stateCollector{m: m})
+	if !opts.NoProcess {
+		m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return m
+}
+
+// Registry is the registry, for callers that add metrics of their own.
+func (m *Metrics) Registry() *prometheus.Registry {
+	if m == nil {
+		return nil
+	}
+	return m.reg
+}
+
+// SetSources sets what the scrape-time collector reads. It may be called
+// at any time, more than once; nil funcs are skipped.
+func (m *Metrics) SetSources(s Sources) {
+	if m == nil {
+		return
+	}
+	m.sources.Store(&s)
+}
+
+// Handler serves the registry in the Prometheus text (or negotiated)
+// format. It does no authorisation: the caller decides who may scrape.
+func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return http.NotFoundHandler()
+	}
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// ObserveRequest counts one finished client request: the request counter,
+// the duration and time-to-first-byte histograms and the tokens.
+func (m *Metrics) ObserveRequest(r Request) {
+	if m == nil {
+		return
+	}
+	s := m.seriesFor(r.Account, r.Model, r.Status)
+	s.requests.Inc()
+	if r.Duration > 0 {
+		s.acct.duration.Observe(r.Duration.Seconds())
+	}
+	if r.TTFB > 0 {
+		s.acct.ttfb.Observe(r.TTFB.Seconds())
+	}
+	for i, n := range [4]int64{r.InputTokens, r.OutputTokens, r.CacheReadTokens, r.CacheCreationTokens} {
+		if n > 0 {
+			s.tokens[i].Add(float64(n))
+		}
+	}
+}
+
+// Failover counts a request moved away from account for reason (one of
+// the Reason constants).
+func (m *Metrics) Failover(account, reason string) {
+	if m == nil {
+		return
+	}
+	k := failoverKey{account, reason}
+	m.mu.RLock()
+	c, ok := m.failovByR[k]
+	m.mu.RUnlock()
+	if !ok {
+		m.mu.Lock()
+		if c, ok = m.failovByR[k]; !ok {
+			c = m.failovers.WithLabelValues(orNone(account), reason)
+			m.failovByR[k] = c
+		}
+		m.mu.Unlock()
+	}
+	c.Inc()
+}
+
+// Refresh counts one OAuth token refresh of account; ok is false when it
+// failed.
+func (m *Metrics) Refresh(account string, ok bool) {
+	if m == nil {
+		return
+	}
+	a := m.accountFor(account)
+	a.refreshOK.Inc()
+	if !ok {
+		a.refreshNo.Inc()
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return NoAccount
+	}
+	return s
+}
+
+// seriesFor returns the cached series of a label combination, creating it
+// on first use.
+func (m *Metrics) seriesFor(account, model string, status int) *series {
+	if len(model) > maxModelLen {
+		model = model[:maxModelLen]
+	}
+	k := seriesKey{account, model, status}
+	m.mu.RLock()
+	s, ok := m.series[k]
+	m.mu.RUnlock()
+	if ok {
+		return s
+	}
+	a := m.accountFor(account)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.series[k]; ok {
+		return s
+	}
+	label := model
+	switch _, known := m.models[model]; {
+	case model == "":
+		label = NoModel
+	case known:
+	case len(m.models) >= MaxModels:
+		label = OtherModel
+	default:
+		m.models[model] = struct{}{}
+	}
+	acct := orNone(account)
+	s = &series{
+		requests: m.requests.WithLabelValues(acct, strconv.Itoa(status), label),
+		acct:     a,
+	}
+	for i, kind := range [4]string{TokensInput, TokensOutput, TokensCacheRead, TokensCacheCreation} {
+		s.tokens[i] = m.tokens.WithLabelValues(acct, label, kind)
+	}
+	m.series[k] = s
+	return s
+}
+
+func (m *Metrics) accountFor(account string) *accountSeries {
+	m.mu.RLock()
+	a, ok := m.accounts[account]
+	m.mu.RUnlock()
+	if ok {
+		return a
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a, ok := m.accounts[account]; ok {
+		return a
+	}
+	acct := orNone(account)
+	a = &accountSeries{
+		duration:  m.duration.WithLabelValues(acct),
+		ttfb:      m.ttfb.WithLabelValues(acct),
+		refreshOK: m.refreshes.WithLabelValues(acct),
+		refreshNo: m.refreshFa.WithLabelValues(acct),
+	}
+	m.accounts[account] = a
+	return a
+}
