@@ -2,8 +2,32 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
 )
+
+// ErrNoClientKey is returned when no live client key has the given name.
+var ErrNoClientKey = errors.New("no such client key")
+
+// ErrClientKeyExists is returned when a live client key already has the name.
+var ErrClientKeyExists = errors.New("a client key with this name already exists")
+
+// ClientKey is a client API key's row: its hash and metadata, never the key.
+type ClientKey struct {
+	ID         int64  `db:"id"`
+	Name       string `db:"name"`
+	Prefix     string `db:"prefix"`
+	Hash       []byte `db:"hash"`
+	Role       string `db:"role"`
+	CreatedAt  int64  `db:"created_at"`
+	LastUsedAt int64  `db:"last_used_at"`
+	RevokedAt  int64  `db:"revoked_at"`
+}
+
+const clientKeyColumns = `id, name, prefix, hash, role, created_at, last_used_at, revoked_at`
 
 // CountClientKeys returns how many client API keys are live (not revoked).
 func CountClientKeys(ctx context.Context, db *DB) (int, error) {
@@ -12,4 +36,111 @@ func CountClientKeys(ctx context.Context, db *DB) (int, error) {
 		return 0, fmt.Errorf("count client keys: %w", err)
 	}
 	return n, nil
+}
+
+// InsertClientKey stores a new client key inside tx. A live key with the
+// same name gives ErrClientKeyExists.
+func InsertClientKey(ctx context.Context, tx *sqlx.Tx, k ClientKey) (int64, error) {
+	res, err := tx.ExecContext(ctx, `INSERT INTO client_keys (name, prefix, hash, role, created_at)
+		VALUES (?, ?, ?, ?, ?)`, k.Name, k.Prefix, k.Hash, k.Role, k.CreatedAt)
+	if IsUnique(err) {
+		return 0, fmt.Errorf("%w: %q", ErrClientKeyExists, k.Name)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("insert client key: %w", err)
+	}
+	return res.LastInsertId()
+}
+
+// ListClientKeys returns every client key, revoked ones included, oldest
+// first.
+func ListClientKeys(ctx context.Context, db *DB) ([]ClientKey, error) {
+	var out []ClientKey
+	err := db.R.SelectContext(ctx, &out, `SELECT `+clientKeyColumns+` FROM client_keys ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list client keys: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeClientKey revokes the live key with the given name inside tx and
+// returns its row as it was, or ErrNoClientKey.
+func RevokeClientKey(ctx context.Context, tx *sqlx.Tx, name string, now time.Time) (ClientKey, error) {
+	var k ClientKey
+	if err := tx.GetContext(ctx, &k, `SELECT `+clientKeyColumns+` FROM client_keys WHERE name = ? AND revoked_at = 0`, name); err != nil {
+		if IsNotFound(err) {
+			return k, fmt.Errorf("%w: %q", ErrNoClientKey, name)
+		}
+		return k, fmt.Errorf("find client key: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE client_keys SET revoked_at = ? WHERE id = ?`, max(ToMS(now), 1), k.ID); err != nil {
+		return k, fmt.Errorf("revoke client key: %w", err)
+	}
+	return k, nil
+}
+
+// ClientKeysVersion is a cheap fingerprint of the client key table: it
+// changes whenever a key is created or revoked, so a poller reloads only
+// then.
+type ClientKeysVersion struct {
+	Count   int64 `db:"n"`
+	MaxID   int64 `db:"max_id"`
+	Revoked int64 `db:"revoked"`
+}
+
+// GetClientKeysVersion reads the fingerprint of the client key table.
+func GetClientKeysVersion(ctx context.Context, db *DB) (ClientKeysVersion, error) {
+	var v ClientKeysVersion
+	err := db.R.GetContext(ctx, &v, `SELECT count(*) AS n, coalesce(max(id), 0) AS max_id,
+		coalesce(sum(revoked_at), 0) AS revoked FROM client_keys`)
+	if err != nil {
+		return v, fmt.Errorf("read client key version: %w", err)
+	}
+	return v, nil
+}
+
+// TouchClientKeys records last-use times (unix ms by key id); a time never
+// moves backwards.
+func TouchClientKeys(ctx context.Context, db *DB, used map[int64]int64) error {
+	if len(used) == 0 {
+		return nil
+	}
+	return Tx(ctx, db, func(tx *sqlx.Tx) error {
+		for id, ms := range used {
+			if _, err := tx.ExecContext(ctx, `UPDATE client_keys SET last_used_at = max(last_used_at, ?) WHERE id = ?`, ms, id); err != nil {
+				return fmt.Errorf("record client key use: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// ClientKeyAddress is an address a client key was used from.
+type ClientKeyAddress struct {
+	KeyID     int64  `db:"key_id"`
+	Addr      string `db:"addr"`
+	FirstSeen int64  `db:"first_seen"`
+}
+
+// ListClientKeyAddresses returns the addresses live keys were used from.
+func ListClientKeyAddresses(ctx context.Context, db *DB) ([]ClientKeyAddress, error) {
+	var out []ClientKeyAddress
+	err := db.R.SelectContext(ctx, &out, `SELECT a.key_id, a.addr, a.first_seen FROM client_key_addresses a
+		JOIN client_keys k ON k.id = a.key_id WHERE k.revoked_at = 0`)
+	if err != nil {
+		return nil, fmt.Errorf("list client key addresses: %w", err)
+	}
+	return out, nil
+}
+
+// AddClientKeyAddress records that a key was used from addr; it reports
+// whether the address is new for that key.
+func AddClientKeyAddress(ctx context.Context, tx *sqlx.Tx, a ClientKeyAddress) (bool, error) {
+	res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO client_key_addresses (key_id, addr, first_seen) VALUES (?, ?, ?)`,
+		a.KeyID, a.Addr, a.FirstSeen)
+	if err != nil {
+		return false, fmt.Errorf("record client key address: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
 }

@@ -1,0 +1,626 @@
+package access
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/netip"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/store"
+)
+
+// DefaultPollInterval is how often the guard re-reads the client keys (a
+// cheap fingerprint query first) and writes last-use times and audit rows.
+const DefaultPollInterval = 2 * time.Second
+
+// maxSeenAddrs bounds the addresses remembered per key.
+const maxSeenAddrs = 4096
+
+// Options configure a Guard.
+type Options struct {
+	Config  *config.Config
+	VaultDB *store.DB // client keys, accounts, the audit log
+	LogDB   *store.DB // the request log, for /api/stats and /api/requests; nil answers 503 there
+	Logger  *slog.Logger
+	// Now is the clock (nil = time.Now); the per-client limits follow it.
+	Now func() time.Time
+	// PollInterval is how often keys are re-read (0 = DefaultPollInterval).
+	PollInterval time.Duration
+}
+
+// Guard is the access layer in front of the proxy's handler. Create it
+// with New, wrap the proxy's handler with Wrap, and Start it.
+type Guard struct {
+	log     *slog.Logger
+	now     func() time.Time
+	vaultDB *store.DB
+	logDB   *store.DB
+	poll    time.Duration
+
+	policy atomic.Pointer[policy]
+	keys   atomic.Pointer[keySet]
+	limits *limiter
+	fails  failLog
+	api    http.Handler
+
+	reloadMu sync.Mutex // one key reload at a time
+	version  store.ClientKeysVersion
+	loaded   bool
+	states   map[int64]*keyState
+
+	flushMu  sync.Mutex // one flush at a time
+	statuses map[string]string
+
+	bgMu    sync.Mutex
+	stopBg  context.CancelFunc
+	bg      sync.WaitGroup
+	started bool
+}
+
+// keySet is the client keys as the hot path sees them: immutable, swapped
+// whole on reload.
+type keySet struct {
+	byHash map[[32]byte]*keyEntry
+	live   int
+}
+
+type keyEntry struct {
+	hash    [32]byte
+	name    string
+	role    Role
+	revoked bool
+	state   *keyState
+}
+
+// keyState is what the hot path records about a key for the flusher.
+type keyState struct {
+	id       int64
+	name     string
+	lastUsed atomic.Int64 // unix ms
+	flushed  int64        // last lastUsed written; flusher only
+	seen     sync.Map     // address -> struct{}
+	nSeen    atomic.Int64
+	mu       sync.Mutex
+	pending  []pendingAddr // new addresses not yet written
+}
+
+type pendingAddr struct {
+	addr string
+	at   int64
+}
+
+// New builds a Guard and loads the client keys.
+func New(ctx context.Context, opts Options) (*Guard, error) {
+	if opts.Config == nil || opts.VaultDB == nil {
+		return nil, errors.New("create access guard: config and vault database are required")
+	}
+	g := &Guard{
+		log:     opts.Logger,
+		now:     opts.Now,
+		vaultDB: opts.VaultDB,
+		logDB:   opts.LogDB,
+		poll:    opts.PollInterval,
+		limits:  newLimiter(),
+		states:  map[int64]*keyState{},
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.poll <= 0 {
+		g.poll = DefaultPollInterval
+	}
+	g.fails.m = map[failKey]*failCount{}
+	p, err := newPolicy(opts.Config)
+	if err != nil {
+		return nil, fmt.Errorf("create access guard: %w", err)
+	}
+	g.policy.Store(p)
+	g.keys.Store(&keySet{byHash: map[[32]byte]*keyEntry{}})
+	if err := g.Reload(ctx); err != nil {
+		return nil, fmt.Errorf("create access guard: %w", err)
+	}
+	g.api = g.apiRoutes()
+	return g, nil
+}
+
+// SetConfig applies a new configuration's allow_ips, allowed origins,
+// limits and metrics.public.
+func (g *Guard) SetConfig(cfg *config.Config) error {
+	p, err := newPolicy(cfg)
+	if err != nil {
+		return fmt.Errorf("apply access config: %w", err)
+	}
+	g.policy.Store(p)
+	return nil
+}
+
+// ConfigReloaded is what the daemon calls after SIGHUP: it applies cfg,
+// re-reads the client keys and records the reload in the audit log.
+func (g *Guard) ConfigReloaded(ctx context.Context, cfg *config.Config) error {
+	if err := g.SetConfig(cfg); err != nil {
+		return err
+	}
+	if err := g.Reload(ctx); err != nil {
+		return err
+	}
+	detail := "configuration reloaded"
+	if cfg.File != "" {
+		detail += " from " + cfg.File
+	}
+	return AuditAt(ctx, g.vaultDB, g.now(), ActorDaemon, ActionConfigReloaded, detail)
+}
+
+// Reload re-reads the client keys if the table changed since the last
+// read. The poll calls it every PollInterval.
+func (g *Guard) Reload(ctx context.Context) error {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	v, err := store.GetClientKeysVersion(ctx, g.vaultDB)
+	if err != nil {
+		return err
+	}
+	if g.loaded && v == g.version {
+		return nil
+	}
+	rows, err := store.ListClientKeys(ctx, g.vaultDB)
+	if err != nil {
+		return err
+	}
+	addrs, err := store.ListClientKeyAddresses(ctx, g.vaultDB)
+	if err != nil {
+		return err
+	}
+	ks := &keySet{byHash: make(map[[32]byte]*keyEntry, len(rows))}
+	states := make(map[int64]*keyState, len(rows))
+	for _, r := range rows {
+		if len(r.Hash) != 32 {
+			continue
+		}
+		e := &keyEntry{name: r.Name, role: Role(r.Role), revoked: r.RevokedAt != 0}
+		copy(e.hash[:], r.Hash)
+		if !e.revoked {
+			st := g.states[r.ID]
+			if st == nil {
+				st = &keyState{id: r.ID, name: r.Name, flushed: r.LastUsedAt}
+				st.lastUsed.Store(r.LastUsedAt)
+			}
+			states[r.ID] = st
+			e.state = st
+			ks.live++
+		}
+		ks.byHash[e.hash] = e
+	}
+	for _, a := range addrs {
+		if st := states[a.KeyID]; st != nil {
+			if _, loaded := st.seen.LoadOrStore(a.Addr, struct{}{}); !loaded {
+				st.nSeen.Add(1)
+			}
+		}
+	}
+	if g.loaded {
+		g.log.Info("client keys changed", "live_keys", ks.live)
+	}
+	g.states, g.version, g.loaded = states, v, true
+	g.keys.Store(ks)
+	return nil
+}
+
+// KeysRequired reports whether any live client key exists, so requests
+// need one.
+func (g *Guard) KeysRequired() bool { return g.keys.Load().live > 0 }
+
+// lookup finds the key a credential names. The map is keyed by the
+// SHA-256 of the credential, so its timing says nothing about the key;
+// the final comparison is constant time.
+func (ks *keySet) lookup(cred string) (*keyEntry, string) {
+	if cred == "" {
+		return nil, reasonNoKey
+	}
+	h := HashKey(cred)
+	e := ks.byHash[h]
+	if e == nil || subtle.ConstantTimeCompare(e.hash[:], h[:]) != 1 {
+		return nil, reasonInvalidKey
+	}
+	if e.revoked {
+		return nil, reasonRevokedKey
+	}
+	return e, ""
+}
+
+// Why an authentication failed.
+const (
+	reasonNoKey      = "no key"
+	reasonInvalidKey = "invalid key"
+	reasonRevokedKey = "revoked key"
+)
+
+// Client is who is making a request, as the guard established it.
+type Client struct {
+	Key  string // the client key's name; "" when no keys exist
+	Role Role   // the key's role; "" when no keys exist
+	Addr string // the remote IP address
+}
+
+type clientCtxKey struct{}
+
+// ClientFrom returns the client of a request that passed the guard.
+func ClientFrom(ctx context.Context) (Client, bool) {
+	c, ok := ctx.Value(clientCtxKey{}).(Client)
+	return c, ok
+}
+
+// route is what a request needs.
+type route struct {
+	public  bool       // no key needed
+	perm    Permission // "" = any valid key
+	limited bool       // counts against requests per minute
+	stream  bool       // holds a concurrent-stream slot
+	api     bool       // served by the admin API
+}
+
+func classify(r *http.Request, p *policy) route {
+	pth := cleanPath(r.URL.Path)
+	switch {
+	case pth == "/health":
+		return route{public: true}
+	case pth == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		return route{public: true}
+	case pth == "/metrics":
+		return route{public: p.metricsPublic, perm: PermMetricsView}
+	case pth == "/v1" || strings.HasPrefix(pth, "/v1/"):
+		return route{perm: PermAPIRequest, limited: true, stream: true}
+	case pth == "/api" || strings.HasPrefix(pth, "/api/"):
+		return route{perm: apiPermission(pth), limited: true, api: true}
+	}
+	return route{}
+}
+
+// cleanPath is the path the muxes will serve (they redirect unclean
+// ones), so that permissions follow what is finally served.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	c := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+func apiPermission(p string) Permission {
+	switch {
+	case p == "/api/accounts" || p == "/api/stats":
+		return PermDashboardView
+	case p == "/api/requests":
+		return PermLogsView
+	case strings.HasPrefix(p, "/api/accounts/"):
+		return PermAccountsManage
+	}
+	return ""
+}
+
+// SetSecurityHeaders adds the headers every response the proxy makes
+// itself carries. The guard sets them on every route but /v1/*, whose
+// answers come from the upstream; the proxy may call it for its own
+// /v1/* errors.
+func SetSecurityHeaders(h http.Header) {
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+}
+
+// Wrap puts the guard in front of next (the proxy's handler): in order,
+// server.allow_ips, CORS (preflight and origin check), client
+// authentication and permission, the per-client limits; /api/* is served
+// by the guard's admin API, everything else by next.
+func (g *Guard) Wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.serve(w, r, next)
+	})
+}
+
+func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	pol := g.policy.Load()
+	addr := remoteAddr(r)
+	rt := classify(r, pol)
+	h := w.Header()
+	if !strings.HasPrefix(cleanPath(r.URL.Path), "/v1/") {
+		SetSecurityHeaders(h)
+	}
+	if rt.api {
+		h.Set("Cache-Control", "no-store")
+	}
+
+	if !pol.addrAllowed(addr) {
+		g.log.Debug("client address refused", "addr", addrString(addr), "path", r.URL.Path)
+		g.reject(w, http.StatusForbidden, errPermission, "claudeflare: your address is not allowed to use this proxy (server.allow_ips)", false)
+		return
+	}
+
+	if origin := r.Header.Get("Origin"); origin != "" {
+		listed := pol.originListed(origin)
+		if isPreflight(r) {
+			if !listed {
+				g.reject(w, http.StatusForbidden, errPermission, "claudeflare: origin not allowed (ALLOWED_ORIGINS)", false)
+				return
+			}
+			preflight(w, r, origin)
+			return
+		}
+		if !listed && !sameLoopbackOrigin(origin, r) {
+			g.log.Debug("origin refused", "addr", addrString(addr), "path", r.URL.Path)
+			g.reject(w, http.StatusForbidden, errPermission, "claudeflare: origin not allowed (ALLOWED_ORIGINS)", false)
+			return
+		}
+		if listed {
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Add("Vary", "Origin")
+			h.Set("Access-Control-Expose-Headers", "*")
+		}
+	}
+
+	ks := g.keys.Load()
+	client := Client{Addr: addrString(addr)}
+	limitID := "addr:" + client.Addr
+	if ks.live == 0 {
+		// No keys: loopback clients only, and only by an IP or a loopback
+		// name, which a DNS-rebinding page cannot send.
+		if !rt.public && !addr.IsLoopback() {
+			g.reject(w, http.StatusForbidden, errPermission, "claudeflare: no client API keys exist, so only loopback clients are served; create one with `claudeflare apikey create NAME`", false)
+			return
+		}
+		if !rt.public && !ipHost(r.Host) {
+			g.reject(w, http.StatusForbidden, errPermission, "claudeflare: use an IP address or localhost in the URL (no client API keys exist)", false)
+			return
+		}
+	} else if !rt.public {
+		e, reason := ks.lookup(Credential(r.Header))
+		if e == nil {
+			g.failedAuth(addr, reason, r)
+			msg := "claudeflare: a valid client API key is required (x-api-key or Authorization: Bearer)"
+			if reason == reasonRevokedKey {
+				msg = "claudeflare: this client API key has been revoked"
+			}
+			g.reject(w, http.StatusUnauthorized, errAuthentication, msg, false)
+			return
+		}
+		if rt.perm != "" && !e.role.Can(rt.perm) {
+			g.log.Debug("permission denied", "key", e.name, "role", string(e.role), "permission", string(rt.perm), "path", r.URL.Path)
+			g.reject(w, http.StatusForbidden, errPermission,
+				fmt.Sprintf("claudeflare: client key %q (role %s) does not have permission %s", e.name, e.role, rt.perm), false)
+			return
+		}
+		client.Key, client.Role = e.name, e.role
+		limitID = "key:" + strconv.FormatInt(e.state.id, 10)
+		g.noteUse(e.state, client.Addr)
+	}
+
+	if rt.limited {
+		release, rej := g.limits.acquire(limitID, pol.rpm, pol.streams, rt.stream, g.now())
+		if rej != nil {
+			g.log.Debug("client limit", "key", client.Key, "addr", client.Addr, "retry_after", rej.retryAfter.String())
+			writeError(w, http.StatusTooManyRequests, errRateLimit, rej.message, true, rej.retryAfter)
+			return
+		}
+		defer release()
+	}
+
+	r = r.WithContext(context.WithValue(r.Context(), clientCtxKey{}, client))
+	if rt.api {
+		g.api.ServeHTTP(w, r)
+		return
+	}
+	next.ServeHTTP(w, r)
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return "unknown"
+	}
+	return a.String()
+}
+
+func isPreflight(r *http.Request) bool {
+	return r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+}
+
+// preflight answers a CORS preflight from a listed origin.
+func preflight(w http.ResponseWriter, r *http.Request, origin string) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	h.Add("Vary", "Access-Control-Request-Method")
+	h.Add("Vary", "Access-Control-Request-Headers")
+	h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS")
+	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" && headerList(req) {
+		h.Set("Access-Control-Allow-Headers", req)
+	}
+	h.Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// headerList reports whether s is a comma-separated list of header names.
+func headerList(s string) bool {
+	if len(s) > 2048 {
+		return false
+	}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			return false
+		}
+		for i := 0; i < len(f); i++ {
+			c := f[i]
+			if !(c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Anthropic error types the guard answers with.
+const (
+	errAuthentication = "authentication_error"
+	errPermission     = "permission_error"
+	errRateLimit      = "rate_limit_error"
+	errNotFound       = "not_found_error"
+	errInvalidRequest = "invalid_request_error"
+	errAPI            = "api_error"
+)
+
+// reject answers an error the guard makes itself; retrying cannot help.
+func (g *Guard) reject(w http.ResponseWriter, status int, typ, msg string, retry bool) {
+	writeError(w, status, typ, msg, retry, 0)
+}
+
+// writeError answers in Anthropic's error shape with the security
+// headers, x-should-retry and, when retryAfter > 0, retry-after in whole
+// seconds (rounded up).
+func writeError(w http.ResponseWriter, status int, typ, msg string, retry bool, retryAfter time.Duration) {
+	body, _ := json.Marshal(map[string]any{"type": "error", "error": map[string]string{"type": typ, "message": msg}})
+	h := w.Header()
+	SetSecurityHeaders(h)
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("X-Should-Retry", strconv.FormatBool(retry))
+	if h.Get("X-Claudeflare-Request-Id") == "" {
+		h.Set("X-Claudeflare-Request-Id", newID(time.Now()))
+	}
+	if retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(retryAfter.Seconds()))))
+	}
+	if status == http.StatusTooManyRequests {
+		h.Set("X-Claudeflare-Limit", "client")
+	}
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// crockford is the base32 alphabet of ULIDs.
+const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+// newID makes an id in the shape of the proxy's request ids (a ULID) for
+// answers the guard makes itself, which are not in the request log.
+func newID(now time.Time) string {
+	var b [10]byte
+	rand.Read(b[:])
+	var out [26]byte
+	t := uint64(now.UnixMilli()) & (1<<48 - 1)
+	for i := 9; i >= 0; i-- {
+		out[i] = crockford[t&31]
+		t >>= 5
+	}
+	hi, lo := uint64(binary.BigEndian.Uint16(b[:2])), binary.BigEndian.Uint64(b[2:])
+	for i := 25; i >= 10; i-- {
+		out[i] = crockford[lo&31]
+		lo = lo>>5 | (hi&31)<<59
+		hi >>= 5
+	}
+	return string(out[:])
+}
+
+// noteUse records a key's use off the hot path's critical work: an atomic
+// store, and a map lookup that only locks for a new address.
+func (g *Guard) noteUse(st *keyState, addr string) {
+	st.lastUsed.Store(g.now().UnixMilli())
+	if _, ok := st.seen.Load(addr); ok {
+		return
+	}
+	if st.nSeen.Load() >= maxSeenAddrs {
+		return
+	}
+	if _, loaded := st.seen.LoadOrStore(addr, struct{}{}); loaded {
+		return
+	}
+	st.nSeen.Add(1)
+	st.mu.Lock()
+	st.pending = append(st.pending, pendingAddr{addr: addr, at: g.now().UnixMilli()})
+	st.mu.Unlock()
+}
+
+// failedAuth counts a failed authentication for the audit log, which gets
+// one row per address per minute.
+func (g *Guard) failedAuth(addr netip.Addr, reason string, r *http.Request) {
+	g.log.Debug("client authentication failed", "addr", addrString(addr), "reason", reason, "method", r.Method, "path", r.URL.Path)
+	g.fails.add(addrString(addr), reason, g.now())
+}
+
+// Start launches the background work: the key poll, the needs-login
+// watch, and writing last-use times and audit rows. Stop ends it.
+func (g *Guard) Start() {
+	g.bgMu.Lock()
+	defer g.bgMu.Unlock()
+	if g.started {
+		return
+	}
+	g.started = true
+	ctx, cancel := context.WithCancel(context.Background())
+	g.stopBg = cancel
+	g.bg.Add(1)
+	go func() {
+		defer g.bg.Done()
+		t := time.NewTicker(g.poll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				g.tick(ctx)
+			}
+		}
+	}()
+}
+
+func (g *Guard) tick(ctx context.Context) {
+	if err := g.Reload(ctx); err != nil && ctx.Err() == nil {
+		g.log.Warn("reload client keys", "err", err)
+	}
+	if err := g.watchAccounts(ctx); err != nil && ctx.Err() == nil {
+		g.log.Warn("watch account status", "err", err)
+	}
+	if err := g.flush(ctx, false); err != nil && ctx.Err() == nil {
+		g.log.Warn("record client key use", "err", err)
+	}
+}
+
+// Stop ends the background work and writes what is pending, waiting at
+// most until ctx ends.
+func (g *Guard) Stop(ctx context.Context) error {
+	g.bgMu.Lock()
+	if g.started {
+		g.stopBg()
+		g.started = false
+	}
+	g.bgMu.Unlock()
+	done := make(chan struct{})
+	go func() { g.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return g.Flush(ctx)
+}
+
+// Flush writes pending last-use times, new addresses and failed
+// authentications (the current minute's too) now.
+func (g *Guard) Flush(ctx context.Context) error { return g.flush(ctx, true) }

@@ -1,0 +1,219 @@
+package access
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/claudeflare/claudeflare/store"
+)
+
+// KeyPrefix starts every client API key, so that a leaked one is
+// recognisable (and secret scanners can match it).
+const KeyPrefix = "cf_"
+
+// keyRandomBytes is the entropy of a key: 256 bits.
+const keyRandomBytes = 32
+
+// keyLen is the length of a whole key: the prefix and 43 base64url
+// characters.
+var keyLen = len(KeyPrefix) + base64.RawURLEncoding.EncodedLen(keyRandomBytes)
+
+// displayPrefixLen is how much of a key is stored for display: the prefix
+// and 8 characters (48 bits), enough to tell keys apart, far too little
+// to guess the rest.
+const displayPrefixLen = len(KeyPrefix) + 8
+
+// maxCredentialLen bounds a presented credential; longer ones are refused
+// unhashed.
+const maxCredentialLen = 512
+
+// ErrInvalidName is returned for a client key name that is not allowed.
+var ErrInvalidName = errors.New("invalid client key name")
+
+// KeyInfo is a client key as listed: never the key itself.
+type KeyInfo struct {
+	Name       string
+	Prefix     string // the first characters, for display
+	Role       Role
+	CreatedAt  time.Time
+	LastUsedAt time.Time // zero when never used
+	RevokedAt  time.Time // zero while live
+}
+
+// NewKey returns a fresh random client key: KeyPrefix and 32 random bytes
+// in base64url.
+func NewKey() (string, error) {
+	var b [keyRandomBytes]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generate client key: %w", err)
+	}
+	return KeyPrefix + base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// HashKey is what is stored of a key: its SHA-256. A key has 256 bits of
+// entropy, so a fast unsalted hash is enough, and it is independent of
+// the vault's keys (rotating the master key leaves client keys valid).
+func HashKey(key string) [32]byte { return sha256.Sum256([]byte(key)) }
+
+// DisplayPrefix is the part of a key kept for display.
+func DisplayPrefix(key string) string {
+	if len(key) > displayPrefixLen {
+		return key[:displayPrefixLen]
+	}
+	return key
+}
+
+// ValidateKeyName checks a client key name: 1 to 64 letters, digits, '.',
+// '_', '-' or '@', not starting with '-'.
+func ValidateKeyName(name string) error {
+	if name == "" || len(name) > 64 {
+		return fmt.Errorf("%w %q: use 1 to 64 characters", ErrInvalidName, name)
+	}
+	for _, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-@", r)
+		if !ok {
+			return fmt.Errorf("%w %q: use letters, digits, '.', '_', '-' or '@'", ErrInvalidName, name)
+		}
+	}
+	if strings.HasPrefix(name, "-") {
+		return fmt.Errorf("%w %q: must not start with '-'", ErrInvalidName, name)
+	}
+	return nil
+}
+
+// CreateKey makes a new client key with the given name and role, stores
+// its hash and records it in the audit log, in one transaction. The key
+// is returned once and never stored.
+func CreateKey(ctx context.Context, db *store.DB, name string, role Role, actor string, now time.Time) (string, KeyInfo, error) {
+	if err := ValidateKeyName(name); err != nil {
+		return "", KeyInfo{}, err
+	}
+	if _, err := ParseRole(string(role)); err != nil {
+		return "", KeyInfo{}, err
+	}
+	key, err := NewKey()
+	if err != nil {
+		return "", KeyInfo{}, err
+	}
+	h := HashKey(key)
+	info := KeyInfo{Name: name, Prefix: DisplayPrefix(key), Role: role, CreatedAt: store.FromMS(store.ToMS(now))}
+	err = store.Tx(ctx, db, func(tx *sqlx.Tx) error {
+		if _, err := store.InsertClientKey(ctx, tx, store.ClientKey{
+			Name: name, Prefix: info.Prefix, Hash: h[:], Role: string(role), CreatedAt: store.ToMS(now),
+		}); err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, now, actor, ActionClientKeyCreated,
+			fmt.Sprintf("client key %q (%s...) created with role %s", name, info.Prefix, role))
+	})
+	if err != nil {
+		return "", KeyInfo{}, fmt.Errorf("create client key: %w", err)
+	}
+	return key, info, nil
+}
+
+// RevokeKey revokes the live client key with the given name and records
+// it in the audit log; a running daemon refuses the key within its poll
+// interval. An unknown name gives store.ErrNoClientKey.
+func RevokeKey(ctx context.Context, db *store.DB, name, actor string, now time.Time) (KeyInfo, error) {
+	var k store.ClientKey
+	err := store.Tx(ctx, db, func(tx *sqlx.Tx) error {
+		var err error
+		if k, err = store.RevokeClientKey(ctx, tx, name, now); err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, now, actor, ActionClientKeyRevoked,
+			fmt.Sprintf("client key %q (%s...) revoked", name, k.Prefix))
+	})
+	if err != nil {
+		return KeyInfo{}, fmt.Errorf("revoke client key: %w", err)
+	}
+	info := keyInfo(k)
+	info.RevokedAt = store.FromMS(store.ToMS(now))
+	return info, nil
+}
+
+// ListKeys returns every client key, revoked ones included, oldest first.
+func ListKeys(ctx context.Context, db *store.DB) ([]KeyInfo, error) {
+	rows, err := store.ListClientKeys(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]KeyInfo, len(rows))
+	for i, r := range rows {
+		out[i] = keyInfo(r)
+	}
+	return out, nil
+}
+
+func keyInfo(r store.ClientKey) KeyInfo {
+	return KeyInfo{
+		Name: r.Name, Prefix: r.Prefix, Role: Role(r.Role),
+		CreatedAt: store.FromMS(r.CreatedAt), LastUsedAt: store.FromMS(r.LastUsedAt), RevokedAt: store.FromMS(r.RevokedAt),
+	}
+}
+
+// Credential returns the client key a request presents: the x-api-key
+// header, or the token of an "Authorization: Bearer" header. When both
+// are present, the one that looks like a client key (KeyPrefix) wins, so
+// a client may send its own Anthropic credential alongside. The result is
+// "" when there is none, or when it is not a single token of printable
+// ASCII of at most 512 bytes.
+func Credential(h http.Header) string {
+	var first string
+	for _, c := range [2]string{apiKeyHeader(h), bearer(h)} {
+		if c == "" {
+			continue
+		}
+		if strings.HasPrefix(c, KeyPrefix) {
+			return c
+		}
+		if first == "" {
+			first = c
+		}
+	}
+	return first
+}
+
+func apiKeyHeader(h http.Header) string {
+	v := h.Values("X-Api-Key")
+	if len(v) != 1 {
+		return ""
+	}
+	return token(strings.Trim(v[0], " \t"))
+}
+
+func bearer(h http.Header) string {
+	v := h.Values("Authorization")
+	if len(v) != 1 {
+		return ""
+	}
+	scheme, rest, ok := strings.Cut(strings.Trim(v[0], " \t"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return token(strings.TrimLeft(rest, " "))
+}
+
+// token returns s if it is a plausible credential: 1 to 512 bytes of
+// printable ASCII without spaces.
+func token(s string) string {
+	if s == "" || len(s) > maxCredentialLen {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return ""
+		}
+	}
+	return s
+}

@@ -1,0 +1,157 @@
+package access
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/claudeflare/claudeflare/config"
+)
+
+// TLSConfig is the listener's TLS configuration from server.tls_cert and
+// server.tls_key, or nil when neither is set (plain HTTP). The files are
+// read now, so a bad pair is an error at start; afterwards a changed
+// certificate file (a renewal) is picked up at the next handshake, and a
+// broken one leaves the previous certificate in use.
+//
+// Serve with tls.NewListener(ln, cfg); NextProtos offers HTTP/2.
+func TLSConfig(cfg *config.Config) (*tls.Config, error) {
+	certFile, keyFile := cfg.Server.TLSCert, cfg.Server.TLSKey
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("load TLS certificate: server.tls_cert and server.tls_key must both be set")
+	}
+	cl := &certLoader{certFile: certFile, keyFile: keyFile}
+	if err := cl.load(); err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"h2", "http/1.1"},
+		GetCertificate: cl.get,
+	}, nil
+}
+
+// certLoader re-reads the certificate pair when either file changes.
+type certLoader struct {
+	certFile, keyFile string
+	mu                sync.Mutex
+	cert              *tls.Certificate
+	stamp             string
+	checked           time.Time
+}
+
+func fileStamp(paths ...string) string {
+	var b strings.Builder
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			b.WriteString("?;")
+			continue
+		}
+		fmt.Fprintf(&b, "%d:%d;", st.ModTime().UnixNano(), st.Size())
+	}
+	return b.String()
+}
+
+func (c *certLoader) load() error {
+	stamp := fileStamp(c.certFile, c.keyFile)
+	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	if err != nil {
+		return fmt.Errorf("load TLS certificate: %w", err)
+	}
+	c.cert, c.stamp = &cert, stamp
+	return nil
+}
+
+func (c *certLoader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := time.Now(); now.Sub(c.checked) > time.Second {
+		c.checked = now
+		if fileStamp(c.certFile, c.keyFile) != c.stamp {
+			c.load() // on error keep serving the previous certificate
+		}
+	}
+	return c.cert, nil
+}
+
+// SPKIPin is the pin of a certificate: the base64 SHA-256 of its
+// SubjectPublicKeyInfo, the form of upstream.pin_sha256 (and of HPKP).
+func SPKIPin(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// UpstreamTLS is the TLS client configuration for the upstream and the
+// token endpoint: certificates always verified against the system roots,
+// TLS 1.2 or later, and, with upstream.pin_sha256, connections to the
+// upstream's host refused unless a certificate of the verified chain has
+// that public key (pin the leaf, or an intermediate to survive renewals).
+func UpstreamTLS(cfg *config.Config) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	pin := strings.TrimSpace(cfg.Upstream.PinSHA256)
+	if pin == "" {
+		return tc, nil
+	}
+	want, err := base64.StdEncoding.DecodeString(pin)
+	if err != nil || len(want) != sha256.Size {
+		return nil, errors.New("upstream.pin_sha256: must be the base64 SHA-256 of the upstream's public key")
+	}
+	u, err := url.Parse(cfg.UpstreamURL)
+	if err != nil || u.Hostname() == "" {
+		return nil, fmt.Errorf("upstream_url: invalid URL %q", cfg.UpstreamURL)
+	}
+	host := strings.ToLower(u.Hostname())
+	tc.VerifyConnection = func(cs tls.ConnectionState) error {
+		if !strings.EqualFold(cs.ServerName, host) && !(cs.ServerName == "" && net.ParseIP(host) != nil) {
+			return nil // another host (the token endpoint): verified, not pinned
+		}
+		for _, chain := range cs.VerifiedChains {
+			for _, c := range chain {
+				sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+				if bytes.Equal(sum[:], want) {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("upstream %s: no certificate in the chain matches upstream.pin_sha256", host)
+	}
+	return tc, nil
+}
+
+// UpstreamTransport is the transport to the upstream with UpstreamTLS:
+// HTTP/2 when offered, generous idle pools, timeouts on dialing and on the
+// response headers only (a stream may run for many minutes).
+func UpstreamTransport(cfg *config.Config) (*http.Transport, error) {
+	tc, err := UpstreamTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d := &net.Dialer{Timeout: cfg.Upstream.DialTimeout.Std(), KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           d.DialContext,
+		TLSClientConfig:       tc,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout.Std(),
+		ExpectContinueTimeout: time.Second,
+	}, nil
+}
