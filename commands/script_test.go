@@ -159,6 +159,9 @@ func diffHashes(a, b map[string]string) string {
 			diffs = append(diffs, k+" (new)")
 		}
 	}
+	if len(diffs) == 0 {
+		return ""
+	}
 	sort.Strings(diffs)
 	return fmt.Sprint(diffs)
 }

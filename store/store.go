@@ -74,7 +74,6 @@ func Open(path, schema string) (*DB, error) {
 		wv[k] = v
 	}
 	wv.Set("_txlock", "immediate")
-	wv.Set("_auto_vacuum", "incremental")
 	w, err := sqlx.Open("sqlite3", "file:"+escapePath(path)+"?"+wv.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -150,6 +149,17 @@ func migrate(db *sqlx.DB, schema string) error {
 		return fmt.Errorf("read migrations: %w", err)
 	}
 	ctx := context.Background()
+	// auto_vacuum must be chosen before the first table exists; setting it
+	// on every open would rewrite the header (and change the file) each time.
+	var tables int
+	if err := db.GetContext(ctx, &tables, `SELECT count(*) FROM sqlite_master`); err != nil {
+		return fmt.Errorf("read schema: %w", err)
+	}
+	if tables == 0 {
+		if _, err := db.ExecContext(ctx, `PRAGMA auto_vacuum = INCREMENTAL; VACUUM`); err != nil {
+			return fmt.Errorf("set auto_vacuum: %w", err)
+		}
+	}
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin migration: %w", err)
