@@ -25,6 +25,24 @@ var ErrWrongKey = errors.New("the master key does not open this vault (wrong ide
 // ErrNoKey is returned when no master key source is available.
 var ErrNoKey = errors.New("no master key found")
 
+// ErrNeedPassphrase is returned by Open for a passphrase-protected vault
+// when no key was given: a command at a terminal may prompt and retry;
+// a daemon never prompts. It is also an ErrNoKey.
+var ErrNeedPassphrase = fmt.Errorf("%w: the vault is protected by a passphrase and CLAUDEFLARE_PASSPHRASE is not set", ErrNoKey)
+
+// Suffixes of the files a master-key rotation leaves next to an identity
+// file while it runs: the incoming identity and the outgoing one. The
+// loader tries them too, so that a crash at any step leaves a vault that
+// opens with the files on disk.
+const (
+	NextSuffix = ".next"
+	OldSuffix  = ".old"
+)
+
+// scryptWorkFactor is the log2 scrypt work factor for passphrase wraps
+// (age's default, about a second). Tests lower it.
+var scryptWorkFactor = 18
+
 // KeySource says where the master key comes from. The first that is set
 // wins: EncryptionKey, IdentityFile, Passphrase, the systemd credential,
 // then <DataDir>/identity.txt.
@@ -42,14 +60,25 @@ const (
 	MasterPassphrase = "passphrase"
 )
 
+// Where a master key came from.
+const (
+	sourceEnv        = "env"
+	sourceFile       = "file" // --identity, CLAUDEFLARE_IDENTITY_FILE, config identity_file
+	sourcePassphrase = "passphrase"
+	sourceCredential = "credential"
+	sourceDefault    = "default" // <data dir>/identity.txt
+)
+
 // master is a resolved master key.
 type master struct {
-	identities []age.Identity
-	recipients []age.Recipient // empty for a passphrase; use scrypt
+	identities []age.Identity  // every identity that may open the vault: primary, then leftovers of a rotation
+	primary    []age.Identity  // the identities of the source itself
+	recipients []age.Recipient // primary's recipients; empty for a passphrase (use scrypt)
 	passphrase string
 	kind       string
 	where      string // description for messages, never the key
 	path       string // identity file path, if any
+	source     string // one of the source* constants
 }
 
 func (ks KeySource) defaultIdentity() string {
@@ -59,26 +88,63 @@ func (ks KeySource) defaultIdentity() string {
 // load resolves the master key. With create, a missing default identity
 // file is generated (O_EXCL, 0600); otherwise it is ErrNoKey.
 func (ks KeySource) load(create bool, pq bool) (*master, error) {
+	var m *master
+	var err error
 	switch {
 	case ks.EncryptionKey != "":
 		ids, err := parseIdentities(strings.NewReader(ks.EncryptionKey))
 		if err != nil {
 			return nil, fmt.Errorf("CLAUDEFLARE_ENCRYPTION_KEY: %w", err)
 		}
-		return fromIdentities(ids, MasterIdentity, "CLAUDEFLARE_ENCRYPTION_KEY", "")
-	case ks.IdentityFile != "":
-		return loadIdentityFile(ks.IdentityFile, create, pq)
-	case ks.Passphrase != "":
-		id, err := age.NewScryptIdentity(ks.Passphrase)
+		m, err = fromIdentities(ids, MasterIdentity, "CLAUDEFLARE_ENCRYPTION_KEY", "")
 		if err != nil {
-			return nil, fmt.Errorf("CLAUDEFLARE_PASSPHRASE: %w", err)
+			return nil, err
 		}
-		return &master{identities: []age.Identity{id}, passphrase: ks.Passphrase, kind: MasterPassphrase, where: "CLAUDEFLARE_PASSPHRASE"}, nil
+		m.source = sourceEnv
+		return m, nil
+	case ks.IdentityFile != "":
+		m, err = loadIdentityFile(ks.IdentityFile, create, pq)
+		if m != nil {
+			m.source = sourceFile
+		}
+	case ks.Passphrase != "":
+		return passphraseMaster(ks.Passphrase, "CLAUDEFLARE_PASSPHRASE")
 	case ks.CredentialsDir != "" && fileExists(filepath.Join(ks.CredentialsDir, CredentialName)):
-		return loadIdentityFile(filepath.Join(ks.CredentialsDir, CredentialName), false, false)
+		m, err = loadIdentityFile(filepath.Join(ks.CredentialsDir, CredentialName), false, false)
+		if m != nil {
+			m.source = sourceCredential
+		}
+		return m, err
 	default:
-		return loadIdentityFile(ks.defaultIdentity(), create, pq)
+		m, err = loadIdentityFile(ks.defaultIdentity(), create, pq)
+		if m != nil {
+			m.source = sourceDefault
+		}
 	}
+	if err != nil {
+		return nil, err
+	}
+	// Leftovers of an interrupted rotation open the vault too.
+	for _, p := range []string{m.path + NextSuffix, m.path + OldSuffix} {
+		ids, err := readIdentityFile(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		m.identities = append(m.identities, ids...)
+	}
+	return m, nil
+}
+
+func passphraseMaster(passphrase, where string) (*master, error) {
+	id, err := age.NewScryptIdentity(passphrase)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	return &master{identities: []age.Identity{id}, primary: []age.Identity{id}, passphrase: passphrase,
+		kind: MasterPassphrase, where: where, source: sourcePassphrase}, nil
 }
 
 func fileExists(p string) bool {
@@ -87,15 +153,28 @@ func fileExists(p string) bool {
 }
 
 func loadIdentityFile(path string, create, pq bool) (*master, error) {
-	f, err := os.Open(path)
+	ids, err := readIdentityFile(path)
 	if errors.Is(err, os.ErrNotExist) && create {
 		if _, err := GenerateIdentityFile(path, pq); err != nil {
 			return nil, err
 		}
-		f, err = os.Open(path)
+		ids, err = readIdentityFile(path)
 	}
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: identity file %s does not exist", ErrNoKey, path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return fromIdentities(ids, MasterIdentity, "identity file "+path, path)
+}
+
+// readIdentityFile reads the identities in path, refusing a file that
+// others can read. A missing file gives an error that is os.ErrNotExist.
+func readIdentityFile(path string) ([]age.Identity, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open identity file: %w", err)
@@ -108,7 +187,7 @@ func loadIdentityFile(path string, create, pq bool) (*master, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity file %s: %w", path, err)
 	}
-	return fromIdentities(ids, MasterIdentity, "identity file "+path, path)
+	return ids, nil
 }
 
 // ErrKeyFileMode is returned for identity files that others can read.
@@ -135,7 +214,7 @@ func parseIdentities(r io.Reader) ([]age.Identity, error) {
 }
 
 func fromIdentities(ids []age.Identity, kind, where, path string) (*master, error) {
-	m := &master{identities: ids, kind: kind, where: where, path: path}
+	m := &master{identities: ids, primary: ids, kind: kind, where: where, path: path}
 	for _, id := range ids {
 		switch id := id.(type) {
 		case *age.X25519Identity:
@@ -168,6 +247,7 @@ func (m *master) wrapTo() ([]age.Recipient, error) {
 		if err != nil {
 			return nil, err
 		}
+		r.SetWorkFactor(scryptWorkFactor)
 		return []age.Recipient{r}, nil
 	}
 	return m.recipients, nil

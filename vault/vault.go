@@ -18,9 +18,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"filippo.io/age"
@@ -38,14 +40,30 @@ var ErrNotInitialised = errors.New("vault is not initialised (hint: run claudefl
 var ErrConflict = store.ErrVersionConflict
 
 // Vault is an opened vault: its database and unwrapped data keys.
+//
+// A long-running holder (the daemon) notices a data key made by `key rotate
+// --data` in another process without a restart: SealPayload checks for one
+// every few seconds in the background, Secrets and SwapTokens check before
+// they use a key, and a new key is unwrapped with the master key held in
+// memory (or, when that key was rotated in an identity file, with the file
+// as it is now).
 type Vault struct {
-	db  *store.DB
-	now func() time.Time
-	m   *master
+	db         *store.DB
+	now        func() time.Time
+	ks         KeySource
+	log        *slog.Logger
+	checkEvery time.Duration
 
 	mu      sync.RWMutex
+	m       *master
 	current int64              // id of the current data key
 	keys    map[int64]*dataKey // unwrapped data keys by id
+
+	syncMu  sync.Mutex // one syncKeys at a time; guards the fields below
+	failIDs string     // data keys the master could not unwrap ...
+	failAt  time.Time  // ... and when: retried after keyRetryAfter
+	checked atomic.Int64
+	syncing atomic.Bool
 }
 
 type dataKey struct {
@@ -53,6 +71,7 @@ type dataKey struct {
 	identity  age.Identity
 	recipient age.Recipient
 	aead      payloadAEAD
+	text      []byte // the identity as text, to re-wrap it to a new master
 }
 
 // Options tune Open.
@@ -60,7 +79,16 @@ type Options struct {
 	Create bool             // initialise the vault (and default identity) if absent
 	PQ     bool             // new identities are hybrid post-quantum
 	Now    func() time.Time // clock; nil = time.Now
+	Logger *slog.Logger     // for trouble found in the background; nil = discard
 }
+
+// keyCheckInterval is how often SealPayload looks for a new current data
+// key; keyRetryAfter is how long a data key that the master could not
+// unwrap is left alone. Tests shorten them before Open.
+var (
+	keyCheckInterval = 5 * time.Second
+	keyRetryAfter    = time.Minute
+)
 
 // Open opens the vault in db with the master key from ks. With
 // opts.Create, an uninitialised vault is initialised first. A wrong key
@@ -70,7 +98,11 @@ func Open(ctx context.Context, db *store.DB, ks KeySource, opts Options) (*Vault
 	if now == nil {
 		now = time.Now
 	}
-	v := &Vault{db: db, now: now, keys: map[int64]*dataKey{}}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	v := &Vault{db: db, now: now, ks: ks, log: log, checkEvery: keyCheckInterval, keys: map[int64]*dataKey{}}
 	var kind string
 	err := db.R.GetContext(ctx, &kind, `SELECT kind FROM master WHERE id = 1`)
 	if store.IsNotFound(err) {
@@ -88,6 +120,9 @@ func Open(ctx context.Context, db *store.DB, ks KeySource, opts Options) (*Vault
 	} else if err != nil {
 		return nil, fmt.Errorf("read vault: %w", err)
 	} else {
+		if kind == MasterPassphrase && ks.EncryptionKey == "" && ks.IdentityFile == "" && ks.Passphrase == "" {
+			return nil, ErrNeedPassphrase
+		}
 		m, err := ks.load(false, false)
 		if err != nil {
 			return nil, err
@@ -95,15 +130,30 @@ func Open(ctx context.Context, db *store.DB, ks KeySource, opts Options) (*Vault
 		v.m = m
 	}
 	if err := v.loadKeys(ctx); err != nil {
+		if errors.Is(err, ErrWrongKey) {
+			return nil, fmt.Errorf("%s: %w", v.m.where, err)
+		}
 		return nil, err
 	}
+	v.checked.Store(time.Now().UnixNano())
 	return v, nil
+}
+
+// master returns the master key in use.
+func (v *Vault) master() *master {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.m
 }
 
 // initialise writes the master row and a first data key in one
 // transaction. A concurrent init by another process is not an error.
 func (v *Vault) initialise(ctx context.Context) error {
-	dk, err := newDataKeyRow(v.m, v.now())
+	to, err := v.m.wrapTo()
+	if err != nil {
+		return err
+	}
+	dk, err := newDataKeyRow(to, v.now())
 	if err != nil {
 		return err
 	}
@@ -119,7 +169,8 @@ func (v *Vault) initialise(ctx context.Context) error {
 			v.m.kind, strings.Join(v.m.recipientStrings(), "\n"), store.ToMS(v.now())); err != nil {
 			return fmt.Errorf("write master key record: %w", err)
 		}
-		return insertDataKey(ctx, tx, dk)
+		_, err := insertDataKey(ctx, tx, dk)
+		return err
 	})
 }
 
@@ -128,22 +179,21 @@ type dataKeyRow struct {
 	Wrapped    []byte `db:"wrapped"`
 	PayloadKey []byte `db:"payload_key"`
 	CreatedAt  int64  `db:"created_at"`
+	text       []byte // the data identity, never stored in the clear
+	pk         []byte // the payload key, never stored in the clear
 }
 
-// newDataKeyRow makes a data identity wrapped to the master key and a
-// payload key sealed to the data recipient.
-func newDataKeyRow(m *master, now time.Time) (dataKeyRow, error) {
+// newDataKeyRow makes a data identity wrapped to the master recipients
+// to and a payload key sealed to the data recipient. The data identity is
+// post-quantum when the master is.
+func newDataKeyRow(to []age.Recipient, now time.Time) (dataKeyRow, error) {
 	pq := false
-	for _, r := range m.recipients {
+	for _, r := range to {
 		if _, ok := r.(*age.HybridRecipient); ok {
 			pq = true
 		}
 	}
 	text, recipient, err := newIdentityText(pq)
-	if err != nil {
-		return dataKeyRow{}, err
-	}
-	to, err := m.wrapTo()
 	if err != nil {
 		return dataKeyRow{}, err
 	}
@@ -163,16 +213,16 @@ func newDataKeyRow(m *master, now time.Time) (dataKeyRow, error) {
 	if err != nil {
 		return dataKeyRow{}, fmt.Errorf("seal payload key: %w", err)
 	}
-	return dataKeyRow{Recipient: recipient, Wrapped: wrapped, PayloadKey: sealedPK, CreatedAt: store.ToMS(now)}, nil
+	return dataKeyRow{Recipient: recipient, Wrapped: wrapped, PayloadKey: sealedPK, CreatedAt: store.ToMS(now), text: []byte(text), pk: pk}, nil
 }
 
-func insertDataKey(ctx context.Context, tx *sqlx.Tx, dk dataKeyRow) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO data_keys (recipient, wrapped, payload_key, created_at) VALUES (?, ?, ?, ?)`,
+func insertDataKey(ctx context.Context, tx *sqlx.Tx, dk dataKeyRow) (int64, error) {
+	res, err := tx.ExecContext(ctx, `INSERT INTO data_keys (recipient, wrapped, payload_key, created_at) VALUES (?, ?, ?, ?)`,
 		dk.Recipient, dk.Wrapped, dk.PayloadKey, dk.CreatedAt)
 	if err != nil {
-		return fmt.Errorf("write data key: %w", err)
+		return 0, fmt.Errorf("write data key: %w", err)
 	}
-	return nil
+	return res.LastInsertId()
 }
 
 func parseRecipient(s string) (age.Recipient, error) {
@@ -183,42 +233,62 @@ func parseRecipient(s string) (age.Recipient, error) {
 	return rs[0], nil
 }
 
+// dataKeyRecord is a data_keys row as read back.
+type dataKeyRecord struct {
+	ID          int64  `db:"id"`
+	Recipient   string `db:"recipient"`
+	Wrapped     []byte `db:"wrapped"`
+	WrappedNext []byte `db:"wrapped_next"`
+	PayloadKey  []byte `db:"payload_key"`
+	Retired     *int64 `db:"retired_at"`
+}
+
+const dataKeyColumns = `id, recipient, wrapped, wrapped_next, payload_key, retired_at`
+
+// openDataKey unwraps a data key with any of ids: from its wrap to the
+// master, or during a master rotation from its wrap to the incoming one.
+func openDataKey(r dataKeyRecord, ids []age.Identity) (*dataKey, error) {
+	plain, err := decrypt(r.Wrapped, ids...)
+	if errors.Is(err, ErrWrongKey) && r.WrappedNext != nil {
+		plain, err = decrypt(r.WrappedNext, ids...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	parsed, err := age.ParseIdentities(bytes.NewReader(plain))
+	if err != nil || len(parsed) != 1 {
+		return nil, errors.New("data key is malformed")
+	}
+	rcpt, err := parseRecipient(r.Recipient)
+	if err != nil {
+		return nil, err
+	}
+	pk, err := decrypt(r.PayloadKey, parsed[0])
+	if err != nil {
+		return nil, fmt.Errorf("open payload key: %w", err)
+	}
+	aead, err := newPayloadAEAD(pk)
+	if err != nil {
+		return nil, err
+	}
+	return &dataKey{id: r.ID, identity: parsed[0], recipient: rcpt, aead: aead, text: plain}, nil
+}
+
 // loadKeys unwraps every data key with the master key.
 func (v *Vault) loadKeys(ctx context.Context) error {
-	var rows []struct {
-		ID         int64  `db:"id"`
-		Recipient  string `db:"recipient"`
-		Wrapped    []byte `db:"wrapped"`
-		PayloadKey []byte `db:"payload_key"`
-		Retired    *int64 `db:"retired_at"`
-	}
-	if err := v.db.W.SelectContext(ctx, &rows, `SELECT id, recipient, wrapped, payload_key, retired_at FROM data_keys ORDER BY id`); err != nil {
+	var rows []dataKeyRecord
+	if err := v.db.W.SelectContext(ctx, &rows, `SELECT `+dataKeyColumns+` FROM data_keys ORDER BY id`); err != nil {
 		return fmt.Errorf("read data keys: %w", err)
 	}
+	m := v.master()
 	keys := map[int64]*dataKey{}
 	var current int64
 	for _, r := range rows {
-		plain, err := decrypt(r.Wrapped, v.m.identities...)
+		dk, err := openDataKey(r, m.identities)
 		if err != nil {
 			return err
 		}
-		ids, err := age.ParseIdentities(bytes.NewReader(plain))
-		if err != nil || len(ids) != 1 {
-			return errors.New("data key is malformed")
-		}
-		rcpt, err := parseRecipient(r.Recipient)
-		if err != nil {
-			return err
-		}
-		pk, err := decrypt(r.PayloadKey, ids[0])
-		if err != nil {
-			return fmt.Errorf("open payload key: %w", err)
-		}
-		aead, err := chacha20poly1305.NewX(pk)
-		if err != nil {
-			return fmt.Errorf("open payload key: %w", err)
-		}
-		keys[r.ID] = &dataKey{id: r.ID, identity: ids[0], recipient: rcpt, aead: payloadAEAD{aead}}
+		keys[r.ID] = dk
 		if r.Retired == nil {
 			current = r.ID
 		}
@@ -230,6 +300,144 @@ func (v *Vault) loadKeys(ctx context.Context) error {
 	v.keys, v.current = keys, current
 	v.mu.Unlock()
 	return nil
+}
+
+// currentKey returns the data key that new secrets are sealed with.
+func (v *Vault) currentKey() *dataKey {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.keys[v.current]
+}
+
+// maybeSync starts a background syncKeys when the last check is older
+// than checkEvery. It never waits.
+func (v *Vault) maybeSync() {
+	if time.Now().UnixNano()-v.checked.Load() < int64(v.checkEvery) {
+		return
+	}
+	if !v.syncing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer v.syncing.Store(false)
+		if _, err := v.syncKeys(context.Background()); err != nil {
+			v.log.Warn("check for a new data key", "err", err)
+		}
+	}()
+}
+
+// syncKeys brings the vault's view of its data keys up to date with the
+// database: it learns which key is current and unwraps keys it has not
+// seen (made by `key rotate --data` in another process). It returns the
+// current key id in the database. When the current key cannot be
+// unwrapped, the vault keeps sealing with the newest key it holds: nothing
+// is lost, and the next rotation re-seals what was written meanwhile.
+func (v *Vault) syncKeys(ctx context.Context) (int64, error) {
+	v.syncMu.Lock()
+	defer v.syncMu.Unlock()
+	v.checked.Store(time.Now().UnixNano())
+	var rows []struct {
+		ID      int64 `db:"id"`
+		Current bool  `db:"current"`
+	}
+	if err := v.db.R.SelectContext(ctx, &rows, `SELECT id, retired_at IS NULL AS current FROM data_keys`); err != nil {
+		return 0, fmt.Errorf("read data keys: %w", err)
+	}
+	var dbCurrent int64
+	var unknown []int64
+	v.mu.RLock()
+	for _, r := range rows {
+		if r.Current {
+			dbCurrent = r.ID
+		}
+		if v.keys[r.ID] == nil {
+			unknown = append(unknown, r.ID)
+		}
+	}
+	v.mu.RUnlock()
+	var err error
+	if len(unknown) > 0 {
+		err = v.loadUnknownKeys(ctx, unknown)
+	}
+	v.mu.Lock()
+	if dbCurrent != 0 && v.keys[dbCurrent] != nil {
+		v.current = dbCurrent
+	}
+	v.mu.Unlock()
+	return dbCurrent, err
+}
+
+// loadUnknownKeys unwraps the data keys ids. When the master key in memory
+// does not open them and it came from an identity file, the file is read
+// again: a master rotation may have replaced it. Runs under syncMu.
+func (v *Vault) loadUnknownKeys(ctx context.Context, ids []int64) error {
+	tag := fmt.Sprint(ids)
+	if tag == v.failIDs && time.Since(v.failAt) < keyRetryAfter {
+		return nil // reported when it failed; try again later
+	}
+	q, args, err := sqlx.In(`SELECT `+dataKeyColumns+` FROM data_keys WHERE id IN (?)`, ids)
+	if err != nil {
+		return err
+	}
+	var rows []dataKeyRecord
+	if err := v.db.R.SelectContext(ctx, &rows, q, args...); err != nil {
+		return fmt.Errorf("read data keys: %w", err)
+	}
+	m := v.master()
+	reloaded := false
+	var found []*dataKey
+	for _, r := range rows {
+		dk, err := openDataKey(r, m.identities)
+		if errors.Is(err, ErrWrongKey) && !reloaded && m.path != "" {
+			reloaded = true
+			if m2, lerr := v.ks.load(false, false); lerr == nil {
+				if dk2, err2 := openDataKey(r, m2.identities); err2 == nil {
+					m, dk, err = m2, dk2, nil
+					v.mu.Lock()
+					v.m = m2
+					v.mu.Unlock()
+				}
+			}
+		}
+		if err != nil {
+			v.failIDs, v.failAt = tag, time.Now()
+			return fmt.Errorf("open data key %d: %w (hint: restart with the current master key)", r.ID, err)
+		}
+		found = append(found, dk)
+	}
+	v.mu.Lock()
+	keys := make(map[int64]*dataKey, len(v.keys)+len(found))
+	for id, dk := range v.keys {
+		keys[id] = dk
+	}
+	for _, dk := range found {
+		keys[dk.id] = dk
+	}
+	v.keys = keys
+	v.mu.Unlock()
+	v.failIDs = ""
+	return nil
+}
+
+// key returns the data key id, looking for it in the database if it is
+// not known yet.
+func (v *Vault) key(ctx context.Context, id int64) (*dataKey, error) {
+	v.mu.RLock()
+	dk := v.keys[id]
+	v.mu.RUnlock()
+	if dk != nil {
+		return dk, nil
+	}
+	if _, err := v.syncKeys(ctx); err != nil {
+		return nil, err
+	}
+	v.mu.RLock()
+	dk = v.keys[id]
+	v.mu.RUnlock()
+	if dk == nil {
+		return nil, fmt.Errorf("data key %d is unknown", id)
+	}
+	return dk, nil
 }
 
 // Recipients returns the master recipients stored in the vault (empty for
@@ -302,9 +510,7 @@ func (v *Vault) sealSecrets(s Secrets) (keyID int64, sealed []byte, err error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	v.mu.RLock()
-	dk := v.keys[v.current]
-	v.mu.RUnlock()
+	dk := v.currentKey()
 	sealed, err = encrypt(plain, dk.recipient)
 	if err != nil {
 		return 0, nil, fmt.Errorf("seal secret: %w", err)
@@ -312,12 +518,10 @@ func (v *Vault) sealSecrets(s Secrets) (keyID int64, sealed []byte, err error) {
 	return dk.id, sealed, nil
 }
 
-func (v *Vault) openSecrets(keyID int64, sealed []byte) (Secrets, error) {
-	v.mu.RLock()
-	dk := v.keys[keyID]
-	v.mu.RUnlock()
-	if dk == nil {
-		return Secrets{}, fmt.Errorf("open secret: data key %d is unknown", keyID)
+func (v *Vault) openSecrets(ctx context.Context, keyID int64, sealed []byte) (Secrets, error) {
+	dk, err := v.key(ctx, keyID)
+	if err != nil {
+		return Secrets{}, fmt.Errorf("open secret: %w", err)
 	}
 	plain, err := decrypt(sealed, dk.identity)
 	if err != nil {
@@ -345,14 +549,43 @@ func (v *Vault) AddAccount(ctx context.Context, a NewAccount, s Secrets) (int64,
 	if err := ValidateName(a.Name); err != nil {
 		return 0, err
 	}
+	v.syncBeforeSeal(ctx)
 	keyID, sealed, err := v.sealSecrets(s)
 	if err != nil {
 		return 0, err
 	}
-	return store.InsertAccount(ctx, v.db, store.NewAccount{
+	id, err := store.InsertAccount(ctx, v.db, store.NewAccount{
 		Name: a.Name, Kind: a.Kind, Mode: a.Mode, Priority: a.Priority, Tier: a.Tier,
 		KeyID: keyID, Sealed: sealed, TokenExpiresAt: store.ToMS(s.ExpiresAt),
 	}, v.now())
+	if err != nil {
+		return 0, err
+	}
+	v.resealIfRetired(ctx, id, keyID)
+	return id, nil
+}
+
+// syncBeforeSeal learns about a rotated data key before a secret is
+// sealed. A failure is logged, never returned: tokens are saved under the
+// key at hand rather than lost.
+func (v *Vault) syncBeforeSeal(ctx context.Context) {
+	if _, err := v.syncKeys(ctx); err != nil {
+		v.log.Warn("check for a new data key", "err", err)
+	}
+}
+
+// resealIfRetired re-seals an account that was just written under keyID
+// when a rotation retired keyID in between: the rotation may already have
+// passed that account. Best effort: the secret is saved either way, and
+// the next rotation re-seals it.
+func (v *Vault) resealIfRetired(ctx context.Context, accountID, keyID int64) {
+	cur, err := v.syncKeys(ctx)
+	if err != nil || cur == 0 || cur == keyID {
+		return
+	}
+	if _, err := v.resealAccount(ctx, accountID); err != nil {
+		v.log.Warn("re-seal account secret under the current data key", "account_id", accountID, "err", err)
+	}
 }
 
 // ValidateName checks an account name: 1-64 of letters, digits, '.', '_', '-', '@'.
@@ -378,7 +611,7 @@ func (v *Vault) Secrets(ctx context.Context, accountID int64) (Secrets, error) {
 	if err != nil {
 		return Secrets{}, fmt.Errorf("read account secret: %w", err)
 	}
-	s, err := v.openSecrets(ss.KeyID, ss.Sealed)
+	s, err := v.openSecrets(ctx, ss.KeyID, ss.Sealed)
 	if err != nil {
 		return Secrets{}, err
 	}
@@ -389,14 +622,24 @@ func (v *Vault) Secrets(ctx context.Context, accountID int64) (Secrets, error) {
 // SwapTokens stores s as the account's secret if its version is still
 // fromVersion (compare-and-swap), returning the new version. When another
 // writer moved it first, the error is ErrConflict and nothing is written.
+//
+// A concurrent `key rotate --data` never makes it fail: re-sealing keeps an
+// account's version, and a secret saved under a key that was retired a
+// moment before is re-sealed right after.
 func (v *Vault) SwapTokens(ctx context.Context, accountID, fromVersion int64, s Secrets) (int64, error) {
+	v.syncBeforeSeal(ctx)
 	keyID, sealed, err := v.sealSecrets(s)
 	if err != nil {
 		return 0, err
 	}
-	return store.SwapSecret(ctx, v.db, accountID, fromVersion, store.SealedSecret{
+	nv, err := store.SwapSecret(ctx, v.db, accountID, fromVersion, store.SealedSecret{
 		KeyID: keyID, Sealed: sealed, TokenExpiresAt: store.ToMS(s.ExpiresAt),
 	}, v.now())
+	if err != nil {
+		return 0, err
+	}
+	v.resealIfRetired(ctx, accountID, keyID)
+	return nv, nil
 }
 
 // MarkNeedsLogin takes an account out of rotation until it is logged in again.
@@ -417,9 +660,8 @@ type payloadAEAD struct {
 // SealPayload encrypts a captured payload with the current data key's
 // symmetric payload key. It is safe for concurrent use.
 func (v *Vault) SealPayload(plain []byte) (keyID int64, sealed []byte, err error) {
-	v.mu.RLock()
-	dk := v.keys[v.current]
-	v.mu.RUnlock()
+	v.maybeSync()
+	dk := v.currentKey()
 	ns := dk.aead.aead.NonceSize()
 	out := make([]byte, ns, ns+len(plain)+dk.aead.aead.Overhead())
 	if _, err := rand.Read(out); err != nil {
