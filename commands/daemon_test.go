@@ -21,21 +21,21 @@ import (
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
 )
 
-// cli runs the claudeflare binary (this test binary re-executed) as a real
+// runner runs the claudeflare binary (this test binary re-executed) as a real
 // process with env on top of a clean environment.
-type cli struct {
+type runner struct {
 	t    *testing.T
 	env  []string
 	dir  string
 	fake *fakeapi.Server
 }
 
-func newCLI(t *testing.T) *cli {
+func newCLI(t *testing.T) *runner {
 	t.Helper()
 	fake := fakeapi.New()
 	t.Cleanup(fake.Close)
 	dir := t.TempDir()
-	return &cli{t: t, dir: dir, fake: fake, env: []string{
+	return &runner{t: t, dir: dir, fake: fake, env: []string{
 		"CLAUDEFLARE_TEST_AS_BINARY=1",
 		"HOME=" + dir,
 		"PATH=" + os.Getenv("PATH"),
@@ -48,7 +48,7 @@ func newCLI(t *testing.T) *cli {
 	}}
 }
 
-func (c *cli) cmd(stdin string, args ...string) *exec.Cmd {
+func (c *runner) cmd(stdin string, args ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = c.env
 	cmd.Stdin = strings.NewReader(stdin)
@@ -56,7 +56,7 @@ func (c *cli) cmd(stdin string, args ...string) *exec.Cmd {
 }
 
 // run runs a command to completion and returns stdout, stderr, exit code.
-func (c *cli) run(stdin string, args ...string) (string, string, int) {
+func (c *runner) run(stdin string, args ...string) (string, string, int) {
 	c.t.Helper()
 	cmd := c.cmd(stdin, args...)
 	var out, errb bytes.Buffer
@@ -71,7 +71,7 @@ func (c *cli) run(stdin string, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-func (c *cli) mustRun(stdin string, args ...string) string {
+func (c *runner) mustRun(stdin string, args ...string) string {
 	c.t.Helper()
 	out, errs, code := c.run(stdin, args...)
 	if code != 0 {
@@ -92,7 +92,7 @@ type daemon struct {
 
 var listenRE = regexp.MustCompile(`listening on (http://[0-9.:\[\]]+)`)
 
-func (c *cli) startDaemon(args ...string) *daemon {
+func (c *runner) startDaemon(args ...string) *daemon {
 	c.t.Helper()
 	cmd := c.cmd("", append([]string{"daemon", "--port", "0"}, args...)...)
 	pr, pw := io.Pipe()
