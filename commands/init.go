@@ -12,13 +12,19 @@ func initCommand() *cli.Command {
 		Usage: "create the data dir, databases and master identity if absent; print the master recipient",
 		Description: "init is idempotent: run it again and it prints the same recipient. Other\n" +
 			"commands create what they need on first use too.",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "pq", Usage: "make the new master identity an age hybrid post-quantum one (AGE-SECRET-KEY-PQ-1...; recipient age1pq1...)"},
+		},
 		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("init takes no arguments")
+			}
 			e := getEnv(c)
 			cfg, err := e.config(nil)
 			if err != nil {
 				return err
 			}
-			v, err := e.openVault(c.Context, cfg)
+			v, err := e.openVaultPQ(c.Context, cfg, c.Bool("pq"))
 			if err != nil {
 				return err
 			}

@@ -23,6 +23,12 @@ func (e *env) keySource(cfg *config.Config) vault.KeySource {
 
 // openVault opens (creating on first use) the data dir and the vault.
 func (e *env) openVault(ctx context.Context, cfg *config.Config) (*vault.Vault, error) {
+	return e.openVaultPQ(ctx, cfg, false)
+}
+
+// openVaultPQ is openVault; with pq, a vault created now gets a hybrid
+// post-quantum master identity.
+func (e *env) openVaultPQ(ctx context.Context, cfg *config.Config, pq bool) (*vault.Vault, error) {
 	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -30,7 +36,7 @@ func (e *env) openVault(ctx context.Context, cfg *config.Config) (*vault.Vault, 
 	if err != nil {
 		return nil, fmt.Errorf("open vault: %w", err)
 	}
-	v, err := vault.Open(ctx, db, e.keySource(cfg), vault.Options{Create: true})
+	v, err := vault.Open(ctx, db, e.keySource(cfg), vault.Options{Create: true, PQ: pq})
 	if err != nil {
 		db.Close()
 		return nil, keyHint(err)
