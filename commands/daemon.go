@@ -111,6 +111,11 @@ func runDaemon(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// Catch signals before announcing readiness: a SIGHUP right after
+	// READY=1 must reload, not kill.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	ln, err := net.Listen("tcp", cfg.Addr())
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -120,9 +125,6 @@ func runDaemon(c *cli.Context) error {
 	notifySocket := e.getenv("NOTIFY_SOCKET")
 	sdNotify(notifySocket, "READY=1\nSTATUS=listening on "+ln.Addr().String())
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	go func() {
 		stopping := false
 		for s := range sigs {

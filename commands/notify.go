@@ -2,18 +2,28 @@ package commands
 
 import (
 	"net"
+	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // sdNotify sends state to systemd's $NOTIFY_SOCKET (a unix datagram
 // socket; a leading '@' is the abstract namespace). Without the variable it
-// does nothing.
+// does nothing. A RELOADING=1 message gets MONOTONIC_USEC, which systemd
+// (253+) uses to match the reload to its own request.
 func sdNotify(socket, state string) error {
 	if socket == "" {
 		return nil
 	}
 	if strings.HasPrefix(socket, "@") {
 		socket = "\x00" + socket[1:]
+	}
+	if strings.HasPrefix(state, "RELOADING=1") {
+		var ts unix.Timespec
+		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err == nil {
+			state += "\nMONOTONIC_USEC=" + strconv.FormatInt(ts.Nano()/1000, 10)
+		}
 	}
 	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: socket, Net: "unixgram"})
 	if err != nil {
