@@ -395,9 +395,11 @@ func (x *exchange) stream(a *account, resp *http.Response) {
 	var sse *sseTap
 	var js *jsonTap
 	if isSSE {
-		sse = &sseTap{}
+		sse = getSSETap()
+		defer putSSETap(sse)
 	} else if strings.Contains(ct, "json") {
-		js = &jsonTap{}
+		js = getJSONTap()
+		defer putJSONTap(js)
 	}
 
 	x.w.WriteHeader(resp.StatusCode)

@@ -102,7 +102,13 @@ type harness struct {
 
 	sleepMu sync.Mutex
 	sleeps  []time.Duration
+
+	benchMode bool // the server's own transport, the default poll
 }
+
+// forBench runs the server as the daemon would: its own transport (no
+// tee) and the default account poll.
+func forBench(h *harness) { h.benchMode = true }
 
 type harnessOpt func(*harness)
 
@@ -158,11 +164,16 @@ func (h *harness) start() {
 	t := h.t
 	h.tee = &tee{rt: &http.Transport{MaxIdleConnsPerHost: 64}}
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	client, poll := &http.Client{Transport: h.tee}, 20*time.Millisecond
+	if h.benchMode {
+		client, poll = nil, 0
+		logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
 	srv, err := New(Options{
 		Config: h.cfg, Vault: h.vault, VaultDB: h.vdb, LogDB: h.ldb, Logger: logger,
 		Now:          h.clock.Now,
-		HTTPClient:   &http.Client{Transport: h.tee},
-		PollInterval: 20 * time.Millisecond,
+		HTTPClient:   client,
+		PollInterval: poll,
 		Sleep: func(ctx context.Context, d time.Duration) error {
 			h.sleepMu.Lock()
 			h.sleeps = append(h.sleeps, d)

@@ -109,6 +109,7 @@ func newRecorder(db *store.DB, v *vault.Vault, log *slog.Logger, now func() time
 	if opt.FlushInterval <= 0 {
 		opt.FlushInterval = 250 * time.Millisecond
 	}
+	opt.Redact = combineRegexps(opt.Redact)
 	return &recorder{
 		db: db, vault: v, log: log, now: now, opt: opt,
 		ch:      make(chan *record, opt.QueueSize),
@@ -324,6 +325,23 @@ func (r *recorder) redactHeader(h http.Header) map[string][]string {
 		}
 	}
 	return out
+}
+
+// combineRegexps joins the redaction patterns into one alternation so a
+// body is scanned once, not once per pattern.
+func combineRegexps(res []*regexp.Regexp) []*regexp.Regexp {
+	if len(res) < 2 {
+		return res
+	}
+	parts := make([]string, len(res))
+	for i, re := range res {
+		parts[i] = "(?:" + re.String() + ")"
+	}
+	one, err := regexp.Compile(strings.Join(parts, "|"))
+	if err != nil {
+		return res
+	}
+	return []*regexp.Regexp{one}
 }
 
 // redactBytes returns b with every log.redact match replaced; b itself is

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"sync"
 )
 
 // Usage is what one response reported about tokens.
@@ -33,6 +34,20 @@ type sseTap struct {
 	skip    bool   // current line overflowed: drop it up to the next newline
 	evBuf   [32]byte
 	dataBuf []byte // data lines of the current event, only for wanted events
+}
+
+var sseTapPool = sync.Pool{New: func() any { return new(sseTap) }}
+
+// getSSETap returns a clean tap from the pool; putSSETap gives it back
+// (its buffers are kept if they stayed small).
+func getSSETap() *sseTap { return sseTapPool.Get().(*sseTap) }
+
+func putSSETap(t *sseTap) {
+	if cap(t.line) > 8<<10 || cap(t.dataBuf) > 8<<10 {
+		return
+	}
+	*t = sseTap{line: t.line[:0], dataBuf: t.dataBuf[:0]}
+	sseTapPool.Put(t)
 }
 
 // Write feeds bytes of the stream. It never fails.
@@ -215,6 +230,15 @@ const (
 	jsonHeadSize = 4 << 10
 	jsonTailSize = 8 << 10
 )
+
+var jsonTapPool = sync.Pool{New: func() any { return new(jsonTap) }}
+
+func getJSONTap() *jsonTap { return jsonTapPool.Get().(*jsonTap) }
+
+func putJSONTap(t *jsonTap) {
+	*t = jsonTap{head: t.head[:0], tail: t.tail[:0]}
+	jsonTapPool.Put(t)
+}
 
 func (t *jsonTap) Write(p []byte) (int, error) {
 	n := len(p)
