@@ -199,8 +199,8 @@ func BenchmarkTTFB(b *testing.B) {
 			}
 			b.StopTimer()
 			n := time.Duration(max(b.N, 1))
-			b.ReportMetric(float64((bare/n).Microseconds()), "bare_ttfb_us")
-			b.ReportMetric(float64((cf/n).Microseconds()), "claudeflare_ttfb_us")
+			b.ReportMetric(float64((bare / n).Microseconds()), "bare_ttfb_us")
+			b.ReportMetric(float64((cf / n).Microseconds()), "claudeflare_ttfb_us")
 			b.ReportMetric(float64((cf-bare)/n)/1e3, "delta_ttfb_us")
 			b.ReportMetric(0, "ns/op")
 		})
