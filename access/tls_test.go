@@ -1,0 +1,189 @@
+package access_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/config"
+)
+
+// writeCert makes a self-signed certificate for 127.0.0.1 and writes the
+// PEM pair into dir.
+func writeCert(t *testing.T, dir string) (certFile, keyFile string, cert *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "claudeflare test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:              []string{"localhost"},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ = x509.ParseCertificate(der)
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	return certFile, keyFile, cert
+}
+
+func TestHTTPSServed(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, cert := writeCert(t, dir)
+	cfg := config.Default()
+	if tc, err := access.TLSConfig(&cfg); tc != nil || err != nil {
+		t.Fatalf("no cert configured: %v %v", tc, err)
+	}
+	cfg.Server.TLSCert, cfg.Server.TLSKey = certFile, keyFile
+	tc, err := access.TLSConfig(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			t.Error("not TLS")
+		}
+		io.WriteString(w, r.Proto)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(tls.NewListener(ln, tc))
+	defer srv.Close()
+
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	for _, h2 := range []bool{false, true} {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: h2}
+		c := &http.Client{Transport: tr}
+		resp, err := c.Get("https://" + ln.Addr().String() + "/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := "HTTP/1.1"
+		if h2 {
+			want = "HTTP/2.0"
+		}
+		if string(b) != want {
+			t.Fatalf("served %s, want %s", b, want)
+		}
+		tr.CloseIdleConnections()
+	}
+	// Plain HTTP to the TLS port fails.
+	resp, err := http.Get("http://" + ln.Addr().String() + "/health")
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("plain HTTP answered 200 on the TLS port")
+		}
+	}
+
+	// A renewed certificate is served without a restart.
+	time.Sleep(1100 * time.Millisecond)
+	_, _, cert2 := writeCert(t, dir)
+	pool2 := x509.NewCertPool()
+	pool2.AddCert(cert2)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool2}}}
+	resp, err = c.Get("https://" + ln.Addr().String() + "/health")
+	if err != nil {
+		t.Fatalf("renewed certificate not served: %v", err)
+	}
+	resp.Body.Close()
+
+	cfg.Server.TLSKey = filepath.Join(dir, "missing.pem")
+	if _, err := access.TLSConfig(&cfg); err == nil {
+		t.Fatal("a missing key file was accepted")
+	}
+}
+
+func TestUpstreamPin(t *testing.T) {
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "upstream") }))
+	defer up.Close()
+	leaf := up.Certificate()
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+
+	get := func(pin string) error {
+		t.Helper()
+		cfg := config.Default()
+		cfg.UpstreamURL = up.URL
+		cfg.Upstream.PinSHA256 = pin
+		tr, err := access.UpstreamTransport(&cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Get(up.URL)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	if err := get(""); err != nil {
+		t.Fatalf("no pin: %v", err)
+	}
+	if err := get(access.SPKIPin(leaf)); err != nil {
+		t.Fatalf("matching pin: %v", err)
+	}
+	err := get("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+	if err == nil || !strings.Contains(err.Error(), "pin_sha256") {
+		t.Fatalf("wrong pin: %v", err)
+	}
+
+	// Verification is never skipped: an unknown CA fails, pin or not.
+	cfg := config.Default()
+	cfg.UpstreamURL = up.URL
+	cfg.Upstream.PinSHA256 = access.SPKIPin(leaf)
+	tr, err := access.UpstreamTransport(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.TLSClientConfig.InsecureSkipVerify {
+		t.Fatal("InsecureSkipVerify set")
+	}
+	if resp, err := (&http.Client{Transport: tr}).Get(up.URL); err == nil {
+		resp.Body.Close()
+		t.Fatal("an unverifiable upstream was accepted because its pin matched")
+	}
+
+	cfg.Upstream.PinSHA256 = "not base64"
+	if _, err := access.UpstreamTransport(&cfg); err == nil {
+		t.Fatal("a malformed pin was accepted")
+	}
+}
