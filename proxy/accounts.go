@@ -96,6 +96,17 @@ func (p *pool) observe(a *account, out Outcome, rl RateLimit, now time.Time) boo
 	return blocked
 }
 
+// refreshFailCooldown rests an account whose token could not be
+// refreshed for a reason other than a dead refresh token.
+const refreshFailCooldown = 30 * time.Second
+
+// rest takes a out of rotation for d (not persisted: a restart retries).
+func (p *pool) rest(a *account, d time.Duration, now time.Time) {
+	p.mu.Lock()
+	a.limit.block(now.Add(d), "refresh_failed")
+	p.mu.Unlock()
+}
+
 // setStatus changes an account's status in memory (the vault is written
 // by the caller).
 func (p *pool) setStatus(a *account, status, reason string) {
@@ -204,6 +215,9 @@ func (p *pool) takeDirty() map[int64]store.RateState {
 	return out
 }
 
+// saveInterval spaces the rate-state writes.
+const saveInterval = 500 * time.Millisecond
+
 // runSaver writes rate-limit state to the vault database whenever it
 // changes, until ctx ends; then it saves once more.
 func (p *pool) runSaver(ctx context.Context, db *store.DB, log *slog.Logger) {
@@ -218,6 +232,12 @@ func (p *pool) runSaver(ctx context.Context, db *store.DB, log *slog.Logger) {
 		select {
 		case <-p.wake:
 			save(ctx)
+			// At most one round of writes per saveInterval: the state
+			// changes with nearly every response under load.
+			select {
+			case <-time.After(saveInterval):
+			case <-ctx.Done():
+			}
 		case <-ctx.Done():
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			save(sctx)

@@ -373,3 +373,21 @@ func TestRoundRobinSpreads(t *testing.T) {
 }
 
 var _ = http.MethodPost
+
+func TestTokenEndpointDownMovesOn(t *testing.T) {
+	h := newHarness(t)
+	h.addOAuth("a", 0, true) // needs a refresh
+	h.addOAuth("b", 1, false)
+	h.reload()
+	h.api.FailTokenEndpoint(500, 5)
+	rep := h.post(msgBody)
+	if rep.status != 200 || h.lastRow().Account != "b" {
+		t.Fatalf("%d %+v", rep.status, h.lastRow())
+	}
+	if a := h.account("a"); a.Status != store.StatusOK {
+		t.Fatal("a transient token endpoint failure must not need a login")
+	}
+	if !h.limit("a").Blocked(h.clock.Now()) {
+		t.Fatal("a not rested after the failed refresh")
+	}
+}

@@ -282,6 +282,11 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 		}
 		s.log.Warn("no credential", "request_id", x.id, "account", a.Name, "err", err)
 		x.row.Error = "credential for " + a.Name + ": " + err.Error()
+		if !errors.Is(err, errNeedsLogin) {
+			// The token endpoint is failing: rest the account briefly
+			// rather than make every request wait on it.
+			s.pool.rest(a, refreshFailCooldown, s.now())
+		}
 		return false, nil
 	}
 	resp, err := x.send(a, secret)

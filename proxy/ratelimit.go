@@ -229,7 +229,7 @@ type LimitState struct {
 }
 
 // Blocked reports whether the account must not be used at now.
-func (s *LimitState) Blocked(now time.Time) bool { return now.Before(s.Until) }
+func (s LimitState) Blocked(now time.Time) bool { return now.Before(s.Until) }
 
 // Outcome is how an attempt ended, as far as rate limiting cares.
 type Outcome int

@@ -61,6 +61,8 @@ func (a *account) usable(now time.Time) (ok, limited bool, reason string) {
 			what = "cooling down after a 429"
 		case "overloaded":
 			what = "cooling down after overload"
+		case "refresh_failed":
+			what = "token refresh failing, resting"
 		case "", "rate_limited":
 		default:
 			what = "rate limited (" + a.limit.Reason + ")"
