@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -18,7 +19,7 @@ import (
 //
 //	GET  /api/accounts                 dashboard.view
 //	GET  /api/stats[?since=24h]        dashboard.view
-//	GET  /api/requests[?limit=100]     logs.view
+//	GET  /api/requests[?limit=100&since=D&account=N]  logs.view
 //	POST /api/accounts/{name}/pause    accounts.manage
 //	POST /api/accounts/{name}/resume   accounts.manage
 
@@ -164,20 +165,45 @@ func (g *Guard) apiAccounts(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"accounts": out})
 }
 
-// apiStat is one account's line in /api/stats.
+// apiStat is one account's line (or the pool's) in /api/stats, with the
+// fields of `stats --json`.
 type apiStat struct {
-	Account                  string  `json:"account" db:"account"`
-	Requests                 int64   `json:"requests" db:"requests"`
-	Errors                   int64   `json:"errors" db:"errors"`
-	RateLimited              int64   `json:"rate_limited_responses" db:"rate_limited"`
-	InputTokens              int64   `json:"input_tokens" db:"input_tokens"`
-	OutputTokens             int64   `json:"output_tokens" db:"output_tokens"`
-	CacheReadInputTokens     int64   `json:"cache_read_input_tokens" db:"cache_read_input_tokens"`
-	CacheCreationInputTokens int64   `json:"cache_creation_input_tokens" db:"cache_creation_input_tokens"`
-	LastMS                   int64   `json:"-" db:"last_used"`
-	LastUsed                 *string `json:"last_used" db:"-"`
-	Status                   string  `json:"status,omitempty" db:"-"`
-	RateLimitedUntil         *string `json:"rate_limited_until,omitempty" db:"-"`
+	Account                  *string  `json:"account"`
+	Requests                 int64    `json:"requests"`
+	Errors                   int64    `json:"errors"`
+	InputTokens              int64    `json:"input_tokens"`
+	OutputTokens             int64    `json:"output_tokens"`
+	CacheReadInputTokens     int64    `json:"cache_read_input_tokens"`
+	CacheCreationInputTokens int64    `json:"cache_creation_input_tokens"`
+	MedianDurationMS         int64    `json:"median_duration_ms"`
+	P95DurationMS            int64    `json:"p95_duration_ms"`
+	LastUsed                 *string  `json:"last_used"`
+	Status                   string   `json:"status,omitempty"`
+	RateLimitedUntil         *string  `json:"rate_limited_until,omitempty"`
+	RateLimitStatus          string   `json:"rate_limit_status,omitempty"`
+	Utilization5h            *float64 `json:"utilization_5h,omitempty"`
+	Utilization7d            *float64 `json:"utilization_7d,omitempty"`
+}
+
+func statOut(a requestlog.AccountStats, pool bool) apiStat {
+	out := apiStat{
+		Requests: a.Requests, Errors: a.Errors, InputTokens: a.InputTokens, OutputTokens: a.OutputTokens,
+		CacheReadInputTokens: a.CacheReadInputTokens, CacheCreationInputTokens: a.CacheCreationInputTokens,
+		MedianDurationMS: a.MedianDurationMS, P95DurationMS: a.P95DurationMS, LastUsed: rfc3339(a.LastUsed),
+	}
+	if pool {
+		return out
+	}
+	name := a.Account
+	out.Account = &name
+	if st := a.State; st != nil {
+		out.Status, out.RateLimitStatus = st.Status, st.RateLimitStatus
+		out.RateLimitedUntil = rfc3339(st.RateLimitedUntil)
+		out.Utilization5h, out.Utilization7d = utilization(st.Utilization5h), utilization(st.Utilization7d)
+	} else {
+		out.Status = "removed"
+	}
+	return out
 }
 
 func (g *Guard) apiStats(w http.ResponseWriter, r *http.Request) {
@@ -194,115 +220,90 @@ func (g *Guard) apiStats(w http.ResponseWriter, r *http.Request) {
 		}
 		since = d
 	}
-	ctx := r.Context()
-	now := g.now()
-	from := now.Add(-since)
-	var rows []apiStat
-	err := g.logDB.R.SelectContext(ctx, &rows, `SELECT account, count(*) AS requests,
-		coalesce(sum(CASE WHEN status >= 400 OR status = 0 THEN 1 ELSE 0 END), 0) AS errors,
-		coalesce(sum(CASE WHEN status = 429 THEN 1 ELSE 0 END), 0) AS rate_limited,
-		coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens,
-		coalesce(sum(cache_read_input_tokens), 0) AS cache_read_input_tokens,
-		coalesce(sum(cache_creation_input_tokens), 0) AS cache_creation_input_tokens,
-		coalesce(max(ts), 0) AS last_used
-		FROM requests WHERE ts >= ? GROUP BY account ORDER BY account`, store.ToMS(from))
+	from := g.now().Add(-since)
+	st, err := requestlog.ComputeStats(r.Context(), g.logDB, requestlog.StatsOptions{Since: from, Vault: g.vaultDB, Now: g.now})
 	if err != nil {
 		g.internalError(w, r, "read stats", err)
 		return
 	}
-	accts, err := store.ListAccounts(ctx, g.vaultDB)
-	if err != nil {
-		g.internalError(w, r, "list accounts", err)
-		return
-	}
-	byName := make(map[string]store.Account, len(accts))
-	for _, a := range accts {
-		byName[a.Name] = a
-	}
-	var total apiStat
-	total.Account = ""
-	for i := range rows {
-		s := &rows[i]
-		s.LastUsed = rfc3339(s.LastMS)
-		if a, ok := byName[s.Account]; ok {
-			s.Status = accountStatus(a, now.UnixMilli())
-			if a.RateLimitedUntil > now.UnixMilli() {
-				s.RateLimitedUntil = rfc3339(a.RateLimitedUntil)
-			}
-		}
-		total.Requests += s.Requests
-		total.Errors += s.Errors
-		total.RateLimited += s.RateLimited
-		total.InputTokens += s.InputTokens
-		total.OutputTokens += s.OutputTokens
-		total.CacheReadInputTokens += s.CacheReadInputTokens
-		total.CacheCreationInputTokens += s.CacheCreationInputTokens
-		total.LastMS = max(total.LastMS, s.LastMS)
-	}
-	total.LastUsed = rfc3339(total.LastMS)
-	if rows == nil {
-		rows = []apiStat{}
+	accts := make([]apiStat, 0, len(st.Accounts))
+	for _, a := range st.Accounts {
+		accts = append(accts, statOut(a, false))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"since":    from.UTC().Format(time.RFC3339),
-		"accounts": rows,
-		"total":    total,
+		"accounts": accts,
+		"pool":     statOut(st.Pool, true),
 	})
 }
 
 // apiRequest is one request in /api/requests, with the fields of
 // `requests list --json`.
 type apiRequest struct {
-	ID                       string `json:"id"`
-	Timestamp                string `json:"timestamp"`
-	Method                   string `json:"method"`
-	Path                     string `json:"path"`
-	Model                    string `json:"model"`
-	Account                  string `json:"account"`
-	Status                   int    `json:"status"`
-	Attempts                 int    `json:"attempts"`
-	DurationMS               int64  `json:"duration_ms"`
-	TTFBMS                   int64  `json:"ttfb_ms"`
-	InputTokens              int64  `json:"input_tokens"`
-	OutputTokens             int64  `json:"output_tokens"`
-	CacheReadInputTokens     int64  `json:"cache_read_input_tokens"`
-	CacheCreationInputTokens int64  `json:"cache_creation_input_tokens"`
-	Streamed                 bool   `json:"streamed"`
-	EndState                 string `json:"end_state"`
-	Error                    string `json:"error"`
-	Client                   string `json:"client"`
+	ID                       string  `json:"id"`
+	Timestamp                string  `json:"timestamp"`
+	Method                   string  `json:"method"`
+	Path                     string  `json:"path"`
+	Model                    string  `json:"model"`
+	Account                  string  `json:"account"`
+	Status                   int     `json:"status"`
+	Attempts                 int     `json:"attempts"`
+	DurationMS               int64   `json:"duration_ms"`
+	TTFBMS                   int64   `json:"ttfb_ms"`
+	InputTokens              int64   `json:"input_tokens"`
+	OutputTokens             int64   `json:"output_tokens"`
+	CacheReadInputTokens     int64   `json:"cache_read_input_tokens"`
+	CacheCreationInputTokens int64   `json:"cache_creation_input_tokens"`
+	Streamed                 bool    `json:"streamed"`
+	EndState                 string  `json:"end_state"`
+	Error                    *string `json:"error"`
+	Client                   string  `json:"client"`
 }
 
+// apiRequests lists the newest requests, newest last:
+// ?limit=N (default 100, at most 1000), ?since=D, ?account=NAME.
 func (g *Guard) apiRequests(w http.ResponseWriter, r *http.Request) {
 	if g.logDB == nil {
 		writeError(w, http.StatusServiceUnavailable, errAPI, "claudeflare: the request log is not available", false, 0)
 		return
 	}
-	limit := defaultRequestsLimit
-	if s := r.URL.Query().Get("limit"); s != "" {
+	q := r.URL.Query()
+	f := requestlog.Filter{Limit: defaultRequestsLimit, Account: q.Get("account")}
+	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
 			writeError(w, http.StatusBadRequest, errInvalidRequest, "claudeflare: limit must be a positive integer", false, 0)
 			return
 		}
-		limit = min(n, maxRequestsLimit)
+		f.Limit = min(n, maxRequestsLimit)
 	}
-	var rows []store.Request
-	err := g.logDB.R.SelectContext(r.Context(), &rows, `SELECT `+store.RequestColumns+` FROM
-		(SELECT `+store.RequestColumns+` FROM requests ORDER BY seq DESC LIMIT ?) ORDER BY seq`, limit)
-	if err != nil {
-		g.internalError(w, r, "read request log", err)
-		return
+	if s := q.Get("since"); s != "" {
+		d, err := config.ParseDuration(s)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, errInvalidRequest, "claudeflare: since: "+err.Error(), false, 0)
+			return
+		}
+		f.Since = g.now().Add(-d)
 	}
-	out := make([]apiRequest, len(rows))
-	for i, q := range rows {
-		out[i] = apiRequest{
-			ID: q.ID, Timestamp: store.FromMS(q.TS).Format(time.RFC3339Nano), Method: q.Method, Path: q.Path,
+	out := make([]apiRequest, 0, f.Limit)
+	err := requestlog.List(r.Context(), g.logDB, f, func(q *store.Request) error {
+		var errText *string
+		if q.Error != "" {
+			e := q.Error
+			errText = &e
+		}
+		out = append(out, apiRequest{
+			ID: q.ID, Timestamp: requestlog.Timestamp(q.TS), Method: q.Method, Path: q.Path,
 			Model: q.Model, Account: q.Account, Status: q.Status, Attempts: q.Attempts,
 			DurationMS: q.DurationMS, TTFBMS: q.TTFBMS, InputTokens: q.InputTokens, OutputTokens: q.OutputTokens,
 			CacheReadInputTokens: q.CacheReadInputTokens, CacheCreationInputTokens: q.CacheCreationInputTokens,
-			Streamed: q.Streamed, EndState: q.EndState, Error: q.Error, Client: q.Client,
-		}
+			Streamed: q.Streamed, EndState: q.EndState, Error: errText, Client: q.Client,
+		})
+		return nil
+	})
+	if err != nil {
+		g.internalError(w, r, "read request log", err)
+		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"requests": out})
 }

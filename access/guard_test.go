@@ -434,12 +434,12 @@ func TestAdminAPI(t *testing.T) {
 
 	var stats struct {
 		Accounts []map[string]any `json:"accounts"`
-		Total    map[string]any   `json:"total"`
+		Pool     map[string]any   `json:"pool"`
 	}
 	r = h.do("GET", "/api/stats?since=1h", "x-api-key", admin)
 	h.expect(r, 200, "")
 	json.Unmarshal([]byte(r.body), &stats)
-	if stats.Total["requests"] != float64(5) || stats.Total["errors"] != float64(1) || stats.Total["input_tokens"] != float64(50) {
+	if stats.Pool["requests"] != float64(5) || stats.Pool["errors"] != float64(1) || stats.Pool["input_tokens"] != float64(50) || len(stats.Accounts) != 2 {
 		t.Fatalf("stats: %s", r.body)
 	}
 	h.expect(h.do("GET", "/api/stats?since=bogus", "x-api-key", admin), 400, "invalid_request_error")
