@@ -177,6 +177,7 @@ func NewApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			initCommand(),
 			accountsCommand(),
 			daemonCommand(),
+			doctorCommand(),
 			docsCommand(),
 		},
 	}

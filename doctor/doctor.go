@@ -1,0 +1,423 @@
+// Package doctor checks a claudeflare installation: the master key and its
+// file, the data dir, both databases (integrity, schema version), the
+// accounts and the free disk space. It never writes: databases are opened
+// read-only and nothing missing is created.
+package doctor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+	"golang.org/x/sys/unix"
+
+	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
+)
+
+// Status of a check.
+type Status string
+
+const (
+	OK    Status = "ok"
+	Warn  Status = "warn"  // worth knowing; not a failure
+	Error Status = "error" // something is wrong: doctor exits 1
+	Skip  Status = "skip"  // not run because an earlier check failed
+)
+
+// Result is the outcome of one check.
+type Result struct {
+	Check   string
+	Status  Status
+	Message string
+	Hint    string // what to do next; set for Warn and Error
+}
+
+// Options say what to check.
+type Options struct {
+	// DataDir is the data directory (absolute).
+	DataDir string
+	// Keys is where the master key comes from.
+	Keys vault.KeySource
+	// MinFree is the free space in the data dir below which the disk
+	// check fails; WarnFree the one below which it warns. Zero values
+	// mean 100 MiB and 1 GiB.
+	MinFree, WarnFree uint64
+	// Statfs reports the free bytes of the file system holding a path;
+	// nil uses statfs(2). Tests inject one.
+	Statfs func(path string) (free, total uint64, err error)
+}
+
+// Run runs every check in order and returns their results. A problem is
+// reported as a Result, never as an error.
+func Run(ctx context.Context, opts Options) []Result {
+	d := &doctor{opts: opts}
+	d.dataDir()
+	vdb := d.database("vault", store.VaultFile)
+	ldb := d.database("log", store.LogFile)
+	if vdb != nil {
+		defer vdb.Close()
+	}
+	if ldb != nil {
+		defer ldb.Close()
+	}
+	d.key(ctx, vdb)
+	d.vault(ctx, vdb)
+	d.disk()
+	d.daemon()
+	return d.out
+}
+
+// Failed reports whether any result is an Error.
+func Failed(rs []Result) bool {
+	for _, r := range rs {
+		if r.Status == Error {
+			return true
+		}
+	}
+	return false
+}
+
+type doctor struct {
+	opts     Options
+	out      []Result
+	keyBad   bool // the key file check failed: opening the vault would too
+	vaultBad bool // vault.db is missing or damaged
+}
+
+func (d *doctor) add(check string, st Status, hint, format string, args ...any) {
+	d.out = append(d.out, Result{Check: check, Status: st, Message: fmt.Sprintf(format, args...), Hint: hint})
+}
+
+func (d *doctor) dataDir() {
+	dir := d.opts.DataDir
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		d.add("data_dir", Error, "run `claudeflare init`, or point --data-dir / CLAUDEFLARE_DATA_DIR at your data", "%s does not exist", dir)
+	case err != nil:
+		d.add("data_dir", Error, "check the path and its permissions", "%s: %v", dir, err)
+	case !st.IsDir():
+		d.add("data_dir", Error, "point --data-dir / CLAUDEFLARE_DATA_DIR at a directory", "%s is not a directory", dir)
+	case st.Mode().Perm()&0o077 != 0:
+		d.add("data_dir", Error, fmt.Sprintf("chmod 700 %s", dir), "%s has mode %04o; other users can list it", dir, st.Mode().Perm())
+	default:
+		d.add("data_dir", OK, "", "%s", dir)
+	}
+}
+
+// key checks the master key source; for a key file, that it exists, is a
+// regular file and is not readable by other users.
+func (d *doctor) key(ctx context.Context, vdb *store.DB) {
+	ks := d.opts.Keys
+	var path, what string
+	switch {
+	case ks.EncryptionKey != "":
+		d.add("key", OK, "", "master key from CLAUDEFLARE_ENCRYPTION_KEY")
+	case ks.IdentityFile != "":
+		path, what = ks.IdentityFile, "identity file"
+	case ks.Passphrase != "":
+		d.add("key", OK, "", "master key from CLAUDEFLARE_PASSPHRASE")
+	case ks.CredentialsDir != "" && exists(filepath.Join(ks.CredentialsDir, vault.CredentialName)):
+		path, what = filepath.Join(ks.CredentialsDir, vault.CredentialName), "systemd credential"
+	default:
+		path, what = filepath.Join(d.opts.DataDir, vault.IdentityFileName), "identity file"
+	}
+	if path == "" {
+		return
+	}
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist) && what == "identity file" && ks.IdentityFile == "" && passphraseVault(ctx, vdb):
+		d.keyBad = true
+		d.add("key", Error, "set CLAUDEFLARE_PASSPHRASE", "the vault is protected by a passphrase and none was given")
+	case errors.Is(err, os.ErrNotExist):
+		d.keyBad = true
+		d.add("key", Error, "restore identity.txt from your copy, or give the key: CLAUDEFLARE_ENCRYPTION_KEY, --identity FILE or CLAUDEFLARE_PASSPHRASE",
+			"%s %s does not exist", what, path)
+	case err != nil:
+		d.keyBad = true
+		d.add("key", Error, "check the file's permissions", "%s %s: %v", what, path, err)
+	case !st.Mode().IsRegular():
+		d.keyBad = true
+		d.add("key", Error, "give an age identity file", "%s %s is not a regular file", what, path)
+	case st.Mode().Perm()&0o077 != 0:
+		d.keyBad = true
+		d.add("key", Error, fmt.Sprintf("chmod 600 %s", path), "%s %s has mode %04o; other users can read the master key", what, path, st.Mode().Perm())
+	default:
+		d.add("key", OK, "", "%s %s (mode %04o)", what, path, st.Mode().Perm())
+	}
+	if what == "identity file" {
+		for _, suffix := range []string{vault.NextSuffix, vault.OldSuffix} {
+			if exists(path + suffix) {
+				d.add("key_rotation", Warn, "run `claudeflare key rotate` again to finish it",
+					"%s%s exists: a key rotation was interrupted", path, suffix)
+			}
+		}
+	}
+}
+
+func passphraseVault(ctx context.Context, db *store.DB) bool {
+	if db == nil {
+		return false
+	}
+	info, err := vault.ReadMaster(ctx, db)
+	return err == nil && info.Kind == vault.MasterPassphrase
+}
+
+// database checks one SQLite file: integrity and schema version. It
+// returns a read-only handle for further checks, nil when the file is
+// missing or unusable.
+func (d *doctor) database(schema, file string) *store.DB {
+	path := filepath.Join(d.opts.DataDir, file)
+	name := schema
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if schema == "vault" {
+			d.vaultBad = true
+			d.add(name, Error, "run `claudeflare init`, or `claudeflare restore FILE` from a backup", "%s does not exist", path)
+		} else {
+			d.add(name, Warn, "it is created when the daemon or `claudeflare init` first runs", "%s does not exist", path)
+		}
+		return nil
+	}
+	db, err := openReadOnly(path)
+	if err != nil {
+		d.damaged(schema, name, path, err)
+		return nil
+	}
+	var rows []string
+	if err := db.R.Select(&rows, "PRAGMA integrity_check"); err != nil {
+		db.Close()
+		d.damaged(schema, name, path, err)
+		return nil
+	}
+	if len(rows) != 1 || rows[0] != "ok" {
+		db.Close()
+		msg := strings.ReplaceAll(strings.Join(rows, "\n"), "\n", "; ")
+		if len(msg) > 300 {
+			msg = msg[:300] + "..."
+		}
+		d.damaged(schema, name, path, errors.New(msg))
+		return nil
+	}
+	var version int
+	if err := db.R.Get(&version, "PRAGMA user_version"); err != nil {
+		db.Close()
+		d.damaged(schema, name, path, err)
+		return nil
+	}
+	want := store.SchemaVersion(schema)
+	switch {
+	case version > want:
+		d.add(name, Error, "upgrade claudeflare: this binary is older than the data",
+			"%s: schema version %d is newer than this binary's %d", path, version, want)
+	case version < want:
+		d.add(name, Warn, "any claudeflare command that opens it (e.g. `claudeflare init`) upgrades it",
+			"%s: integrity ok; schema version %d, will be upgraded to %d", path, version, want)
+	default:
+		d.add(name, OK, "", "%s: integrity ok, schema version %d", path, version)
+	}
+	return db
+}
+
+func (d *doctor) damaged(schema, name, path string, err error) {
+	hint := "stop the daemon and restore a backup: `claudeflare restore --force FILE`"
+	if schema == "vault" {
+		d.vaultBad = true
+	} else {
+		hint = "stop the daemon, then restore a backup (`claudeflare restore --force FILE`) or move " +
+			filepath.Base(path) + " aside to start a new request log"
+	}
+	d.add(name, Error, hint, "%s fails the integrity check: %v", path, err)
+}
+
+// openReadOnly opens path with read-only handles that never create,
+// migrate or write anything.
+func openReadOnly(path string) (*store.DB, error) {
+	v := url.Values{}
+	v.Set("mode", "ro")
+	v.Set("_busy_timeout", "10000")
+	db, err := sqlx.Open("sqlite3", "file:"+strings.NewReplacer("?", "%3f", "#", "%23").Replace(path)+"?"+v.Encode())
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	if err := db.Ping(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &store.DB{W: db, R: db, Path: path}, nil
+}
+
+// vault opens the vault with the master key (read-only) and checks the
+// accounts.
+func (d *doctor) vault(ctx context.Context, db *store.DB) {
+	if db == nil || d.vaultBad {
+		d.add("vault_key", Skip, "", "vault not opened: see above")
+		return
+	}
+	if d.keyBad {
+		d.add("vault_key", Skip, "", "vault not opened: fix the master key first")
+		return
+	}
+	info, err := vault.ReadMaster(ctx, db)
+	if errors.Is(err, vault.ErrNotInitialised) {
+		d.add("vault_key", Error, "run `claudeflare init`", "the vault is not initialised")
+		return
+	}
+	if err != nil {
+		d.add("vault_key", Error, "stop the daemon and restore a backup: `claudeflare restore --force FILE`", "read the vault: %v", err)
+		return
+	}
+	if info.Pending {
+		d.add("key_rotation", Warn, "run `claudeflare key rotate` again to finish it", "a master key rotation was interrupted")
+	}
+	_, err = vault.Open(ctx, db, d.opts.Keys, vault.Options{})
+	switch {
+	case errors.Is(err, vault.ErrWrongKey):
+		d.add("vault_key", Error, "give the key this vault was made with: CLAUDEFLARE_ENCRYPTION_KEY, --identity FILE or CLAUDEFLARE_PASSPHRASE",
+			"the master key does not open the vault (%s master key)", info.Kind)
+		return
+	case err != nil:
+		d.add("vault_key", Error, "set CLAUDEFLARE_ENCRYPTION_KEY, --identity FILE or CLAUDEFLARE_PASSPHRASE", "open the vault: %v", err)
+		return
+	}
+	d.add("vault_key", OK, "", "the master key (%s) opens the vault", info.Kind)
+
+	accts, err := store.ListAccounts(ctx, db)
+	if err != nil {
+		d.add("accounts", Error, "stop the daemon and restore a backup: `claudeflare restore --force FILE`", "%v", err)
+		return
+	}
+	if len(accts) == 0 {
+		d.add("accounts", Warn, "add one with `claudeflare accounts add NAME`", "no accounts")
+		return
+	}
+	usable, paused := 0, 0
+	for _, a := range accts {
+		switch {
+		case a.Status == store.StatusNeedsLogin:
+			reason := ""
+			if a.StatusReason != "" {
+				reason = ": " + a.StatusReason
+			}
+			d.add("account", Error, fmt.Sprintf("log in again with `claudeflare accounts add %s`", a.Name),
+				"account %s needs a new login%s", a.Name, reason)
+		case a.Paused:
+			paused++
+		default:
+			usable++
+		}
+	}
+	switch {
+	case usable == 0:
+		d.add("accounts", Error, "resume one with `claudeflare accounts resume NAME`, or add one", "%s, none usable (%d paused)", plural(len(accts), "account"), paused)
+	default:
+		d.add("accounts", OK, "", "%s, %d usable, %d paused", plural(len(accts), "account"), usable, paused)
+	}
+}
+
+func (d *doctor) disk() {
+	statfs := d.opts.Statfs
+	if statfs == nil {
+		statfs = statFS
+	}
+	minFree, warnFree := d.opts.MinFree, d.opts.WarnFree
+	if minFree == 0 {
+		minFree = 100 << 20
+	}
+	if warnFree == 0 {
+		warnFree = 1 << 30
+	}
+	dir := d.opts.DataDir
+	if !exists(dir) {
+		dir = filepath.Dir(dir)
+	}
+	free, total, err := statfs(dir)
+	if err != nil {
+		d.add("disk", Warn, "", "free space in %s unknown: %v", dir, err)
+		return
+	}
+	msg := fmt.Sprintf("%s free of %s in %s", bytesString(free), bytesString(total), dir)
+	switch {
+	case free < minFree:
+		d.add("disk", Error, "free space, or delete old log data: `claudeflare cleanup --older-than 30d --vacuum`", "only %s", msg)
+	case free < warnFree:
+		d.add("disk", Warn, "consider `claudeflare cleanup --older-than 30d --vacuum`", "only %s", msg)
+	default:
+		d.add("disk", OK, "", "%s", msg)
+	}
+}
+
+func statFS(path string) (free, total uint64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
+}
+
+// daemon reports whether a daemon holds the data dir's lock.
+func (d *doctor) daemon() {
+	running, err := DaemonRunning(d.opts.DataDir)
+	switch {
+	case err != nil:
+		d.add("daemon", Warn, "", "cannot tell whether a daemon runs: %v", err)
+	case running:
+		d.add("daemon", OK, "", "a daemon is running on this data dir")
+	default:
+		d.add("daemon", OK, "", "no daemon is running on this data dir")
+	}
+}
+
+// DaemonRunning reports whether a process holds <dataDir>/daemon.lock.
+// It creates nothing.
+func DaemonRunning(dataDir string) (bool, error) {
+	f, err := os.Open(filepath.Join(dataDir, "daemon.lock"))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false, nil
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func bytesString(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
