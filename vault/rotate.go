@@ -562,6 +562,26 @@ func (v *Vault) resume(ctx context.Context) (bool, error) {
 			changed = true
 		}
 	}
+	// An identity.txt left behind when the vault moved to another key (a
+	// crash right after the commit) opens nothing any more: remove it.
+	if def := v.ks.defaultIdentity(); v.ks.DataDir != "" && m.path != def {
+		var stale []string
+		for _, p := range []string{def, def + NextSuffix, def + OldSuffix} {
+			ids, err := readIdentityFile(p)
+			if err != nil {
+				continue // missing, or not ours to judge
+			}
+			if !opensAny(rows, ids) {
+				stale = append(stale, p)
+			}
+		}
+		if len(stale) > 0 {
+			if err := removeFiles(stale...); err != nil {
+				return false, err
+			}
+			changed = true
+		}
+	}
 	if changed {
 		m.identities = m.primary
 		v.mu.Lock()
@@ -569,6 +589,21 @@ func (v *Vault) resume(ctx context.Context) (bool, error) {
 		v.mu.Unlock()
 	}
 	return changed, nil
+}
+
+// opensAny reports whether ids open any wrap of any data key.
+func opensAny(rows []dataKeyRecord, ids []age.Identity) bool {
+	for _, r := range rows {
+		for _, w := range [][]byte{r.Wrapped, r.WrappedNext} {
+			if w == nil {
+				continue
+			}
+			if _, err := decrypt(w, ids...); err == nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func globEscape(s string) string {

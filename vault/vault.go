@@ -565,6 +565,10 @@ func (v *Vault) AddAccount(ctx context.Context, a NewAccount, s Secrets) (int64,
 	return id, nil
 }
 
+// swapHook, when set (tests only), runs in SwapTokens between sealing and
+// saving: where a concurrent rotation can retire the key just used.
+var swapHook func()
+
 // syncBeforeSeal learns about a rotated data key before a secret is
 // sealed. A failure is logged, never returned: tokens are saved under the
 // key at hand rather than lost.
@@ -631,6 +635,9 @@ func (v *Vault) SwapTokens(ctx context.Context, accountID, fromVersion int64, s 
 	keyID, sealed, err := v.sealSecrets(s)
 	if err != nil {
 		return 0, err
+	}
+	if swapHook != nil {
+		swapHook()
 	}
 	nv, err := store.SwapSecret(ctx, v.db, accountID, fromVersion, store.SealedSecret{
 		KeyID: keyID, Sealed: sealed, TokenExpiresAt: store.ToMS(s.ExpiresAt),
