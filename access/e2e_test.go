@@ -1,0 +1,306 @@
+package access_test
+
+import (
+	"context"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/fakeapi"
+	"github.com/claudeflare/claudeflare/proxy"
+	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
+)
+
+// daemonStack is the daemon's handler as commands/daemon.go is to build
+// it: the real proxy behind the guard, the upstream reached through
+// access.UpstreamTransport, everything logging at debug level into logs.
+type daemonStack struct {
+	t     *testing.T
+	api   *fakeapi.Server
+	cfg   *config.Config
+	v     *vault.Vault
+	vdb   *store.DB
+	ldb   *store.DB
+	g     *access.Guard
+	srv   *proxy.Server
+	http  *httptest.Server
+	clk   *clock
+	logs  *syncBuffer
+	extra []string // more secrets the logs must not contain
+}
+
+func newDaemonStack(t *testing.T, mod func(*config.Config)) *daemonStack {
+	t.Helper()
+	api := fakeapi.New()
+	t.Cleanup(api.Close)
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.UpstreamURL = api.URL
+	cfg.OAuthTokenURL = api.TokenURL()
+	cfg.LogLevel = "debug"
+	cfg.Log.FlushInterval = config.Duration(10 * time.Millisecond)
+	if mod != nil {
+		mod(&cfg)
+	}
+	d := &daemonStack{t: t, api: api, cfg: &cfg, clk: newClock(), logs: &syncBuffer{}}
+	ctx := context.Background()
+	var err error
+	if d.vdb, err = store.OpenVault(cfg.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	if d.ldb, err = store.OpenLog(cfg.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewJSONHandler(d.logs, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
+	if d.v, err = vault.Open(ctx, d.vdb, vault.KeySource{DataDir: cfg.DataDir}, vault.Options{Create: true, Logger: logger}); err != nil {
+		t.Fatal(err)
+	}
+	// An OAuth account whose first use refreshes its token at the token
+	// endpoint, and an API-key account.
+	if _, err := d.v.AddAccount(ctx, vault.NewAccount{Name: "work", Kind: store.KindOAuth, Mode: "max", Tier: 1},
+		vault.Secrets{RefreshToken: api.NewOAuthAccount("work")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.v.AddAccount(ctx, vault.NewAccount{Name: "pool", Kind: store.KindAPIKey, Priority: 1, Tier: 1},
+		vault.Secrets{APIKey: api.NewAPIKey("pool")}); err != nil {
+		t.Fatal(err)
+	}
+
+	if d.g, err = access.New(ctx, access.Options{Config: d.cfg, VaultDB: d.vdb, LogDB: d.ldb, Logger: logger, Now: d.clk.Now, PollInterval: 20 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := access.UpstreamTransport(d.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.srv, err = proxy.New(proxy.Options{Config: d.cfg, Vault: d.v, VaultDB: d.vdb, LogDB: d.ldb, Logger: logger,
+		HTTPClient: &http.Client{Transport: tr}, PollInterval: 20 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	d.srv.Start()
+	d.g.Start()
+	d.http = httptest.NewServer(d.g.Wrap(d.srv.Handler()))
+	t.Cleanup(d.close)
+	return d
+}
+
+func (d *daemonStack) close() {
+	if d.http == nil {
+		return
+	}
+	d.http.Close()
+	d.http = nil
+	ctx := context.Background()
+	d.srv.Stop(ctx)
+	if err := d.g.Stop(ctx); err != nil {
+		d.t.Error(err)
+	}
+	d.vdb.Close()
+	d.ldb.Close()
+}
+
+func (d *daemonStack) do(method, path, body string, headers ...string) reply {
+	d.t.Helper()
+	req, err := http.NewRequest(method, d.http.URL+path, strings.NewReader(body))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	req.Header.Set("content-type", "application/json")
+	req.Header.Set("anthropic-version", "2023-06-01")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return reply{resp.StatusCode, resp.Header, string(b)}
+}
+
+func (d *daemonStack) message(stream bool, headers ...string) reply {
+	d.t.Helper()
+	body := `{"model":"claude-sonnet-4-5","max_tokens":32,"stream":false,"messages":[{"role":"user","content":"hi"}]}`
+	if stream {
+		body = strings.Replace(body, `"stream":false`, `"stream":true`, 1)
+	}
+	return d.do("POST", "/v1/messages?beta=true", body, headers...)
+}
+
+func expectStatus(t *testing.T, r reply, status int, errType string) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
+	}
+	if errType != "" && r.errType() != errType {
+		t.Fatalf("error type %q, want %q: %s", r.errType(), errType, r.body)
+	}
+}
+
+// TestDaemonAccessFlow runs every access rule against the real proxy and
+// the fake upstream, logging at debug level, then searches the logs (and
+// the data dir) for every secret the run used.
+func TestDaemonAccessFlow(t *testing.T) {
+	d := newDaemonStack(t, func(c *config.Config) {
+		c.Limits.RequestsPerMinute = 6
+		c.AllowedOrigins = []string{"https://dash.example"}
+	})
+	ctx := context.Background()
+
+	// No keys yet: open to loopback clients; a client's own placeholder key
+	// never reaches the upstream.
+	r := d.message(false, "x-api-key", "sk-ant-client-placeholder-0123456789")
+	expectStatus(t, r, 200, "")
+	if !strings.Contains(r.body, `"usage"`) {
+		t.Fatalf("not an upstream answer: %s", r.body)
+	}
+
+	apiKey, _, err := access.CreateKey(ctx, d.vdb, "claude-code", access.RoleAPI, "cli:test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	viewer, _, _ := access.CreateKey(ctx, d.vdb, "dash", access.RoleViewer, "cli:test", time.Now())
+	admin, _, _ := access.CreateKey(ctx, d.vdb, "ops", access.RoleAdmin, "cli:test", time.Now())
+	wrong := "cf_" + strings.Repeat("Q", 43)
+	d.extra = append(d.extra, apiKey, viewer, admin, wrong)
+	// The daemon picks the keys up by itself within its poll.
+	waitFor(t, "keys to be required", func() bool { return d.message(false).status == 401 })
+
+	r = d.message(false)
+	expectStatus(t, r, 401, "authentication_error")
+	if r.header.Get("X-Should-Retry") != "false" {
+		t.Fatal("401 without x-should-retry: false")
+	}
+	expectStatus(t, d.message(false, "x-api-key", wrong), 401, "authentication_error")
+	expectStatus(t, d.message(false, "Authorization", "Bearer "+wrong), 401, "authentication_error")
+	expectStatus(t, d.do("GET", "/health", ""), 200, "")
+	expectStatus(t, d.do("HEAD", "/", ""), 200, "")
+
+	r = d.message(false, "x-api-key", apiKey)
+	expectStatus(t, r, 200, "")
+	if r.header.Get("X-Claudeflare-Request-Id") == "" {
+		t.Fatal("no request id")
+	}
+	r = d.message(true, "Authorization", "Bearer "+apiKey)
+	expectStatus(t, r, 200, "")
+	if !strings.Contains(r.header.Get("Content-Type"), "text/event-stream") || !strings.Contains(r.body, "message_stop") {
+		t.Fatalf("stream: %v %s", r.header, r.body)
+	}
+
+	// Permissions.
+	expectStatus(t, d.message(false, "x-api-key", viewer), 403, "permission_error")
+	expectStatus(t, d.do("GET", "/api/accounts", "", "x-api-key", apiKey), 403, "permission_error")
+	r = d.do("GET", "/api/accounts", "", "x-api-key", viewer)
+	expectStatus(t, r, 200, "")
+	if !strings.Contains(r.body, `"name":"work"`) || r.header.Get("Cache-Control") != "no-store" || r.header.Get("X-Frame-Options") != "DENY" {
+		t.Fatalf("/api/accounts: %v %s", r.header, r.body)
+	}
+	waitFor(t, "the request log", func() bool {
+		return strings.Contains(d.do("GET", "/api/requests?limit=10", "", "x-api-key", viewer).body, `"account":"work"`)
+	})
+	r = d.do("GET", "/api/stats", "", "x-api-key", admin)
+	expectStatus(t, r, 200, "")
+	expectStatus(t, d.do("POST", "/api/accounts/work/pause", "", "x-api-key", viewer), 403, "permission_error")
+	expectStatus(t, d.do("POST", "/api/accounts/work/pause", "", "x-api-key", admin), 200, "")
+	expectStatus(t, d.do("POST", "/api/accounts/work/resume", "", "x-api-key", admin), 200, "")
+
+	// CORS.
+	r = d.do("OPTIONS", "/v1/messages", "", "Origin", "https://dash.example", "Access-Control-Request-Method", "POST",
+		"Access-Control-Request-Headers", "x-api-key,content-type")
+	expectStatus(t, r, 204, "")
+	if r.header.Get("Access-Control-Allow-Origin") != "https://dash.example" {
+		t.Fatalf("preflight: %v", r.header)
+	}
+	expectStatus(t, d.do("OPTIONS", "/v1/messages", "", "Origin", "https://evil.example", "Access-Control-Request-Method", "POST"), 403, "permission_error")
+	expectStatus(t, d.message(false, "x-api-key", apiKey, "Origin", "https://evil.example"), 403, "permission_error")
+	r = d.message(false, "x-api-key", apiKey, "Origin", "https://dash.example")
+	expectStatus(t, r, 200, "")
+	if r.header.Get("Access-Control-Allow-Origin") != "https://dash.example" {
+		t.Fatal("no CORS header on an allowed origin's answer")
+	}
+
+	// Limits: 6 a minute per key; the api key has used 3 so far (the
+	// request refused for its origin did not count).
+	expectStatus(t, d.message(false, "x-api-key", apiKey), 200, "")
+	expectStatus(t, d.message(false, "x-api-key", apiKey), 200, "")
+	expectStatus(t, d.message(false, "x-api-key", apiKey), 200, "")
+	r = d.message(false, "x-api-key", apiKey)
+	expectStatus(t, r, 429, "rate_limit_error")
+	if r.header.Get("Retry-After") == "" || !strings.Contains(r.body, "not an Anthropic rate limit") {
+		t.Fatalf("client limit: %v %s", r.header, r.body)
+	}
+	d.clk.Add(time.Minute)
+	expectStatus(t, d.message(false, "x-api-key", apiKey), 200, "")
+
+	// Revoked: refused within the poll.
+	if _, err := access.RevokeKey(ctx, d.vdb, "claude-code", "cli:test", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the revoked key to be refused", func() bool { return d.message(false, "x-api-key", apiKey).status == 401 })
+
+	d.close()
+	// Audit: created, revoked, paused, resumed, new address, failed auth.
+	db, err := store.OpenVault(d.cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var actions []string
+	access.ListAudit(ctx, db, time.Time{}, func(e access.Entry) error { actions = append(actions, e.Action); return nil })
+	for _, a := range []string{access.ActionClientKeyCreated, access.ActionClientKeyRevoked, access.ActionAccountPaused,
+		access.ActionAccountResumed, access.ActionClientKeyNewAddr, access.ActionAuthFailed} {
+		if !contains(actions, a) {
+			t.Errorf("no %s in the audit log: %v", a, actions)
+		}
+	}
+	if _, err := access.VerifyAudit(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+
+	// No secret in any log line, nor in plaintext in the data dir.
+	logs := d.logs.String()
+	if !strings.Contains(logs, `"level":"DEBUG"`) {
+		t.Fatal("no debug logs: the search below would prove nothing")
+	}
+	secrets := append(d.api.AllTokens(), d.extra...)
+	if len(secrets) < 8 {
+		t.Fatalf("only %d secrets to look for", len(secrets))
+	}
+	for _, s := range secrets {
+		if strings.Contains(logs, s) {
+			t.Errorf("a secret (%.6s...) appears in the logs", s)
+		}
+	}
+	filepath.WalkDir(d.cfg.DataDir, func(p string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(p)
+		for _, s := range secrets {
+			if strings.Contains(string(b), s) {
+				t.Errorf("%s holds a secret in plaintext", p)
+			}
+		}
+		return nil
+	})
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
