@@ -46,7 +46,7 @@ const (
 	DefaultBatchSize = 5000
 	// DefaultBatchTime is the target length of one delete transaction;
 	// batches shrink below BatchSize when they take longer.
-	DefaultBatchTime = 20 * time.Millisecond
+	DefaultBatchTime = 5 * time.Millisecond
 	// DefaultVacuumStep is how many pages one incremental_vacuum frees.
 	DefaultVacuumStep = 1024
 )
@@ -73,8 +73,8 @@ type Options struct {
 	BatchTime time.Duration
 	// Pause is the rest between transactions, so that a writer in another
 	// process, polling in its busy handler, finds the lock free. Zero
-	// means one tenth of the last batch's duration, at least 1ms; a
-	// negative value means no pause.
+	// means as long as the last batch took, at least 1ms; a negative
+	// value means no pause.
 	Pause time.Duration
 	// VacuumStep is the pages freed per incremental_vacuum (DefaultVacuumStep).
 	VacuumStep int
@@ -188,7 +188,7 @@ func Cleanup(ctx context.Context, db *store.DB, opts Options) (Result, error) {
 	}
 	opts.Log.Debug("cleanup deleted", "type", string(opts.Type), "requests", res.Requests, "payloads", res.Payloads, "batches", res.Batches)
 	if opts.Vacuum {
-		pages, bytes, err := Vacuum(ctx, db, VacuumOptions{Step: opts.VacuumStep, Progress: opts.Progress, Pause: opts.Pause, Log: opts.Log})
+		pages, bytes, err := Vacuum(ctx, db, VacuumOptions{Step: opts.VacuumStep, BatchTime: opts.BatchTime, Progress: opts.Progress, Pause: opts.Pause, Log: opts.Log})
 		res.FreedPages, res.FreedBytes = pages, bytes
 		if err != nil {
 			res.Duration = time.Now().Sub(start)
@@ -293,27 +293,38 @@ func (d *deleter) run(ctx context.Context, fn batchFunc) error {
 		if reqs == 0 && pays == 0 {
 			return nil
 		}
-		switch {
-		case took > d.opts.BatchTime && d.size > 50:
-			d.size /= 2
-		case took < d.opts.BatchTime/2 && d.size < d.opts.BatchSize:
-			d.size = min(d.opts.BatchSize, d.size+d.size/2+1)
-		}
+		d.size = adapt(d.size, took, d.opts.BatchTime, d.opts.BatchSize)
 		if err := rest(ctx, d.opts.Pause, took); err != nil {
 			return err
 		}
 	}
 }
 
-// rest waits between two transactions: pause, or when it is zero a tenth
-// of the last one's duration and at least a millisecond.
+// adapt returns the next batch size: half after a batch slower than
+// target, half again as many after one faster than half of it, within
+// [16, limit].
+func adapt(size int, took, target time.Duration, limit int) int {
+	switch {
+	case took > target:
+		return max(16, size/2)
+	case took < target/2:
+		return min(limit, size+size/2+1)
+	}
+	return size
+}
+
+// rest waits between two transactions: pause, or when it is zero as long
+// as the last one took (at least a millisecond). Half the time free is
+// what lets a writer in another process, whose busy handler retries after
+// 1, 3, 8, 18... ms, find the lock free at its first or second retry; the
+// benchmarks measure its latency.
 func rest(ctx context.Context, pause, took time.Duration) error {
 	p := pause
 	if p < 0 {
 		return nil
 	}
 	if p == 0 {
-		p = max(took/10, time.Millisecond)
+		p = max(took, time.Millisecond)
 	}
 	t := time.NewTimer(p)
 	defer t.Stop()
@@ -343,8 +354,10 @@ func inTx(ctx context.Context, db *store.DB, fn func(tx *sqlx.Tx) error) error {
 
 // VacuumOptions tune Vacuum.
 type VacuumOptions struct {
-	// Step is the pages freed per incremental_vacuum (DefaultVacuumStep).
-	Step int
+	// Step caps the pages freed per incremental_vacuum (DefaultVacuumStep);
+	// like delete batches, steps adapt to take about BatchTime.
+	Step      int
+	BatchTime time.Duration
 	// Pause is the rest between steps, as in Options.
 	Pause time.Duration
 	// CheckpointTimeout bounds the wait of the final
@@ -362,6 +375,9 @@ type VacuumOptions struct {
 func Vacuum(ctx context.Context, db *store.DB, opts VacuumOptions) (pages, bytes int64, err error) {
 	if opts.Step <= 0 {
 		opts.Step = DefaultVacuumStep
+	}
+	if opts.BatchTime <= 0 {
+		opts.BatchTime = DefaultBatchTime
 	}
 	if opts.CheckpointTimeout <= 0 {
 		opts.CheckpointTimeout = 250 * time.Millisecond
@@ -381,12 +397,13 @@ func Vacuum(ctx context.Context, db *store.DB, opts VacuumOptions) (pages, bytes
 	}
 	total := free
 	opts.Progress(Progress{Phase: "vacuum", Total: total})
+	step := min(opts.Step, 64)
 	for free > 0 {
 		if err := ctx.Err(); err != nil {
 			return pages, pages * pageSize, err
 		}
 		t0 := time.Now()
-		if err := incrementalVacuum(ctx, db, opts.Step); err != nil {
+		if err := incrementalVacuum(ctx, db, step); err != nil {
 			return pages, pages * pageSize, fmt.Errorf("vacuum: %w", err)
 		}
 		took := time.Since(t0)
@@ -395,14 +412,14 @@ func Vacuum(ctx context.Context, db *store.DB, opts VacuumOptions) (pages, bytes
 			return pages, pages * pageSize, fmt.Errorf("vacuum: read free pages: %w", err)
 		}
 		if left >= free {
-			break // nothing freed (another writer keeps freeing pages?); stop
+			break // nothing freed: another writer is freeing pages as fast
 		}
 		pages += free - left
 		free = left
 		opts.Progress(Progress{Phase: "vacuum", Done: pages, Total: total})
+		step = adapt(step, took, opts.BatchTime, opts.Step)
 		if free > 0 {
-			d := deleter{opts: &Options{Pause: opts.Pause}}
-			if err := rest(ctx, d.opts.Pause, took); err != nil {
+			if err := rest(ctx, opts.Pause, took); err != nil {
 				return pages, pages * pageSize, err
 			}
 		}

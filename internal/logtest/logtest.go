@@ -6,6 +6,9 @@ package logtest
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -152,4 +155,46 @@ func Fill(ctx context.Context, db *store.DB, o Options) error {
 		}
 	}
 	return nil
+}
+
+// BenchRows is the size of the log the benchmarks generate:
+// $CLAUDEFLARE_BENCH_ROWS, default def (1,000,000 takes minutes).
+func BenchRows(def int) int {
+	if s := os.Getenv("CLAUDEFLARE_BENCH_ROWS"); s != "" {
+		if n, err := strconv.Atoi(s); err == nil && n > 0 {
+			return n
+		}
+	}
+	return def
+}
+
+// CopyDB copies the SQLite file src (checkpointed, no -wal) to dst.
+func CopyDB(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	// On disk before the measurement starts, so that write-back of the
+	// copy does not compete with it.
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// Checkpoint folds the write-ahead log into the database file, so that the
+// file alone can be copied.
+func Checkpoint(db *store.DB) error {
+	_, err := db.W.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+	return err
 }
