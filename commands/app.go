@@ -177,6 +177,8 @@ func NewApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			initCommand(),
 			accountsCommand(),
 			daemonCommand(),
+			apikeyCommand(),
+			auditCommand(),
 			doctorCommand(),
 			docsCommand(),
 		},

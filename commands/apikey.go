@@ -1,0 +1,187 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
+)
+
+func apikeyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "apikey",
+		Usage: "create, list and revoke client API keys for the proxy",
+		Description: "Once any client key exists, every request but /health and GET / needs one, as\n" +
+			"x-api-key: KEY or Authorization: Bearer KEY. Roles: api (/v1/*), viewer\n" +
+			"(the read-only /api/ endpoints, the request log, /metrics), admin (all).\n" +
+			"Only a hash of each key is stored; a running daemon sees changes within seconds.",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "create",
+				Usage:     "create a key and print it, once, alone on stdout",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "role", Value: string(access.RoleAPI), Usage: "`ROLE`: api, viewer or admin"},
+				},
+				Action: apikeyCreate,
+			},
+			{
+				Name:  "list",
+				Usage: "list client keys (never the keys themselves)",
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print NDJSON, one key a line"}},
+				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 {
+						return usagef("apikey list takes no arguments")
+					}
+					return apikeyList(c)
+				},
+			},
+			{
+				Name:      "revoke",
+				Usage:     "revoke a key; a running daemon refuses it within seconds",
+				ArgsUsage: "NAME",
+				Action:    apikeyRevoke,
+			},
+		},
+	}
+}
+
+// keyName returns the single NAME argument of an apikey command.
+func keyName(c *cli.Context) (string, error) {
+	if c.NArg() != 1 {
+		return "", usagef("%s needs exactly one key NAME", c.Command.FullName())
+	}
+	name := c.Args().First()
+	if err := access.ValidateKeyName(name); err != nil {
+		return "", usageError{err.Error()}
+	}
+	return name, nil
+}
+
+// openKeysDB opens vault.db for the client keys and the audit log: no
+// master key is needed, since neither is encrypted.
+func (e *env) openKeysDB() (*store.DB, error) {
+	cfg, err := e.config(nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	db, err := store.OpenVault(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("open vault: %w", err)
+	}
+	return db, nil
+}
+
+func apikeyCreate(c *cli.Context) error {
+	name, err := keyName(c)
+	if err != nil {
+		return err
+	}
+	role, err := access.ParseRole(c.String("role"))
+	if err != nil {
+		return usagef("--role: %v", err)
+	}
+	e := getEnv(c)
+	db, err := e.openKeysDB()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	key, info, err := access.CreateKey(c.Context, db, name, role, access.CLIActor(), time.Now())
+	if errors.Is(err, store.ErrClientKeyExists) {
+		return withHint(err, "choose another name, or revoke the old key first with `claudeflare apikey revoke "+name+"`")
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(e.stdout, key); err != nil {
+		return fmt.Errorf("print key: %w", err)
+	}
+	fmt.Fprintf(e.stderr, "claudeflare: client key %q (%s...) created with role %s; it is shown only this once\n", name, info.Prefix, role)
+	return nil
+}
+
+// apikeyOut is one line of `apikey list --json`.
+type apikeyOut struct {
+	Name       string  `json:"name"`
+	Prefix     string  `json:"prefix"`
+	Role       string  `json:"role"`
+	Status     string  `json:"status"` // live | revoked
+	CreatedAt  *string `json:"created_at"`
+	LastUsedAt *string `json:"last_used_at"`
+	RevokedAt  *string `json:"revoked_at"`
+}
+
+func keyStatus(k access.KeyInfo) string {
+	if k.RevokedAt.IsZero() {
+		return "live"
+	}
+	return "revoked"
+}
+
+func apikeyList(c *cli.Context) error {
+	e := getEnv(c)
+	db, err := e.openKeysDB()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	keys, err := access.ListKeys(c.Context, db)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		out := newNDJSON(e.stdout)
+		for _, k := range keys {
+			if err := out.write(apikeyOut{
+				Name: k.Name, Prefix: k.Prefix, Role: string(k.Role), Status: keyStatus(k),
+				CreatedAt: rfc3339(store.ToMS(k.CreatedAt)), LastUsedAt: rfc3339(store.ToMS(k.LastUsedAt)), RevokedAt: rfc3339(store.ToMS(k.RevokedAt)),
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPREFIX\tROLE\tSTATUS\tCREATED\tLAST USED")
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%s\t%s...\t%s\t%s\t%s\t%s\n", k.Name, k.Prefix, k.Role, keyStatus(k),
+			human(store.ToMS(k.CreatedAt), now), human(store.ToMS(k.LastUsedAt), now))
+	}
+	return tw.Flush()
+}
+
+func apikeyRevoke(c *cli.Context) error {
+	name, err := keyName(c)
+	if err != nil {
+		return err
+	}
+	e := getEnv(c)
+	db, err := e.openKeysDB()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := access.RevokeKey(c.Context, db, name, access.CLIActor(), time.Now()); err != nil {
+		if errors.Is(err, store.ErrNoClientKey) {
+			return withHint(err, "see `claudeflare apikey list`")
+		}
+		return err
+	}
+	fmt.Fprintf(e.stderr, "claudeflare: client key %q revoked\n", name)
+	if n, err := store.CountClientKeys(context.WithoutCancel(c.Context), db); err == nil && n == 0 {
+		fmt.Fprintln(e.stderr, "claudeflare: warning: no client keys remain: the proxy now serves loopback clients without a key")
+	}
+	return nil
+}
