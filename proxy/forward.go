@@ -118,7 +118,12 @@ func (x *exchange) serve() {
 		if done {
 			return
 		}
-		last = fail
+		if x.r.Context().Err() == nil {
+			s.obs.Failover(a.Name, failoverReason(fail))
+		}
+		if fail != nil {
+			last = fail
+		}
 		if x.r.Context().Err() != nil {
 			x.clientGone()
 			return
@@ -517,5 +522,6 @@ func (x *exchange) finish() {
 		rec.pay = &capture{method: x.r.Method, path: x.row.Path, reqHeader: x.r.Header, reqBody: x.body,
 			status: x.row.Status, respHeader: x.w.Header().Clone()}
 	}
+	x.s.obs.Request(x.row)
 	x.s.rec.submit(rec)
 }

@@ -2,6 +2,28 @@
 // upstream API with one account's credentials at a time, choosing the
 // account, refreshing its tokens, reading its rate limits, failing over
 // before the first byte, and recording every request asynchronously.
+//
+// Choices worth knowing:
+//
+//   - Retry delay. A failed try moves to the next account at once: a
+//     different account is not affected by the first one's trouble, and
+//     the client is waiting. RETRY_DELAY_MS x RETRY_BACKOFF^n is slept only
+//     when the next try goes to the same account again (nothing else is
+//     usable, after a 5xx or a connection error). The sleep is
+//     Options.Sleep, so tests inject it. RETRY_ATTEMPTS bounds the tries.
+//   - Accept-Encoding. The client's value is not forwarded. Go's transport
+//     then asks the upstream for gzip itself and decompresses, so the
+//     client always gets a plain body it can decode whatever it asked for
+//     (Claude Code asks for br and zstd too) and the usage tap reads plain
+//     bytes.
+//   - The hot path never touches SQLite: accounts are read by a poll
+//     (every 2s, and on Reload), rate-limit state is saved by a goroutine,
+//     and request rows and payloads go through a bounded queue to one
+//     writer goroutine that also seals the payloads.
+//   - Memory per request is bounded: the request body is kept once (capped
+//     by server.max_body_bytes) for replay; the response passes through a
+//     32 KiB buffer; the usage taps keep a few KiB; the payload capture
+//     keeps at most log.payload_max_bytes.
 package proxy
 
 import (
@@ -46,6 +68,9 @@ type Options struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 	// PollInterval is how often accounts are re-read (0 = 2s).
 	PollInterval time.Duration
+	// Observer is told about requests, failovers and refreshes (metrics);
+	// nil = nothing. See also Accounts and RecorderStats.
+	Observer Observer
 }
 
 // Server is the proxy. Create it with New, then Serve.
@@ -58,6 +83,7 @@ type Server struct {
 	client   *http.Client
 	vaultDB  *store.DB
 	poll     time.Duration
+	obs      Observer
 
 	pool    *pool
 	tokens  *tokens
@@ -113,9 +139,13 @@ func New(opts Options) (*Server, error) {
 		CooldownMax:        cfg.RateLimit.CooldownMax.Std(),
 		OverloadedCooldown: cfg.RateLimit.OverloadedCooldown.Std(),
 	}
+	obs := opts.Observer
+	if obs == nil {
+		obs = nopObserver{}
+	}
 	s := &Server{
 		cfg: cfg, log: log, now: now, sleep: sleep, upstream: up, client: &fwd,
-		vaultDB: opts.VaultDB, poll: poll,
+		vaultDB: opts.VaultDB, poll: poll, obs: obs,
 		pool: newPool(cfg.LBStrategy, cfg.SessionDuration(), policy),
 	}
 	s.tokens = &tokens{
@@ -128,6 +158,7 @@ func New(opts Options) (*Server, error) {
 		now:         now,
 		log:         log,
 		pool:        s.pool,
+		obs:         obs,
 		cache:       map[int64]*atomic.Pointer[cred]{},
 		markedLogin: map[int64]bool{},
 	}

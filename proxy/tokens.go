@@ -44,6 +44,7 @@ type tokens struct {
 	now    func() time.Time
 	log    *slog.Logger
 	pool   *pool
+	obs    Observer
 
 	sf    singleflight.Group
 	mu    sync.Mutex
@@ -136,6 +137,7 @@ func (t *tokens) refresh(ctx context.Context, a *account, s vault.Secrets, retry
 		return nil, t.needsLogin(ctx, a, "no refresh token stored")
 	}
 	tok, err := t.oauth.Refresh(ctx, s.RefreshToken)
+	t.obs.Refresh(a.Name, err == nil)
 	if err != nil {
 		if !errors.Is(err, oauth.ErrInvalidGrant) {
 			return nil, fmt.Errorf("refresh token of %s: %w", a.Name, err)

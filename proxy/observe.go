@@ -1,0 +1,110 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/claudeflare/claudeflare/store"
+)
+
+// Failover reasons passed to Observer.Failover (the same strings as the
+// metrics package's reason label).
+const (
+	ReasonRateLimited  = "rate_limited"  // 429 or a hard unified status
+	ReasonUnauthorized = "unauthorized"  // 401 the account cannot recover from
+	ReasonOverloaded   = "overloaded"    // 529
+	ReasonServerError  = "server_error"  // other 5xx
+	ReasonConnection   = "connection"    // dial, TLS or read error before the first byte
+	ReasonTokenRefresh = "token_refresh" // no valid access token could be had
+)
+
+// Observer is told what the proxy does, for metrics. Its methods are
+// called on request goroutines and must be fast and never block. A nil
+// Options.Observer observes nothing.
+type Observer interface {
+	// Request is called once per finished client request with its log row.
+	Request(r store.Request)
+	// Failover is called when a request leaves account for reason.
+	Failover(account, reason string)
+	// Refresh is called after each OAuth refresh of account.
+	Refresh(account string, ok bool)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Request(store.Request)   {}
+func (nopObserver) Failover(string, string) {}
+func (nopObserver) Refresh(string, bool)    {}
+
+// AccountStatus is a snapshot of one account's in-memory state.
+type AccountStatus struct {
+	Name            string
+	Kind            string
+	Paused          bool
+	NeedsLogin      bool
+	Usable          bool
+	Reason          string // why not usable
+	RateLimitStatus string
+	Util5h, Util7d  float64 // negative when unknown
+	Reset           time.Time
+	Reset5h         time.Time
+	Reset7d         time.Time
+	BlockedUntil    time.Time
+	InFlight        int
+	Served          int64
+}
+
+// Accounts returns a snapshot of every account, in priority order.
+func (s *Server) Accounts() []AccountStatus {
+	now := s.now()
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	out := make([]AccountStatus, 0, len(s.pool.accounts))
+	for _, a := range s.pool.accounts {
+		ok, _, reason := a.usable(now)
+		st := AccountStatus{
+			Name: a.Name, Kind: a.Kind, Paused: a.Paused, NeedsLogin: a.Status == store.StatusNeedsLogin,
+			Usable: ok, Reason: reason, RateLimitStatus: a.limit.Status,
+			Util5h: a.limit.Util5h, Util7d: a.limit.Util7d,
+			Reset: a.limit.Reset, Reset5h: a.limit.Reset5h, Reset7d: a.limit.Reset7d,
+			InFlight: a.inflight, Served: a.served,
+		}
+		if a.limit.Blocked(now) {
+			st.BlockedUntil = a.limit.Until
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// RecorderStats describes the request-log queue.
+type RecorderStats struct {
+	Queued, Capacity                int
+	DroppedPayloads, DroppedRecords int64
+	FailedRecords                   int64 // lost to a database error
+}
+
+// RecorderStats returns the request-log queue's counters.
+func (s *Server) RecorderStats() RecorderStats {
+	return RecorderStats{
+		Queued: len(s.rec.ch), Capacity: cap(s.rec.ch),
+		DroppedPayloads: s.rec.droppedPayloads.Load(), DroppedRecords: s.rec.droppedRecords.Load(),
+		FailedRecords: s.rec.failedRecords.Load(),
+	}
+}
+
+// failoverReason names why an attempt failed, for the Observer.
+func failoverReason(f *attemptFailure) string {
+	switch {
+	case f == nil:
+		return ReasonTokenRefresh
+	case f.err != nil:
+		return ReasonConnection
+	case f.limit:
+		return ReasonRateLimited
+	case f.status == 401:
+		return ReasonUnauthorized
+	case f.status == 529:
+		return ReasonOverloaded
+	}
+	return ReasonServerError
+}
