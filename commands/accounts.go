@@ -179,6 +179,9 @@ func accountsAdd(c *cli.Context) error {
 			return err
 		}
 	}
+	if err := auditAccount(ctx, v.DB(), "added", a.name); err != nil {
+		return err
+	}
 	e.log.Info("account added", "account", a.name)
 	fmt.Fprintf(e.stderr, "claudeflare: account %q added\n", a.name)
 	return nil
@@ -438,6 +441,9 @@ func accountsRemove(c *cli.Context) error {
 	if err := store.DeleteAccount(c.Context, vdb, name); err != nil {
 		return err
 	}
+	if err := auditAccount(c.Context, vdb, "removed", name); err != nil {
+		return err
+	}
 	e.log.Info("account removed", "account", name)
 	return nil
 }
@@ -464,6 +470,9 @@ func accountsSetPaused(c *cli.Context, paused bool) error {
 		return err
 	}
 	verb := map[bool]string{true: "paused", false: "resumed"}[paused]
+	if err := auditAccount(c.Context, vdb, verb, name); err != nil {
+		return err
+	}
 	e.log.Info("account "+verb, "account", name)
 	return nil
 }

@@ -195,3 +195,19 @@ func TestAuditCommand(t *testing.T) {
 		t.Fatalf("verify after an edit: exit %d, stdout %q, stderr %s", code, out, errs)
 	}
 }
+
+func TestAccountEventsAudited(t *testing.T) {
+	c := newCLI(t)
+	c.mustRun(c.fake.NewAPIKey("pool")+"\n", "accounts", "add", "pool", "--api-key-stdin")
+	c.mustRun("", "accounts", "pause", "pool")
+	c.mustRun("", "accounts", "resume", "pool")
+	c.mustRun("", "accounts", "remove", "pool", "--force")
+	out := c.mustRun("", "audit")
+	for _, want := range []string{`account.added\s+account "pool" added`, `account.paused\s+account "pool" paused`,
+		`account.resumed\s+account "pool" resumed`, `account.removed\s+account "pool" removed`} {
+		if !regexp.MustCompile(`(?m)\scli\S*\s+` + want + `$`).MatchString(out) {
+			t.Errorf("audit lacks %s:\n%s", want, out)
+		}
+	}
+	c.mustRun("", "audit", "--verify")
+}

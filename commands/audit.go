@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/store"
 )
 
 func auditCommand() *cli.Command {
@@ -105,4 +107,17 @@ func runAudit(c *cli.Context) error {
 		return err
 	}
 	return tw.Flush()
+}
+
+// auditAccount records in the audit log that the person at the command
+// line added, removed, paused or resumed an account.
+func auditAccount(ctx context.Context, db *store.DB, verb, name string) error {
+	action := map[string]string{
+		"added": access.ActionAccountAdded, "removed": access.ActionAccountRemoved,
+		"paused": access.ActionAccountPaused, "resumed": access.ActionAccountResumed,
+	}[verb]
+	if action == "" {
+		return fmt.Errorf("audit: unknown account action %q", verb)
+	}
+	return access.Audit(context.WithoutCancel(ctx), db, access.CLIActor(), action, fmt.Sprintf("account %q %s", name, verb))
 }
