@@ -243,6 +243,25 @@ func TestDaemonAccessFlow(t *testing.T) {
 	d.clk.Add(time.Minute)
 	expectStatus(t, d.message(false, "x-api-key", apiKey), 200, "")
 
+	// An account whose refresh token the token endpoint refuses, with an
+	// error text that quotes secrets: it needs a new login (audited), the
+	// request moves to the other account, and nothing secret is logged.
+	echoed := "sk-ant-oat01-" + strings.Repeat("S", 40)
+	d.extra = append(d.extra, echoed)
+	d.api.InjectTokenFault(fakeapi.TokenFault{Status: 400,
+		Body: `{"error":"invalid_grant","error_description":"refresh token ` + d.api.AllTokens()[0] + ` revoked; ` + echoed + `"}`})
+	d.api.Inject(fakeapi.Fault{Account: "work", Kind: fakeapi.FaultStatus, Status: 401})
+	r = d.message(false, "x-api-key", admin)
+	expectStatus(t, r, 200, "")
+	waitFor(t, "the needs-login audit row", func() bool {
+		var found bool
+		access.ListAudit(ctx, d.vdb, time.Time{}, func(e access.Entry) error {
+			found = found || e.Action == access.ActionAccountNeedsLogin
+			return nil
+		})
+		return found
+	})
+
 	// Revoked: refused within the poll.
 	if _, err := access.RevokeKey(ctx, d.vdb, "claude-code", "cli:test", time.Now()); err != nil {
 		t.Fatal(err)
@@ -257,9 +276,13 @@ func TestDaemonAccessFlow(t *testing.T) {
 	}
 	defer db.Close()
 	var actions []string
-	access.ListAudit(ctx, db, time.Time{}, func(e access.Entry) error { actions = append(actions, e.Action); return nil })
+	access.ListAudit(ctx, db, time.Time{}, func(e access.Entry) error {
+		actions = append(actions, e.Action)
+		t.Logf("audit: %s %s %s", e.Actor, e.Action, e.Detail)
+		return nil
+	})
 	for _, a := range []string{access.ActionClientKeyCreated, access.ActionClientKeyRevoked, access.ActionAccountPaused,
-		access.ActionAccountResumed, access.ActionClientKeyNewAddr, access.ActionAuthFailed} {
+		access.ActionAccountResumed, access.ActionClientKeyNewAddr, access.ActionAuthFailed, access.ActionAccountNeedsLogin} {
 		if !contains(actions, a) {
 			t.Errorf("no %s in the audit log: %v", a, actions)
 		}

@@ -131,10 +131,11 @@ func loopbackHost(hostport string) bool {
 }
 
 // ipHost reports whether a Host header is an IP literal or a loopback
-// name: what a client of a keyless (loopback-only) proxy sends. A DNS
-// name there is what a DNS-rebinding web page would send.
+// name (or absent, as HTTP/1.0 allows): what a client of a keyless,
+// loopback-only proxy sends. A DNS name there is what a DNS-rebinding web
+// page would send.
 func ipHost(hostport string) bool {
-	if loopbackHost(hostport) {
+	if hostport == "" || loopbackHost(hostport) {
 		return true
 	}
 	host := hostport
