@@ -1,0 +1,362 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
+)
+
+const keyRotateDescription = `Replaces the master key: a new age identity (or passphrase) is made, every data
+key is re-wrapped to it, and the old master key no longer opens the vault. The
+new recipient is printed on stdout. Account secrets and payloads are not
+touched, so a running daemon keeps working without a restart.
+
+With --data, a new data key is made as well and every account secret is
+re-encrypted with it (--data-only keeps the master key). A daemon picks up the
+new data key within seconds. Payloads encrypted under an older data key stay
+readable until retention deletes them; a data key nothing refers to any more
+is destroyed by a later key rotate, an hour at the earliest after it retired.
+
+Where the new master key goes:
+  identity file (default)  a new identity replaces the identity file in use
+                           (identity.txt, or --identity FILE): written to
+                           FILE.next, then renamed over FILE
+  --to-identity FILE       a new identity in FILE (created 0600; must not
+                           exist); afterwards open the vault with
+                           --identity FILE or CLAUDEFLARE_IDENTITY_FILE
+  --to-passphrase          a passphrase (age scrypt), from
+                           CLAUDEFLARE_PASSPHRASE_NEW or asked twice on the
+                           terminal; a passphrase vault asks for a new one
+                           the same way
+  --add-recipient age1...  also wrap the data keys to this public key, e.g. an
+                           offline break-glass key (repeatable; give them
+                           again on the next rotation to keep them)
+  --pq                     a hybrid post-quantum identity (default: the same
+                           kind as now); age refuses to mix post-quantum and
+                           classic recipients
+
+A key in CLAUDEFLARE_ENCRYPTION_KEY or a systemd credential cannot be replaced
+in place, and a new key is never printed: give --to-identity FILE or
+--to-passphrase, then update the environment or LoadCredential=.
+
+Every step is ordered so that a crash leaves a vault that opens with the key
+files left on disk; the next key rotate finishes or undoes the interrupted
+one. A daemon whose master key came from the environment, a credential or a
+passphrase must be restarted with the new key before the next data-key
+rotation; one reading an identity file rotated in place needs nothing.`
+
+func keyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "key",
+		Usage: "rotate the master and data keys, show the master recipient",
+		Subcommands: []*cli.Command{
+			{
+				Name:        "rotate",
+				Usage:       "replace the master key (and with --data the data key); print the new recipient",
+				ArgsUsage:   " ",
+				Description: keyRotateDescription,
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation on a terminal"},
+					&cli.BoolFlag{Name: "data", Usage: "also make a new data key and re-encrypt every secret with it"},
+					&cli.BoolFlag{Name: "data-only", Usage: "make a new data key and re-encrypt every secret; keep the master key"},
+					&cli.BoolFlag{Name: "to-passphrase", Usage: "protect the vault with a passphrase ($CLAUDEFLARE_PASSPHRASE_NEW, or asked twice)"},
+					&cli.StringFlag{Name: "to-identity", Usage: "write the new master identity to `FILE` (created 0600; must not exist)"},
+					&cli.StringSliceFlag{Name: "add-recipient", Usage: "also wrap the data keys to age `RECIPIENT` (age1...); repeatable"},
+					&cli.BoolFlag{Name: "pq", Usage: "make the new identity hybrid post-quantum (default: same kind as the current one)"},
+				},
+				Action: keyRotate,
+			},
+			{
+				Name:      "recipient",
+				Usage:     "print the current master recipient(s), one per line",
+				ArgsUsage: " ",
+				Action:    keyRecipient,
+			},
+		},
+	}
+}
+
+// rotateArgs are the parsed flags of `key rotate`.
+type rotateArgs struct {
+	yes, data, dataOnly, toPassphrase bool
+	toIdentity                        string
+	addRecipients                     []string
+	pq                                *bool
+}
+
+func parseRotateArgs(c *cli.Context) (rotateArgs, error) {
+	a := rotateArgs{
+		yes: c.Bool("yes"), data: c.Bool("data"), dataOnly: c.Bool("data-only"),
+		toPassphrase: c.Bool("to-passphrase"), toIdentity: c.String("to-identity"),
+		addRecipients: c.StringSlice("add-recipient"),
+	}
+	if c.IsSet("pq") {
+		pq := c.Bool("pq")
+		a.pq = &pq
+	}
+	switch {
+	case c.NArg() > 0:
+		return a, usagef("key rotate takes no arguments")
+	case c.IsSet("to-identity") && a.toIdentity == "":
+		return a, usagef("--to-identity needs a file name")
+	case a.toPassphrase && a.toIdentity != "":
+		return a, usagef("--to-passphrase and --to-identity cannot be combined: choose one new master key")
+	case a.dataOnly && (a.toPassphrase || a.toIdentity != "" || len(a.addRecipients) > 0 || a.pq != nil):
+		return a, usagef("--data-only keeps the master key: it cannot be combined with --to-passphrase, --to-identity, --add-recipient or --pq")
+	}
+	for _, r := range a.addRecipients {
+		if strings.HasPrefix(strings.ToUpper(strings.TrimSpace(r)), "AGE-SECRET-KEY-") {
+			// A secret key on the command line is already in the shell
+			// history; at least never store or echo it.
+			return a, withHint(usagef("--add-recipient takes a public key (age1...), not a secret key"),
+				"the secret key you gave is now in your shell history: treat it as exposed")
+		}
+	}
+	return a, nil
+}
+
+func keyRotate(c *cli.Context) error {
+	a, err := parseRotateArgs(c)
+	if err != nil {
+		return err
+	}
+	e := getEnv(c)
+	cfg, err := e.config(nil)
+	if err != nil {
+		return err
+	}
+	v, err := e.openKeyVault(c.Context, cfg)
+	if err != nil {
+		return err
+	}
+	defer v.DB().Close()
+	info, err := vault.ReadMaster(c.Context, v.DB())
+	if err != nil {
+		return err
+	}
+	opts := vault.RotateOptions{
+		Master:        !a.dataOnly,
+		Data:          a.data || a.dataOnly,
+		IdentityFile:  a.toIdentity,
+		AddRecipients: a.addRecipients,
+		PQ:            v.PostQuantum(),
+	}
+	if a.pq != nil {
+		opts.PQ = *a.pq
+	}
+	if opts.Master && a.toIdentity == "" && !a.toPassphrase && info.Kind != vault.MasterPassphrase {
+		if err := rotateInPlaceAllowed(e.keySource(cfg)); err != nil {
+			return err
+		}
+	}
+	if !a.yes && isTerminal(e.stdin) {
+		what := "the master key"
+		switch {
+		case a.dataOnly:
+			what = "the data key"
+		case a.data:
+			what = "the master key and the data key"
+		}
+		fmt.Fprintf(e.stderr, "Replace %s of the vault in %s? Running daemons keep working. [y/N] ", what, cfg.DataDir)
+		line, _ := readLine(e.stdin)
+		if !strings.EqualFold(line, "y") && !strings.EqualFold(line, "yes") {
+			return errors.New("not rotated")
+		}
+	}
+	if opts.Master && (a.toPassphrase || info.Kind == vault.MasterPassphrase && a.toIdentity == "") {
+		if opts.Passphrase, err = e.newPassphrase(); err != nil {
+			return err
+		}
+	}
+	logDB, err := e.openLog(cfg)
+	if err != nil {
+		return err
+	}
+	defer logDB.Close()
+	opts.LogDB = logDB
+
+	res, err := v.Rotate(c.Context, opts)
+	if err != nil {
+		return rotateError(err)
+	}
+	for _, r := range res.Recipients {
+		fmt.Fprintln(e.stdout, r)
+	}
+	note := func(format string, args ...any) { fmt.Fprintf(e.stderr, "claudeflare: "+format+"\n", args...) }
+	if res.Resumed {
+		note("finished an interrupted key rotation first")
+	}
+	if len(res.Recipients) == 0 {
+		note("the vault is protected by a passphrase; it has no public recipient")
+	}
+	if opts.IdentityFile != "" {
+		note("new master identity written to %s; from now on use --identity %s or CLAUDEFLARE_IDENTITY_FILE", res.IdentityFile, res.IdentityFile)
+	}
+	if res.OldFromEnv {
+		note("CLAUDEFLARE_ENCRYPTION_KEY no longer opens the vault: remove it from the environment (and restart a daemon that uses it)")
+	}
+	if res.OldIdentityFile != "" {
+		note("%s no longer opens the vault; delete it", res.OldIdentityFile)
+	}
+	if opts.Data {
+		note("new data key %d; %d account secrets re-encrypted", res.DataKeyID, res.Resealed)
+	}
+	if len(res.DeletedKeys) > 0 {
+		note("destroyed %d data keys nothing used any more", len(res.DeletedKeys))
+	}
+	if res.StillRetired > 0 {
+		note("warning: %d account secrets are still encrypted with an older data key: a running daemon cannot open the new one; restart it with the current master key, then run key rotate --data-only", res.StillRetired)
+	}
+	return nil
+}
+
+// rotateInPlaceAllowed refuses, before anything is asked or written, to
+// replace a master key that lives where claudeflare cannot write it.
+func rotateInPlaceAllowed(ks vault.KeySource) error {
+	hint := "give --to-identity FILE (a new identity file, never printed) or --to-passphrase; " +
+		"--data-only replaces just the data key"
+	switch {
+	case ks.EncryptionKey != "":
+		return withHint(usagef("the master key comes from CLAUDEFLARE_ENCRYPTION_KEY, which claudeflare cannot replace"), hint)
+	case ks.IdentityFile == "" && ks.Passphrase == "" && ks.CredentialsDir != "" &&
+		fileExists(filepath.Join(ks.CredentialsDir, vault.CredentialName)):
+		return withHint(usagef("the master key comes from the systemd credential %s, which claudeflare cannot replace", vault.CredentialName), hint)
+	}
+	return nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func rotateError(err error) error {
+	switch {
+	case errors.Is(err, vault.ErrNoRotateTarget):
+		return withHint(usageError{err.Error()}, "give --to-identity FILE or --to-passphrase")
+	case errors.Is(err, vault.ErrMixedRecipients):
+		return withHint(usageError{err.Error()}, "with --pq give age1pq1... recipients only; without it, age1... classic ones")
+	case errors.Is(err, vault.ErrRotationRunning):
+		return withHint(err, "wait for the other key rotate to finish")
+	}
+	return fmt.Errorf("rotate keys: %w", err)
+}
+
+func keyRecipient(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("key recipient takes no arguments")
+	}
+	e := getEnv(c)
+	cfg, err := e.config(nil)
+	if err != nil {
+		return err
+	}
+	db, err := openExistingVaultDB(cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	info, err := vault.ReadMaster(c.Context, db)
+	if err != nil {
+		return err
+	}
+	if info.Pending {
+		fmt.Fprintln(e.stderr, "claudeflare: a key rotation was interrupted; run claudeflare key rotate to finish it")
+	}
+	if len(info.Recipients) == 0 {
+		fmt.Fprintf(e.stderr, "claudeflare: the vault is protected by a %s; it has no public recipient\n", info.Kind)
+		return nil
+	}
+	for _, r := range info.Recipients {
+		fmt.Fprintln(e.stdout, r)
+	}
+	return nil
+}
+
+// openExistingVaultDB opens the vault database without creating one.
+func openExistingVaultDB(cfg *config.Config) (*store.DB, error) {
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, store.VaultFile)); errors.Is(err, os.ErrNotExist) {
+		return nil, vault.ErrNotInitialised
+	}
+	db, err := store.OpenVault(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("open vault: %w", err)
+	}
+	return db, nil
+}
+
+// openKeyVault opens an existing vault; for a passphrase-protected one
+// without CLAUDEFLARE_PASSPHRASE it asks on the terminal.
+func (e *env) openKeyVault(ctx context.Context, cfg *config.Config) (*vault.Vault, error) {
+	db, err := openExistingVaultDB(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ks := e.keySource(cfg)
+	v, err := vault.Open(ctx, db, ks, vault.Options{Logger: e.log})
+	if errors.Is(err, vault.ErrNeedPassphrase) && isTerminal(e.stdin) {
+		if ks.Passphrase, err = e.readPassphrase("Passphrase: "); err == nil {
+			v, err = vault.Open(ctx, db, ks, vault.Options{Logger: e.log})
+		}
+	}
+	if err != nil {
+		db.Close()
+		if errors.Is(err, vault.ErrNeedPassphrase) {
+			return nil, withHint(err, "set CLAUDEFLARE_PASSPHRASE, or run on a terminal to be asked")
+		}
+		return nil, keyHint(err)
+	}
+	return v, nil
+}
+
+// readPassphrase asks on stderr and reads a line from the terminal on
+// stdin without echoing it.
+func (e *env) readPassphrase(prompt string) (string, error) {
+	f, ok := e.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return "", usagef("cannot ask for a passphrase: stdin is not a terminal")
+	}
+	fmt.Fprint(e.stderr, prompt)
+	b, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(e.stderr)
+	if err != nil {
+		return "", fmt.Errorf("read passphrase: %w", err)
+	}
+	return string(b), nil
+}
+
+// newPassphrase is the new master passphrase: CLAUDEFLARE_PASSPHRASE_NEW,
+// else asked twice on the terminal. Never from argv.
+func (e *env) newPassphrase() (string, error) {
+	if p := e.getenv("CLAUDEFLARE_PASSPHRASE_NEW"); p != "" {
+		return p, nil
+	}
+	if !isTerminal(e.stdin) {
+		return "", withHint(usagef("a new passphrase is needed"), "set CLAUDEFLARE_PASSPHRASE_NEW, or run on a terminal to be asked")
+	}
+	p1, err := e.readPassphrase("New passphrase: ")
+	if err != nil {
+		return "", err
+	}
+	if p1 == "" {
+		return "", usagef("the passphrase is empty")
+	}
+	p2, err := e.readPassphrase("Repeat the new passphrase: ")
+	if err != nil {
+		return "", err
+	}
+	if p1 != p2 {
+		return "", usagef("the passphrases do not match")
+	}
+	return p1, nil
+}
