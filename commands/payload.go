@@ -1,0 +1,165 @@
+package commands
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/claudeflare/claudeflare/requestlog"
+)
+
+func payloadCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "payload",
+		Usage: "export captured request and response payloads",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "export",
+				Usage: "print captured payloads as NDJSON, one request a line",
+				Description: "Each line has id, timestamp, account, status, request{method,path,headers,body},\n" +
+					"response{status,headers,body} and truncated. A JSON body is JSON (so\n" +
+					"`jq .response.body.usage` works), an SSE stream or other text is a string,\n" +
+					"other bytes are base64 with body_encoding \"base64\". Credentials in headers\n" +
+					"are \"[REDACTED]\". Payloads are opened with the master key; with --output\n" +
+					"FILE the file appears complete or not at all.",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "since", Usage: "only requests since `WHEN` (a duration back from now, or an RFC 3339 time)"},
+					&cli.StringFlag{Name: "until", Usage: "only requests until `WHEN` (a duration back from now, or an RFC 3339 time)"},
+					&cli.StringFlag{Name: "account", Usage: "only requests served by account `NAME`"},
+					&cli.StringFlag{Name: "id", Usage: "only the request with id `ID`"},
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` (atomically, mode 0600) instead of stdout"},
+				},
+				Action: payloadExport,
+			},
+		},
+	}
+}
+
+func payloadExport(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("payload export takes no arguments (got %q)", c.Args().First())
+	}
+	f, err := logFilter(c, time.Now())
+	if err != nil {
+		return err
+	}
+	f.ID = c.String("id")
+	output := c.String("output")
+	e := getEnv(c)
+	cfg, err := e.config(nil)
+	if err != nil {
+		return err
+	}
+	// The key first: without it nothing is written, not even a temp file.
+	v, err := e.openVault(c.Context, cfg)
+	if err != nil {
+		return err
+	}
+	defer v.DB().Close()
+	db, err := e.openLog(cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ctx, stop := interruptible(c.Context)
+	defer stop()
+
+	var w io.Writer = e.stdout
+	var af *atomicFile
+	if output != "" && output != "-" {
+		if af, err = createAtomic(output, 0o600); err != nil {
+			return err
+		}
+		defer af.abort()
+		w = af
+	}
+	bw := bufio.NewWriterSize(w, 256<<10)
+	out := newNDJSON(bw)
+	n := 0
+	err = requestlog.Export(ctx, db, f, v.OpenPayload, func(r *requestlog.Row) error {
+		n++
+		return out.write(r)
+	})
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil && ctx.Err() != nil {
+		err = errors.New("interrupted")
+	}
+	if af == nil && closedPipe(err) {
+		return nil
+	}
+	if err != nil {
+		if af != nil {
+			return fmt.Errorf("export payloads: %w (%s not written)", err, output)
+		}
+		return fmt.Errorf("export payloads: %w", err)
+	}
+	if af != nil {
+		if err := af.commit(); err != nil {
+			return fmt.Errorf("export payloads: %w", err)
+		}
+		e.log.Debug("payloads exported", "rows", n, "file", output)
+	}
+	return nil
+}
+
+// atomicFile is a file written through a temp file in the same directory:
+// commit syncs it and renames it into place (then syncs the directory);
+// abort removes it. A crash or an error leaves the target untouched.
+type atomicFile struct {
+	*os.File
+	path string
+	done bool
+}
+
+func createAtomic(path string, mode os.FileMode) (*atomicFile, error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	return &atomicFile{File: f, path: path}, nil
+}
+
+func (a *atomicFile) commit() error {
+	if err := a.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", a.path, err)
+	}
+	if err := a.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", a.path, err)
+	}
+	if err := os.Rename(a.Name(), a.path); err != nil {
+		return fmt.Errorf("rename into %s: %w", a.path, err)
+	}
+	a.done = true
+	d, err := os.Open(filepath.Dir(a.path))
+	if err != nil {
+		return nil // the file is in place; a directory we cannot open cannot be synced
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory of %s: %w", a.path, err)
+	}
+	return nil
+}
+
+func (a *atomicFile) abort() {
+	if a.done {
+		return
+	}
+	a.Close()
+	os.Remove(a.Name())
+	a.done = true
+}
