@@ -175,6 +175,7 @@ func NewApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		},
 		Commands: []*cli.Command{
 			initCommand(),
+			keyCommand(),
 			accountsCommand(),
 			daemonCommand(),
 			apikeyCommand(),
