@@ -45,6 +45,20 @@ func TLSConfig(cfg *config.Config) (*tls.Config, error) {
 	}, nil
 }
 
+// Listener wraps ln in TLS when server.tls_cert and server.tls_key are
+// set, and returns the scheme to announce: "https", or "http" with ln
+// unchanged.
+func Listener(ln net.Listener, cfg *config.Config) (net.Listener, string, error) {
+	tc, err := TLSConfig(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	if tc == nil {
+		return ln, "http", nil
+	}
+	return tls.NewListener(ln, tc), "https", nil
+}
+
 // certLoader re-reads the certificate pair when either file changes.
 type certLoader struct {
 	certFile, keyFile string

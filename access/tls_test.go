@@ -65,22 +65,27 @@ func TestHTTPSServed(t *testing.T) {
 	if tc, err := access.TLSConfig(&cfg); tc != nil || err != nil {
 		t.Fatalf("no cert configured: %v %v", tc, err)
 	}
+	if _, scheme, err := access.Listener(nil, &cfg); scheme != "http" || err != nil {
+		t.Fatalf("no cert configured: %q %v", scheme, err)
+	}
 	cfg.Server.TLSCert, cfg.Server.TLSKey = certFile, keyFile
-	tc, err := access.TLSConfig(&cfg)
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ln, scheme, err := access.Listener(raw, &cfg)
+	if err != nil || scheme != "https" {
+		t.Fatalf("listener: %q %v", scheme, err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// The guard in front, as in the daemon.
+	h := newHarness(t, nil)
+	srv := &http.Server{Handler: h.g.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil {
 			t.Error("not TLS")
 		}
 		io.WriteString(w, r.Proto)
-	}), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(tls.NewListener(ln, tc))
+	})), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
 	defer srv.Close()
 
 	pool := x509.NewCertPool()
