@@ -21,39 +21,34 @@ key is re-wrapped to it, and the old master key no longer opens the vault. The
 new recipient is printed on stdout. Account secrets and payloads are not
 touched, so a running daemon keeps working without a restart.
 
-With --data, a new data key is made as well and every account secret is
-re-encrypted with it (--data-only keeps the master key). A daemon picks up the
-new data key within seconds. Payloads encrypted under an older data key stay
-readable until retention deletes them; a data key nothing refers to any more
-is destroyed by a later key rotate, an hour at the earliest after it retired.
-
-Where the new master key goes:
-  identity file (default)  a new identity replaces the identity file in use
-                           (identity.txt, or --identity FILE): written to
-                           FILE.next, then renamed over FILE
-  --to-identity FILE       a new identity in FILE (created 0600; must not
-                           exist); afterwards open the vault with
-                           --identity FILE or CLAUDEFLARE_IDENTITY_FILE
-  --to-passphrase          a passphrase (age scrypt), from
-                           CLAUDEFLARE_PASSPHRASE_NEW or asked twice on the
-                           terminal; a passphrase vault asks for a new one
-                           the same way
-  --add-recipient age1...  also wrap the data keys to this public key, e.g. an
-                           offline break-glass key (repeatable; give them
-                           again on the next rotation to keep them)
-  --pq                     a hybrid post-quantum identity (default: the same
-                           kind as now); age refuses to mix post-quantum and
-                           classic recipients
+By default the new identity replaces the identity file in use (identity.txt, or
+--identity FILE): it is written to FILE.next, then renamed over FILE.
+--to-identity FILE puts it in a new FILE instead (created 0600; it must not
+exist); open the vault with --identity FILE or CLAUDEFLARE_IDENTITY_FILE
+afterwards. --to-passphrase protects the vault with a passphrase (age scrypt)
+from CLAUDEFLARE_PASSPHRASE_NEW or asked twice on the terminal; the rotation of a
+passphrase vault asks for its new passphrase the same way. --pq makes a hybrid
+post-quantum identity (default: the same kind as now). --add-recipient age1...
+(repeatable) also wraps the data keys to a public key, e.g. an offline
+break-glass key; give it again on the next rotation to keep it. age refuses to
+mix post-quantum and classic recipients, and a passphrase with any other.
 
 A key in CLAUDEFLARE_ENCRYPTION_KEY or a systemd credential cannot be replaced
 in place, and a new key is never printed: give --to-identity FILE or
 --to-passphrase, then update the environment or LoadCredential=.
 
+With --data, a new data key is made as well and every account secret is
+re-encrypted with it; --data-only keeps the master key. A daemon picks up the
+new data key within seconds. Payloads encrypted under an older data key stay
+readable until retention deletes them; a data key nothing refers to any more
+is destroyed by a later key rotate, an hour at the earliest after it retired.
+
 Every step is ordered so that a crash leaves a vault that opens with the key
-files left on disk; the next key rotate finishes or undoes the interrupted
-one. A daemon whose master key came from the environment, a credential or a
-passphrase must be restarted with the new key before the next data-key
-rotation; one reading an identity file rotated in place needs nothing.`
+files left on disk; the next key rotate finishes or undoes the interrupted one.
+A daemon reading an identity file that was rotated in place needs nothing. One
+whose master key came from the environment, a credential or a passphrase keeps
+working, but must be restarted with the new key before the next data-key
+rotation.`
 
 func keyCommand() *cli.Command {
 	return &cli.Command{
@@ -63,7 +58,6 @@ func keyCommand() *cli.Command {
 			{
 				Name:        "rotate",
 				Usage:       "replace the master key (and with --data the data key); print the new recipient",
-				ArgsUsage:   " ",
 				Description: keyRotateDescription,
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation on a terminal"},
@@ -77,10 +71,9 @@ func keyCommand() *cli.Command {
 				Action: keyRotate,
 			},
 			{
-				Name:      "recipient",
-				Usage:     "print the current master recipient(s), one per line",
-				ArgsUsage: " ",
-				Action:    keyRecipient,
+				Name:   "recipient",
+				Usage:  "print the current master recipient(s), one per line",
+				Action: keyRecipient,
 			},
 		},
 	}
