@@ -221,17 +221,22 @@ const saveInterval = 500 * time.Millisecond
 // runSaver writes rate-limit state to the vault database whenever it
 // changes, until ctx ends; then it saves once more.
 func (p *pool) runSaver(ctx context.Context, db *store.DB, log *slog.Logger) {
-	save := func(ctx context.Context) {
+	// Writes run on a context of their own, so that the last round at
+	// shutdown is not cut short by the cancellation that asked for it.
+	save := func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
 		for id, st := range p.takeDirty() {
-			if err := store.SaveRateState(ctx, db, id, st); err != nil {
+			if err := store.SaveRateState(sctx, db, id, st); err != nil {
 				log.Warn("save rate-limit state", "account_id", id, "err", err)
+				p.markDirty(id)
 			}
 		}
 	}
 	for {
 		select {
 		case <-p.wake:
-			save(ctx)
+			save()
 			// At most one round of writes per saveInterval: the state
 			// changes with nearly every response under load.
 			select {
@@ -239,10 +244,16 @@ func (p *pool) runSaver(ctx context.Context, db *store.DB, log *slog.Logger) {
 			case <-ctx.Done():
 			}
 		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			save(sctx)
-			cancel()
+			save()
 			return
 		}
 	}
+}
+
+func (p *pool) markDirty(id int64) {
+	p.mu.Lock()
+	if p.byID[id] != nil {
+		p.dirty[id] = true
+	}
+	p.mu.Unlock()
 }

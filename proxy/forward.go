@@ -366,9 +366,6 @@ func (x *exchange) send(a *account, secret string) (*http.Response, error) {
 	req.Header = outboundHeader(x.r.Header)
 	setCredentials(req.Header, a.Kind, secret)
 	req.ContentLength = int64(len(x.body))
-	if len(x.body) == 0 && x.r.ContentLength != 0 && (x.r.Method == http.MethodGet || x.r.Method == http.MethodHead) {
-		req.ContentLength = 0
-	}
 	return x.s.client.Do(req)
 }
 
