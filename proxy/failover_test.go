@@ -391,3 +391,25 @@ func TestTokenEndpointDownMovesOn(t *testing.T) {
 		t.Fatal("a not rested after the failed refresh")
 	}
 }
+
+func TestRetryBacksOffOnlyOnRepeats(t *testing.T) {
+	h := newHarness(t)
+	h.addAPIKey("a", 0)
+	h.addAPIKey("b", 1)
+	h.reload()
+	h.api.Inject(fakeapi.Fault{Kind: fakeapi.FaultStatus, Status: 502, Count: 3})
+	rep := h.post(msgBody)
+	if rep.status != 502 {
+		t.Fatalf("%d", rep.status)
+	}
+	var order []string
+	for _, r := range h.apiRequests() {
+		order = append(order, r.Account)
+	}
+	if strings.Join(order, ",") != "a,b,a" {
+		t.Fatalf("tries %v", order)
+	}
+	if len(h.sleeps) != 1 || h.sleeps[0] != time.Second {
+		t.Fatalf("sleeps %v, want [1s] (only before the repeat)", h.sleeps)
+	}
+}

@@ -91,27 +91,26 @@ func (x *exchange) serve() {
 	}
 	maxTries := max(s.cfg.RetryAttempts, 1)
 	var (
-		last     *attemptFailure
-		tries    int
-		tried    = make(map[int64]int, len(sel.Candidates))
-		prev     *account
-		sameRuns int
+		last    *attemptFailure
+		tries   int
+		tried   = make(map[int64]int, len(sel.Candidates))
+		repeats int
 	)
 	for tries < maxTries {
 		a := x.next(sel.Candidates, tried)
 		if a == nil {
 			break
 		}
-		if a == prev {
-			// Same account again (nothing else is usable): back off.
-			delay := time.Duration(float64(s.cfg.RetryDelay()) * math.Pow(max(s.cfg.RetryBackoff, 1), float64(sameRuns)))
-			sameRuns++
+		if tried[a.ID] > 0 {
+			// An account this request already tried (nothing fresh is
+			// usable): back off first. A fresh account goes at once.
+			delay := time.Duration(float64(s.cfg.RetryDelay()) * math.Pow(max(s.cfg.RetryBackoff, 1), float64(repeats)))
+			repeats++
 			if err := s.sleep(x.r.Context(), delay); err != nil {
 				x.clientGone()
 				return
 			}
 		}
-		prev = a
 		tried[a.ID]++
 		tries++
 		done, fail := x.attempt(a)

@@ -8,9 +8,10 @@
 //   - Retry delay. A failed try moves to the next account at once: a
 //     different account is not affected by the first one's trouble, and
 //     the client is waiting. RETRY_DELAY_MS x RETRY_BACKOFF^n is slept only
-//     when the next try goes to the same account again (nothing else is
-//     usable, after a 5xx or a connection error). The sleep is
-//     Options.Sleep, so tests inject it. RETRY_ATTEMPTS bounds the tries.
+//     before a try on an account this request already tried (no fresh
+//     account is usable, after a 5xx or a connection error); n counts
+//     those repeats. The sleep is Options.Sleep, so tests inject it.
+//     RETRY_ATTEMPTS bounds the tries.
 //   - Accept-Encoding. The client's value is not forwarded. Go's transport
 //     then asks the upstream for gzip itself and decompresses, so the
 //     client always gets a plain body it can decode whatever it asked for
