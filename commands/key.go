@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
@@ -210,7 +211,23 @@ func keyRotate(c *cli.Context) error {
 	if res.StillRetired > 0 {
 		note("warning: %d account secrets are still encrypted with an older data key: a running daemon cannot open the new one; restart it with the current master key, then run key rotate --data-only", res.StillRetired)
 	}
-	return nil
+	return access.Audit(context.WithoutCancel(c.Context), v.DB(), access.CLIActor(), access.ActionKeyRotated, rotateDetail(opts, res))
+}
+
+// rotateDetail describes a rotation for the audit log: kinds and counts,
+// never a key.
+func rotateDetail(opts vault.RotateOptions, res vault.RotateResult) string {
+	var parts []string
+	if opts.Master {
+		parts = append(parts, fmt.Sprintf("master key replaced (%s, %d recipients)", res.Kind, len(res.Recipients)))
+	}
+	if opts.Data {
+		parts = append(parts, fmt.Sprintf("data key %d made, %d secrets re-encrypted", res.DataKeyID, res.Resealed))
+	}
+	if len(res.DeletedKeys) > 0 {
+		parts = append(parts, fmt.Sprintf("%d retired data keys destroyed", len(res.DeletedKeys)))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // rotateInPlaceAllowed refuses, before anything is asked or written, to
