@@ -6,7 +6,17 @@
 // transport; and the hash-chained audit log in vault.db.
 //
 // It knows nothing of flags or terminals: callers pass a *slog.Logger and
-// a clock.
+// a clock. In the daemon it is wired like this:
+//
+//	guard, err := access.New(ctx, access.Options{Config: cfg, VaultDB: v.DB(), LogDB: logDB, Logger: log})
+//	tr, err := access.UpstreamTransport(cfg) // verified, optionally pinned
+//	srv, err := proxy.New(proxy.Options{ /* ... */ HTTPClient: &http.Client{Transport: tr}})
+//	handler := guard.Wrap(srv.Handler())     // what the http.Server serves
+//	ln, scheme, err := access.Listener(ln, cfg) // HTTPS with server.tls_cert/tls_key
+//	guard.Start()                            // key poll, last-use and audit writes
+//	defer guard.Stop(context.Background())   // after the server has stopped
+//	// on SIGHUP, with the reloaded config:
+//	err = guard.ConfigReloaded(ctx, cfg)
 package access
 
 import (

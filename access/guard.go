@@ -275,8 +275,7 @@ type route struct {
 	api     bool       // served by the admin API
 }
 
-func classify(r *http.Request, p *policy) route {
-	pth := cleanPath(r.URL.Path)
+func classify(r *http.Request, pth string, p *policy) route {
 	switch {
 	case pth == "/health":
 		return route{public: true}
@@ -340,9 +339,10 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	pol := g.policy.Load()
 	addr := remoteAddr(r)
-	rt := classify(r, pol)
+	pth := cleanPath(r.URL.Path)
+	rt := classify(r, pth, pol)
 	h := w.Header()
-	if !strings.HasPrefix(cleanPath(r.URL.Path), "/v1/") {
+	if !strings.HasPrefix(pth, "/v1/") {
 		SetSecurityHeaders(h)
 	}
 	if rt.api {
