@@ -126,16 +126,31 @@ func (ks KeySource) load(create bool, pq bool) (*master, error) {
 	}
 	// Leftovers of an interrupted rotation open the vault too.
 	for _, p := range []string{m.path + NextSuffix, m.path + OldSuffix} {
-		ids, err := readIdentityFile(p)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
+		if ids, ok := readAuxIdentityFile(p); ok {
+			m.identities = append(m.identities, ids...)
 		}
-		if err != nil {
-			return nil, err
-		}
-		m.identities = append(m.identities, ids...)
 	}
 	return m, nil
+}
+
+// auxMarker starts every identity file a rotation leaves next to the
+// identity file (FILE.next, FILE.old). A file by that name without it is
+// the user's, and is neither read nor removed.
+const auxMarker = "# claudeflare"
+
+// readAuxIdentityFile reads FILE.next or FILE.old if it is one of ours,
+// private and well formed; anything else is skipped, since the identity
+// file itself decides whether the vault opens.
+func readAuxIdentityFile(path string) ([]age.Identity, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil || !bytes.HasPrefix(b, []byte(auxMarker)) {
+		return nil, false
+	}
+	ids, err := readIdentityFile(path)
+	if err != nil {
+		return nil, false
+	}
+	return ids, true
 }
 
 func passphraseMaster(passphrase, where string) (*master, error) {

@@ -15,7 +15,7 @@ package vault
 //  2. One transaction wraps every data key to the new master as well
 //     (data_keys.wrapped_next) and records the incoming master
 //     (master.next_kind, next_recipients). Either key opens the vault.
-//  3. In place only: identity.txt is hard-linked to identity.txt.old, then
+//  3. In place only: identity.txt is copied to identity.txt.old, then
 //     identity.txt.next is renamed over identity.txt and the directory
 //     fsynced. The loader reads .next and .old too, so every mix of files
 //     opens the vault.
@@ -38,6 +38,7 @@ package vault
 // PruneDataKeys once nothing does and RetiredKeyGrace has passed.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -59,7 +60,7 @@ import (
 const (
 	stepNewKey      = "new-key"      // new identity file written
 	stepWrappedBoth = "wrapped-both" // data keys wrapped to old and new master
-	stepOldKept     = "old-kept"     // identity.txt linked to identity.txt.old
+	stepOldKept     = "old-kept"     // identity.txt copied to identity.txt.old
 	stepRenamed     = "renamed"      // identity.txt.next renamed over identity.txt
 	stepCommitted   = "committed"    // new master is the only one
 	stepCleaned     = "cleaned"      // old key files removed
@@ -262,6 +263,11 @@ func (v *Vault) plan(opts RotateOptions) (*masterPlan, error) {
 		p.file = abs
 	case m.source == sourceFile || m.source == sourceDefault:
 		p.file, p.inPlace = m.path, true
+		for _, aux := range []string{m.path + NextSuffix, m.path + OldSuffix} {
+			if _, ours := readAuxIdentityFile(aux); fileExists(aux) && !ours {
+				return nil, fmt.Errorf("rotate: %s exists and was not written by claudeflare; move it away first", aux)
+			}
+		}
 	case m.source == sourcePassphrase:
 		return nil, errors.New("rotate: a new passphrase is needed")
 	default:
@@ -403,25 +409,20 @@ func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResu
 	return hook(stepCleaned)
 }
 
-// swapIdentityFiles is step 3: path is linked to path.old, then path.next
+// swapIdentityFiles is step 3: path is copied to path.old, then path.next
 // is renamed over path.
 func swapIdentityFiles(path string) error {
-	oldPath := path + OldSuffix
-	if err := os.Remove(oldPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove %s: %w", oldPath, err)
+	// A copy, marked as ours so that the loader reads it and the next
+	// rotation may remove it (a user's own FILE.old is left alone).
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("keep old identity: %w", err)
 	}
-	if err := os.Link(path, oldPath); err != nil {
-		// No hard links here: copy it.
-		b, rerr := os.ReadFile(path)
-		if rerr != nil {
-			return fmt.Errorf("keep old identity: %w", rerr)
-		}
-		if err := WriteFileAtomic(oldPath, b, 0o600); err != nil {
-			return fmt.Errorf("keep old identity: %w", err)
-		}
+	if !bytes.HasPrefix(b, []byte(auxMarker)) {
+		b = append([]byte(auxMarker+": the master identity before a key rotation; removed when it completes\n"), b...)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return err
+	if err := WriteFileAtomic(path+OldSuffix, b, 0o600); err != nil {
+		return fmt.Errorf("keep old identity: %w", err)
 	}
 	if err := hook(stepOldKept); err != nil {
 		return err
@@ -504,7 +505,7 @@ func (v *Vault) resume(ctx context.Context) (bool, error) {
 		changed = true
 		var nextIDs []age.Identity
 		if fileBased {
-			nextIDs, _ = readIdentityFile(m.path + NextSuffix)
+			nextIDs, _ = readAuxIdentityFile(m.path + NextSuffix)
 		}
 		switch {
 		case opensAll(m.primary, true):
@@ -551,7 +552,10 @@ func (v *Vault) resume(ctx context.Context) (bool, error) {
 	if fileBased {
 		dir, base := filepath.Dir(m.path), filepath.Base(m.path)
 		temps, _ := filepath.Glob(filepath.Join(dir, "."+globEscape(base)+"*.tmp-*"))
-		leftovers := slices.DeleteFunc([]string{m.path + NextSuffix, m.path + OldSuffix}, func(p string) bool { return !fileExists(p) })
+		leftovers := slices.DeleteFunc([]string{m.path + NextSuffix, m.path + OldSuffix}, func(p string) bool {
+			_, ours := readAuxIdentityFile(p)
+			return !ours
+		})
 		if len(leftovers)+len(temps) > 0 {
 			if !opensAll(m.primary, false) {
 				return false, fmt.Errorf("%s does not open the vault, but a file left by an interrupted key rotation does (hint: keep the file that opens it as %s)", m.where, m.path)
@@ -570,6 +574,9 @@ func (v *Vault) resume(ctx context.Context) (bool, error) {
 			ids, err := readIdentityFile(p)
 			if err != nil {
 				continue // missing, or not ours to judge
+			}
+			if _, ours := readAuxIdentityFile(p); p != def && !ours {
+				continue
 			}
 			if !opensAny(rows, ids) {
 				stale = append(stale, p)

@@ -862,6 +862,39 @@ func TestRotateRefusals(t *testing.T) {
 	})
 }
 
+// TestUserFilesNextToIdentityAreLeftAlone: a user's own FILE.old or
+// FILE.next next to an identity file given with --identity is neither
+// read, nor overwritten, nor removed.
+func TestUserFilesNextToIdentityAreLeftAlone(t *testing.T) {
+	keys := t.TempDir()
+	file := filepath.Join(keys, "mine.txt")
+	w := newWorld(t, KeySource{IdentityFile: file, DataDir: "unused"})
+	// Not claudeflare's, and readable by others: ignored when opening.
+	other, _ := age.GenerateX25519Identity()
+	os.WriteFile(file+OldSuffix, []byte(other.String()+"\n"), 0o644)
+	os.WriteFile(file+NextSuffix, []byte("my notes\n"), 0o600)
+	before := hashDir(t, keys)
+	v := w.mustOpen(KeySource{IdentityFile: file})
+	w.check(v)
+	if _, err := v.Rotate(ctx, RotateOptions{Master: true}); err == nil || !strings.Contains(err.Error(), "not written by claudeflare") {
+		t.Fatalf("got %v", err)
+	}
+	sameFiles(t, before, hashDir(t, keys))
+	os.Remove(file + NextSuffix)
+	os.Remove(file + OldSuffix)
+	res, err := v.Rotate(ctx, RotateOptions{Master: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.IdentityFile != file {
+		t.Fatalf("identity written to %s", res.IdentityFile)
+	}
+	w.check(w.mustOpen(KeySource{IdentityFile: file}))
+	if entries, _ := os.ReadDir(keys); len(entries) != 1 {
+		t.Fatalf("files left next to the identity: %v", entries)
+	}
+}
+
 func TestRotatePostQuantumAndBreakGlass(t *testing.T) {
 	w := newWorld(t, KeySource{})
 	v := w.mustOpen(KeySource{})
