@@ -1,0 +1,271 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/claudeflare/claudeflare/internal/fakeapi"
+	"github.com/claudeflare/claudeflare/store"
+)
+
+// tokenTap sits between the daemon and the fake's token endpoint and
+// remembers when each refresh was sent and answered, so that a refresh
+// token lost to a SIGKILL can be told apart: DESIGN.md allows a loss only
+// in the instant between the endpoint's answer and one short commit.
+type tokenTap struct {
+	srv      *httptest.Server
+	upstream string
+
+	mu    sync.Mutex
+	calls []tokenCall
+}
+
+type tokenCall struct {
+	sent, answered time.Time // answered is zero while in flight
+	newRefresh     string
+}
+
+func newTokenTap(t testing.TB) *tokenTap {
+	tt := &tokenTap{}
+	tt.srv = httptest.NewServer(http.HandlerFunc(tt.serve))
+	t.Cleanup(tt.srv.Close)
+	return tt
+}
+
+func (tt *tokenTap) url() string { return tt.srv.URL + fakeapi.TokenPath }
+
+func (tt *tokenTap) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	tt.mu.Lock()
+	i := len(tt.calls)
+	tt.calls = append(tt.calls, tokenCall{sent: time.Now()})
+	tt.mu.Unlock()
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, tt.upstream, bytes.NewReader(body))
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var tok struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	json.Unmarshal(b, &tok)
+	for k, vs := range resp.Header {
+		w.Header()[k] = vs
+	}
+	w.WriteHeader(resp.StatusCode)
+	w.Write(b)
+	tt.mu.Lock()
+	tt.calls[i].answered = time.Now()
+	tt.calls[i].newRefresh = tok.RefreshToken
+	tt.mu.Unlock()
+}
+
+// inWindow reports whether refresh token rt was issued by a refresh that
+// was in flight at kill, or answered less than grace before it.
+func (tt *tokenTap) inWindow(rt string, kill time.Time, grace time.Duration) bool {
+	tt.mu.Lock()
+	defer tt.mu.Unlock()
+	for _, c := range tt.calls {
+		if c.sent.After(kill) {
+			continue
+		}
+		if c.answered.IsZero() || (c.newRefresh == rt && kill.Sub(c.answered) < grace) {
+			return true
+		}
+	}
+	return false
+}
+
+// crashConfig: round-robin so that every account is used (and refreshed),
+// access tokens due for refresh a second after they are issued, a short
+// recorder flush interval.
+const crashFlush = 200 * time.Millisecond
+
+const crashConfig = `
+lb_strategy = "round-robin"
+retry_delay_ms = 20
+log_level = "info"
+
+[tokens]
+refresh_margin = "2s"
+
+[log]
+flush_interval = "200ms"
+
+[ratelimit]
+overloaded_cooldown = "1s"
+`
+
+// TestCrash kills the daemon with SIGKILL at random moments while 32
+// clients send JSON and SSE requests and access tokens are refreshed
+// about once a second per account. After each kill: both databases pass
+// integrity_check, no refresh token was lost, every request whose
+// response completed more than one flush interval before the kill is in
+// the log, and after the restart every account serves.
+//
+// Default: 3 rounds. CLAUDEFLARE_E2E_ROUNDS=25 for the full run.
+func TestCrash(t *testing.T) {
+	rounds := envInt("CLAUDEFLARE_E2E_ROUNDS", 3)
+	tap := newTokenTap(t)
+	w := newWorld(t, crashConfig, tap.url())
+	tap.upstream = w.fake.TokenURL()
+	w.fake.SetExpiresIn(3 * time.Second)
+	w.fake.SetStreamShape(20, 64)
+	w.fake.SetEventDelay(5 * time.Millisecond)
+	oauthNames := []string{"alpha", "beta", "gamma"}
+	for _, n := range oauthNames {
+		w.addOAuth(n)
+	}
+	w.addAPIKey("keyed")
+	all := append(append([]string(nil), oauthNames...), "keyed")
+
+	var (
+		totalDone, totalChecked, lateMissing, windowLosses int
+		maxMissingAge                                      time.Duration
+	)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 8))
+	for round := 0; round <= rounds; round++ {
+		d := w.start()
+		checkServes(t, w, d, all, round)
+		if round == rounds {
+			d.stop(t)
+			break
+		}
+
+		// Load, then a kill at a random moment.
+		var mu sync.Mutex
+		completed := map[string]time.Time{}
+		var tl tally
+		ctx, cancel := context.WithCancel(context.Background())
+		c := newClient(30*time.Second, 32)
+		wg := load(ctx, c, d.url, 32, 2, func(r result) {
+			tl.add(r)
+			if r.id != "" && (r.kind == kComplete || r.kind == kAPIError || r.kind == kStreamError) {
+				mu.Lock()
+				completed[r.id] = r.done
+				mu.Unlock()
+			}
+		})
+		loadStart := time.Now()
+		time.Sleep(time.Duration(300+rng.IntN(2700)) * time.Millisecond)
+		kill := time.Now()
+		d.kill(t)
+		cancel()
+		wg.Wait()
+		c.CloseIdleConnections()
+
+		// Both databases whole.
+		for _, f := range []string{store.VaultFile, store.LogFile} {
+			if err := integrity(filepath.Join(w.data, f)); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+
+		// Every response completed a flush interval before the kill is logged.
+		ids, err := loggedIDs(filepath.Join(w.data, store.LogFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		var missingLate []string
+		for id, done := range completed {
+			age := kill.Sub(done)
+			if age > crashFlush {
+				totalChecked++
+			}
+			if ids[id] {
+				continue
+			}
+			if age > crashFlush {
+				missingLate = append(missingLate, fmt.Sprintf("%s (%s before the kill)", id, age.Round(time.Millisecond)))
+			}
+			maxMissingAge = max(maxMissingAge, age)
+		}
+		totalDone += len(completed)
+		mu.Unlock()
+		sort.Strings(missingLate)
+		lateMissing += len(missingLate)
+		if len(missingLate) > 0 {
+			t.Errorf("round %d: %d responses completed more than %s before the kill are not in the log: %v",
+				round, len(missingLate), crashFlush, missingLate[:min(len(missingLate), 5)])
+		}
+
+		// No refresh token lost.
+		stored, status := w.storedRefreshTokens()
+		for _, n := range oauthNames {
+			cur := w.fake.CurrentRefreshToken(n)
+			if stored[n] == cur && w.fake.RefreshLive(cur) && status[n] == store.StatusOK {
+				continue
+			}
+			if tap.inWindow(cur, kill, 100*time.Millisecond) {
+				// The one loss DESIGN.md allows: killed between the
+				// endpoint's answer and the commit. Log in again.
+				windowLosses++
+				t.Logf("round %d: %s: refresh token lost to a kill during its refresh (allowed window); logging in again", round, n)
+				w.mustRun("", "accounts", "remove", n, "--force")
+				w.addOAuth(n)
+				continue
+			}
+			t.Fatalf("round %d: refresh token of %s lost: stored live=%v, status %s, stored is current=%v\n%s",
+				round, n, w.fake.RefreshLive(stored[n]), status[n], stored[n] == cur, tail(d.logs(), 3000))
+		}
+		t.Logf("round %d: killed after %s of load: %s; %d responses completed, %d logged",
+			round, kill.Sub(loadStart).Round(time.Millisecond), &tl, len(completed), len(ids))
+		if tl.n[kBad] > 0 || tl.n[kHang] > 0 {
+			t.Errorf("round %d: bad answers before the kill: %v", round, tl.examples)
+		}
+	}
+	t.Logf("%d rounds: %d responses completed before kills, %d subject to the promise, %d of those missing; "+
+		"%d refresh tokens lost inside the allowed window; unlogged responses had completed at most %s before the kill",
+		rounds, totalDone, totalChecked, lateMissing, windowLosses, maxMissingAge.Round(time.Millisecond))
+}
+
+// checkServes waits until every account has answered a request through
+// the daemon with a 200 (round-robin spreads them).
+func checkServes(t *testing.T, w *world, d *daemon, names []string, round int) {
+	t.Helper()
+	w.fake.ResetRequests()
+	c := newClient(30*time.Second, 1)
+	defer c.CloseIdleConnections()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := send(context.Background(), c, d.url, false)
+		if r.kind != kComplete && r.kind != kAPIError {
+			t.Fatalf("round %d: after restart: %s %d %s", round, r.kind, r.status, r.detail)
+		}
+		seen := map[string]bool{}
+		for _, rec := range w.fake.Requests() {
+			if rec.Path == fakeapi.MessagesPath && rec.Status == 200 {
+				seen[rec.Account] = true
+			}
+		}
+		var missing []string
+		for _, n := range names {
+			if !seen[n] {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			h := d.health(t)
+			t.Fatalf("round %d: after restart, accounts %v never served; health: %s\n%s", round, missing, h.raw, tail(d.logs(), 3000))
+		}
+	}
+}
