@@ -386,6 +386,7 @@ func (v *Vault) loadUnknownKeys(ctx context.Context, ids []int64) error {
 	m := v.master()
 	reloaded := false
 	var found []*dataKey
+	var failed error
 	for _, r := range rows {
 		dk, err := openDataKey(r, m.identities)
 		if errors.Is(err, ErrWrongKey) && !reloaded && m.path != "" {
@@ -400,10 +401,17 @@ func (v *Vault) loadUnknownKeys(ctx context.Context, ids []int64) error {
 			}
 		}
 		if err != nil {
-			v.failIDs, v.failAt = tag, time.Now()
-			return fmt.Errorf("open data key %d: %w (hint: restart with the current master key)", r.ID, err)
+			if failed == nil {
+				failed = fmt.Errorf("open data key %d: %w (hint: restart with the current master key)", r.ID, err)
+			}
+			continue
 		}
 		found = append(found, dk)
+	}
+	if failed != nil {
+		v.failIDs, v.failAt = tag, time.Now()
+	} else {
+		v.failIDs = ""
 	}
 	v.mu.Lock()
 	keys := make(map[int64]*dataKey, len(v.keys)+len(found))
@@ -415,8 +423,7 @@ func (v *Vault) loadUnknownKeys(ctx context.Context, ids []int64) error {
 	}
 	v.keys = keys
 	v.mu.Unlock()
-	v.failIDs = ""
-	return nil
+	return failed
 }
 
 // key returns the data key id, looking for it in the database if it is
