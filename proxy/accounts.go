@@ -150,7 +150,13 @@ func (p *pool) reload(rows []store.Account) (changed []int64, added, removed []s
 			p.versions[r.ID] = r.TokenVersion
 		}
 		a.Priority, a.Paused = r.Priority, r.Paused
-		a.Status, a.StatusReason = r.Status, r.StatusReason
+		// Take the status only from a row that changed since last seen:
+		// a poll that read the row just before this process marked the
+		// account needs-login must not put it back in rotation.
+		if r.UpdatedAt != a.seen || r.TokenVersion != a.seenVersion {
+			a.seen, a.seenVersion = r.UpdatedAt, r.TokenVersion
+			a.Status, a.StatusReason = r.Status, r.StatusReason
+		}
 		next = append(next, a)
 	}
 	for id, a := range p.byID {

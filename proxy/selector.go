@@ -33,10 +33,12 @@ type account struct {
 	Status       string // "ok" | "needs_login"
 	StatusReason string
 
-	limit    LimitState
-	inflight int
-	served   int64
-	lastUsed time.Time
+	seen        int64 // updated_at of the row whose status was applied
+	seenVersion int64 // and its token_version
+	limit       LimitState
+	inflight    int
+	served      int64
+	lastUsed    time.Time
 }
 
 // usable reports whether the account may be tried at now, and if not why.
