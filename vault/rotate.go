@@ -181,6 +181,11 @@ func (v *Vault) Rotate(ctx context.Context, opts RotateOptions) (RotateResult, e
 		return res, err
 	}
 	defer unlock()
+	// Another rotation may have finished while this vault was open: know
+	// every data key there is now.
+	if _, err := v.syncKeys(ctx); err != nil {
+		return res, fmt.Errorf("rotate: %w", err)
+	}
 	// Freed pages are zeroed, so that wraps to the old master and
 	// destroyed data keys do not linger in the file.
 	if _, err := v.db.W.ExecContext(ctx, `PRAGMA secure_delete = ON`); err != nil {

@@ -895,6 +895,20 @@ func TestUserFilesNextToIdentityAreLeftAlone(t *testing.T) {
 	}
 }
 
+// TestRotateAfterAnotherRotation: a vault opened before another process
+// rotated both keys can still rotate.
+func TestRotateAfterAnotherRotation(t *testing.T) {
+	w := newWorld(t, KeySource{})
+	a, b := w.mustOpen(KeySource{}), w.mustOpen(KeySource{})
+	if _, err := a.Rotate(ctx, RotateOptions{Data: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Rotate(ctx, RotateOptions{Master: true, Data: true}); err != nil {
+		t.Fatal(err)
+	}
+	w.check(w.mustOpen(KeySource{}))
+}
+
 func TestRotatePostQuantumAndBreakGlass(t *testing.T) {
 	w := newWorld(t, KeySource{})
 	v := w.mustOpen(KeySource{})
