@@ -80,12 +80,7 @@ func payloadExport(c *cli.Context) error {
 		w = af
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
-	out := newNDJSON(bw)
-	n := 0
-	err = requestlog.Export(ctx, db, f, v.OpenPayload, func(r *requestlog.Row) error {
-		n++
-		return out.write(r)
-	})
+	n, err := requestlog.WriteNDJSON(ctx, db, f, v.OpenPayload, bw, 0)
 	if err == nil {
 		err = bw.Flush()
 	}

@@ -13,9 +13,15 @@ import (
 	"io"
 	"mime"
 	"net/textproto"
+	"runtime"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -67,12 +73,9 @@ type exportScan struct {
 // not grow with the log; the *Row and its bodies are reused, valid only
 // until fn returns. f.Limit is ignored.
 func Export(ctx context.Context, db *store.DB, f Filter, open Opener, fn func(*Row) error) error {
-	f.Limit = 0
-	where, args := f.where()
-	rows, err := db.R.QueryxContext(ctx, `SELECT `+requestColumnsR+`, p.key_id, p.sealed, p.truncated AS pay_truncated
-		FROM requests r JOIN payloads p ON p.request_seq = r.seq`+where+` ORDER BY r.ts, r.seq`, args...)
+	rows, err := queryExport(ctx, db, f)
 	if err != nil {
-		return fmt.Errorf("query request log: %w", err)
+		return err
 	}
 	defer rows.Close()
 	var sc exportScan
@@ -87,7 +90,7 @@ func Export(ctx context.Context, db *store.DB, f Filter, open Opener, fn func(*R
 		if err != nil {
 			return fmt.Errorf("payload of request %s: %w", sc.ID, err)
 		}
-		c, err := store.UnmarshalCapture(plain)
+		c, err := conv.dec.decode(plain)
 		if err != nil {
 			return fmt.Errorf("payload of request %s: %w", sc.ID, err)
 		}
@@ -102,6 +105,17 @@ func Export(ctx context.Context, db *store.DB, f Filter, open Opener, fn func(*R
 	return nil
 }
 
+func queryExport(ctx context.Context, db *store.DB, f Filter) (*sqlx.Rows, error) {
+	f.Limit = 0
+	where, args := f.where()
+	rows, err := db.R.QueryxContext(ctx, `SELECT `+requestColumnsR+`, p.key_id, p.sealed, p.truncated AS pay_truncated
+		FROM requests r JOIN payloads p ON p.request_seq = r.seq`+where+` ORDER BY r.ts, r.seq`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query request log: %w", err)
+	}
+	return rows, nil
+}
+
 // Timestamp formats unix milliseconds as RFC 3339 UTC with milliseconds.
 func Timestamp(ms int64) string {
 	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z07:00")
@@ -109,6 +123,7 @@ func Timestamp(ms int64) string {
 
 // converter turns captures into rows, reusing its buffers.
 type converter struct {
+	dec               captureDecoder
 	reqBody, respBody bytes.Buffer
 }
 
@@ -230,47 +245,281 @@ func decode(enc string, b []byte) ([]byte, bool) {
 
 // appendString writes b to buf as a JSON string.
 func appendString(buf *bytes.Buffer, b []byte) json.RawMessage {
+	buf.Write(appendJSONString(buf.AvailableBuffer(), b))
+	return buf.Bytes()
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, U+2028 and U+2029 escaped as encoding/json
+// does, invalid UTF-8 replaced by U+FFFD; '<', '>' and '&' are kept.
+func appendJSONString[T string | []byte](dst []byte, s T) []byte {
 	const hex = "0123456789abcdef"
-	buf.WriteByte('"')
+	dst = append(dst, '"')
 	start := 0
-	for i := 0; i < len(b); {
-		c := b[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
+	for i := 0; i < len(s); {
+		c := s[i]
 		if c < utf8.RuneSelf {
-			buf.Write(b[start:i])
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
 			switch c {
 			case '"', '\\':
-				buf.WriteByte('\\')
-				buf.WriteByte(c)
+				dst = append(dst, '\\', c)
 			case '\n':
-				buf.WriteString(`\n`)
+				dst = append(dst, '\\', 'n')
 			case '\r':
-				buf.WriteString(`\r`)
+				dst = append(dst, '\\', 'r')
 			case '\t':
-				buf.WriteString(`\t`)
+				dst = append(dst, '\\', 't')
 			default:
-				buf.WriteString(`\u00`)
-				buf.WriteByte(hex[c>>4])
-				buf.WriteByte(hex[c&0xf])
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
 			}
 			i++
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRune(b[i:])
+		// At most 4 bytes: the conversion of a []byte uses a stack buffer.
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
 		if r == '\u2028' || r == '\u2029' {
-			buf.Write(b[start:i])
-			fmt.Fprintf(buf, `\u%04x`, r)
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
 			i += size
 			start = i
 			continue
 		}
 		i += size
 	}
-	buf.Write(b[start:])
-	buf.WriteByte('"')
-	return buf.Bytes()
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// AppendJSON appends r as one line of JSON (without the newline) to dst,
+// as encoding/json would write it with HTML escaping off, without its
+// reflection and without validating the bodies a second time.
+func (r *Row) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"id":`...)
+	dst = appendJSONString(dst, r.ID)
+	dst = append(dst, `,"timestamp":`...)
+	dst = appendJSONString(dst, r.Timestamp)
+	dst = append(dst, `,"account":`...)
+	dst = appendJSONString(dst, r.Account)
+	dst = append(dst, `,"status":`...)
+	dst = strconv.AppendInt(dst, int64(r.Status), 10)
+	dst = append(dst, `,"request":`...)
+	dst = r.Request.appendJSON(dst)
+	dst = append(dst, `,"response":`...)
+	dst = r.Response.appendJSON(dst)
+	dst = append(dst, `,"truncated":`...)
+	dst = strconv.AppendBool(dst, r.Truncated)
+	return append(dst, '}')
+}
+
+func (m *Message) appendJSON(dst []byte) []byte {
+	dst = append(dst, '{')
+	if m.Method != "" {
+		dst = append(dst, `"method":`...)
+		dst = appendJSONString(dst, m.Method)
+		dst = append(dst, ',')
+	}
+	if m.Path != "" {
+		dst = append(dst, `"path":`...)
+		dst = appendJSONString(dst, m.Path)
+		dst = append(dst, ',')
+	}
+	if m.Status != 0 {
+		dst = append(dst, `"status":`...)
+		dst = strconv.AppendInt(dst, int64(m.Status), 10)
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"headers":`...)
+	if m.Headers == nil {
+		dst = append(dst, "null"...)
+	} else {
+		keys := make([]string, 0, len(m.Headers))
+		for k := range m.Headers {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		dst = append(dst, '{')
+		for i, k := range keys {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, k)
+			dst = append(dst, ':')
+			dst = appendJSONString(dst, m.Headers[k])
+		}
+		dst = append(dst, '}')
+	}
+	dst = append(dst, `,"body":`...)
+	if len(m.Body) == 0 {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, m.Body...)
+	}
+	if m.BodyEncoding != "" {
+		dst = append(dst, `,"body_encoding":`...)
+		dst = appendJSONString(dst, m.BodyEncoding)
+	}
+	if m.BodyOmitted {
+		dst = append(dst, `,"body_omitted":true`...)
+	}
+	if m.Truncated {
+		dst = append(dst, `,"truncated":true`...)
+	}
+	return append(dst, '}')
+}
+
+// exportJob is one row on its way through WriteNDJSON.
+type exportJob struct {
+	n    int64 // position in the output
+	sc   exportScan
+	line []byte
+	err  error
+}
+
+// WriteNDJSON writes what Export would pass to fn to w as NDJSON, one
+// line per row, in the same order. Payloads are opened and converted by
+// workers goroutines (0 means GOMAXPROCS) while one goroutine reads the
+// log and the caller's goroutine writes; at most 8 rows per worker are in
+// flight, so memory stays flat whatever the size of the log. It returns
+// the number of rows written. On an error, what was written so far stays
+// written.
+func WriteNDJSON(ctx context.Context, db *store.DB, f Filter, open Opener, w io.Writer, workers int) (int64, error) {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	if workers == 1 {
+		var n int64
+		var line []byte
+		err := Export(ctx, db, f, open, func(r *Row) error {
+			line = append(r.AppendJSON(line[:0]), '\n')
+			if _, err := w.Write(line); err != nil {
+				return err
+			}
+			n++
+			return nil
+		})
+		return n, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	inflight := workers * 8
+	free := make(chan *exportJob, inflight)
+	for range inflight {
+		free <- &exportJob{}
+	}
+	jobs := make(chan *exportJob, inflight)
+	done := make(chan *exportJob, inflight)
+
+	// Reader: one query, rows handed out in order.
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(jobs)
+		readErr <- readRows(ctx, db, f, free, jobs)
+	}()
+	// Workers: open, decode, convert, encode.
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var conv converter
+			var row Row
+			for j := range jobs {
+				j.line, j.err = conv.line(j.line[:0], &j.sc, open, &row)
+				done <- j
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(done) }()
+
+	// Writer: lines in order, whatever order they were finished in. The
+	// job struct goes back to free once written; free and done hold every
+	// job there is, so sending to them never blocks.
+	pending := make(map[int64]*exportJob, inflight)
+	var next int64
+	var firstErr error
+	for j := range done {
+		if firstErr != nil {
+			continue // drain until the workers are done
+		}
+		pending[j.n] = j
+		for j := pending[next]; j != nil; j = pending[next] {
+			delete(pending, next)
+			if j.err != nil {
+				firstErr = j.err
+			} else if _, err := w.Write(j.line); err != nil {
+				firstErr = err
+			}
+			if firstErr != nil {
+				cancel()
+				break
+			}
+			next++
+			free <- j
+		}
+	}
+	if err := <-readErr; firstErr == nil && err != nil {
+		firstErr = err
+	}
+	return next, firstErr
+}
+
+// readRows queries the rows f selects and sends each, numbered, to jobs,
+// taking job structs from free.
+func readRows(ctx context.Context, db *store.DB, f Filter, free, jobs chan *exportJob) error {
+	rows, err := queryExport(ctx, db, f)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var n int64
+	for rows.Next() {
+		var j *exportJob
+		select {
+		case j = <-free:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		j.n, j.err = n, nil
+		j.sc.Sealed = j.sc.Sealed[:0]
+		if err := rows.StructScan(&j.sc); err != nil {
+			return fmt.Errorf("read request log: %w", err)
+		}
+		n++
+		select {
+		case jobs <- j:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read request log: %w", err)
+	}
+	return nil
+}
+
+// line opens, decodes and converts one scanned row and appends it to dst
+// as a line of JSON.
+func (cv *converter) line(dst []byte, sc *exportScan, open Opener, row *Row) ([]byte, error) {
+	plain, err := open(sc.KeyID, sc.Sealed)
+	if err != nil {
+		return dst, fmt.Errorf("payload of request %s: %w", sc.ID, err)
+	}
+	c, err := cv.dec.decode(plain)
+	if err != nil {
+		return dst, fmt.Errorf("payload of request %s: %w", sc.ID, err)
+	}
+	cv.row(row, &sc.Request, c, sc.PayTruncated)
+	return append(row.AppendJSON(dst), '\n'), nil
 }

@@ -23,7 +23,7 @@ import (
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // plain stands in for the vault in these tests: a payload is its plaintext.
-func plainSeal(p []byte) (int64, []byte, error) { return 1, append([]byte(nil), p...), nil }
+func plainSeal(p []byte) (int64, []byte, error)   { return 1, append([]byte(nil), p...), nil }
 func plainOpen(_ int64, s []byte) ([]byte, error) { return s, nil }
 
 func openLog(t testing.TB) *store.DB {
@@ -393,4 +393,119 @@ func TestStats(t *testing.T) {
 	if err != nil || all.Pool.Requests != 8 || all.Pool.Errors != 2 {
 		t.Errorf("all time: %+v %v", all.Pool, err)
 	}
+}
+
+func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+	weird := "a\"b\\c\n\r\t\x00\x1f <&> é 😀 \u2028\u2029 \xff end"
+	rows := []requestlog.Row{
+		{ID: "x", Timestamp: "t", Account: weird, Status: 200,
+			Request:   requestlog.Message{Method: "POST", Path: "/v1/messages?beta=true", Headers: map[string]string{"b": weird, "a": "1", weird: "k"}, Body: json.RawMessage(`{"a":[1,2]}`)},
+			Response:  requestlog.Message{Status: 200, Headers: map[string]string{}, Body: json.RawMessage(`"text"`), BodyEncoding: "base64", BodyOmitted: true, Truncated: true},
+			Truncated: true},
+		{Request: requestlog.Message{Body: json.RawMessage("null")}},
+	}
+	for i := range rows {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(&rows[i]); err != nil {
+			t.Fatal(err)
+		}
+		want := strings.TrimSuffix(buf.String(), "\n")
+		if got := string(rows[i].AppendJSON(nil)); got != want {
+			t.Errorf("row %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+	// Valid UTF-8 text round-trips exactly; invalid bytes make it base64.
+	text := strings.ReplaceAll(weird, "\xff", "")
+	var buf bytes.Buffer
+	raw, enc := requestlog.Body("text/plain", "", []byte(text), &buf)
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil || s != text || enc != "" {
+		t.Errorf("body string %s (%q): %v", raw, enc, err)
+	}
+}
+
+func FuzzCaptureDecoder(f *testing.F) {
+	f.Add("POST", "/v1/messages?beta=true&x=<1>", "Content-Type", "application/json", []byte(`{"a":1}`), 200, false, true)
+	f.Add("", "", "X-\u2028", "v\"\\\n\u00e9\U0001F600", []byte(nil), 0, true, false)
+	f.Add("GET", "/", "", "", []byte{0xff, 0, 1}, 529, true, true)
+	f.Fuzz(func(t *testing.T, method, path, hname, hval string, body []byte, status int, omitted, truncated bool) {
+		c := &store.Capture{
+			Request:  store.CapturedMessage{Method: method, Path: path, Headers: map[string][]string{hname: {hval, hval + "2"}}, Body: body, BodyOmitted: omitted},
+			Response: store.CapturedMessage{Status: status, Body: body, Truncated: truncated},
+		}
+		if status%2 == 0 {
+			c.Response.Headers = map[string][]string{}
+		}
+		plain, err := store.MarshalCapture(c)
+		if err != nil {
+			t.Skip()
+		}
+		want, err := store.UnmarshalCapture(plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := requestlog.DecodeCaptureForTest(plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
+			t.Fatalf("fast decoder differs:\n got %#v\nwant %#v", got, want)
+		}
+	})
+}
+
+func TestWriteNDJSONInOrderWithWorkers(t *testing.T) {
+	db := openLog(t)
+	fill(t, db, 2000)
+	var want bytes.Buffer
+	err := requestlog.Export(context.Background(), db, requestlog.Filter{}, plainOpen, func(r *requestlog.Row) error {
+		want.Write(append(r.AppendJSON(nil), '\n'))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Request 1234's payload names a key the opener below does not have.
+	if _, err := db.W.Exec(`UPDATE payloads SET key_id = 99 WHERE request_seq = (SELECT seq FROM requests WHERE id = 'req-00001234')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, workers := range []int{1, 2, 7} {
+		var got bytes.Buffer
+		n, err := requestlog.WriteNDJSON(context.Background(), db, requestlog.Filter{}, plainOpen, &got, workers)
+		if err != nil || n != 2000 || !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Errorf("workers %d: %d rows, %v, output equal %v", workers, n, err, bytes.Equal(got.Bytes(), want.Bytes()))
+		}
+		// A payload that does not open stops the export after the rows
+		// before it, in order.
+		bad := errors.New("cannot open")
+		calls := atomic.Int64{}
+		got.Reset()
+		n, err = requestlog.WriteNDJSON(context.Background(), db, requestlog.Filter{}, func(k int64, s []byte) ([]byte, error) {
+			if k == 99 {
+				return nil, bad
+			}
+			calls.Add(1)
+			return s, nil
+		}, &got, workers)
+		if !errors.Is(err, bad) || n != 1234 || !bytes.Equal(got.Bytes(), want.Bytes()[:bytes.Index(want.Bytes(), []byte(`{"id":"req-00001234"`))]) {
+			t.Errorf("workers %d, bad payload: %d rows, %v", workers, n, err)
+		}
+		// A writer that fails stops it too.
+		n, err = requestlog.WriteNDJSON(context.Background(), db, requestlog.Filter{}, plainOpen, &failAfter{n: 10}, workers)
+		if err == nil || n != 10 {
+			t.Errorf("workers %d, failing writer: %d rows, %v", workers, n, err)
+		}
+	}
+}
+
+type failAfter struct{ n int }
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if f.n == 0 {
+		return 0, errors.New("broken pipe")
+	}
+	f.n--
+	return len(p), nil
 }
