@@ -1,0 +1,388 @@
+package e2e
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/claudeflare/claudeflare/store"
+)
+
+const storageConfig = `
+log_level = "info"
+
+[log]
+flush_interval = "100ms"
+`
+
+// logFS puts the request log on a small tmpfs of its own (data/log.db is
+// a symlink into it; SQLite keeps -wal and -shm next to the real file),
+// so that the log's disk can fill up or turn read-only while the vault's
+// does not. It needs the right to mount (root, or CAP_SYS_ADMIN); ok is
+// false without it.
+func logFS(t *testing.T, w *world, size string) (dir string, ok bool) {
+	t.Helper()
+	dir = filepath.Join(w.dir, "logfs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
+		t.Logf("cannot mount a tmpfs (%v): using the fallback", err)
+		return dir, false
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		src := filepath.Join(w.data, store.LogFile+suffix)
+		if _, err := os.Stat(src); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, store.LogFile+suffix), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(src)
+	}
+	if err := os.Symlink(filepath.Join(dir, store.LogFile), filepath.Join(w.data, store.LogFile)); err != nil {
+		t.Fatal(err)
+	}
+	return dir, true
+}
+
+// fill writes a file into dir until the file system is full.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill: %v", err)
+			}
+			break
+		}
+	}
+	// The last partial pages too.
+	for {
+		if _, err := f.Write(buf[:512]); err != nil {
+			break
+		}
+	}
+	return p
+}
+
+// vaultFiles hashes what of the vault is on disk (the -shm index is
+// shared memory that readers touch, so it is left out).
+func vaultFiles(t *testing.T, w *world) map[string]string {
+	h := hashFiles(t, w.data, store.VaultFile)
+	delete(h, store.VaultFile+"-shm")
+	return h
+}
+
+// steady sends n sequential requests (a third of them streams) and
+// requires every one to complete; it returns their request ids and the
+// slowest.
+func steady(t *testing.T, d *daemon, n int, what string) ([]string, time.Duration) {
+	t.Helper()
+	c := newClient(20*time.Second, 1)
+	defer c.CloseIdleConnections()
+	var ids []string
+	var slowest time.Duration
+	for i := range n {
+		r := send(context.Background(), c, d.url, i%3 == 0)
+		if r.kind != kComplete {
+			t.Fatalf("%s: request %d: %s %d %s\n%s", what, i, r.kind, r.status, r.detail, tail(d.logs(), 3000))
+		}
+		ids = append(ids, r.id)
+		slowest = max(slowest, r.dur())
+	}
+	return ids, slowest
+}
+
+// lossReport is what the daemon says about records it could not write:
+// the sum of /health's recorder counters of whole records dropped or
+// failed, and for the report every such counter in /health and /metrics.
+func lossReport(t *testing.T, d *daemon) (int64, string) {
+	t.Helper()
+	h := d.health(t)
+	var total int64
+	var parts []string
+	for k := range h.Recorder {
+		if strings.Contains(k, "drop") || strings.Contains(k, "fail") || strings.Contains(k, "lost") {
+			n := h.recorderCount(k)
+			if strings.Contains(k, "record") {
+				total += n
+			}
+			parts = append(parts, fmt.Sprintf("health.recorder.%s=%d", k, n))
+		}
+	}
+	for k, v := range d.metrics() {
+		if strings.HasPrefix(k, "claudeflare_recorder") && (strings.Contains(k, "drop") || strings.Contains(k, "fail") || strings.Contains(k, "lost")) {
+			parts = append(parts, fmt.Sprintf("%s=%g", k, v))
+		}
+	}
+	return total, strings.Join(parts, " ")
+}
+
+func countLines(logs, substr string) int {
+	n := 0
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// storageWorld is a world with two accounts and a warmed-up daemon.
+func storageWorld(t *testing.T) *world {
+	w := newWorld(t, storageConfig, "")
+	w.fake.SetMaxRecorded(0)
+	w.addOAuth("one")
+	w.addAPIKey("two")
+	return w
+}
+
+// TestLogDiskFull: the log's file system fills up under the running
+// daemon. Requests keep being served as fast as before, the daemon
+// reports the records it could not write, the vault is not touched, and
+// logging resumes once there is room again.
+func TestLogDiskFull(t *testing.T) {
+	w := storageWorld(t)
+	dir, mounted := logFS(t, w, "2m")
+	d := w.start()
+	_, before := steady(t, d, 30, "before")
+	time.Sleep(300 * time.Millisecond)
+	vaultBefore := vaultFiles(t, w)
+
+	var filler string
+	if mounted {
+		filler = fill(t, dir)
+	} else {
+		// No tmpfs: cap the size of any file the daemon grows, at the
+		// log's current size (the vault does not grow while serving).
+		st, err := os.Stat(filepath.Join(w.data, store.LogFile+"-wal"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lim := uint64(st.Size())
+		if err := unix.Prlimit(d.pid, unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: lim, Max: unix.RLIM_INFINITY}, nil); err != nil {
+			t.Fatalf("prlimit: %v", err)
+		}
+	}
+	ids, during := steady(t, d, 200, "disk full")
+	time.Sleep(500 * time.Millisecond)
+	lost, report := lossReport(t, d)
+	errLines := countLines(d.logs(), "write request log")
+	t.Logf("disk full: 200 requests served, slowest %s (before: %s); daemon reports %q; %d error lines in its log",
+		during.Round(time.Millisecond), before.Round(time.Millisecond), report, errLines)
+	if lost < int64(len(ids))/2 {
+		t.Errorf("the daemon does not report the records it lost to a full disk: /health recorder = %v; %s",
+			d.health(t).Recorder, report)
+	}
+	if got := vaultFiles(t, w); !maps.Equal(got, vaultBefore) {
+		t.Errorf("vault files changed while the log's disk was full: %v -> %v", vaultBefore, got)
+	}
+
+	// Room again: new records are written.
+	if mounted {
+		os.Remove(filler)
+	} else {
+		unix.Prlimit(d.pid, unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}, nil)
+	}
+	after, _ := steady(t, d, 20, "after")
+	if err := d.stop(t); err != nil {
+		t.Errorf("daemon exit: %v", err)
+	}
+	logged, err := loggedIDs(filepath.Join(w.data, store.LogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range after {
+		if !logged[id] {
+			t.Errorf("request %s, sent after the disk had room again, is not in the log", id)
+			break
+		}
+	}
+	if err := integrity(filepath.Join(w.data, store.LogFile)); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestLogDeleted: log.db (and its -wal and -shm) is deleted under the
+// running daemon, as a careless `rm` or a cleanup script would. The proxy
+// keeps serving and the vault is not touched; the requests served after
+// the deletion must either reach a log file that `claudeflare requests
+// list` can read, or be reported as lost.
+func TestLogDeleted(t *testing.T) {
+	w := storageWorld(t)
+	d := w.start()
+	steady(t, d, 20, "before")
+	time.Sleep(300 * time.Millisecond)
+	vaultBefore := vaultFiles(t, w)
+	for _, s := range []string{"", "-wal", "-shm"} {
+		os.Remove(filepath.Join(w.data, store.LogFile+s))
+	}
+	ids, _ := steady(t, d, 100, "after delete")
+	time.Sleep(time.Second)
+	lost, report := lossReport(t, d)
+	if got := vaultFiles(t, w); !maps.Equal(got, vaultBefore) {
+		t.Errorf("vault files changed: %v -> %v", vaultBefore, got)
+	}
+	_, statErr := os.Stat(filepath.Join(w.data, store.LogFile))
+	found := 0
+	if statErr == nil {
+		logged, err := loggedIDs(filepath.Join(w.data, store.LogFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			if logged[id] {
+				found++
+			}
+		}
+	}
+	t.Logf("log deleted: 100 requests served; %d of them in a log file on disk (log.db exists: %v); daemon reports %q",
+		found, statErr == nil, report)
+	if found < len(ids) && lost < int64(len(ids)-found) {
+		t.Errorf("after log.db was deleted, %d of %d served requests went to the deleted file: not in any log on disk and not reported as lost (/health recorder = %v)",
+			len(ids)-found, len(ids), d.health(t).Recorder)
+	}
+	if err := d.stop(t); err != nil {
+		t.Errorf("daemon exit: %v", err)
+	}
+}
+
+// TestLogReadOnlyAtStart: the log's file system is read-only when the
+// daemon starts (a read-only mount, or log.db chmod 0400 for a user
+// without root). The vault is fine, so the daemon should serve and say
+// that it cannot log; refusing to start is at least a clear one-line
+// error. Either way the vault is not touched.
+func TestLogReadOnlyAtStart(t *testing.T) {
+	w := storageWorld(t)
+	dir, mounted := logFS(t, w, "4m")
+	w.mustRun("", "requests", "list", "--json") // log.db exists, migrated
+	vaultBefore := vaultFiles(t, w)
+	switch {
+	case mounted:
+		if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+			t.Fatalf("remount read-only: %v", err)
+		}
+	case os.Geteuid() != 0:
+		for _, s := range []string{"", "-wal", "-shm"} {
+			os.Chmod(filepath.Join(w.data, store.LogFile+s), 0o400)
+		}
+	default:
+		t.Fatal("root without the right to mount: cannot make the log read-only")
+	}
+	cmd := w.cmd("", "daemon", "--port", "0")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(15 * time.Second)
+	var served bool
+wait:
+	for {
+		select {
+		case err := <-exited:
+			msg := strings.TrimSpace(stderr.String())
+			t.Logf("FINDING: with a read-only request log the daemon refuses to start (%v): %s", err, msg)
+			if !strings.Contains(msg, "claudeflare: ") || !strings.Contains(msg, "log") {
+				t.Errorf("refusal does not say what is wrong: %q", msg)
+			}
+			break wait
+		case <-deadline:
+			t.Fatalf("daemon neither served nor exited: %s", stderr.String())
+		case <-time.After(100 * time.Millisecond):
+			if m := listenRE.FindStringSubmatch(stderr.String()); m != nil {
+				d := &daemon{url: m[1], pid: cmd.Process.Pid}
+				steady(t, d, 20, "read-only log")
+				served = true
+				_, report := lossReport(t, d)
+				t.Logf("with a read-only log the daemon serves; it reports %q", report)
+				cmd.Process.Signal(syscall.SIGTERM)
+				<-exited
+				break wait
+			}
+		}
+	}
+	_ = served
+	if got := vaultFiles(t, w); !maps.Equal(got, vaultBefore) {
+		t.Errorf("vault files changed: %v -> %v", vaultBefore, got)
+	}
+}
+
+// TestLogLocked: another process holds the log's write lock for longer
+// than the busy timeout (a `sqlite3 log.db` shell in a transaction, a
+// backup tool). Serving is not slowed; what the recorder cannot write is
+// reported; writing resumes after the lock goes.
+func TestLogLocked(t *testing.T) {
+	if os.Getenv("CLAUDEFLARE_E2E_LONG") == "" {
+		t.Log("holds a lock past the 10s busy timeout: set CLAUDEFLARE_E2E_LONG=1 to run")
+		return
+	}
+	w := storageWorld(t)
+	d := w.start()
+	_, before := steady(t, d, 20, "before")
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(w.data, store.LogFile)+"?_txlock=exclusive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var ids []string
+	var during time.Duration
+	for time.Since(start) < 12*time.Second {
+		got, slow := steady(t, d, 20, "locked")
+		ids = append(ids, got...)
+		during = max(during, slow)
+	}
+	tx.Rollback()
+	time.Sleep(time.Second)
+	after, _ := steady(t, d, 20, "after")
+	lost, report := lossReport(t, d)
+	d.stop(t)
+	logged, _ := loggedIDs(filepath.Join(w.data, store.LogFile))
+	missing := 0
+	for _, id := range ids {
+		if !logged[id] {
+			missing++
+		}
+	}
+	t.Logf("log locked 12s: %d requests served, slowest %s (before %s); %d not logged; reported %d (%s)",
+		len(ids), during.Round(time.Millisecond), before.Round(time.Millisecond), missing, lost, report)
+	if int64(missing) > lost {
+		t.Errorf("%d requests not logged, %d reported", missing, lost)
+	}
+	for _, id := range after {
+		if !logged[id] {
+			t.Errorf("request %s sent after the lock went is not logged", id)
+			break
+		}
+	}
+}
