@@ -185,6 +185,10 @@ func NewApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			cleanupCommand(),
 			statsCommand(),
 			doctorCommand(),
+			backupCommand(),
+			restoreCommand(),
+			completionCommand(),
+			completeCommand(),
 			docsCommand(),
 		},
 	}

@@ -1,0 +1,395 @@
+package backup
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+	"github.com/jmoiron/sqlx"
+	"golang.org/x/sys/unix"
+
+	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
+)
+
+// LockFile is the file a running daemon holds an exclusive flock on.
+const LockFile = "daemon.lock"
+
+// RestoreOptions configure Restore.
+type RestoreOptions struct {
+	// DataDir is where to restore; created 0700 if absent.
+	DataDir string
+	// Identities open the archive: the master key (see Identities).
+	Identities []age.Identity
+	// Force replaces an existing vault.
+	Force bool
+	// Now is the clock (nil = time.Now), for names of files moved aside.
+	Now func() time.Time
+}
+
+// RestoreResult says what Restore did.
+type RestoreResult struct {
+	Manifest Manifest
+	// Restored are the files written into the data dir.
+	Restored []string
+	// Removed are files of the data dir that were removed (a request log,
+	// WAL files) so that nothing stale mixes with the restored data.
+	Removed []string
+	// IdentityMovedAside is where a different identity.txt that was in
+	// the data dir was moved, "" when none was.
+	IdentityMovedAside string
+}
+
+// Restore decrypts the archive in r and installs its files in the data
+// dir. It refuses while a daemon holds the data dir's lock (and holds the
+// lock itself, so none starts meanwhile), and refuses to replace a vault
+// without opts.Force. Everything is unpacked and verified (checksums,
+// integrity check, schema version) in a temp dir inside the data dir
+// before the first file is replaced; each file is then renamed into place.
+func Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (RestoreResult, error) {
+	var res RestoreResult
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	if err := vault.EnsureDataDir(opts.DataDir); err != nil {
+		return res, err
+	}
+	unlock, err := LockDataDir(opts.DataDir)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
+	vaultPath := filepath.Join(opts.DataDir, store.VaultFile)
+	if st, err := os.Stat(vaultPath); err == nil && st.Size() > 0 && !opts.Force {
+		return res, fmt.Errorf("%w: %s", ErrVaultExists, vaultPath)
+	}
+
+	tmp, err := os.MkdirTemp(opts.DataDir, ".restore-")
+	if err != nil {
+		return res, fmt.Errorf("create restore dir: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	m, err := unpack(r, opts.Identities, tmp)
+	if err != nil {
+		return res, err
+	}
+	res.Manifest = m
+	for _, f := range m.Files {
+		if f.Name == vault.IdentityFileName {
+			continue
+		}
+		if err := verifyDatabase(ctx, filepath.Join(tmp, f.Name), f); err != nil {
+			return res, err
+		}
+	}
+
+	// Replace: stale WAL and shared-memory files first (SQLite would
+	// replay an old WAL into the restored database), then each file by
+	// rename. A request log left out of the archive is removed too.
+	hasLog := false
+	for _, f := range m.Files {
+		hasLog = hasLog || f.Name == store.LogFile
+	}
+	for _, db := range []string{store.LogFile, store.VaultFile} {
+		names := []string{db + "-wal", db + "-shm", db + "-journal"}
+		if db == store.LogFile && !hasLog {
+			names = append(names, db)
+		}
+		for _, n := range names {
+			p := filepath.Join(opts.DataDir, n)
+			if err := os.Remove(p); err == nil {
+				res.Removed = append(res.Removed, n)
+			} else if !errors.Is(err, os.ErrNotExist) {
+				return res, fmt.Errorf("remove %s: %w", n, err)
+			}
+		}
+	}
+	// The log before the vault: until the vault is in place, the data dir
+	// is not one a daemon could mistake for whole.
+	for _, name := range []string{store.LogFile, store.VaultFile, vault.IdentityFileName} {
+		if !m.has(name) {
+			continue
+		}
+		dst := filepath.Join(opts.DataDir, name)
+		if name == vault.IdentityFileName {
+			aside, skip, err := prepareIdentity(filepath.Join(tmp, name), dst, now())
+			if err != nil {
+				return res, err
+			}
+			res.IdentityMovedAside = aside
+			if skip {
+				continue
+			}
+		}
+		if err := os.Rename(filepath.Join(tmp, name), dst); err != nil {
+			return res, fmt.Errorf("install %s: %w", name, err)
+		}
+		res.Restored = append(res.Restored, name)
+	}
+	if err := syncDir(opts.DataDir); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func (m Manifest) has(name string) bool {
+	for _, f := range m.Files {
+		if f.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// prepareIdentity decides about the archive's identity.txt: skip it when
+// the data dir has the same one; move a different one aside.
+func prepareIdentity(src, dst string, now time.Time) (aside string, skip bool, err error) {
+	old, err := os.ReadFile(dst)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("read %s: %w", dst, err)
+	}
+	neu, err := os.ReadFile(src)
+	if err != nil {
+		return "", false, err
+	}
+	if bytes.Equal(old, neu) {
+		return "", true, nil
+	}
+	aside = fmt.Sprintf("%s.replaced-%s", dst, now.UTC().Format("20060102T150405Z"))
+	if err := os.Rename(dst, aside); err != nil {
+		return "", false, fmt.Errorf("move %s aside: %w", dst, err)
+	}
+	return aside, false, nil
+}
+
+// unpack decrypts and unpacks the archive into dir, checking the manifest
+// and every checksum.
+func unpack(r io.Reader, ids []age.Identity, dir string) (Manifest, error) {
+	var m Manifest
+	if len(ids) == 0 {
+		return m, errors.New("no master key to open the backup")
+	}
+	ar, err := age.Decrypt(r, ids...)
+	if err != nil {
+		var nm *age.NoIdentityMatchError
+		if errors.As(err, &nm) || strings.Contains(err.Error(), "incorrect passphrase") ||
+			strings.Contains(err.Error(), "scrypt identity must be the only one") {
+			return m, ErrWrongKey
+		}
+		return m, fmt.Errorf("decrypt backup: %w", err)
+	}
+	tr := tar.NewReader(ar)
+	hdr, err := tr.Next()
+	if err != nil || hdr.Name != ManifestName {
+		return m, fmt.Errorf("read backup: not a claudeflare backup (no %s)", ManifestName)
+	}
+	if err := json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(&m); err != nil {
+		return m, fmt.Errorf("read backup manifest: %w", err)
+	}
+	if m.Format != Format {
+		return m, fmt.Errorf("read backup: unknown format %q (want %s)", m.Format, Format)
+	}
+	want := map[string]File{}
+	for _, f := range m.Files {
+		switch f.Name {
+		case store.VaultFile, store.LogFile, vault.IdentityFileName:
+		default:
+			return m, fmt.Errorf("read backup: unexpected file %q in manifest", f.Name)
+		}
+		want[f.Name] = f
+	}
+	if _, ok := want[store.VaultFile]; !ok {
+		return m, errors.New("read backup: no vault.db in the archive")
+	}
+	seen := map[string]bool{}
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return m, fmt.Errorf("read backup: %w", err)
+		}
+		f, ok := want[hdr.Name]
+		if !ok || seen[hdr.Name] || hdr.Typeflag != tar.TypeReg {
+			return m, fmt.Errorf("read backup: unexpected entry %q", hdr.Name)
+		}
+		seen[hdr.Name] = true
+		if err := extract(tr, filepath.Join(dir, f.Name), f); err != nil {
+			return m, err
+		}
+	}
+	for name := range want {
+		if !seen[name] {
+			return m, fmt.Errorf("read backup: %s is missing (truncated archive?)", name)
+		}
+	}
+	return m, nil
+}
+
+func extract(r io.Reader, path string, f File) error {
+	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("unpack %s: %w", f.Name, err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(out, h), io.LimitReader(r, f.Size+1))
+	if err != nil {
+		out.Close()
+		return fmt.Errorf("unpack %s: %w", f.Name, err)
+	}
+	if n != f.Size || hex.EncodeToString(h.Sum(nil)) != f.SHA256 {
+		out.Close()
+		return fmt.Errorf("unpack %s: checksum mismatch (damaged archive)", f.Name)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return fmt.Errorf("unpack %s: %w", f.Name, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("unpack %s: %w", f.Name, err)
+	}
+	return nil
+}
+
+// verifyDatabase checks an unpacked database: integrity and a schema this
+// binary knows.
+func verifyDatabase(ctx context.Context, path string, f File) error {
+	schema := "vault"
+	if f.Name == store.LogFile {
+		schema = "log"
+	}
+	_, err := readOnly(path, func(db *store.DB) (int, error) {
+		var rows []string
+		if err := db.R.SelectContext(ctx, &rows, "PRAGMA integrity_check"); err != nil {
+			return 0, err
+		}
+		if len(rows) != 1 || rows[0] != "ok" {
+			return 0, fmt.Errorf("integrity check: %s", strings.Join(rows, "; "))
+		}
+		v, err := db.UserVersion(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if v > store.SchemaVersion(schema) {
+			return 0, fmt.Errorf("%w (schema %d, binary knows %d): upgrade claudeflare", store.ErrTooNew, v, store.SchemaVersion(schema))
+		}
+		return v, nil
+	})
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", f.Name, err)
+	}
+	return nil
+}
+
+// readOnly opens path read-only (creating nothing), runs fn and closes it.
+func readOnly(path string, fn func(*store.DB) (int, error)) (int, error) {
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Set("_busy_timeout", "10000")
+	db, err := sqlx.Open("sqlite3", "file:"+strings.NewReplacer("?", "%3f", "#", "%23").Replace(path)+"?"+q.Encode())
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	return fn(&store.DB{W: db, R: db, Path: path})
+}
+
+// LockDataDir takes the exclusive lock a daemon holds on
+// <dataDir>/daemon.lock, or returns ErrDaemonRunning. The returned func
+// releases it.
+func LockDataDir(dataDir string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dataDir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, ErrDaemonRunning
+		}
+		return nil, fmt.Errorf("lock data dir: %w", err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// Identities resolves the master key source to age identities, in the
+// order vault.KeySource documents: CLAUDEFLARE_ENCRYPTION_KEY, an identity
+// file, a passphrase, the systemd credential, <data dir>/identity.txt.
+// Identity files readable by other users are refused.
+func Identities(ks vault.KeySource) ([]age.Identity, error) {
+	switch {
+	case ks.EncryptionKey != "":
+		ids, err := age.ParseIdentities(strings.NewReader(ks.EncryptionKey))
+		if err != nil {
+			return nil, fmt.Errorf("CLAUDEFLARE_ENCRYPTION_KEY: %w", err)
+		}
+		return ids, nil
+	case ks.IdentityFile != "":
+		return identityFile(ks.IdentityFile)
+	case ks.Passphrase != "":
+		id, err := age.NewScryptIdentity(ks.Passphrase)
+		if err != nil {
+			return nil, fmt.Errorf("CLAUDEFLARE_PASSPHRASE: %w", err)
+		}
+		return []age.Identity{id}, nil
+	case ks.CredentialsDir != "":
+		p := filepath.Join(ks.CredentialsDir, vault.CredentialName)
+		if _, err := os.Stat(p); err == nil {
+			return identityFile(p)
+		}
+	}
+	return identityFile(filepath.Join(ks.DataDir, vault.IdentityFileName))
+}
+
+func identityFile(path string) ([]age.Identity, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: identity file %s does not exist", vault.ErrNoKey, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open identity file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat identity file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s has mode %04o", vault.ErrKeyFileMode, path, st.Mode().Perm())
+	}
+	ids, err := age.ParseIdentities(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("identity file %s: %w", path, err)
+	}
+	return ids, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
