@@ -488,3 +488,71 @@ func TestCleanupCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestExportShowsWhatWasCaptured runs the daemon under each privacy
+// setting and checks that payload export shows exactly what was kept.
+func TestExportShowsWhatWasCaptured(t *testing.T) {
+	for _, tc := range []struct {
+		name, config string
+		check        func(t *testing.T, rows []map[string]any)
+	}{
+		{"headers only", "[log]\npayloads = \"headers\"\n", func(t *testing.T, rows []map[string]any) {
+			for _, r := range rows {
+				req, resp := r["request"].(map[string]any), r["response"].(map[string]any)
+				if req["body"] != nil || resp["body"] != nil || req["body_omitted"] != true || resp["body_omitted"] != true {
+					t.Errorf("bodies kept: %v", r)
+				}
+				if req["headers"].(map[string]any)["content-type"] != "application/json" {
+					t.Errorf("headers not kept: %v", req["headers"])
+				}
+			}
+		}},
+		{"off", "[log]\npayloads = \"off\"\n", func(t *testing.T, rows []map[string]any) {
+			if len(rows) != 0 {
+				t.Errorf("%d payloads exported with payloads off", len(rows))
+			}
+		}},
+		{"body paths", "[log]\nbody_paths = [\"/v1/messages/count_tokens\"]\n", func(t *testing.T, rows []map[string]any) {
+			for _, r := range rows {
+				if req := r["request"].(map[string]any); req["body"] != nil || req["body_omitted"] != true {
+					t.Errorf("body outside body_paths kept: %v", req)
+				}
+			}
+		}},
+		{"custom redact", "[log]\nredact = ['secret-[0-9]+']\n", func(t *testing.T, rows []map[string]any) {
+			for _, r := range rows {
+				content := r["request"].(map[string]any)["body"].(map[string]any)["messages"].([]any)[0].(map[string]any)["content"]
+				if content != "my [REDACTED] is safe" {
+					t.Errorf("content %q", content)
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCLI(t)
+			cfg := filepath.Join(c.dir, "claudeflare.toml")
+			if err := os.WriteFile(cfg, []byte(tc.config), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c.env = append(c.env, "CLAUDEFLARE_CONFIG_PATH="+cfg)
+			c.mustRun(c.fake.NewAPIKey("work"), "accounts", "add", "work", "--api-key-stdin")
+			d := c.startDaemon()
+			send(t, d.url, false, "my secret-12345 is safe")
+			send(t, d.url, true, "my secret-12345 is safe")
+			c.waitRows(2)
+			if err := d.stop(t, syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			out := c.mustRun("", "payload", "export")
+			c.assertNoSecrets("export", out)
+			if strings.Contains(out, "secret-12345") && tc.name == "custom redact" {
+				t.Error("custom redact pattern not applied")
+			}
+			rows := jsonLines(t, out)
+			if tc.name != "off" && len(rows) != 2 {
+				t.Fatalf("%d rows exported", len(rows))
+			}
+			tc.check(t, rows)
+		})
+	}
+}
