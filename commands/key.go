@@ -239,13 +239,13 @@ func rotateInPlaceAllowed(ks vault.KeySource) error {
 	case ks.EncryptionKey != "":
 		return withHint(usagef("the master key comes from CLAUDEFLARE_ENCRYPTION_KEY, which claudeflare cannot replace"), hint)
 	case ks.IdentityFile == "" && ks.Passphrase == "" && ks.CredentialsDir != "" &&
-		fileExists(filepath.Join(ks.CredentialsDir, vault.CredentialName)):
+		keyFileExists(filepath.Join(ks.CredentialsDir, vault.CredentialName)):
 		return withHint(usagef("the master key comes from the systemd credential %s, which claudeflare cannot replace", vault.CredentialName), hint)
 	}
 	return nil
 }
 
-func fileExists(p string) bool {
+func keyFileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }
