@@ -153,8 +153,9 @@ func (p *pool) reload(rows []store.Account) (changed []int64, added, removed []s
 		// Take the status only from a row that changed since last seen:
 		// a poll that read the row just before this process marked the
 		// account needs-login must not put it back in rotation.
-		if r.UpdatedAt != a.seen || r.TokenVersion != a.seenVersion {
-			a.seen, a.seenVersion = r.UpdatedAt, r.TokenVersion
+		seen := rowStatus{r.Status, r.StatusReason, r.UpdatedAt, r.TokenVersion}
+		if seen != a.seen {
+			a.seen = seen
 			a.Status, a.StatusReason = r.Status, r.StatusReason
 		}
 		next = append(next, a)
@@ -169,6 +170,12 @@ func (p *pool) reload(rows []store.Account) (changed []int64, added, removed []s
 	}
 	p.accounts = next
 	return changed, added, removed
+}
+
+// rowStatus is what an account's status was last taken from.
+type rowStatus struct {
+	status, reason     string
+	updatedAt, version int64
 }
 
 func limitFromStore(r store.Account) LimitState {

@@ -33,12 +33,11 @@ type account struct {
 	Status       string // "ok" | "needs_login"
 	StatusReason string
 
-	seen        int64 // updated_at of the row whose status was applied
-	seenVersion int64 // and its token_version
-	limit       LimitState
-	inflight    int
-	served      int64
-	lastUsed    time.Time
+	seen     rowStatus // the row the status was last taken from
+	limit    LimitState
+	inflight int
+	served   int64
+	lastUsed time.Time
 }
 
 // usable reports whether the account may be tried at now, and if not why.
