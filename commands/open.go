@@ -29,6 +29,13 @@ func (e *env) openVault(ctx context.Context, cfg *config.Config) (*vault.Vault, 
 // openVaultPQ is openVault; with pq, a vault created now gets a hybrid
 // post-quantum master identity.
 func (e *env) openVaultPQ(ctx context.Context, cfg *config.Config, pq bool) (*vault.Vault, error) {
+	return e.openVaultWith(ctx, cfg, vault.Options{Create: true, PQ: pq, Logger: e.log}, true)
+}
+
+// openVaultWith opens the vault; with prompt, a passphrase-protected vault
+// without CLAUDEFLARE_PASSPHRASE asks for it when stdin is a terminal
+// (people, not daemons, are asked).
+func (e *env) openVaultWith(ctx context.Context, cfg *config.Config, opts vault.Options, prompt bool) (*vault.Vault, error) {
 	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -36,9 +43,18 @@ func (e *env) openVaultPQ(ctx context.Context, cfg *config.Config, pq bool) (*va
 	if err != nil {
 		return nil, fmt.Errorf("open vault: %w", err)
 	}
-	v, err := vault.Open(ctx, db, e.keySource(cfg), vault.Options{Create: true, PQ: pq})
+	ks := e.keySource(cfg)
+	v, err := vault.Open(ctx, db, ks, opts)
+	if errors.Is(err, vault.ErrNeedPassphrase) && prompt && isTerminal(e.stdin) {
+		if ks.Passphrase, err = e.readPassphrase("Passphrase: "); err == nil {
+			v, err = vault.Open(ctx, db, ks, opts)
+		}
+	}
 	if err != nil {
 		db.Close()
+		if errors.Is(err, vault.ErrNeedPassphrase) {
+			return nil, withHint(err, "set CLAUDEFLARE_PASSPHRASE, or run on a terminal to be asked")
+		}
 		return nil, keyHint(err)
 	}
 	return v, nil
