@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/claudeflare/claudeflare/store"
 )
 
 // Namespace prefixes every claudeflare metric name.
@@ -35,6 +37,10 @@ const (
 	// clients cannot grow the series without bound.
 	OtherModel = "other"
 )
+
+// statusClientClosed is the status the request log gives a request whose
+// client went away (nginx's 499).
+const statusClientClosed = 499
 
 // MaxModels is how many distinct model names get a label value of their
 // own; later ones are counted as OtherModel.
@@ -83,8 +89,8 @@ type Request struct {
 	Model string
 	// Duration is from receiving the request to the end of the response.
 	Duration time.Duration
-	// TTFB is from receiving the request to the first response byte from
-	// the upstream; 0 when no upstream response came.
+	// TTFB is from receiving the request to the first response byte
+	// sent to the client; negative when none was sent (the client left).
 	TTFB time.Duration
 	// Token usage reported by the upstream.
 	InputTokens, OutputTokens, CacheReadTokens, CacheCreationTokens int64
@@ -125,6 +131,8 @@ type Sources struct {
 	// whole records the recorder dropped because its queue was full.
 	DroppedPayloads func() int64
 	DroppedRecords  func() int64
+	// FailedRecords is the total of records lost to a database error.
+	FailedRecords func() int64
 }
 
 // Metrics holds claudeflare's registry and metrics.
@@ -200,8 +208,8 @@ func New(opts Options) *Metrics {
 			Buckets: DurationBuckets,
 		}, []string{"account"}),
 		ttfb: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: Namespace, Name: "upstream_ttfb_seconds",
-			Help:    "Time from receiving a request to the upstream's first response byte, by account.",
+			Namespace: Namespace, Name: "time_to_first_byte_seconds",
+			Help:    "Time from receiving a request to the first response byte sent to the client (the upstream's, or the proxy's own error), by account.",
 			Buckets: TTFBBuckets,
 		}, []string{"account"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -272,10 +280,8 @@ func (m *Metrics) ObserveRequest(r Request) {
 	}
 	s := m.seriesFor(r.Account, r.Model, r.Status)
 	s.requests.Inc()
-	if r.Duration > 0 {
-		s.acct.duration.Observe(r.Duration.Seconds())
-	}
-	if r.TTFB > 0 {
+	s.acct.duration.Observe(max(r.Duration, 0).Seconds())
+	if r.TTFB >= 0 {
 		s.acct.ttfb.Observe(r.TTFB.Seconds())
 	}
 	for i, n := range [4]int64{r.InputTokens, r.OutputTokens, r.CacheReadTokens, r.CacheCreationTokens} {
@@ -283,6 +289,22 @@ func (m *Metrics) ObserveRequest(r Request) {
 			s.tokens[i].Add(float64(n))
 		}
 	}
+}
+
+// Request counts one finished client request from its request-log row;
+// with Failover and Refresh it makes *Metrics a proxy.Observer.
+func (m *Metrics) Request(r store.Request) {
+	ttfb := time.Duration(r.TTFBMS) * time.Millisecond
+	if r.TTFBMS == 0 && r.Status == statusClientClosed {
+		ttfb = -1 // the client left before the first byte
+	}
+	m.ObserveRequest(Request{
+		Account: r.Account, Status: r.Status, Model: r.Model,
+		Duration:    time.Duration(r.DurationMS) * time.Millisecond,
+		TTFB:        ttfb,
+		InputTokens: r.InputTokens, OutputTokens: r.OutputTokens,
+		CacheReadTokens: r.CacheReadInputTokens, CacheCreationTokens: r.CacheCreationInputTokens,
+	})
 }
 
 // Failover counts a request moved away from account for reason (one of

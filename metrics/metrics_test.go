@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/claudeflare/claudeflare/metrics"
+	"github.com/claudeflare/claudeflare/store"
 )
 
 // scrape fetches /metrics over HTTP and parses it with the Prometheus text
@@ -102,6 +103,7 @@ func TestRequestsTokensLatency(t *testing.T) {
 	}
 	m.ObserveRequest(metrics.Request{Account: "home", Status: 429, Model: "claude-opus-4-1", Duration: 100 * time.Millisecond, TTFB: 90 * time.Millisecond})
 	m.ObserveRequest(metrics.Request{Status: 503, Duration: time.Millisecond})
+	m.ObserveRequest(metrics.Request{Account: "home", Status: 499, Model: "claude-opus-4-1", Duration: time.Second, TTFB: -1}) // left before the first byte
 	m.Failover("home", metrics.ReasonRateLimited)
 	m.Failover("home", metrics.ReasonRateLimited)
 	m.Failover("work", metrics.ReasonOverloaded)
@@ -124,9 +126,11 @@ func TestRequestsTokensLatency(t *testing.T) {
 		{"claudeflare_tokens_total", []string{"account=home", "kind=input"}, 0},
 		{"claudeflare_request_duration_seconds", []string{"account=work"}, 3},
 		{"claudeflare_request_duration_seconds", []string{"account=none"}, 1},
-		{"claudeflare_upstream_ttfb_seconds", []string{"account=work"}, 3},
-		{"claudeflare_upstream_ttfb_seconds", []string{"account=home"}, 1},
-		{"claudeflare_upstream_ttfb_seconds", []string{"account=none"}, 0}, // no upstream answer: no sample
+		{"claudeflare_time_to_first_byte_seconds", []string{"account=work"}, 3},
+		{"claudeflare_time_to_first_byte_seconds", []string{"account=home"}, 1}, // not the 499
+		{"claudeflare_time_to_first_byte_seconds", []string{"account=none"}, 1},
+		{"claudeflare_request_duration_seconds", []string{"account=home"}, 2},
+		{"claudeflare_requests_total", []string{"account=home", "status=499"}, 1},
 		{"claudeflare_failovers_total", []string{"account=home", "reason=rate_limited"}, 2},
 		{"claudeflare_failovers_total", []string{"account=work", "reason=overloaded"}, 1},
 		{"claudeflare_token_refreshes_total", []string{"account=work"}, 2},
@@ -145,7 +149,7 @@ func TestRequestsTokensLatency(t *testing.T) {
 		}
 	}
 	if f["claudeflare_requests_total"].GetType() != dto.MetricType_COUNTER ||
-		f["claudeflare_upstream_ttfb_seconds"].GetType() != dto.MetricType_HISTOGRAM {
+		f["claudeflare_time_to_first_byte_seconds"].GetType() != dto.MetricType_HISTOGRAM {
 		t.Error("wrong metric types")
 	}
 }
@@ -172,6 +176,7 @@ func TestAccountStateCollector(t *testing.T) {
 		QueueCapacity:   func() int { return 8192 },
 		DroppedPayloads: func() int64 { return dropped },
 		DroppedRecords:  func() int64 { return 1 },
+		FailedRecords:   func() int64 { return 2 },
 	})
 	f = scrape(t, m.Handler())
 	checks := []struct {
@@ -202,6 +207,7 @@ func TestAccountStateCollector(t *testing.T) {
 		{"claudeflare_recorder_queue_capacity", nil, 8192},
 		{"claudeflare_recorder_dropped_payloads_total", nil, 7},
 		{"claudeflare_recorder_dropped_records_total", nil, 1},
+		{"claudeflare_recorder_failed_records_total", nil, 2},
 	}
 	for _, c := range checks {
 		if got := value(t, f, c.name, c.labels...); got != c.want {
@@ -243,6 +249,37 @@ func TestModelCardinalityIsBounded(t *testing.T) {
 	}
 	if models["other"] != 51 || models["model-0"] != 2 {
 		t.Errorf("other=%v model-0=%v", models["other"], models["model-0"])
+	}
+}
+
+func TestRequestFromLogRow(t *testing.T) {
+	m := metrics.New(metrics.Options{NoProcess: true})
+	var obs interface {
+		Request(store.Request)
+		Failover(account, reason string)
+		Refresh(account string, ok bool)
+	} = m // what proxy.Observer asks for
+	obs.Request(store.Request{Account: "work", Status: 200, Model: "claude-haiku-4-5", DurationMS: 1500, TTFBMS: 200,
+		InputTokens: 3, OutputTokens: 4, CacheReadInputTokens: 5, CacheCreationInputTokens: 6})
+	obs.Request(store.Request{Account: "work", Status: 200, Model: "claude-haiku-4-5"}) // sub-millisecond: still a sample
+	obs.Request(store.Request{Account: "work", Status: 499, Model: "claude-haiku-4-5"}) // left before the first byte
+	f := scrape(t, m.Handler())
+	if v := value(t, f, "claudeflare_requests_total", "account=work", "status=200", "model=claude-haiku-4-5"); v != 2 {
+		t.Errorf("requests %v", v)
+	}
+	if v := value(t, f, "claudeflare_time_to_first_byte_seconds", "account=work"); v != 2 {
+		t.Errorf("ttfb samples %v, want 2", v)
+	}
+	if v := value(t, f, "claudeflare_request_duration_seconds", "account=work"); v != 3 {
+		t.Errorf("duration samples %v, want 3", v)
+	}
+	if v := value(t, f, "claudeflare_tokens_total", "account=work", "kind=cache_creation"); v != 6 {
+		t.Errorf("cache creation tokens %v", v)
+	}
+	for _, mm := range f["claudeflare_time_to_first_byte_seconds"].GetMetric() {
+		if mm.Histogram.GetSampleSum() != 0.2 {
+			t.Errorf("ttfb sum %v, want 0.2", mm.Histogram.GetSampleSum())
+		}
 	}
 }
 

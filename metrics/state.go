@@ -41,6 +41,8 @@ var (
 		"Payloads not stored because the recorder queue was full.", nil, nil)
 	descDroppedRecords = prometheus.NewDesc(Namespace+"_recorder_dropped_records_total",
 		"Request records not stored because the recorder queue was full.", nil, nil)
+	descFailedRecords = prometheus.NewDesc(Namespace+"_recorder_failed_records_total",
+		"Request records lost to a database error.", nil, nil)
 )
 
 // stateCollector reads the Sources at scrape time.
@@ -49,7 +51,7 @@ type stateCollector struct{ m *Metrics }
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUsable, descPaused, descNeedsLogin, descRLStatus, descUtil, descReset,
 		descQuarantined, descQuarantineLeft, descInFlight, descAccounts, descQueue, descQueueCap,
-		descDroppedPayloads, descDroppedRecords} {
+		descDroppedPayloads, descDroppedRecords, descFailedRecords} {
 		ch <- d
 	}
 }
@@ -78,6 +80,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if src.DroppedRecords != nil {
 		ch <- prometheus.MustNewConstMetric(descDroppedRecords, prometheus.CounterValue, float64(src.DroppedRecords()))
+	}
+	if src.FailedRecords != nil {
+		ch <- prometheus.MustNewConstMetric(descFailedRecords, prometheus.CounterValue, float64(src.FailedRecords()))
 	}
 }
 
