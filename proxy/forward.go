@@ -65,13 +65,13 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	x.row = store.Request{
 		ID: x.id, TS: store.ToMS(start), Method: r.Method, Path: path,
-		Client: clientName(r),
+		Client: s.clientOf(r),
 	}
 	x.capture = s.rec.wantPayload()
 	x.serve()
 }
 
-func clientName(r *http.Request) string {
+func userAgent(r *http.Request) string {
 	ua := r.Header.Get("User-Agent")
 	if len(ua) > 128 {
 		ua = ua[:128]

@@ -72,6 +72,10 @@ type Options struct {
 	// Observer is told about requests, failovers and refreshes (metrics);
 	// nil = nothing. See also Accounts and RecorderStats.
 	Observer Observer
+	// ClientName names the client of a request for the log's client
+	// column (e.g. the client key the access guard established); nil =
+	// the User-Agent, cut at 128 bytes.
+	ClientName func(r *http.Request) string
 }
 
 // Server is the proxy. Create it with New, then Serve.
@@ -85,6 +89,7 @@ type Server struct {
 	vaultDB  *store.DB
 	poll     time.Duration
 	obs      Observer
+	clientOf func(r *http.Request) string
 
 	pool    *pool
 	tokens  *tokens
@@ -140,13 +145,16 @@ func New(opts Options) (*Server, error) {
 		CooldownMax:        cfg.RateLimit.CooldownMax.Std(),
 		OverloadedCooldown: cfg.RateLimit.OverloadedCooldown.Std(),
 	}
+	if opts.ClientName == nil {
+		opts.ClientName = userAgent
+	}
 	obs := opts.Observer
 	if obs == nil {
 		obs = nopObserver{}
 	}
 	s := &Server{
 		cfg: cfg, log: log, now: now, sleep: sleep, upstream: up, client: &fwd,
-		vaultDB: opts.VaultDB, poll: poll, obs: obs,
+		vaultDB: opts.VaultDB, poll: poll, obs: obs, clientOf: opts.ClientName,
 		pool: newPool(cfg.LBStrategy, cfg.SessionDuration(), policy),
 	}
 	s.tokens = &tokens{
