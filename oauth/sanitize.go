@@ -18,6 +18,22 @@ const Redacted = "[REDACTED]"
 // more base64/base64url/hex characters.
 var credentialRE = regexp.MustCompile(`sk-ant-[A-Za-z0-9_\-+/=]*|[A-Za-z0-9+/=_\-]{24,}`)
 
+// clean drops invalid UTF-8, control and format characters (line breaks
+// and tabs become spaces).
+func clean(s string) string {
+	s = strings.ToValidUTF8(s, "")
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n' || r == '\r' || r == '\t':
+			return ' '
+		case unicode.IsControl(r) || r == utf8.RuneError ||
+			unicode.In(r, unicode.Cf): // bidi overrides, zero-width characters
+			return -1
+		}
+		return r
+	}, s)
+}
+
 // wordyRE matches runs made only of lower-case letters and separators:
 // identifiers and paths such as "claude_cli/create_api_key", which read
 // as words, not as secrets, and are kept.
@@ -32,21 +48,14 @@ var wordyRE = regexp.MustCompile(`^[a-z_\-/]+$`)
 // letters, "_", "-" and "/". The result is at most MaxDescription
 // characters long.
 func Sanitize(msg string, secrets ...string) string {
-	msg = strings.ToValidUTF8(msg, "")
-	msg = strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			return ' '
-		case unicode.IsControl(r) || r == utf8.RuneError ||
-			unicode.In(r, unicode.Cf): // bidi overrides, zero-width characters
-			return -1
-		}
-		return r
-	}, msg)
+	msg = clean(msg)
 
+	// A secret is looked for as cleaning left it in the message: a
+	// secret with a control character still matches, and one with
+	// invalid UTF-8 can never cut a character of msg in half.
 	sorted := make([]string, 0, len(secrets))
 	for _, s := range secrets {
-		if s != "" {
+		if s = clean(s); s != "" {
 			sorted = append(sorted, s)
 		}
 	}
