@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/proxy"
 )
 
 // TLSConfig is the listener's TLS configuration from server.tls_cert and
@@ -155,17 +156,5 @@ func UpstreamTransport(cfg *config.Config) (*http.Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &net.Dialer{Timeout: cfg.Upstream.DialTimeout.Std(), KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           d.DialContext,
-		TLSClientConfig:       tc,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   128,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout.Std(),
-		ExpectContinueTimeout: time.Second,
-	}, nil
+	return proxy.NewTransport(cfg, tc), nil
 }

@@ -97,6 +97,7 @@ type env struct {
 	cfgSource      config.Source
 	cfg            *config.Config
 	log            *slog.Logger
+	level          *slog.LevelVar // the logger's level, changed by a reload
 }
 
 // config loads the configuration once; extra are command flags that are
@@ -119,13 +120,27 @@ func (e *env) config(extra map[string]string) (*config.Config, error) {
 		return nil, err
 	}
 	e.cfg = cfg
-	e.log = newLogger(e.stderr, cfg)
+	e.level = new(slog.LevelVar)
+	e.level.Set(cfg.SlogLevel())
+	e.log = newLogger(e.stderr, cfg, e.level)
 	return cfg, nil
 }
 
+// reloadConfig reads the configuration again from the same sources (the
+// daemon's SIGHUP); the running one stays in e.cfg.
+func (e *env) reloadConfig(extra map[string]string) (*config.Config, error) {
+	running := e.cfg
+	e.cfg = nil
+	defer func() { e.cfg = running }()
+	level, log := e.level, e.log
+	cfg, err := e.config(extra)
+	e.level, e.log = level, log
+	return cfg, err
+}
+
 // newLogger logs to w: text on a terminal, JSON otherwise (LOG_FORMAT).
-func newLogger(w io.Writer, cfg *config.Config) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.SlogLevel()}
+func newLogger(w io.Writer, cfg *config.Config, level slog.Leveler) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if cfg.JSONLogs(isTerminal(w)) {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}

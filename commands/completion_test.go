@@ -107,7 +107,7 @@ func contains(list []string, s string) bool {
 func TestBashCompletionEndToEnd(t *testing.T) {
 	bash, err := exec.LookPath("bash")
 	if err != nil {
-		t.Skip("no bash")
+		t.Fatal("bash is needed for this test")
 	}
 	bin := t.TempDir()
 	if err := os.Symlink(os.Args[0], filepath.Join(bin, "claudeflare")); err != nil {

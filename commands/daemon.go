@@ -5,16 +5,24 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/proxy"
+	"github.com/claudeflare/claudeflare/retention"
 	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
 )
 
 func daemonCommand() *cli.Command {
@@ -80,7 +88,8 @@ func runDaemon(c *cli.Context) error {
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 
-	v, err := e.openVault(ctx, cfg)
+	// A daemon never prompts for a passphrase: set CLAUDEFLARE_PASSPHRASE.
+	v, err := e.openVaultWith(ctx, cfg, vault.Options{Create: true, Logger: e.log}, false)
 	if err != nil {
 		return err
 	}
@@ -107,10 +116,40 @@ func runDaemon(c *cli.Context) error {
 		}
 	}
 
-	srv, err := proxy.New(proxy.Options{Config: cfg, Vault: v, VaultDB: v.DB(), LogDB: logDB, Logger: e.log})
+	guard, err := access.New(ctx, access.Options{Config: cfg, VaultDB: v.DB(), LogDB: logDB, Logger: e.log})
 	if err != nil {
 		return err
 	}
+	transport, err := access.UpstreamTransport(cfg)
+	if err != nil {
+		return err
+	}
+	m := newMetrics()
+	srv, err := proxy.New(proxy.Options{
+		Config: cfg, Vault: v, VaultDB: v.DB(), LogDB: logDB, Logger: e.log,
+		HTTPClient: &http.Client{Transport: transport},
+		Observer:   m,
+		ClientName: clientName,
+		Middleware: func(next http.Handler) http.Handler {
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", m.Handler())
+			mux.Handle("/", next)
+			return guard.Wrap(mux)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	watchProxy(m, srv)
+	guard.Start()
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		guard.Stop(sctx)
+	}()
+	sweeper := retention.NewSweeper(logDB, cfg.Retention, e.log, time.Now)
+	go sweeper.Run(ctx)
+
 	// Catch signals before announcing readiness: a SIGHUP right after
 	// READY=1 must reload, not kill.
 	sigs := make(chan os.Signal, 4)
@@ -120,8 +159,12 @@ func runDaemon(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	e.log.Info("listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "version", versionString())
-	fmt.Fprintf(e.stderr, "claudeflare: listening on http://%s\n", ln.Addr())
+	ln, scheme, err := access.Listener(ln, cfg)
+	if err != nil {
+		return err
+	}
+	e.log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme, "data_dir", cfg.DataDir, "version", versionString())
+	fmt.Fprintf(e.stderr, "claudeflare: listening on %s://%s\n", scheme, ln.Addr())
 	notifySocket := e.getenv("NOTIFY_SOCKET")
 	sdNotify(notifySocket, "READY=1\nSTATUS=listening on "+ln.Addr().String())
 
@@ -131,8 +174,8 @@ func runDaemon(c *cli.Context) error {
 			switch {
 			case s == syscall.SIGHUP:
 				sdNotify(notifySocket, "RELOADING=1")
-				if err := srv.Reload(ctx); err != nil {
-					e.log.Error("reload failed", "err", err)
+				if err := reload(ctx, e, cfg, extra, srv, guard, sweeper); err != nil {
+					e.log.Error("reload failed; keeping the running configuration", "err", err)
 				} else {
 					e.log.Info("reloaded")
 				}
@@ -154,4 +197,56 @@ func runDaemon(c *cli.Context) error {
 	}
 	e.log.Info("stopped")
 	return nil
+}
+
+// clientName fills the request log's client column: the client key's
+// name when keys exist, else the remote address.
+func clientName(r *http.Request) string {
+	if c, ok := access.ClientFrom(r.Context()); ok {
+		if c.Key != "" {
+			return c.Key
+		}
+		return c.Addr
+	}
+	return ""
+}
+
+// reload re-reads the config file and the accounts (SIGHUP). Access
+// control (client keys, allow_ips, CORS, limits), retention and the log
+// level change at once; listen address, TLS files, upstream and proxy
+// tuning keep their running values until a restart, and a change to them
+// is logged.
+func reload(ctx context.Context, e *env, running *config.Config, extra map[string]string, srv *proxy.Server, guard *access.Guard, sweeper *retention.Sweeper) error {
+	cfg, err := e.reloadConfig(extra)
+	if err != nil {
+		return err
+	}
+	if err := guard.ConfigReloaded(ctx, cfg); err != nil {
+		return err
+	}
+	sweeper.SetConfig(cfg.Retention)
+	e.level.Set(cfg.SlogLevel())
+	if restart := restartKeys(running, cfg); len(restart) > 0 {
+		e.log.Warn("config changes that take effect on restart", "keys", restart)
+	}
+	return srv.Reload(ctx)
+}
+
+// restartKeys lists settings that differ but are only read at start.
+func restartKeys(a, b *config.Config) []string {
+	var keys []string
+	for key, same := range map[string]bool{
+		"host/port":             a.Addr() == b.Addr(),
+		"data_dir":              a.DataDir == b.DataDir,
+		"server":                a.Server.TLSCert == b.Server.TLSCert && a.Server.TLSKey == b.Server.TLSKey && a.Server.MaxBodyBytes == b.Server.MaxBodyBytes,
+		"upstream_url":          a.UpstreamURL == b.UpstreamURL && a.OAuthTokenURL == b.OAuthTokenURL,
+		"lb_strategy/retry_*":   a.LBStrategy == b.LBStrategy && a.RetryAttempts == b.RetryAttempts && a.RetryDelayMS == b.RetryDelayMS && a.RetryBackoff == b.RetryBackoff && a.SessionDurationMS == b.SessionDurationMS,
+		"log (payload capture)": a.Log.Payloads == b.Log.Payloads && a.Log.PayloadMaxBytes == b.Log.PayloadMaxBytes && strings.Join(a.Log.Redact, "\x00") == strings.Join(b.Log.Redact, "\x00") && strings.Join(a.Log.BodyPaths, "\x00") == strings.Join(b.Log.BodyPaths, "\x00"),
+	} {
+		if !same {
+			keys = append(keys, key)
+		}
+	}
+	sort.Strings(keys)
+	return keys
 }

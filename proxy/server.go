@@ -29,6 +29,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,6 +77,9 @@ type Options struct {
 	// column (e.g. the client key the access guard established); nil =
 	// the User-Agent, cut at 128 bytes.
 	ClientName func(r *http.Request) string
+	// Middleware wraps the proxy's handler (client auth, /metrics, the
+	// admin API); nil = none. Serve and Handler use the wrapped handler.
+	Middleware func(http.Handler) http.Handler
 }
 
 // Server is the proxy. Create it with New, then Serve.
@@ -129,7 +133,7 @@ func New(opts Options) (*Server, error) {
 	}
 	client := opts.HTTPClient
 	if client == nil {
-		client = &http.Client{Transport: newTransport(cfg)}
+		client = &http.Client{Transport: NewTransport(cfg, nil)}
 	}
 	// Redirects are the client's business, never followed here.
 	fwd := *client
@@ -184,19 +188,23 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("create proxy: %w", err)
 	}
 	s.handler = s.routes()
+	if opts.Middleware != nil {
+		s.handler = opts.Middleware(s.handler)
+	}
 	return s, nil
 }
 
-// newTransport is the upstream transport: HTTP/2 when offered, generous
+// NewTransport is the upstream transport (tc nil = Go's verified defaults): HTTP/2 when offered, generous
 // idle pools, timeouts on dialing and on the response headers only (a
 // stream may run for many minutes). Compression is left on: requests go
 // out without the client's Accept-Encoding, so the transport asks for
 // gzip itself and hands back a decompressed body.
-func newTransport(cfg *config.Config) *http.Transport {
+func NewTransport(cfg *config.Config, tc *tls.Config) *http.Transport {
 	d := &net.Dialer{Timeout: cfg.Upstream.DialTimeout.Std(), KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           d.DialContext,
+		TLSClientConfig:       tc,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   128,
