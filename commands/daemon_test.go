@@ -265,3 +265,68 @@ func TestExitCodes(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+// With client keys, the real daemon asks for one on every route but
+// /health, and logs which key made each request.
+func TestDaemonClientKeys(t *testing.T) {
+	c := newCLI(t)
+	c.mustRun(c.fake.NewAPIKey("pool"), "accounts", "add", "pool", "--api-key-stdin")
+	key := strings.TrimSpace(c.mustRun("", "apikey", "create", "laptop"))
+	if !strings.HasPrefix(key, "cf_") {
+		t.Fatalf("apikey create printed %q", key)
+	}
+	c.mustRun("", "apikey", "create", "desktop")
+	d := c.startDaemon()
+	do := func(method, path, auth string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(method, d.url+path, strings.NewReader(`{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}]}`))
+		if auth != "" {
+			req.Header.Set("x-api-key", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, b
+	}
+	if resp, body := do("POST", "/v1/messages", ""); resp.StatusCode != 401 || resp.Header.Get("x-should-retry") != "false" || !bytes.Contains(body, []byte(`"authentication_error"`)) {
+		t.Fatalf("no key: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := do("POST", "/v1/messages", "cf_wrong"); resp.StatusCode != 401 {
+		t.Fatalf("wrong key: %d", resp.StatusCode)
+	}
+	if resp, body := do("POST", "/v1/messages", key); resp.StatusCode != 200 {
+		t.Fatalf("good key: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := do("GET", "/health", ""); resp.StatusCode != 200 {
+		t.Fatalf("/health: %d", resp.StatusCode)
+	}
+	if resp, body := do("GET", "/metrics", key); resp.StatusCode != 403 || !bytes.Contains(body, []byte("permission_error")) {
+		t.Fatalf("/metrics with an api key: %d %s", resp.StatusCode, body)
+	}
+	// A revoked key stops working within seconds, without a signal. (Had
+	// it been the last key, the proxy would be open again on loopback.)
+	c.mustRun("", "apikey", "revoke", "laptop")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, _ := do("POST", "/v1/messages", key)
+		if resp.StatusCode == 401 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked key still accepted: %d", resp.StatusCode)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := d.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(d.logs(), key) {
+		t.Fatal("the daemon logged a client key")
+	}
+	out := c.mustRun("", "requests", "list", "--json")
+	if !strings.Contains(out, `"client":"laptop"`) {
+		t.Fatalf("request log does not name the client key: %s", out)
+	}
+}
