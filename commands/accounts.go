@@ -347,12 +347,9 @@ func accountsList(c *cli.Context) error {
 		return err
 	}
 	// Listing needs no key: it reads metadata only, never a secret.
-	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
-		return err
-	}
-	vdb, err := store.OpenVault(cfg.DataDir)
+	vdb, err := openVaultDB(cfg)
 	if err != nil {
-		return fmt.Errorf("open vault: %w", err)
+		return err
 	}
 	defer vdb.Close()
 	logDB, err := e.openLog(cfg)
@@ -420,12 +417,9 @@ func accountsRemove(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
-		return err
-	}
-	vdb, err := store.OpenVault(cfg.DataDir)
+	vdb, err := openVaultDB(cfg)
 	if err != nil {
-		return fmt.Errorf("open vault: %w", err)
+		return err
 	}
 	defer vdb.Close()
 	if _, err := store.GetAccount(c.Context, vdb, name); err != nil {
@@ -458,12 +452,9 @@ func accountsSetPaused(c *cli.Context, paused bool) error {
 	if err != nil {
 		return err
 	}
-	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
-		return err
-	}
-	vdb, err := store.OpenVault(cfg.DataDir)
+	vdb, err := openVaultDB(cfg)
 	if err != nil {
-		return fmt.Errorf("open vault: %w", err)
+		return err
 	}
 	defer vdb.Close()
 	if err := store.SetPaused(c.Context, vdb, name, paused, time.Now()); err != nil {

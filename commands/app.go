@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime/debug"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -223,20 +222,7 @@ func setUsageErrors(cmds []*cli.Command) {
 }
 
 func versionString() string {
-	v, commit, date := Version, Commit, Date
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if v == "" {
-			v = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			switch {
-			case s.Key == "vcs.revision" && commit == "":
-				commit = s.Value
-			case s.Key == "vcs.time" && date == "":
-				date = s.Value
-			}
-		}
-	}
+	v, commit, date := buildInfo()
 	if v == "" || v == "(devel)" {
 		v = "dev"
 	}

@@ -293,10 +293,18 @@ func keyRecipient(c *cli.Context) error {
 	return nil
 }
 
+// vaultExists is vault.ErrNotInitialised when the data dir has no vault.
+func vaultExists(cfg *config.Config) error {
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, store.VaultFile)); errors.Is(err, os.ErrNotExist) {
+		return vault.ErrNotInitialised
+	}
+	return nil
+}
+
 // openExistingVaultDB opens the vault database without creating one.
 func openExistingVaultDB(cfg *config.Config) (*store.DB, error) {
-	if _, err := os.Stat(filepath.Join(cfg.DataDir, store.VaultFile)); errors.Is(err, os.ErrNotExist) {
-		return nil, vault.ErrNotInitialised
+	if err := vaultExists(cfg); err != nil {
+		return nil, err
 	}
 	db, err := store.OpenVault(cfg.DataDir)
 	if err != nil {
@@ -308,25 +316,10 @@ func openExistingVaultDB(cfg *config.Config) (*store.DB, error) {
 // openKeyVault opens an existing vault; for a passphrase-protected one
 // without CLAUDEFLARE_PASSPHRASE it asks on the terminal.
 func (e *env) openKeyVault(ctx context.Context, cfg *config.Config) (*vault.Vault, error) {
-	db, err := openExistingVaultDB(cfg)
-	if err != nil {
+	if err := vaultExists(cfg); err != nil {
 		return nil, err
 	}
-	ks := e.keySource(cfg)
-	v, err := vault.Open(ctx, db, ks, vault.Options{Logger: e.log})
-	if errors.Is(err, vault.ErrNeedPassphrase) && isTerminal(e.stdin) {
-		if ks.Passphrase, err = e.readPassphrase("Passphrase: "); err == nil {
-			v, err = vault.Open(ctx, db, ks, vault.Options{Logger: e.log})
-		}
-	}
-	if err != nil {
-		db.Close()
-		if errors.Is(err, vault.ErrNeedPassphrase) {
-			return nil, withHint(err, "set CLAUDEFLARE_PASSPHRASE, or run on a terminal to be asked")
-		}
-		return nil, keyHint(err)
-	}
-	return v, nil
+	return e.openVaultWith(ctx, cfg, vault.Options{Logger: e.log}, true)
 }
 
 // readPassphrase asks on stderr and reads a line from the terminal on

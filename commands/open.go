@@ -36,12 +36,9 @@ func (e *env) openVaultPQ(ctx context.Context, cfg *config.Config, pq bool) (*va
 // without CLAUDEFLARE_PASSPHRASE asks for it when stdin is a terminal
 // (people, not daemons, are asked).
 func (e *env) openVaultWith(ctx context.Context, cfg *config.Config, opts vault.Options, prompt bool) (*vault.Vault, error) {
-	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
-		return nil, err
-	}
-	db, err := store.OpenVault(cfg.DataDir)
+	db, err := openVaultDB(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open vault: %w", err)
+		return nil, err
 	}
 	ks := e.keySource(cfg)
 	v, err := vault.Open(ctx, db, ks, opts)
@@ -58,6 +55,19 @@ func (e *env) openVaultWith(ctx context.Context, cfg *config.Config, opts vault.
 		return nil, keyHint(err)
 	}
 	return v, nil
+}
+
+// openVaultDB opens (creating on first use) the vault database without
+// a key: for commands that touch no secret.
+func openVaultDB(cfg *config.Config) (*store.DB, error) {
+	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	db, err := store.OpenVault(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("open vault: %w", err)
+	}
+	return db, nil
 }
 
 // openLog opens (creating on first use) the request log.
