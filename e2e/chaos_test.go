@@ -183,7 +183,10 @@ func TestChaos(t *testing.T) {
 		t.Errorf("%d upstream requests still open at the fake", n)
 	}
 
-	// Every answered request is in the log once the daemon has flushed.
+	// Every answered request is in the log once the daemon has flushed,
+	// or counted as dropped (a storm of instant 429s can outrun the
+	// recorder's queue, which then drops rather than slow anyone down).
+	reported, report := lossReport(t, d)
 	if err := d.stop(t); err != nil {
 		t.Errorf("daemon exit: %v", err)
 	}
@@ -198,8 +201,9 @@ func TestChaos(t *testing.T) {
 		}
 		return true
 	})
-	if missing > 0 {
-		t.Errorf("%d answered requests missing from the log after a graceful stop", missing)
+	t.Logf("%d answered requests not in the log; the daemon reported %d lost (%s)", missing, reported, report)
+	if int64(missing) > reported {
+		t.Errorf("%d answered requests missing from the log after a graceful stop, %d reported lost", missing, reported)
 	}
 	t.Logf("end states in the log: %v", endStates(t, filepath.Join(w.data, store.LogFile)))
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -117,8 +118,9 @@ func steady(t *testing.T, d *daemon, n int, what string) ([]string, time.Duratio
 }
 
 // lossReport is what the daemon says about records it could not write:
-// the sum of /health's recorder counters of whole records dropped or
-// failed, and for the report every such counter in /health and /metrics.
+// the sum of the counters of whole records dropped or failed, from
+// /health's recorder object or from /metrics, whichever says more, and
+// for the report every such counter in either.
 func lossReport(t *testing.T, d *daemon) (int64, string) {
 	t.Helper()
 	h := d.health(t)
@@ -133,12 +135,17 @@ func lossReport(t *testing.T, d *daemon) (int64, string) {
 			parts = append(parts, fmt.Sprintf("health.recorder.%s=%d", k, n))
 		}
 	}
+	var fromMetrics int64
 	for k, v := range d.metrics() {
 		if strings.HasPrefix(k, "claudeflare_recorder") && (strings.Contains(k, "drop") || strings.Contains(k, "fail") || strings.Contains(k, "lost")) {
 			parts = append(parts, fmt.Sprintf("%s=%g", k, v))
+			if strings.Contains(k, "record") {
+				fromMetrics += int64(v)
+			}
 		}
 	}
-	return total, strings.Join(parts, " ")
+	sort.Strings(parts)
+	return max(total, fromMetrics), strings.Join(parts, " ")
 }
 
 func countLines(logs, substr string) int {
