@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
+	"github.com/claudeflare/claudeflare/internal/testcert"
 )
 
 // runner runs the claudeflare binary (this test binary re-executed) as a real
@@ -90,7 +93,7 @@ type daemon struct {
 	err    error
 }
 
-var listenRE = regexp.MustCompile(`listening on (http://[0-9.:\[\]]+)`)
+var listenRE = regexp.MustCompile(`listening on (https?://[0-9.:\[\]]+)`)
 
 func (c *runner) startDaemon(args ...string) *daemon {
 	c.t.Helper()
@@ -328,5 +331,39 @@ func TestDaemonClientKeys(t *testing.T) {
 	out := c.mustRun("", "requests", "list", "--json")
 	if !strings.Contains(out, `"client":"laptop"`) {
 		t.Fatalf("request log does not name the client key: %s", out)
+	}
+}
+
+// server.tls_cert and server.tls_key make the real daemon serve HTTPS.
+func TestDaemonServesHTTPS(t *testing.T) {
+	c := newCLI(t)
+	c.mustRun(c.fake.NewAPIKey("pool"), "accounts", "add", "pool", "--api-key-stdin")
+	certFile, keyFile, cert := testcert.Write(t, c.dir)
+	cfg := filepath.Join(c.dir, "claudeflare.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[server]\ntls_cert = %q\ntls_key = %q\n", certFile, keyFile)), 0o600)
+	c.env = append(c.env, "CLAUDEFLARE_CONFIG_PATH="+cfg)
+	d := c.startDaemon()
+	if !strings.HasPrefix(d.url, "https://") {
+		t.Fatalf("daemon announced %s", d.url)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	req, _ := http.NewRequest("POST", d.url+"/v1/messages", strings.NewReader(`{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}]}`))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS == nil {
+		t.Fatalf("over HTTPS: %d %s", resp.StatusCode, body)
+	}
+	// Plain HTTP to the TLS listener gets Go's 400, never an answer.
+	if resp, err := http.Get(strings.Replace(d.url, "https://", "http://", 1) + "/health"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("plain HTTP served alongside HTTPS")
+		}
 	}
 }
