@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -42,7 +44,22 @@ func runBare() int {
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "bare: listening on http://%s\n", ln.Addr())
-	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
+	// The request body is read before forwarding, as the daemon does.
+	// Streamed through, a small body races with the answer: once the
+	// response headers go out, net/http closes the unread inbound body,
+	// the transport's writer fails on it and closes the upstream
+	// connection mid-response ("use of closed network connection"): one
+	// SSE stream in a few dozen broke off that way in our runs.
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		rp.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	if err := srv.Serve(ln); err != nil {
 		fmt.Fprintln(os.Stderr, "bare:", err)
 		return 1
