@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -104,7 +107,7 @@ func BenchmarkExport(b *testing.B) {
 		b.Run(fmt.Sprintf("rows=%d/workers=%d", n, workers), func(b *testing.B) {
 			var rows int64
 			var took time.Duration
-			var peak uint64
+			var peak, rss uint64
 			var bytesOut int64
 			runtime.GC()
 			var before, after runtime.MemStats
@@ -114,6 +117,7 @@ func BenchmarkExport(b *testing.B) {
 				cw := &countWriter{}
 				w := bufio.NewWriterSize(cw, 256<<10)
 				s := sampleHeap()
+				resetPeakRSS()
 				start := time.Now()
 				k, err := requestlog.WriteNDJSON(context.Background(), db, requestlog.Filter{}, v.OpenPayload, w, workers)
 				if err == nil {
@@ -121,6 +125,7 @@ func BenchmarkExport(b *testing.B) {
 				}
 				took += time.Since(start)
 				peak = max(peak, s.end())
+				rss = max(rss, peakRSS())
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -132,6 +137,9 @@ func BenchmarkExport(b *testing.B) {
 			b.ReportMetric(float64(rows)/took.Seconds(), "rows/s")
 			b.ReportMetric(float64(rows)/cpu.Seconds(), "rows/cpu-s")
 			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MB")
+			if rss > 0 {
+				b.ReportMetric(float64(rss)/(1<<20), "peak-rss-MB")
+			}
 			b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(rows), "alloc-B/row")
 			b.ReportMetric(float64(bytesOut)/float64(rows), "out-B/row")
 		})
@@ -170,4 +178,24 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// resetPeakRSS resets the kernel's peak resident set size of this process
+// (Linux: clear_refs 5), so that peakRSS measures from here.
+func resetPeakRSS() { os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// peakRSS is VmHWM, the peak resident set size, in bytes (0 if unknown):
+// Go heap, SQLite's page cache and everything else.
+func peakRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }

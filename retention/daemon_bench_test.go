@@ -146,7 +146,7 @@ func daemonRun(b *testing.B, tmpl string, n int) (idle, busy []time.Duration, se
 			}
 		}()
 	}
-	time.Sleep(max(2*time.Second, time.Duration(n)*10*time.Microsecond))
+	time.Sleep(5 * time.Second)
 	mu.Lock()
 	lat = &busy
 	mu.Unlock()
