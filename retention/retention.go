@@ -186,15 +186,12 @@ func Cleanup(ctx context.Context, db *store.DB, opts Options) (Result, error) {
 	total := reqs + pays
 	opts.Progress(Progress{Phase: "delete", Total: total})
 
-	d := deleter{db: db, opts: &opts, b: b, res: &res, total: total}
-	if opts.CheckpointInterval > 0 {
-		restore, err := manualCheckpoints(ctx, db)
-		if err != nil {
-			return res, err
-		}
-		defer restore()
-		d.lastCheckpoint = time.Now()
+	cp, err := startCheckpoints(ctx, db, opts.CheckpointInterval)
+	if err != nil {
+		return res, fmt.Errorf("cleanup: %w", err)
 	}
+	defer cp.stop()
+	d := deleter{db: db, opts: &opts, b: b, res: &res, total: total, cp: cp}
 	if opts.Type == Requests || opts.Type == All {
 		if err := d.run(ctx, deleteRequests); err != nil {
 			res.Duration = time.Since(start)
@@ -208,8 +205,10 @@ func Cleanup(ctx context.Context, db *store.DB, opts Options) (Result, error) {
 		}
 	}
 	opts.Log.Debug("cleanup deleted", "type", string(opts.Type), "requests", res.Requests, "payloads", res.Payloads, "batches", res.Batches)
+	cp.stop()
 	if opts.Vacuum {
-		pages, bytes, err := Vacuum(ctx, db, VacuumOptions{Step: opts.VacuumStep, BatchTime: opts.BatchTime, Progress: opts.Progress, Pause: opts.Pause, Log: opts.Log})
+		pages, bytes, err := Vacuum(ctx, db, VacuumOptions{Step: opts.VacuumStep, BatchTime: opts.BatchTime, Progress: opts.Progress,
+			Pause: opts.Pause, CheckpointInterval: opts.CheckpointInterval, Log: opts.Log})
 		res.FreedPages, res.FreedBytes = pages, bytes
 		if err != nil {
 			res.Duration = time.Since(start)
@@ -288,8 +287,7 @@ type deleter struct {
 	res   *Result
 	total int64
 	size  int // current batch size, adapted to BatchTime
-
-	lastCheckpoint time.Time // zero: SQLite checkpoints automatically
+	cp    *checkpointer
 }
 
 // run repeats fn until a batch deletes nothing. The batch size adapts so
@@ -314,9 +312,9 @@ func (d *deleter) run(ctx context.Context, fn batchFunc) error {
 		d.res.Payloads += pays
 		d.opts.Progress(Progress{Phase: "delete", Done: d.res.Requests + d.res.Payloads, Total: d.total})
 		if reqs == 0 && pays == 0 {
-			return d.checkpoint(ctx, true)
+			return d.cp.maybe(ctx, true)
 		}
-		if err := d.checkpoint(ctx, false); err != nil {
+		if err := d.cp.maybe(ctx, false); err != nil {
 			return err
 		}
 		d.size = adapt(d.size, took, d.opts.BatchTime, d.opts.BatchSize)
@@ -326,32 +324,52 @@ func (d *deleter) run(ctx context.Context, fn batchFunc) error {
 	}
 }
 
-// checkpoint runs a passive checkpoint when CheckpointInterval has passed
-// since the last one (or now, with final), if the cleanup manages them.
-func (d *deleter) checkpoint(ctx context.Context, final bool) error {
-	if d.lastCheckpoint.IsZero() || !final && time.Since(d.lastCheckpoint) < d.opts.CheckpointInterval {
+// checkpointer takes over checkpointing from SQLite while a cleanup or
+// vacuum runs: automatic checkpoints off on the writer connection, a
+// passive checkpoint (which never holds the write lock) at most every
+// interval instead. A nil checkpointer leaves SQLite's alone.
+type checkpointer struct {
+	db       *store.DB
+	interval time.Duration
+	last     time.Time
+	prev     int64 // wal_autocheckpoint to restore
+	stopped  bool
+}
+
+func startCheckpoints(ctx context.Context, db *store.DB, interval time.Duration) (*checkpointer, error) {
+	if interval <= 0 {
+		return nil, nil
+	}
+	c := &checkpointer{db: db, interval: interval, last: time.Now()}
+	if err := db.W.GetContext(ctx, &c.prev, `PRAGMA wal_autocheckpoint`); err != nil {
+		return nil, fmt.Errorf("read checkpoint setting: %w", err)
+	}
+	if _, err := db.W.ExecContext(ctx, `PRAGMA wal_autocheckpoint = 0`); err != nil {
+		return nil, fmt.Errorf("set checkpoint setting: %w", err)
+	}
+	return c, nil
+}
+
+// maybe checkpoints when interval has passed since the last time, or now
+// with final.
+func (c *checkpointer) maybe(ctx context.Context, final bool) error {
+	if c == nil || c.stopped || !final && time.Since(c.last) < c.interval {
 		return nil
 	}
-	if _, err := d.db.W.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
-		return fmt.Errorf("cleanup: checkpoint: %w", err)
+	if _, err := c.db.W.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
 	}
-	d.lastCheckpoint = time.Now()
+	c.last = time.Now()
 	return nil
 }
 
-// manualCheckpoints turns automatic checkpoints off on the writer
-// connection; restore turns them back on as they were.
-func manualCheckpoints(ctx context.Context, db *store.DB) (restore func(), err error) {
-	var prev int64
-	if err := db.W.GetContext(ctx, &prev, `PRAGMA wal_autocheckpoint`); err != nil {
-		return nil, fmt.Errorf("cleanup: read checkpoint setting: %w", err)
+// stop gives checkpointing back to SQLite, as it was.
+func (c *checkpointer) stop() {
+	if c == nil || c.stopped {
+		return
 	}
-	if _, err := db.W.ExecContext(ctx, `PRAGMA wal_autocheckpoint = 0`); err != nil {
-		return nil, fmt.Errorf("cleanup: set checkpoint setting: %w", err)
-	}
-	return func() {
-		db.W.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf(`PRAGMA wal_autocheckpoint = %d`, prev))
-	}, nil
+	c.stopped = true
+	c.db.W.Exec(fmt.Sprintf(`PRAGMA wal_autocheckpoint = %d`, c.prev))
 }
 
 // adapt returns the next batch size: half after a batch slower than
@@ -418,8 +436,10 @@ type VacuumOptions struct {
 	// wal_checkpoint(TRUNCATE) for readers (default 250ms); when they do
 	// not finish in time the log is left for the next checkpoint.
 	CheckpointTimeout time.Duration
-	Progress          func(Progress)
-	Log               *slog.Logger
+	// CheckpointInterval is as in Options (DefaultCheckpointInterval).
+	CheckpointInterval time.Duration
+	Progress           func(Progress)
+	Log                *slog.Logger
 }
 
 // Vacuum returns the log's free pages to the file system with
@@ -436,6 +456,9 @@ func Vacuum(ctx context.Context, db *store.DB, opts VacuumOptions) (pages, bytes
 	if opts.CheckpointTimeout <= 0 {
 		opts.CheckpointTimeout = 250 * time.Millisecond
 	}
+	if opts.CheckpointInterval == 0 {
+		opts.CheckpointInterval = DefaultCheckpointInterval
+	}
 	if opts.Progress == nil {
 		opts.Progress = func(Progress) {}
 	}
@@ -451,6 +474,11 @@ func Vacuum(ctx context.Context, db *store.DB, opts VacuumOptions) (pages, bytes
 	}
 	total := free
 	opts.Progress(Progress{Phase: "vacuum", Total: total})
+	cp, err := startCheckpoints(ctx, db, opts.CheckpointInterval)
+	if err != nil {
+		return 0, 0, fmt.Errorf("vacuum: %w", err)
+	}
+	defer cp.stop()
 	step := min(opts.Step, 64)
 	for free > 0 {
 		if err := ctx.Err(); err != nil {
@@ -472,12 +500,16 @@ func Vacuum(ctx context.Context, db *store.DB, opts VacuumOptions) (pages, bytes
 		free = left
 		opts.Progress(Progress{Phase: "vacuum", Done: pages, Total: total})
 		step = adapt(step, took, opts.BatchTime, opts.Step)
+		if err := cp.maybe(ctx, false); err != nil {
+			return pages, pages * pageSize, fmt.Errorf("vacuum: %w", err)
+		}
 		if free > 0 {
 			if err := rest(ctx, opts.Pause, took); err != nil {
 				return pages, pages * pageSize, err
 			}
 		}
 	}
+	cp.stop()
 	if err := Checkpoint(ctx, db, opts.CheckpointTimeout); err != nil {
 		opts.Log.Debug("wal checkpoint incomplete", "err", err)
 	}

@@ -426,3 +426,22 @@ func TestSweeperZeroIntervalNeverSweeps(t *testing.T) {
 		t.Errorf("%d left", n)
 	}
 }
+
+func TestCleanupGivesCheckpointsBack(t *testing.T) {
+	db := openLog(t)
+	fill(t, db, 2000)
+	var before int64
+	db.W.Get(&before, `PRAGMA wal_autocheckpoint`)
+	if _, err := retention.Cleanup(context.Background(), db, retention.Options{Type: retention.All, Before: t0.Add(1500 * time.Second), Vacuum: true, BatchSize: 100, CheckpointInterval: time.Nanosecond}); err != nil {
+		t.Fatal(err)
+	}
+	var after int64
+	db.W.Get(&after, `PRAGMA wal_autocheckpoint`)
+	if before == 0 || after != before {
+		t.Errorf("wal_autocheckpoint %d before, %d after", before, after)
+	}
+	// The write-ahead log was folded back as the cleanup went.
+	if wal := fileSize(t, db.Path+"-wal"); wal != 0 {
+		t.Errorf("wal %d bytes", wal)
+	}
+}
