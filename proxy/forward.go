@@ -410,9 +410,11 @@ func (x *exchange) stream(a *account, resp *http.Response) {
 
 	x.w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(x.w)
-	if isSSE {
-		rc.Flush()
-	}
+	// The status line goes out now, whatever the body: should the
+	// upstream break off mid-body, the client must see an answer that
+	// breaks off, not a connection closed before any answer (which a
+	// small JSON body still sitting in the write buffer would give).
+	rc.Flush()
 	first := true
 	bp := copyBufPool.Get().(*[]byte)
 	buf := *bp
