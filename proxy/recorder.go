@@ -176,7 +176,11 @@ func (r *recorder) dropped(rec *record, whole bool) {
 // drained.
 func (r *recorder) run() {
 	defer close(r.done)
-	t := time.NewTicker(r.opt.FlushInterval)
+	// Tick at half the flush interval, so that a record waits at most
+	// half of it for its batch to start and the other half is left for
+	// the batch to commit: a record is on disk within FlushInterval of
+	// its request's end, as the durability promise says.
+	t := time.NewTicker(max(r.opt.FlushInterval/2, time.Millisecond))
 	defer t.Stop()
 	batch := make([]*record, 0, r.opt.BatchSize)
 	flush := func() {
