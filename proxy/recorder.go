@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -93,6 +94,12 @@ type recorder struct {
 	mu     sync.RWMutex // guards closed against submit
 	closed bool
 
+	// file is the log's file as opened, to notice it deleted or
+	// replaced; goneLogged is set once that has been logged (both only
+	// used by the writer goroutine).
+	file       os.FileInfo
+	goneLogged bool
+
 	droppedPayloads atomic.Int64
 	droppedRecords  atomic.Int64
 	failedRecords   atomic.Int64
@@ -110,8 +117,12 @@ func newRecorder(db *store.DB, v *vault.Vault, log *slog.Logger, now func() time
 		opt.FlushInterval = 250 * time.Millisecond
 	}
 	opt.Redact = combineRegexps(opt.Redact)
+	var file os.FileInfo
+	if db != nil && db.Path != "" {
+		file, _ = os.Stat(db.Path)
+	}
 	return &recorder{
-		db: db, vault: v, log: log, now: now, opt: opt,
+		db: db, vault: v, log: log, now: now, opt: opt, file: file,
 		ch:      make(chan *record, opt.QueueSize),
 		syncReq: make(chan chan struct{}),
 		done:    make(chan struct{}),
@@ -259,6 +270,16 @@ func (r *recorder) close(ctx context.Context) {
 }
 
 func (r *recorder) write(batch []*record) {
+	if r.logFileGone() {
+		for _, rec := range batch {
+			if rec.pay != nil {
+				putCapBuf(rec.pay.respBody)
+				rec.pay = nil
+			}
+		}
+		r.failedRecords.Add(int64(len(batch)))
+		return
+	}
 	rows := make([]store.Request, 0, len(batch))
 	var pays []store.Payload
 	for _, rec := range batch {
@@ -281,6 +302,26 @@ func (r *recorder) write(batch []*record) {
 		r.failedRecords.Add(int64(len(rows)))
 		r.log.Error("write request log", "records", len(rows), "err", err)
 	}
+}
+
+// logFileGone reports whether the request log's file was deleted or
+// replaced since it was opened: SQLite would go on writing into the
+// deleted file, where no one can ever read a record again, so the
+// records count as failed instead. It says so in the log once.
+func (r *recorder) logFileGone() bool {
+	if r.file == nil {
+		return false
+	}
+	st, err := os.Stat(r.db.Path)
+	if err == nil && os.SameFile(r.file, st) {
+		return false
+	}
+	if !r.goneLogged {
+		r.goneLogged = true
+		r.log.Error("request log file deleted or replaced under the running daemon: requests are no longer logged",
+			"path", r.db.Path, "hint", "restart the daemon to start a new request log")
+	}
+	return true
 }
 
 // seal builds, redacts and seals one payload.

@@ -269,6 +269,7 @@ type healthReply struct {
 		Queued          int   `json:"queued"`
 		DroppedPayloads int64 `json:"dropped_payloads"`
 		DroppedRecords  int64 `json:"dropped_records"`
+		FailedRecords   int64 `json:"failed_records"` // lost to a write error
 	} `json:"recorder"`
 }
 
@@ -295,6 +296,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	h.Recorder.Queued = len(s.rec.ch)
 	h.Recorder.DroppedPayloads = s.rec.droppedPayloads.Load()
 	h.Recorder.DroppedRecords = s.rec.droppedRecords.Load()
+	h.Recorder.FailedRecords = s.rec.failedRecords.Load()
 	body, _ := json.Marshal(h)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Claudeflare-Request-Id", s.ids.next(now))
