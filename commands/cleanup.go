@@ -106,7 +106,7 @@ func cleanup(c *cli.Context) error {
 		bar.finish()
 	}
 	if err != nil && ctx.Err() != nil {
-		err = errors.New("interrupted; the rows above were deleted, the rest are still there")
+		err = errors.New("interrupted before the end: the counts printed are what was deleted")
 	}
 	if perr := printCleanup(e.stdout, a, res, err == nil); perr != nil && err == nil {
 		err = perr

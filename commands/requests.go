@@ -210,11 +210,13 @@ func requestsList(c *cli.Context) error {
 		out := newNDJSON(bw)
 		print = func(r *store.Request) error { return out.write(toRequestOut(r)) }
 	} else {
-		t := &requestTable{w: bw, now: time.Now()}
+		t := &requestTable{w: bw}
 		print = t.row
 	}
 	err = listAndFollow(ctx, db, a, bw, print)
-	if closedPipe(err) || ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+	if closedPipe(err) || ctx.Err() != nil {
+		// The reader went away, or SIGINT/SIGTERM: a normal end (the
+		// query may report the interruption in its own words).
 		return nil
 	}
 	return err
@@ -257,7 +259,6 @@ func listAndFollow(ctx context.Context, db *store.DB, a listArgs, bw *bufio.Writ
 // line up with the ones before them.
 type requestTable struct {
 	w      io.Writer
-	now    time.Time
 	header bool
 }
 
