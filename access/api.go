@@ -73,137 +73,13 @@ func (g *Guard) internalError(w http.ResponseWriter, r *http.Request, what strin
 	writeError(w, http.StatusInternalServerError, errAPI, "claudeflare: "+what+" failed", true, 0)
 }
 
-func rfc3339(ms int64) *string {
-	if ms == 0 {
-		return nil
-	}
-	s := store.FromMS(ms).Format(time.RFC3339)
-	return &s
-}
-
-// apiAccount is one account in /api/accounts: state only, never a secret.
-// The fields are those of `accounts list --json`.
-type apiAccount struct {
-	Name             string   `json:"name"`
-	Kind             string   `json:"kind"`
-	Mode             string   `json:"mode"`
-	Priority         int      `json:"priority"`
-	Tier             int      `json:"tier"`
-	Paused           bool     `json:"paused"`
-	Status           string   `json:"status"`
-	StatusReason     string   `json:"status_reason,omitempty"`
-	RateLimitedUntil *string  `json:"rate_limited_until"`
-	RateLimitStatus  string   `json:"rate_limit_status"`
-	Utilization5h    *float64 `json:"utilization_5h"`
-	Utilization7d    *float64 `json:"utilization_7d"`
-	TokenExpiresAt   *string  `json:"token_expires_at"`
-	Requests         int64    `json:"requests"`
-	LastUsed         *string  `json:"last_used"`
-}
-
-func accountStatus(a store.Account, nowMS int64) string {
-	switch {
-	case a.Status == store.StatusNeedsLogin:
-		return "needs_login"
-	case a.Paused:
-		return "paused"
-	case a.RateLimitedUntil > nowMS:
-		return "rate_limited"
-	}
-	return "ok"
-}
-
-func utilization(u float64) *float64 {
-	if u < 0 {
-		return nil
-	}
-	return &u
-}
-
-type accountUse struct {
-	Account  string `db:"account"`
-	Requests int64  `db:"requests"`
-	LastUsed int64  `db:"last_used"`
-}
-
 func (g *Guard) apiAccounts(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	accts, err := store.ListAccounts(ctx, g.vaultDB)
+	accts, err := requestlog.AccountLines(r.Context(), g.vaultDB, g.logDB, g.now())
 	if err != nil {
 		g.internalError(w, r, "list accounts", err)
 		return
 	}
-	use := map[string]accountUse{}
-	if g.logDB != nil {
-		var rows []accountUse
-		err := g.logDB.R.SelectContext(ctx, &rows, `SELECT account, count(*) AS requests, max(ts) AS last_used
-			FROM requests WHERE account != '' GROUP BY account`)
-		if err != nil {
-			g.internalError(w, r, "count requests", err)
-			return
-		}
-		for _, u := range rows {
-			use[u.Account] = u
-		}
-	}
-	nowMS := g.now().UnixMilli()
-	out := make([]apiAccount, 0, len(accts))
-	for _, a := range accts {
-		rl := a.RateLimitedUntil
-		if rl <= nowMS {
-			rl = 0
-		}
-		u := use[a.Name]
-		out = append(out, apiAccount{
-			Name: a.Name, Kind: a.Kind, Mode: a.Mode, Priority: a.Priority, Tier: a.Tier, Paused: a.Paused,
-			Status: accountStatus(a, nowMS), StatusReason: a.StatusReason,
-			RateLimitedUntil: rfc3339(rl), RateLimitStatus: a.RLStatus,
-			Utilization5h: utilization(a.Util5h), Utilization7d: utilization(a.Util7d),
-			TokenExpiresAt: rfc3339(a.TokenExpiresAt), Requests: u.Requests, LastUsed: rfc3339(u.LastUsed),
-		})
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"accounts": out})
-}
-
-// apiStat is one account's line (or the pool's) in /api/stats, with the
-// fields of `stats --json`.
-type apiStat struct {
-	Account                  *string  `json:"account"`
-	Requests                 int64    `json:"requests"`
-	Errors                   int64    `json:"errors"`
-	InputTokens              int64    `json:"input_tokens"`
-	OutputTokens             int64    `json:"output_tokens"`
-	CacheReadInputTokens     int64    `json:"cache_read_input_tokens"`
-	CacheCreationInputTokens int64    `json:"cache_creation_input_tokens"`
-	MedianDurationMS         int64    `json:"median_duration_ms"`
-	P95DurationMS            int64    `json:"p95_duration_ms"`
-	LastUsed                 *string  `json:"last_used"`
-	Status                   string   `json:"status,omitempty"`
-	RateLimitedUntil         *string  `json:"rate_limited_until,omitempty"`
-	RateLimitStatus          string   `json:"rate_limit_status,omitempty"`
-	Utilization5h            *float64 `json:"utilization_5h,omitempty"`
-	Utilization7d            *float64 `json:"utilization_7d,omitempty"`
-}
-
-func statOut(a requestlog.AccountStats, pool bool) apiStat {
-	out := apiStat{
-		Requests: a.Requests, Errors: a.Errors, InputTokens: a.InputTokens, OutputTokens: a.OutputTokens,
-		CacheReadInputTokens: a.CacheReadInputTokens, CacheCreationInputTokens: a.CacheCreationInputTokens,
-		MedianDurationMS: a.MedianDurationMS, P95DurationMS: a.P95DurationMS, LastUsed: rfc3339(a.LastUsed),
-	}
-	if pool {
-		return out
-	}
-	name := a.Account
-	out.Account = &name
-	if st := a.State; st != nil {
-		out.Status, out.RateLimitStatus = st.Status, st.RateLimitStatus
-		out.RateLimitedUntil = rfc3339(st.RateLimitedUntil)
-		out.Utilization5h, out.Utilization7d = utilization(st.Utilization5h), utilization(st.Utilization7d)
-	} else {
-		out.Status = "removed"
-	}
-	return out
+	writeJSON(w, http.StatusOK, map[string]any{"accounts": accts})
 }
 
 func (g *Guard) apiStats(w http.ResponseWriter, r *http.Request) {
@@ -226,38 +102,15 @@ func (g *Guard) apiStats(w http.ResponseWriter, r *http.Request) {
 		g.internalError(w, r, "read stats", err)
 		return
 	}
-	accts := make([]apiStat, 0, len(st.Accounts))
-	for _, a := range st.Accounts {
-		accts = append(accts, statOut(a, false))
+	accts, pool := st.Lines()
+	if accts == nil {
+		accts = []requestlog.StatsLine{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"since":    from.UTC().Format(time.RFC3339),
 		"accounts": accts,
-		"pool":     statOut(st.Pool, true),
+		"pool":     pool,
 	})
-}
-
-// apiRequest is one request in /api/requests, with the fields of
-// `requests list --json`.
-type apiRequest struct {
-	ID                       string  `json:"id"`
-	Timestamp                string  `json:"timestamp"`
-	Method                   string  `json:"method"`
-	Path                     string  `json:"path"`
-	Model                    string  `json:"model"`
-	Account                  string  `json:"account"`
-	Status                   int     `json:"status"`
-	Attempts                 int     `json:"attempts"`
-	DurationMS               int64   `json:"duration_ms"`
-	TTFBMS                   int64   `json:"ttfb_ms"`
-	InputTokens              int64   `json:"input_tokens"`
-	OutputTokens             int64   `json:"output_tokens"`
-	CacheReadInputTokens     int64   `json:"cache_read_input_tokens"`
-	CacheCreationInputTokens int64   `json:"cache_creation_input_tokens"`
-	Streamed                 bool    `json:"streamed"`
-	EndState                 string  `json:"end_state"`
-	Error                    *string `json:"error"`
-	Client                   string  `json:"client"`
 }
 
 // apiRequests lists the newest requests, newest last:
@@ -285,20 +138,9 @@ func (g *Guard) apiRequests(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Since = g.now().Add(-d)
 	}
-	out := make([]apiRequest, 0, f.Limit)
+	out := make([]requestlog.RequestLine, 0, f.Limit)
 	err := requestlog.List(r.Context(), g.logDB, f, func(q *store.Request) error {
-		var errText *string
-		if q.Error != "" {
-			e := q.Error
-			errText = &e
-		}
-		out = append(out, apiRequest{
-			ID: q.ID, Timestamp: requestlog.Timestamp(q.TS), Method: q.Method, Path: q.Path,
-			Model: q.Model, Account: q.Account, Status: q.Status, Attempts: q.Attempts,
-			DurationMS: q.DurationMS, TTFBMS: q.TTFBMS, InputTokens: q.InputTokens, OutputTokens: q.OutputTokens,
-			CacheReadInputTokens: q.CacheReadInputTokens, CacheCreationInputTokens: q.CacheCreationInputTokens,
-			Streamed: q.Streamed, EndState: q.EndState, Error: errText, Client: q.Client,
-		})
+		out = append(out, requestlog.NewRequestLine(q))
 		return nil
 	})
 	if err != nil {

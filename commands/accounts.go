@@ -17,6 +17,7 @@ import (
 
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/oauth"
+	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -280,66 +281,6 @@ func readLine(r io.Reader) (string, error) {
 	return strings.TrimSpace(line), nil
 }
 
-// accountOut is one line of `accounts list --json`.
-type accountOut struct {
-	Name             string   `json:"name"`
-	Kind             string   `json:"kind"`
-	Mode             string   `json:"mode"`
-	Priority         int      `json:"priority"`
-	Tier             int      `json:"tier"`
-	Paused           bool     `json:"paused"`
-	Status           string   `json:"status"`
-	StatusReason     string   `json:"status_reason,omitempty"`
-	RateLimitedUntil *string  `json:"rate_limited_until"`
-	RateLimitStatus  string   `json:"rate_limit_status"`
-	Utilization5h    *float64 `json:"utilization_5h"`
-	Utilization7d    *float64 `json:"utilization_7d"`
-	TokenExpiresAt   *string  `json:"token_expires_at"`
-	Requests         int64    `json:"requests"`
-	LastUsed         *string  `json:"last_used"`
-}
-
-// accountStatus is one word for an account's availability.
-func accountStatus(a store.Account, now time.Time) string {
-	nowMS := now.UnixMilli()
-	switch {
-	case a.Status == store.StatusNeedsLogin:
-		return "needs_login"
-	case a.Paused:
-		return "paused"
-	case a.RateLimitedUntil > nowMS:
-		return "rate_limited"
-	}
-	return "ok"
-}
-
-func util(u float64) *float64 {
-	if u < 0 {
-		return nil
-	}
-	return &u
-}
-
-type usage struct {
-	Account  string `db:"account"`
-	Requests int64  `db:"requests"`
-	LastUsed int64  `db:"last_used"`
-}
-
-// accountUsage counts requests and last use per account from the log.
-func accountUsage(ctx context.Context, logDB *store.DB) (map[string]usage, error) {
-	var rows []usage
-	err := logDB.R.SelectContext(ctx, &rows, `SELECT account, count(*) AS requests, max(ts) AS last_used FROM requests WHERE account != '' GROUP BY account`)
-	if err != nil {
-		return nil, fmt.Errorf("read request counts: %w", err)
-	}
-	m := make(map[string]usage, len(rows))
-	for _, r := range rows {
-		m[r.Account] = r
-	}
-	return m, nil
-}
-
 func accountsList(c *cli.Context) error {
 	e := getEnv(c)
 	cfg, err := e.config(nil)
@@ -357,30 +298,15 @@ func accountsList(c *cli.Context) error {
 		return err
 	}
 	defer logDB.Close()
-	accts, err := store.ListAccounts(c.Context, vdb)
-	if err != nil {
-		return err
-	}
-	use, err := accountUsage(c.Context, logDB)
-	if err != nil {
-		return err
-	}
 	now := time.Now()
+	lines, err := requestlog.AccountLines(c.Context, vdb, logDB, now)
+	if err != nil {
+		return err
+	}
 	if c.Bool("json") {
 		out := newNDJSON(e.stdout)
-		for _, a := range accts {
-			u := use[a.Name]
-			rl := a.RateLimitedUntil
-			if rl <= now.UnixMilli() {
-				rl = 0
-			}
-			if err := out.write(accountOut{
-				Name: a.Name, Kind: a.Kind, Mode: a.Mode, Priority: a.Priority, Tier: a.Tier, Paused: a.Paused,
-				Status: accountStatus(a, now), StatusReason: a.StatusReason,
-				RateLimitedUntil: rfc3339(rl), RateLimitStatus: a.RLStatus,
-				Utilization5h: util(a.Util5h), Utilization7d: util(a.Util7d),
-				TokenExpiresAt: rfc3339(a.TokenExpiresAt), Requests: u.Requests, LastUsed: rfc3339(u.LastUsed),
-			}); err != nil {
+		for _, a := range lines {
+			if err := out.write(a); err != nil {
 				return err
 			}
 		}
@@ -388,23 +314,20 @@ func accountsList(c *cli.Context) error {
 	}
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tPRIORITY\tTIER\tSTATUS\tLIMITED UNTIL\t5H\t7D\tTOKEN EXPIRES\tREQUESTS\tLAST USED")
-	for _, a := range accts {
-		u := use[a.Name]
-		rl := a.RateLimitedUntil
-		if rl <= now.UnixMilli() {
-			rl = 0
-		}
+	for _, a := range lines {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", a.Name, a.Kind, a.Priority, a.Tier,
-			accountStatus(a, now), human(rl, now), pct(a.Util5h), pct(a.Util7d), human(a.TokenExpiresAt, now), u.Requests, human(u.LastUsed, now))
+			a.Status, human(a.RateLimitedUntilMS, now), pct(a.Utilization5h), pct(a.Utilization7d),
+			human(a.TokenExpiresAtMS, now), a.Requests, human(a.LastUsedMS, now))
 	}
 	return tw.Flush()
 }
 
-func pct(u float64) string {
-	if u < 0 {
+// pct is a utilization as a percentage, "-" when unknown.
+func pct(u *float64) string {
+	if u == nil {
 		return "-"
 	}
-	return strconv.Itoa(int(u*100+0.5)) + "%"
+	return strconv.Itoa(int(*u*100+0.5)) + "%"
 }
 
 func accountsRemove(c *cli.Context) error {

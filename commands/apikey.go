@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -145,7 +146,7 @@ func apikeyList(c *cli.Context) error {
 		for _, k := range keys {
 			if err := out.write(apikeyOut{
 				Name: k.Name, Prefix: k.Prefix, Role: string(k.Role), Status: keyStatus(k),
-				CreatedAt: rfc3339(store.ToMS(k.CreatedAt)), LastUsedAt: rfc3339(store.ToMS(k.LastUsedAt)), RevokedAt: rfc3339(store.ToMS(k.RevokedAt)),
+				CreatedAt: requestlog.RFC3339(store.ToMS(k.CreatedAt)), LastUsedAt: requestlog.RFC3339(store.ToMS(k.LastUsedAt)), RevokedAt: requestlog.RFC3339(store.ToMS(k.RevokedAt)),
 			}); err != nil {
 				return err
 			}

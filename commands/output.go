@@ -17,15 +17,6 @@ func newNDJSON(w io.Writer) *ndjson {
 
 func (n *ndjson) write(v any) error { return n.enc.Encode(v) }
 
-// rfc3339 formats unix milliseconds as RFC 3339 UTC, or nil for 0.
-func rfc3339(ms int64) *string {
-	if ms == 0 {
-		return nil
-	}
-	s := time.UnixMilli(ms).UTC().Format(time.RFC3339)
-	return &s
-}
-
 // human formats unix milliseconds for a table, relative to now.
 func human(ms int64, now time.Time) string {
 	if ms == 0 {

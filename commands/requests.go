@@ -114,43 +114,6 @@ func closedPipe(err error) bool {
 	return errors.Is(err, syscall.EPIPE)
 }
 
-// requestOut is one line of `requests list --json`.
-type requestOut struct {
-	ID                       string  `json:"id"`
-	Timestamp                string  `json:"timestamp"`
-	Method                   string  `json:"method"`
-	Path                     string  `json:"path"`
-	Model                    string  `json:"model"`
-	Account                  string  `json:"account"`
-	Status                   int     `json:"status"`
-	Attempts                 int     `json:"attempts"`
-	DurationMS               int64   `json:"duration_ms"`
-	TTFBMS                   int64   `json:"ttfb_ms"`
-	InputTokens              int64   `json:"input_tokens"`
-	OutputTokens             int64   `json:"output_tokens"`
-	CacheReadInputTokens     int64   `json:"cache_read_input_tokens"`
-	CacheCreationInputTokens int64   `json:"cache_creation_input_tokens"`
-	Streamed                 bool    `json:"streamed"`
-	EndState                 string  `json:"end_state"`
-	Error                    *string `json:"error"`
-	Client                   string  `json:"client"`
-}
-
-func toRequestOut(r *store.Request) requestOut {
-	out := requestOut{
-		ID: r.ID, Timestamp: requestlog.Timestamp(r.TS), Method: r.Method, Path: r.Path, Model: r.Model,
-		Account: r.Account, Status: r.Status, Attempts: r.Attempts, DurationMS: r.DurationMS, TTFBMS: r.TTFBMS,
-		InputTokens: r.InputTokens, OutputTokens: r.OutputTokens,
-		CacheReadInputTokens: r.CacheReadInputTokens, CacheCreationInputTokens: r.CacheCreationInputTokens,
-		Streamed: r.Streamed, EndState: r.EndState, Client: r.Client,
-	}
-	if r.Error != "" {
-		e := r.Error
-		out.Error = &e
-	}
-	return out
-}
-
 type listArgs struct {
 	filter   requestlog.Filter
 	json     bool
@@ -208,7 +171,7 @@ func requestsList(c *cli.Context) error {
 	var print func(r *store.Request) error
 	if a.json {
 		out := newNDJSON(bw)
-		print = func(r *store.Request) error { return out.write(toRequestOut(r)) }
+		print = func(r *store.Request) error { return out.write(requestlog.NewRequestLine(r)) }
 	} else {
 		t := &requestTable{w: bw}
 		print = t.row

@@ -8,8 +8,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/claudeflare/claudeflare/requestlog"
-	"github.com/claudeflare/claudeflare/store"
-	"github.com/claudeflare/claudeflare/vault"
 )
 
 func statsCommand() *cli.Command {
@@ -26,48 +24,6 @@ func statsCommand() *cli.Command {
 		},
 		Action: stats,
 	}
-}
-
-// statsOut is one line of `stats --json`.
-type statsOut struct {
-	Scope                    string   `json:"scope"` // account | pool
-	Account                  *string  `json:"account"`
-	Requests                 int64    `json:"requests"`
-	Errors                   int64    `json:"errors"`
-	InputTokens              int64    `json:"input_tokens"`
-	OutputTokens             int64    `json:"output_tokens"`
-	CacheReadInputTokens     int64    `json:"cache_read_input_tokens"`
-	CacheCreationInputTokens int64    `json:"cache_creation_input_tokens"`
-	MedianDurationMS         int64    `json:"median_duration_ms"`
-	P95DurationMS            int64    `json:"p95_duration_ms"`
-	LastUsed                 *string  `json:"last_used"`
-	Status                   string   `json:"status,omitempty"` // ok, paused, needs_login, rate_limited, removed
-	RateLimitedUntil         *string  `json:"rate_limited_until,omitempty"`
-	RateLimitStatus          string   `json:"rate_limit_status,omitempty"`
-	Utilization5h            *float64 `json:"utilization_5h,omitempty"`
-	Utilization7d            *float64 `json:"utilization_7d,omitempty"`
-	Reset5h                  *string  `json:"reset_5h,omitempty"`
-	Reset7d                  *string  `json:"reset_7d,omitempty"`
-	Accounts                 *int     `json:"accounts,omitempty"`  // pool: accounts in the vault
-	Available                *int     `json:"available,omitempty"` // pool: of them, status ok
-	Since                    *string  `json:"since,omitempty"`
-}
-
-func toStatsOut(a requestlog.AccountStats, since *string) statsOut {
-	name := a.Account
-	out := statsOut{
-		Scope: "account", Account: &name, Requests: a.Requests, Errors: a.Errors,
-		InputTokens: a.InputTokens, OutputTokens: a.OutputTokens,
-		CacheReadInputTokens: a.CacheReadInputTokens, CacheCreationInputTokens: a.CacheCreationInputTokens,
-		MedianDurationMS: a.MedianDurationMS, P95DurationMS: a.P95DurationMS,
-		LastUsed: rfc3339(a.LastUsed), Since: since, Status: "removed",
-	}
-	if s := a.State; s != nil {
-		out.Status, out.RateLimitedUntil, out.RateLimitStatus = s.Status, rfc3339(s.RateLimitedUntil), s.RateLimitStatus
-		out.Utilization5h, out.Utilization7d = util(s.Utilization5h), util(s.Utilization7d)
-		out.Reset5h, out.Reset7d = rfc3339(s.Reset5h), rfc3339(s.Reset7d)
-	}
-	return out
 }
 
 func stats(c *cli.Context) error {
@@ -88,12 +44,9 @@ func stats(c *cli.Context) error {
 		return err
 	}
 	// Stats read metadata only, never a secret: no key needed.
-	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
-		return err
-	}
-	vdb, err := store.OpenVault(cfg.DataDir)
+	vdb, err := openVaultDB(cfg)
 	if err != nil {
-		return fmt.Errorf("open vault: %w", err)
+		return err
 	}
 	defer vdb.Close()
 	db, err := e.openLog(cfg)
@@ -105,31 +58,15 @@ func stats(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	accounts, available := 0, 0
-	for _, a := range st.Accounts {
-		if a.State != nil {
-			accounts++
-			if a.State.Status == "ok" {
-				available++
-			}
-		}
-	}
-	var sinceStr *string
-	if !since.IsZero() {
-		s := since.UTC().Format(time.RFC3339)
-		sinceStr = &s
-	}
+	accts, pool := st.Lines()
 	if c.Bool("json") {
 		out := newNDJSON(e.stdout)
-		for _, a := range st.Accounts {
-			if err := out.write(toStatsOut(a, sinceStr)); err != nil {
+		for _, a := range accts {
+			if err := out.write(a); err != nil {
 				return err
 			}
 		}
-		p := toStatsOut(st.Pool, sinceStr)
-		p.Scope, p.Account, p.Status = "pool", nil, ""
-		p.Accounts, p.Available = &accounts, &available
-		return out.write(p)
+		return out.write(pool)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ACCOUNT\tSTATUS\tREQUESTS\tERRORS\tINPUT\tOUTPUT\tCACHE READ\tCACHE WRITE\tP50\tP95\tLAST USED\t5H\t7D\tLIMITED UNTIL")
@@ -144,12 +81,12 @@ func stats(c *cli.Context) error {
 			name = "(none)"
 		}
 		if s := a.State; s != nil {
-			row(name, s.Status, a, pct(s.Utilization5h), pct(s.Utilization7d), s.RateLimitedUntil)
+			row(name, s.Status, a, pct(requestlog.Utilization(s.Utilization5h)), pct(requestlog.Utilization(s.Utilization7d)), s.RateLimitedUntil)
 		} else {
 			row(name, "removed", a, "-", "-", 0)
 		}
 	}
-	row("TOTAL", fmt.Sprintf("%d/%d ok", available, accounts), st.Pool, "", "", 0)
+	row("TOTAL", fmt.Sprintf("%d/%d ok", *pool.Available, *pool.Accounts), st.Pool, "", "", 0)
 	return tw.Flush()
 }
 

@@ -216,15 +216,6 @@ func state(a store.Account, nowMS int64) *AccountState {
 	if a.RateLimitedUntil > nowMS {
 		s.RateLimitedUntil = a.RateLimitedUntil
 	}
-	switch {
-	case a.Status == store.StatusNeedsLogin:
-		s.Status = "needs_login"
-	case a.Paused:
-		s.Status = "paused"
-	case s.RateLimitedUntil > 0:
-		s.Status = "rate_limited"
-	default:
-		s.Status = "ok"
-	}
+	s.Status = AccountStatus(a, nowMS)
 	return s
 }
