@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,11 +169,12 @@ func BenchmarkThroughput(b *testing.B) {
 
 // BenchmarkLatency: one request at a time, alternating between the two
 // proxies, so latency and time to first byte are the proxies' own, not
-// queueing (b.N pairs).
+// queueing (b.N pairs). CLAUDEFLARE_E2E_BENCH_CONFIG is TOML for the
+// daemon, e.g. '[log]\npayloads = "off"' to see what recording costs.
 func BenchmarkLatency(b *testing.B) {
 	for _, kind := range []string{"json", "sse"} {
 		b.Run(kind, func(b *testing.B) {
-			e := newBenchEnv(b, "")
+			e := newBenchEnv(b, os.Getenv("CLAUDEFLARE_E2E_BENCH_CONFIG"))
 			stream := kind == "sse"
 			e.run(b, e.bare.url, stream, 100, 1)
 			e.run(b, e.d.url, stream, 100, 1)
@@ -200,6 +202,8 @@ func BenchmarkLatency(b *testing.B) {
 			b.ReportMetric(us(sb.ttfb50), "bare_ttfb50_us")
 			b.ReportMetric(us(sc.ttfb50), "cf_ttfb50_us")
 			b.ReportMetric(us(sc.ttfb50-sb.ttfb50), "delta_ttfb50_us")
+			b.ReportMetric(us(sb.ttfb99), "bare_ttfb99_us")
+			b.ReportMetric(us(sc.ttfb99), "cf_ttfb99_us")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
