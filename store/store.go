@@ -68,6 +68,14 @@ func Open(path, schema string) (*DB, error) {
 	common.Set("_foreign_keys", "on")
 	common.Set("_journal_mode", "WAL")
 	common.Set("_synchronous", "NORMAL")
+	if schema == "vault" {
+		// A commit to the vault may hold a refresh token the endpoint
+		// has just rotated: it must survive a power loss, not only a
+		// crash of the process, so the WAL is synced at every commit.
+		// Vault writes are rare; the request log keeps NORMAL (a power
+		// loss may cost it its last commits, never its integrity).
+		common.Set("_synchronous", "FULL")
+	}
 
 	wv := url.Values{}
 	for k, v := range common {
