@@ -104,6 +104,7 @@ type recorder struct {
 	droppedRecords  atomic.Int64
 	failedRecords   atomic.Int64
 	lastDropLog     atomic.Int64 // unix ms
+	lastFailLog     atomic.Int64 // unix ms
 }
 
 func newRecorder(db *store.DB, v *vault.Vault, log *slog.Logger, now func() time.Time, opt recorderOptions) *recorder {
@@ -299,8 +300,14 @@ func (r *recorder) write(batch []*record) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := store.InsertRequests(ctx, r.db, rows, pays); err != nil {
-		r.failedRecords.Add(int64(len(rows)))
-		r.log.Error("write request log", "records", len(rows), "err", err)
+		failed := r.failedRecords.Add(int64(len(rows)))
+		// A full or broken disk fails every batch, several a second:
+		// say so at once, then at most once a minute.
+		now := r.now().UnixMilli()
+		if last := r.lastFailLog.Load(); last == 0 || now-last >= time.Minute.Milliseconds() {
+			r.lastFailLog.Store(now)
+			r.log.Error("write request log", "records", len(rows), "records_failed_total", failed, "err", err)
+		}
 	}
 }
 
