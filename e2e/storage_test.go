@@ -200,6 +200,9 @@ func TestLogDiskFull(t *testing.T) {
 	errLines := countLines(d.logs(), "write request log")
 	t.Logf("disk full: 200 requests served, slowest %s (before: %s); daemon reports %q; %d error lines in its log",
 		during.Round(time.Millisecond), before.Round(time.Millisecond), report, errLines)
+	if errLines == 0 || errLines > 2 {
+		t.Errorf("write errors logged %d times in a second of a full disk: want once (then at most once a minute)", errLines)
+	}
 	if lost < int64(len(ids))/2 {
 		t.Errorf("the daemon does not report the records it lost to a full disk: /health recorder = %v; %s",
 			d.health(t).Recorder, report)
