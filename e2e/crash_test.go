@@ -114,9 +114,11 @@ overloaded_cooldown = "1s"
 // TestCrash kills the daemon with SIGKILL at random moments while 32
 // clients send JSON and SSE requests and access tokens are refreshed
 // about once a second per account. After each kill: both databases pass
-// integrity_check, no refresh token was lost, every request whose
+// integrity_check, no refresh token was lost (the vault holds the fake's
+// current, live refresh token of every account), every request whose
 // response completed more than one flush interval before the kill is in
-// the log, and after the restart every account serves.
+// the log, and after the restart, with every access token revoked, every
+// account serves (so the daemon refreshed with the token it kept).
 //
 // Default: 3 rounds. CLAUDEFLARE_E2E_ROUNDS=25 for the full run.
 func TestCrash(t *testing.T) {
@@ -140,8 +142,17 @@ func TestCrash(t *testing.T) {
 	)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 8))
 	for round := 0; round <= rounds; round++ {
+		// Revoke every access token, so that serving proves the daemon
+		// can refresh with the refresh token it kept.
+		for _, n := range oauthNames {
+			w.fake.ExpireAccessTokens(n)
+		}
+		before := w.fake.TotalRefreshes()
 		d := w.start()
 		checkServes(t, w, d, all, round)
+		if got := w.fake.TotalRefreshes() - before; got < len(oauthNames) {
+			t.Fatalf("round %d: %d refreshes after the restart, want one per OAuth account at least", round, got)
+		}
 		if round == rounds {
 			d.stop(t)
 			break
