@@ -4,8 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -23,7 +27,8 @@ func cleanupCommand() *cli.Command {
 			"Rows go in small batches of short transactions, so a running daemon never\n" +
 			"waits long; --vacuum then returns the freed space to the file system without\n" +
 			"taking the log offline. It prints what it deleted, or with --dry-run what it\n" +
-			"would delete.",
+			"would delete. It runs at a lower CPU priority (nice 10), so that on a small\n" +
+			"machine the daemon's requests come first.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "older-than", Usage: "delete data older than `AGE` (30d, 12h) or an RFC 3339 time"},
 			&cli.StringFlag{Name: "type", Value: "all", Usage: "`TYPE` of data: requests (with their payloads), payloads, or all"},
@@ -87,6 +92,7 @@ func cleanup(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	lowerPriority(e.log)
 	db, err := e.openLog(cfg)
 	if err != nil {
 		return err
@@ -202,5 +208,27 @@ func (b *progressBar) finish() {
 	defer b.mu.Unlock()
 	if b.drawn {
 		fmt.Fprint(b.w, "\r\033[K")
+	}
+}
+
+// lowerPriority sets nice 10 on every thread of the process (on Linux a
+// nice value is per thread, and threads made later inherit it from the
+// thread that makes them), so cleanup yields the CPU to a daemon on the
+// same machine. Raising one's own niceness needs no privilege; a failure
+// changes nothing that matters.
+func lowerPriority(log *slog.Logger) {
+	tids := []int{0}
+	if entries, err := os.ReadDir("/proc/self/task"); err == nil {
+		tids = tids[:0]
+		for _, ent := range entries {
+			if tid, err := strconv.Atoi(ent.Name()); err == nil {
+				tids = append(tids, tid)
+			}
+		}
+	}
+	for _, tid := range tids {
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, 10); err != nil {
+			log.Debug("lower cleanup priority", "err", err)
+		}
 	}
 }
