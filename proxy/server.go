@@ -244,12 +244,11 @@ func (s *Server) root(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-
 type healthReply struct {
-	Status         string          `json:"status"`
-	Accounts       int             `json:"accounts"`
-	UsableAccounts int             `json:"usable_accounts"`
-	Strategy       string          `json:"strategy"`
+	Status         string `json:"status"`
+	Accounts       int    `json:"accounts"`
+	UsableAccounts int    `json:"usable_accounts"`
+	Strategy       string `json:"strategy"`
 	Recorder       struct {
 		Queued          int   `json:"queued"`
 		DroppedPayloads int64 `json:"dropped_payloads"`
