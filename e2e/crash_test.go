@@ -242,8 +242,8 @@ func TestCrash(t *testing.T) {
 		}
 	}
 	t.Logf("%d rounds: %d responses completed before kills, %d subject to the promise, %d of those missing; "+
-		"%d refresh tokens lost inside the allowed window; unlogged responses had completed at most %s before the kill",
-		rounds, totalDone, totalChecked, lateMissing, windowLosses, maxMissingAge.Round(time.Millisecond))
+		"%d refresh tokens lost inside the allowed window (of %d refreshes); unlogged responses had completed at most %s before the kill",
+		rounds, totalDone, totalChecked, lateMissing, windowLosses, w.fake.TotalRefreshes(), maxMissingAge.Round(time.Millisecond))
 }
 
 // checkServes waits until every account has answered a request through
