@@ -413,3 +413,39 @@ func TestRetryBacksOffOnlyOnRepeats(t *testing.T) {
 		t.Fatalf("sleeps %v, want [1s] (only before the repeat)", h.sleeps)
 	}
 }
+
+// A 529 is Anthropic's overload, not the account's limit: when every
+// account rests after one, the next request still goes upstream (and an
+// upstream 529 passes through), instead of claudeflare answering a 429 that
+// calls them all rate limited.
+func TestOverloadedEverywhereStillTries(t *testing.T) {
+	h := newHarness(t)
+	h.addOAuth("a", 0, false)
+	h.addOAuth("b", 1, false)
+	h.reload()
+	h.api.Inject(fakeapi.Fault{Kind: fakeapi.FaultStatus, Status: 529, Count: 2})
+	rep := h.post(msgBody)
+	if rep.status != 529 || !strings.Contains(string(rep.body), "overloaded_error") {
+		t.Fatalf("both overloaded: %d %s", rep.status, rep.body)
+	}
+	if l := h.limit("a"); l.Reason != "overloaded" || !l.Blocked(h.clock.Now()) {
+		t.Fatalf("a not resting: %+v", l)
+	}
+	// Both rest now; the upstream has recovered. The request is tried.
+	rep = h.post(msgBody)
+	if rep.status != 200 {
+		t.Fatalf("after the overload: %d %s", rep.status, rep.body)
+	}
+	if row := h.lastRow(); row.Status != 200 || row.Attempts != 1 {
+		t.Fatalf("row %+v", row)
+	}
+
+	// A real rate limit on every account still gets claudeflare's 429.
+	reset := h.clock.Now().Add(time.Hour)
+	h.api.Inject(fakeapi.Fault{Kind: fakeapi.FaultStatus, Status: 429, Count: 4, Headers: fakeapi.RateLimitHeaders("rejected", reset)})
+	h.post(msgBody)
+	rep = h.post(msgBody)
+	if rep.status != 429 || rep.header.Get("retry-after") == "" || !strings.Contains(string(rep.body), "rate limited") {
+		t.Fatalf("all limited: %d %s", rep.status, rep.body)
+	}
+}

@@ -97,7 +97,7 @@ func (x *exchange) serve() {
 		repeats int
 	)
 	for tries < maxTries {
-		a := x.next(sel.Candidates, tried)
+		a := x.next(sel, tried)
 		if a == nil {
 			break
 		}
@@ -131,14 +131,15 @@ func (x *exchange) serve() {
 	x.giveUp(last)
 }
 
-// next returns the first candidate not tried yet that is still usable, or
+// next returns the first candidate not tried yet that is still usable (or,
+// for a last-resort selection, still only resting after a 529), or
 // else one already tried that is still usable (a 5xx or a connection error
 // does not block an account), or nil.
-func (x *exchange) next(cands []*account, tried map[int64]int) *account {
+func (x *exchange) next(sel selection, tried map[int64]int) *account {
 	now := x.s.now()
 	var again *account
-	for _, a := range cands {
-		if !x.s.pool.usable(a, now) {
+	for _, a := range sel.Candidates {
+		if !x.s.pool.usable(a, now, sel.LastResort) {
 			continue
 		}
 		if tried[a.ID] == 0 {
