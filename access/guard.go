@@ -575,6 +575,11 @@ func (g *Guard) Start() {
 	g.started = true
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stopBg = cancel
+	// The accounts' statuses now are the baseline the watch compares
+	// with: a needs-login mark made before the first tick is still seen.
+	if err := g.watchAccounts(ctx); err != nil {
+		g.log.Warn("watch account status", "err", err)
+	}
 	g.bg.Add(1)
 	go func() {
 		defer g.bg.Done()
