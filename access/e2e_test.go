@@ -94,6 +94,32 @@ func newDaemonStack(t *testing.T, mod func(*config.Config)) *daemonStack {
 	return d
 }
 
+// pauseAndServe pauses account name, serves one request on the others
+// (which moves the session there), and resumes it, waiting each time until
+// the proxy has seen the change.
+func (d *daemonStack) pauseAndServe(ctx context.Context, name, key string) {
+	d.t.Helper()
+	seen := func(paused bool) func() bool {
+		return func() bool {
+			for _, a := range d.srv.Accounts() {
+				if a.Name == name {
+					return a.Paused == paused
+				}
+			}
+			return false
+		}
+	}
+	if err := store.SetPaused(ctx, d.vdb, name, true, time.Now()); err != nil {
+		d.t.Fatal(err)
+	}
+	waitFor(d.t, name+" paused", seen(true))
+	expectStatus(d.t, d.message(false, "x-api-key", key), 200, "")
+	if err := store.SetPaused(ctx, d.vdb, name, false, time.Now()); err != nil {
+		d.t.Fatal(err)
+	}
+	waitFor(d.t, name+" resumed", seen(false))
+}
+
 func (d *daemonStack) close() {
 	if d.http == nil {
 		return
@@ -242,6 +268,10 @@ func TestDaemonAccessFlow(t *testing.T) {
 	}
 	d.clk.Add(time.Minute)
 	expectStatus(t, d.message(false, "x-api-key", apiKey), 200, "")
+
+	// Put the session on "work": whether a request landed on "pool" while
+	// "work" was paused above depends on when the proxy's poll ran.
+	d.pauseAndServe(ctx, "pool", admin)
 
 	// An account whose refresh token the token endpoint refuses, with an
 	// error text that quotes secrets: it needs a new login (audited), the
