@@ -99,11 +99,17 @@ func runDaemon(c *cli.Context) error {
 		return err
 	}
 	defer lock.Close()
+	// The proxy matters more than its log: when the request log cannot be
+	// opened (disk full, read-only, damaged), serve without it, say so, and
+	// count every record as failed (/health, /metrics).
 	logDB, err := e.openLog(cfg)
 	if err != nil {
-		return err
+		e.log.Error("request log unavailable: serving without it; requests are not logged", "err", err)
+		fmt.Fprintf(e.stderr, "claudeflare: warning: %v: serving without a request log\n", err)
+		logDB = nil
+	} else {
+		defer logDB.Close()
 	}
-	defer logDB.Close()
 
 	if !isLoopback(cfg.Host) {
 		n, err := store.CountClientKeys(ctx, v.DB())
@@ -148,7 +154,9 @@ func runDaemon(c *cli.Context) error {
 		guard.Stop(sctx)
 	}()
 	sweeper := retention.NewSweeper(logDB, cfg.Retention, e.log, time.Now)
-	go sweeper.Run(ctx)
+	if logDB != nil {
+		go sweeper.Run(ctx)
+	}
 
 	// Catch signals before announcing readiness: a SIGHUP right after
 	// READY=1 must reload, not kill.

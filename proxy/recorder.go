@@ -271,7 +271,7 @@ func (r *recorder) close(ctx context.Context) {
 }
 
 func (r *recorder) write(batch []*record) {
-	if r.logFileGone() {
+	if r.db == nil || r.logFileGone() {
 		for _, rec := range batch {
 			if rec.pay != nil {
 				putCapBuf(rec.pay.respBody)

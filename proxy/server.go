@@ -58,7 +58,7 @@ type Options struct {
 	Config  *config.Config
 	Vault   *vault.Vault
 	VaultDB *store.DB // accounts and their rate-limit state
-	LogDB   *store.DB // the request log
+	LogDB   *store.DB // the request log; nil = none (every record counts as failed)
 	Logger  *slog.Logger
 	// Now is the clock (nil = time.Now).
 	Now func() time.Time
@@ -111,8 +111,8 @@ type Server struct {
 // recorder, the account poll, rate-state saves) starts with Serve, or with
 // Start for callers that mount Handler themselves.
 func New(opts Options) (*Server, error) {
-	if opts.Config == nil || opts.Vault == nil || opts.VaultDB == nil || opts.LogDB == nil {
-		return nil, errors.New("create proxy: config, vault and databases are required")
+	if opts.Config == nil || opts.Vault == nil || opts.VaultDB == nil {
+		return nil, errors.New("create proxy: config, vault and vault database are required")
 	}
 	cfg := opts.Config
 	log := opts.Logger
