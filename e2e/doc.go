@@ -8,7 +8,7 @@
 //
 //	CLAUDEFLARE_E2E_ROUNDS=25 go test -run TestCrash -v ./e2e        # crash rounds
 //	CLAUDEFLARE_E2E_CHAOS=60s go test -run TestChaos -v ./e2e        # chaos duration
-//	CLAUDEFLARE_E2E_LONG=1 go test -run TestLog -v ./e2e             # log locked past the busy timeout
+//	go test -tags soak -run TestLogLocked -v ./e2e                 # log locked past the busy timeout
 //	go test -tags soak -run TestSoak -timeout 30m -v ./e2e           # ten-minute soak (CLAUDEFLARE_SOAK=1h)
 //	go test -run '^$' -bench . -benchtime 10x -timeout 30m ./e2e     # process benchmarks
 //

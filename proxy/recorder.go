@@ -299,7 +299,14 @@ func (r *recorder) write(batch []*record) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := store.InsertRequests(ctx, r.db, rows, pays); err != nil {
+	err := store.InsertRequests(ctx, r.db, rows, pays)
+	if store.IsBusy(err) {
+		// Another process held the log's write lock past the busy
+		// timeout (a long cleanup, a sqlite3 shell): try the batch once
+		// more before counting it lost.
+		err = store.InsertRequests(ctx, r.db, rows, pays)
+	}
+	if err != nil {
 		failed := r.failedRecords.Add(int64(len(rows)))
 		// A full or broken disk fails every batch, several a second:
 		// say so at once, then at most once a minute.
