@@ -100,12 +100,24 @@ func runBackup(c *cli.Context) error {
 	}
 	var m backup.Manifest
 	var size int64
-	if a.file == "-" {
-		cw := &countingWriter{w: e.stdout}
-		m, err = backup.Create(c.Context, cw, opts)
-		size = cw.n
-	} else {
-		m, size, err = backup.CreateFile(c.Context, a.file, opts)
+	create := func() error {
+		var err error
+		if a.file == "-" {
+			cw := &countingWriter{w: e.stdout}
+			m, err = backup.Create(c.Context, cw, opts)
+			size = cw.n
+		} else {
+			m, size, err = backup.CreateFile(c.Context, a.file, opts)
+		}
+		return err
+	}
+	err = create()
+	// A passphrase vault without CLAUDEFLARE_PASSPHRASE: ask on a terminal
+	// (nothing has been written yet when the passphrase is missing).
+	if errors.Is(err, backup.ErrNeedPassphrase) && isTerminal(e.stdin) {
+		if opts.Keys.Passphrase, err = e.readPassphrase("Passphrase: "); err == nil {
+			err = create()
+		}
 	}
 	switch {
 	case errors.Is(err, backup.ErrNeedPassphrase):
