@@ -330,56 +330,12 @@ func LockDataDir(dataDir string) (unlock func(), err error) {
 	return func() { f.Close() }, nil
 }
 
-// Identities resolves the master key source to age identities, in the
-// order vault.KeySource documents: CLAUDEFLARE_ENCRYPTION_KEY, an identity
-// file, a passphrase, the systemd credential, <data dir>/identity.txt.
+// Identities resolves the master key source to age identities, as the
+// vault does (vault.KeySource.Identities): CLAUDEFLARE_ENCRYPTION_KEY, an
+// identity file, a passphrase, the systemd credential, <data dir>/identity.txt.
 // Identity files readable by other users are refused.
 func Identities(ks vault.KeySource) ([]age.Identity, error) {
-	switch {
-	case ks.EncryptionKey != "":
-		ids, err := age.ParseIdentities(strings.NewReader(ks.EncryptionKey))
-		if err != nil {
-			return nil, fmt.Errorf("CLAUDEFLARE_ENCRYPTION_KEY: %w", err)
-		}
-		return ids, nil
-	case ks.IdentityFile != "":
-		return identityFile(ks.IdentityFile)
-	case ks.Passphrase != "":
-		id, err := age.NewScryptIdentity(ks.Passphrase)
-		if err != nil {
-			return nil, fmt.Errorf("CLAUDEFLARE_PASSPHRASE: %w", err)
-		}
-		return []age.Identity{id}, nil
-	case ks.CredentialsDir != "":
-		p := filepath.Join(ks.CredentialsDir, vault.CredentialName)
-		if _, err := os.Stat(p); err == nil {
-			return identityFile(p)
-		}
-	}
-	return identityFile(filepath.Join(ks.DataDir, vault.IdentityFileName))
-}
-
-func identityFile(path string) ([]age.Identity, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: identity file %s does not exist", vault.ErrNoKey, path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open identity file: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat identity file: %w", err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s has mode %04o", vault.ErrKeyFileMode, path, st.Mode().Perm())
-	}
-	ids, err := age.ParseIdentities(io.LimitReader(f, 64<<10))
-	if err != nil {
-		return nil, fmt.Errorf("identity file %s: %w", path, err)
-	}
-	return ids, nil
+	return ks.Identities()
 }
 
 func syncDir(dir string) error {

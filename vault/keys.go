@@ -85,6 +85,18 @@ func (ks KeySource) defaultIdentity() string {
 	return filepath.Join(ks.DataDir, IdentityFileName)
 }
 
+// Identities resolves the master key to age identities, creating
+// nothing: what opens the vault, and what opens a backup made for it.
+// Errors are those of Open (ErrNoKey, ErrKeyFileMode, ...) and never quote
+// the key.
+func (ks KeySource) Identities() ([]age.Identity, error) {
+	m, err := ks.load(false, false)
+	if err != nil {
+		return nil, err
+	}
+	return m.identities, nil
+}
+
 // load resolves the master key. With create, a missing default identity
 // file is generated (O_EXCL, 0600); otherwise it is ErrNoKey.
 func (ks KeySource) load(create bool, pq bool) (*master, error) {
