@@ -1,7 +1,6 @@
 package access_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -40,22 +40,7 @@ func (c *clock) Add(d time.Duration) {
 }
 
 // syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.Buffer
 
 // harness is a guard in front of a stand-in upstream handler, served on
 // 127.0.0.1 over real HTTP, with real SQLite files in a temp dir.

@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -314,7 +314,7 @@ func TestLogReadOnlyAtStart(t *testing.T) {
 		}
 	}
 	cmd := w.cmd("", "daemon", "--port", "0")
-	stderr := &lockedBuffer{}
+	stderr := &testutil.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -369,22 +369,4 @@ wait:
 	if !served {
 		t.Fatal("the daemon never served")
 	}
-}
-
-// lockedBuffer is a strings.Builder safe to read while a process writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

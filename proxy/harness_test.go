@@ -15,6 +15,7 @@ import (
 
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -42,23 +43,8 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer = testutil.Buffer
 
 // tee records the bytes of every upstream response body as the proxy read
 // them, for byte-identity checks.
