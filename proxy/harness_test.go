@@ -26,22 +26,7 @@ const (
 )
 
 // clock is a settable clock shared by the proxy and the fake API.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+type clock = testutil.Clock
 
 // syncBuffer is a log sink safe for concurrent writers.
 type syncBuffer = testutil.Buffer
@@ -108,7 +93,7 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	api := fakeapi.New()
 	t.Cleanup(api.Close)
 	h := &harness{t: t, api: api, dir: t.TempDir(), logs: &syncBuffer{}}
-	h.clock = &clock{t: time.Now().UTC().Truncate(time.Millisecond)}
+	h.clock = testutil.NewClock(time.Now().UTC().Truncate(time.Millisecond))
 	api.SetNow(h.clock.Now)
 	cfg := config.Default()
 	cfg.DataDir = h.dir
