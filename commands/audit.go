@@ -12,7 +12,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/claudeflare/claudeflare/access"
-	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -26,7 +25,7 @@ func auditCommand() *cli.Command {
 			"config reloads. Rows are hash-chained: --verify checks the whole chain and\n" +
 			"exits 1 naming the first row that was edited, inserted or deleted.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "since", Usage: "only entries newer than `D` (30m, 12h, 7d)"},
+			&cli.StringFlag{Name: "since", Usage: "only entries since `WHEN` (a duration back from now, or an RFC 3339 time)"},
 			&cli.BoolFlag{Name: "json", Usage: "print NDJSON, one entry a line"},
 			&cli.BoolFlag{Name: "verify", Usage: "verify the hash chain instead of listing"},
 		},
@@ -56,11 +55,10 @@ func runAudit(c *cli.Context) error {
 	}
 	var since time.Time
 	if s := c.String("since"); s != "" {
-		d, err := config.ParseDuration(s)
-		if err != nil {
-			return usagef("--since: %v", err)
+		var err error
+		if since, err = parseWhen("since", s, time.Now()); err != nil {
+			return err
 		}
-		since = time.Now().Add(-d)
 	}
 	if c.Bool("verify") && c.IsSet("since") {
 		return usagef("--verify checks the whole log; it does not take --since")

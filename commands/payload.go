@@ -28,13 +28,10 @@ func payloadCommand() *cli.Command {
 					"other bytes are base64 with body_encoding \"base64\". Credentials in headers\n" +
 					"are \"[REDACTED]\". Payloads are opened with the master key; with --output\n" +
 					"FILE the file appears complete or not at all.",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "since", Usage: "only requests since `WHEN` (a duration back from now, or an RFC 3339 time)"},
-					&cli.StringFlag{Name: "until", Usage: "only requests until `WHEN` (a duration back from now, or an RFC 3339 time)"},
-					&cli.StringFlag{Name: "account", Usage: "only requests served by account `NAME`"},
+				Flags: append(logFilterFlags(),
 					&cli.StringFlag{Name: "id", Usage: "only the request with id `ID`"},
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` (atomically, mode 0600) instead of stdout"},
-				},
+				),
 				Action: payloadExport,
 			},
 		},

@@ -32,19 +32,26 @@ func requestsCommand() *cli.Command {
 					"2w) or an RFC 3339 time. --limit N keeps the newest N rows. --follow prints\n" +
 					"new rows as the daemon writes them, like tail -f (the last 10 rows first\n" +
 					"unless --since or --limit say otherwise), until interrupted.",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "since", Usage: "only requests since `WHEN` (a duration back from now, or an RFC 3339 time)"},
-					&cli.StringFlag{Name: "until", Usage: "only requests until `WHEN` (a duration back from now, or an RFC 3339 time)"},
-					&cli.StringFlag{Name: "account", Usage: "only requests served by account `NAME`"},
+				Flags: append(logFilterFlags(),
 					&cli.StringFlag{Name: "status", Usage: "only requests with status `CODE` (429), or a class (4xx, 5xx)"},
 					&cli.IntFlag{Name: "limit", Usage: "keep the newest `N` rows"},
 					&cli.BoolFlag{Name: "json", Usage: "print NDJSON, one request a line"},
 					&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new requests until interrupted"},
 					&cli.StringFlag{Name: "interval", Value: "1s", Usage: "how often --follow polls the log (`DURATION`)"},
-				},
+				),
 				Action: requestsList,
 			},
 		},
+	}
+}
+
+// logFilterFlags are the flags logFilter reads, shared by requests list
+// and payload export.
+func logFilterFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "since", Usage: "only requests since `WHEN` (a duration back from now, or an RFC 3339 time)"},
+		&cli.StringFlag{Name: "until", Usage: "only requests until `WHEN` (a duration back from now, or an RFC 3339 time)"},
+		&cli.StringFlag{Name: "account", Usage: "only requests served by account `NAME`"},
 	}
 }
 
