@@ -17,7 +17,7 @@ import (
 // read from stdin, the tokens are exchanged and stored.
 func TestAccountsAddInteractive(t *testing.T) {
 	c := newCLI(t)
-	for _, kv := range c.env {
+	for _, kv := range c.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
 	}
@@ -57,7 +57,7 @@ func TestAccountsAddInteractive(t *testing.T) {
 			t.Errorf("stdout is for data only, got %q", stdout.String())
 		}
 	}
-	out := c.mustRun("", "accounts", "list", "--json")
+	out := c.MustRun("", "accounts", "list", "--json")
 	if !strings.Contains(out, `"name":"login-max","kind":"oauth"`) || !strings.Contains(out, `"name":"login-console","kind":"apikey"`) {
 		t.Fatalf("list: %s", out)
 	}
@@ -76,7 +76,7 @@ func TestAccountsAddInteractive(t *testing.T) {
 	if rc := <-done; rc == 0 {
 		t.Fatal("mismatched state accepted")
 	}
-	if out := c.mustRun("", "accounts", "list", "--json"); strings.Contains(out, `"name":"bad"`) {
+	if out := c.MustRun("", "accounts", "list", "--json"); strings.Contains(out, `"name":"bad"`) {
 		t.Fatal("account stored despite a bad state")
 	}
 }
@@ -84,8 +84,8 @@ func TestAccountsAddInteractive(t *testing.T) {
 // Two processes changing accounts at the same moment lose neither change.
 func TestConcurrentAccountUpdatesFromProcesses(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun("", "init")
-	c.mustRun(c.fake.NewAPIKey("base"), "accounts", "add", "base", "--api-key-stdin")
+	c.MustRun("", "init")
+	c.MustRun(c.fake.NewAPIKey("base"), "accounts", "add", "base", "--api-key-stdin")
 	const n = 8
 	var wg sync.WaitGroup
 	errs := make(chan string, 2*n)
@@ -93,14 +93,14 @@ func TestConcurrentAccountUpdatesFromProcesses(t *testing.T) {
 		wg.Add(2)
 		go func(i int) {
 			defer wg.Done()
-			if _, e, code := c.run(c.fake.NewOAuthAccount(fmt.Sprint("acct", i)), "accounts", "add", fmt.Sprint("acct", i), "--refresh-token-stdin"); code != 0 {
+			if _, e, code := c.Run(c.fake.NewOAuthAccount(fmt.Sprint("acct", i)), "accounts", "add", fmt.Sprint("acct", i), "--refresh-token-stdin"); code != 0 {
 				errs <- e
 			}
 		}(i)
 		go func(i int) {
 			defer wg.Done()
 			verb := []string{"pause", "resume"}[i%2]
-			if _, e, code := c.run("", "accounts", verb, "base"); code != 0 {
+			if _, e, code := c.Run("", "accounts", verb, "base"); code != 0 {
 				errs <- e
 			}
 		}(i)
@@ -110,7 +110,7 @@ func TestConcurrentAccountUpdatesFromProcesses(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
-	out := c.mustRun("", "accounts", "list", "--json")
+	out := c.MustRun("", "accounts", "list", "--json")
 	for i := 0; i < n; i++ {
 		if !strings.Contains(out, fmt.Sprintf(`"name":"acct%d"`, i)) {
 			t.Errorf("acct%d lost", i)

@@ -19,7 +19,7 @@ var clientKeyRE = regexp.MustCompile(`^cf_[A-Za-z0-9_-]{43}\n$`)
 
 func TestAPIKeyCommands(t *testing.T) {
 	c := newCLI(t)
-	out, errs, code := c.run("", "apikey", "create", "laptop")
+	out, errs, code := c.Run("", "apikey", "create", "laptop")
 	if code != 0 || !clientKeyRE.MatchString(out) {
 		t.Fatalf("create: exit %d, stdout %q, stderr %s", code, out, errs)
 	}
@@ -28,7 +28,7 @@ func TestAPIKeyCommands(t *testing.T) {
 		t.Fatalf("create stderr: %s", errs)
 	}
 	// Flags after the name, as after any positional argument.
-	out = c.mustRun("", "apikey", "create", "grafana", "--role", "viewer")
+	out = c.MustRun("", "apikey", "create", "grafana", "--role", "viewer")
 	grafana := strings.TrimSpace(out)
 	if !clientKeyRE.MatchString(out) || grafana == laptop {
 		t.Fatalf("second key %q", out)
@@ -46,18 +46,18 @@ func TestAPIKeyCommands(t *testing.T) {
 		{[]string{"apikey", "revoke", "nobody"}, 1, `no such client key: "nobody"`},
 		{[]string{"apikey", "list", "extra"}, 2, "takes no arguments"},
 	} {
-		out, errs, code := c.run("", tc.args...)
+		out, errs, code := c.Run("", tc.args...)
 		if code != tc.code || !strings.Contains(errs, tc.err) || out != "" {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d and %q", tc.args, code, out, errs, tc.code, tc.err)
 		}
 	}
 
-	table := c.mustRun("", "apikey", "list")
+	table := c.MustRun("", "apikey", "list")
 	if !regexp.MustCompile(`(?m)^laptop\s+cf_\S{8}\.\.\.\s+api\s+live\s`).MatchString(table) ||
 		!regexp.MustCompile(`(?m)^grafana\s+cf_\S{8}\.\.\.\s+viewer\s+live\s`).MatchString(table) {
 		t.Fatalf("list:\n%s", table)
 	}
-	lines := c.mustRun("", "apikey", "list", "--json")
+	lines := c.MustRun("", "apikey", "list", "--json")
 	sc := bufio.NewScanner(strings.NewReader(lines))
 	var n int
 	for sc.Scan() {
@@ -80,7 +80,7 @@ func TestAPIKeyCommands(t *testing.T) {
 	if !strings.Contains(errs, `client key "laptop" revoked`) || strings.Contains(errs, "no client keys remain") {
 		t.Fatalf("revoke: %s", errs)
 	}
-	if !regexp.MustCompile(`(?m)^laptop\s+\S+\s+api\s+revoked\s`).MatchString(c.mustRun("", "apikey", "list")) {
+	if !regexp.MustCompile(`(?m)^laptop\s+\S+\s+api\s+revoked\s`).MatchString(c.MustRun("", "apikey", "list")) {
 		t.Fatal("revoked key not shown as revoked")
 	}
 	_, errs = c.mustRunErr("", "apikey", "revoke", "grafana")
@@ -88,10 +88,10 @@ func TestAPIKeyCommands(t *testing.T) {
 		t.Fatalf("no warning when the last key goes: %s", errs)
 	}
 	// A revoked key's name may be used again.
-	c.mustRun("", "apikey", "create", "laptop")
+	c.MustRun("", "apikey", "create", "laptop")
 
 	// Neither key is anywhere in plaintext: outputs, data dir.
-	all := table + lines + c.mustRun("", "apikey", "list", "--json") + c.mustRun("", "audit", "--json")
+	all := table + lines + c.MustRun("", "apikey", "list", "--json") + c.MustRun("", "audit", "--json")
 	for _, k := range []string{laptop, grafana} {
 		if strings.Contains(all, k) {
 			t.Fatal("a key is printed again after create")
@@ -113,7 +113,7 @@ func TestAPIKeyCommands(t *testing.T) {
 
 func (c *runner) mustRunErr(stdin string, args ...string) (string, string) {
 	c.t.Helper()
-	out, errs, code := c.run(stdin, args...)
+	out, errs, code := c.Run(stdin, args...)
 	if code != 0 {
 		c.t.Fatalf("claudeflare %v: exit %d: %s", args, code, errs)
 	}
@@ -122,9 +122,9 @@ func (c *runner) mustRunErr(stdin string, args ...string) (string, string) {
 
 func TestDaemonRefusesNonLoopbackWithOnlyRevokedKeys(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun("", "apikey", "create", "gone")
-	c.mustRun("", "apikey", "revoke", "gone")
-	_, errs, code := c.run("", "daemon", "--host", "0.0.0.0", "--port", "0")
+	c.MustRun("", "apikey", "create", "gone")
+	c.MustRun("", "apikey", "revoke", "gone")
+	_, errs, code := c.Run("", "daemon", "--host", "0.0.0.0", "--port", "0")
 	if code != 1 || !strings.Contains(errs, "non-loopback") {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
@@ -132,17 +132,17 @@ func TestDaemonRefusesNonLoopbackWithOnlyRevokedKeys(t *testing.T) {
 
 func TestAuditCommand(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun("", "apikey", "create", "a")
-	c.mustRun("", "apikey", "create", "b", "--role", "admin")
-	c.mustRun("", "apikey", "revoke", "a")
+	c.MustRun("", "apikey", "create", "a")
+	c.MustRun("", "apikey", "create", "b", "--role", "admin")
+	c.MustRun("", "apikey", "revoke", "a")
 
-	table := c.mustRun("", "audit")
+	table := c.MustRun("", "audit")
 	for _, want := range []string{`client_key.created\s+client key "a"`, `client_key.created\s+client key "b" .* role admin`, `client_key.revoked\s+client key "a"`} {
 		if !regexp.MustCompile(`(?m)^\d+\s+20\S+Z\s+cli\S*\s+` + want).MatchString(table) {
 			t.Errorf("audit table lacks %s:\n%s", want, table)
 		}
 	}
-	js := c.mustRun("", "audit", "--json", "--since", "1h")
+	js := c.MustRun("", "audit", "--json", "--since", "1h")
 	rows := strings.Split(strings.TrimSpace(js), "\n")
 	if len(rows) != 3 {
 		t.Fatalf("audit --json: %q", js)
@@ -158,17 +158,17 @@ func TestAuditCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(rows[2]), &row); err != nil || row.ID != 3 || row.Action != "client_key.revoked" || len(row.Hash) != 64 || !strings.HasSuffix(row.Time, "Z") {
 		t.Fatalf("row: %+v %v", row, err)
 	}
-	if out := c.mustRun("", "audit", "--since", "0s"); strings.Contains(out, "client_key") {
+	if out := c.MustRun("", "audit", "--since", "0s"); strings.Contains(out, "client_key") {
 		t.Fatalf("--since 0s lists old rows:\n%s", out)
 	}
-	if _, errs, code := c.run("", "audit", "--since", "yesterday"); code != 2 || !strings.Contains(errs, "--since") {
+	if _, errs, code := c.Run("", "audit", "--since", "yesterday"); code != 2 || !strings.Contains(errs, "--since") {
 		t.Fatalf("bad --since: exit %d %s", code, errs)
 	}
 
-	if out := c.mustRun("", "audit", "--verify"); out != "audit log verified: 3 entries\n" {
+	if out := c.MustRun("", "audit", "--verify"); out != "audit log verified: 3 entries\n" {
 		t.Fatalf("verify: %q", out)
 	}
-	if out := c.mustRun("", "audit", "--verify", "--json"); out != `{"verified":true,"entries":3}`+"\n" {
+	if out := c.MustRun("", "audit", "--verify", "--json"); out != `{"verified":true,"entries":3}`+"\n" {
 		t.Fatalf("verify --json: %q", out)
 	}
 
@@ -189,7 +189,7 @@ func TestAuditCommand(t *testing.T) {
 		}
 		db.Close()
 	}
-	out, errs, code := c.run("", "audit", "--verify")
+	out, errs, code := c.Run("", "audit", "--verify")
 	if code != 1 || out != "" || !strings.Contains(errs, "claudeflare: audit log tampered with at row 2: its content does not match its hash") ||
 		!strings.Contains(errs, "hint: ") {
 		t.Fatalf("verify after an edit: exit %d, stdout %q, stderr %s", code, out, errs)
@@ -198,16 +198,16 @@ func TestAuditCommand(t *testing.T) {
 
 func TestAccountEventsAudited(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun(c.fake.NewAPIKey("pool")+"\n", "accounts", "add", "pool", "--api-key-stdin")
-	c.mustRun("", "accounts", "pause", "pool")
-	c.mustRun("", "accounts", "resume", "pool")
-	c.mustRun("", "accounts", "remove", "pool", "--force")
-	out := c.mustRun("", "audit")
+	c.MustRun(c.fake.NewAPIKey("pool")+"\n", "accounts", "add", "pool", "--api-key-stdin")
+	c.MustRun("", "accounts", "pause", "pool")
+	c.MustRun("", "accounts", "resume", "pool")
+	c.MustRun("", "accounts", "remove", "pool", "--force")
+	out := c.MustRun("", "audit")
 	for _, want := range []string{`account.added\s+account "pool" added`, `account.paused\s+account "pool" paused`,
 		`account.resumed\s+account "pool" resumed`, `account.removed\s+account "pool" removed`} {
 		if !regexp.MustCompile(`(?m)\scli\S*\s+` + want + `$`).MatchString(out) {
 			t.Errorf("audit lacks %s:\n%s", want, out)
 		}
 	}
-	c.mustRun("", "audit", "--verify")
+	c.MustRun("", "audit", "--verify")
 }

@@ -53,16 +53,16 @@ func traffic(base string, stop chan struct{}, ok *atomic.Int64, wg *sync.WaitGro
 // that serves with every account.
 func TestBackupUnderTrafficAndRestore(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun("", "init")
+	c.MustRun("", "init")
 	accounts := []string{"alpha", "bravo", "charlie"}
 	for _, name := range accounts {
-		c.mustRun(c.fake.NewOAuthAccount(name), "accounts", "add", name, "--refresh-token-stdin")
+		c.MustRun(c.fake.NewOAuthAccount(name), "accounts", "add", name, "--refresh-token-stdin")
 	}
-	c.mustRun(c.fake.NewAPIKey("delta")+"\n", "accounts", "add", "delta", "--api-key-stdin")
+	c.MustRun(c.fake.NewAPIKey("delta")+"\n", "accounts", "add", "delta", "--api-key-stdin")
 	accounts = append(accounts, "delta")
 	src := filepath.Join(c.dir, "data")
 
-	c.env = append(c.env, "LB_STRATEGY=round-robin")
+	c.Env = append(c.Env, "LB_STRATEGY=round-robin")
 	d := c.startDaemon()
 	stop := make(chan struct{})
 	var ok atomic.Int64
@@ -72,7 +72,7 @@ func TestBackupUnderTrafficAndRestore(t *testing.T) {
 		go traffic(d.url, stop, &ok, &wg)
 	}
 	// Wait until the request log has rows (the recorder writes in batches).
-	for deadline := time.Now().Add(20 * time.Second); ok.Load() < 50 || countRequests(t, c.mustRun) < 20; {
+	for deadline := time.Now().Add(20 * time.Second); ok.Load() < 50 || countRequests(t, c.MustRun) < 20; {
 		if time.Now().After(deadline) {
 			t.Fatalf("no traffic: %d ok\n%s", ok.Load(), d.logs())
 		}
@@ -80,7 +80,7 @@ func TestBackupUnderTrafficAndRestore(t *testing.T) {
 	}
 	file := filepath.Join(c.dir, "cf.backup")
 	okBefore := ok.Load()
-	_, errs, code := c.run("", "backup", file)
+	_, errs, code := c.Run("", "backup", file)
 	okAfter := ok.Load()
 	close(stop)
 	wg.Wait()
@@ -106,36 +106,36 @@ func TestBackupUnderTrafficAndRestore(t *testing.T) {
 		t.Fatalf("daemon: %v", err)
 	}
 	// The log the backup holds is a prefix of the live one.
-	srcRequests := countRequests(t, c.mustRun)
+	srcRequests := countRequests(t, c.MustRun)
 
 	// Restore into an empty dir: without the key it cannot.
 	dst := filepath.Join(c.dir, "restored")
 	r := *c // the same fake API, another data dir
-	r.env = withDataDir(c.env, dst)
-	_, errs, code = r.run("", "restore", file)
+	r.Env = withDataDir(c.Env, dst)
+	_, errs, code = r.Run("", "restore", file)
 	if code != 1 || !strings.Contains(errs, "hint: give the master key") {
 		t.Fatalf("restore without key: exit %d: %s", code, errs)
 	}
 	// With the source's identity file it does.
-	_, errs, code = r.run("", "--identity", filepath.Join(src, "identity.txt"), "restore", file)
+	_, errs, code = r.Run("", "--identity", filepath.Join(src, "identity.txt"), "restore", file)
 	if code != 0 || !strings.Contains(errs, "restored log.db, vault.db, identity.txt into "+dst) {
 		t.Fatalf("restore: exit %d: %s", code, errs)
 	}
 	// A second restore over the now live vault is refused.
-	_, errs, code = r.run("", "restore", file)
+	_, errs, code = r.Run("", "restore", file)
 	if code != 1 || !strings.Contains(errs, "already has a vault") || !strings.Contains(errs, "--force") {
 		t.Fatalf("restore over a vault: exit %d: %s", code, errs)
 	}
-	restored := countRequests(t, r.mustRun)
+	restored := countRequests(t, r.MustRun)
 	if restored == 0 || restored > srcRequests {
 		t.Fatalf("restored %d requests; the source has %d", restored, srcRequests)
 	}
-	if out := r.mustRun("", "doctor"); !strings.Contains(out, "4 accounts, 4 usable") {
+	if out := r.MustRun("", "doctor"); !strings.Contains(out, "4 accounts, 4 usable") {
 		t.Fatalf("doctor on the restored dir:\n%s", out)
 	}
 
 	// A daemon on the restored dir serves with every account.
-	r.env = append(r.env, "LB_STRATEGY=round-robin")
+	r.Env = append(r.Env, "LB_STRATEGY=round-robin")
 	rd := r.startDaemon()
 	c.fake.ResetRequests()
 	for i := 0; i < 4*len(accounts); i++ {
@@ -159,7 +159,7 @@ func TestBackupUnderTrafficAndRestore(t *testing.T) {
 		t.Fatalf("restored daemon served with %v, want every account %v", served, accounts)
 	}
 	// Restore refuses while that daemon runs, even with --force.
-	_, errs, code = r.run("", "restore", "--force", file)
+	_, errs, code = r.Run("", "restore", "--force", file)
 	if code != 1 || !strings.Contains(errs, "daemon is running") {
 		t.Fatalf("restore under a daemon: exit %d: %s", code, errs)
 	}
@@ -167,7 +167,7 @@ func TestBackupUnderTrafficAndRestore(t *testing.T) {
 
 	// --force replaces it; stdin works as FILE.
 	in, _ := os.ReadFile(file)
-	_, errs, code = r.run(string(in), "restore", "--force", "-")
+	_, errs, code = r.Run(string(in), "restore", "--force", "-")
 	if code != 0 {
 		t.Fatalf("restore --force -: exit %d: %s", code, errs)
 	}
@@ -191,19 +191,19 @@ func countRequests(t *testing.T, mustRun func(stdin string, args ...string) stri
 
 func TestBackupErrors(t *testing.T) {
 	c := newCLI(t)
-	_, errs, code := c.run("", "backup")
+	_, errs, code := c.Run("", "backup")
 	if code != 2 {
 		t.Fatalf("no FILE: exit %d %s", code, errs)
 	}
-	_, errs, code = c.run("", "backup", filepath.Join(c.dir, "x"))
+	_, errs, code = c.Run("", "backup", filepath.Join(c.dir, "x"))
 	if code != 1 || !strings.Contains(errs, "nothing to back up") {
 		t.Fatalf("no vault: exit %d %s", code, errs)
 	}
 	if _, err := os.Stat(filepath.Join(c.dir, "data")); err == nil {
 		t.Error("backup created a data dir")
 	}
-	c.mustRun("", "init")
-	_, errs, code = c.run("", "backup", filepath.Join(c.dir, "no-such-dir", "x"))
+	c.MustRun("", "init")
+	_, errs, code = c.Run("", "backup", filepath.Join(c.dir, "no-such-dir", "x"))
 	if code != 1 || !strings.HasPrefix(errs, "claudeflare: ") {
 		t.Fatalf("bad path: exit %d %s", code, errs)
 	}
@@ -211,7 +211,7 @@ func TestBackupErrors(t *testing.T) {
 		t.Fatalf("left behind: %v", left)
 	}
 	// Vault only, to stdout.
-	out, errs, code := c.run("", "backup", "--no-log", "-")
+	out, errs, code := c.Run("", "backup", "--no-log", "-")
 	if code != 0 || !strings.HasPrefix(out, "age-encryption.org/v1") || !strings.Contains(errs, "wrote stdout (vault.db, identity.txt") {
 		t.Fatalf("backup -: exit %d %s", code, errs)
 	}

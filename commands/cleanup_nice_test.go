@@ -16,7 +16,7 @@ import (
 // cleanup process waits, and reads its threads' nice values meanwhile.
 func TestCleanupRunsAtLowPriority(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun("", "init")
+	c.MustRun("", "init")
 	db, err := store.OpenLog(filepath.Join(c.dir, "data"))
 	if err != nil {
 		t.Fatal(err)
@@ -26,7 +26,7 @@ func TestCleanupRunsAtLowPriority(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := c.cmd("", "cleanup", "--older-than", "1d")
+	cmd := c.Cmd("", "cleanup", "--older-than", "1d")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

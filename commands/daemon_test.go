@@ -22,13 +22,14 @@ import (
 
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
 	"github.com/claudeflare/claudeflare/internal/testcert"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 )
 
 // runner runs the claudeflare binary (this test binary re-executed) as a real
 // process with env on top of a clean environment.
 type runner struct {
+	testutil.CLI
 	t    *testing.T
-	env  []string
 	dir  string
 	fake *fakeapi.Server
 }
@@ -38,7 +39,7 @@ func newCLI(t *testing.T) *runner {
 	fake := fakeapi.New()
 	t.Cleanup(fake.Close)
 	dir := t.TempDir()
-	return &runner{t: t, dir: dir, fake: fake, env: []string{
+	return &runner{t: t, dir: dir, fake: fake, CLI: testutil.CLI{T: t, Env: []string{
 		"CLAUDEFLARE_TEST_AS_BINARY=1",
 		"HOME=" + dir,
 		"PATH=" + os.Getenv("PATH"),
@@ -48,39 +49,7 @@ func newCLI(t *testing.T) *runner {
 		"CLAUDEFLARE_OAUTH_TOKEN_URL=" + fake.TokenURL(),
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=debug",
-	}}
-}
-
-func (c *runner) cmd(stdin string, args ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = c.env
-	cmd.Stdin = strings.NewReader(stdin)
-	return cmd
-}
-
-// run runs a command to completion and returns stdout, stderr, exit code.
-func (c *runner) run(stdin string, args ...string) (string, string, int) {
-	c.t.Helper()
-	cmd := c.cmd(stdin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		c.t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
-}
-
-func (c *runner) mustRun(stdin string, args ...string) string {
-	c.t.Helper()
-	out, errs, code := c.run(stdin, args...)
-	if code != 0 {
-		c.t.Fatalf("claudeflare %v: exit %d: %s", args, code, errs)
-	}
-	return out
+	}}}
 }
 
 // daemon is a running `claudeflare daemon` process.
@@ -97,7 +66,7 @@ var listenRE = regexp.MustCompile(`listening on (https?://[0-9.:\[\]]+)`)
 
 func (c *runner) startDaemon(args ...string) *daemon {
 	c.t.Helper()
-	cmd := c.cmd("", append([]string{"daemon", "--port", "0"}, args...)...)
+	cmd := c.Cmd("", append([]string{"daemon", "--port", "0"}, args...)...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	d := &daemon{cmd: cmd, done: make(chan struct{})}
@@ -172,7 +141,7 @@ func postMessages(t *testing.T, base string, stream bool) (*http.Response, []byt
 
 func TestDaemonServesAccountsAddedByCLI(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun("", "init")
+	c.MustRun("", "init")
 	d := c.startDaemon()
 
 	// No accounts yet: 503 telling the user what to do.
@@ -185,7 +154,7 @@ func TestDaemonServesAccountsAddedByCLI(t *testing.T) {
 	}
 
 	// An account added by the CLI while the daemon runs is used without a signal.
-	c.mustRun(c.fake.NewOAuthAccount("work"), "accounts", "add", "work", "--refresh-token-stdin")
+	c.MustRun(c.fake.NewOAuthAccount("work"), "accounts", "add", "work", "--refresh-token-stdin")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, body = postMessages(t, d.url, false)
@@ -211,7 +180,7 @@ func TestDaemonServesAccountsAddedByCLI(t *testing.T) {
 	}
 
 	// A second daemon on the same data dir refuses to start.
-	_, errs, code := c.run("", "daemon", "--port", "0")
+	_, errs, code := c.Run("", "daemon", "--port", "0")
 	if code != 1 || !strings.Contains(errs, "another claudeflare daemon is running") {
 		t.Fatalf("second daemon: exit %d: %s", code, errs)
 	}
@@ -227,7 +196,7 @@ func TestDaemonServesAccountsAddedByCLI(t *testing.T) {
 		}
 	}
 	var n int
-	out := c.mustRun("", "accounts", "list", "--json")
+	out := c.MustRun("", "accounts", "list", "--json")
 	if _, err := fmt.Sscanf(regexp.MustCompile(`"requests":(\d+)`).FindString(out), `"requests":%d`, &n); err != nil || n != 2 {
 		t.Fatalf("accounts list after 2 requests: %s", out)
 	}
@@ -235,7 +204,7 @@ func TestDaemonServesAccountsAddedByCLI(t *testing.T) {
 
 func TestDaemonRefusesNonLoopbackWithoutClientKeys(t *testing.T) {
 	c := newCLI(t)
-	_, errs, code := c.run("", "daemon", "--host", "0.0.0.0", "--port", "0")
+	_, errs, code := c.Run("", "daemon", "--host", "0.0.0.0", "--port", "0")
 	if code != 1 || !strings.Contains(errs, "non-loopback") {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
@@ -257,12 +226,12 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--config", filepath.Join(c.dir, "missing.toml"), "accounts", "list"}, 2, "missing.toml"},
 		{[]string{"accounts", "pause", "nobody"}, 1, "no such account"},
 	} {
-		_, errs, code := c.run("", tc.args...)
+		_, errs, code := c.Run("", tc.args...)
 		if code != tc.code || !strings.HasPrefix(errs, "claudeflare: ") || !strings.Contains(errs, tc.msg) {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d mentioning %q", tc.args, code, errs, tc.code, tc.msg)
 		}
 	}
-	_, errs, _ := c.run("", "--config", cfg, "accounts", "list")
+	_, errs, _ := c.Run("", "--config", cfg, "accounts", "list")
 	if !strings.Contains(errs, "bad.toml:2") {
 		t.Errorf("config error does not name the line: %q", errs)
 	}
@@ -273,12 +242,12 @@ func TestExitCodes(t *testing.T) {
 // /health, and logs which key made each request.
 func TestDaemonClientKeys(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun(c.fake.NewAPIKey("pool"), "accounts", "add", "pool", "--api-key-stdin")
-	key := strings.TrimSpace(c.mustRun("", "apikey", "create", "laptop"))
+	c.MustRun(c.fake.NewAPIKey("pool"), "accounts", "add", "pool", "--api-key-stdin")
+	key := strings.TrimSpace(c.MustRun("", "apikey", "create", "laptop"))
 	if !strings.HasPrefix(key, "cf_") {
 		t.Fatalf("apikey create printed %q", key)
 	}
-	c.mustRun("", "apikey", "create", "desktop")
+	c.MustRun("", "apikey", "create", "desktop")
 	d := c.startDaemon()
 	do := func(method, path, auth string) (*http.Response, []byte) {
 		req, _ := http.NewRequest(method, d.url+path, strings.NewReader(`{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}]}`))
@@ -310,7 +279,7 @@ func TestDaemonClientKeys(t *testing.T) {
 	}
 	// A revoked key stops working within seconds, without a signal. (Had
 	// it been the last key, the proxy would be open again on loopback.)
-	c.mustRun("", "apikey", "revoke", "laptop")
+	c.MustRun("", "apikey", "revoke", "laptop")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, _ := do("POST", "/v1/messages", key)
@@ -328,7 +297,7 @@ func TestDaemonClientKeys(t *testing.T) {
 	if strings.Contains(d.logs(), key) {
 		t.Fatal("the daemon logged a client key")
 	}
-	out := c.mustRun("", "requests", "list", "--json")
+	out := c.MustRun("", "requests", "list", "--json")
 	if !strings.Contains(out, `"client":"laptop"`) {
 		t.Fatalf("request log does not name the client key: %s", out)
 	}
@@ -337,11 +306,11 @@ func TestDaemonClientKeys(t *testing.T) {
 // server.tls_cert and server.tls_key make the real daemon serve HTTPS.
 func TestDaemonServesHTTPS(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun(c.fake.NewAPIKey("pool"), "accounts", "add", "pool", "--api-key-stdin")
+	c.MustRun(c.fake.NewAPIKey("pool"), "accounts", "add", "pool", "--api-key-stdin")
 	certFile, keyFile, cert := testcert.Write(t, c.dir)
 	cfg := filepath.Join(c.dir, "claudeflare.toml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("[server]\ntls_cert = %q\ntls_key = %q\n", certFile, keyFile)), 0o600)
-	c.env = append(c.env, "CLAUDEFLARE_CONFIG_PATH="+cfg)
+	c.Env = append(c.Env, "CLAUDEFLARE_CONFIG_PATH="+cfg)
 	d := c.startDaemon()
 	if !strings.HasPrefix(d.url, "https://") {
 		t.Fatalf("daemon announced %s", d.url)

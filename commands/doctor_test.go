@@ -17,11 +17,11 @@ import (
 
 func TestDoctor(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun("", "init")
-	c.mustRun(c.fake.NewOAuthAccount("work"), "accounts", "add", "work", "--refresh-token-stdin")
+	c.MustRun("", "init")
+	c.MustRun(c.fake.NewOAuthAccount("work"), "accounts", "add", "work", "--refresh-token-stdin")
 	data := filepath.Join(c.dir, "data")
 
-	out, errs, code := c.run("", "doctor")
+	out, errs, code := c.Run("", "doctor")
 	if code != 0 {
 		t.Fatalf("healthy: exit %d\n%s%s", code, out, errs)
 	}
@@ -32,7 +32,7 @@ func TestDoctor(t *testing.T) {
 	}
 
 	// --json: NDJSON with stable keys.
-	out = c.mustRun("", "doctor", "--json")
+	out = c.MustRun("", "doctor", "--json")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) < 8 {
 		t.Fatalf("--json: %s", out)
@@ -47,7 +47,7 @@ func TestDoctor(t *testing.T) {
 	// A group-readable key file: exit 1, the problem on one line with a hint.
 	key := filepath.Join(data, "identity.txt")
 	os.Chmod(key, 0o640)
-	out, errs, code = c.run("", "doctor")
+	out, errs, code = c.Run("", "doctor")
 	if code != 1 || !strings.Contains(errs, "claudeflare: doctor found") {
 		t.Fatalf("readable key: exit %d\n%s%s", code, out, errs)
 	}
@@ -58,15 +58,15 @@ func TestDoctor(t *testing.T) {
 
 	// A wrong key.
 	id, _ := age.GenerateX25519Identity()
-	c.env = append(c.env, "CLAUDEFLARE_ENCRYPTION_KEY="+id.String())
-	out, _, code = c.run("", "doctor", "--json")
+	c.Env = append(c.Env, "CLAUDEFLARE_ENCRYPTION_KEY="+id.String())
+	out, _, code = c.Run("", "doctor", "--json")
 	if code != 1 || !strings.Contains(out, `"check":"vault_key","status":"error"`) || !strings.Contains(out, `"hint":`) {
 		t.Fatalf("wrong key: exit %d\n%s", code, out)
 	}
 	if strings.Contains(out, id.String()) {
 		t.Fatal("the key is in the output")
 	}
-	c.env = c.env[:len(c.env)-1]
+	c.Env = c.Env[:len(c.Env)-1]
 
 	// A corrupted request log.
 	logPath := filepath.Join(data, "log.db")
@@ -78,7 +78,7 @@ func TestDoctor(t *testing.T) {
 	st, _ := f.Stat()
 	f.WriteAt([]byte(strings.Repeat("\xff\x00", 4096)), st.Size()/2/4096*4096+64)
 	f.Close()
-	out, _, code = c.run("", "doctor")
+	out, _, code = c.Run("", "doctor")
 	if code != 1 || !hasLine(out, "error", "log", "integrity check", "hint: ") {
 		t.Fatalf("corrupted log: exit %d\n%s", code, out)
 	}
@@ -86,7 +86,7 @@ func TestDoctor(t *testing.T) {
 	// A bad config: exit 2, named on stdout and stderr.
 	cfg := filepath.Join(c.dir, "bad.toml")
 	os.WriteFile(cfg, []byte("prot = 1\n"), 0o600)
-	out, errs, code = c.run("", "--config", cfg, "doctor")
+	out, errs, code = c.Run("", "--config", cfg, "doctor")
 	if code != 2 || !strings.Contains(out, "error  config") || !strings.Contains(errs, "prot") {
 		t.Fatalf("bad config: exit %d\n%s%s", code, out, errs)
 	}

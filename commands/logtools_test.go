@@ -54,7 +54,7 @@ func (c *runner) waitRows(n int) []map[string]any {
 	c.t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		lines := jsonLines(c.t, c.mustRun("", "requests", "list", "--json"))
+		lines := jsonLines(c.t, c.MustRun("", "requests", "list", "--json"))
 		if len(lines) >= n || time.Now().After(deadline) {
 			if len(lines) != n {
 				c.t.Fatalf("log has %d requests, want %d", len(lines), n)
@@ -91,9 +91,9 @@ func (c *runner) assertNoSecrets(what, s string) {
 
 func TestLogToolsOnARealDaemonLog(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun("", "init")
-	c.mustRun(c.fake.NewOAuthAccount("work"), "accounts", "add", "work", "--refresh-token-stdin", "--priority", "0")
-	c.mustRun(c.fake.NewAPIKey("spare"), "accounts", "add", "spare", "--api-key-stdin", "--priority", "1")
+	c.MustRun("", "init")
+	c.MustRun(c.fake.NewOAuthAccount("work"), "accounts", "add", "work", "--refresh-token-stdin", "--priority", "0")
+	c.MustRun(c.fake.NewAPIKey("spare"), "accounts", "add", "spare", "--api-key-stdin", "--priority", "1")
 	d := c.startDaemon()
 	for i := range 6 {
 		send(t, d.url, i%2 == 1, fmt.Sprintf("hello %d, my key is %s", i, bodyToken))
@@ -110,24 +110,24 @@ func TestLogToolsOnARealDaemonLog(t *testing.T) {
 	if reqs[0]["account"] != "work" || reqs[0]["status"] != 200.0 || reqs[0]["path"] != "/v1/messages?beta=true" || reqs[1]["streamed"] != true {
 		t.Errorf("requests list: %v / %v", reqs[0], reqs[1])
 	}
-	last := jsonLines(t, c.mustRun("", "requests", "list", "--json", "--limit", "2"))
+	last := jsonLines(t, c.MustRun("", "requests", "list", "--json", "--limit", "2"))
 	if len(last) != 2 || last[1]["id"] != reqs[5]["id"] || last[0]["id"] != reqs[4]["id"] {
 		t.Errorf("--limit 2: %v", last)
 	}
-	if n := len(jsonLines(t, c.mustRun("", "requests", "list", "--status", "5xx", "--json"))); n != 0 {
+	if n := len(jsonLines(t, c.MustRun("", "requests", "list", "--status", "5xx", "--json"))); n != 0 {
 		t.Errorf("--status 5xx: %d rows", n)
 	}
-	if n := len(jsonLines(t, c.mustRun("", "requests", "list", "--json", "--account", "spare", "--since", "1h"))); n != 0 {
+	if n := len(jsonLines(t, c.MustRun("", "requests", "list", "--json", "--account", "spare", "--since", "1h"))); n != 0 {
 		t.Errorf("--account spare: %d rows", n)
 	}
-	table := c.mustRun("", "requests", "list")
+	table := c.MustRun("", "requests", "list")
 	if !strings.Contains(table, "TIME") || strings.Count(table, "\n") != 7 {
 		t.Errorf("table:\n%s", table)
 	}
 
 	// payload export: JSON line by line, usage reachable, SSE as text,
 	// no plaintext token anywhere.
-	out := c.mustRun("", "payload", "export")
+	out := c.MustRun("", "payload", "export")
 	c.assertNoSecrets("payload export", out)
 	rows := jsonLines(t, out)
 	if len(rows) != 6 {
@@ -153,7 +153,7 @@ func TestLogToolsOnARealDaemonLog(t *testing.T) {
 			t.Errorf("row %d: SSE body is not text: %v", i, resp["body"])
 		}
 	}
-	one := jsonLines(t, c.mustRun("", "payload", "export", "--id", reqs[3]["id"].(string)))
+	one := jsonLines(t, c.MustRun("", "payload", "export", "--id", reqs[3]["id"].(string)))
 	if len(one) != 1 || one[0]["id"] != reqs[3]["id"] {
 		t.Errorf("--id: %v", one)
 	}
@@ -161,7 +161,7 @@ func TestLogToolsOnARealDaemonLog(t *testing.T) {
 	// --output: atomic, 0600, the same lines.
 	file := filepath.Join(c.dir, "out", "export.ndjson")
 	os.MkdirAll(filepath.Dir(file), 0o700)
-	if o := c.mustRun("", "payload", "export", "--output", file); o != "" {
+	if o := c.MustRun("", "payload", "export", "--output", file); o != "" {
 		t.Errorf("--output printed %q", o)
 	}
 	b, err := os.ReadFile(file)
@@ -173,19 +173,19 @@ func TestLogToolsOnARealDaemonLog(t *testing.T) {
 	}
 
 	// The wrong key: a clear error, nothing written, no temp file left.
-	c.env = append(c.env, "CLAUDEFLARE_ENCRYPTION_KEY="+otherKey)
+	c.Env = append(c.Env, "CLAUDEFLARE_ENCRYPTION_KEY="+otherKey)
 	bad := filepath.Join(c.dir, "out", "bad.ndjson")
-	o, errs, code := c.run("", "payload", "export", "--output", bad)
+	o, errs, code := c.Run("", "payload", "export", "--output", bad)
 	if code != 1 || o != "" || !strings.HasPrefix(errs, "claudeflare: ") || !strings.Contains(errs, "does not open") {
 		t.Errorf("wrong key: exit %d, stdout %q, stderr %q", code, o, errs)
 	}
 	if ents, _ := os.ReadDir(filepath.Dir(bad)); len(ents) != 1 {
 		t.Errorf("wrong key left files: %v", ents)
 	}
-	c.env = c.env[:len(c.env)-1]
+	c.Env = c.Env[:len(c.Env)-1]
 
 	// stats: one line per account and one for the pool.
-	st := jsonLines(t, c.mustRun("", "stats", "--json"))
+	st := jsonLines(t, c.MustRun("", "stats", "--json"))
 	if len(st) != 3 || st[0]["account"] != "work" || st[0]["requests"] != 6.0 || st[0]["status"] != "ok" ||
 		st[1]["account"] != "spare" || st[1]["requests"] != 0.0 || st[2]["scope"] != "pool" || st[2]["requests"] != 6.0 || st[2]["accounts"] != 2.0 {
 		t.Errorf("stats: %v", st)
@@ -193,7 +193,7 @@ func TestLogToolsOnARealDaemonLog(t *testing.T) {
 	if st[0]["input_tokens"].(float64) == 0 || st[0]["median_duration_ms"] == nil || st[0]["last_used"] == nil {
 		t.Errorf("stats work: %v", st[0])
 	}
-	text := c.mustRun("", "stats")
+	text := c.MustRun("", "stats")
 	if !strings.Contains(text, "ACCOUNT") || !strings.Contains(text, "TOTAL") {
 		t.Errorf("stats table:\n%s", text)
 	}
@@ -243,8 +243,8 @@ func (c *runner) openLog() *store.DB {
 
 func TestCleanupAndExportWhileTheDaemonServes(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun("", "init")
-	c.mustRun(c.fake.NewOAuthAccount("work"), "accounts", "add", "work", "--refresh-token-stdin")
+	c.MustRun("", "init")
+	c.MustRun(c.fake.NewOAuthAccount("work"), "accounts", "add", "work", "--refresh-token-stdin")
 	// A year-old log of 20,000 requests with payloads.
 	old := time.Now().Add(-365 * 24 * time.Hour)
 	db := c.openLog()
@@ -272,7 +272,7 @@ func TestCleanupAndExportWhileTheDaemonServes(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 
-	dry := c.mustRun("", "cleanup", "--older-than", "30d", "--dry-run")
+	dry := c.MustRun("", "cleanup", "--older-than", "30d", "--dry-run")
 	if !strings.HasPrefix(dry, "would delete 20000 requests and 20000 payloads older than ") {
 		t.Errorf("dry run: %q", dry)
 	}
@@ -283,12 +283,12 @@ func TestCleanupAndExportWhileTheDaemonServes(t *testing.T) {
 		defer wg.Done()
 		var code int
 		var errs string
-		exportOut, errs, code = c.run("", "payload", "export")
+		exportOut, errs, code = c.Run("", "payload", "export")
 		if code != 0 {
 			exportErr = fmt.Errorf("export: exit %d: %s", code, errs)
 		}
 	}()
-	res := jsonLines(t, c.mustRun("", "cleanup", "--older-than", "30d", "--vacuum", "--json"))
+	res := jsonLines(t, c.MustRun("", "cleanup", "--older-than", "30d", "--vacuum", "--json"))
 	if len(res) != 1 || res[0]["requests"] != 20000.0 || res[0]["payloads"] != 20000.0 || res[0]["complete"] != true || res[0]["freed_bytes"].(float64) <= 0 {
 		t.Errorf("cleanup: %v", res)
 	}
@@ -328,7 +328,7 @@ type follower struct {
 
 func (c *runner) follow(args ...string) *follower {
 	c.t.Helper()
-	cmd := c.cmd("", append([]string{"requests", "list", "--follow", "--json", "--interval", "20ms"}, args...)...)
+	cmd := c.Cmd("", append([]string{"requests", "list", "--follow", "--json", "--interval", "20ms"}, args...)...)
 	pipe, err := cmd.StdoutPipe()
 	if err != nil {
 		c.t.Fatal(err)
@@ -445,21 +445,21 @@ func TestCleanupCommand(t *testing.T) {
 		db.R.Get(&p, `SELECT count(*) FROM payloads`)
 		return r, p
 	}
-	out := c.mustRun("", "cleanup", "--older-than", "47h", "--dry-run")
+	out := c.MustRun("", "cleanup", "--older-than", "47h", "--dry-run")
 	if !strings.HasPrefix(out, "would delete 60 requests and 60 payloads older than ") {
 		t.Errorf("dry run: %q", out)
 	}
 	if r, p := count(); r != 100 || p != 100 {
 		t.Fatalf("dry run deleted: %d %d", r, p)
 	}
-	out = c.mustRun("", "cleanup", "--older-than", "46h", "--type", "payloads")
+	out = c.MustRun("", "cleanup", "--older-than", "46h", "--type", "payloads")
 	if !strings.HasPrefix(out, "deleted 100 payloads older than ") {
 		t.Errorf("payloads: %q", out)
 	}
 	if r, p := count(); r != 100 || p != 0 {
 		t.Fatalf("after payloads cleanup: %d %d", r, p)
 	}
-	out = c.mustRun("", "cleanup", "--older-than", "47h", "--type", "requests", "--json")
+	out = c.MustRun("", "cleanup", "--older-than", "47h", "--type", "requests", "--json")
 	if lines := jsonLines(t, out); len(lines) != 1 || lines[0]["requests"] != 60.0 || lines[0]["type"] != "requests" || lines[0]["dry_run"] != false {
 		t.Errorf("requests --json: %s", out)
 	}
@@ -467,7 +467,7 @@ func TestCleanupCommand(t *testing.T) {
 		t.Fatalf("after requests cleanup: %d", r)
 	}
 	// --force: everything of a type.
-	out = c.mustRun("", "cleanup", "--type", "all", "--force", "--vacuum")
+	out = c.MustRun("", "cleanup", "--type", "all", "--force", "--vacuum")
 	if !strings.HasPrefix(out, "deleted 40 requests and 0 payloads (all); reclaimed ") {
 		t.Errorf("--force: %q", out)
 	}
@@ -483,7 +483,7 @@ func TestCleanupCommand(t *testing.T) {
 		{"requests", "list", "--status", "abc"},
 		{"requests", "list", "--since", "-5m"},
 	} {
-		if _, errs, code := c.run("", args...); code != 2 || !strings.HasPrefix(errs, "claudeflare: ") {
+		if _, errs, code := c.Run("", args...); code != 2 || !strings.HasPrefix(errs, "claudeflare: ") {
 			t.Errorf("%v: exit %d, %q; want a usage error", args, code, errs)
 		}
 	}
@@ -534,8 +534,8 @@ func TestExportShowsWhatWasCaptured(t *testing.T) {
 			if err := os.WriteFile(cfg, []byte(tc.config), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			c.env = append(c.env, "CLAUDEFLARE_CONFIG_PATH="+cfg)
-			c.mustRun(c.fake.NewAPIKey("work"), "accounts", "add", "work", "--api-key-stdin")
+			c.Env = append(c.Env, "CLAUDEFLARE_CONFIG_PATH="+cfg)
+			c.MustRun(c.fake.NewAPIKey("work"), "accounts", "add", "work", "--api-key-stdin")
 			d := c.startDaemon()
 			send(t, d.url, false, "my secret-12345 is safe")
 			send(t, d.url, true, "my secret-12345 is safe")
@@ -543,7 +543,7 @@ func TestExportShowsWhatWasCaptured(t *testing.T) {
 			if err := d.stop(t, syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
-			out := c.mustRun("", "payload", "export")
+			out := c.MustRun("", "payload", "export")
 			c.assertNoSecrets("export", out)
 			if strings.Contains(out, "secret-12345") && tc.name == "custom redact" {
 				t.Error("custom redact pattern not applied")

@@ -69,10 +69,10 @@ func sum(fams map[string]*dto.MetricFamily, name string, labels ...string) float
 // by kind, latency histograms, account state and build info.
 func TestMetricsAfterTraffic(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun("", "init")
-	c.mustRun(c.fake.NewOAuthAccount("work"), "accounts", "add", "work", "--refresh-token-stdin")
+	c.MustRun("", "init")
+	c.MustRun(c.fake.NewOAuthAccount("work"), "accounts", "add", "work", "--refresh-token-stdin")
 	c.fake.SetUsage(fakeapi.Usage{InputTokens: 11, OutputTokens: 7, CacheReadInputTokens: 5, CacheCreationInputTokens: 3})
-	c.env = append(c.env, "RETRY_DELAY_MS=10")
+	c.Env = append(c.Env, "RETRY_DELAY_MS=10")
 	d := c.startDaemon()
 	if _, ok := scrapeMetrics(t, d.url); !ok {
 		t.Fatal("the daemon does not serve /metrics")
@@ -123,7 +123,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 
 	// A 529 on "work" moves the next request to a second account: one
 	// failover, and the request counted once, for the account that served it.
-	c.mustRun(c.fake.NewAPIKey("spare")+"\n", "accounts", "add", "spare", "--api-key-stdin", "--priority", "5")
+	c.MustRun(c.fake.NewAPIKey("spare")+"\n", "accounts", "add", "spare", "--api-key-stdin", "--priority", "5")
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		fams, _ = scrapeMetrics(t, d.url)
 		if sum(fams, "claudeflare_accounts") == 2 || time.Now().After(deadline) {

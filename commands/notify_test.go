@@ -89,9 +89,9 @@ func (n *notifyListener) none() {
 // SIGTERM.
 func TestSystemdNotify(t *testing.T) {
 	c := newCLI(t)
-	c.mustRun("", "init")
+	c.MustRun("", "init")
 	n := listenNotify(t)
-	c.env = append(c.env, "NOTIFY_SOCKET="+n.path)
+	c.Env = append(c.Env, "NOTIFY_SOCKET="+n.path)
 	d := c.startDaemon()
 
 	ready := n.expect("READY=1")
@@ -144,7 +144,7 @@ func TestSystemdNotifyAbstractSocket(t *testing.T) {
 		t.Fatalf("abstract unix socket: %v", err)
 	}
 	defer conn.Close()
-	c.env = append(c.env, "NOTIFY_SOCKET="+name)
+	c.Env = append(c.Env, "NOTIFY_SOCKET="+name)
 	d := c.startDaemon()
 	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	buf := make([]byte, 4096)

@@ -21,12 +21,12 @@ func TestPassphrasePromptOnTerminal(t *testing.T) {
 	}
 	c := newCLI(t)
 	const pass = "correct horse battery staple"
-	c.env = append(c.env, "CLAUDEFLARE_PASSPHRASE="+pass)
-	c.mustRun("", "init")
-	c.env = c.env[:len(c.env)-1]
+	c.Env = append(c.Env, "CLAUDEFLARE_PASSPHRASE="+pass)
+	c.MustRun("", "init")
+	c.Env = c.Env[:len(c.Env)-1]
 	out := filepath.Join(c.dir, "b.age")
 	cmd := exec.Command(scriptPath, "-qec", os.Args[0]+" backup "+out, "/dev/null")
-	cmd.Env = c.env
+	cmd.Env = c.Env
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -35,7 +35,7 @@ func newBenchEnv(b *testing.B, cfg string) *benchEnv {
 	d := w.start()
 	env := []string{
 		"CLAUDEFLARE_E2E_BARE=1",
-		"PATH=" + w.env[2][len("PATH="):],
+		"PATH=" + w.Env[2][len("PATH="):],
 		"CLAUDEFLARE_UPSTREAM_URL=" + w.fake.URL,
 		"CLAUDEFLARE_E2E_BARE_TOKEN=" + w.fake.NewAccessToken("work"),
 	}

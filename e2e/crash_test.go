@@ -228,7 +228,7 @@ func TestCrash(t *testing.T) {
 				// endpoint's answer and the commit. Log in again.
 				windowLosses++
 				t.Logf("round %d: %s: refresh token lost to a kill during its refresh (allowed window); logging in again", round, n)
-				w.mustRun("", "accounts", "remove", n, "--force")
+				w.MustRun("", "accounts", "remove", n, "--force")
 				w.addOAuth(n)
 				continue
 			}

@@ -24,6 +24,7 @@ import (
 	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -36,7 +37,7 @@ type world struct {
 	dir     string
 	data    string
 	cfgPath string
-	env     []string
+	testutil.CLI
 }
 
 // newWorld makes a world whose config file holds cfg (TOML, on top of the
@@ -50,11 +51,11 @@ func newWorld(t testing.TB, cfg, tokenURL string) *world {
 	if tokenURL == "" {
 		tokenURL = fake.TokenURL()
 	}
-	w := &world{t: t, fake: fake, dir: dir, data: filepath.Join(dir, "data"), cfgPath: filepath.Join(dir, "claudeflare.toml")}
+	w := &world{t: t, fake: fake, dir: dir, data: filepath.Join(dir, "data"), cfgPath: filepath.Join(dir, "claudeflare.toml"), CLI: testutil.CLI{T: t}}
 	if err := os.WriteFile(w.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	w.env = []string{
+	w.Env = []string{
 		"CLAUDEFLARE_TEST_AS_BINARY=1",
 		"HOME=" + dir,
 		"PATH=" + os.Getenv("PATH"),
@@ -66,52 +67,20 @@ func newWorld(t testing.TB, cfg, tokenURL string) *world {
 		"LOG_FORMAT=json",
 		"GOTRACEBACK=all",
 	}
-	w.mustRun("", "init")
+	w.MustRun("", "init")
 	return w
-}
-
-func (w *world) cmd(stdin string, args ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = w.env
-	cmd.Stdin = strings.NewReader(stdin)
-	return cmd
-}
-
-// run runs a CLI command to completion: stdout, stderr, exit code.
-func (w *world) run(stdin string, args ...string) (string, string, int) {
-	w.t.Helper()
-	cmd := w.cmd(stdin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		w.t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
-}
-
-func (w *world) mustRun(stdin string, args ...string) string {
-	w.t.Helper()
-	out, errs, code := w.run(stdin, args...)
-	if code != 0 {
-		w.t.Fatalf("claudeflare %v: exit %d: %s", args, code, errs)
-	}
-	return out
 }
 
 // addOAuth adds an OAuth account with a fresh refresh token from the fake.
 func (w *world) addOAuth(name string) {
 	w.t.Helper()
-	w.mustRun(w.fake.NewOAuthAccount(name), "accounts", "add", name, "--refresh-token-stdin")
+	w.MustRun(w.fake.NewOAuthAccount(name), "accounts", "add", name, "--refresh-token-stdin")
 }
 
 // addAPIKey adds an API-key account.
 func (w *world) addAPIKey(name string) {
 	w.t.Helper()
-	w.mustRun(w.fake.NewAPIKey(name), "accounts", "add", name, "--api-key-stdin")
+	w.MustRun(w.fake.NewAPIKey(name), "accounts", "add", name, "--api-key-stdin")
 }
 
 // daemon is a running `claudeflare daemon` process.
@@ -176,7 +145,7 @@ func startProcess(t testing.TB, env []string, args ...string) *daemon {
 // start runs `claudeflare daemon --port 0`.
 func (w *world) start(args ...string) *daemon {
 	w.t.Helper()
-	return startProcess(w.t, w.env, append([]string{"daemon", "--port", "0"}, args...)...)
+	return startProcess(w.t, w.Env, append([]string{"daemon", "--port", "0"}, args...)...)
 }
 
 func (d *daemon) logs() string {

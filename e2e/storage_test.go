@@ -292,7 +292,7 @@ func TestLogDeleted(t *testing.T) {
 func TestLogReadOnlyAtStart(t *testing.T) {
 	w := storageWorld(t)
 	dir, mounted := logFS(t, w, "4m")
-	w.mustRun("", "requests", "list", "--json") // log.db exists, migrated
+	w.MustRun("", "requests", "list", "--json") // log.db exists, migrated
 	var vaultBefore map[string]string
 	switch {
 	case mounted:
@@ -313,7 +313,7 @@ func TestLogReadOnlyAtStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := w.cmd("", "daemon", "--port", "0")
+	cmd := w.Cmd("", "daemon", "--port", "0")
 	stderr := &testutil.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
