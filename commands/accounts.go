@@ -330,17 +330,25 @@ func pct(u *float64) string {
 	return strconv.Itoa(int(*u*100+0.5)) + "%"
 }
 
-func accountsRemove(c *cli.Context) error {
-	name, err := oneName(c)
-	if err != nil {
-		return err
+// namedAccount is the NAME argument, the env and the vault database (no
+// key: these commands touch no secret) for remove, pause and resume.
+func namedAccount(c *cli.Context) (e *env, name string, vdb *store.DB, err error) {
+	if name, err = oneName(c); err != nil {
+		return nil, "", nil, err
 	}
-	e := getEnv(c)
+	e = getEnv(c)
 	cfg, err := e.config(nil)
 	if err != nil {
-		return err
+		return nil, "", nil, err
 	}
-	vdb, err := openVaultDB(cfg)
+	if vdb, err = openVaultDB(cfg); err != nil {
+		return nil, "", nil, err
+	}
+	return e, name, vdb, nil
+}
+
+func accountsRemove(c *cli.Context) error {
+	e, name, vdb, err := namedAccount(c)
 	if err != nil {
 		return err
 	}
@@ -366,16 +374,7 @@ func accountsRemove(c *cli.Context) error {
 }
 
 func accountsSetPaused(c *cli.Context, paused bool) error {
-	name, err := oneName(c)
-	if err != nil {
-		return err
-	}
-	e := getEnv(c)
-	cfg, err := e.config(nil)
-	if err != nil {
-		return err
-	}
-	vdb, err := openVaultDB(cfg)
+	e, name, vdb, err := namedAccount(c)
 	if err != nil {
 		return err
 	}

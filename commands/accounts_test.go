@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -116,5 +115,4 @@ func TestConcurrentAccountUpdatesFromProcesses(t *testing.T) {
 			t.Errorf("acct%d lost", i)
 		}
 	}
-	_ = filepath.Join
 }

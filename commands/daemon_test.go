@@ -3,7 +3,6 @@ package commands_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -235,7 +234,6 @@ func TestExitCodes(t *testing.T) {
 	if !strings.Contains(errs, "bad.toml:2") {
 		t.Errorf("config error does not name the line: %q", errs)
 	}
-	_ = context.Background
 }
 
 // With client keys, the real daemon asks for one on every route but
