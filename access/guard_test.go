@@ -380,8 +380,7 @@ func TestNeedsLoginAudited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.g.Start()
-	time.Sleep(60 * time.Millisecond) // a first look at the accounts
+	h.g.Start() // takes the first look at the accounts
 	if err := h.v.MarkNeedsLogin(ctx, id, "invalid_grant: refresh token revoked"); err != nil {
 		t.Fatal(err)
 	}
