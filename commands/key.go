@@ -329,8 +329,14 @@ func (e *env) readPassphrase(prompt string) (string, error) {
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return "", usagef("cannot ask for a passphrase: stdin is not a terminal")
 	}
+	fd := int(f.Fd())
+	restore, err := echoOff(fd)
+	if err != nil {
+		return "", fmt.Errorf("read passphrase: %w", err)
+	}
+	defer restore()
 	fmt.Fprint(e.stderr, prompt)
-	b, err := term.ReadPassword(int(f.Fd()))
+	b, err := term.ReadPassword(fd)
 	fmt.Fprintln(e.stderr)
 	if err != nil {
 		return "", fmt.Errorf("read passphrase: %w", err)
