@@ -84,6 +84,11 @@ type Server struct {
 	ShutdownGrace Duration `toml:"shutdown_grace"`
 	// ReadHeaderTimeout bounds reading a request's headers.
 	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
+	// BodyReadTimeout bounds reading a whole request body.
+	BodyReadTimeout Duration `toml:"body_read_timeout"`
+	// MaxInflightBodyBytes bounds the memory all request bodies being
+	// read or replayed may hold together; past it requests get 503.
+	MaxInflightBodyBytes int64 `toml:"max_inflight_body_bytes"`
 }
 
 // Upstream is the [upstream] section: the connection to the upstream API.
@@ -184,10 +189,12 @@ func Default() Config {
 		UpstreamURL:       "https://api.anthropic.com",
 		OAuthTokenURL:     "https://platform.claude.com/v1/oauth/token",
 		Server: Server{
-			AllowIPs:          []string{},
-			MaxBodyBytes:      32 << 20,
-			ShutdownGrace:     Duration(30 * time.Second),
-			ReadHeaderTimeout: Duration(10 * time.Second),
+			AllowIPs:             []string{},
+			MaxBodyBytes:         32 << 20,
+			ShutdownGrace:        Duration(30 * time.Second),
+			ReadHeaderTimeout:    Duration(10 * time.Second),
+			BodyReadTimeout:      Duration(2 * time.Minute),
+			MaxInflightBodyBytes: 256 << 20,
 		},
 		Upstream: Upstream{
 			ResponseHeaderTimeout: Duration(10 * time.Minute),
