@@ -410,7 +410,11 @@ func (s *Server) writeStream(w http.ResponseWriter, r *http.Request, model strin
 	flush()
 
 	ev := newEvents(model, cfg)
+	gate := s.takeStreamGate()
 	for i := range ev.count() {
+		if gate != nil && i == gate.after && !gate.wait(r) {
+			return
+		}
 		if f != nil && i == f.AfterEvents {
 			s.streamFault(w, r, out, flush, closeBody, f)
 			return
@@ -422,6 +426,9 @@ func (s *Server) writeStream(w http.ResponseWriter, r *http.Request, model strin
 			return
 		}
 		flush()
+	}
+	if gate != nil && gate.after >= ev.count() && !gate.wait(r) {
+		return
 	}
 	if f != nil {
 		s.streamFault(w, r, out, flush, closeBody, f)

@@ -109,6 +109,9 @@ type Server struct {
 	expiresIn      time.Duration
 	tokenDelay     time.Duration
 	tokenFaults    []*TokenFault
+	tokenGates     []*Gate
+	streamGates    []*Gate
+	gates          []*Gate // every gate handed out, released by Close
 	tokenRequests  int
 	totalRefreshes int
 
@@ -170,6 +173,7 @@ func New() *Server {
 
 // Close shuts the server down, closing any connection still open.
 func (s *Server) Close() {
+	s.releaseGates()
 	s.srv.CloseClientConnections()
 	s.srv.Close()
 }

@@ -120,6 +120,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, body []byte
 	}
 
 	ans := s.tokenAnswer(r, body, rec)
+	if g := s.takeTokenGate(); g != nil && !g.wait(r) {
+		return
+	}
 	if !sleepCtx(r, delay) {
 		return
 	}
