@@ -142,7 +142,7 @@ func TestPrecedence(t *testing.T) {
 		},
 		{
 			key: "server.shutdown_grace", def: Duration(30 * time.Second),
-			file: &layer{`"1m"`, Duration(time.Minute)}, flag: &layer{"2d", Duration(2 * Day)},
+			file: &layer{`"1m"`, Duration(time.Minute)}, flag: &layer{"1h", Duration(time.Hour)},
 			get: func(c *Config) any { return c.Server.ShutdownGrace },
 		},
 		{
@@ -317,16 +317,34 @@ func TestErrorLines(t *testing.T) {
 			msg: `upstream_url: must be an absolute http or https URL (got "api.anthropic.com")`,
 		},
 		{
+			name: "cleartext upstream to another host",
+			text: "\nupstream_url = \"http://api.example.com\"\n",
+			line: 2, key: "upstream_url",
+			msg: `upstream_url: must be an https URL: http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost), got "http://api.example.com"`,
+		},
+		{
+			name: "cleartext token url to a private address",
+			text: "oauth_token_url = \"http://10.0.0.1:8080/v1/oauth/token\"\n",
+			line: 1, key: "oauth_token_url",
+			msg: `oauth_token_url: must be an https URL: http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost), got "http://10.0.0.1:8080/v1/oauth/token"`,
+		},
+		{
+			name: "cleartext upstream to a name that starts like localhost",
+			text: "upstream_url = \"http://localhost.evil.example\"\n",
+			line: 1, key: "upstream_url",
+			msg: `upstream_url: must be an https URL: http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost), got "http://localhost.evil.example"`,
+		},
+		{
 			name: "retry attempts zero",
 			text: "retry_attempts = 0\n",
 			line: 1, key: "retry_attempts",
-			msg: `retry_attempts: must be at least 1`,
+			msg: `retry_attempts: must be between 1 and 20`,
 		},
 		{
 			name: "backoff below one",
 			text: "\n\n\nretry_backoff = 0.5\n",
 			line: 4, key: "retry_backoff",
-			msg: `retry_backoff: must be a number of at least 1`,
+			msg: `retry_backoff: must be a number between 1 and 10`,
 		},
 		{
 			name: "cooldowns in the wrong order",
@@ -378,9 +396,11 @@ func TestEnvErrors(t *testing.T) {
 		{"overflow", "RETRY_ATTEMPTS", "99999999999999999999", `config env RETRY_ATTEMPTS: integer "99999999999999999999" out of range`},
 		{"bool", "CLAUDEFLARE_DEBUG", "yes", `config env CLAUDEFLARE_DEBUG: invalid boolean "yes" (use 1, true, 0 or false)`},
 		{"float", "RETRY_BACKOFF", "fast", `config env RETRY_BACKOFF: invalid number "fast"`},
-		{"nan", "RETRY_BACKOFF", "NaN", `config env RETRY_BACKOFF: must be a number of at least 1`},
+		{"nan", "RETRY_BACKOFF", "NaN", `config env RETRY_BACKOFF: must be a number between 1 and 10`},
 		{"enum", "LOG_FORMAT", "xml", `config env LOG_FORMAT: must be one of auto, text, json (got "xml")`},
 		{"url", "CLAUDEFLARE_OAUTH_TOKEN_URL", "ftp://x/token", `config env CLAUDEFLARE_OAUTH_TOKEN_URL: must be an absolute http or https URL (got "ftp://x/token")`},
+		{"cleartext", "CLAUDEFLARE_UPSTREAM_URL", "http://0.0.0.0:8080", `config env CLAUDEFLARE_UPSTREAM_URL: must be an https URL: http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost), got "http://0.0.0.0:8080"`},
+		{"cleartext token", "CLAUDEFLARE_OAUTH_TOKEN_URL", "http://[::ffff:10.0.0.1]/token", `config env CLAUDEFLARE_OAUTH_TOKEN_URL: must be an https URL: http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost), got "http://[::ffff:10.0.0.1]/token"`},
 		{"origin", "ALLOWED_ORIGINS", "https://ok.example,not an origin", `config env ALLOWED_ORIGINS: invalid origin "not an origin" (want scheme://host[:port] or *)`},
 	}
 	for _, tt := range tests {
@@ -418,6 +438,28 @@ func TestFlagErrors(t *testing.T) {
 		ce := loadErr(t, Source{Getenv: e.get, Flags: tt.flags})
 		if !ce.Flag || ce.Error() != tt.want {
 			t.Errorf("got %+v\n %s\nwant %s", ce, ce, tt.want)
+		}
+	}
+}
+
+// TestCleartextLoopback: http:// stays allowed to this machine (a local
+// test upstream, a sidecar), https:// to any host.
+func TestCleartextLoopback(t *testing.T) {
+	for _, u := range []string{
+		"http://127.0.0.1:8080", "http://127.9.9.9", "http://[::1]:9000/v1", "http://localhost:1234",
+		"http://LOCALHOST", "http://localhost./x", "http://[::ffff:127.0.0.1]:80", "https://api.example.com",
+		"https://10.0.0.1/token",
+	} {
+		e := newEnv(t)
+		e["CLAUDEFLARE_UPSTREAM_URL"] = u
+		e["CLAUDEFLARE_OAUTH_TOKEN_URL"] = u
+		c, err := Load(Source{Getenv: e.get})
+		if err != nil {
+			t.Errorf("%s: %v", u, err)
+			continue
+		}
+		if c.UpstreamURL != u || c.OAuthTokenURL != u {
+			t.Errorf("%s: got %s %s", u, c.UpstreamURL, c.OAuthTokenURL)
 		}
 	}
 }
@@ -633,7 +675,7 @@ requests_max_age = "1w2d"
 interval = "0"
 
 [tokens]
-refresh_margin = "1d12h"
+refresh_margin = "45m"
 
 [log]
 flush_interval = "1.5s"
@@ -643,7 +685,7 @@ flush_interval = "1.5s"
 		t.Fatal(err)
 	}
 	if c.Retention.PayloadsMaxAge != Duration(30*Day) || c.Retention.RequestsMaxAge != Duration(9*Day) ||
-		c.Retention.Interval != 0 || c.Tokens.RefreshMargin != Duration(36*time.Hour) ||
+		c.Retention.Interval != 0 || c.Tokens.RefreshMargin != Duration(45*time.Minute) ||
 		c.Log.FlushInterval.Std() != 1500*time.Millisecond {
 		t.Errorf("got %+v %+v %+v", c.Retention, c.Tokens, c.Log)
 	}

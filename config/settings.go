@@ -53,6 +53,8 @@ type setting struct {
 	index []int
 	typ   reflect.Type
 	path  bool
+	// bound is the range of a numeric setting (bounds.go), nil otherwise.
+	bound *bound
 }
 
 var durationType = reflect.TypeOf(Duration(0))
@@ -86,6 +88,7 @@ func buildSettings() []*setting {
 				index:   idx,
 				typ:     f.Type,
 				path:    pathKeys[key],
+				bound:   bounds[key],
 			})
 		}
 	}

@@ -3,7 +3,6 @@ package config
 import (
 	"encoding/base64"
 	"fmt"
-	"math"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -43,23 +42,15 @@ func (c *Config) validate() *problem {
 	if strings.ContainsAny(c.Host, " \t\r\n/") {
 		return bad("host", "invalid host %q", c.Host)
 	}
-	if c.Port < 0 || c.Port > 65535 {
-		return bad("port", "must be between 0 and 65535")
+	// Every numeric setting has a range (bounds.go), checked in key order
+	// before the checks that relate settings to each other.
+	for _, s := range settings {
+		if p := s.checkBound(c); p != nil {
+			return p
+		}
 	}
 	if p := oneOf("lb_strategy", c.LBStrategy, "session", "round-robin", "least-used"); p != nil {
 		return p
-	}
-	if c.SessionDurationMS <= 0 {
-		return bad("session_duration_ms", "must be greater than 0")
-	}
-	if c.RetryAttempts < 1 {
-		return bad("retry_attempts", "must be at least 1")
-	}
-	if c.RetryDelayMS < 0 {
-		return bad("retry_delay_ms", "must not be negative")
-	}
-	if math.IsNaN(c.RetryBackoff) || math.IsInf(c.RetryBackoff, 0) || c.RetryBackoff < 1 {
-		return bad("retry_backoff", "must be a number of at least 1")
 	}
 	if strings.TrimSpace(c.ClientID) == "" {
 		return bad("client_id", "must not be empty")
@@ -101,9 +92,6 @@ func (c *Config) validate() *problem {
 		}
 		return bad("server.allow_ips", "invalid IP or CIDR %q", a)
 	}
-	if c.Server.MaxBodyBytes <= 0 {
-		return bad("server.max_body_bytes", "must be greater than 0")
-	}
 
 	if pin := c.Upstream.PinSHA256; pin != "" {
 		b, err := base64.StdEncoding.DecodeString(pin)
@@ -112,10 +100,10 @@ func (c *Config) validate() *problem {
 		}
 	}
 
-	for _, s := range settings {
-		if s.typ == durationType && s.field(c).Int() < 0 {
-			return bad(s.Key, "must not be negative")
-		}
+	if c.Server.MaxInflightBodyBytes < c.Server.MaxBodyBytes {
+		p := bad("server.max_inflight_body_bytes", "must not be less than server.max_body_bytes (%d)", c.Server.MaxBodyBytes)
+		p.alt = bad("server.max_body_bytes", "must not be more than server.max_inflight_body_bytes (%d)", c.Server.MaxInflightBodyBytes)
+		return p
 	}
 	if c.RateLimit.CooldownMax < c.RateLimit.CooldownInitial {
 		p := bad("ratelimit.cooldown_max", "must not be less than ratelimit.cooldown_initial (%s)", c.RateLimit.CooldownInitial)
@@ -125,9 +113,6 @@ func (c *Config) validate() *problem {
 
 	if p := oneOf("log.payloads", c.Log.Payloads, PayloadsFull, PayloadsHeaders, PayloadsOff); p != nil {
 		return p
-	}
-	if c.Log.PayloadMaxBytes < 0 {
-		return bad("log.payload_max_bytes", "must not be negative")
 	}
 	for _, p := range c.Log.BodyPaths {
 		if !strings.HasPrefix(p, "/") {
@@ -145,32 +130,31 @@ func (c *Config) validate() *problem {
 		}
 		res = append(res, re)
 	}
-	if c.Log.QueueSize < 1 {
-		return bad("log.queue_size", "must be at least 1")
-	}
-	if c.Log.FlushInterval <= 0 {
-		return bad("log.flush_interval", "must be greater than 0")
-	}
-	if c.Log.BatchSize < 1 {
-		return bad("log.batch_size", "must be at least 1")
-	}
-
-	if c.Limits.RequestsPerMinute < 0 {
-		return bad("limits.requests_per_minute", "must not be negative (0 is unlimited)")
-	}
-	if c.Limits.ConcurrentStreams < 0 {
-		return bad("limits.concurrent_streams", "must not be negative (0 is unlimited)")
-	}
 
 	c.redactors = res
 	return nil
 }
 
-// checkURL requires an absolute http or https URL with a host.
+// checkURL requires an absolute https URL with a host, or an http URL to
+// a loopback host (127.0.0.0/8, ::1, localhost): anything else would send
+// tokens in cleartext over a network.
 func checkURL(key, v string) *problem {
 	u, err := url.Parse(v)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
 		return &problem{key: key, msg: fmt.Sprintf("must be an absolute http or https URL (got %q)", v)}
 	}
+	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+		return &problem{key: key, msg: fmt.Sprintf("must be an https URL: http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost), got %q", v)}
+	}
 	return nil
+}
+
+// loopbackHost reports whether host names this machine: localhost, an
+// address in 127.0.0.0/8 or ::1.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
