@@ -73,7 +73,8 @@ func DisplayPrefix(key string) string {
 }
 
 // ValidateKeyName checks a client key name: 1 to 64 letters, digits, '.',
-// '_', '-' or '@', not starting with '-'.
+// '_', '-' or '@', not starting with '-' and not only dots (".", "..").
+// Control characters and spaces are refused with every other character.
 func ValidateKeyName(name string) error {
 	if name == "" || len(name) > 64 {
 		return fmt.Errorf("%w %q: use 1 to 64 characters", ErrInvalidName, name)
@@ -86,6 +87,9 @@ func ValidateKeyName(name string) error {
 	}
 	if strings.HasPrefix(name, "-") {
 		return fmt.Errorf("%w %q: must not start with '-'", ErrInvalidName, name)
+	}
+	if strings.Trim(name, ".") == "" {
+		return fmt.Errorf("%w %q: must not be only dots", ErrInvalidName, name)
 	}
 	return nil
 }

@@ -598,7 +598,10 @@ func (v *Vault) resealIfRetired(ctx context.Context, accountID, keyID int64) {
 	}
 }
 
-// ValidateName checks an account name: 1-64 of letters, digits, '.', '_', '-', '@'.
+// ValidateName checks an account name: 1-64 of letters, digits, '.', '_',
+// '-', '@', not starting with '-' and not only dots (".", ".."): names
+// appear in messages, hints and completions, maybe in paths. Control
+// characters and spaces are refused with every other character.
 func ValidateName(name string) error {
 	if name == "" || len(name) > 64 {
 		return fmt.Errorf("invalid account name %q: use 1 to 64 characters", name)
@@ -611,6 +614,9 @@ func ValidateName(name string) error {
 	}
 	if strings.HasPrefix(name, "-") {
 		return fmt.Errorf("invalid account name %q: must not start with '-'", name)
+	}
+	if strings.Trim(name, ".") == "" {
+		return fmt.Errorf("invalid account name %q: must not be only dots", name)
 	}
 	return nil
 }

@@ -1,0 +1,30 @@
+package vault_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/claudeflare/claudeflare/vault"
+)
+
+// TestValidateNameRefusesDotsAndControls: "." and ".." (and any name of
+// only dots) and control characters are refused with one line that shows
+// the name escaped; names with dots inside stay valid (issue 11, item 13).
+func TestValidateNameRefusesDotsAndControls(t *testing.T) {
+	for _, name := range []string{".", "..", "...", "a\x00", "a\tb", "a\nb", "\x1b[31mred", "a\x7f", "a\u0085b", "a\u202eb", "a b", "-x", ""} {
+		err := vault.ValidateName(name)
+		if err == nil {
+			t.Errorf("%q accepted", name)
+			continue
+		}
+		msg := err.Error()
+		if strings.ContainsFunc(msg, func(r rune) bool { return r < 0x20 || r == 0x7f || r == 0x85 || r == 0x202e }) {
+			t.Errorf("%q: the error carries the raw control character: %q", name, msg)
+		}
+	}
+	for _, name := range []string{"work", "a.b", ".hidden", "a..b", "me@example.com", "x_1-2"} {
+		if err := vault.ValidateName(name); err != nil {
+			t.Errorf("%q refused: %v", name, err)
+		}
+	}
+}
