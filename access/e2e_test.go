@@ -2,6 +2,7 @@ package access_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -120,6 +121,18 @@ func (d *daemonStack) pauseAndServe(ctx context.Context, name, key string) {
 	waitFor(d.t, name+" resumed", seen(false))
 }
 
+// waitKeysSeen waits until the guard, which already requires keys, knows
+// every one of keys: /metrics answers a known key 200 or 403 (by its
+// role), an unknown one 401.
+func (d *daemonStack) waitKeysSeen(keys ...string) {
+	d.t.Helper()
+	for i, k := range keys {
+		waitFor(d.t, fmt.Sprintf("client key %d of %d to be seen by the daemon", i+1, len(keys)), func() bool {
+			return d.do("GET", "/metrics", "", "x-api-key", k).status != http.StatusUnauthorized
+		})
+	}
+}
+
 func (d *daemonStack) close() {
 	if d.http == nil {
 		return
@@ -200,8 +213,12 @@ func TestDaemonAccessFlow(t *testing.T) {
 	admin, _, _ := access.CreateKey(ctx, d.vdb, "ops", access.RoleAdmin, "cli:test", time.Now())
 	wrong := "cf_" + strings.Repeat("Q", 43)
 	d.extra = append(d.extra, apiKey, viewer, admin, wrong)
-	// The daemon picks the keys up by itself within its poll.
+	// The daemon picks the keys up by itself within its poll. A poll may
+	// run between two of the CreateKey calls above: wait until every key
+	// is known, on a route that needs a key but is not counted against
+	// the per-minute limit checked below.
 	waitFor(t, "keys to be required", func() bool { return d.message(false).status == 401 })
+	d.waitKeysSeen(apiKey, viewer, admin)
 
 	r = d.message(false)
 	expectStatus(t, r, 401, "authentication_error")
