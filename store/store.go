@@ -75,6 +75,11 @@ func Open(path, schema string) (*DB, error) {
 		// Vault writes are rare; the request log keeps NORMAL (a power
 		// loss may cost it its last commits, never its integrity).
 		common.Set("_synchronous", "FULL")
+		// A removed account's sealed tokens, a refresh token replaced by
+		// a newer one, a revoked key's hash: SQLite would leave their
+		// bytes in free pages and free space inside pages. secure_delete
+		// overwrites them with zeros, on every connection of the vault.
+		common.Set("_secure_delete", "on")
 	}
 
 	wv := url.Values{}
