@@ -352,11 +352,14 @@ func TestDaemonAccessFlow(t *testing.T) {
 			t.Errorf("a secret (%.6s...) appears in the logs", s)
 		}
 	}
-	filepath.WalkDir(d.cfg.DataDir, func(p string, de fs.DirEntry, err error) error {
+	err = filepath.WalkDir(d.cfg.DataDir, func(p string, de fs.DirEntry, err error) error {
 		if err != nil || de.IsDir() {
 			return err
 		}
-		b, _ := os.ReadFile(p)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
 		for _, s := range secrets {
 			if strings.Contains(string(b), s) {
 				t.Errorf("%s holds a secret in plaintext", p)
@@ -364,6 +367,9 @@ func TestDaemonAccessFlow(t *testing.T) {
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatalf("search the data dir for secrets: %v", err)
+	}
 }
 
 func contains(list []string, s string) bool {

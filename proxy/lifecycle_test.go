@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -250,13 +251,25 @@ func TestTokensNeverLogged(t *testing.T) {
 	h.stop()
 
 	var disk strings.Builder
-	filepath.Walk(h.dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			b, _ := os.ReadFile(p)
-			disk.Write(b)
+	files := 0
+	err := filepath.WalkDir(h.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
 		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files++
+		disk.Write(b)
 		return nil
 	})
+	if err != nil {
+		t.Fatalf("search the data dir for tokens: %v", err)
+	}
+	if files < 3 {
+		t.Fatalf("only %d files in the data dir: the search would prove nothing", files)
+	}
 	logs := h.logs.String()
 	if !strings.Contains(logs, "refreshed") {
 		t.Fatalf("scenario did not log a refresh:\n%s", logs)
