@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"filippo.io/age"
 )
@@ -79,6 +80,9 @@ type master struct {
 	where      string // description for messages, never the key
 	path       string // identity file path, if any
 	source     string // one of the source* constants
+
+	rootMu   sync.Mutex
+	passRoot []byte // the passphrase's scrypt root key, once derived
 }
 
 func (ks KeySource) defaultIdentity() string {

@@ -194,6 +194,15 @@ func (v *Vault) Rotate(ctx context.Context, opts RotateOptions) (RotateResult, e
 	if res.Resumed, err = v.resume(ctx); err != nil {
 		return res, err
 	}
+	if v.legacy {
+		// A rotation made by the previous release was just finished:
+		// its metadata gets its MACs now.
+		sealed, err := v.sealLegacy(ctx)
+		if err != nil {
+			return res, err
+		}
+		v.legacy = !sealed
+	}
 	if opts.Master {
 		if err := v.rotateMaster(ctx, plan, &res); err != nil {
 			return res, err
@@ -290,6 +299,17 @@ func (v *Vault) plan(opts RotateOptions) (*masterPlan, error) {
 // rotateMaster runs steps 1 to 5.
 func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResult) error {
 	old := v.master()
+	// The audit key moves to the new master with the data keys: make it
+	// now if it does not exist yet, so that nothing makes one meanwhile.
+	auditKey, err := v.AuditKey(ctx)
+	if err != nil {
+		return err
+	}
+	rec, err := readMasterRecord(ctx, v.db.W)
+	if err != nil {
+		return err
+	}
+	auditWrap := rec.AuditKey
 
 	// Step 1: the new key, where nothing refers to it yet.
 	var nm *master
@@ -326,9 +346,14 @@ func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResu
 		return err
 	}
 
-	// Step 2: every data key wrapped to the new master as well. The
-	// wrapping (scrypt takes a second) happens before the transaction.
+	// Step 2: every data key (and the audit key) wrapped to the new
+	// master as well, with the new master's MACs. The wrapping and the
+	// key derivation (scrypt takes a second) happen before the transaction.
 	to, err := nm.wrapTo()
+	if err != nil {
+		return err
+	}
+	nroot, err := nm.primaryRoot()
 	if err != nil {
 		return err
 	}
@@ -351,21 +376,34 @@ func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResu
 		}
 		wraps[dk.id] = w
 	}
+	auditNext, err := encrypt(auditKey, to...)
+	if err != nil {
+		return fmt.Errorf("wrap audit key: %w", err)
+	}
 	err = store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
-		var ids []int64
-		if err := tx.SelectContext(ctx, &ids, `SELECT id FROM data_keys`); err != nil {
+		var rows []dataKeyRecord
+		if err := tx.SelectContext(ctx, &rows, `SELECT `+dataKeyColumns+` FROM data_keys`); err != nil {
 			return fmt.Errorf("read data keys: %w", err)
 		}
-		for _, id := range ids {
-			w := wraps[id]
+		for _, r := range rows {
+			w := wraps[r.ID]
 			if w == nil {
-				return fmt.Errorf("data key %d appeared during the rotation", id)
+				return fmt.Errorf("data key %d appeared during the rotation", r.ID)
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET wrapped_next = ? WHERE id = ?`, w, id); err != nil {
+			mac := metaMAC(nroot, dataKeyParts(r.ID, r.Recipient, w, r.PayloadKey, r.Retired, r.Bound)...)
+			if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET wrapped_next = ?, mac_next = ? WHERE id = ?`, w, mac, r.ID); err != nil {
 				return fmt.Errorf("wrap data key to the new master: %w", err)
 			}
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE master SET next_kind = ?, next_recipients = ? WHERE id = 1`, nm.kind, recipients)
+		cur, err := readMasterRecord(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(cur.AuditKey, auditWrap) {
+			return errors.New("the audit key changed during the rotation")
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE master SET next_kind = ?, next_recipients = ?, next_mac = ?, audit_key_next = ? WHERE id = 1`,
+			nm.kind, recipients, metaMAC(nroot, masterParts(nm.kind, recipients, auditNext)...), auditNext)
 		if err != nil {
 			return fmt.Errorf("record the new master: %w", err)
 		}
@@ -452,11 +490,19 @@ func (v *Vault) commitNext(ctx context.Context) error {
 		if missing > 0 {
 			return fmt.Errorf("%d data keys are not wrapped to the new master", missing)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET wrapped = wrapped_next, wrapped_next = NULL`); err != nil {
+		var lost int
+		if err := tx.GetContext(ctx, &lost, `SELECT count(*) FROM master WHERE audit_key IS NOT NULL AND audit_key_next IS NULL`); err != nil {
+			return fmt.Errorf("read master record: %w", err)
+		}
+		if lost > 0 {
+			return errors.New("the audit key is not wrapped to the new master")
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET wrapped = wrapped_next, mac = mac_next, wrapped_next = NULL, mac_next = NULL`); err != nil {
 			return fmt.Errorf("update data keys: %w", err)
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE master SET kind = next_kind, recipients = next_recipients,
-			next_kind = NULL, next_recipients = NULL, updated_at = ? WHERE id = 1 AND next_kind IS NOT NULL`, store.ToMS(v.now()))
+		res, err := tx.ExecContext(ctx, `UPDATE master SET kind = next_kind, recipients = next_recipients, mac = next_mac,
+			audit_key = audit_key_next, next_kind = NULL, next_recipients = NULL, next_mac = NULL, audit_key_next = NULL,
+			updated_at = ? WHERE id = 1 AND next_kind IS NOT NULL`, store.ToMS(v.now()))
 		if err != nil {
 			return fmt.Errorf("update master record: %w", err)
 		}
@@ -536,10 +582,11 @@ func (v *Vault) resume(ctx context.Context) (bool, error) {
 		case opensAll(m.primary, false):
 			// Only the old key is at hand: undo.
 			err := store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
-				if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET wrapped_next = NULL`); err != nil {
+				if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET wrapped_next = NULL, mac_next = NULL`); err != nil {
 					return err
 				}
-				_, err := tx.ExecContext(ctx, `UPDATE master SET next_kind = NULL, next_recipients = NULL WHERE id = 1`)
+				_, err := tx.ExecContext(ctx, `UPDATE master SET next_kind = NULL, next_recipients = NULL,
+					next_mac = NULL, audit_key_next = NULL WHERE id = 1`)
 				return err
 			})
 			if err != nil {
@@ -695,11 +742,41 @@ func (v *Vault) rotateData(ctx context.Context, res *RotateResult) error {
 	if err != nil {
 		return err
 	}
+	m := v.master()
+	root, err := m.primaryRoot()
+	if err != nil {
+		return err
+	}
+	roots, err := m.roots()
+	if err != nil {
+		return err
+	}
 	err = store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET retired_at = ? WHERE retired_at IS NULL`, store.ToMS(v.now())); err != nil {
-			return fmt.Errorf("retire data key: %w", err)
+		rec, err := readMasterRecord(ctx, tx)
+		if err != nil {
+			return err
 		}
-		id, err := insertDataKey(ctx, tx, row)
+		if rec.NextKind != nil {
+			return errors.New("a master key rotation is in progress")
+		}
+		if err := verifyMaster(rec, roots); err != nil {
+			return err
+		}
+		var cur []dataKeyRecord
+		if err := tx.SelectContext(ctx, &cur, `SELECT `+dataKeyColumns+` FROM data_keys WHERE retired_at IS NULL`); err != nil {
+			return fmt.Errorf("read data keys: %w", err)
+		}
+		retired := store.ToMS(v.now())
+		for _, r := range cur {
+			if err := verifyDataKey(r, roots); err != nil {
+				return err
+			}
+			mac := metaMAC(root, dataKeyParts(r.ID, r.Recipient, r.Wrapped, r.PayloadKey, &retired, r.Bound)...)
+			if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET retired_at = ?, mac = ? WHERE id = ?`, retired, mac, r.ID); err != nil {
+				return fmt.Errorf("retire data key: %w", err)
+			}
+		}
+		id, err := insertDataKey(ctx, tx, row, root)
 		dk.id = id
 		return err
 	})
@@ -739,7 +816,7 @@ func dataKeyFromRow(row dataKeyRow) (*dataKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &dataKey{identity: ids[0], recipient: rcpt, aead: aead, text: row.text}, nil
+	return &dataKey{identity: ids[0], recipient: rcpt, aead: aead, text: row.text, wrapped: row.Wrapped, bound: true}, nil
 }
 
 func newPayloadAEAD(pk []byte) (payloadAEAD, error) {
@@ -754,9 +831,21 @@ func newPayloadAEAD(pk []byte) (payloadAEAD, error) {
 // master recipients on record (extra recipients included), or the
 // passphrase.
 func (v *Vault) wrapSet(ctx context.Context) ([]age.Recipient, error) {
-	kind, recipients, err := v.Recipients(ctx)
+	rec, err := readMasterRecord(ctx, v.db.W)
 	if err != nil {
 		return nil, err
+	}
+	roots, err := v.master().roots()
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyMaster(rec, roots); err != nil {
+		return nil, err
+	}
+	kind := rec.Kind
+	var recipients []string
+	if rec.Recipients != "" {
+		recipients = strings.Split(rec.Recipients, "\n")
 	}
 	if kind == MasterPassphrase {
 		m := v.master()

@@ -25,6 +25,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	passphraseRootLogN = 10 // part of the key derivation: the same in child processes
 	if dir := os.Getenv("VAULT_TEST_ROTATE_CHILD"); dir != "" {
 		rotateChild(dir, os.Getenv("VAULT_TEST_ROTATE_STEP"), os.Getenv("VAULT_TEST_ROTATE_READY"))
 		return

@@ -63,6 +63,12 @@ type Vault struct {
 	failAt  time.Time  // ... and when: retried after keyRetryAfter
 	checked atomic.Int64
 	syncing atomic.Bool
+
+	legacy     bool         // the metadata predates MACs and could not be sealed yet
+	breakGlass bool         // opened by an extra recipient: MACs not checked
+	notify     func(string) // Options.Notify
+	auditMu    sync.Mutex
+	auditKey   []byte
 }
 
 type dataKey struct {
@@ -71,6 +77,8 @@ type dataKey struct {
 	recipient age.Recipient
 	aead      payloadAEAD
 	text      []byte // the identity as text, to re-wrap it to a new master
+	wrapped   []byte // its wrap as opened
+	bound     bool   // ciphertexts under it must be bound to their rows
 }
 
 // Options tune Open.
@@ -79,6 +87,11 @@ type Options struct {
 	PQ     bool             // new identities are hybrid post-quantum
 	Now    func() time.Time // clock; nil = time.Now
 	Logger *slog.Logger     // for trouble found in the background; nil = discard
+
+	// Notify, if set, is told things the user should read now (the
+	// metadata of a vault from an earlier release was just authenticated,
+	// with the recipients sealed). They are logged at warn level too.
+	Notify func(msg string)
 }
 
 // keyCheckInterval is how often SealPayload looks for a new current data
@@ -101,7 +114,7 @@ func Open(ctx context.Context, db *store.DB, ks KeySource, opts Options) (*Vault
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	v := &Vault{db: db, now: now, ks: ks, log: log, checkEvery: keyCheckInterval, keys: map[int64]*dataKey{}}
+	v := &Vault{db: db, now: now, ks: ks, log: log, checkEvery: keyCheckInterval, keys: map[int64]*dataKey{}, notify: opts.Notify}
 	var kind string
 	err := db.R.GetContext(ctx, &kind, `SELECT kind FROM master WHERE id = 1`)
 	if store.IsNotFound(err) {
@@ -134,6 +147,13 @@ func Open(ctx context.Context, db *store.DB, ks KeySource, opts Options) (*Vault
 		}
 		return nil, err
 	}
+	if v.legacy {
+		sealed, err := v.sealLegacy(ctx)
+		if err != nil {
+			return nil, err
+		}
+		v.legacy = !sealed
+	}
 	v.checked.Store(time.Now().UnixNano())
 	return v, nil
 }
@@ -156,6 +176,11 @@ func (v *Vault) initialise(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	root, err := v.m.primaryRoot()
+	if err != nil {
+		return err
+	}
+	recipients := strings.Join(v.m.recipientStrings(), "\n")
 	return store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
 		var n int
 		if err := tx.GetContext(ctx, &n, `SELECT count(*) FROM master`); err != nil {
@@ -164,11 +189,11 @@ func (v *Vault) initialise(ctx context.Context) error {
 		if n > 0 {
 			return nil // another process won the race
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO master (id, kind, recipients, updated_at) VALUES (1, ?, ?, ?)`,
-			v.m.kind, strings.Join(v.m.recipientStrings(), "\n"), store.ToMS(v.now())); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO master (id, kind, recipients, updated_at, mac) VALUES (1, ?, ?, ?, ?)`,
+			v.m.kind, recipients, store.ToMS(v.now()), metaMAC(root, masterParts(v.m.kind, recipients, nil)...)); err != nil {
 			return fmt.Errorf("write master key record: %w", err)
 		}
-		_, err := insertDataKey(ctx, tx, dk)
+		_, err := insertDataKey(ctx, tx, dk, root)
 		return err
 	})
 }
@@ -215,13 +240,23 @@ func newDataKeyRow(to []age.Recipient, now time.Time) (dataKeyRow, error) {
 	return dataKeyRow{Recipient: recipient, Wrapped: wrapped, PayloadKey: sealedPK, CreatedAt: store.ToMS(now), text: []byte(text), pk: pk}, nil
 }
 
-func insertDataKey(ctx context.Context, tx *sqlx.Tx, dk dataKeyRow) (int64, error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO data_keys (recipient, wrapped, payload_key, created_at) VALUES (?, ?, ?, ?)`,
+// insertDataKey stores a new current data key, bound to rows, with its
+// MAC under root.
+func insertDataKey(ctx context.Context, tx *sqlx.Tx, dk dataKeyRow, root []byte) (int64, error) {
+	res, err := tx.ExecContext(ctx, `INSERT INTO data_keys (recipient, wrapped, payload_key, created_at, bound) VALUES (?, ?, ?, ?, 1)`,
 		dk.Recipient, dk.Wrapped, dk.PayloadKey, dk.CreatedAt)
 	if err != nil {
 		return 0, fmt.Errorf("write data key: %w", err)
 	}
-	return res.LastInsertId()
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, err
+	}
+	mac := metaMAC(root, dataKeyParts(id, dk.Recipient, dk.Wrapped, dk.PayloadKey, nil, true)...)
+	if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET mac = ? WHERE id = ?`, mac, id); err != nil {
+		return 0, fmt.Errorf("write data key: %w", err)
+	}
+	return id, nil
 }
 
 func parseRecipient(s string) (age.Recipient, error) {
@@ -240,15 +275,20 @@ type dataKeyRecord struct {
 	WrappedNext []byte `db:"wrapped_next"`
 	PayloadKey  []byte `db:"payload_key"`
 	Retired     *int64 `db:"retired_at"`
+	MAC         []byte `db:"mac"`
+	MACNext     []byte `db:"mac_next"`
+	Bound       bool   `db:"bound"`
 }
 
-const dataKeyColumns = `id, recipient, wrapped, wrapped_next, payload_key, retired_at`
+const dataKeyColumns = `id, recipient, wrapped, wrapped_next, payload_key, retired_at, mac, mac_next, bound`
 
 // openDataKey unwraps a data key with any of ids: from its wrap to the
 // master, or during a master rotation from its wrap to the incoming one.
 func openDataKey(r dataKeyRecord, ids []age.Identity) (*dataKey, error) {
+	wrapped := r.Wrapped
 	plain, err := decrypt(r.Wrapped, ids...)
 	if errors.Is(err, ErrWrongKey) && r.WrappedNext != nil {
+		wrapped = r.WrappedNext
 		plain, err = decrypt(r.WrappedNext, ids...)
 	}
 	if err != nil {
@@ -270,7 +310,7 @@ func openDataKey(r dataKeyRecord, ids []age.Identity) (*dataKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &dataKey{id: r.ID, identity: parsed[0], recipient: rcpt, aead: aead, text: plain}, nil
+	return &dataKey{id: r.ID, identity: parsed[0], recipient: rcpt, aead: aead, text: plain, wrapped: wrapped, bound: r.Bound}, nil
 }
 
 // loadKeys unwraps every data key with the master key.
@@ -295,8 +335,13 @@ func (v *Vault) loadKeys(ctx context.Context) error {
 	if current == 0 {
 		return errors.New("vault has no current data key")
 	}
+	auth, err := v.authenticate(ctx, m, rows)
+	if err != nil {
+		return err
+	}
 	v.mu.Lock()
 	v.keys, v.current = keys, current
+	v.legacy, v.breakGlass = auth == authLegacy, auth == authBreakGlass
 	v.mu.Unlock()
 	return nil
 }
@@ -387,11 +432,11 @@ func (v *Vault) loadUnknownKeys(ctx context.Context, ids []int64) error {
 	var found []*dataKey
 	var failed error
 	for _, r := range rows {
-		dk, err := openDataKey(r, m.identities)
+		dk, err := v.openNewDataKey(r, m)
 		if errors.Is(err, ErrWrongKey) && !reloaded && m.path != "" {
 			reloaded = true
 			if m2, lerr := v.ks.load(false, false); lerr == nil {
-				if dk2, err2 := openDataKey(r, m2.identities); err2 == nil {
+				if dk2, err2 := v.openNewDataKey(r, m2); err2 == nil {
 					m, dk, err = m2, dk2, nil
 					v.mu.Lock()
 					v.m = m2
@@ -423,6 +468,29 @@ func (v *Vault) loadUnknownKeys(ctx context.Context, ids []int64) error {
 	v.keys = keys
 	v.mu.Unlock()
 	return failed
+}
+
+// openNewDataKey opens a data key that appeared after Open, checking its
+// MAC with m: a key inserted by someone without the master key is refused.
+func (v *Vault) openNewDataKey(r dataKeyRecord, m *master) (*dataKey, error) {
+	dk, err := openDataKey(r, m.identities)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.RLock()
+	legacy, glass := v.legacy, v.breakGlass
+	v.mu.RUnlock()
+	if legacy && r.MAC == nil && r.MACNext == nil && !r.Bound || glass {
+		return dk, nil
+	}
+	roots, err := m.roots()
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyDataKey(r, roots); err != nil {
+		return nil, err
+	}
+	return dk, nil
 }
 
 // key returns the data key id, looking for it in the database if it is
