@@ -35,9 +35,12 @@ func (c *capBuf) Write(p []byte) (int, error) {
 
 var capBufPool = sync.Pool{New: func() any { return &capBuf{b: make([]byte, 0, 16<<10)} }}
 
+// getCapBuf returns a buffer for a response body that keeps max bytes
+// and redactSlack more: the recorder redacts before it cuts at max, so
+// that a secret straddling the cut is redacted whole.
 func getCapBuf(max int) *capBuf {
 	c := capBufPool.Get().(*capBuf)
-	c.b, c.max, c.truncated = c.b[:0], max, false
+	c.b, c.max, c.truncated = c.b[:0], max+redactSlack, false
 	return c
 }
 
@@ -86,6 +89,7 @@ type recorder struct {
 	log   *slog.Logger
 	now   func() time.Time
 	opt   recorderOptions
+	red   *redactor
 
 	ch      chan *record
 	syncReq chan chan struct{}
@@ -117,13 +121,12 @@ func newRecorder(db *store.DB, v *vault.Vault, log *slog.Logger, now func() time
 	if opt.FlushInterval <= 0 {
 		opt.FlushInterval = 250 * time.Millisecond
 	}
-	opt.Redact = combineRegexps(opt.Redact)
 	var file os.FileInfo
 	if db != nil && db.Path != "" {
 		file, _ = os.Stat(db.Path)
 	}
 	return &recorder{
-		db: db, vault: v, log: log, now: now, opt: opt, file: file,
+		db: db, vault: v, log: log, now: now, opt: opt, file: file, red: newRedactor(opt.Redact),
 		ch:      make(chan *record, opt.QueueSize),
 		syncReq: make(chan chan struct{}),
 		done:    make(chan struct{}),
@@ -284,6 +287,7 @@ func (r *recorder) write(batch []*record) {
 	rows := make([]store.Request, 0, len(batch))
 	var pays []store.Payload
 	for _, rec := range batch {
+		r.redactRow(&rec.row)
 		rows = append(rows, rec.row)
 		if rec.pay == nil {
 			continue
@@ -342,18 +346,13 @@ func (r *recorder) logFileGone() bool {
 func (r *recorder) seal(rec *record) (store.Payload, error) {
 	c := rec.pay
 	pr := store.Capture{
-		Request:  store.CapturedMessage{Method: c.method, Path: c.path, Headers: r.redactHeader(c.reqHeader)},
-		Response: store.CapturedMessage{Status: c.status, Headers: r.redactHeader(c.respHeader)},
+		Request:  store.CapturedMessage{Method: c.method, Path: r.red.string(c.path), Headers: r.red.header(c.reqHeader)},
+		Response: store.CapturedMessage{Status: c.status, Headers: r.red.header(c.respHeader)},
 	}
 	if r.wantBodies(c.path) {
-		body := c.reqBody
-		if int64(len(body)) > r.opt.MaxBytes {
-			body, pr.Request.Truncated = body[:r.opt.MaxBytes], true
-		}
-		pr.Request.Body = r.redactBytes(body)
+		pr.Request.Body, pr.Request.Truncated = r.body(c.reqBody, c.reqHeader, false)
 		if c.respBody != nil {
-			pr.Response.Body = r.redactBytes(c.respBody.b)
-			pr.Response.Truncated = c.respBody.truncated
+			pr.Response.Body, pr.Response.Truncated = r.body(c.respBody.b, c.respHeader, c.respBody.truncated)
 		}
 	} else {
 		pr.Request.BodyOmitted, pr.Response.BodyOmitted = true, true
@@ -370,48 +369,31 @@ func (r *recorder) seal(rec *record) (store.Payload, error) {
 	return store.Payload{RequestID: rec.row.ID, TS: rec.row.TS, KeyID: keyID, Sealed: sealed, Truncated: truncated}, nil
 }
 
-func (r *recorder) redactHeader(h http.Header) map[string][]string {
-	out := redactHeader(h)
-	if len(r.opt.Redact) == 0 {
-		return out
-	}
-	for _, vs := range out {
-		for i, v := range vs {
-			for _, re := range r.opt.Redact {
-				v = re.ReplaceAllString(v, Redacted)
-			}
-			vs[i] = v
-		}
-	}
-	return out
-}
-
-// combineRegexps joins the redaction patterns into one alternation so a
-// body is scanned once, not once per pattern.
-func combineRegexps(res []*regexp.Regexp) []*regexp.Regexp {
-	if len(res) < 2 {
-		return res
-	}
-	parts := make([]string, len(res))
-	for i, re := range res {
-		parts[i] = "(?:" + re.String() + ")"
-	}
-	one, err := regexp.Compile(strings.Join(parts, "|"))
-	if err != nil {
-		return res
-	}
-	return []*regexp.Regexp{one}
-}
-
-// redactBytes returns b with every log.redact match replaced; b itself is
-// never modified (it may be the replay buffer); it is only read until the
-// payload is marshalled.
-func (r *recorder) redactBytes(b []byte) []byte {
+// body is what is stored of a captured body: decoded from its content
+// coding (stored decoded; the Content-Encoding header is kept as it was
+// sent), redacted, then cut at log.payload_max_bytes. A body in a coding
+// that cannot be decoded is replaced by a note saying so. capCut is set
+// when the capture already lost the end of the body.
+func (r *recorder) body(b []byte, h http.Header, capCut bool) ([]byte, bool) {
 	if len(b) == 0 {
-		return nil
+		return nil, capCut
 	}
-	for _, re := range r.opt.Redact {
-		b = re.ReplaceAll(b, []byte(Redacted)) // always a copy
+	maxBytes := int(min(r.opt.MaxBytes, 1<<30))
+	dec, cut, bad := decodeBody(h.Values("Content-Encoding"), b, maxBytes+redactSlack)
+	if bad != "" {
+		return undecodableBody(bad), capCut
 	}
-	return b
+	out := r.red.bytes(dec)
+	if len(out) > maxBytes {
+		out, cut = out[:maxBytes], true
+	}
+	return out, cut || capCut
+}
+
+// redactRow redacts the request row's free-text fields, which are stored
+// unsealed: a secret in a query string, a client name or an error.
+func (r *recorder) redactRow(row *store.Request) {
+	row.Path = r.red.string(row.Path)
+	row.Client = r.red.string(row.Client)
+	row.Error = r.red.string(row.Error)
 }

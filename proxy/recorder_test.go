@@ -78,18 +78,29 @@ func openCapture(t *testing.T, h *harness, id string) *store.Capture {
 
 func TestPayloadCaptureRules(t *testing.T) {
 	secret := "sk-ant-api03-" + strings.Repeat("Z", 40)
-	body := `{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"my key is ` + secret + `"}]}`
 
 	t.Run("redact and cap", func(t *testing.T) {
-		h := newHarness(t, withConfig(func(c *config.Config) { c.Log.PayloadMaxBytes = 60 }))
+		// The secret lies wholly before the cap, so only redaction can
+		// keep it out of what is stored.
+		const maxBytes = 120
+		tail := `"}],"model":"claude-sonnet-4-5","max_tokens":64,"system":"` + strings.Repeat("p", 100) + `"}`
+		body := `{"messages":[{"role":"user","content":"` + secret + tail
+		if i := strings.Index(body, secret); i+len(secret) > maxBytes || len(body) <= maxBytes {
+			t.Fatalf("secret at %d..%d of %d bytes", i, i+len(secret), len(body))
+		}
+		h := newHarness(t, withConfig(func(c *config.Config) { c.Log.PayloadMaxBytes = maxBytes }))
 		h.addOAuth("work", 0, false)
 		h.reload()
 		rep := h.post(body)
-		c := openCapture(t, h, rep.header.Get("X-Claudeflare-Request-Id"))
-		if strings.Contains(string(c.Request.Body), "sk-ant-api03-ZZZZ") || !c.Request.Truncated || len(c.Request.Body) > 60+len(Redacted) {
-			t.Fatalf("request body %q truncated=%v", c.Request.Body, c.Request.Truncated)
+		if rep.status != 200 {
+			t.Fatalf("%d %s", rep.status, rep.body)
 		}
-		if !c.Response.Truncated || len(c.Response.Body) != 60 {
+		c := openCapture(t, h, rep.header.Get("X-Claudeflare-Request-Id"))
+		want := (`{"messages":[{"role":"user","content":"` + Redacted + tail)[:maxBytes]
+		if string(c.Request.Body) != want || !c.Request.Truncated {
+			t.Fatalf("request body %q truncated=%v, want %q", c.Request.Body, c.Request.Truncated, want)
+		}
+		if !c.Response.Truncated || len(c.Response.Body) != maxBytes {
 			t.Fatalf("response body %d bytes truncated=%v", len(c.Response.Body), c.Response.Truncated)
 		}
 	})

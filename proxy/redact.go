@@ -1,0 +1,331 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// builtinRedact are redacted from everything the request log keeps,
+// whatever log.redact says (log.redact adds to them): Anthropic API keys
+// and OAuth tokens (sk-ant-...), claudeflare client keys (cf_ and 43
+// base64url characters; 16 are enough to be one), and bearer credentials.
+var builtinRedact = []string{
+	`sk-ant-[A-Za-z0-9_\-]{8,}`,
+	`cf_[A-Za-z0-9_\-]{16,}`,
+	`(?i)bearer\s+[A-Za-z0-9._~+/=\-]{8,}`,
+}
+
+// redactSlack is how far past log.payload_max_bytes a body is read before
+// it is redacted and cut, so that a secret straddling the cut is seen
+// whole and redacted rather than stored in part.
+const redactSlack = 4 << 10
+
+// maxEscapeLevels is how many rounds of JSON string escapes are undone
+// when looking for secrets: one for a secret inside a JSON string
+// ("sk\u002dant-..."), two for one inside JSON text inside a JSON string
+// (a tool input or result that holds JSON).
+const maxEscapeLevels = 2
+
+// redactor replaces secrets in what the request log keeps: payload bodies
+// and header values, and the request row's path, client and error.
+type redactor struct {
+	res []*regexp.Regexp // the built-in patterns and log.redact, joined
+}
+
+func newRedactor(extra []*regexp.Regexp) *redactor {
+	res := make([]*regexp.Regexp, 0, len(builtinRedact)+len(extra))
+	for _, p := range builtinRedact {
+		res = append(res, regexp.MustCompile(p))
+	}
+	return &redactor{res: combineRegexps(append(res, extra...))}
+}
+
+// combineRegexps joins the redaction patterns into one alternation so a
+// body is scanned once, not once per pattern.
+func combineRegexps(res []*regexp.Regexp) []*regexp.Regexp {
+	if len(res) < 2 {
+		return res
+	}
+	parts := make([]string, len(res))
+	for i, re := range res {
+		parts[i] = "(?:" + re.String() + ")"
+	}
+	one, err := regexp.Compile(strings.Join(parts, "|"))
+	if err != nil {
+		return res
+	}
+	return []*regexp.Regexp{one}
+}
+
+// span is a byte range [0], [1] of the text being redacted.
+type span [2]int
+
+// escapeScratch holds the buffers one round of unescaping needs, reused
+// from one body to the next.
+type escapeScratch struct {
+	text [maxEscapeLevels][]byte
+	pos  [maxEscapeLevels][]int32
+}
+
+var escapeScratchPool = sync.Pool{New: func() any { return new(escapeScratch) }}
+
+// bytes returns b with every secret replaced by [REDACTED]: each match of
+// a pattern in b itself, and each match found once JSON string escapes
+// (\uXXXX, \/, \\ and the rest) are undone, up to maxEscapeLevels deep;
+// such a match is replaced with the escaped bytes it came from, so JSON
+// stays JSON. b is not modified; the result is b itself when there is
+// nothing to redact. Empty b gives nil.
+func (r *redactor) bytes(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	var spans []span
+	for _, re := range r.res {
+		for _, m := range re.FindAllIndex(b, -1) {
+			spans = append(spans, span{m[0], m[1]})
+		}
+	}
+	if bytes.IndexByte(b, '\\') >= 0 {
+		sc := escapeScratchPool.Get().(*escapeScratch)
+		text, pos := b, []int32(nil)
+		for level := 0; level < maxEscapeLevels && bytes.IndexByte(text, '\\') >= 0; level++ {
+			next, npos := unescapeJSON(sc.text[level][:0], sc.pos[level][:0], text, pos, len(b))
+			sc.text[level], sc.pos[level] = next, npos
+			if len(next) == len(text) {
+				break // nothing was an escape
+			}
+			for _, re := range r.res {
+				for _, m := range re.FindAllIndex(next, -1) {
+					spans = append(spans, span{int(npos[m[0]]), int(npos[m[1]])})
+				}
+			}
+			text, pos = next, npos
+		}
+		if cap(sc.text[0]) <= 8<<20 {
+			escapeScratchPool.Put(sc)
+		}
+	}
+	if len(spans) == 0 {
+		return b
+	}
+	slices.SortFunc(spans, func(a, b span) int { return a[0] - b[0] })
+	out := make([]byte, 0, len(b))
+	at := 0
+	for i := 0; i < len(spans); {
+		s := spans[i]
+		for i++; i < len(spans) && spans[i][0] <= s[1]; i++ {
+			s[1] = max(s[1], spans[i][1])
+		}
+		out = append(append(out, b[at:s[0]]...), Redacted...)
+		at = s[1]
+	}
+	return append(out, b[at:]...)
+}
+
+// string is bytes for a string.
+func (r *redactor) string(s string) string {
+	if s == "" {
+		return s
+	}
+	out := r.bytes([]byte(s))
+	return string(out)
+}
+
+// header redacts h for a capture: credential headers replaced whole,
+// secrets in the other values replaced.
+func (r *redactor) header(h http.Header) map[string][]string {
+	out := redactHeader(h)
+	for k, vs := range out {
+		if credentialHeaders[k] {
+			continue
+		}
+		for i, v := range vs {
+			vs[i] = r.string(v)
+		}
+	}
+	return out
+}
+
+// unescapeJSON appends to out text with its JSON string escapes undone,
+// wherever they are (the text may be JSON, SSE, or JSON cut short), and
+// to opos, for each byte appended, the offset in the original bytes where
+// the escape or byte it came from starts, plus a final origLen. pos maps
+// text's bytes to the original the same way; nil means text is the
+// original. A backslash that starts no valid escape is kept as it is.
+func unescapeJSON(out []byte, opos []int32, text []byte, pos []int32, origLen int) ([]byte, []int32) {
+	origin := func(j int) int32 {
+		if pos == nil {
+			return int32(j)
+		}
+		return pos[j]
+	}
+	if cap(out) < len(text) {
+		out = make([]byte, 0, len(text))
+	}
+	if cap(opos) < len(text)+1 {
+		opos = make([]int32, 0, len(text)+1)
+	}
+	for j := 0; j < len(text); {
+		c := text[j]
+		if c != '\\' || j+1 == len(text) {
+			out, opos = append(out, c), append(opos, origin(j))
+			j++
+			continue
+		}
+		o := origin(j)
+		n, before := 2, len(out)
+		switch e := text[j+1]; e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := hex4(text[j+2:])
+			if !ok {
+				n = 0
+				break
+			}
+			n = 6
+			if utf16.IsSurrogate(r) && j+12 <= len(text) && text[j+6] == '\\' && text[j+7] == 'u' {
+				if r2, ok := hex4(text[j+8:]); ok {
+					if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
+						r, n = d, 12
+					}
+				}
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			n = 0
+		}
+		if n == 0 { // not an escape: the backslash stays
+			out, opos = append(out, c), append(opos, o)
+			j++
+			continue
+		}
+		for range len(out) - before {
+			opos = append(opos, o)
+		}
+		j += n
+	}
+	return out, append(opos, int32(origLen))
+}
+
+// hex4 reads four hex digits at the start of b.
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// undecodableBody is stored instead of a body in a content coding the
+// recorder cannot decode (br, zstd, compress, or a corrupt stream): its
+// secrets could not be found, so it is not kept.
+func undecodableBody(coding string) []byte {
+	return []byte("[REDACTED: undecodable " + coding + " body]")
+}
+
+// decodeBody undoes the content codings of a captured body (the
+// Content-Encoding header's values; a body sent with none but starting
+// with gzip's magic bytes is decoded too), keeping at most limit decoded
+// bytes; cut reports that there was more, or that the stream ended early
+// (a body captured in part). gzip, x-gzip and deflate (zlib or raw) are
+// decoded; for any other coding, or a stream that does not decode, bad
+// names the coding and the body must not be stored. With no coding, out
+// is b (at most limit bytes of it).
+func decodeBody(codings []string, b []byte, limit int) (out []byte, cut bool, bad string) {
+	var list []string
+	for _, v := range codings {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.ToLower(strings.TrimSpace(c)); c != "" && c != "identity" {
+				list = append(list, c)
+			}
+		}
+	}
+	if len(list) == 0 {
+		switch {
+		case len(b) >= 4 && string(b[:4]) == "\x28\xb5\x2f\xfd":
+			return nil, false, "zstd"
+		case len(b) > 2 && b[0] == 0x1f && b[1] == 0x8b:
+			if d, c, bad := decodeOne("gzip", b, limit); bad == "" {
+				return d, c, ""
+			}
+		}
+		if len(b) > limit {
+			return b[:limit], true, ""
+		}
+		return b, false, ""
+	}
+	out = b
+	for i := len(list) - 1; i >= 0; i-- { // the last coding applied comes off first
+		var c bool
+		if out, c, bad = decodeOne(list[i], out, limit); bad != "" {
+			return nil, false, bad
+		}
+		cut = cut || c
+	}
+	return out, cut, ""
+}
+
+func decodeOne(coding string, b []byte, limit int) (out []byte, cut bool, bad string) {
+	var r io.Reader
+	var err error
+	switch coding {
+	case "gzip", "x-gzip":
+		r, err = gzip.NewReader(bytes.NewReader(b))
+	case "deflate":
+		if r, err = zlib.NewReader(bytes.NewReader(b)); err != nil {
+			r, err = flate.NewReader(bytes.NewReader(b)), nil
+		}
+	default:
+		return nil, false, coding
+	}
+	if err != nil {
+		return nil, false, coding
+	}
+	var buf bytes.Buffer
+	_, err = io.Copy(&buf, io.LimitReader(r, int64(limit)+1))
+	out = buf.Bytes()
+	switch {
+	case len(out) > limit:
+		return out[:limit], true, ""
+	case err == nil:
+		return out, false, ""
+	case errors.Is(err, io.ErrUnexpectedEOF) && len(out) > 0:
+		return out, true, "" // captured in part: keep what decodes
+	}
+	return nil, false, coding
+}
