@@ -277,8 +277,11 @@ func (d *doctor) vault(ctx context.Context, db *store.DB) {
 	if info.Pending {
 		d.add("key_rotation", Warn, "run `claudeflare key rotate` again to finish it", "a master key rotation was interrupted")
 	}
-	_, err = vault.Open(ctx, db, d.opts.Keys, vault.Options{})
+	v, err := vault.Open(ctx, db, d.opts.Keys, vault.Options{ReadOnly: true})
 	switch {
+	case errors.Is(err, vault.ErrTampered):
+		d.vaultMAC(ctx, nil, err)
+		return
 	case errors.Is(err, vault.ErrWrongKey):
 		d.add("vault_key", Error, "give the key this vault was made with: CLAUDEFLARE_ENCRYPTION_KEY, --identity FILE or CLAUDEFLARE_PASSPHRASE",
 			"the master key does not open the vault (%s master key)", info.Kind)
@@ -288,6 +291,7 @@ func (d *doctor) vault(ctx context.Context, db *store.DB) {
 		return
 	}
 	d.add("vault_key", OK, "", "the master key (%s) opens the vault", info.Kind)
+	d.vaultMAC(ctx, v, nil)
 
 	accts, err := store.ListAccounts(ctx, db)
 	if err != nil {
@@ -319,6 +323,28 @@ func (d *doctor) vault(ctx context.Context, db *store.DB) {
 		d.add("accounts", Error, "resume one with `claudeflare accounts resume NAME`, or add one", "%s, none usable (%d paused)", plural(len(accts), "account"), paused)
 	default:
 		d.add("accounts", OK, "", "%s, %d usable, %d paused", plural(len(accts), "account"), usable, paused)
+	}
+}
+
+// vaultMAC reports whether the vault's key metadata (master recipients,
+// data keys, audit key) carries valid MACs made with the master key:
+// openErr is Open's ErrTampered, or v is the vault opened.
+func (d *doctor) vaultMAC(ctx context.Context, v *vault.Vault, openErr error) {
+	err := openErr
+	if v != nil {
+		err = v.CheckMAC(ctx)
+	}
+	switch {
+	case err == nil:
+		d.add("vault_mac", OK, "", "the master record and data keys carry valid MACs")
+	case errors.Is(err, vault.ErrUnsealed):
+		d.add("vault_mac", Warn, "run any claudeflare command that opens the vault (e.g. `claudeflare accounts check`) to add it, and check the recipients it prints",
+			"the vault's key metadata has no MAC yet (made by an earlier release)")
+	case errors.Is(err, vault.ErrTampered):
+		d.add("vault_mac", Error, "someone who could write vault.db changed it: stop the daemon, restore a backup you trust, then `claudeflare key rotate --data`",
+			"%v", err)
+	default:
+		d.add("vault_mac", Warn, "run doctor with the master key", "%v", err)
 	}
 }
 

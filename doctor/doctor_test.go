@@ -308,3 +308,30 @@ func TestOpenDataDirAndRunningDaemon(t *testing.T) {
 	// Under a running daemon the databases still check out.
 	expect(t, rs, "vault", doctor.OK, "integrity ok", "")
 }
+
+// TestVaultMAC: doctor reports a recipient added to vault.db with plain
+// SQL (the vault's MAC no longer verifies), and ok for an untouched vault.
+func TestVaultMAC(t *testing.T) {
+	dir := setup(t)
+	rs := run(t, doctor.Options{DataDir: dir})
+	if r := find(rs, "vault_mac"); len(r) != 1 || r[0].Status != doctor.OK {
+		t.Fatalf("untouched vault: %+v", r)
+	}
+	db, err := store.OpenVault(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, _ := age.GenerateX25519Identity()
+	if _, err := db.W.Exec(`UPDATE master SET recipients = recipients || char(10) || ?`, stranger.Recipient().String()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	rs = run(t, doctor.Options{DataDir: dir})
+	r := find(rs, "vault_mac")
+	if len(r) != 1 || r[0].Status != doctor.Error || !strings.Contains(r[0].Message, "failed authentication") {
+		t.Fatalf("tampered vault: %+v", r)
+	}
+	if !doctor.Failed(rs) {
+		t.Fatal("doctor does not fail")
+	}
+}

@@ -92,6 +92,10 @@ type Options struct {
 	// metadata of a vault from an earlier release was just authenticated,
 	// with the recipients sealed). They are logged at warn level too.
 	Notify func(msg string)
+
+	// ReadOnly opens without writing anything: the MACs of a vault made by
+	// an earlier release are not added (doctor).
+	ReadOnly bool
 }
 
 // keyCheckInterval is how often SealPayload looks for a new current data
@@ -147,7 +151,7 @@ func Open(ctx context.Context, db *store.DB, ks KeySource, opts Options) (*Vault
 		}
 		return nil, err
 	}
-	if v.legacy {
+	if v.legacy && !opts.ReadOnly {
 		sealed, err := v.sealLegacy(ctx)
 		if err != nil {
 			return nil, err
@@ -515,14 +519,24 @@ func (v *Vault) key(ctx context.Context, id int64) (*dataKey, error) {
 }
 
 // Recipients returns the master recipients stored in the vault (empty for
-// a passphrase-protected vault) and the master kind.
+// a passphrase-protected vault) and the master kind, checked against the
+// master record's MAC.
 func (v *Vault) Recipients(ctx context.Context) (kind string, recipients []string, err error) {
-	var row struct {
-		Kind       string `db:"kind"`
-		Recipients string `db:"recipients"`
+	row, err := readMasterRecord(ctx, v.db.R)
+	if err != nil {
+		return "", nil, err
 	}
-	if err := v.db.R.GetContext(ctx, &row, `SELECT kind, recipients FROM master WHERE id = 1`); err != nil {
-		return "", nil, fmt.Errorf("read master record: %w", err)
+	v.mu.RLock()
+	unchecked := v.legacy || v.breakGlass
+	v.mu.RUnlock()
+	if !unchecked {
+		roots, err := v.master().roots()
+		if err != nil {
+			return "", nil, err
+		}
+		if err := verifyMaster(row, roots); err != nil {
+			return "", nil, err
+		}
 	}
 	if row.Recipients != "" {
 		recipients = strings.Split(row.Recipients, "\n")
