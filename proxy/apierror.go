@@ -36,6 +36,7 @@ type apiReply struct {
 	Type       string
 	Message    string
 	NoRetry    bool // x-should-retry: false
+	Retry      bool // x-should-retry: true
 	RetryAfter int  // seconds; 0 = no header
 }
 
@@ -45,8 +46,11 @@ func writeAPIError(w http.ResponseWriter, r apiReply) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
-	if r.NoRetry {
+	switch {
+	case r.NoRetry:
 		h.Set("X-Should-Retry", "false")
+	case r.Retry:
+		h.Set("X-Should-Retry", "true")
 	}
 	if r.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(r.RetryAfter))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,7 +47,10 @@ type exchange struct {
 	r       *http.Request
 	start   time.Time
 	id      string
+	route   string // the canonical path (escaped), as authorized
 	body    []byte
+	held    int64    // bytes of body memory reserved in Server.bodies
+	sent    []string // the credentials sent upstream by the current attempt
 	row     store.Request
 	capture bool
 	payload *capture
@@ -59,7 +63,16 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	x := &exchange{s: s, w: w, r: r, start: start, id: s.ids.next(start)}
 	w.Header().Set("X-Claudeflare-Request-Id", x.id)
-	path := r.URL.Path
+	route, ok := RouteFrom(r.Context())
+	if !ok {
+		var err error
+		if route, err = CanonicalPath(r); err != nil {
+			RefuseTarget(w, err)
+			return
+		}
+	}
+	x.route = route
+	path := x.route
 	if r.URL.RawQuery != "" {
 		path += "?" + r.URL.RawQuery
 	}
@@ -68,6 +81,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		Client: s.clientOf(r),
 	}
 	x.capture = s.rec.wantPayload()
+	defer x.releaseBody()
 	x.serve()
 }
 
@@ -152,6 +166,18 @@ func (x *exchange) next(sel selection, tried map[int64]int) *account {
 	return again
 }
 
+// bodyInitialCap is the most a body buffer starts with, whatever the
+// Content-Length says: memory follows the bytes that arrived, never a
+// client's promise.
+const bodyInitialCap = 64 << 10
+
+// errBodyBudget is a body refused because all bodies in flight together
+// hold server.max_inflight_body_bytes.
+var errBodyBudget = errors.New("request bodies in flight hold server.max_inflight_body_bytes")
+
+// readBody reads the whole request body (it is replayed on failover)
+// within server.body_read_timeout, into a buffer that grows as bytes
+// arrive, each growth reserved first in the server's body budget.
 func (x *exchange) readBody() error {
 	limit := x.s.cfg.Server.MaxBodyBytes
 	if limit <= 0 {
@@ -164,27 +190,89 @@ func (x *exchange) readBody() error {
 	if x.r.Body == nil || x.r.Body == http.NoBody {
 		return nil
 	}
-	var buf []byte
-	if n := x.r.ContentLength; n > 0 {
-		buf = make([]byte, 0, n+1) // +1 so the EOF read does not grow it
+	if d := x.s.cfg.Server.BodyReadTimeout.Std(); d > 0 {
+		// A real deadline on the connection (or HTTP/2 stream): the
+		// injected clock does not drive sockets. Cleared once the body
+		// is in, so a long stream back is never cut by it.
+		rc := http.NewResponseController(x.w)
+		if rc.SetReadDeadline(time.Now().Add(d)) == nil {
+			defer rc.SetReadDeadline(time.Time{})
+		}
 	}
-	b := bytes.NewBuffer(buf)
-	_, err := b.ReadFrom(io.LimitReader(x.r.Body, limit+1))
+	ceiling := limit + 1 // one more byte says "too large"
+	want := int64(bodyInitialCap)
+	if n := x.r.ContentLength; n >= 0 {
+		want = min(want, n+1) // +1 so the EOF read does not grow it
+	}
+	var buf []byte
+	var err error
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) >= ceiling {
+				break
+			}
+			next := want
+			if cap(buf) > 0 {
+				next = min(int64(cap(buf))*2, ceiling)
+				if n := x.r.ContentLength; n >= 0 && int64(cap(buf)) <= n {
+					next = min(next, n+1)
+				}
+			}
+			if !x.s.bodies.reserve(next - int64(cap(buf))) {
+				x.bodyBudgetFull()
+				return errBodyBudget
+			}
+			x.held += next - int64(cap(buf))
+			nb := make([]byte, len(buf), next)
+			copy(nb, buf)
+			buf = nb
+		}
+		var n int
+		n, err = x.r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			break
+		}
+	}
+	if err == io.EOF {
+		err = nil
+	}
 	if err != nil {
 		x.row.Status, x.row.EndState, x.row.Error = StatusClientClosed, EndClientCancelled, "read request body: "+err.Error()
-		if x.r.Context().Err() == nil {
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			msg := fmt.Sprintf("claudeflare: the request body did not arrive within server.body_read_timeout (%s)", x.s.cfg.Server.BodyReadTimeout.Std())
+			writeAPIError(x.w, apiReply{Status: http.StatusRequestTimeout, Type: errInvalidRequest, Message: msg})
+			x.row.Status, x.row.EndState, x.row.Error = http.StatusRequestTimeout, EndComplete, msg
+		case x.r.Context().Err() == nil:
 			writeAPIError(x.w, apiReply{Status: http.StatusBadRequest, Type: errInvalidRequest, Message: "could not read the request body"})
 			x.row.Status, x.row.EndState = http.StatusBadRequest, EndComplete
 		}
 		x.finish()
 		return err
 	}
-	if int64(b.Len()) > limit {
+	if int64(len(buf)) > limit {
 		x.tooLarge(limit)
 		return errors.New("body too large")
 	}
-	x.body = b.Bytes()
+	x.body = buf
 	return nil
+}
+
+// releaseBody gives the body's memory back to the budget once the
+// exchange is over (the recorder may still hold the bytes briefly; its
+// queue is bounded on its own).
+func (x *exchange) releaseBody() {
+	if x.held > 0 {
+		x.s.bodies.release(x.held)
+		x.held = 0
+	}
+}
+
+func (x *exchange) bodyBudgetFull() {
+	x.s.log.Debug("request body refused: body budget full", "request_id", x.id, "in_flight_bytes", x.s.bodies.used.Load())
+	x.reply(apiReply{Status: http.StatusServiceUnavailable, Type: errOverloaded, Retry: true, RetryAfter: 1,
+		Message: "claudeflare is holding as many request bodies as server.max_inflight_body_bytes allows; retry shortly"})
 }
 
 func (x *exchange) tooLarge(limit int64) {
@@ -281,6 +369,7 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 	x.row.Account = a.Name
 
 	secret, err := s.tokens.get(x.r.Context(), a, "")
+	x.sent = append(x.sent[:0], secret)
 	if err != nil {
 		if x.r.Context().Err() != nil {
 			return false, &attemptFailure{err: err}
@@ -297,10 +386,13 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 	resp, err := x.send(a, secret)
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && a.Kind == store.KindOAuth {
 		// The access token was refused: one forced refresh, one retry.
-		f := &attemptFailure{status: resp.StatusCode, header: resp.Header}
+		f := &attemptFailure{status: resp.StatusCode}
 		f.body, _ = io.ReadAll(io.LimitReader(resp.Body, failureBodyMax))
 		resp.Body.Close()
+		sc := x.scrubber(a)
+		f.header, f.body = sc.header(resp.Header), sc.bytes(f.body)
 		secret, err = s.tokens.get(x.r.Context(), a, secret)
+		x.sent = append(x.sent, secret)
 		if err != nil {
 			x.row.Error = a.Name + ": 401 and no new token: " + err.Error()
 			s.log.Warn("401 not cured by a refresh", "request_id", x.id, "account", a.Name, "err", err)
@@ -324,9 +416,11 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 	s.pool.observe(a, out, rl, now)
 	st := resp.StatusCode
 	if st == http.StatusTooManyRequests || st == 529 || st >= 500 || st == http.StatusUnauthorized || (hard && st >= 400) {
-		f := &attemptFailure{status: st, header: resp.Header, limit: st == http.StatusTooManyRequests || hard}
+		f := &attemptFailure{status: st, limit: st == http.StatusTooManyRequests || hard}
 		f.body, _ = io.ReadAll(io.LimitReader(resp.Body, failureBodyMax))
 		resp.Body.Close()
+		sc := x.scrubber(a)
+		f.header, f.body = sc.header(resp.Header), sc.bytes(f.body)
 		x.row.Error = fmt.Sprintf("%s: upstream %d", a.Name, st)
 		s.log.Info("failing over", "request_id", x.id, "account", a.Name, "status", st,
 			"rate_limit", rl.Status, "blocked_until", blockedUntil(s.pool, a))
@@ -346,14 +440,14 @@ func blockedUntil(p *pool, a *account) string {
 	return a.limit.Until.UTC().Format(time.RFC3339)
 }
 
-// send makes one upstream request with a's credentials.
+// send makes one upstream request with a's credentials, to the upstream
+// base URL plus exactly the canonical path the guard authorized.
 func (x *exchange) send(a *account, secret string) (*http.Response, error) {
-	u := *x.s.upstream
-	u.Path = strings.TrimRight(u.Path, "/") + x.r.URL.Path
-	u.RawPath = ""
-	if x.r.URL.RawPath != "" {
-		u.RawPath = strings.TrimRight(x.s.upstream.EscapedPath(), "/") + x.r.URL.RawPath
-	}
+	up := x.s.upstream
+	base := strings.TrimRight(up.EscapedPath(), "/")
+	u := *up
+	u.Path = strings.TrimRight(up.Path, "/") + x.r.URL.Path
+	u.RawPath = base + x.route
 	u.RawQuery = x.r.URL.RawQuery
 	var body io.Reader = http.NoBody
 	if len(x.body) > 0 {
@@ -362,6 +456,10 @@ func (x *exchange) send(a *account, secret string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(x.r.Context(), x.r.Method, u.String(), body)
 	if err != nil {
 		return nil, fmt.Errorf("build upstream request: %w", err)
+	}
+	if got := req.URL.EscapedPath(); got != base+x.route {
+		// Cannot happen for a canonical path; never send anything else.
+		return nil, fmt.Errorf("build upstream request: path %q is not the authorized %q", got, base+x.route)
 	}
 	req.Header = outboundHeader(x.r.Header)
 	setCredentials(req.Header, a.Kind, secret)
@@ -389,7 +487,17 @@ func (x *exchange) stream(a *account, resp *http.Response) {
 	s := x.s
 	defer resp.Body.Close()
 	h := x.w.Header()
-	copyResponseHeader(h, resp.Header)
+	respHeader := resp.Header
+	var sc *scrubber
+	if resp.StatusCode >= 400 {
+		// An error answer may quote the credential: scrub it.
+		sc = x.scrubber(a)
+		respHeader = sc.header(resp.Header)
+	}
+	copyResponseHeader(h, respHeader)
+	if sc != nil {
+		h.Del("Content-Length") // the scrubbed body may be shorter
+	}
 	ct := resp.Header.Get("Content-Type")
 	isSSE := strings.HasPrefix(ct, "text/event-stream")
 	x.row.Status = resp.StatusCode
@@ -428,7 +536,11 @@ func (x *exchange) stream(a *account, resp *http.Response) {
 				x.row.TTFBMS = s.now().Sub(x.start).Milliseconds()
 				first = false
 			}
-			if _, werr := x.w.Write(p); werr != nil {
+			out := p
+			if sc != nil {
+				out = sc.next(p)
+			}
+			if _, werr := x.w.Write(out); werr != nil {
 				writeErr = werr
 			} else if isSSE {
 				if ferr := rc.Flush(); ferr != nil {
@@ -441,7 +553,7 @@ func (x *exchange) stream(a *account, resp *http.Response) {
 				js.Write(p)
 			}
 			if capt != nil {
-				capt.Write(p)
+				capt.Write(out)
 			}
 			if writeErr != nil {
 				break
@@ -450,6 +562,15 @@ func (x *exchange) stream(a *account, resp *http.Response) {
 		if err != nil {
 			if err != io.EOF {
 				readErr = err
+			}
+			if sc != nil {
+				tail := sc.end()
+				if _, werr := x.w.Write(tail); werr != nil {
+					writeErr = werr
+				}
+				if capt != nil {
+					capt.Write(tail)
+				}
 			}
 			break
 		}
@@ -495,7 +616,7 @@ func (x *exchange) stream(a *account, resp *http.Response) {
 		x.row.Error = fmt.Sprintf("upstream %d", resp.StatusCode)
 	}
 	if x.capture {
-		x.pay(resp, capt)
+		x.pay(resp, respHeader, capt)
 	}
 	x.finish()
 	if readErr != nil && writeErr == nil && x.r.Context().Err() == nil {
@@ -505,11 +626,17 @@ func (x *exchange) stream(a *account, resp *http.Response) {
 	}
 }
 
-func (x *exchange) pay(resp *http.Response, capt *capBuf) {
+func (x *exchange) pay(resp *http.Response, respHeader http.Header, capt *capBuf) {
 	x.payload = &capture{
 		method: x.r.Method, path: x.row.Path, reqHeader: x.r.Header, reqBody: x.body,
-		status: resp.StatusCode, respHeader: resp.Header, respBody: capt,
+		status: resp.StatusCode, respHeader: respHeader, respBody: capt,
 	}
+}
+
+// scrubber scrubs what the upstream said to a's request: the credentials
+// sent with it and the ones the account holds.
+func (x *exchange) scrubber(a *account) *scrubber {
+	return newScrubber(append(x.s.tokens.known(a.ID), x.sent...))
 }
 
 // finish hands the row (and payload) to the recorder.

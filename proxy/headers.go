@@ -56,11 +56,19 @@ func removeHopHeaders(h http.Header) {
 // for gzip itself and decompresses transparently, so the client always gets
 // a body it can decode (whatever it asked for) and the usage tap sees plain
 // bytes. Content-Length is set from the replayable body by the caller.
+//
+// What identifies the client or its browser stays here too: Cookie, the
+// client key header, and the forwarding headers (X-Forwarded-*,
+// Forwarded, X-Real-Ip, Via): the upstream is told about the account, not
+// about who uses it, and a client cannot plant an address claim the
+// upstream might trust.
 func outboundHeader(in http.Header) http.Header {
 	out := make(http.Header, len(in)+2)
 	for k, v := range in {
 		switch k {
-		case "Authorization", "X-Api-Key", "Host", "Accept-Encoding", "Content-Length":
+		case "Authorization", "X-Api-Key", "Host", "Accept-Encoding", "Content-Length",
+			"Cookie", "X-Claudeflare-Key", "Forwarded", "X-Forwarded-For", "X-Forwarded-Host",
+			"X-Forwarded-Proto", "X-Forwarded-Port", "X-Forwarded-Server", "X-Real-Ip", "Via":
 			continue
 		}
 		out[k] = v // values are not modified in place; sharing is safe

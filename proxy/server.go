@@ -99,6 +99,7 @@ type Server struct {
 	tokens  *tokens
 	rec     *recorder
 	ids     idGen
+	bodies  bodyBudget
 	handler http.Handler
 
 	reloadMu sync.Mutex // one reload at a time
@@ -159,7 +160,8 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: log, now: now, sleep: sleep, upstream: up, client: &fwd,
 		vaultDB: opts.VaultDB, poll: poll, obs: obs, clientOf: opts.ClientName,
-		pool: newPool(cfg.LBStrategy, cfg.SessionDuration(), policy),
+		pool:   newPool(cfg.LBStrategy, cfg.SessionDuration(), policy),
+		bodies: bodyBudget{limit: cfg.Server.MaxInflightBodyBytes},
 	}
 	s.tokens = &tokens{
 		vault: opts.Vault,
@@ -224,7 +226,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("/", s.root)
 	// A place for /metrics once the metrics issue lands.
-	return mux
+	return s.canonical(mux)
 }
 
 func (s *Server) root(w http.ResponseWriter, r *http.Request) {

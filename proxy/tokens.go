@@ -28,6 +28,7 @@ const refreshTimeout = 30 * time.Second
 // cred is an account's usable credential, immutable once published.
 type cred struct {
 	secret  string // access token or API key
+	refresh string // the refresh token, only to scrub it from what is relayed
 	expires time.Time
 	version int64 // vault version it came from
 }
@@ -121,7 +122,7 @@ func (t *tokens) load(ctx context.Context, a *account, stale string) (*cred, err
 		slot.Store(c)
 		return c, nil
 	}
-	if c := (&cred{secret: s.AccessToken, expires: s.ExpiresAt, version: s.Version}); t.fresh(c, a.Kind) && c.secret != stale {
+	if c := (&cred{secret: s.AccessToken, refresh: s.RefreshToken, expires: s.ExpiresAt, version: s.Version}); t.fresh(c, a.Kind) && c.secret != stale {
 		slot.Store(c) // stored tokens are good (first use, or another process refreshed)
 		t.pool.setVersion(a.ID, s.Version)
 		return c, nil
@@ -149,7 +150,7 @@ func (t *tokens) refresh(ctx context.Context, a *account, s vault.Secrets, retry
 			return nil, fmt.Errorf("read secrets of %s: %w", a.Name, rerr)
 		}
 		if s2.Version != s.Version && retry {
-			if c := (&cred{secret: s2.AccessToken, expires: s2.ExpiresAt, version: s2.Version}); t.fresh(c, a.Kind) {
+			if c := (&cred{secret: s2.AccessToken, refresh: s2.RefreshToken, expires: s2.ExpiresAt, version: s2.Version}); t.fresh(c, a.Kind) {
 				slot.Store(c)
 				t.pool.setVersion(a.ID, s2.Version)
 				return c, nil
@@ -171,7 +172,7 @@ func (t *tokens) refresh(ctx context.Context, a *account, s vault.Secrets, retry
 		if rerr != nil {
 			return nil, fmt.Errorf("read secrets of %s: %w", a.Name, rerr)
 		}
-		c := &cred{secret: s2.AccessToken, expires: s2.ExpiresAt, version: s2.Version}
+		c := &cred{secret: s2.AccessToken, refresh: s2.RefreshToken, expires: s2.ExpiresAt, version: s2.Version}
 		if !t.fresh(c, a.Kind) {
 			if retry {
 				return t.refresh(ctx, a, s2, false)
@@ -187,11 +188,11 @@ func (t *tokens) refresh(ctx context.Context, a *account, s vault.Secrets, retry
 		// using the new tokens in memory so the account still works,
 		// and say so loudly: a restart now would need a new login.
 		t.log.Error("rotated tokens not saved", "account", a.Name, "err", err)
-		c := &cred{secret: next.AccessToken, expires: next.ExpiresAt, version: s.Version}
+		c := &cred{secret: next.AccessToken, refresh: next.RefreshToken, expires: next.ExpiresAt, version: s.Version}
 		slot.Store(c)
 		return c, nil
 	}
-	c := &cred{secret: next.AccessToken, expires: next.ExpiresAt, version: v}
+	c := &cred{secret: next.AccessToken, refresh: next.RefreshToken, expires: next.ExpiresAt, version: v}
 	t.pool.setVersion(a.ID, v)
 	slot.Store(c)
 	t.log.Debug("access token refreshed", "account", a.Name, "expires_at", next.ExpiresAt.UTC().Format(time.RFC3339))
@@ -215,6 +216,16 @@ func (t *tokens) needsLogin(ctx context.Context, a *account, reason string) erro
 			"hint", "run `claudeflare accounts add "+a.Name+"` again")
 	}
 	return fmt.Errorf("%w: %s", errNeedsLogin, a.Name)
+}
+
+// known lists the account's credentials this process holds (access
+// token or API key, refresh token), for scrubbing relayed answers.
+func (t *tokens) known(id int64) []string {
+	c := t.slot(id).Load()
+	if c == nil {
+		return nil
+	}
+	return []string{c.secret, c.refresh}
 }
 
 // loggedIn clears the once-only marker when an account is ok again.
