@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 // TestScripts runs testdata/script/*.txtar against a fake Anthropic API.
 // Each script has its own data dir ($CLAUDEFLARE_DATA_DIR = $WORK/data).
 //
-// Extra commands:
+// Extra commands (a leading ! inverts the checks; the actions refuse it):
 //
 //	fake-refresh-token NAME FILE  write a live refresh token for NAME to FILE
 //	fake-api-key NAME FILE        write an API key for NAME to FILE
@@ -46,10 +46,12 @@ func TestMain(m *testing.M) {
 func TestScripts(t *testing.T) {
 	fake := fakeapi.New()
 	t.Cleanup(fake.Close)
-	var mu sync.Mutex
-	snapshots := map[string]map[string]string{}
-	testscript.Run(t, testscript.Params{
-		Dir:                 "../testdata/script",
+	testscript.Run(t, scriptParams(fake, "../testdata/script"))
+}
+
+func scriptParams(fake *fakeapi.Server, dir string) testscript.Params {
+	return testscript.Params{
+		Dir:                 dir,
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("HOME", env.WorkDir)
@@ -61,75 +63,127 @@ func TestScripts(t *testing.T) {
 			env.Setenv("FAKE_URL", fake.URL)
 			return nil
 		},
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"fake-refresh-token": func(ts *testscript.TestScript, neg bool, args []string) {
-				if len(args) != 2 {
-					ts.Fatalf("usage: fake-refresh-token NAME FILE")
-				}
-				ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(fake.NewOAuthAccount(args[0])+"\n"), 0o600))
-			},
-			"fake-api-key": func(ts *testscript.TestScript, neg bool, args []string) {
-				if len(args) != 2 {
-					ts.Fatalf("usage: fake-api-key NAME FILE")
-				}
-				ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(fake.NewAPIKey(args[0])+"\n"), 0o600))
-			},
-			"fake-revoke": func(ts *testscript.TestScript, neg bool, args []string) {
-				fake.RevokeAccount(args[0])
-			},
-			"fake-refreshes": func(ts *testscript.TestScript, neg bool, args []string) {
-				want, _ := strconv.Atoi(args[1])
-				if got := fake.RefreshCount(args[0]); got != want {
-					ts.Fatalf("%s refreshed %d times, want %d", args[0], got, want)
-				}
-			},
-			"nosecret": func(ts *testscript.TestScript, neg bool, args []string) {
-				tokens := fake.AllTokens()
-				for _, p := range args {
-					filepath.WalkDir(ts.MkAbs(p), func(path string, d fs.DirEntry, err error) error {
-						if err != nil || d.IsDir() {
-							return err
-						}
-						b, err := os.ReadFile(path)
-						ts.Check(err)
-						for _, tok := range tokens {
-							if bytes.Contains(b, []byte(tok)) {
-								ts.Fatalf("%s contains a plaintext token", path)
-							}
-						}
-						return nil
-					})
-				}
-			},
-			"mode": func(ts *testscript.TestScript, neg bool, args []string) {
-				st, err := os.Stat(ts.MkAbs(args[0]))
-				ts.Check(err)
-				want, _ := strconv.ParseUint(args[1], 8, 32)
-				if got := st.Mode().Perm(); uint64(got) != want {
-					ts.Fatalf("%s has mode %04o, want %04o", args[0], got, want)
-				}
-			},
-			"snapshot": func(ts *testscript.TestScript, neg bool, args []string) {
-				mu.Lock()
-				defer mu.Unlock()
-				snapshots[ts.Getenv("WORK")+args[0]] = hashDir(ts, ts.MkAbs(args[1]))
-			},
-			"unchanged": func(ts *testscript.TestScript, neg bool, args []string) {
-				mu.Lock()
-				before := snapshots[ts.Getenv("WORK")+args[0]]
-				mu.Unlock()
-				after := hashDir(ts, ts.MkAbs(args[1]))
-				if d := diffHashes(before, after); d != "" {
-					ts.Fatalf("files changed: %s", d)
-				}
-			},
-		},
-	})
+		Cmds: scriptCmds(fake),
+	}
 }
 
+// scriptCmd checks the argument count of a custom command and whether it
+// may be negated, before running it.
+func scriptCmd(usage string, nargs int, negatable bool, f func(ts *testscript.TestScript, neg bool, args []string)) func(*testscript.TestScript, bool, []string) {
+	name, _, _ := strings.Cut(usage, " ")
+	return func(ts *testscript.TestScript, neg bool, args []string) {
+		if (nargs >= 0 && len(args) != nargs) || (nargs < 0 && len(args) < -nargs) {
+			ts.Fatalf("usage: %s", usage)
+		}
+		if neg && !negatable {
+			ts.Fatalf("unsupported: ! %s (it is an action, not a check)", name)
+		}
+		f(ts, neg, args)
+	}
+}
+
+func scriptCmds(fake *fakeapi.Server) map[string]func(ts *testscript.TestScript, neg bool, args []string) {
+	var mu sync.Mutex
+	snapshots := map[string]map[string]string{}
+	return map[string]func(ts *testscript.TestScript, neg bool, args []string){
+		"fake-refresh-token": scriptCmd("fake-refresh-token NAME FILE", 2, false, func(ts *testscript.TestScript, neg bool, args []string) {
+			ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(fake.NewOAuthAccount(args[0])+"\n"), 0o600))
+		}),
+		"fake-api-key": scriptCmd("fake-api-key NAME FILE", 2, false, func(ts *testscript.TestScript, neg bool, args []string) {
+			ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(fake.NewAPIKey(args[0])+"\n"), 0o600))
+		}),
+		"fake-revoke": scriptCmd("fake-revoke NAME", 1, false, func(ts *testscript.TestScript, neg bool, args []string) {
+			fake.RevokeAccount(args[0])
+		}),
+		"fake-refreshes": scriptCmd("fake-refreshes NAME N", 2, true, func(ts *testscript.TestScript, neg bool, args []string) {
+			want, err := strconv.Atoi(args[1])
+			if err != nil {
+				ts.Fatalf("fake-refreshes: N must be a whole number, not %q", args[1])
+			}
+			got := fake.RefreshCount(args[0])
+			switch {
+			case !neg && got != want:
+				ts.Fatalf("%s refreshed %d times, want %d", args[0], got, want)
+			case neg && got == want:
+				ts.Fatalf("%s refreshed %d times, want another count", args[0], got)
+			}
+		}),
+		"nosecret": scriptCmd("nosecret PATH...", -1, true, func(ts *testscript.TestScript, neg bool, args []string) {
+			tokens := fake.AllTokens()
+			var found []string
+			for _, p := range args {
+				err := filepath.WalkDir(ts.MkAbs(p), func(path string, d fs.DirEntry, err error) error {
+					if err != nil || d.IsDir() {
+						return err
+					}
+					b, err := os.ReadFile(path)
+					if err != nil {
+						return err
+					}
+					for _, tok := range tokens {
+						if bytes.Contains(b, []byte(tok)) {
+							found = append(found, path)
+							break
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					ts.Fatalf("nosecret: %v", err)
+				}
+			}
+			switch {
+			case !neg && len(found) > 0:
+				ts.Fatalf("%s contains a plaintext token", strings.Join(found, ", "))
+			case neg && len(found) == 0:
+				ts.Fatalf("no plaintext token in %s", strings.Join(args, " "))
+			}
+		}),
+		"mode": scriptCmd("mode PATH OCTAL", 2, true, func(ts *testscript.TestScript, neg bool, args []string) {
+			want, err := strconv.ParseUint(args[1], 8, 32)
+			if err != nil || want > 0o777 {
+				ts.Fatalf("mode: OCTAL must be permission bits such as 0600, not %q", args[1])
+			}
+			st, err := os.Stat(ts.MkAbs(args[0]))
+			ts.Check(err)
+			got := uint64(st.Mode().Perm())
+			switch {
+			case !neg && got != want:
+				ts.Fatalf("%s has mode %04o, want %04o", args[0], got, want)
+			case neg && got == want:
+				ts.Fatalf("%s has mode %04o", args[0], got)
+			}
+		}),
+		"snapshot": scriptCmd("snapshot NAME DIR", 2, false, func(ts *testscript.TestScript, neg bool, args []string) {
+			h := hashDir(ts, ts.MkAbs(args[1]))
+			mu.Lock()
+			defer mu.Unlock()
+			snapshots[ts.Getenv("WORK")+"\x00"+args[0]] = h
+		}),
+		"unchanged": scriptCmd("unchanged NAME DIR", 2, true, func(ts *testscript.TestScript, neg bool, args []string) {
+			mu.Lock()
+			before, ok := snapshots[ts.Getenv("WORK")+"\x00"+args[0]]
+			mu.Unlock()
+			if !ok {
+				ts.Fatalf("unchanged: no snapshot named %s", args[0])
+			}
+			after := hashDir(ts, ts.MkAbs(args[1]))
+			d := diffHashes(before, after)
+			switch {
+			case !neg && d != "":
+				ts.Fatalf("files changed: %s", d)
+			case neg && d == "":
+				ts.Fatalf("no file in %s changed", args[1])
+			}
+		}),
+	}
+}
+
+// hashDir hashes every file under dir; a missing dir or a file it cannot
+// read fails the script.
 func hashDir(ts *testscript.TestScript, dir string) map[string]string {
 	out := map[string]string{}
-	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -139,11 +193,14 @@ func hashDir(ts *testscript.TestScript, dir string) map[string]string {
 			return nil
 		}
 		b, err := os.ReadFile(path)
-		ts.Check(err)
+		if err != nil {
+			return err
+		}
 		sum := sha256.Sum256(b)
 		out[path] = hex.EncodeToString(sum[:])
 		return nil
 	})
+	ts.Check(err)
 	return out
 }
 

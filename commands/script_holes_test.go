@@ -1,0 +1,150 @@
+package commands_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/claudeflare/claudeflare/internal/fakeapi"
+)
+
+// scriptT runs testscript scripts and records, per script, whether it
+// failed and what it logged, instead of failing the test.
+type scriptT struct {
+	mu      sync.Mutex
+	name    string
+	results map[string]*scriptResult
+	cur     *scriptResult
+}
+
+type scriptResult struct {
+	failed, crashed bool
+	log             strings.Builder
+}
+
+func (t *scriptT) Skip(a ...any) { t.Fatal(a...) }
+func (t *scriptT) Fatal(a ...any) {
+	t.Log(a...)
+	t.FailNow()
+}
+func (t *scriptT) Parallel() {}
+func (t *scriptT) Log(a ...any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cur != nil {
+		fmt.Fprintln(&t.cur.log, a...)
+	}
+}
+func (t *scriptT) FailNow() {
+	t.mu.Lock()
+	if t.cur != nil {
+		t.cur.failed = true
+	}
+	t.mu.Unlock()
+	runtime.Goexit()
+}
+func (t *scriptT) Verbose() bool { return false }
+func (t *scriptT) Run(name string, f func(testscript.T)) {
+	r := &scriptResult{}
+	t.mu.Lock()
+	t.results[name], t.cur = r, r
+	t.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if e := recover(); e != nil {
+				r.crashed = true
+				fmt.Fprintf(&r.log, "panic: %v\n", e)
+			}
+		}()
+		f(t)
+	}()
+	<-done
+}
+
+// TestScriptCommandsCheck: the custom script commands honour "!", fail on
+// a path they cannot walk or read and on a number they cannot parse, and
+// print their usage (never crash) when given the wrong arguments.
+func TestScriptCommandsCheck(t *testing.T) {
+	fake := fakeapi.New()
+	t.Cleanup(fake.Close)
+	const files = `
+-- f --
+plain
+-- d/a --
+one
+-- d/b --
+two
+`
+	cases := []struct {
+		name   string
+		script string
+		fail   string // "" = the script passes; else a text its log must hold
+	}{
+		{"mode-ok", "chmod 0640 f\nmode f 0640\n! mode f 0600", ""},
+		{"mode-neg-equal", "chmod 0640 f\n! mode f 0640", "has mode 0640"},
+		{"mode-differs", "chmod 0640 f\nmode f 0600", "want 0600"},
+		{"mode-bad-number", "mode f 06x0", "OCTAL must be"},
+		{"mode-bad-number-neg", "! mode f 9", "OCTAL must be"},
+		{"mode-missing-path", "! mode nothere 0600", "nothere"},
+		{"mode-usage", "mode f", "usage: mode PATH OCTAL"},
+		{"nosecret-ok", "fake-api-key x key.txt\nnosecret f d\n! nosecret key.txt", ""},
+		{"nosecret-found", "fake-api-key x key.txt\nnosecret d key.txt", "key.txt contains a plaintext token"},
+		{"nosecret-neg-clean", "! nosecret f d", "no plaintext token"},
+		{"nosecret-missing-path", "nosecret d nothere", "nothere"},
+		{"nosecret-missing-path-neg", "fake-api-key x key.txt\n! nosecret key.txt nothere", "nothere"},
+		{"nosecret-usage", "nosecret", "usage: nosecret PATH..."},
+		{"refreshes-ok", "fake-refreshes nobody 0\n! fake-refreshes nobody 1", ""},
+		{"refreshes-neg-equal", "! fake-refreshes nobody 0", "want another count"},
+		{"refreshes-differs", "fake-refreshes nobody 2", "want 2"},
+		{"refreshes-bad-number", "fake-refreshes nobody zero", "N must be a whole number"},
+		{"refreshes-bad-number-neg", "! fake-refreshes nobody zero", "N must be a whole number"},
+		{"refreshes-usage", "fake-refreshes nobody", "usage: fake-refreshes NAME N"},
+		{"snapshot-ok", "snapshot s d\nunchanged s d\ncp f d/a\n! unchanged s d", ""},
+		{"unchanged-changed", "snapshot s d\ncp f d/a\nunchanged s d", "files changed"},
+		{"unchanged-added", "snapshot s d\ncp f d/c\nunchanged s d", "(new)"},
+		{"unchanged-neg-same", "snapshot s d\n! unchanged s d", "no file in d changed"},
+		{"unchanged-missing-dir", "snapshot s d\nunchanged s nothere", "nothere"},
+		{"unchanged-missing-dir-neg", "snapshot s d\n! unchanged s nothere", "nothere"},
+		{"unchanged-no-snapshot", "unchanged nosuch d", "no snapshot named nosuch"},
+		{"snapshot-missing-dir", "snapshot s nothere", "nothere"},
+		{"snapshot-usage", "snapshot s", "usage: snapshot NAME DIR"},
+		{"snapshot-neg", "! snapshot s d", "unsupported: ! snapshot"},
+		{"unchanged-usage", "unchanged", "usage: unchanged NAME DIR"},
+		{"revoke-usage", "fake-revoke", "usage: fake-revoke NAME"},
+		{"revoke-neg", "! fake-revoke x", "unsupported: ! fake-revoke"},
+		{"refresh-token-usage", "fake-refresh-token x", "usage: fake-refresh-token NAME FILE"},
+		{"api-key-usage", "fake-api-key", "usage: fake-api-key NAME FILE"},
+		{"api-key-neg", "! fake-api-key x k", "unsupported: ! fake-api-key"},
+	}
+	dir := t.TempDir()
+	for _, c := range cases {
+		if err := os.WriteFile(filepath.Join(dir, c.name+".txtar"), []byte(c.script+"\n"+files), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &scriptT{results: map[string]*scriptResult{}}
+	testscript.RunT(st, scriptParams(fake, dir))
+	for _, c := range cases {
+		r := st.results[c.name]
+		switch {
+		case r == nil:
+			t.Errorf("%s: did not run", c.name)
+		case r.crashed:
+			t.Errorf("%s: crashed instead of failing with a message:\n%s", c.name, r.log.String())
+		case c.fail == "" && r.failed:
+			t.Errorf("%s: failed, want pass:\n%s", c.name, r.log.String())
+		case c.fail != "" && !r.failed:
+			t.Errorf("%s: passed, want a failure mentioning %q:\n%s", c.name, c.fail, r.log.String())
+		case c.fail != "" && !strings.Contains(r.log.String(), c.fail):
+			t.Errorf("%s: failed without mentioning %q:\n%s", c.name, c.fail, r.log.String())
+		}
+	}
+}
