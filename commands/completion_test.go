@@ -143,11 +143,27 @@ func TestBashCompletionEndToEnd(t *testing.T) {
 	}
 }
 
-// TestVersionFromLdflags builds the binary with -ldflags -X and checks
-// that --version prints the version, commit and build date.
+// TestVersionFromLdflags checks that the variables -ldflags -X sets make
+// --version print the version, commit and build date: in process always,
+// and (but under -short) in a binary built with those flags.
 func TestVersionFromLdflags(t *testing.T) {
+	const (
+		version = "v1.2.3"
+		commit  = "0123456789abcdef0123"
+		date    = "2026-02-03T04:05:06Z"
+		want    = "claudeflare version v1.2.3 (commit 0123456789ab, built 2026-02-03T04:05:06Z)\n"
+	)
+	saved := [3]string{commands.Version, commands.Commit, commands.Date}
+	commands.Version, commands.Commit, commands.Date = version, commit, date
+	out, errs, code := runInProcess("--version")
+	commands.Version, commands.Commit, commands.Date = saved[0], saved[1], saved[2]
+	if code != 0 || out != want {
+		t.Fatalf("--version in process = %q (exit %d, %s), want %q", out, code, errs, want)
+	}
+
 	if testing.Short() {
-		t.Skip("builds the binary")
+		t.Log("-short: the binary built with -ldflags is not checked")
+		return
 	}
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(goTool); err != nil {
@@ -155,17 +171,16 @@ func TestVersionFromLdflags(t *testing.T) {
 	}
 	bin := filepath.Join(t.TempDir(), "claudeflare")
 	pkg := "github.com/claudeflare/claudeflare/commands"
-	ldflags := "-X " + pkg + ".Version=v1.2.3 -X " + pkg + ".Commit=0123456789abcdef0123 -X " + pkg + ".Date=2026-02-03T04:05:06Z"
+	ldflags := "-X " + pkg + ".Version=" + version + " -X " + pkg + ".Commit=" + commit + " -X " + pkg + ".Date=" + date
 	cmd := exec.Command(goTool, "build", "-o", bin, "-ldflags", ldflags, "..")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	out, err := exec.Command(bin, "--version").CombinedOutput()
+	b, err := exec.Command(bin, "--version").CombinedOutput()
 	if err != nil {
-		t.Fatalf("--version: %v %s", err, out)
+		t.Fatalf("--version: %v %s", err, b)
 	}
-	want := "claudeflare version v1.2.3 (commit 0123456789ab, built 2026-02-03T04:05:06Z)\n"
-	if string(out) != want {
-		t.Fatalf("--version = %q, want %q", out, want)
+	if string(b) != want {
+		t.Fatalf("--version = %q, want %q", b, want)
 	}
 }
