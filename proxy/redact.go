@@ -9,9 +9,11 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strings"
 	"sync"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -40,7 +42,18 @@ const maxEscapeLevels = 2
 // redactor replaces secrets in what the request log keeps: payload bodies
 // and header values, and the request row's path, client and error.
 type redactor struct {
-	res []*regexp.Regexp // the built-in patterns and log.redact, joined
+	pats []pattern // the built-in patterns, then log.redact
+}
+
+// pattern is one redaction pattern. The patterns are run one by one, not
+// joined into one alternation: Go's regexp skips quickly to a literal
+// prefix (sk-ant-, cf_) only when the expression has one. A pattern that
+// starts with a case-insensitive literal ((?i)bearer) is run only where a
+// lower-cased copy of the text holds that literal.
+type pattern struct {
+	re       *regexp.Regexp
+	fold     []byte         // the lower-case literal every match starts with, or nil
+	anchored *regexp.Regexp // re anchored at the start, used with fold
 }
 
 func newRedactor(extra []*regexp.Regexp) *redactor {
@@ -48,24 +61,88 @@ func newRedactor(extra []*regexp.Regexp) *redactor {
 	for _, p := range builtinRedact {
 		res = append(res, regexp.MustCompile(p))
 	}
-	return &redactor{res: combineRegexps(append(res, extra...))}
+	r := &redactor{}
+	for _, re := range append(res, extra...) {
+		p := pattern{re: re}
+		if lit := foldPrefix(re.String()); lit != "" {
+			if a, err := regexp.Compile(`^(?:` + re.String() + `)`); err == nil {
+				p.fold, p.anchored = []byte(lit), a
+			}
+		}
+		r.pats = append(r.pats, p)
+	}
+	return r
 }
 
-// combineRegexps joins the redaction patterns into one alternation so a
-// body is scanned once, not once per pattern.
-func combineRegexps(res []*regexp.Regexp) []*regexp.Regexp {
-	if len(res) < 2 {
-		return res
-	}
-	parts := make([]string, len(res))
-	for i, re := range res {
-		parts[i] = "(?:" + re.String() + ")"
-	}
-	one, err := regexp.Compile(strings.Join(parts, "|"))
+// foldPrefix returns the lower-case literal that every match of expr
+// starts with when expr starts with a case-insensitive ASCII literal
+// whose letters fold only among themselves (so not k or s, which fold to
+// U+212A and U+017F too), else "".
+func foldPrefix(expr string) string {
+	re, err := syntax.Parse(expr, syntax.Perl)
 	if err != nil {
-		return res
+		return ""
 	}
-	return []*regexp.Regexp{one}
+	re = re.Simplify()
+	for re.Op == syntax.OpConcat && len(re.Sub) > 0 || re.Op == syntax.OpCapture {
+		re = re.Sub[0]
+	}
+	if re.Op != syntax.OpLiteral || re.Flags&syntax.FoldCase == 0 || len(re.Rune) < 3 {
+		return ""
+	}
+	lit := make([]byte, 0, len(re.Rune))
+	for _, c := range re.Rune {
+		if c >= utf8.RuneSelf || c == 'k' || c == 'K' || c == 's' || c == 'S' {
+			return ""
+		}
+		lit = append(lit, byte(unicode.ToLower(c)))
+	}
+	return string(lit)
+}
+
+// find calls add with every match of p in b; lower returns b lower-cased
+// (ASCII only), made once per text.
+func (p *pattern) find(b []byte, lower func() []byte, add func(start, end int)) {
+	if p.fold == nil {
+		for _, m := range p.re.FindAllIndex(b, -1) {
+			add(m[0], m[1])
+		}
+		return
+	}
+	lb := lower()
+	for i := 0; i < len(b); {
+		j := bytes.Index(lb[i:], p.fold)
+		if j < 0 {
+			return
+		}
+		i += j
+		if m := p.anchored.FindIndex(b[i:]); m != nil && m[1] > 0 {
+			add(i, i+m[1])
+			i += m[1]
+			continue
+		}
+		i++
+	}
+}
+
+// findAll calls add with every match of every pattern in b.
+func (r *redactor) findAll(b []byte, add func(start, end int)) {
+	var lb []byte
+	lower := func() []byte {
+		if lb == nil {
+			lb = make([]byte, len(b))
+			for i, c := range b {
+				if c >= 'A' && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				lb[i] = c
+			}
+		}
+		return lb
+	}
+	for i := range r.pats {
+		r.pats[i].find(b, lower, add)
+	}
 }
 
 // span is a byte range [0], [1] of the text being redacted.
@@ -91,11 +168,7 @@ func (r *redactor) bytes(b []byte) []byte {
 		return nil
 	}
 	var spans []span
-	for _, re := range r.res {
-		for _, m := range re.FindAllIndex(b, -1) {
-			spans = append(spans, span{m[0], m[1]})
-		}
-	}
+	r.findAll(b, func(start, end int) { spans = append(spans, span{start, end}) })
 	if bytes.IndexByte(b, '\\') >= 0 {
 		sc := escapeScratchPool.Get().(*escapeScratch)
 		text, pos := b, []int32(nil)
@@ -105,11 +178,7 @@ func (r *redactor) bytes(b []byte) []byte {
 			if len(next) == len(text) {
 				break // nothing was an escape
 			}
-			for _, re := range r.res {
-				for _, m := range re.FindAllIndex(next, -1) {
-					spans = append(spans, span{int(npos[m[0]]), int(npos[m[1]])})
-				}
-			}
+			r.findAll(next, func(start, end int) { spans = append(spans, span{int(npos[start]), int(npos[end])}) })
 			text, pos = next, npos
 		}
 		if cap(sc.text[0]) <= 8<<20 {

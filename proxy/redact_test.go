@@ -152,7 +152,7 @@ func TestRedactBodyEncodings(t *testing.T) {
 // TestRedactJSONEscapes finds secrets however JSON escapes them, replaces
 // them with the escaped bytes they came from, and leaves other escapes be.
 func TestRedactJSONEscapes(t *testing.T) {
-	r := testRecorder(t, 1<<20, `hunter[0-9]+`).red
+	r := testRecorder(t, 1<<20, `hunter[0-9]+`, `(?i)passw[o0]rd=\S+`, `(?i)token=\w+`).red
 	for _, c := range []struct{ in, want string }{
 		{`"` + escAnt + `"`, `"[REDACTED]"`},
 		{`"\u0073k-ant-api03-` + escAntText + `"`, `"[REDACTED]"`},
@@ -165,6 +165,10 @@ func TestRedactJSONEscapes(t *testing.T) {
 		{`{"input":"{\"key\":\"sk\\u002dant-` + escAntText + `\"}"}`, `{"input":"{\"key\":\"[REDACTED]\"}"}`},
 		// log.redact patterns are matched through escapes too.
 		{`"pw hunter\u00342 and hunter7"`, `"pw [REDACTED] and [REDACTED]"`},
+		// Case-insensitive patterns, fast path (a literal prefix) or not.
+		{`"x BeArEr\t` + bearerTok + ` y"`, `"x [REDACTED] y"`},
+		{`"PassW0rd=abc TOKEN=xyz"`, `"[REDACTED] [REDACTED]"`},
+		{`"PassW0rd\u003dabc tok\u0065n=xyz"`, `"[REDACTED] [REDACTED]"`},
 		// Surrogate pairs and other escapes around a secret.
 		{`"\ud83d\ude00 sk\u002dant-` + escAntText + ` \ud83d"`, `"\ud83d\ude00 [REDACTED] \ud83d"`},
 		// Nothing to redact: bytes kept as they are.
@@ -274,4 +278,24 @@ func TestRedactionThroughTheProxy(t *testing.T) {
 			t.Fatalf("%s holds %v", f, s)
 		}
 	}
+}
+
+// BenchmarkRedact redacts a 256 KiB request body like Claude Code's (JSON
+// with many escapes), with the escape rounds, against the patterns alone.
+func BenchmarkRedact(b *testing.B) {
+	line := `{"type":"text","text":"func main() {\n\tfmt.Println(\"hello \\\\ world\")\n}\n"},`
+	body := []byte(`{"model":"claude-sonnet-4-5","messages":[` + strings.Repeat(line, 256<<10/len(line)) + `{}]}`)
+	r := newRedactor(nil)
+	b.Run("redactor", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			r.bytes(body)
+		}
+	})
+	b.Run("patterns-only", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			r.findAll(body, func(int, int) {})
+		}
+	})
 }
