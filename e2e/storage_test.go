@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
@@ -162,6 +163,104 @@ func countLines(logs, substr string) int {
 	return n
 }
 
+// vaultSettled waits until the vault holds the rate-limit state the
+// daemon has in memory (its /metrics): the daemon saves that state a
+// moment after the answers that changed it, and from then on, with
+// nothing new to save, the vault's files must not change.
+func vaultSettled(t *testing.T, w *world, d *daemon) {
+	t.Helper()
+	var mem, disk map[string]float64
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		mem, disk = memoryUtil(d), vaultUtil(t, w)
+		settled := len(mem) > 0
+		for k, v := range mem {
+			if dv, ok := disk[k]; !ok || dv != v {
+				settled = false
+			}
+		}
+		if settled {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the vault never caught up with the daemon's rate-limit state: daemon %v, vault %v", mem, disk)
+		}
+	}
+}
+
+// memoryUtil is each account's utilisation per window as the daemon
+// holds it: "account/window" -> ratio (unknown ones are left out).
+func memoryUtil(d *daemon) map[string]float64 {
+	out := map[string]float64{}
+	const prefix = `claudeflare_account_utilization_ratio{`
+	for k, v := range d.metrics() {
+		labels, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		var account, window string
+		for _, kv := range strings.Split(strings.TrimSuffix(labels, "}"), ",") {
+			name, val, _ := strings.Cut(kv, "=")
+			val = strings.Trim(val, `"`)
+			switch name {
+			case "account":
+				account = val
+			case "window":
+				window = val
+			}
+		}
+		out[account+"/"+window] = v
+	}
+	return out
+}
+
+// vaultUtil is each account's utilisation per window as the vault holds
+// it, read without writing.
+func vaultUtil(t *testing.T, w *world) map[string]float64 {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(w.data, store.VaultFile)+"?mode=ro&_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT name, util_5h, util_7d FROM accounts`)
+	if err != nil {
+		t.Fatalf("read the vault's rate-limit state: %v", err)
+	}
+	defer rows.Close()
+	out := map[string]float64{}
+	for rows.Next() {
+		var name string
+		var u5, u7 sql.NullFloat64
+		if err := rows.Scan(&name, &u5, &u7); err != nil {
+			t.Fatal(err)
+		}
+		if u5.Valid {
+			out[name+"/5h"] = u5.Float64
+		}
+		if u7.Valid {
+			out[name+"/7d"] = u7.Float64
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// lossAtLeast waits until the daemon reports at least n records lost
+// (or the deadline passes) and returns its last report.
+func lossAtLeast(t *testing.T, d *daemon, n int64, also func() bool) (int64, string) {
+	t.Helper()
+	var lost int64
+	var report string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		lost, report = lossReport(t, d)
+		if (lost >= n && (also == nil || also())) || time.Now().After(deadline) {
+			return lost, report
+		}
+	}
+}
+
 // storageWorld is a world with two accounts and a warmed-up daemon.
 func storageWorld(t *testing.T) *world {
 	w := newWorld(t, storageConfig, "")
@@ -180,7 +279,7 @@ func TestLogDiskFull(t *testing.T) {
 	dir, mounted := logFS(t, w, "2m")
 	d := w.start()
 	_, before := steady(t, d, 30, "before")
-	time.Sleep(300 * time.Millisecond)
+	vaultSettled(t, w, d)
 	vaultBefore := vaultFiles(t, w)
 
 	var filler string
@@ -199,8 +298,8 @@ func TestLogDiskFull(t *testing.T) {
 		}
 	}
 	ids, during := steady(t, d, 200, "disk full")
-	time.Sleep(500 * time.Millisecond)
-	lost, report := lossReport(t, d)
+	// The records fail at the recorder's next writes, a flush interval on.
+	lost, report := lossAtLeast(t, d, int64(len(ids))/2, func() bool { return countLines(d.logs(), "write request log") > 0 })
 	errLines := countLines(d.logs(), "write request log")
 	t.Logf("disk full: 200 requests served, slowest %s (before: %s); daemon reports %q; %d error lines in its log",
 		during.Round(time.Millisecond), before.Round(time.Millisecond), report, errLines)
@@ -249,29 +348,43 @@ func TestLogDeleted(t *testing.T) {
 	w := storageWorld(t)
 	d := w.start()
 	steady(t, d, 20, "before")
-	time.Sleep(300 * time.Millisecond)
+	vaultSettled(t, w, d)
 	vaultBefore := vaultFiles(t, w)
 	for _, s := range []string{"", "-wal", "-shm"} {
 		os.Remove(filepath.Join(w.data, store.LogFile+s))
 	}
 	ids, _ := steady(t, d, 100, "after delete")
-	time.Sleep(time.Second)
-	lost, report := lossReport(t, d)
-	if got := vaultFiles(t, w); !maps.Equal(got, vaultBefore) {
-		t.Errorf("vault files changed: %v -> %v", vaultBefore, got)
-	}
-	_, statErr := os.Stat(filepath.Join(w.data, store.LogFile))
-	found := 0
-	if statErr == nil {
+	// Wait until every request is accounted for: in a log file on disk
+	// or reported lost (the recorder writes a flush interval on).
+	inLog := func() (int, error) {
 		logged, err := loggedIDs(filepath.Join(w.data, store.LogFile))
-		if err != nil {
-			t.Fatal(err)
-		}
+		found := 0
 		for _, id := range ids {
 			if logged[id] {
 				found++
 			}
 		}
+		return found, err
+	}
+	var lost int64
+	var report string
+	var found int
+	var statErr, logErr error
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		lost, report = lossReport(t, d)
+		found, logErr = 0, nil
+		if _, statErr = os.Stat(filepath.Join(w.data, store.LogFile)); statErr == nil {
+			found, logErr = inLog()
+		}
+		if (logErr == nil && int64(found)+lost >= int64(len(ids))) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if logErr != nil {
+		t.Fatal(logErr)
+	}
+	if got := vaultFiles(t, w); !maps.Equal(got, vaultBefore) {
+		t.Errorf("vault files changed: %v -> %v", vaultBefore, got)
 	}
 	t.Logf("log deleted: 100 requests served; %d of them in a log file on disk (log.db exists: %v); daemon reports %q",
 		found, statErr == nil, report)
@@ -336,18 +449,12 @@ wait:
 				// The vault settles (rate-limit state) after the first
 				// answers; from then on serving must not touch it.
 				steady(t, d, 3, "read-only log, warm-up")
-				time.Sleep(300 * time.Millisecond)
+				vaultSettled(t, w, d)
 				vaultBefore = vaultFiles(t, w)
 				steady(t, d, 17, "read-only log")
 				served = true
 				// Records fail at the recorder's next write, within a flush interval.
-				var lost int64
-				var report string
-				for until := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-					if lost, report = lossReport(t, d); lost >= 20 || time.Now().After(until) {
-						break
-					}
-				}
+				lost, report := lossAtLeast(t, d, 20, nil)
 				t.Logf("with a read-only log the daemon serves; it reports %q", report)
 				if lost < 20 {
 					t.Errorf("20 requests served without a log, %d reported lost: %s", lost, report)
