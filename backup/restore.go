@@ -20,6 +20,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"golang.org/x/sys/unix"
 
+	"github.com/claudeflare/claudeflare/internal/statefile"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -316,7 +317,7 @@ func readOnly(path string, fn func(*store.DB) (int, error)) (int, error) {
 // <dataDir>/daemon.lock, or returns ErrDaemonRunning. The returned func
 // releases it.
 func LockDataDir(dataDir string) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(dataDir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := statefile.OpenFile(filepath.Join(dataDir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}

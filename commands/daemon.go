@@ -19,6 +19,7 @@ import (
 
 	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/statefile"
 	"github.com/claudeflare/claudeflare/proxy"
 	"github.com/claudeflare/claudeflare/retention"
 	"github.com/claudeflare/claudeflare/store"
@@ -48,9 +49,11 @@ func daemonCommand() *cli.Command {
 // lockDataDir takes an exclusive, non-blocking lock on <dir>/daemon.lock,
 // so a second daemon on the same data dir refuses to start.
 func lockDataDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "daemon.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	// Never through a symbolic link: the pid written below would
+	// overwrite whatever a planted link points to.
+	f, err := statefile.OpenFile(filepath.Join(dir, "daemon.lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open lock file: %w", err)
+		return nil, stateHint(fmt.Errorf("open lock file: %w", err))
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/statefile"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -58,14 +59,15 @@ func (e *env) openVaultWith(ctx context.Context, cfg *config.Config, opts vault.
 }
 
 // openVaultDB opens (creating on first use) the vault database without
-// a key: for commands that touch no secret.
+// a key: for commands that touch no secret. The data dir and its state
+// files are checked first (vault.EnsureDataDir).
 func openVaultDB(cfg *config.Config) (*store.DB, error) {
 	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
-		return nil, err
+		return nil, stateHint(err)
 	}
 	db, err := store.OpenVault(cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("open vault: %w", err)
+		return nil, stateHint(fmt.Errorf("open vault: %w", err))
 	}
 	return db, nil
 }
@@ -73,13 +75,23 @@ func openVaultDB(cfg *config.Config) (*store.DB, error) {
 // openLog opens (creating on first use) the request log.
 func (e *env) openLog(cfg *config.Config) (*store.DB, error) {
 	if err := vault.EnsureDataDir(cfg.DataDir); err != nil {
-		return nil, err
+		return nil, stateHint(err)
 	}
 	db, err := store.OpenLog(cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("open request log: %w", err)
+		return nil, stateHint(fmt.Errorf("open request log: %w", err))
 	}
 	return db, nil
+}
+
+// stateHint adds the hint of a data dir or state file problem (another
+// user's file, a symbolic link, a file open to others) as the hint line.
+func stateHint(err error) error {
+	var se *statefile.Error
+	if errors.As(err, &se) && se.Hint != "" {
+		return withHint(err, se.Hint)
+	}
+	return err
 }
 
 func keyHint(err error) error {

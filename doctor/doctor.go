@@ -58,6 +58,7 @@ type Options struct {
 func Run(ctx context.Context, opts Options) []Result {
 	d := &doctor{opts: opts}
 	d.dataDir()
+	d.files()
 	vdb := d.database("vault", store.VaultFile)
 	ldb := d.database("log", store.LogFile)
 	if vdb != nil {
@@ -404,7 +405,7 @@ func (d *doctor) daemon() {
 // DaemonRunning reports whether a process holds <dataDir>/daemon.lock.
 // It creates nothing.
 func DaemonRunning(dataDir string) (bool, error) {
-	f, err := os.Open(filepath.Join(dataDir, "daemon.lock"))
+	f, err := os.OpenFile(filepath.Join(dataDir, "daemon.lock"), os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}

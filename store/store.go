@@ -20,6 +20,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/mattn/go-sqlite3" // registers the sqlite3 driver
+
+	"github.com/claudeflare/claudeflare/internal/statefile"
 )
 
 //go:embed migrations
@@ -125,9 +127,21 @@ func escapePath(p string) string {
 
 // ensureFile creates the database file 0600 so that SQLite never makes it
 // with the process umask; the -wal and -shm files take the same mode.
+// Before SQLite opens anything by name, the file, its -wal and its -shm
+// are checked (statefile): no symbolic link, no file of another user,
+// nothing open to group or others.
 func ensureFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	for _, p := range []string{path + "-wal", path + "-shm"} {
+		if err := statefile.Check(p); err != nil {
+			return err
+		}
+	}
+	f, err := statefile.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
+		var se *statefile.Error
+		if errors.As(err, &se) {
+			return err
+		}
 		return fmt.Errorf("create database file: %w", err)
 	}
 	return f.Close()
