@@ -70,7 +70,7 @@ func (d *dataDir) insert(t *testing.T, prefix string, n int) {
 		id := fmt.Sprintf("%s-%06d", prefix, i)
 		reqs = append(reqs, store.Request{ID: id, TS: time.Now().UnixMilli(), Method: "POST", Path: "/v1/messages",
 			Model: "claude-sonnet-4-5", Account: d.names[i%len(d.names)], Status: 200})
-		keyID, sealed, err := d.v.SealPayload([]byte("payload of " + id))
+		keyID, sealed, err := d.v.SealPayload(id, []byte("payload of "+id))
 		if err != nil {
 			t.Error(err)
 			return
@@ -136,7 +136,7 @@ func openRestored(t *testing.T, dir string, ks vault.KeySource, names []string) 
 		t.Fatal(err)
 	}
 	for _, p := range pays {
-		plain, err := v.OpenPayload(p.KeyID, p.Sealed)
+		plain, err := v.OpenPayload(p.KeyID, p.ID, p.Sealed)
 		if err != nil || string(plain) != "payload of "+p.ID {
 			t.Fatalf("payload %s: %v", p.ID, err)
 		}

@@ -213,7 +213,7 @@ func TestLogToolsOnARealDaemonLog(t *testing.T) {
 
 // sealer opens the vault in the CLI's data dir, for writing payloads the
 // export must open.
-func (c *runner) sealer() func([]byte) (int64, []byte, error) {
+func (c *runner) sealer() func(string, []byte) (int64, []byte, error) {
 	c.t.Helper()
 	dir := filepath.Join(c.dir, "data")
 	vdb, err := store.OpenVault(dir)
@@ -436,7 +436,7 @@ func TestCleanupCommand(t *testing.T) {
 	c := newCLI(t)
 	db := c.openLog()
 	old := time.Now().Add(-48*time.Hour + 30*time.Second)
-	if err := logtest.Fill(context.Background(), db, logtest.Options{N: 100, Start: old, Step: time.Minute, Seal: func(p []byte) (int64, []byte, error) { return 1, p, nil }}); err != nil {
+	if err := logtest.Fill(context.Background(), db, logtest.Options{N: 100, Start: old, Step: time.Minute, Seal: func(_ string, p []byte) (int64, []byte, error) { return 1, p, nil }}); err != nil {
 		t.Fatal(err)
 	}
 	// rows 0..99 from 48h ago, a minute apart: 60 of them are older than 47h.

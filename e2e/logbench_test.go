@@ -23,7 +23,7 @@ import (
 func BenchmarkCleanupPacing(b *testing.B) {
 	n := logtest.BenchRows(100_000)
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	seal := func(p []byte) (int64, []byte, error) { return 1, append([]byte(nil), p...), nil }
+	seal := func(_ string, p []byte) (int64, []byte, error) { return 1, append([]byte(nil), p...), nil }
 	dir := b.TempDir()
 	db, err := store.OpenLog(dir)
 	if err != nil {

@@ -361,7 +361,7 @@ func (r *recorder) seal(rec *record) (store.Payload, error) {
 	if err != nil {
 		return store.Payload{}, fmt.Errorf("encode payload: %w", err)
 	}
-	keyID, sealed, err := r.vault.SealPayload(plain)
+	keyID, sealed, err := r.vault.SealPayload(rec.row.ID, plain)
 	if err != nil {
 		return store.Payload{}, fmt.Errorf("seal payload: %w", err)
 	}

@@ -62,7 +62,7 @@ func openCapture(t *testing.T, h *harness, id string) *store.Capture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, err := h.vault.OpenPayload(p.KeyID, p.Sealed)
+	plain, err := h.vault.OpenPayload(p.KeyID, id, p.Sealed)
 	if err != nil {
 		t.Fatal(err)
 	}

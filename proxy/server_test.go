@@ -89,7 +89,7 @@ func TestForwardJSON(t *testing.T) {
 	if err := h.ldb.R.Get(&p, `SELECT key_id, sealed, truncated FROM payloads`); err != nil {
 		t.Fatal(err)
 	}
-	plain, err := h.vault.OpenPayload(p.KeyID, p.Sealed)
+	plain, err := h.vault.OpenPayload(p.KeyID, id, p.Sealed)
 	if err != nil {
 		t.Fatal(err)
 	}

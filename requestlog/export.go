@@ -27,7 +27,7 @@ import (
 )
 
 // Opener opens a sealed payload: (*vault.Vault).OpenPayload.
-type Opener func(keyID int64, sealed []byte) ([]byte, error)
+type Opener func(keyID int64, requestID string, sealed []byte) ([]byte, error)
 
 // Row is one line of payload export.
 type Row struct {
@@ -86,7 +86,7 @@ func Export(ctx context.Context, db *store.DB, f Filter, open Opener, fn func(*R
 		if err := rows.StructScan(&sc); err != nil {
 			return fmt.Errorf("read request log: %w", err)
 		}
-		plain, err := open(sc.KeyID, sc.Sealed)
+		plain, err := open(sc.KeyID, sc.ID, sc.Sealed)
 		if err != nil {
 			return fmt.Errorf("payload of request %s: %w", sc.ID, err)
 		}
@@ -512,7 +512,7 @@ func readRows(ctx context.Context, db *store.DB, f Filter, free, jobs chan *expo
 // line opens, decodes and converts one scanned row and appends it to dst
 // as a line of JSON.
 func (cv *converter) line(dst []byte, sc *exportScan, open Opener, row *Row) ([]byte, error) {
-	plain, err := open(sc.KeyID, sc.Sealed)
+	plain, err := open(sc.KeyID, sc.ID, sc.Sealed)
 	if err != nil {
 		return dst, fmt.Errorf("payload of request %s: %w", sc.ID, err)
 	}

@@ -145,7 +145,7 @@ func FuzzExportStoredBytes(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		open := func(_ int64, sealed []byte) ([]byte, error) { return sealed, nil }
+		open := func(_ int64, _ string, sealed []byte) ([]byte, error) { return sealed, nil }
 		for _, workers := range []int{1, 2} {
 			var out bytes.Buffer
 			k, err := WriteNDJSON(ctx, db, Filter{}, open, &out, workers)

@@ -23,8 +23,8 @@ import (
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // plain stands in for the vault in these tests: a payload is its plaintext.
-func plainSeal(p []byte) (int64, []byte, error)   { return 1, append([]byte(nil), p...), nil }
-func plainOpen(_ int64, s []byte) ([]byte, error) { return s, nil }
+func plainSeal(_ string, p []byte) (int64, []byte, error)   { return 1, append([]byte(nil), p...), nil }
+func plainOpen(_ int64, _ string, s []byte) ([]byte, error) { return s, nil }
 
 func openLog(t testing.TB) *store.DB {
 	t.Helper()
@@ -281,7 +281,7 @@ func TestExportStopsOnAPayloadItCannotOpen(t *testing.T) {
 	fill(t, db, 5)
 	wrong := errors.New("the master key does not open this vault")
 	n := 0
-	err := requestlog.Export(context.Background(), db, requestlog.Filter{}, func(int64, []byte) ([]byte, error) { return nil, wrong },
+	err := requestlog.Export(context.Background(), db, requestlog.Filter{}, func(int64, string, []byte) ([]byte, error) { return nil, wrong },
 		func(*requestlog.Row) error { n++; return nil })
 	if !errors.Is(err, wrong) || n != 0 || !strings.Contains(err.Error(), "req-00000000") {
 		t.Fatalf("err %v after %d rows", err, n)
@@ -482,7 +482,7 @@ func TestWriteNDJSONInOrderWithWorkers(t *testing.T) {
 		bad := errors.New("cannot open")
 		calls := atomic.Int64{}
 		got.Reset()
-		n, err = requestlog.WriteNDJSON(context.Background(), db, requestlog.Filter{}, func(k int64, s []byte) ([]byte, error) {
+		n, err = requestlog.WriteNDJSON(context.Background(), db, requestlog.Filter{}, func(k int64, _ string, s []byte) ([]byte, error) {
 			if k == 99 {
 				return nil, bad
 			}

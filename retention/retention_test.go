@@ -17,7 +17,7 @@ import (
 )
 
 // plainSeal stands in for the vault: retention never opens payloads.
-func plainSeal(p []byte) (int64, []byte, error) { return 1, append([]byte(nil), p...), nil }
+func plainSeal(_ string, p []byte) (int64, []byte, error) { return 1, append([]byte(nil), p...), nil }
 
 var t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 

@@ -106,6 +106,40 @@ func InsertAccount(ctx context.Context, db *DB, a NewAccount, now time.Time) (in
 	return res.LastInsertId()
 }
 
+// InsertAccountSealed adds an account whose secret is sealed knowing the
+// account's id (the vault binds each secret to its row): in one
+// transaction the row is inserted, seal is called with its id, and the
+// sealed secret and its key are stored. a.Sealed is ignored; a.KeyID must
+// name an existing data key. A taken name gives ErrAccountExists.
+func InsertAccountSealed(ctx context.Context, db *DB, a NewAccount, now time.Time, seal func(id int64) (keyID int64, sealed []byte, err error)) (int64, error) {
+	ms := ToMS(now)
+	var id int64
+	err := Tx(ctx, db, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO accounts
+			(name, kind, mode, priority, tier, key_id, secret, token_expires_at, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, x'', ?, ?, ?)`,
+			a.Name, a.Kind, a.Mode, a.Priority, a.Tier, a.KeyID, a.TokenExpiresAt, ms, ms)
+		if IsUnique(err) {
+			return fmt.Errorf("%w: %q", ErrAccountExists, a.Name)
+		}
+		if err != nil {
+			return fmt.Errorf("insert account: %w", err)
+		}
+		if id, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		keyID, sealed, err := seal(id)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET key_id = ?, secret = ? WHERE id = ?`, keyID, sealed, id); err != nil {
+			return fmt.Errorf("insert account: %w", err)
+		}
+		return nil
+	})
+	return id, err
+}
+
 // SealedSecret is an account's encrypted secret and its version.
 type SealedSecret struct {
 	KeyID          int64  `db:"key_id"`

@@ -816,7 +816,7 @@ func dataKeyFromRow(row dataKeyRow) (*dataKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &dataKey{identity: ids[0], recipient: rcpt, aead: aead, text: row.text, wrapped: row.Wrapped, bound: true}, nil
+	return &dataKey{identity: ids[0], recipient: rcpt, aead: aead, text: row.text, wrapped: row.Wrapped, bound: true, bindKey: bindKey(row.text)}, nil
 }
 
 func newPayloadAEAD(pk []byte) (payloadAEAD, error) {
@@ -923,6 +923,15 @@ func (v *Vault) resealAccount(ctx context.Context, accountID int64) (bool, error
 		}
 		plain, err := decrypt(ss.Sealed, old.identity)
 		if err != nil {
+			return false, fmt.Errorf("re-seal account secret: %w", err)
+		}
+		// The same secret, bound to its account under the new key (one
+		// sealed by the previous release is bound now).
+		s, err := unbindSecrets(old, accountID, plain)
+		if err != nil {
+			return false, fmt.Errorf("re-seal account secret: %w", err)
+		}
+		if plain, err = bindSecrets(cur, accountID, s); err != nil {
 			return false, fmt.Errorf("re-seal account secret: %w", err)
 		}
 		sealed, err := encrypt(plain, cur.recipient)

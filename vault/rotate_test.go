@@ -51,6 +51,7 @@ type sealedPayload struct {
 	keyID  int64
 	sealed []byte
 	plain  string
+	id     string // the request it was sealed for
 }
 
 var ctx = context.Background()
@@ -126,19 +127,19 @@ func (w *world) logDB() *store.DB {
 
 func (w *world) addPayload(v *Vault, plain string) {
 	w.t.Helper()
-	kid, sealed, err := v.SealPayload([]byte(plain))
+	id := fmt.Sprintf("req-%d", len(w.payloads))
+	kid, sealed, err := v.SealPayload(id, []byte(plain))
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	logDB := w.logDB()
-	id := fmt.Sprintf("req-%d", len(w.payloads))
 	err = store.InsertRequests(ctx, logDB, []store.Request{{ID: id, TS: 1, Method: "POST", Path: "/v1/messages"}},
 		[]store.Payload{{RequestID: id, TS: 1, KeyID: kid, Sealed: sealed}})
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	logDB.Close()
-	w.payloads = append(w.payloads, sealedPayload{kid, sealed, plain})
+	w.payloads = append(w.payloads, sealedPayload{kid, sealed, plain, id})
 }
 
 // check asserts that v opens every account's tokens and every payload.
@@ -154,7 +155,7 @@ func (w *world) check(v *Vault) {
 		}
 	}
 	for _, p := range w.payloads {
-		got, err := v.OpenPayload(p.keyID, p.sealed)
+		got, err := v.OpenPayload(p.keyID, p.id, p.sealed)
 		if err != nil || string(got) != p.plain {
 			w.t.Fatalf("payload under key %d: %v", p.keyID, err)
 		}
@@ -511,7 +512,7 @@ func TestRotateDataRetiresOldKey(t *testing.T) {
 	}
 	w.check(w.mustOpen(KeySource{}))
 	// New payloads use the new key; the old one is kept for the old payload.
-	if kid, _, _ := v.SealPayload([]byte("x")); kid != res.DataKeyID {
+	if kid, _, _ := v.SealPayload("x", []byte("x")); kid != res.DataKeyID {
 		t.Fatalf("payload sealed with key %d", kid)
 	}
 	later := time.Now().Add(2 * RetiredKeyGrace)
@@ -577,12 +578,12 @@ func TestRotateOnlineWhileDaemonRefreshes(t *testing.T) {
 				swaps++
 			}
 			plain := fmt.Sprintf("payload %d", i)
-			kid, sealed, err := daemon.SealPayload([]byte(plain))
+			kid, sealed, err := daemon.SealPayload(plain, []byte(plain))
 			if err != nil {
 				errs = append(errs, err)
 				return
 			}
-			payloads = append(payloads, sealedPayload{kid, sealed, plain})
+			payloads = append(payloads, sealedPayload{kid, sealed, plain, plain})
 		}
 	}()
 	cli := w.mustOpen(KeySource{})
@@ -595,7 +596,7 @@ func TestRotateOnlineWhileDaemonRefreshes(t *testing.T) {
 		}
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			kid, _, _ := daemon.SealPayload(nil)
+			kid, _, _ := daemon.SealPayload("probe", nil)
 			if kid == res.DataKeyID {
 				break
 			}

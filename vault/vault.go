@@ -14,7 +14,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -79,6 +78,7 @@ type dataKey struct {
 	text      []byte // the identity as text, to re-wrap it to a new master
 	wrapped   []byte // its wrap as opened
 	bound     bool   // ciphertexts under it must be bound to their rows
+	bindKey   []byte // keys the tags that bind account secrets to their rows
 }
 
 // Options tune Open.
@@ -314,7 +314,7 @@ func openDataKey(r dataKeyRecord, ids []age.Identity) (*dataKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &dataKey{id: r.ID, identity: parsed[0], recipient: rcpt, aead: aead, text: plain, wrapped: wrapped, bound: r.Bound}, nil
+	return &dataKey{id: r.ID, identity: parsed[0], recipient: rcpt, aead: aead, text: plain, wrapped: wrapped, bound: r.Bound, bindKey: bindKey(plain)}, nil
 }
 
 // loadKeys unwraps every data key with the master key.
@@ -593,12 +593,13 @@ func (Secrets) String() string { return "vault.Secrets{[REDACTED]}" }
 // GoString never reveals a secret.
 func (s Secrets) GoString() string { return s.String() }
 
-func (v *Vault) sealSecrets(s Secrets) (keyID int64, sealed []byte, err error) {
-	plain, err := json.Marshal(s)
+// sealSecrets seals s for the account accountID under the current data key.
+func (v *Vault) sealSecrets(accountID int64, s Secrets) (keyID int64, sealed []byte, err error) {
+	dk := v.currentKey()
+	plain, err := bindSecrets(dk, accountID, s)
 	if err != nil {
 		return 0, nil, err
 	}
-	dk := v.currentKey()
 	sealed, err = encrypt(plain, dk.recipient)
 	if err != nil {
 		return 0, nil, fmt.Errorf("seal secret: %w", err)
@@ -606,7 +607,8 @@ func (v *Vault) sealSecrets(s Secrets) (keyID int64, sealed []byte, err error) {
 	return dk.id, sealed, nil
 }
 
-func (v *Vault) openSecrets(ctx context.Context, keyID int64, sealed []byte) (Secrets, error) {
+// openSecrets opens the secret read from account accountID's row.
+func (v *Vault) openSecrets(ctx context.Context, accountID, keyID int64, sealed []byte) (Secrets, error) {
 	dk, err := v.key(ctx, keyID)
 	if err != nil {
 		return Secrets{}, fmt.Errorf("open secret: %w", err)
@@ -615,9 +617,9 @@ func (v *Vault) openSecrets(ctx context.Context, keyID int64, sealed []byte) (Se
 	if err != nil {
 		return Secrets{}, fmt.Errorf("open secret: %w", err)
 	}
-	var s Secrets
-	if err := json.Unmarshal(plain, &s); err != nil {
-		return Secrets{}, errors.New("open secret: malformed")
+	s, err := unbindSecrets(dk, accountID, plain)
+	if err != nil {
+		return Secrets{}, fmt.Errorf("open secret: %w", err)
 	}
 	return s, nil
 }
@@ -638,14 +640,15 @@ func (v *Vault) AddAccount(ctx context.Context, a NewAccount, s Secrets) (int64,
 		return 0, err
 	}
 	v.syncBeforeSeal(ctx)
-	keyID, sealed, err := v.sealSecrets(s)
-	if err != nil {
-		return 0, err
-	}
-	id, err := store.InsertAccount(ctx, v.db, store.NewAccount{
+	var keyID int64
+	id, err := store.InsertAccountSealed(ctx, v.db, store.NewAccount{
 		Name: a.Name, Kind: a.Kind, Mode: a.Mode, Priority: a.Priority, Tier: a.Tier,
-		KeyID: keyID, Sealed: sealed, TokenExpiresAt: store.ToMS(s.ExpiresAt),
-	}, v.now())
+		KeyID: v.currentKey().id, TokenExpiresAt: store.ToMS(s.ExpiresAt),
+	}, v.now(), func(id int64) (int64, []byte, error) {
+		kid, sealed, err := v.sealSecrets(id, s)
+		keyID = kid
+		return kid, sealed, err
+	})
 	if err != nil {
 		return 0, err
 	}
@@ -709,7 +712,7 @@ func (v *Vault) Secrets(ctx context.Context, accountID int64) (Secrets, error) {
 	if err != nil {
 		return Secrets{}, fmt.Errorf("read account secret: %w", err)
 	}
-	s, err := v.openSecrets(ctx, ss.KeyID, ss.Sealed)
+	s, err := v.openSecrets(ctx, accountID, ss.KeyID, ss.Sealed)
 	if err != nil {
 		return Secrets{}, err
 	}
@@ -726,7 +729,7 @@ func (v *Vault) Secrets(ctx context.Context, accountID int64) (Secrets, error) {
 // moment before is re-sealed right after.
 func (v *Vault) SwapTokens(ctx context.Context, accountID, fromVersion int64, s Secrets) (int64, error) {
 	v.syncBeforeSeal(ctx)
-	keyID, sealed, err := v.sealSecrets(s)
+	keyID, sealed, err := v.sealSecrets(accountID, s)
 	if err != nil {
 		return 0, err
 	}
@@ -758,9 +761,10 @@ type payloadAEAD struct {
 	}
 }
 
-// SealPayload encrypts a captured payload with the current data key's
-// symmetric payload key. It is safe for concurrent use.
-func (v *Vault) SealPayload(plain []byte) (keyID int64, sealed []byte, err error) {
+// SealPayload encrypts the captured payload of request requestID with the
+// current data key's symmetric payload key, bound to that request (its id
+// is the associated data). It is safe for concurrent use.
+func (v *Vault) SealPayload(requestID string, plain []byte) (keyID int64, sealed []byte, err error) {
 	v.maybeSync()
 	dk := v.currentKey()
 	ns := dk.aead.aead.NonceSize()
@@ -768,11 +772,12 @@ func (v *Vault) SealPayload(plain []byte) (keyID int64, sealed []byte, err error
 	if _, err := rand.Read(out); err != nil {
 		return 0, nil, err
 	}
-	return dk.id, dk.aead.aead.Seal(out, out[:ns], plain, nil), nil
+	return dk.id, dk.aead.aead.Seal(out, out[:ns], plain, payloadAD(requestID)), nil
 }
 
-// OpenPayload decrypts a payload sealed by SealPayload with key keyID.
-func (v *Vault) OpenPayload(keyID int64, sealed []byte) ([]byte, error) {
+// OpenPayload decrypts the payload of request requestID, sealed by
+// SealPayload with key keyID. A payload sealed for another request fails.
+func (v *Vault) OpenPayload(keyID int64, requestID string, sealed []byte) ([]byte, error) {
 	v.mu.RLock()
 	dk := v.keys[keyID]
 	v.mu.RUnlock()
@@ -783,7 +788,11 @@ func (v *Vault) OpenPayload(keyID int64, sealed []byte) ([]byte, error) {
 	if len(sealed) < ns+dk.aead.aead.Overhead() {
 		return nil, errors.New("open payload: too short")
 	}
-	plain, err := dk.aead.aead.Open(nil, sealed[:ns], sealed[ns:], nil)
+	plain, err := dk.aead.aead.Open(nil, sealed[:ns], sealed[ns:], payloadAD(requestID))
+	if err != nil && !dk.bound {
+		// Sealed by the previous release, under one of its data keys.
+		plain, err = dk.aead.aead.Open(nil, sealed[:ns], sealed[ns:], nil)
+	}
 	if err != nil {
 		return nil, errors.New("open payload: authentication failed")
 	}

@@ -153,19 +153,22 @@ func TestPayloadSealing(t *testing.T) {
 	dir := t.TempDir()
 	v, _ := openTest(t, dir, KeySource{DataDir: dir})
 	plain := []byte(`{"hello":"world"}`)
-	kid, sealed, err := v.SealPayload(plain)
+	kid, sealed, err := v.SealPayload("req-1", plain)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if bytes.Contains(sealed, plain) {
 		t.Fatal("payload not encrypted")
 	}
-	got, err := v.OpenPayload(kid, sealed)
+	got, err := v.OpenPayload(kid, "req-1", sealed)
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("open: %v", err)
 	}
+	if _, err := v.OpenPayload(kid, "req-2", sealed); err == nil {
+		t.Fatal("a payload opened as another request's")
+	}
 	sealed[len(sealed)-1] ^= 1
-	if _, err := v.OpenPayload(kid, sealed); err == nil {
+	if _, err := v.OpenPayload(kid, "req-1", sealed); err == nil {
 		t.Fatal("tampered payload opened")
 	}
 }
@@ -183,7 +186,7 @@ func BenchmarkSealPayload(b *testing.B) {
 	b.Run("aead", func(b *testing.B) {
 		b.SetBytes(int64(len(plain)))
 		for b.Loop() {
-			v.SealPayload(plain)
+			v.SealPayload("req-1", plain)
 		}
 	})
 	b.Run("age-x25519-baseline", func(b *testing.B) {

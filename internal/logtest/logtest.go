@@ -22,7 +22,7 @@ type Options struct {
 	Step     time.Duration // between two requests (default 1s)
 	Accounts []string      // round robin; default "a", "b"
 	// Seal seals a payload; nil writes requests without payloads.
-	Seal func(plain []byte) (keyID int64, sealed []byte, err error)
+	Seal func(requestID string, plain []byte) (keyID int64, sealed []byte, err error)
 	// Batch is the requests per transaction (default 2000).
 	Batch int
 	// IDPrefix starts every request id (default "req-").
@@ -144,7 +144,7 @@ func Fill(ctx context.Context, db *store.DB, o Options) error {
 			if err != nil {
 				return err
 			}
-			kid, sealed, err := o.Seal(plain)
+			kid, sealed, err := o.Seal(r.ID, plain)
 			if err != nil {
 				return err
 			}

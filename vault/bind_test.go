@@ -1,0 +1,290 @@
+package vault
+
+import (
+	"bytes"
+	"crypto/rand"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"filippo.io/age"
+
+	"github.com/claudeflare/claudeflare/requestlog"
+	"github.com/claudeflare/claudeflare/store"
+)
+
+// TestSwappedSecretsFail: two accounts' sealed secrets swapped with plain
+// SQL no longer open, each with a clear error; nothing of the other
+// account's tokens comes out.
+func TestSwappedSecretsFail(t *testing.T) {
+	w := newWorld(t, KeySource{})
+	v := w.mustOpen(KeySource{})
+	swapRows(t, w.rawDB(), "accounts", "secret", "id", 1, 2)
+	for _, id := range []int64{1, 2} {
+		s, err := v.Secrets(ctx, id)
+		if !errors.Is(err, ErrNotBound) {
+			t.Fatalf("account %d: %v", id, err)
+		}
+		if s.AccessToken != "" || !strings.Contains(err.Error(), "sealed for another account") {
+			t.Fatalf("account %d: %v", id, err)
+		}
+	}
+	if _, err := v.Secrets(ctx, 3); err != nil {
+		t.Fatalf("untouched account: %v", err)
+	}
+}
+
+// TestForgedSecretFails: a secret made by someone without the data key
+// (age-encrypted to the public data recipient, with or without an account
+// id) does not open under a data key of this release.
+func TestForgedSecretFails(t *testing.T) {
+	w := newWorld(t, KeySource{})
+	v := w.mustOpen(KeySource{})
+	dk := v.currentKey()
+	db := w.rawDB()
+	for _, plain := range []string{
+		`{"access_token":"attacker","refresh_token":"attacker"}`,
+		`{"access_token":"attacker","account_id":1,"bind":"AAAA"}`,
+	} {
+		sealed, err := encrypt([]byte(plain), dk.recipient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(`UPDATE accounts SET secret = ? WHERE id = 1`, sealed); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Secrets(ctx, 1); !errors.Is(err, ErrNotBound) {
+			t.Fatalf("forged %s: %v", plain, err)
+		}
+	}
+}
+
+// TestSwappedPayloadsFailExport: two payloads swapped between requests
+// make the export fail with an authentication error naming the request.
+func TestSwappedPayloadsFailExport(t *testing.T) {
+	w := newWorld(t, KeySource{})
+	v := w.mustOpen(KeySource{})
+	ldb := w.logDB()
+	if _, err := ldb.W.Exec(`DELETE FROM payloads`); err != nil {
+		t.Fatal(err)
+	}
+	w.addPayload(v, `{"request":{"method":"POST","path":"/v1/first","headers":{}},"response":{"headers":{}}}`)
+	w.addPayload(v, `{"request":{"method":"POST","path":"/v1/second","headers":{}},"response":{"headers":{}}}`)
+	var out bytes.Buffer
+	if _, err := requestlog.WriteNDJSON(ctx, w.logDB(), requestlog.Filter{}, v.OpenPayload, &out, 1); err != nil {
+		t.Fatalf("export before the swap: %v", err)
+	}
+	var seqs []int64
+	if err := ldb.W.Select(&seqs, `SELECT request_seq FROM payloads ORDER BY request_seq`); err != nil || len(seqs) != 2 {
+		t.Fatalf("payloads %v: %v", seqs, err)
+	}
+	swapRows(t, ldb.W.DB, "payloads", "sealed", "request_seq", seqs[0], seqs[1])
+	out.Reset()
+	_, err := requestlog.WriteNDJSON(ctx, ldb, requestlog.Filter{}, v.OpenPayload, &out, 1)
+	if err == nil || !strings.Contains(err.Error(), "authentication failed") || !strings.Contains(err.Error(), "req-1") {
+		t.Fatalf("export after the swap: %v", err)
+	}
+	if bytes.Contains(out.Bytes(), []byte("/v1/")) {
+		t.Fatalf("a swapped payload was exported: %s", out.Bytes())
+	}
+}
+
+// TestLegacyCiphertextsOpenAndRebind: ciphertexts made by the previous
+// release (no account id, no associated data) open under its data keys
+// (bound = 0) but not under new ones; key rotate --data binds the secrets.
+func TestLegacyCiphertextsOpenAndRebind(t *testing.T) {
+	w := newWorld(t, KeySource{})
+	v := w.mustOpen(KeySource{})
+	dk := v.currentKey()
+	legacySecret, err := encrypt([]byte(`{"access_token":"old-at","refresh_token":"old-rt"}`), dk.recipient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, dk.aead.aead.NonceSize())
+	rand.Read(nonce)
+	legacyPayload := dk.aead.aead.Seal(nonce, nonce, []byte("old payload"), nil)
+
+	// Under a key of this release: refused.
+	db := w.rawDB()
+	if _, err := db.Exec(`UPDATE accounts SET secret = ? WHERE id = 1`, legacySecret); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Secrets(ctx, 1); !errors.Is(err, ErrNotBound) {
+		t.Fatalf("unbound secret under a bound key: %v", err)
+	}
+	if _, err := v.OpenPayload(dk.id, "req-x", legacyPayload); err == nil {
+		t.Fatal("unbound payload opened under a bound key")
+	}
+
+	// The same key as one of the previous release's: they open. The row
+	// is made as the previous release left it (no MACs), and sealed by the
+	// next open.
+	if _, err := db.Exec(`UPDATE data_keys SET bound = 0, mac = NULL`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE master SET mac = NULL`); err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	dbs, err := store.OpenVault(w.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dbs.Close()
+	v, err = Open(ctx, dbs, w.ks(KeySource{}), Options{Notify: func(s string) { notes = append(notes, s) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 1 {
+		t.Fatalf("notes %q", notes)
+	}
+	s, err := v.Secrets(ctx, 1)
+	if err != nil || s.AccessToken != "old-at" {
+		t.Fatalf("legacy secret: %v", err)
+	}
+	if got, err := v.OpenPayload(dk.id, "req-x", legacyPayload); err != nil || string(got) != "old payload" {
+		t.Fatalf("legacy payload: %v", err)
+	}
+	w.want[1] = Secrets{AccessToken: "old-at", RefreshToken: "old-rt"}
+
+	// key rotate --data binds every secret.
+	if _, err := v.Rotate(ctx, RotateOptions{Data: true}); err != nil {
+		t.Fatal(err)
+	}
+	v2 := w.mustOpen(KeySource{})
+	w.check(v2)
+	var rows []struct {
+		ID     int64  `db:"id"`
+		KeyID  int64  `db:"key_id"`
+		Sealed []byte `db:"secret"`
+	}
+	if err := db.Select(&rows, `SELECT id, key_id, secret FROM accounts`); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		k, err := v2.key(ctx, r.KeyID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, err := decrypt(r.Sealed, k.identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ss sealedSecrets
+		if err := json.Unmarshal(plain, &ss); err != nil || ss.AccountID != r.ID || ss.Tag == nil || !k.bound {
+			t.Fatalf("account %d is not bound after key rotate --data", r.ID)
+		}
+	}
+}
+
+// copyFixture copies the data dir made by the previous release into a
+// temp dir with private modes.
+func copyFixture(t *testing.T) string {
+	t.Helper()
+	src := filepath.Join("..", "testdata", "upgrade", "v1", "data")
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestUpgradeFromV1: the vault made by the previous release opens; the
+// first open adds the MACs and says so, naming the recipient it sealed;
+// later opens say nothing; the account made then still opens; a recipient
+// added afterwards is caught.
+func TestUpgradeFromV1(t *testing.T) {
+	dir := copyFixture(t)
+	w := &world{t: t, dir: dir, want: map[int64]Secrets{}}
+	idText, _ := os.ReadFile(filepath.Join(dir, IdentityFileName))
+	ids, err := age.ParseIdentities(bytes.NewReader(idText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recipient := ids[0].(*age.X25519Identity).Recipient().String()
+
+	open := func() (*Vault, []string) {
+		t.Helper()
+		db, err := store.OpenVault(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		var notes []string
+		v, err := Open(ctx, db, w.ks(KeySource{}), Options{Notify: func(s string) { notes = append(notes, s) }})
+		if err != nil {
+			t.Fatalf("open the previous release's vault: %v", err)
+		}
+		return v, notes
+	}
+	v, notes := open()
+	if len(notes) != 1 || !strings.Contains(notes[0], recipient) || !strings.Contains(notes[0], "earlier release") {
+		t.Fatalf("first open: notes %q", notes)
+	}
+	if err := v.CheckMAC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	accts, err := store.ListAccounts(ctx, v.DB())
+	if err != nil || len(accts) != 1 {
+		t.Fatalf("accounts: %v", err)
+	}
+	s, err := v.Secrets(ctx, accts[0].ID)
+	if err != nil || s.APIKey != "sk-ant-api03-TESTONLY-fixture-key-0000000000" {
+		t.Fatalf("the previous release's secret: %v", err)
+	}
+	if _, err := v.AuditKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, notes := open(); len(notes) != 0 {
+		t.Fatalf("second open: notes %q", notes)
+	}
+	// From now on a recipient added with SQL is caught.
+	stranger, _ := age.GenerateX25519Identity()
+	if _, err := w.rawDB().Exec(`UPDATE master SET recipients = recipients || char(10) || ?`, stranger.Recipient().String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.open(KeySource{}); !errors.Is(err, ErrTampered) {
+		t.Fatalf("open after tampering: %v", err)
+	}
+}
+
+// swapRows swaps column col of the rows keyed a and b, as someone with
+// write access to the database file could.
+func swapRows(t *testing.T, db interface {
+	QueryRow(string, ...any) *sql.Row
+	Exec(string, ...any) (sql.Result, error)
+}, table, col, key string, a, b int64) {
+	t.Helper()
+	var va, vb []byte
+	q := "SELECT " + col + " FROM " + table + " WHERE " + key + " = ?"
+	if err := db.QueryRow(q, a).Scan(&va); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow(q, b).Scan(&vb); err != nil {
+		t.Fatal(err)
+	}
+	u := "UPDATE " + table + " SET " + col + " = ? WHERE " + key + " = ?"
+	if _, err := db.Exec(u, vb, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(u, va, b); err != nil {
+		t.Fatal(err)
+	}
+}
