@@ -3,7 +3,6 @@ package doctor
 import (
 	"errors"
 	"os"
-	"path/filepath"
 
 	"github.com/claudeflare/claudeflare/internal/statefile"
 )
@@ -33,7 +32,8 @@ func (d *doctor) files() {
 		report(err)
 	}
 	for _, name := range statefile.Names {
-		if err := statefile.Check(filepath.Join(dir, name)); err != nil {
+		// The key check reports the mode of identity.txt.
+		if err := statefile.CheckIn(dir, name); err != nil {
 			report(err)
 		}
 	}

@@ -142,17 +142,40 @@ func Check(path string) error {
 	return checkInfo(path, fi)
 }
 
-// CheckFiles checks every state file (Names) in dir.
+// CheckFiles checks every state file (Names) in dir with CheckIn.
 func CheckFiles(dir string) error {
 	for _, n := range Names {
-		if err := Check(filepath.Join(dir, n)); err != nil {
+		if err := CheckIn(dir, n); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func checkInfo(path string, fi fs.FileInfo) error {
+// CheckIn checks the state file name in dir as Check does, except that
+// the mode of identity.txt is left to the code that reads the key (it
+// refuses a key file open to others in its own words, for any key file);
+// its owner and type are checked here.
+func CheckIn(dir, name string) error {
+	path := filepath.Join(dir, name)
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check %s: %w", path, err)
+	}
+	if name == IdentityName {
+		return checkKind(path, fi)
+	}
+	return checkInfo(path, fi)
+}
+
+// IdentityName is the default master identity file in the data dir.
+const IdentityName = "identity.txt"
+
+// checkKind checks that fi is a regular file (not a link) of ours.
+func checkKind(path string, fi fs.FileInfo) error {
 	name := filepath.Base(path)
 	switch {
 	case fi.Mode()&fs.ModeSymlink != 0:
@@ -163,7 +186,11 @@ func checkInfo(path string, fi fs.FileInfo) error {
 		return &Error{Path: path, Msg: fmt.Sprintf("%s is not a regular file", path),
 			Hint: fmt.Sprintf("move %s out of the data dir", path)}
 	}
-	if err := checkOwner(path, name, fi); err != nil {
+	return checkOwner(path, name, fi)
+}
+
+func checkInfo(path string, fi fs.FileInfo) error {
+	if err := checkKind(path, fi); err != nil {
 		return err
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {

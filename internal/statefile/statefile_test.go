@@ -180,3 +180,21 @@ func TestCheckFilesCoversEveryStateFile(t *testing.T) {
 		}
 	}
 }
+
+// TestIdentityModeLeftToTheKeyReader: CheckFiles refuses a linked or
+// foreign identity.txt but leaves its mode to the vault, which refuses a
+// key file open to others in its own words.
+func TestIdentityModeLeftToTheKeyReader(t *testing.T) {
+	dir := t.TempDir()
+	id := filepath.Join(dir, IdentityName)
+	os.WriteFile(id, []byte("x"), 0o600)
+	os.Chmod(id, 0o640)
+	if err := CheckFiles(dir); err != nil {
+		t.Errorf("mode of identity.txt: %v", err)
+	}
+	os.Remove(id)
+	os.Symlink("/dev/null", id)
+	if err := CheckFiles(dir); err == nil {
+		t.Error("linked identity.txt accepted")
+	}
+}
