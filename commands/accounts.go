@@ -315,8 +315,8 @@ func accountsList(c *cli.Context) error {
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tPRIORITY\tTIER\tSTATUS\tLIMITED UNTIL\t5H\t7D\tTOKEN EXPIRES\tREQUESTS\tLAST USED")
 	for _, a := range lines {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", a.Name, a.Kind, a.Priority, a.Tier,
-			a.Status, human(a.RateLimitedUntilMS, now), pct(a.Utilization5h), pct(a.Utilization7d),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", printable(a.Name), printable(a.Kind), a.Priority, a.Tier,
+			printable(a.Status), human(a.RateLimitedUntilMS, now), pct(a.Utilization5h), pct(a.Utilization7d),
 			human(a.TokenExpiresAtMS, now), a.Requests, human(a.LastUsedMS, now))
 	}
 	return tw.Flush()

@@ -42,9 +42,11 @@ func runDoctor(c *cli.Context) error {
 		if c.Bool("json") {
 			return out.write(doctorLine{r.Check, string(r.Status), r.Message, r.Hint})
 		}
-		line := fmt.Sprintf("%-5s  %-12s %s", r.Status, r.Check, r.Message)
+		// Messages can quote what doctor found on disk (names, paths,
+		// errors): escaped like every other table.
+		line := fmt.Sprintf("%-5s  %-12s %s", r.Status, r.Check, printable(r.Message))
 		if r.Hint != "" && (r.Status == doctor.Error || r.Status == doctor.Warn) {
-			line += "; hint: " + r.Hint
+			line += "; hint: " + printable(r.Hint)
 		}
 		_, err := fmt.Fprintln(e.stdout, line)
 		return err

@@ -31,7 +31,15 @@ func requestsCommand() *cli.Command {
 				Description: "Times for --since and --until are a duration back from now (30m, 12h, 7d,\n" +
 					"2w) or an RFC 3339 time. --limit N keeps the newest N rows. --follow prints\n" +
 					"new rows as the daemon writes them, like tail -f (the last 10 rows first\n" +
-					"unless --since or --limit say otherwise), until interrupted.",
+					"unless --since or --limit say otherwise), until interrupted.\n\n" +
+					"Logged strings are untrusted (clients send the path and the model): the\n" +
+					"table shows them escaped, as in a Go string literal, so that\n" +
+					"none can move the cursor, clear the screen or fake a row: a backslash is\n" +
+					"shown as \\\\, a control character as \\n, \\r, \\t or \\x1b, another\n" +
+					"non-printable character (such as U+202E) as \\u202e, a byte that is not\n" +
+					"UTF-8 as \\xff. The same holds for every table the other commands print;\n" +
+					"--json output is JSON-escaped instead. The CLIENT column is the client\n" +
+					"key's name, else the client's address.",
 				Flags: append(logFilterFlags(),
 					&cli.StringFlag{Name: "status", Usage: "only requests with status `CODE` (429), or a class (4xx, 5xx)"},
 					&cli.IntFlag{Name: "limit", Usage: "keep the newest `N` rows"},
@@ -235,8 +243,8 @@ type requestTable struct {
 func (t *requestTable) row(r *store.Request) error {
 	if !t.header {
 		t.header = true
-		if _, err := fmt.Fprintf(t.w, "%-23s  %-12s  %-6s  %-28s  %-20s  %6s  %8s  %13s  %s\n",
-			"TIME", "ACCOUNT", "METHOD", "PATH", "MODEL", "STATUS", "DURATION", "TOKENS IN/OUT", "ID"); err != nil {
+		if _, err := fmt.Fprintf(t.w, "%-23s  %-12s  %-6s  %-28s  %-20s  %-16s  %6s  %8s  %13s  %s\n",
+			"TIME", "ACCOUNT", "METHOD", "PATH", "MODEL", "CLIENT", "STATUS", "DURATION", "TOKENS IN/OUT", "ID"); err != nil {
 			return err
 		}
 	}
@@ -244,24 +252,23 @@ func (t *requestTable) row(r *store.Request) error {
 	if r.Status == 0 {
 		status = "-"
 	}
-	acct := r.Account
-	if acct == "" {
-		acct = "-"
+	orDash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
 	}
 	note := ""
 	if r.Error != "" {
-		note = "  " + r.Error
+		note = "  " + printable(r.Error)
 	}
-	_, err := fmt.Fprintf(t.w, "%-23s  %-12s  %-6s  %-28s  %-20s  %6s  %8s  %13s  %s%s\n",
-		time.UnixMilli(r.TS).Local().Format("2006-01-02 15:04:05.000"), clip(acct, 12), r.Method, clip(r.Path, 28), clip(r.Model, 20),
+	// Every logged string is untrusted (the client sent the path and the
+	// model; the upstream wrote the error): printed
+	// escaped, so that it cannot drive the terminal or fake a row.
+	_, err := fmt.Fprintf(t.w, "%-23s  %-12s  %-6s  %-28s  %-20s  %-16s  %6s  %8s  %13s  %s%s\n",
+		time.UnixMilli(r.TS).Local().Format("2006-01-02 15:04:05.000"), clip(printable(orDash(r.Account)), 12), printable(r.Method),
+		clip(printable(r.Path), 28), clip(printable(orDash(r.Model)), 20), clip(printable(orDash(r.Client)), 16),
 		status, (time.Duration(r.DurationMS) * time.Millisecond).String(),
-		fmt.Sprintf("%d/%d", r.InputTokens, r.OutputTokens), r.ID, note)
+		fmt.Sprintf("%d/%d", r.InputTokens, r.OutputTokens), printable(r.ID), note)
 	return err
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-1] + "…"
 }

@@ -71,7 +71,7 @@ func stats(c *cli.Context) error {
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ACCOUNT\tSTATUS\tREQUESTS\tERRORS\tINPUT\tOUTPUT\tCACHE READ\tCACHE WRITE\tP50\tP95\tLAST USED\t5H\t7D\tLIMITED UNTIL")
 	row := func(name, status string, a requestlog.AccountStats, u5, u7 string, limited int64) {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", name, status, a.Requests, a.Errors,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(name), printable(status), a.Requests, a.Errors,
 			a.InputTokens, a.OutputTokens, a.CacheReadInputTokens, a.CacheCreationInputTokens,
 			ms(a.MedianDurationMS), ms(a.P95DurationMS), human(a.LastUsed, now), u5, u7, human(limited, now))
 	}
