@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"unicode"
 
 	"filippo.io/age"
 )
@@ -39,6 +40,50 @@ const (
 	NextSuffix = ".next"
 	OldSuffix  = ".old"
 )
+
+// MinPassphraseLength is the length, in characters, a new master
+// passphrase must have at least.
+const MinPassphraseLength = 12
+
+// ErrWeakPassphrase is returned for a new master passphrase that is too
+// short or made of one kind of character. Existing vaults are not held to
+// it: a weaker passphrase set by an earlier release still opens its vault.
+var ErrWeakPassphrase = errors.New("the new passphrase is too weak")
+
+// CheckNewPassphrase checks a passphrase about to protect a vault: at
+// least MinPassphraseLength characters, of at least two kinds (lower case,
+// upper case, digits, others such as spaces and punctuation). A few words
+// with spaces pass; one repeated character or only digits do not.
+func CheckNewPassphrase(p string) error {
+	n := 0
+	var lower, upper, digit, other bool
+	for _, r := range p {
+		n++
+		switch {
+		case unicode.IsLower(r):
+			lower = true
+		case unicode.IsUpper(r):
+			upper = true
+		case unicode.IsDigit(r):
+			digit = true
+		default:
+			other = true
+		}
+	}
+	if n < MinPassphraseLength {
+		return fmt.Errorf("%w: use at least %d characters (a few words with spaces will do)", ErrWeakPassphrase, MinPassphraseLength)
+	}
+	kinds := 0
+	for _, k := range []bool{lower, upper, digit, other} {
+		if k {
+			kinds++
+		}
+	}
+	if kinds < 2 {
+		return fmt.Errorf("%w: mix at least two kinds of characters (letters, digits, spaces or punctuation)", ErrWeakPassphrase)
+	}
+	return nil
+}
 
 // scryptWorkFactor is the log2 scrypt work factor for passphrase wraps
 // (age's default, about a second). Tests lower it.

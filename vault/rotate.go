@@ -121,6 +121,11 @@ type RotateOptions struct {
 	// LogDB is the request log; with it, retired data keys that nothing
 	// uses any more are destroyed. Nil keeps them.
 	LogDB *store.DB
+
+	// KeepOld, with Master, is a new file (0600, created exclusively and
+	// atomically) the outgoing master identity is written to before
+	// anything else: backups made before the rotation need it.
+	KeepOld string
 }
 
 // RotateResult says what Rotate did.
@@ -135,6 +140,7 @@ type RotateResult struct {
 	Resealed        int      // account secrets re-sealed to the current data key
 	StillRetired    int      // account secrets still under a retired key (a daemon that cannot open the new one keeps writing)
 	DeletedKeys     []int64  // retired data keys destroyed
+	OldKeptIn       string   // the file the outgoing identity was written to (KeepOld)
 }
 
 // masterPlan is where the new master key goes.
@@ -146,6 +152,7 @@ type masterPlan struct {
 	extraText  []string
 	file       string // the identity file to write
 	inPlace    bool   // file is the current identity file: via .next and a rename
+	keepOld    string // where the outgoing identity goes, if anywhere
 }
 
 // PostQuantum reports whether the master key is a hybrid post-quantum identity.
@@ -266,6 +273,9 @@ func (v *Vault) plan(opts RotateOptions) (*masterPlan, error) {
 		if opts.PQ {
 			return nil, errors.New("rotate: a passphrase master key cannot be post-quantum; give an identity instead")
 		}
+		if err := CheckNewPassphrase(opts.Passphrase); err != nil {
+			return nil, fmt.Errorf("rotate: %w", err)
+		}
 	case opts.IdentityFile != "":
 		abs, err := filepath.Abs(opts.IdentityFile)
 		if err != nil {
@@ -293,7 +303,47 @@ func (v *Vault) plan(opts RotateOptions) (*masterPlan, error) {
 			return nil, ErrMixedRecipients
 		}
 	}
+	if opts.KeepOld != "" {
+		if m.kind == MasterPassphrase {
+			return nil, ErrKeepOldPassphrase
+		}
+		abs, err := filepath.Abs(opts.KeepOld)
+		if err != nil {
+			return nil, fmt.Errorf("rotate: %w", err)
+		}
+		if _, err := os.Lstat(abs); err == nil {
+			return nil, fmt.Errorf("rotate: %s already exists; give a new file for the old identity", abs)
+		}
+		if abs == p.file || m.path != "" && abs == m.path {
+			return nil, errors.New("rotate: --keep-old must name a file of its own")
+		}
+		p.keepOld = abs
+	}
 	return p, nil
+}
+
+// ErrKeepOldPassphrase is returned for KeepOld when the master key being
+// replaced is a passphrase: there is no identity to write.
+var ErrKeepOldPassphrase = errors.New("rotate: the master key being replaced is a passphrase, not an identity; backups made before need that passphrase")
+
+// writeOldIdentity writes the identities of m to path (exclusive, 0600).
+func writeOldIdentity(m *master, path string) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# claudeflare master identity before a key rotation: backups made before it need this key\n")
+	for _, r := range m.recipientStrings() {
+		fmt.Fprintf(&b, "# public key: %s\n", r)
+	}
+	for _, id := range m.primary {
+		s, ok := id.(fmt.Stringer)
+		if !ok {
+			return errors.New("the master identity cannot be written out")
+		}
+		fmt.Fprintf(&b, "%s\n", s.String())
+	}
+	if err := writeFileExclusive(path, b.Bytes()); err != nil {
+		return fmt.Errorf("keep old identity: %w", err)
+	}
+	return nil
 }
 
 // rotateMaster runs steps 1 to 5.
@@ -310,6 +360,14 @@ func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResu
 		return err
 	}
 	auditWrap := rec.AuditKey
+
+	// Step 0: the outgoing identity, kept where the user asked.
+	if p.keepOld != "" {
+		if err := writeOldIdentity(old, p.keepOld); err != nil {
+			return err
+		}
+		res.OldKeptIn = p.keepOld
+	}
 
 	// Step 1: the new key, where nothing refers to it yet.
 	var nm *master

@@ -787,7 +787,7 @@ func TestBadKeysChangeNothing(t *testing.T) {
 	}
 
 	t.Run("wrong passphrase", func(t *testing.T) {
-		pw := newWorld(t, KeySource{Passphrase: "right"})
+		pw := newWorld(t, KeySource{Passphrase: "the right passphrase"})
 		before := hashDir(t, pw.dir)
 		_, _, err := pw.open(KeySource{Passphrase: "wrong"})
 		if !errors.Is(err, ErrWrongKey) || !strings.Contains(err.Error(), "CLAUDEFLARE_PASSPHRASE") {

@@ -125,6 +125,11 @@ func Open(ctx context.Context, db *store.DB, ks KeySource, opts Options) (*Vault
 		if !opts.Create {
 			return nil, ErrNotInitialised
 		}
+		if ks.EncryptionKey == "" && ks.IdentityFile == "" && ks.Passphrase != "" {
+			if err := CheckNewPassphrase(ks.Passphrase); err != nil {
+				return nil, fmt.Errorf("CLAUDEFLARE_PASSPHRASE: %w", err)
+			}
+		}
 		m, err := ks.load(true, opts.PQ)
 		if err != nil {
 			return nil, err
