@@ -40,17 +40,35 @@ func TestLogLocked(t *testing.T) {
 		during = max(during, slow)
 	}
 	tx.Rollback()
-	time.Sleep(time.Second)
+	// Wait until the recorder has caught up: every request served during
+	// the lock is in the log or reported lost.
+	missingOf := func() int {
+		logged, err := loggedIDs(filepath.Join(w.data, store.LogFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		missing := 0
+		for _, id := range ids {
+			if !logged[id] {
+				missing++
+			}
+		}
+		return missing
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		lost, _ := lossReport(t, d)
+		if int64(missingOf()) <= lost || time.Now().After(deadline) {
+			break
+		}
+	}
 	after, _ := steady(t, d, 20, "after")
 	lost, report := lossReport(t, d)
 	failed := d.health(t).recorderCount("failed_records")
 	d.stop(t)
-	logged, _ := loggedIDs(filepath.Join(w.data, store.LogFile))
-	missing := 0
-	for _, id := range ids {
-		if !logged[id] {
-			missing++
-		}
+	missing := missingOf()
+	logged, err := loggedIDs(filepath.Join(w.data, store.LogFile))
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("log locked 12s: %d requests served, slowest %s (before %s); %d not logged; reported %d (%s)",
 		len(ids), during.Round(time.Millisecond), before.Round(time.Millisecond), missing, lost, report)

@@ -142,9 +142,11 @@ func lossReport(t *testing.T, d *daemon) (int64, string) {
 	}
 	var fromMetrics int64
 	for k, v := range d.metrics() {
-		if strings.HasPrefix(k, "claudeflare_recorder") && (strings.Contains(k, "drop") || strings.Contains(k, "fail") || strings.Contains(k, "lost")) {
+		// Every name here starts with "claudeflare_recorder": look for
+		// "record" in the rest, or dropped payloads would count as records.
+		if rest, ok := strings.CutPrefix(k, "claudeflare_recorder"); ok && (strings.Contains(rest, "drop") || strings.Contains(rest, "fail") || strings.Contains(rest, "lost")) {
 			parts = append(parts, fmt.Sprintf("%s=%g", k, v))
-			if strings.Contains(k, "record") {
+			if strings.Contains(rest, "record") {
 				fromMetrics += int64(v)
 			}
 		}
