@@ -334,11 +334,15 @@ func TestExportAndCleanupWhileWriting(t *testing.T) {
 			return nil
 		})
 	}()
+	// The writer is writing before the cleanup starts, and goes on
+	// writing after it ends: the cleanup runs among live writes.
+	waitFor(t, "the writer's first rows", func() bool { return written.Load() >= 3 || t.Failed() })
 	res, err := retention.Cleanup(context.Background(), db, retention.Options{Type: retention.All, Before: cut, BatchSize: 200})
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	after := written.Load()
+	waitFor(t, "rows written after the cleanup", func() bool { return written.Load() >= after+3 || t.Failed() })
 	stop()
 	wg.Wait()
 	if exportErr != nil {
@@ -438,9 +442,11 @@ func FuzzCaptureDecoder(f *testing.F) {
 		if status%2 == 0 {
 			c.Response.Headers = map[string][]string{}
 		}
+		// Every capture marshals (invalid UTF-8 becomes U+FFFD): an
+		// error here is a bug, not an input to skip.
 		plain, err := store.MarshalCapture(c)
 		if err != nil {
-			t.Skip()
+			t.Fatal(err)
 		}
 		want, err := store.UnmarshalCapture(plain)
 		if err != nil {
@@ -508,4 +514,17 @@ func (f *failAfter) Write(p []byte) (int, error) {
 	}
 	f.n--
 	return len(p), nil
+}
+
+// waitFor polls cond until it holds (the state a test waits for, not a
+// time), failing after a deadline generous enough for a loaded machine.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -306,6 +306,9 @@ func TestCleanupWhileWriting(t *testing.T) {
 			}
 		}()
 	}
+	// Both writers are writing before the cleanups start, and go on
+	// writing after they end: the cleanups run among live writes.
+	waitFor(t, "the writers' first rows", func() bool { return written.Load() >= 2*20 || t.Failed() })
 	res, err := retention.Cleanup(context.Background(), other, retention.Options{Type: retention.All, Before: cut, BatchSize: 500, Vacuum: true})
 	if err != nil {
 		t.Fatal(err)
@@ -314,7 +317,8 @@ func TestCleanupWhileWriting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond)
+	after := written.Load()
+	waitFor(t, "rows written after the cleanups", func() bool { return written.Load() >= after+2*20 || t.Failed() })
 	stop()
 	wg.Wait()
 	if failures.Load() > 0 || written.Load() == 0 {
@@ -443,5 +447,18 @@ func TestCleanupGivesCheckpointsBack(t *testing.T) {
 	// The write-ahead log was folded back as the cleanup went.
 	if wal := fileSize(t, db.Path+"-wal"); wal != 0 {
 		t.Errorf("wal %d bytes", wal)
+	}
+}
+
+// waitFor polls cond until it holds (the state a test waits for, not a
+// time), failing after a deadline generous enough for a loaded machine.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
