@@ -190,14 +190,15 @@ func (x *exchange) readBody() error {
 	if x.r.Body == nil || x.r.Body == http.NoBody {
 		return nil
 	}
+	// A real deadline on the connection (or HTTP/2 stream): the injected
+	// clock does not drive sockets. Cleared once the body is in, so a
+	// long stream back is never cut by it; left in place when reading
+	// fails, so that net/http's own drain of an unread body is bounded
+	// too.
+	rc := http.NewResponseController(x.w)
+	deadline := false
 	if d := x.s.cfg.Server.BodyReadTimeout.Std(); d > 0 {
-		// A real deadline on the connection (or HTTP/2 stream): the
-		// injected clock does not drive sockets. Cleared once the body
-		// is in, so a long stream back is never cut by it.
-		rc := http.NewResponseController(x.w)
-		if rc.SetReadDeadline(time.Now().Add(d)) == nil {
-			defer rc.SetReadDeadline(time.Time{})
-		}
+		deadline = rc.SetReadDeadline(time.Now().Add(d)) == nil
 	}
 	ceiling := limit + 1 // one more byte says "too large"
 	want := int64(bodyInitialCap)
@@ -219,6 +220,7 @@ func (x *exchange) readBody() error {
 				}
 			}
 			if !x.s.bodies.reserve(next - int64(cap(buf))) {
+				x.w.Header().Set("Connection", "close")
 				x.bodyBudgetFull()
 				return errBodyBudget
 			}
@@ -239,6 +241,9 @@ func (x *exchange) readBody() error {
 	}
 	if err != nil {
 		x.row.Status, x.row.EndState, x.row.Error = StatusClientClosed, EndClientCancelled, "read request body: "+err.Error()
+		// What is left of the body is not read: close the connection
+		// after the answer rather than parse it as a next request.
+		x.w.Header().Set("Connection", "close")
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			msg := fmt.Sprintf("claudeflare: the request body did not arrive within server.body_read_timeout (%s)", x.s.cfg.Server.BodyReadTimeout.Std())
@@ -252,8 +257,12 @@ func (x *exchange) readBody() error {
 		return err
 	}
 	if int64(len(buf)) > limit {
+		x.w.Header().Set("Connection", "close")
 		x.tooLarge(limit)
 		return errors.New("body too large")
+	}
+	if deadline {
+		rc.SetReadDeadline(time.Time{})
 	}
 	x.body = buf
 	return nil
