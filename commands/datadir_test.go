@@ -140,7 +140,7 @@ func TestStateFilesOpenToOthersOrLinked(t *testing.T) {
 	before := dirSums(t, data)
 	_, stderr, code := r.Run("", "accounts", "list")
 	refusal(t, stderr, code,
-		`^claudeflare: `+regexp.QuoteMeta(vaultDB)+` is open to group or others \(mode 0644\)$`,
+		`^claudeflare: (open vault: )?`+regexp.QuoteMeta(vaultDB)+` is open to group or others \(mode 0644\)$`,
 		`^hint: chmod 600 `+regexp.QuoteMeta(vaultDB)+`$`)
 	sameSums(t, before, dirSums(t, data))
 	os.Chmod(vaultDB, 0o600)
@@ -159,6 +159,6 @@ func TestStateFilesOpenToOthersOrLinked(t *testing.T) {
 	chownOrSkip(t, logDB)
 	_, stderr, code = r.Run("", "requests", "list")
 	refusal(t, stderr, code,
-		`^claudeflare: `+regexp.QuoteMeta(logDB)+` is owned by \S+ \(uid 65534\), not by `,
+		`^claudeflare: (open request log: )?`+regexp.QuoteMeta(logDB)+` is owned by \S+ \(uid 65534\), not by `,
 		`^hint: log\.db is owned by \S+; run as that user: sudo -u \S+ claudeflare \.\.\.$`)
 }

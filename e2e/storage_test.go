@@ -27,11 +27,13 @@ log_level = "info"
 flush_interval = "100ms"
 `
 
-// logFS puts the request log on a small tmpfs of its own (data/log.db is
-// a symlink into it; SQLite keeps -wal and -shm next to the real file),
-// so that the log's disk can fill up or turn read-only while the vault's
-// does not. It needs the right to mount (root, or CAP_SYS_ADMIN); ok is
-// false without it.
+// logFS puts the request log on a small tmpfs of its own, so that the
+// log's disk can fill up or turn read-only while the vault's does not:
+// log.db, log.db-wal and log.db-shm are files of the tmpfs, each
+// bind-mounted over its name in the data dir (a symbolic link would be
+// refused: claudeflare does not follow links for its state files). It
+// needs the right to mount (root, or CAP_SYS_ADMIN); ok is false without
+// it.
 func logFS(t *testing.T, w *world, size string) (dir string, ok bool) {
 	t.Helper()
 	dir = filepath.Join(w.dir, "logfs")
@@ -49,20 +51,22 @@ func logFS(t *testing.T, w *world, size string) (dir string, ok bool) {
 	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
 	for _, suffix := range []string{"", "-wal", "-shm"} {
 		src := filepath.Join(w.data, store.LogFile+suffix)
-		if _, err := os.Stat(src); err != nil {
-			continue
-		}
 		b, err := os.ReadFile(src)
-		if err != nil {
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, store.LogFile+suffix), b, 0o600); err != nil {
+		onFS := filepath.Join(dir, store.LogFile+suffix)
+		if err := os.WriteFile(onFS, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		os.Remove(src)
-	}
-	if err := os.Symlink(filepath.Join(dir, store.LogFile), filepath.Join(w.data, store.LogFile)); err != nil {
-		t.Fatal(err)
+		// The name in the data dir becomes the mount point.
+		if err := os.WriteFile(src, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mount(onFS, src, "", syscall.MS_BIND, ""); err != nil {
+			t.Fatalf("bind-mount %s: %v", src, err)
+		}
+		t.Cleanup(func() { syscall.Unmount(src, syscall.MNT_DETACH) })
 	}
 	return dir, true
 }

@@ -142,9 +142,21 @@ func Check(path string) error {
 	return checkInfo(path, fi)
 }
 
-// CheckFiles checks every state file (Names) in dir with CheckIn.
+// Databases are the state files that the store checks when it opens a
+// database (store.Open): a bad request log must not stop the daemon, which
+// serves without one.
+var Databases = map[string]bool{
+	"vault.db": true, "vault.db-wal": true, "vault.db-shm": true,
+	"log.db": true, "log.db-wal": true, "log.db-shm": true,
+}
+
+// CheckFiles checks the state files (Names) in dir with CheckIn, but for
+// the Databases, which are checked as they are opened.
 func CheckFiles(dir string) error {
 	for _, n := range Names {
+		if Databases[n] {
+			continue
+		}
 		if err := CheckIn(dir, n); err != nil {
 			return err
 		}
