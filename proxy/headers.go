@@ -26,10 +26,12 @@ var hopHeaders = []string{
 	"Upgrade",
 }
 
-// credentialHeaders never leave this process in a capture or a log.
+// credentialHeaders never leave this process in a capture or a log: their
+// values are stored as [REDACTED] whatever they hold.
 var credentialHeaders = map[string]bool{
 	"Authorization":       true,
 	"X-Api-Key":           true,
+	"X-Claudeflare-Key":   true,
 	"Proxy-Authorization": true,
 	"Cookie":              true,
 	"Set-Cookie":          true,

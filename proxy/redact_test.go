@@ -221,7 +221,7 @@ func TestRedactionThroughTheProxy(t *testing.T) {
 	body := `{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"` +
 		antKey + " " + clientKey + " " + escAnt + ` hunter\u00342"}]}`
 	rep := h.do(context.Background(), http.MethodPost, "/v1/messages?beta=true", string(gz(t, []byte(body))),
-		http.Header{"Content-Encoding": {"gzip"}, "X-Note": {"Bearer " + bearerTok}})
+		http.Header{"Content-Encoding": {"gzip"}, "X-Note": {"Bearer " + bearerTok}, "X-Claudeflare-Key": {"RAWSECRET-relay-key"}})
 	if rep.err != nil || rep.status == 0 {
 		t.Fatalf("gzip request: %v", rep.err)
 	}
@@ -245,8 +245,8 @@ func TestRedactionThroughTheProxy(t *testing.T) {
 	if !strings.Contains(string(c.Request.Body), `"content":"[REDACTED] [REDACTED] [REDACTED] [REDACTED]"`) {
 		t.Fatalf("stored gzip request body not decoded and redacted: %q", c.Request.Body)
 	}
-	if c.Request.Headers["X-Note"][0] != Redacted {
-		t.Fatalf("header X-Note stored as %q", c.Request.Headers["X-Note"])
+	if c.Request.Headers["X-Note"][0] != Redacted || c.Request.Headers["X-Claudeflare-Key"][0] != Redacted {
+		t.Fatalf("headers stored as %q", c.Request.Headers)
 	}
 	c = openCapture(t, h, echoID)
 	if s := secretsIn(append([]byte(c.Request.Path), c.Response.Body...)); len(s) > 0 || len(c.Response.Body) == 0 {
