@@ -7,6 +7,7 @@ import (
 	"compress/zlib"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -296,6 +297,56 @@ func BenchmarkRedact(b *testing.B) {
 		b.SetBytes(int64(len(body)))
 		for b.Loop() {
 			r.findAll(body, func(int, int) {})
+		}
+	})
+}
+
+// FuzzRedact hides a key in arbitrary JSON text, each of its characters
+// escaped or not as mask says, possibly escaped twice: the redacted text
+// never holds the key once unescaped, and JSON stays JSON.
+func FuzzRedact(f *testing.F) {
+	f.Add("before", "after", uint64(0), false)
+	f.Add("x\\\"\u2028\U0001F600", "\\", uint64(0x5555), true)
+	f.Add("sk-ant-", "ZZZZ", uint64(1<<40-1), false)
+	f.Add("\xff\x00", "\"}", uint64(8), true)
+	r := newRedactor(nil)
+	const key = "sk-ant-api03-FUZZSECRET0123456789"
+	f.Fuzz(func(t *testing.T, before, after string, mask uint64, twice bool) {
+		var esc strings.Builder
+		for i, c := range []byte(key) {
+			if mask>>(i%64)&1 == 1 {
+				fmt.Fprintf(&esc, `\u%04x`, c)
+			} else {
+				esc.WriteByte(c)
+			}
+		}
+		q := func(s string) string { b, _ := json.Marshal(s); return string(b[1 : len(b)-1]) }
+		// The string's content: before, the key, after.
+		content := q(before) + esc.String() + q(after)
+		doc := `{"a":"` + content + `"}`
+		if twice {
+			// JSON text holding that string, as the content of a string.
+			doc = `{"b":"` + q(doc) + `"}`
+		}
+		if !json.Valid([]byte(doc)) {
+			t.Fatalf("bad test document %s", doc)
+		}
+		out := r.bytes([]byte(doc))
+		if !json.Valid(out) {
+			t.Fatalf("redaction broke the JSON:\n in %s\nout %s", doc, out)
+		}
+		var v struct{ A, B string }
+		json.Unmarshal(out, &v)
+		if twice {
+			var in struct{ A string }
+			if err := json.Unmarshal([]byte(v.B), &in); err == nil {
+				v.A = in.A
+			} else {
+				v.A = v.B
+			}
+		}
+		if strings.Contains(v.A, "FUZZSECRET0123456789") || strings.Contains(string(out), "FUZZSECRET0123456789") {
+			t.Fatalf("key kept:\n in %s\nout %s", doc, out)
 		}
 	})
 }
