@@ -166,7 +166,7 @@ func (g *Guard) apiSetPaused(w http.ResponseWriter, r *http.Request, paused bool
 	if paused {
 		action, verb = ActionAccountPaused, "paused"
 	}
-	if err := AuditAt(context.WithoutCancel(ctx), g.vaultDB, now, apiActor(ctx), action,
+	if err := AuditAt(context.WithoutCancel(ctx), g.vaultDB, g.auditKey, now, apiActor(ctx), action,
 		fmt.Sprintf("account %q %s through the admin API", name, verb)); err != nil {
 		g.internalError(w, r, "write audit log", err)
 		return

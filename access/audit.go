@@ -3,7 +3,9 @@ package access
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/claudeflare/claudeflare/oauth"
 	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
 )
 
 // Audit actions.
@@ -29,6 +32,8 @@ const (
 	ActionClientKeyNewAddr  = "client_key.new_address"
 	ActionAuthFailed        = "auth.failed"
 	ActionConfigReloaded    = "config.reloaded"
+	ActionAuditKeyed        = "audit.keyed"
+	ActionAuditRestarted    = "audit.restarted"
 )
 
 // Actors that are not a person or a client key.
@@ -64,14 +69,27 @@ type Entry struct {
 // Time is the entry's time in UTC.
 func (e Entry) Time() time.Time { return store.FromMS(e.TS) }
 
-// canonical is the byte form of a row that its hash covers: a JSON array
+// canonical is the byte form of a row that its MAC covers: a JSON array
 // of id, time, actor, action and detail.
 func (e Entry) canonical() []byte {
 	b, _ := json.Marshal([]any{e.ID, e.TS, e.Actor, e.Action, e.Detail})
 	return b
 }
 
-func chainHash(prev []byte, e Entry) []byte {
+// chainMAC is a row's hash: HMAC-SHA256 with the vault's audit key over
+// the previous row's hash and the row. Nobody without the key can make
+// one, so rows cannot be edited, inserted or re-chained without it.
+func chainMAC(key, prev []byte, e Entry) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write(prev)
+	m.Write(e.canonical())
+	return m.Sum(nil)
+}
+
+// legacyHash is the unkeyed SHA-256 link of a chain made by the first
+// release. Such rows are accepted only before the first keyed row, whose
+// MAC then covers them.
+func legacyHash(prev []byte, e Entry) []byte {
 	h := sha256.New()
 	h.Write(prev)
 	h.Write(e.canonical())
@@ -80,17 +98,32 @@ func chainHash(prev []byte, e Entry) []byte {
 
 var genesis = make([]byte, sha256.Size)
 
+// minKeyLen is the shortest audit key accepted: a key this short was
+// not made by the vault.
+const minKeyLen = 16
+
+func checkKey(key []byte) error {
+	if len(key) < minKeyLen {
+		return errors.New("write audit log: no audit key (open the vault with the master key)")
+	}
+	return nil
+}
+
 // Audit appends an entry to the audit log in vault.db, chained to the one
-// before it. Actor and detail are sanitised (no control characters,
-// nothing that looks like a credential).
-func Audit(ctx context.Context, db *store.DB, actor, action, detail string) error {
-	return AuditAt(ctx, db, time.Now(), actor, action, detail)
+// before it and keyed with key, the vault's audit key
+// (vault.Vault.AuditKey). Actor and detail are sanitised (no control
+// characters, nothing that looks like a credential).
+func Audit(ctx context.Context, db *store.DB, key []byte, actor, action, detail string) error {
+	return AuditAt(ctx, db, key, time.Now(), actor, action, detail)
 }
 
 // AuditAt is Audit with an explicit time.
-func AuditAt(ctx context.Context, db *store.DB, now time.Time, actor, action, detail string) error {
+func AuditAt(ctx context.Context, db *store.DB, key []byte, now time.Time, actor, action, detail string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
 	err := store.Tx(ctx, db, func(tx *sqlx.Tx) error {
-		return appendAudit(ctx, tx, now, actor, action, detail)
+		return appendAudit(ctx, tx, key, now, actor, action, detail)
 	})
 	if err != nil {
 		return fmt.Errorf("write audit log: %w", err)
@@ -100,8 +133,22 @@ func AuditAt(ctx context.Context, db *store.DB, now time.Time, actor, action, de
 
 // appendAudit adds a row inside tx. The previous hash is the head's (the
 // last row written), so that rows deleted from the end stay detectable
-// after later appends.
-func appendAudit(ctx context.Context, tx *sqlx.Tx, now time.Time, actor, action, detail string) error {
+// after later appends; the id comes from SQLite's AUTOINCREMENT, which
+// never reuses the id of a deleted row, so a cut tail followed by an
+// append leaves a gap.
+func appendAudit(ctx context.Context, tx *sqlx.Tx, key []byte, now time.Time, actor, action, detail string) error {
+	return appendRow(ctx, tx, key, now, actor, action, detail, false)
+}
+
+// errNotStarted: a writer found no audit row and no head.
+var errNotStarted = errors.New("the audit log is empty: it was never started or every row and its head were deleted (run claudeflare audit --verify)")
+
+// appendRow is appendAudit; with start, it may write the first row of an
+// empty log.
+func appendRow(ctx context.Context, tx *sqlx.Tx, key []byte, now time.Time, actor, action, detail string, start bool) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
 	prev := genesis
 	var head struct {
 		LastID int64  `db:"last_id"`
@@ -112,12 +159,17 @@ func appendAudit(ctx context.Context, tx *sqlx.Tx, now time.Time, actor, action,
 	case err == nil:
 		prev = head.Hash
 	case store.IsNotFound(err):
-		// No head yet: chain to the last row, if any.
+		// No head: chain to the last row. An empty log is started only
+		// by SealAudit and PrepareAudit, which know whether it may be.
 		var last []byte
 		err := tx.GetContext(ctx, &last, `SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1`)
-		if err == nil {
+		switch {
+		case err == nil:
 			prev = last
-		} else if !store.IsNotFound(err) {
+		case store.IsNotFound(err) && start:
+		case store.IsNotFound(err):
+			return errNotStarted
+		default:
 			return fmt.Errorf("read audit head: %w", err)
 		}
 	default:
@@ -132,7 +184,7 @@ func appendAudit(ctx context.Context, tx *sqlx.Tx, now time.Time, actor, action,
 	if e.ID, err = res.LastInsertId(); err != nil {
 		return fmt.Errorf("insert audit entry: %w", err)
 	}
-	e.Hash = chainHash(prev, e)
+	e.Hash = chainMAC(key, prev, e)
 	if _, err := tx.ExecContext(ctx, `UPDATE audit_log SET hash = ? WHERE id = ?`, e.Hash, e.ID); err != nil {
 		return fmt.Errorf("insert audit entry: %w", err)
 	}
@@ -148,7 +200,7 @@ func appendAudit(ctx context.Context, tx *sqlx.Tx, now time.Time, actor, action,
 func clean(s string) string { return oauth.Sanitize(s) }
 
 // ListAudit calls fn for each entry at or after since, oldest first,
-// reading row by row.
+// reading row by row. It checks nothing: VerifyAudit does.
 func ListAudit(ctx context.Context, db *store.DB, since time.Time, fn func(Entry) error) error {
 	rows, err := db.R.QueryxContext(ctx, `SELECT id, ts, actor, action, detail, prev_hash, hash FROM audit_log
 		WHERE ts >= ? ORDER BY id`, store.ToMS(since))
@@ -178,6 +230,8 @@ var ErrTampered = errors.New("audit log tampered with")
 type ChainError struct {
 	ID     int64 // the row; 0 when the log's head is at fault
 	Reason string
+	// Anchor: the chain verifies, but the expected head is not in it.
+	Anchor bool
 }
 
 func (e *ChainError) Error() string {
@@ -190,41 +244,93 @@ func (e *ChainError) Error() string {
 // Unwrap makes errors.Is(err, ErrTampered) true.
 func (e *ChainError) Unwrap() error { return ErrTampered }
 
-// VerifyAudit checks the whole chain and returns how many rows it holds.
-// An edited row, a deleted or inserted one, or rows cut from the end give
-// a *ChainError naming the first bad row. (A chain of plain hashes cannot
-// stop someone who rewrites every row after an edit and the head; it
-// catches edits made with an SQL shell or a careless script.)
-func VerifyAudit(ctx context.Context, db *store.DB) (int, error) {
+// AuditState is what VerifyAudit found.
+type AuditState struct {
+	// Entries is the number of rows.
+	Entries int
+	// Legacy is how many rows at the start were made by the first release
+	// (plain SHA-256 links). They are covered by the first keyed row's MAC.
+	Legacy int
+	// Keyed is false while no row carries a MAC yet: an empty log, or one
+	// made by the first release that no holder of the master key has
+	// opened since (SealAudit keys it).
+	Keyed bool
+	// LastID and Head are the last row's id and hash: the value to anchor
+	// elsewhere and give back to --expect-head.
+	LastID int64
+	Head   []byte
+	// ExpectedAt is the row whose hash is the expected head, when one was
+	// given.
+	ExpectedAt int64
+	// RestartedAt is the first audit.restarted row: a writer found the log
+	// deleted or replaced and started it again there.
+	RestartedAt int64
+	restart     Entry
+}
+
+// VerifyAudit checks the whole chain with the audit key: every row's MAC
+// over the row and the previous row's hash, ids contiguous from 1, and a
+// head record matching the last row. An edited, inserted or deleted row,
+// a re-chained one, or rows cut from the end without moving the head give
+// a *ChainError naming the first bad row.
+//
+// What it cannot see without help: the newest rows cut off together with
+// the head moved back to the last remaining row (the chain then looks as
+// it did earlier), or the whole log replaced by an older copy. For those,
+// anchor the head elsewhere (audit --head) and pass it as expect: it must
+// be the hash of a row of the chain (the head when anchored, or any row
+// written since then follows it), else verification fails.
+func VerifyAudit(ctx context.Context, db *store.DB, key []byte, expect []byte) (AuditState, error) {
+	var st AuditState
+	if err := checkKey(key); err != nil {
+		return st, errors.New("verify audit log: no audit key (open the vault with the master key)")
+	}
 	rows, err := db.R.QueryxContext(ctx, `SELECT id, ts, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY id`)
 	if err != nil {
-		return 0, fmt.Errorf("read audit log: %w", err)
+		return st, fmt.Errorf("read audit log: %w", err)
 	}
 	defer rows.Close()
 	prev := genesis
-	var n int
 	var last Entry
 	for rows.Next() {
 		var e Entry
 		if err := rows.StructScan(&e); err != nil {
-			return n, fmt.Errorf("read audit log: %w", err)
+			return st, fmt.Errorf("read audit log: %w", err)
+		}
+		switch {
+		case st.Entries == 0 && e.ID != 1:
+			return st, &ChainError{ID: e.ID, Reason: fmt.Sprintf("the log starts at row %d: %s deleted", e.ID, span(1, e.ID-1))}
+		case st.Entries > 0 && e.ID != last.ID+1:
+			return st, &ChainError{ID: e.ID, Reason: fmt.Sprintf("does not follow row %d: %s deleted", last.ID, span(last.ID+1, e.ID-1))}
 		}
 		if !bytes.Equal(e.PrevHash, prev) {
-			if n == 0 {
-				return n, &ChainError{ID: e.ID, Reason: "the first row does not start the chain: rows before it were deleted"}
+			if st.Entries == 0 {
+				return st, &ChainError{ID: e.ID, Reason: "the first row does not start the chain: rows before it were deleted or it was edited"}
 			}
-			return n, &ChainError{ID: e.ID, Reason: fmt.Sprintf("does not follow row %d: a row between them was deleted or row %d was changed", last.ID, last.ID)}
+			return st, &ChainError{ID: e.ID, Reason: fmt.Sprintf("does not follow row %d: a row between them was deleted or row %d was changed", last.ID, last.ID)}
 		}
-		if !bytes.Equal(chainHash(prev, e), e.Hash) {
-			return n, &ChainError{ID: e.ID, Reason: "its content does not match its hash: the row was edited"}
+		switch {
+		case hmac.Equal(chainMAC(key, prev, e), e.Hash):
+			st.Keyed = true
+		case !st.Keyed && bytes.Equal(legacyHash(prev, e), e.Hash):
+			st.Legacy++
+		default:
+			return st, &ChainError{ID: e.ID, Reason: "its MAC does not match its content: the row was edited, or re-chained without the audit key"}
+		}
+		if st.Keyed && e.Action == ActionAuditRestarted && st.RestartedAt == 0 {
+			st.RestartedAt, st.restart = e.ID, e
+		}
+		if expect != nil && hmac.Equal(e.Hash, expect) {
+			st.ExpectedAt = e.ID
 		}
 		prev, last = e.Hash, e
-		n++
+		st.Entries++
 	}
 	if err := rows.Err(); err != nil {
-		return n, fmt.Errorf("read audit log: %w", err)
+		return st, fmt.Errorf("read audit log: %w", err)
 	}
 	rows.Close()
+	st.LastID, st.Head = last.ID, last.Hash
 
 	var head struct {
 		LastID int64  `db:"last_id"`
@@ -233,21 +339,161 @@ func VerifyAudit(ctx context.Context, db *store.DB) (int, error) {
 	err = db.R.GetContext(ctx, &head, `SELECT last_id, hash FROM audit_head WHERE id = 1`)
 	switch {
 	case store.IsNotFound(err):
-		if n > 0 {
-			return n, &ChainError{Reason: "the head record is missing"}
+		if st.Entries > 0 {
+			return st, &ChainError{Reason: "the head record is missing"}
 		}
-		return 0, nil
 	case err != nil:
-		return n, fmt.Errorf("read audit head: %w", err)
-	}
-	if n == 0 {
-		return 0, &ChainError{Reason: fmt.Sprintf("every row was deleted (the head names row %d)", head.LastID)}
-	}
-	if head.LastID != last.ID || !bytes.Equal(head.Hash, last.Hash) {
+		return st, fmt.Errorf("read audit head: %w", err)
+	case st.Entries == 0:
+		return st, &ChainError{Reason: fmt.Sprintf("every row was deleted (the head names row %d)", head.LastID)}
+	case head.LastID != last.ID || !bytes.Equal(head.Hash, last.Hash):
 		if head.LastID > last.ID {
-			return n, &ChainError{ID: head.LastID, Reason: fmt.Sprintf("rows after row %d were deleted", last.ID)}
+			return st, &ChainError{ID: head.LastID, Reason: fmt.Sprintf("rows after row %d were deleted (the head names row %d)", last.ID, head.LastID)}
 		}
-		return n, &ChainError{ID: last.ID, Reason: "the last row does not match the head record"}
+		return st, &ChainError{ID: last.ID, Reason: "the last row does not match the head record"}
 	}
-	return n, nil
+	if st.RestartedAt != 0 {
+		r := st.restart
+		return st, &ChainError{ID: r.ID, Reason: fmt.Sprintf("the log had been deleted or replaced by rows without a MAC before this row; %s found it at %s and restarted the chain here",
+			r.Actor, r.Time().Format(time.RFC3339))}
+	}
+	if expect != nil && st.ExpectedAt == 0 {
+		return st, &ChainError{Anchor: true, Reason: fmt.Sprintf("the expected head %s is not a row of the chain: rows were cut from the end, or the log was replaced",
+			shortHash(expect))}
+	}
+	return st, nil
+}
+
+// AuditPrep is what PrepareAudit found and did.
+type AuditPrep struct {
+	// Key is the vault's audit key, for Audit, CreateKey, the guard...
+	Key []byte
+	// State is the chain after PrepareAudit.
+	State AuditState
+	// Sealed: this open keyed a log made by an earlier release (State.Legacy
+	// rows), or started an empty one (State.Legacy == 0).
+	Sealed bool
+	// Restarted: the log had been deleted (or replaced by rows without a
+	// MAC) although the vault has had an audit key, and a writer started
+	// it again with an audit.restarted row, which --verify reports from
+	// then on.
+	Restarted bool
+	// Problem is the chain's first failure (a *ChainError), nil when it
+	// verifies. Writers go on appending to the head; --verify reports it.
+	Problem error
+}
+
+// PrepareAudit gets v's audit key and brings the chain to a state that can
+// be extended: a log made by an earlier release (plain hashes) is verified
+// and keyed, an empty one started, each with an audit.keyed row; that
+// happens only while the vault has no audit key yet (the vault's
+// authenticated metadata records that a keyed chain exists once it has
+// one). A vault with an audit key whose log is empty or has no keyed row
+// was tampered with: Problem says so and, with write, an audit.restarted
+// row starts the chain again, so that the deletion stays on record.
+func PrepareAudit(ctx context.Context, v *vault.Vault, now time.Time, actor string, write bool) (AuditPrep, error) {
+	var p AuditPrep
+	db := v.DB()
+	var had bool
+	err := db.W.GetContext(ctx, &had, `SELECT audit_key IS NOT NULL OR audit_key_next IS NOT NULL FROM master WHERE id = 1`)
+	if err != nil {
+		return p, fmt.Errorf("read audit key record: %w", err)
+	}
+	// AuditKey checks the master record's MAC, which covers the key's
+	// wrap: had is true only if the key was really there.
+	if p.Key, err = v.AuditKey(ctx); err != nil {
+		return p, fmt.Errorf("audit key: %w", err)
+	}
+	p.State, err = VerifyAudit(ctx, db, p.Key, nil)
+	var ce *ChainError
+	switch {
+	case errors.As(err, &ce):
+		p.Problem = err
+		return p, nil
+	case err != nil:
+		return p, err
+	case p.State.Keyed:
+		return p, nil
+	case !had:
+		p.State, p.Sealed, err = seal(ctx, db, p.Key, now, actor, p.State)
+		var ce *ChainError
+		if errors.As(err, &ce) {
+			p.Problem, err = err, nil
+		}
+		return p, err
+	}
+	what := "every row and the head were deleted"
+	if p.State.Entries > 0 {
+		what = fmt.Sprintf("its %d %s carry no MAC: the log was replaced", p.State.Entries, plural(p.State.Entries, "row", "rows"))
+	}
+	p.Problem = &ChainError{Reason: "the vault has had an audit key, but " + what}
+	if !write {
+		return p, nil
+	}
+	err = store.Tx(ctx, db, func(tx *sqlx.Tx) error {
+		return appendRow(ctx, tx, p.Key, now, actor, ActionAuditRestarted, "audit chain restarted: "+what, true)
+	})
+	if err != nil {
+		return p, fmt.Errorf("restart audit log: %w", err)
+	}
+	p.Restarted = true
+	p.State, err = VerifyAudit(ctx, db, p.Key, nil)
+	if errors.As(err, &ce) {
+		err = nil
+	}
+	return p, err
+}
+
+// seal keys a chain that has no keyed row yet (st, as VerifyAudit found
+// it), so that from now on nobody without the audit key can extend or
+// rewrite it: it appends an audit.keyed row whose MAC covers every row
+// before it, and returns the state after it, with sealed true.
+func seal(ctx context.Context, db *store.DB, key []byte, now time.Time, actor string, st AuditState) (AuditState, bool, error) {
+	detail := "audit chain started, keyed with the vault's audit key"
+	if st.Entries > 0 {
+		detail = fmt.Sprintf("audit chain keyed: %d earlier %s made by an earlier release verified as a plain hash chain and covered from here on",
+			st.Entries, plural(st.Entries, "entry", "entries"))
+	}
+	// Under the write lock: check again that nobody keyed it meanwhile.
+	err := store.Tx(ctx, db, func(tx *sqlx.Tx) error {
+		var head []byte
+		err := tx.GetContext(ctx, &head, `SELECT hash FROM audit_head WHERE id = 1`)
+		if err != nil && !store.IsNotFound(err) {
+			return fmt.Errorf("read audit head: %w", err)
+		}
+		if !bytes.Equal(head, st.Head) {
+			return errSealRace
+		}
+		return appendRow(ctx, tx, key, now, actor, ActionAuditKeyed, detail, true)
+	})
+	sealed := err == nil
+	if err != nil && !errors.Is(err, errSealRace) {
+		return st, false, fmt.Errorf("key audit log: %w", err)
+	}
+	st, err = VerifyAudit(ctx, db, key, nil)
+	return st, sealed && err == nil, err
+}
+
+var errSealRace = errors.New("audit log changed while keying it")
+
+func span(from, to int64) string {
+	if from == to {
+		return fmt.Sprintf("row %d was", from)
+	}
+	return fmt.Sprintf("rows %d to %d were", from, to)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func shortHash(h []byte) string {
+	s := hex.EncodeToString(h)
+	if len(s) > 16 {
+		return s[:16] + "..."
+	}
+	return s
 }

@@ -30,6 +30,7 @@ type daemonStack struct {
 	api   *fakeapi.Server
 	cfg   *config.Config
 	v     *vault.Vault
+	akey  []byte // the vault's audit key
 	vdb   *store.DB
 	ldb   *store.DB
 	g     *access.Guard
@@ -77,7 +78,8 @@ func newDaemonStack(t *testing.T, mod func(*config.Config)) *daemonStack {
 		t.Fatal(err)
 	}
 
-	if d.g, err = access.New(ctx, access.Options{Config: d.cfg, VaultDB: d.vdb, LogDB: d.ldb, Logger: logger, Now: d.clk.Now, PollInterval: 20 * time.Millisecond}); err != nil {
+	d.akey = auditKey(t, d.v)
+	if d.g, err = access.New(ctx, access.Options{Config: d.cfg, VaultDB: d.vdb, AuditKey: d.akey, LogDB: d.ldb, Logger: logger, Now: d.clk.Now, PollInterval: 20 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	tr, err := access.UpstreamTransport(d.cfg)
@@ -205,12 +207,12 @@ func TestDaemonAccessFlow(t *testing.T) {
 		t.Fatalf("not an upstream answer: %s", r.body)
 	}
 
-	apiKey, _, err := access.CreateKey(ctx, d.vdb, "claude-code", access.RoleAPI, "cli:test", time.Now())
+	apiKey, _, err := access.CreateKey(ctx, d.vdb, d.akey, "claude-code", access.RoleAPI, "cli:test", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	viewer, _, _ := access.CreateKey(ctx, d.vdb, "dash", access.RoleViewer, "cli:test", time.Now())
-	admin, _, _ := access.CreateKey(ctx, d.vdb, "ops", access.RoleAdmin, "cli:test", time.Now())
+	viewer, _, _ := access.CreateKey(ctx, d.vdb, d.akey, "dash", access.RoleViewer, "cli:test", time.Now())
+	admin, _, _ := access.CreateKey(ctx, d.vdb, d.akey, "ops", access.RoleAdmin, "cli:test", time.Now())
 	wrong := "cf_" + strings.Repeat("Q", 43)
 	d.extra = append(d.extra, apiKey, viewer, admin, wrong)
 	// The daemon picks the keys up by itself within its poll. A poll may
@@ -310,7 +312,7 @@ func TestDaemonAccessFlow(t *testing.T) {
 	})
 
 	// Revoked: refused within the poll.
-	if _, err := access.RevokeKey(ctx, d.vdb, "claude-code", "cli:test", time.Now()); err != nil {
+	if _, err := access.RevokeKey(ctx, d.vdb, d.akey, "claude-code", "cli:test", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the revoked key to be refused", func() bool { return d.message(false, "x-api-key", apiKey).status == 401 })
@@ -334,7 +336,7 @@ func TestDaemonAccessFlow(t *testing.T) {
 			t.Errorf("no %s in the audit log: %v", a, actions)
 		}
 	}
-	if _, err := access.VerifyAudit(ctx, db); err != nil {
+	if _, err := access.VerifyAudit(ctx, db, d.akey, nil); err != nil {
 		t.Fatal(err)
 	}
 

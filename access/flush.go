@@ -165,13 +165,13 @@ func (g *Guard) flush(ctx context.Context, all bool) error {
 				if !isNew {
 					continue
 				}
-				if err := appendAudit(ctx, tx, now, KeyActor(a.st.name), ActionClientKeyNewAddr,
+				if err := appendAudit(ctx, tx, g.auditKey, now, KeyActor(a.st.name), ActionClientKeyNewAddr,
 					fmt.Sprintf("client key %q used from a new address %s", a.st.name, a.addr)); err != nil {
 					return err
 				}
 			}
 			for _, w := range fails {
-				if err := appendAudit(ctx, tx, now, AddrActor(w.addr), ActionAuthFailed, w.detail()); err != nil {
+				if err := appendAudit(ctx, tx, g.auditKey, now, AddrActor(w.addr), ActionAuthFailed, w.detail()); err != nil {
 					return err
 				}
 			}
@@ -219,7 +219,7 @@ func (g *Guard) watchAccounts(ctx context.Context) error {
 		if a.StatusReason != "" {
 			detail += ": " + a.StatusReason
 		}
-		if err := AuditAt(ctx, g.vaultDB, g.now(), ActorDaemon, ActionAccountNeedsLogin, detail); err != nil {
+		if err := AuditAt(ctx, g.vaultDB, g.auditKey, g.now(), ActorDaemon, ActionAccountNeedsLogin, detail); err != nil {
 			g.statuses[a.Name] = prev[a.Name] // try again next time
 			return err
 		}

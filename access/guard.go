@@ -34,8 +34,11 @@ const maxSeenAddrs = 4096
 type Options struct {
 	Config  *config.Config
 	VaultDB *store.DB // client keys, accounts, the audit log
-	LogDB   *store.DB // the request log, for /api/stats and /api/requests; nil answers 503 there
-	Logger  *slog.Logger
+	// AuditKey keys the audit rows the guard writes: PrepareAudit's Key
+	// (the vault's audit key), so the daemon needs the master key.
+	AuditKey []byte
+	LogDB    *store.DB // the request log, for /api/stats and /api/requests; nil answers 503 there
+	Logger   *slog.Logger
 	// Now is the clock (nil = time.Now); the per-client limits follow it.
 	Now func() time.Time
 	// PollInterval is how often keys are re-read (0 = DefaultPollInterval).
@@ -49,7 +52,9 @@ type Guard struct {
 	now     func() time.Time
 	vaultDB *store.DB
 	logDB   *store.DB
-	poll    time.Duration
+	// auditKey keys the audit rows the guard writes.
+	auditKey []byte
+	poll     time.Duration
 
 	policy atomic.Pointer[policy]
 	keys   atomic.Pointer[keySet]
@@ -108,14 +113,18 @@ func New(ctx context.Context, opts Options) (*Guard, error) {
 	if opts.Config == nil || opts.VaultDB == nil {
 		return nil, errors.New("create access guard: config and vault database are required")
 	}
+	if err := checkKey(opts.AuditKey); err != nil {
+		return nil, fmt.Errorf("create access guard: %w", err)
+	}
 	g := &Guard{
-		log:     opts.Logger,
-		now:     opts.Now,
-		vaultDB: opts.VaultDB,
-		logDB:   opts.LogDB,
-		poll:    opts.PollInterval,
-		limits:  newLimiter(),
-		states:  map[int64]*keyState{},
+		log:      opts.Logger,
+		now:      opts.Now,
+		vaultDB:  opts.VaultDB,
+		auditKey: opts.AuditKey,
+		logDB:    opts.LogDB,
+		poll:     opts.PollInterval,
+		limits:   newLimiter(),
+		states:   map[int64]*keyState{},
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
@@ -164,7 +173,7 @@ func (g *Guard) ConfigReloaded(ctx context.Context, cfg *config.Config) error {
 	if cfg.File != "" {
 		detail += " from " + cfg.File
 	}
-	return AuditAt(ctx, g.vaultDB, g.now(), ActorDaemon, ActionConfigReloaded, detail)
+	return AuditAt(ctx, g.vaultDB, g.auditKey, g.now(), ActorDaemon, ActionConfigReloaded, detail)
 }
 
 // Reload re-reads the client keys if the table changed since the last

@@ -34,6 +34,7 @@ type harness struct {
 	vdb  *store.DB
 	ldb  *store.DB
 	v    *vault.Vault
+	akey []byte // the vault's audit key
 	clk  *clock
 	g    *access.Guard
 	srv  *httptest.Server
@@ -56,7 +57,7 @@ func newHarness(t *testing.T, mod func(*config.Config)) *harness {
 	h.openDBs()
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	g, err := access.New(context.Background(), access.Options{
-		Config: h.cfg, VaultDB: h.vdb, LogDB: h.ldb, Logger: logger, Now: h.clk.Now, PollInterval: 20 * time.Millisecond,
+		Config: h.cfg, VaultDB: h.vdb, AuditKey: h.akey, LogDB: h.ldb, Logger: logger, Now: h.clk.Now, PollInterval: 20 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -95,13 +96,14 @@ func (h *harness) openDBs() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.akey = auditKey(t, h.v)
 	t.Cleanup(func() { h.vdb.Close(); h.ldb.Close() })
 }
 
 // key creates a client key and makes the guard see it.
 func (h *harness) key(name string, role access.Role) string {
 	h.t.Helper()
-	k, _, err := access.CreateKey(context.Background(), h.vdb, name, role, "test", h.clk.Now())
+	k, _, err := access.CreateKey(context.Background(), h.vdb, h.akey, name, role, "test", h.clk.Now())
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -97,7 +97,7 @@ func ValidateKeyName(name string) error {
 // CreateKey makes a new client key with the given name and role, stores
 // its hash and records it in the audit log, in one transaction. The key
 // is returned once and never stored.
-func CreateKey(ctx context.Context, db *store.DB, name string, role Role, actor string, now time.Time) (string, KeyInfo, error) {
+func CreateKey(ctx context.Context, db *store.DB, auditKey []byte, name string, role Role, actor string, now time.Time) (string, KeyInfo, error) {
 	if err := ValidateKeyName(name); err != nil {
 		return "", KeyInfo{}, err
 	}
@@ -116,7 +116,7 @@ func CreateKey(ctx context.Context, db *store.DB, name string, role Role, actor 
 		}); err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, now, actor, ActionClientKeyCreated,
+		return appendAudit(ctx, tx, auditKey, now, actor, ActionClientKeyCreated,
 			fmt.Sprintf("client key %q (%s...) created with role %s", name, info.Prefix, role))
 	})
 	if err != nil {
@@ -128,14 +128,14 @@ func CreateKey(ctx context.Context, db *store.DB, name string, role Role, actor 
 // RevokeKey revokes the live client key with the given name and records
 // it in the audit log; a running daemon refuses the key within its poll
 // interval. An unknown name gives store.ErrNoClientKey.
-func RevokeKey(ctx context.Context, db *store.DB, name, actor string, now time.Time) (KeyInfo, error) {
+func RevokeKey(ctx context.Context, db *store.DB, auditKey []byte, name, actor string, now time.Time) (KeyInfo, error) {
 	var k store.ClientKey
 	err := store.Tx(ctx, db, func(tx *sqlx.Tx) error {
 		var err error
 		if k, err = store.RevokeClientKey(ctx, tx, name, now); err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, now, actor, ActionClientKeyRevoked,
+		return appendAudit(ctx, tx, auditKey, now, actor, ActionClientKeyRevoked,
 			fmt.Sprintf("client key %q (%s...) revoked", name, k.Prefix))
 	})
 	if err != nil {

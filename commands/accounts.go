@@ -149,6 +149,10 @@ func accountsAdd(c *cli.Context) error {
 	}
 	defer v.DB().Close()
 	ctx := c.Context
+	auditKey, err := e.openAudit(ctx, v)
+	if err != nil {
+		return err
+	}
 	// Refuse a taken name before any token is spent.
 	if _, err := store.GetAccount(ctx, v.DB(), a.name); err == nil {
 		return fmt.Errorf("%w: %q", store.ErrAccountExists, a.name)
@@ -180,7 +184,7 @@ func accountsAdd(c *cli.Context) error {
 			return err
 		}
 	}
-	if err := auditAccount(ctx, v.DB(), "added", a.name); err != nil {
+	if err := auditAccount(ctx, v.DB(), auditKey, "added", a.name); err != nil {
 		return err
 	}
 	e.log.Info("account added", "account", a.name)
@@ -330,25 +334,22 @@ func pct(u *float64) string {
 	return strconv.Itoa(int(*u*100+0.5)) + "%"
 }
 
-// namedAccount is the NAME argument, the env and the vault database (no
-// key: these commands touch no secret) for remove, pause and resume.
-func namedAccount(c *cli.Context) (e *env, name string, vdb *store.DB, err error) {
+// namedAccount is the NAME argument, the env, the vault database and the
+// audit key for remove, pause and resume. They touch no secret, but the
+// audit rows they write need the master key.
+func namedAccount(c *cli.Context) (e *env, name string, vdb *store.DB, auditKey []byte, err error) {
 	if name, err = oneName(c); err != nil {
-		return nil, "", nil, err
+		return nil, "", nil, nil, err
 	}
 	e = getEnv(c)
-	cfg, err := e.config(nil)
-	if err != nil {
-		return nil, "", nil, err
+	if vdb, auditKey, err = e.openAuditedKeysDB(c.Context); err != nil {
+		return nil, "", nil, nil, err
 	}
-	if vdb, err = openVaultDB(cfg); err != nil {
-		return nil, "", nil, err
-	}
-	return e, name, vdb, nil
+	return e, name, vdb, auditKey, nil
 }
 
 func accountsRemove(c *cli.Context) error {
-	e, name, vdb, err := namedAccount(c)
+	e, name, vdb, auditKey, err := namedAccount(c)
 	if err != nil {
 		return err
 	}
@@ -366,7 +367,7 @@ func accountsRemove(c *cli.Context) error {
 	if err := store.DeleteAccount(c.Context, vdb, name); err != nil {
 		return err
 	}
-	if err := auditAccount(c.Context, vdb, "removed", name); err != nil {
+	if err := auditAccount(c.Context, vdb, auditKey, "removed", name); err != nil {
 		return err
 	}
 	e.log.Info("account removed", "account", name)
@@ -374,7 +375,7 @@ func accountsRemove(c *cli.Context) error {
 }
 
 func accountsSetPaused(c *cli.Context, paused bool) error {
-	e, name, vdb, err := namedAccount(c)
+	e, name, vdb, auditKey, err := namedAccount(c)
 	if err != nil {
 		return err
 	}
@@ -383,7 +384,7 @@ func accountsSetPaused(c *cli.Context, paused bool) error {
 		return err
 	}
 	verb := map[bool]string{true: "paused", false: "resumed"}[paused]
-	if err := auditAccount(c.Context, vdb, verb, name); err != nil {
+	if err := auditAccount(c.Context, vdb, auditKey, verb, name); err != nil {
 		return err
 	}
 	e.log.Info("account "+verb, "account", name)

@@ -66,8 +66,9 @@ func keyName(c *cli.Context) (string, error) {
 	return name, nil
 }
 
-// openKeysDB opens vault.db for the client keys and the audit log: no
-// master key is needed, since neither is encrypted.
+// openKeysDB opens vault.db to read the client keys and the audit log: no
+// master key is needed, since neither is encrypted (writing audit rows
+// needs it: openAuditedKeysDB).
 func (e *env) openKeysDB() (*store.DB, error) {
 	cfg, err := e.config(nil)
 	if err != nil {
@@ -83,6 +84,25 @@ func (e *env) openKeysDB() (*store.DB, error) {
 	return db, nil
 }
 
+// openAuditedKeysDB opens the vault with the master key, for create and
+// revoke: they write audit rows, which need the vault's audit key.
+func (e *env) openAuditedKeysDB(ctx context.Context) (*store.DB, []byte, error) {
+	cfg, err := e.config(nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := e.openVault(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := e.openAudit(ctx, v)
+	if err != nil {
+		v.DB().Close()
+		return nil, nil, err
+	}
+	return v.DB(), key, nil
+}
+
 func apikeyCreate(c *cli.Context) error {
 	name, err := keyName(c)
 	if err != nil {
@@ -93,12 +113,12 @@ func apikeyCreate(c *cli.Context) error {
 		return usagef("--role: %v", err)
 	}
 	e := getEnv(c)
-	db, err := e.openKeysDB()
+	db, auditKey, err := e.openAuditedKeysDB(c.Context)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	key, info, err := access.CreateKey(c.Context, db, name, role, access.CLIActor(), time.Now())
+	key, info, err := access.CreateKey(c.Context, db, auditKey, name, role, access.CLIActor(), time.Now())
 	if errors.Is(err, store.ErrClientKeyExists) {
 		return withHint(err, "choose another name, or revoke the old key first with `claudeflare apikey revoke "+name+"`")
 	}
@@ -169,12 +189,12 @@ func apikeyRevoke(c *cli.Context) error {
 		return err
 	}
 	e := getEnv(c)
-	db, err := e.openKeysDB()
+	db, auditKey, err := e.openAuditedKeysDB(c.Context)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if _, err := access.RevokeKey(c.Context, db, name, access.CLIActor(), time.Now()); err != nil {
+	if _, err := access.RevokeKey(c.Context, db, auditKey, name, access.CLIActor(), time.Now()); err != nil {
 		if errors.Is(err, store.ErrNoClientKey) {
 			return withHint(err, "see `claudeflare apikey list`")
 		}

@@ -144,7 +144,8 @@ func TestAuditCommand(t *testing.T) {
 	}
 	js := c.MustRun("", "audit", "--json", "--since", "1h")
 	rows := strings.Split(strings.TrimSpace(js), "\n")
-	if len(rows) != 3 {
+	// Row 1 started the keyed chain (the first command with the master key).
+	if len(rows) != 4 || !strings.Contains(rows[0], `"action":"audit.keyed"`) {
 		t.Fatalf("audit --json: %q", js)
 	}
 	var row struct {
@@ -155,7 +156,7 @@ func TestAuditCommand(t *testing.T) {
 		Detail string `json:"detail"`
 		Hash   string `json:"hash"`
 	}
-	if err := json.Unmarshal([]byte(rows[2]), &row); err != nil || row.ID != 3 || row.Action != "client_key.revoked" || len(row.Hash) != 64 || !strings.HasSuffix(row.Time, "Z") {
+	if err := json.Unmarshal([]byte(rows[3]), &row); err != nil || row.ID != 4 || row.Action != "client_key.revoked" || len(row.Hash) != 64 || !strings.HasSuffix(row.Time, "Z") {
 		t.Fatalf("row: %+v %v", row, err)
 	}
 	if out := c.MustRun("", "audit", "--since", "0s"); strings.Contains(out, "client_key") {
@@ -165,16 +166,16 @@ func TestAuditCommand(t *testing.T) {
 		t.Fatalf("bad --since: exit %d %s", code, errs)
 	}
 
-	if out := c.MustRun("", "audit", "--verify"); out != "audit log verified: 3 entries\n" {
+	if out := c.MustRun("", "audit", "--verify"); !regexp.MustCompile(`^audit log verified: 4 entries, head [0-9a-f]{64} \(row 4\)\n$`).MatchString(out) {
 		t.Fatalf("verify: %q", out)
 	}
-	if out := c.MustRun("", "audit", "--verify", "--json"); out != `{"verified":true,"entries":3}`+"\n" {
+	if out := c.MustRun("", "audit", "--verify", "--json"); !regexp.MustCompile(`^\{"verified":true,"entries":4,"last_id":4,"head":"[0-9a-f]{64}","legacy_entries":0\}\n$`).MatchString(out) {
 		t.Fatalf("verify --json: %q", out)
 	}
 
-	// Someone edits row 2 with an SQL shell.
+	// Someone edits row 3 with an SQL shell.
 	vaultDB := filepath.Join(c.dir, "data", "vault.db")
-	edit := `UPDATE audit_log SET detail = 'client key "b" created with role api' WHERE id = 2`
+	edit := `UPDATE audit_log SET detail = 'client key "b" created with role api' WHERE id = 3`
 	if bin, err := exec.LookPath("sqlite3"); err == nil {
 		if out, err := exec.Command(bin, vaultDB, edit).CombinedOutput(); err != nil {
 			t.Fatalf("sqlite3: %v %s", err, out)
@@ -190,7 +191,7 @@ func TestAuditCommand(t *testing.T) {
 		db.Close()
 	}
 	out, errs, code := c.Run("", "audit", "--verify")
-	if code != 1 || out != "" || !strings.Contains(errs, "claudeflare: audit log tampered with at row 2: its content does not match its hash") ||
+	if code != 1 || out != "" || !strings.Contains(errs, "claudeflare: audit log tampered with at row 3: its MAC does not match its content") ||
 		!strings.Contains(errs, "hint: ") {
 		t.Fatalf("verify after an edit: exit %d, stdout %q, stderr %s", code, out, errs)
 	}

@@ -128,7 +128,13 @@ func runDaemon(c *cli.Context) error {
 		}
 	}
 
-	guard, err := access.New(ctx, access.Options{Config: cfg, VaultDB: v.DB(), LogDB: logDB, Logger: e.log})
+	// The guard writes audit rows: it needs the audit key (and a log made
+	// by an earlier release is keyed now).
+	auditKey, err := e.openAudit(ctx, v)
+	if err != nil {
+		return err
+	}
+	guard, err := access.New(ctx, access.Options{Config: cfg, VaultDB: v.DB(), AuditKey: auditKey, LogDB: logDB, Logger: e.log})
 	if err != nil {
 		return err
 	}

@@ -134,6 +134,12 @@ func keyRotate(c *cli.Context) error {
 		return err
 	}
 	defer v.DB().Close()
+	// Before the rotation, which carries the audit key over: a log made
+	// by an earlier release is keyed first.
+	auditKey, err := e.openAudit(c.Context, v)
+	if err != nil {
+		return err
+	}
 	info, err := vault.ReadMaster(c.Context, v.DB())
 	if err != nil {
 		return err
@@ -211,7 +217,7 @@ func keyRotate(c *cli.Context) error {
 	if res.StillRetired > 0 {
 		note("warning: %d account secrets are still encrypted with an older data key: a running daemon cannot open the new one; restart it with the current master key, then run key rotate --data-only", res.StillRetired)
 	}
-	return access.Audit(context.WithoutCancel(c.Context), v.DB(), access.CLIActor(), access.ActionKeyRotated, rotateDetail(opts, res))
+	return access.Audit(context.WithoutCancel(c.Context), v.DB(), auditKey, access.CLIActor(), access.ActionKeyRotated, rotateDetail(opts, res))
 }
 
 // rotateDetail describes a rotation for the audit log: kinds and counts,
