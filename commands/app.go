@@ -97,6 +97,7 @@ type env struct {
 	cfg            *config.Config
 	log            *slog.Logger
 	level          *slog.LevelVar // the logger's level, changed by a reload
+	secrets        *masterSecrets // the master key variables, read once (open.go)
 }
 
 // config loads the configuration once; extra are command flags that are

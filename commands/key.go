@@ -34,6 +34,13 @@ post-quantum identity (default: the same kind as now). --add-recipient age1...
 break-glass key; give it again on the next rotation to keep it. age refuses to
 mix post-quantum and classic recipients, and a passphrase with any other.
 
+Backups are encrypted to the master key of their day: once it is replaced,
+backups made before can only be restored with the previous key. --keep-old FILE
+writes the previous identity to FILE (created 0600; it must not exist) before
+anything changes; without it, key rotate warns that older backups need the old
+key. A new passphrase needs at least 12 characters of two kinds (letters,
+digits, spaces or punctuation).
+
 A key in CLAUDEFLARE_ENCRYPTION_KEY or a systemd credential cannot be replaced
 in place, and a new key is never printed: give --to-identity FILE or
 --to-passphrase, then update the environment or LoadCredential=.
@@ -68,6 +75,7 @@ func keyCommand() *cli.Command {
 					&cli.StringFlag{Name: "to-identity", Usage: "write the new master identity to `FILE` (created 0600; must not exist)"},
 					&cli.StringSliceFlag{Name: "add-recipient", Usage: "also wrap the data keys to age `RECIPIENT` (age1...); repeatable"},
 					&cli.BoolFlag{Name: "pq", Usage: "make the new identity hybrid post-quantum (default: same kind as the current one)"},
+					&cli.StringFlag{Name: "keep-old", Usage: "also write the previous master identity to `FILE` (created 0600; must not exist): backups made before the rotation need it"},
 				},
 				Action: keyRotate,
 			},
@@ -83,7 +91,7 @@ func keyCommand() *cli.Command {
 // rotateArgs are the parsed flags of `key rotate`.
 type rotateArgs struct {
 	yes, data, dataOnly, toPassphrase bool
-	toIdentity                        string
+	toIdentity, keepOld               string
 	addRecipients                     []string
 	pq                                *bool
 }
@@ -92,7 +100,7 @@ func parseRotateArgs(c *cli.Context) (rotateArgs, error) {
 	a := rotateArgs{
 		yes: c.Bool("yes"), data: c.Bool("data"), dataOnly: c.Bool("data-only"),
 		toPassphrase: c.Bool("to-passphrase"), toIdentity: c.String("to-identity"),
-		addRecipients: c.StringSlice("add-recipient"),
+		addRecipients: c.StringSlice("add-recipient"), keepOld: c.String("keep-old"),
 	}
 	if c.IsSet("pq") {
 		pq := c.Bool("pq")
@@ -103,6 +111,10 @@ func parseRotateArgs(c *cli.Context) (rotateArgs, error) {
 		return a, usagef("key rotate takes no arguments")
 	case c.IsSet("to-identity") && a.toIdentity == "":
 		return a, usagef("--to-identity needs a file name")
+	case c.IsSet("keep-old") && a.keepOld == "":
+		return a, usagef("--keep-old needs a file name")
+	case a.dataOnly && a.keepOld != "":
+		return a, usagef("--keep-old keeps the master key being replaced: --data-only replaces none")
 	case a.toPassphrase && a.toIdentity != "":
 		return a, usagef("--to-passphrase and --to-identity cannot be combined: choose one new master key")
 	case a.dataOnly && (a.toPassphrase || a.toIdentity != "" || len(a.addRecipients) > 0 || a.pq != nil):
@@ -150,6 +162,7 @@ func keyRotate(c *cli.Context) error {
 		IdentityFile:  a.toIdentity,
 		AddRecipients: a.addRecipients,
 		PQ:            v.PostQuantum(),
+		KeepOld:       a.keepOld,
 	}
 	if a.pq != nil {
 		opts.PQ = *a.pq
@@ -195,6 +208,12 @@ func keyRotate(c *cli.Context) error {
 	note := func(format string, args ...any) { fmt.Fprintf(e.stderr, "claudeflare: "+format+"\n", args...) }
 	if res.Resumed {
 		note("finished an interrupted key rotation first")
+	}
+	switch {
+	case res.OldKeptIn != "":
+		note("the previous master identity was written to %s: backups made before this rotation need it (restore --identity %s); keep it as safe as the new one", res.OldKeptIn, res.OldKeptIn)
+	case opts.Master:
+		note("warning: backups made before this rotation are encrypted to the previous master key and cannot be restored without it; keep a copy of that key if you still have one (next time: key rotate --keep-old FILE)")
 	}
 	if len(res.Recipients) == 0 {
 		note("the vault is protected by a passphrase; it has no public recipient")
@@ -262,6 +281,10 @@ func rotateError(err error) error {
 		return withHint(usageError{err.Error()}, "give --to-identity FILE or --to-passphrase")
 	case errors.Is(err, vault.ErrMixedRecipients):
 		return withHint(usageError{err.Error()}, "with --pq give age1pq1... recipients only; without it, age1... classic ones")
+	case errors.Is(err, vault.ErrKeepOldPassphrase):
+		return withHint(usageError{err.Error()}, "drop --keep-old; keep the old passphrase instead")
+	case errors.Is(err, vault.ErrWeakPassphrase):
+		return withHint(usageError{err.Error()}, "choose a longer passphrase, e.g. four or five random words")
 	case errors.Is(err, vault.ErrRotationRunning):
 		return withHint(err, "wait for the other key rotate to finish")
 	}
@@ -353,7 +376,10 @@ func (e *env) readPassphrase(prompt string) (string, error) {
 // newPassphrase is the new master passphrase: CLAUDEFLARE_PASSPHRASE_NEW,
 // else asked twice on the terminal. Never from argv.
 func (e *env) newPassphrase() (string, error) {
-	if p := e.getenv("CLAUDEFLARE_PASSPHRASE_NEW"); p != "" {
+	if p := e.masterSecrets().newPassphrase; p != "" {
+		if err := vault.CheckNewPassphrase(p); err != nil {
+			return "", withHint(usagef("CLAUDEFLARE_PASSPHRASE_NEW: %v", err), "choose a longer passphrase, e.g. four or five random words")
+		}
 		return p, nil
 	}
 	if !isTerminal(e.stdin) {
@@ -365,6 +391,9 @@ func (e *env) newPassphrase() (string, error) {
 	}
 	if p1 == "" {
 		return "", usagef("the passphrase is empty")
+	}
+	if err := vault.CheckNewPassphrase(p1); err != nil {
+		return "", withHint(usageError{err.Error()}, "choose a longer passphrase, e.g. four or five random words")
 	}
 	p2, err := e.readPassphrase("Repeat the new passphrase: ")
 	if err != nil {

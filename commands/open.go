@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/statefile"
@@ -13,13 +14,42 @@ import (
 
 // keySource says where the master key comes from, from env and config.
 func (e *env) keySource(cfg *config.Config) vault.KeySource {
+	s := e.masterSecrets()
 	return vault.KeySource{
-		EncryptionKey:  e.getenv("CLAUDEFLARE_ENCRYPTION_KEY"),
+		EncryptionKey:  s.encryptionKey,
 		IdentityFile:   cfg.IdentityFile,
-		Passphrase:     e.getenv("CLAUDEFLARE_PASSPHRASE"),
+		Passphrase:     s.passphrase,
 		CredentialsDir: e.getenv("CREDENTIALS_DIRECTORY"),
 		DataDir:        cfg.DataDir,
 	}
+}
+
+// masterSecrets are the environment variables that hold a master key.
+type masterSecrets struct {
+	encryptionKey, passphrase, newPassphrase string
+}
+
+// masterKeyVars are removed from the process environment once read.
+var masterKeyVars = []string{"CLAUDEFLARE_ENCRYPTION_KEY", "CLAUDEFLARE_PASSPHRASE", "CLAUDEFLARE_PASSPHRASE_NEW"}
+
+// masterSecrets reads the master key variables once and removes them
+// from the process environment (os.Unsetenv), so that no child process
+// inherits them and nothing later in this process finds them by name.
+// The kernel's copy of the initial environment (/proc/PID/environ,
+// readable by the same user and root) keeps them: use a key file or a
+// systemd credential where that matters.
+func (e *env) masterSecrets() *masterSecrets {
+	if e.secrets == nil {
+		e.secrets = &masterSecrets{
+			encryptionKey: e.getenv(masterKeyVars[0]),
+			passphrase:    e.getenv(masterKeyVars[1]),
+			newPassphrase: e.getenv(masterKeyVars[2]),
+		}
+		for _, k := range masterKeyVars {
+			os.Unsetenv(k)
+		}
+	}
+	return e.secrets
 }
 
 // openVault opens (creating on first use) the data dir and the vault.
@@ -42,6 +72,9 @@ func (e *env) openVaultWith(ctx context.Context, cfg *config.Config, opts vault.
 		return nil, err
 	}
 	ks := e.keySource(cfg)
+	if opts.Notify == nil {
+		opts.Notify = func(msg string) { fmt.Fprintf(e.stderr, "claudeflare: %s\n", msg) }
+	}
 	v, err := vault.Open(ctx, db, ks, opts)
 	if errors.Is(err, vault.ErrNeedPassphrase) && prompt && isTerminal(e.stdin) {
 		if ks.Passphrase, err = e.readPassphrase("Passphrase: "); err == nil {
@@ -52,6 +85,12 @@ func (e *env) openVaultWith(ctx context.Context, cfg *config.Config, opts vault.
 		db.Close()
 		if errors.Is(err, vault.ErrNeedPassphrase) {
 			return nil, withHint(err, "set CLAUDEFLARE_PASSPHRASE, or run on a terminal to be asked")
+		}
+		if errors.Is(err, vault.ErrWeakPassphrase) {
+			return nil, withHint(usageError{err.Error()}, "choose a longer passphrase, e.g. four or five random words")
+		}
+		if errors.Is(err, vault.ErrTampered) {
+			return nil, withHint(err, "run `claudeflare doctor`; restore a backup you trust, then `claudeflare key rotate --data`")
 		}
 		return nil, keyHint(err)
 	}
