@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -127,5 +129,75 @@ func TestSecureDeleteOnEveryVaultConnection(t *testing.T) {
 	}
 	if w != 1 || r != 1 {
 		t.Errorf("secure_delete writer %d reader %d, want 1 and 1", w, r)
+	}
+}
+
+// TestOldVaultScrubbedOnce: a vault from a release without secure_delete
+// keeps the bytes of an account removed then; the first open by this
+// release rewrites it (VACUUM) so they are gone, and marks it so that
+// later opens do not rewrite it again.
+func TestOldVaultScrubbedOnce(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := store.OpenVault(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := vault.Open(ctx, db, vault.KeySource{DataDir: dir}, vault.Options{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"keep", "gone"} {
+		if _, err := v.AddAccount(ctx, vault.NewAccount{Name: n, Kind: store.KindAPIKey},
+			vault.Secrets{APIKey: "sk-ant-api03-" + strings.Repeat(n, 40)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acct, _ := store.GetAccount(ctx, db, "gone")
+	sec, err := store.GetSecret(ctx, db, acct.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	// As the previous release removed it: no secure_delete, no mark.
+	old, err := sqlx.Open("sqlite3", "file:"+filepath.Join(dir, store.VaultFile)+"?_secure_delete=off&_foreign_keys=on")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.SetMaxOpenConns(1)
+	for _, q := range []string{`PRAGMA application_id = 0`, `DELETE FROM accounts WHERE name = 'gone'`, `PRAGMA wal_checkpoint(TRUNCATE)`} {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	old.Close()
+	if sealedIn(stateBytes(t, dir), sec.Sealed) == 0 {
+		t.Fatal("without secure_delete the removed secret's bytes are gone anyway: the test proves nothing")
+	}
+
+	db, err = store.OpenVault(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id int64
+	db.W.Get(&id, "PRAGMA application_id")
+	db.Close()
+	if n := sealedIn(stateBytes(t, dir), sec.Sealed); n != 0 {
+		t.Errorf("%d pieces of an account removed before the upgrade are still in vault.db", n)
+	}
+	if id == 0 {
+		t.Error("the scrubbed vault is not marked")
+	}
+
+	// Marked: the next open leaves the file as it is.
+	before, _ := os.ReadFile(filepath.Join(dir, store.VaultFile))
+	db, err = store.OpenVault(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if after, _ := os.ReadFile(filepath.Join(dir, store.VaultFile)); !bytes.Equal(before, after) {
+		t.Error("a scrubbed vault was rewritten again")
 	}
 }

@@ -101,6 +101,9 @@ func Open(path, schema string) (*DB, error) {
 		w.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	if schema == "vault" {
+		scrubVault(w)
+	}
 
 	rv := url.Values{}
 	for k, v := range common {
@@ -145,6 +148,25 @@ func ensureFile(path string) error {
 		return fmt.Errorf("create database file: %w", err)
 	}
 	return f.Close()
+}
+
+// vaultScrubbed is the application_id of a vault whose free space has
+// been overwritten once ("cfsd"): a vault made before secure_delete was
+// on keeps the bytes of what was deleted until then.
+const vaultScrubbed = 0x63667364
+
+// scrubVault rewrites a vault that has never been scrubbed with VACUUM,
+// which leaves no free space behind, and marks it. It is best effort: a
+// vault busy in another process or a full disk leave it for the next open.
+func scrubVault(db *sqlx.DB) {
+	var id int64
+	if err := db.Get(&id, "PRAGMA application_id"); err != nil || id == vaultScrubbed {
+		return
+	}
+	if _, err := db.Exec("VACUUM"); err != nil {
+		return
+	}
+	db.Exec(fmt.Sprintf("PRAGMA application_id = %d", vaultScrubbed))
 }
 
 // SchemaVersion returns the migration count for the named schema.
