@@ -391,9 +391,11 @@ func (r *recorder) body(b []byte, h http.Header, capCut bool) ([]byte, bool) {
 }
 
 // redactRow redacts the request row's free-text fields, which are stored
-// unsealed: a secret in a query string, a client name or an error.
+// unsealed: a secret in a query string, a model name, a client name or an
+// error.
 func (r *recorder) redactRow(row *store.Request) {
 	row.Path = r.red.string(row.Path)
+	row.Model = r.red.string(row.Model)
 	row.Client = r.red.string(row.Client)
 	row.Error = r.red.string(row.Error)
 }

@@ -236,6 +236,11 @@ func TestRedactionThroughTheProxy(t *testing.T) {
 	}
 	echoID := rep.header.Get("X-Claudeflare-Request-Id")
 
+	// A model name is the client's text, which the upstream echoes.
+	if rep := h.post(strings.Replace(msgBody, "claude-sonnet-4-5", "claude "+antKey, 1)); rep.status != 200 {
+		t.Fatalf("model: %d %s", rep.status, rep.body)
+	}
+
 	rep = h.do(context.Background(), http.MethodPost, "/v1/messages", "PLAINBR "+antKey, http.Header{"Content-Encoding": {"br"}})
 	brID := rep.header.Get("X-Claudeflare-Request-Id")
 
@@ -258,7 +263,7 @@ func TestRedactionThroughTheProxy(t *testing.T) {
 		t.Fatalf("stored br request body %q", c.Request.Body)
 	}
 	for _, row := range h.rows() {
-		if s := secretsIn([]byte(row.Path + row.Client + row.Error)); len(s) > 0 {
+		if s := secretsIn([]byte(row.Path + row.Model + row.Client + row.Error)); len(s) > 0 {
 			t.Fatalf("request row holds %v: %+v", s, row)
 		}
 	}
