@@ -114,8 +114,11 @@ func SPKIPin(cert *x509.Certificate) string {
 // UpstreamTLS is the TLS client configuration for the upstream and the
 // token endpoint: certificates always verified against the system roots,
 // TLS 1.2 or later, and, with upstream.pin_sha256, connections to the
-// upstream's host refused unless a certificate of the verified chain has
-// that public key (pin the leaf, or an intermediate to survive renewals).
+// upstream's host and to the token endpoint's host refused unless a
+// certificate of the verified chain has that public key (pin the leaf, or
+// an intermediate both hosts share, to survive renewals). A pin with an
+// http:// upstream_url or oauth_token_url is an error: there would be
+// nothing to pin, and the tokens would travel in the clear.
 func UpstreamTLS(cfg *config.Config) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	pin := strings.TrimSpace(cfg.Upstream.PinSHA256)
@@ -126,14 +129,24 @@ func UpstreamTLS(cfg *config.Config) (*tls.Config, error) {
 	if err != nil || len(want) != sha256.Size {
 		return nil, errors.New("upstream.pin_sha256: must be the base64 SHA-256 of the upstream's public key")
 	}
-	u, err := url.Parse(cfg.UpstreamURL)
-	if err != nil || u.Hostname() == "" {
-		return nil, fmt.Errorf("upstream_url: invalid URL %q", cfg.UpstreamURL)
+	hosts := map[string]bool{}
+	ipHost := false
+	for _, e := range []struct{ key, url string }{{"upstream_url", cfg.UpstreamURL}, {"oauth_token_url", cfg.OAuthTokenURL}} {
+		u, err := url.Parse(e.url)
+		if err != nil || u.Hostname() == "" {
+			return nil, fmt.Errorf("%s: invalid URL %q", e.key, e.url)
+		}
+		if !strings.EqualFold(u.Scheme, "https") {
+			return nil, fmt.Errorf("upstream.pin_sha256 is set but %s is %s://, not https://: a pin needs TLS", e.key, u.Scheme)
+		}
+		h := strings.ToLower(u.Hostname())
+		hosts[h] = true
+		ipHost = ipHost || net.ParseIP(h) != nil
 	}
-	host := strings.ToLower(u.Hostname())
 	tc.VerifyConnection = func(cs tls.ConnectionState) error {
-		if !strings.EqualFold(cs.ServerName, host) && !(cs.ServerName == "" && net.ParseIP(host) != nil) {
-			return nil // another host (the token endpoint): verified, not pinned
+		name := strings.ToLower(cs.ServerName)
+		if !hosts[name] && !(name == "" && ipHost) {
+			return nil // another host: verified, not pinned
 		}
 		for _, chain := range cs.VerifiedChains {
 			for _, c := range chain {
@@ -143,7 +156,11 @@ func UpstreamTLS(cfg *config.Config) (*tls.Config, error) {
 				}
 			}
 		}
-		return fmt.Errorf("upstream %s: no certificate in the chain matches upstream.pin_sha256", host)
+		host := name
+		if host == "" {
+			host = "the upstream"
+		}
+		return fmt.Errorf("%s: no certificate in the chain matches upstream.pin_sha256", host)
 	}
 	return tc, nil
 }
