@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,9 +15,22 @@ import (
 	"github.com/claudeflare/claudeflare/store"
 )
 
-// maxFailAddrs bounds the addresses counted per minute; beyond it failures
-// are counted under "other".
-const maxFailAddrs = 1024
+// Failed authentications are written as one audit row per address and
+// minute, for at most maxFailAddrsPerMinute addresses a minute; the
+// failures from further addresses that minute share one "other
+// addresses" row that counts them (distinct addresses counted up to
+// maxOtherAddrs). A scan from many addresses thus adds at most
+// maxFailAddrsPerMinute+1 rows a minute to the audit log, and the
+// memory held is bounded as well: maxHeldFailMinutes minutes at most
+// wait for a write (when writes keep failing, older ones are dropped).
+const (
+	maxFailAddrsPerMinute = 32
+	maxOtherAddrs         = 4096
+	maxHeldFailMinutes    = 60
+)
+
+// otherAddrs is the actor address of the aggregated row.
+const otherAddrs = "other"
 
 type failKey struct {
 	addr   string
@@ -26,35 +40,70 @@ type failKey struct {
 type failCount struct {
 	total   int
 	reasons map[string]int
+	// For the aggregated row: the distinct addresses seen (up to
+	// maxOtherAddrs), and whether there were more.
+	addrs    map[string]struct{}
+	nAddrs   int
+	addrsCap bool
 }
 
 // failLog aggregates failed authentications per address and minute.
 type failLog struct {
-	mu sync.Mutex
-	m  map[failKey]*failCount
+	mu      sync.Mutex
+	m       map[failKey]*failCount
+	perMin  map[int64]int // distinct addresses with their own row, per minute
+	dropped int           // failures lost to maxHeldFailMinutes
 }
 
 func (f *failLog) add(addr, reason string, now time.Time) {
 	k := failKey{addr: addr, minute: now.Unix() / 60}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.perMin == nil {
+		f.perMin = map[int64]int{}
+	}
 	c := f.m[k]
 	if c == nil {
-		if len(f.m) >= maxFailAddrs {
-			k.addr = "other"
+		if f.perMin[k.minute] >= maxFailAddrsPerMinute {
+			k.addr = otherAddrs
 			c = f.m[k]
-		}
-		if c == nil {
+			if c == nil {
+				c = &failCount{reasons: map[string]int{}, addrs: map[string]struct{}{}}
+				f.m[k] = c
+			}
+			if _, seen := c.addrs[addr]; !seen {
+				if len(c.addrs) < maxOtherAddrs {
+					c.addrs[addr] = struct{}{}
+					c.nAddrs++
+				} else {
+					c.addrsCap = true
+				}
+			}
+		} else {
+			if !f.heldLocked(k.minute) {
+				f.dropped++
+				return
+			}
 			c = &failCount{reasons: map[string]int{}}
 			f.m[k] = c
+			f.perMin[k.minute]++
 		}
 	}
 	c.total++
 	c.reasons[reason]++
 }
 
+// heldLocked reports whether a new minute may be held (or minute is held
+// already).
+func (f *failLog) heldLocked(minute int64) bool {
+	if _, ok := f.perMin[minute]; ok {
+		return true
+	}
+	return len(f.perMin) < maxHeldFailMinutes
+}
+
 // take removes and returns the windows that ended before now (all of
-// them when all is set), oldest first.
+// them when all is set), oldest first, each minute's aggregated row last.
 func (f *failLog) take(now time.Time, all bool) []failWindow {
 	cur := now.Unix() / 60
 	f.mu.Lock()
@@ -66,9 +115,17 @@ func (f *failLog) take(now time.Time, all bool) []failWindow {
 			delete(f.m, k)
 		}
 	}
+	for m := range f.perMin {
+		if all || m < cur {
+			delete(f.perMin, m)
+		}
+	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].minute != out[j].minute {
 			return out[i].minute < out[j].minute
+		}
+		if oi, oj := out[i].addrs != nil, out[j].addrs != nil; oi != oj {
+			return oj
 		}
 		return out[i].addr < out[j].addr
 	})
@@ -79,16 +136,36 @@ func (f *failLog) take(now time.Time, all bool) []failWindow {
 func (f *failLog) putBack(ws []failWindow) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.perMin == nil {
+		f.perMin = map[int64]int{}
+	}
 	for _, w := range ws {
+		if !f.heldLocked(w.minute) {
+			f.dropped += w.total
+			continue
+		}
+		if _, ok := f.perMin[w.minute]; !ok {
+			f.perMin[w.minute] = 0
+		}
 		c := f.m[w.failKey]
 		if c == nil {
 			f.m[w.failKey] = w.failCount
+			if w.addrs == nil {
+				f.perMin[w.minute]++
+			}
 			continue
 		}
 		c.total += w.total
 		for r, n := range w.reasons {
 			c.reasons[r] += n
 		}
+		for a := range w.addrs {
+			if _, seen := c.addrs[a]; !seen && len(c.addrs) < maxOtherAddrs {
+				c.addrs[a] = struct{}{}
+				c.nAddrs++
+			}
+		}
+		c.addrsCap = c.addrsCap || w.addrsCap
 	}
 }
 
@@ -108,7 +185,15 @@ func (w failWindow) detail() string {
 	if w.total == 1 {
 		noun = "authentication"
 	}
-	return fmt.Sprintf("%d failed %s from %s between %s and %s UTC (%s)", w.total, noun, w.addr,
+	from := w.addr
+	if w.addrs != nil {
+		n := strconv.Itoa(w.nAddrs)
+		if w.addrsCap {
+			n = "more than " + n
+		}
+		from = fmt.Sprintf("%s more addresses (past %d addresses a minute, one row for the rest)", n, maxFailAddrsPerMinute)
+	}
+	return fmt.Sprintf("%d failed %s from %s between %s and %s UTC (%s)", w.total, noun, from,
 		start.Format("15:04"), start.Add(time.Minute).Format("15:04"), strings.Join(reasons, ", "))
 }
 

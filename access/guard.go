@@ -12,7 +12,6 @@ import (
 	"math"
 	"net/http"
 	"net/netip"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/proxy"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -169,11 +169,21 @@ func (g *Guard) ConfigReloaded(ctx context.Context, cfg *config.Config) error {
 	if err := g.Reload(ctx); err != nil {
 		return err
 	}
+	g.warnAnyOrigin()
 	detail := "configuration reloaded"
 	if cfg.File != "" {
 		detail += " from " + cfg.File
 	}
 	return AuditAt(ctx, g.vaultDB, g.auditKey, g.now(), ActorDaemon, ActionConfigReloaded, detail)
+}
+
+// warnAnyOrigin says so when allowed_origins = "*" is set while no client
+// key exists: the guard does not honour it then.
+func (g *Guard) warnAnyOrigin() {
+	if g.policy.Load().anyOrigin && !g.KeysRequired() {
+		g.log.Warn(`allowed_origins = "*" is ignored while no client API keys exist: browser pages could otherwise use this keyless proxy`,
+			"hint", "create a key with `claudeflare apikey create NAME`, or list the origins allowed")
+	}
 }
 
 // Reload re-reads the client keys if the table changed since the last
@@ -284,6 +294,9 @@ type route struct {
 	api     bool       // served by the admin API
 }
 
+// classify decides what a request needs from its canonical path (see
+// proxy.CanonicalPath): the one string the muxes route and the proxy
+// forwards, so what is authorized is what is served.
 func classify(r *http.Request, pth string, p *policy) route {
 	switch {
 	case pth == "/health":
@@ -292,25 +305,12 @@ func classify(r *http.Request, pth string, p *policy) route {
 		return route{public: true}
 	case pth == "/metrics":
 		return route{public: p.metricsPublic, perm: PermMetricsView}
-	case pth == "/v1" || strings.HasPrefix(pth, "/v1/"):
+	case strings.HasPrefix(pth, "/v1/"):
 		return route{perm: PermAPIRequest, limited: true, stream: true}
 	case pth == "/api" || strings.HasPrefix(pth, "/api/"):
 		return route{perm: apiPermission(pth), limited: true, api: true}
 	}
 	return route{}
-}
-
-// cleanPath is the path the muxes will serve (they redirect unclean
-// ones), so that permissions follow what is finally served.
-func cleanPath(p string) string {
-	if p == "" {
-		return "/"
-	}
-	c := path.Clean("/" + p)
-	if strings.HasSuffix(p, "/") && c != "/" {
-		c += "/"
-	}
-	return c
 }
 
 func apiPermission(p string) Permission {
@@ -348,8 +348,22 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	pol := g.policy.Load()
 	addr := remoteAddr(r)
-	pth := cleanPath(r.URL.Path)
+	// One canonical path per request, decided here and handed on: a
+	// target that is not already canonical is refused, never cleaned.
+	pth, err := proxy.CanonicalPath(r)
+	if err != nil {
+		g.log.Debug("request target refused", "addr", addrString(addr), "method", r.Method, "reason", err.Error())
+		g.reject(w, http.StatusBadRequest, errInvalidRequest, err.Error(), false)
+		return
+	}
 	rt := classify(r, pth, pol)
+	if r.ContentLength != 0 && pol.bodyTimeout > 0 {
+		// A body gets server.body_read_timeout to arrive whoever reads
+		// it: the proxy (which sets it again), or net/http draining the
+		// body of a request refused here. Without it a client could
+		// hold a refused request open by trickling its body.
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(pol.bodyTimeout))
+	}
 	h := w.Header()
 	if !strings.HasPrefix(pth, "/v1/") {
 		SetSecurityHeaders(h)
@@ -364,8 +378,11 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 
+	ks := g.keys.Load()
 	if origin := r.Header.Get("Origin"); origin != "" {
-		listed := pol.originListed(origin)
+		// "*" is honoured only while client keys exist: without them a
+		// page from anywhere could drive a keyless loopback proxy.
+		listed := pol.originListed(origin, ks.live > 0)
 		if isPreflight(r) {
 			if !listed {
 				g.reject(w, http.StatusForbidden, errPermission, "claudeflare: origin not allowed (ALLOWED_ORIGINS)", false)
@@ -386,7 +403,6 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		}
 	}
 
-	ks := g.keys.Load()
 	client := Client{Addr: addrString(addr)}
 	limitID := "addr:" + client.Addr
 	if ks.live == 0 {
@@ -403,12 +419,11 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	} else if !rt.public {
 		e, reason := ks.lookup(Credential(r.Header))
 		if e == nil {
+			// One answer for a missing, unknown or revoked key: it does
+			// not tell a prober which keys once existed (the audit log
+			// records the reason).
 			g.failedAuth(addr, reason, r)
-			msg := "claudeflare: a valid client API key is required (x-api-key or Authorization: Bearer)"
-			if reason == reasonRevokedKey {
-				msg = "claudeflare: this client API key has been revoked"
-			}
-			g.reject(w, http.StatusUnauthorized, errAuthentication, msg, false)
+			g.reject(w, http.StatusUnauthorized, errAuthentication, "claudeflare: a valid client API key is required (x-api-key or Authorization: Bearer)", false)
 			return
 		}
 		if rt.perm != "" && !e.role.Can(rt.perm) {
@@ -432,7 +447,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		defer release()
 	}
 
-	r = r.WithContext(context.WithValue(r.Context(), clientCtxKey{}, client))
+	r = r.WithContext(proxy.WithRoute(context.WithValue(r.Context(), clientCtxKey{}, client), pth))
 	if rt.api {
 		g.api.ServeHTTP(w, r)
 		return
@@ -582,6 +597,7 @@ func (g *Guard) Start() {
 		return
 	}
 	g.started = true
+	g.warnAnyOrigin()
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stopBg = cancel
 	// The accounts' statuses now are the baseline the watch compares

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/claudeflare/claudeflare/config"
 )
@@ -20,6 +21,7 @@ type policy struct {
 	rpm           int
 	streams       int
 	metricsPublic bool
+	bodyTimeout   time.Duration // server.body_read_timeout
 }
 
 func newPolicy(cfg *config.Config) (*policy, error) {
@@ -28,6 +30,7 @@ func newPolicy(cfg *config.Config) (*policy, error) {
 		rpm:           cfg.Limits.RequestsPerMinute,
 		streams:       cfg.Limits.ConcurrentStreams,
 		metricsPublic: cfg.Metrics.Public,
+		bodyTimeout:   cfg.Server.BodyReadTimeout.Std(),
 	}
 	for _, a := range cfg.Server.AllowIPs {
 		pfx, err := netip.ParsePrefix(a)
@@ -72,8 +75,10 @@ func (p *policy) addrAllowed(a netip.Addr) bool {
 }
 
 // originListed reports whether an Origin header is in ALLOWED_ORIGINS.
-func (p *policy) originListed(origin string) bool {
-	if p.anyOrigin {
+// "*" counts only when keysExist: a keyless proxy trusts its loopback
+// clients, and a browser page from anywhere must not ride on that.
+func (p *policy) originListed(origin string, keysExist bool) bool {
+	if p.anyOrigin && keysExist {
 		return true
 	}
 	n, ok := normalizeOrigin(origin)
