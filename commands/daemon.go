@@ -91,6 +91,13 @@ func runDaemon(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// The upstream transport (verification, upstream.pin_sha256 on the
+	// upstream and token endpoint hosts) before anything is opened: a
+	// pin that cannot apply is a config error.
+	transport, err := access.UpstreamTransport(cfg)
+	if err != nil {
+		return withHint(usagef("%v", err), "use https:// for upstream_url and oauth_token_url, or set no upstream.pin_sha256")
+	}
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 
@@ -135,10 +142,6 @@ func runDaemon(c *cli.Context) error {
 		return err
 	}
 	guard, err := access.New(ctx, access.Options{Config: cfg, VaultDB: v.DB(), AuditKey: auditKey, LogDB: logDB, Logger: e.log})
-	if err != nil {
-		return err
-	}
-	transport, err := access.UpstreamTransport(cfg)
 	if err != nil {
 		return err
 	}
