@@ -348,7 +348,9 @@ func (e *env) openKeyVault(ctx context.Context, cfg *config.Config) (*vault.Vaul
 	if err := vaultExists(cfg); err != nil {
 		return nil, err
 	}
-	return e.openVaultWith(ctx, cfg, vault.Options{Logger: e.log}, true)
+	// A break-glass key may open the vault here, and only here: replacing
+	// the master key is what it is for.
+	return e.openVaultWith(ctx, cfg, vault.Options{Logger: e.log, Recovery: true}, true)
 }
 
 // readPassphrase asks on stderr and reads a line from the terminal on

@@ -89,6 +89,9 @@ func (e *env) openVaultWith(ctx context.Context, cfg *config.Config, opts vault.
 		if errors.Is(err, vault.ErrWeakPassphrase) {
 			return nil, withHint(usageError{err.Error()}, "choose a longer passphrase, e.g. four or five random words")
 		}
+		if errors.Is(err, vault.ErrBreakGlass) {
+			return nil, withHint(err, "to recover with it: claudeflare key rotate --data --to-identity FILE (then use the new identity)")
+		}
 		if errors.Is(err, vault.ErrTampered) {
 			return nil, withHint(err, "run `claudeflare doctor`; restore a backup you trust, then `claudeflare key rotate --data`")
 		}

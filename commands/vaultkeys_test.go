@@ -215,3 +215,28 @@ func TestUpgradeV1VaultMAC(t *testing.T) {
 		t.Fatalf("doctor after key rotate --data: exit %d\n%s", code, out)
 	}
 }
+
+// A break-glass recipient's key cannot run the proxy's commands (it cannot
+// check the vault's MACs) but can replace a lost master key.
+func TestBreakGlassKeyRecovers(t *testing.T) {
+	c := newCLI(t)
+	c.MustRun("", "init")
+	glass, _ := age.GenerateX25519Identity()
+	c.MustRun("", "key", "rotate", "--yes", "--add-recipient", glass.Recipient().String())
+	os.Remove(filepath.Join(c.dir, "data", "identity.txt"))
+	env := c.Env
+	c.Env = append(env, "CLAUDEFLARE_ENCRYPTION_KEY="+glass.String())
+	_, errs, code := c.Run("", "payload", "export")
+	if code != 1 || !strings.Contains(errs, "break-glass") || !strings.Contains(errs, "hint: ") {
+		t.Fatalf("export with the break-glass key: exit %d, %q", code, errs)
+	}
+	newID := filepath.Join(c.dir, "new-identity.txt")
+	if _, errs, code := c.Run("", "key", "rotate", "--yes", "--data", "--to-identity", newID); code != 0 {
+		t.Fatalf("recovery: exit %d, %q", code, errs)
+	}
+	c.Env = append(env, "CLAUDEFLARE_IDENTITY_FILE="+newID)
+	out, errs, code := c.Run("", "doctor")
+	if code != 0 || !strings.Contains(out, "vault_mac") {
+		t.Fatalf("doctor after recovery: exit %d\n%s\n%s", code, out, errs)
+	}
+}

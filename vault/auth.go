@@ -226,6 +226,11 @@ func verifyDataKey(r dataKeyRecord, roots [][]byte) error {
 	return fmt.Errorf("%w (data key %d)", ErrTampered, r.ID)
 }
 
+// ErrBreakGlass is returned by Open for the key of an extra recipient
+// (key rotate --add-recipient), which opens the data keys but cannot check
+// the vault's MACs: it may only replace the master key.
+var ErrBreakGlass = errors.New("this key is an extra (break-glass) recipient of the vault and cannot check its MACs; it can only replace the master key (claudeflare key rotate --data)")
+
 // ErrUnsealed is reported by CheckMAC for a vault whose metadata has no
 // MAC yet (made by an earlier release, not opened by its master key since).
 var ErrUnsealed = errors.New("the vault's metadata has no MAC yet (made by an earlier release)")
@@ -288,11 +293,11 @@ const (
 // is reported as legacy; it is sealed by sealLegacy once it is open.
 //
 // An extra recipient (key rotate --add-recipient: an offline break-glass
-// key) opens the data keys but holds no key to check the MACs with. It may
-// open the vault, unverified and with a warning, when it is listed after
-// the master's own recipient; then nothing that trusts the metadata (a new
-// data key, a new audit key) is done. The master's holder never takes that
-// path: its recipient comes first in the record.
+// key) opens the data keys but holds no key to check the MACs with. It is
+// refused (ErrBreakGlass), except to replace the master key (Options.Recovery,
+// `key rotate`), which makes new MACs: then the vault opens unverified,
+// with a warning, and nothing that trusts the old metadata (its recipient
+// list, a new data key before the new master) is done.
 func (v *Vault) authenticate(ctx context.Context, m *master, rows []dataKeyRecord) (int, error) {
 	rec, err := readMasterRecord(ctx, v.db.W)
 	if err != nil {
@@ -307,7 +312,15 @@ func (v *Vault) authenticate(ctx context.Context, m *master, rows []dataKeyRecor
 	}
 	if err := verifyMaster(rec, roots); err != nil {
 		if breakGlass(rec, m) {
-			v.log.Warn("the vault was opened with an extra recipient's key, which cannot check the vault's MACs; its metadata is not verified", "key", m.where)
+			if !v.recovery {
+				return 0, fmt.Errorf("%s: %w", m.where, ErrBreakGlass)
+			}
+			msg := "the vault was opened with an extra recipient's key, which cannot check the vault's MACs: its metadata is trusted as found until the master key is replaced"
+			if v.notify != nil {
+				v.notify(msg)
+			} else {
+				v.log.Warn(msg, "key", m.where)
+			}
 			return authBreakGlass, nil
 		}
 		return 0, err
@@ -398,9 +411,10 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, err error) {
 		if recipients != "" {
 			rs = strings.ReplaceAll(recipients, "\n", ", ")
 		}
-		v.log.Warn("vault metadata from an earlier release is now authenticated with the master key; check that every recipient sealed is yours",
-			"recipients", rs)
-		if v.notify != nil {
+		if v.notify == nil {
+			v.log.Warn("vault metadata from an earlier release is now authenticated with the master key; check that every recipient sealed is yours",
+				"recipients", rs)
+		} else {
 			v.notify(fmt.Sprintf("the vault's metadata (made by an earlier release) is now authenticated with the master key.\n"+
 				"Master recipients sealed: %s\nCheck that each of them is yours: any other was added by someone who could write vault.db; then run `claudeflare key rotate`.", rs))
 		}

@@ -175,6 +175,12 @@ func (v *Vault) Rotate(ctx context.Context, opts RotateOptions) (RotateResult, e
 	if !opts.Master && !opts.Data {
 		return res, errors.New("rotate: nothing to rotate")
 	}
+	v.mu.RLock()
+	glass := v.breakGlass
+	v.mu.RUnlock()
+	if glass && !opts.Master {
+		return res, errors.New("rotate: an extra recipient's key cannot check the vault's metadata: replace the master key (with --data), not only the data key")
+	}
 	var plan *masterPlan
 	if opts.Master {
 		p, err := v.plan(opts)
@@ -490,6 +496,7 @@ func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResu
 	}
 	v.mu.Lock()
 	v.m = nm
+	v.breakGlass = false // the new master made the MACs now on record
 	v.mu.Unlock()
 
 	// Step 5: old key files that no longer open anything.

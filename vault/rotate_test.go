@@ -940,11 +940,48 @@ func TestRotatePostQuantumAndBreakGlass(t *testing.T) {
 	if len(res.Recipients) != 2 || res.Recipients[1] != glass.Recipient().String() {
 		t.Fatalf("recipients %v", res.Recipients)
 	}
-	w.check(w.mustOpen(KeySource{EncryptionKey: glass.String()}))
+	// The break-glass key opens the data keys, for a recovery (it cannot
+	// check the vault's MACs, so only to replace the master key).
+	glassKS := KeySource{EncryptionKey: glass.String()}
+	recover := func() *Vault { v, _ := w.mustOpenDB(glassKS, Options{Recovery: true}); return v }
+	w.check(recover())
 	// A later data key is wrapped to the break-glass key too.
 	if _, err := v.Rotate(ctx, RotateOptions{Data: true}); err != nil {
 		t.Fatal(err)
 	}
-	w.check(w.mustOpen(KeySource{EncryptionKey: glass.String()}))
+	w.check(recover())
 	w.check(w.mustOpen(KeySource{}))
+}
+
+// TestBreakGlassRecovery: a break-glass key cannot open the vault for
+// everyday use (it cannot check the MACs) nor make a data key, but it can
+// replace a lost master key; the vault is then fully checked again.
+func TestBreakGlassRecovery(t *testing.T) {
+	w := newWorld(t, KeySource{})
+	glass, _ := age.GenerateX25519Identity()
+	if _, err := w.mustOpen(KeySource{}).Rotate(ctx, RotateOptions{Master: true, AddRecipients: []string{glass.Recipient().String()}}); err != nil {
+		t.Fatal(err)
+	}
+	glassKS := KeySource{EncryptionKey: glass.String()}
+	if _, _, err := w.open(glassKS); !errors.Is(err, ErrBreakGlass) {
+		t.Fatalf("everyday open with the break-glass key: %v", err)
+	}
+	v, _ := w.mustOpenDB(glassKS, Options{Recovery: true})
+	if _, _, err := v.Recipients(ctx); err == nil {
+		t.Fatal("the unchecked recipient list was handed out")
+	}
+	if _, err := v.Rotate(ctx, RotateOptions{Data: true}); err == nil {
+		t.Fatal("a data key was made on unchecked metadata")
+	}
+	// The master identity is lost: recover to a new one.
+	os.Remove(filepath.Join(w.dir, IdentityFileName))
+	newFile := filepath.Join(t.TempDir(), "new.txt")
+	if _, err := v.Rotate(ctx, RotateOptions{Master: true, Data: true, IdentityFile: newFile}); err != nil {
+		t.Fatal(err)
+	}
+	nv := w.mustOpen(KeySource{IdentityFile: newFile})
+	w.check(nv)
+	if err := nv.CheckMAC(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

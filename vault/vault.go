@@ -65,6 +65,7 @@ type Vault struct {
 
 	legacy     bool         // the metadata predates MACs and could not be sealed yet
 	breakGlass bool         // opened by an extra recipient: MACs not checked
+	recovery   bool         // Options.Recovery
 	notify     func(string) // Options.Notify
 	auditMu    sync.Mutex
 	auditKey   []byte
@@ -90,12 +91,17 @@ type Options struct {
 
 	// Notify, if set, is told things the user should read now (the
 	// metadata of a vault from an earlier release was just authenticated,
-	// with the recipients sealed). They are logged at warn level too.
+	// with the recipients sealed); nil logs them at warn level instead.
 	Notify func(msg string)
 
 	// ReadOnly opens without writing anything: the MACs of a vault made by
 	// an earlier release are not added (doctor).
 	ReadOnly bool
+
+	// Recovery lets the key of an extra recipient (a break-glass key,
+	// which cannot check the vault's MACs) open the vault, to replace the
+	// master key (`key rotate`); without it such a key gets ErrBreakGlass.
+	Recovery bool
 }
 
 // keyCheckInterval is how often SealPayload looks for a new current data
@@ -118,7 +124,7 @@ func Open(ctx context.Context, db *store.DB, ks KeySource, opts Options) (*Vault
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	v := &Vault{db: db, now: now, ks: ks, log: log, checkEvery: keyCheckInterval, keys: map[int64]*dataKey{}, notify: opts.Notify}
+	v := &Vault{db: db, now: now, ks: ks, log: log, checkEvery: keyCheckInterval, keys: map[int64]*dataKey{}, notify: opts.Notify, recovery: opts.Recovery}
 	var kind string
 	err := db.R.GetContext(ctx, &kind, `SELECT kind FROM master WHERE id = 1`)
 	if store.IsNotFound(err) {
@@ -532,9 +538,12 @@ func (v *Vault) Recipients(ctx context.Context) (kind string, recipients []strin
 		return "", nil, err
 	}
 	v.mu.RLock()
-	unchecked := v.legacy || v.breakGlass
+	legacy, glass := v.legacy, v.breakGlass
 	v.mu.RUnlock()
-	if !unchecked {
+	if glass {
+		return "", nil, errors.New("the master recipients cannot be checked with an extra recipient's key; replace the master key first")
+	}
+	if !legacy {
 		roots, err := v.master().roots()
 		if err != nil {
 			return "", nil, err
