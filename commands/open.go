@@ -130,8 +130,8 @@ func (e *env) openLog(cfg *config.Config) (*store.DB, error) {
 // user's file, a symbolic link, a file open to others) as the hint line.
 func stateHint(err error) error {
 	var se *statefile.Error
-	if errors.As(err, &se) && se.Hint != "" {
-		return withHint(err, se.Hint)
+	if errors.As(err, &se) && se.Hint() != "" {
+		return withHint(err, se.Hint())
 	}
 	return err
 }

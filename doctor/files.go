@@ -23,7 +23,7 @@ func (d *doctor) files() {
 		bad = true
 		var se *statefile.Error
 		if errors.As(err, &se) {
-			d.add("files", Error, se.Hint, "%s", se.Msg)
+			d.add("files", Error, se.Advice, "%s", se.Msg)
 			return
 		}
 		d.add("files", Error, "check the data dir's permissions", "%v", err)

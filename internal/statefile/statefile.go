@@ -34,11 +34,15 @@ type Error struct {
 	Path string
 	// Msg is one line that names Path and says what is wrong.
 	Msg string
-	// Hint says what to do about it.
-	Hint string
+	// Advice says what to do about it.
+	Advice string
 }
 
 func (e *Error) Error() string { return e.Msg }
+
+// Hint is the line that tells the user what to do (Advice). Callers find
+// it with errors.As(err, &h) for h an interface{ Hint() string }.
+func (e *Error) Hint() string { return e.Advice }
 
 // geteuid is os.Geteuid; tests do not change it (they chown files instead).
 var geteuid = os.Geteuid
@@ -80,9 +84,9 @@ func checkOwner(path, what string, fi fs.FileInfo) error {
 		return nil
 	}
 	return &Error{
-		Path: path,
-		Msg:  fmt.Sprintf("%s is owned by %s, not by %s who runs claudeflare", path, userName(uid), userName(me)),
-		Hint: fmt.Sprintf("%s is owned by %s; run as that user: sudo -u %s claudeflare ...", what, sudoUser(uid), sudoUser(uid)),
+		Path:   path,
+		Msg:    fmt.Sprintf("%s is owned by %s, not by %s who runs claudeflare", path, userName(uid), userName(me)),
+		Advice: fmt.Sprintf("%s is owned by %s; run as that user: sudo -u %s claudeflare ...", what, sudoUser(uid), sudoUser(uid)),
 	}
 }
 
@@ -97,7 +101,7 @@ func CheckDir(dir string) (fs.FileMode, error) {
 	}
 	if !fi.IsDir() {
 		return 0, &Error{Path: dir, Msg: fmt.Sprintf("data dir %s is not a directory", dir),
-			Hint: "point --data-dir or CLAUDEFLARE_DATA_DIR at a directory"}
+			Advice: "point --data-dir or CLAUDEFLARE_DATA_DIR at a directory"}
 	}
 	if err := checkOwner(dir, "the data dir", fi); err != nil {
 		e := err.(*Error)
@@ -192,11 +196,11 @@ func checkKind(path string, fi fs.FileInfo) error {
 	switch {
 	case fi.Mode()&fs.ModeSymlink != 0:
 		return &Error{Path: path,
-			Msg:  fmt.Sprintf("%s is a symbolic link; claudeflare does not follow links for its state files", path),
-			Hint: fmt.Sprintf("if you did not make it, someone else can write to the data dir; remove the link (rm %s) and put the file itself there", path)}
+			Msg:    fmt.Sprintf("%s is a symbolic link; claudeflare does not follow links for its state files", path),
+			Advice: fmt.Sprintf("if you did not make it, someone else can write to the data dir; remove the link (rm %s) and put the file itself there", path)}
 	case !fi.Mode().IsRegular():
 		return &Error{Path: path, Msg: fmt.Sprintf("%s is not a regular file", path),
-			Hint: fmt.Sprintf("move %s out of the data dir", path)}
+			Advice: fmt.Sprintf("move %s out of the data dir", path)}
 	}
 	return checkOwner(path, name, fi)
 }
@@ -207,8 +211,8 @@ func checkInfo(path string, fi fs.FileInfo) error {
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return &Error{Path: path,
-			Msg:  fmt.Sprintf("%s is open to group or others (mode %04o)", path, perm),
-			Hint: fmt.Sprintf("chmod 600 %s", path)}
+			Msg:    fmt.Sprintf("%s is open to group or others (mode %04o)", path, perm),
+			Advice: fmt.Sprintf("chmod 600 %s", path)}
 	}
 	return nil
 }

@@ -36,8 +36,8 @@ func wantError(t *testing.T, err error, path, sub, hint string) {
 	if strings.Contains(msg, "\n") || !strings.Contains(msg, path) || !strings.Contains(msg, sub) {
 		t.Errorf("message %q: want one line naming %s and saying %q", msg, path, sub)
 	}
-	if !strings.Contains(se.Hint, hint) || strings.Contains(se.Hint, "\n") {
-		t.Errorf("hint %q: want %q", se.Hint, hint)
+	if !strings.Contains(se.Hint(), hint) || strings.Contains(se.Hint(), "\n") {
+		t.Errorf("hint %q: want %q", se.Hint(), hint)
 	}
 }
 
