@@ -72,7 +72,9 @@ func (e *env) openVaultWith(ctx context.Context, cfg *config.Config, opts vault.
 		return nil, err
 	}
 	ks := e.keySource(cfg)
-	if opts.Notify == nil {
+	if opts.Notify == nil && prompt {
+		// A command run by a person says it on stderr; the daemon (which
+		// never prompts) logs it at warn level, with the recipients.
 		opts.Notify = func(msg string) { fmt.Fprintf(e.stderr, "claudeflare: %s\n", msg) }
 	}
 	v, err := vault.Open(ctx, db, ks, opts)

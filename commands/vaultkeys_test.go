@@ -176,24 +176,7 @@ func TestMasterKeyVarsUnset(t *testing.T) {
 // the recipients it sealed; later ones say nothing; doctor is content.
 func TestUpgradeV1VaultMAC(t *testing.T) {
 	c := newCLI(t)
-	src := filepath.Join("..", "testdata", "upgrade", "v1", "data")
-	dst := filepath.Join(c.dir, "data")
-	if err := os.Mkdir(dst, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	entries, _ := os.ReadDir(src)
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	id := fileHash(t, filepath.Join(dst, "identity.txt"))
-	_, recipient, _ := strings.Cut(id, "# public key: ")
-	recipient, _, _ = strings.Cut(recipient, "\n")
+	recipient := c.copyV1Data()
 
 	out, errs, code := c.Run("", "init")
 	if code != 0 || strings.TrimSpace(out) != recipient {
@@ -238,5 +221,49 @@ func TestBreakGlassKeyRecovers(t *testing.T) {
 	out, errs, code := c.Run("", "doctor")
 	if code != 0 || !strings.Contains(out, "vault_mac") {
 		t.Fatalf("doctor after recovery: exit %d\n%s\n%s", code, out, errs)
+	}
+}
+
+// copyV1Data copies the data dir made by the previous release into the
+// runner's data dir (private modes) and returns its master recipient.
+func (c *runner) copyV1Data() string {
+	c.t.Helper()
+	src := filepath.Join("..", "testdata", "upgrade", "v1", "data")
+	dst := filepath.Join(c.dir, "data")
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		c.t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(src)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	id := fileHash(c.t, filepath.Join(dst, "identity.txt"))
+	_, recipient, _ := strings.Cut(id, "# public key: ")
+	recipient, _, _ = strings.Cut(recipient, "\n")
+	return recipient
+}
+
+// A daemon started on the previous release's data dir seals the vault's
+// metadata and logs it, with the recipients sealed.
+func TestUpgradeV1DaemonLogsVaultMAC(t *testing.T) {
+	c := newCLI(t)
+	recipient := c.copyV1Data()
+	d := c.startDaemon()
+	logs := d.logs()
+	if !strings.Contains(logs, "earlier release") || !strings.Contains(logs, recipient) {
+		t.Fatalf("daemon logs:\n%s", logs)
+	}
+	if err := d.stop(t, os.Interrupt); err != nil {
+		t.Fatalf("daemon: %v\n%s", err, d.logs())
+	}
+	out, _, code := c.Run("", "doctor")
+	if code != 0 || !strings.Contains(out, "vault_mac") {
+		t.Fatalf("doctor: exit %d\n%s", code, out)
 	}
 }
