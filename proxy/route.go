@@ -106,16 +106,19 @@ func checkPath(p string) error {
 			return badTarget("claudeflare: the request path has a character that must be escaped")
 		}
 	}
-	segs := strings.Split(p[1:], "/")
-	for i, s := range segs {
+	for rest := p[1:]; ; {
+		seg, tail, more := strings.Cut(rest, "/")
 		switch {
-		case s == "" && i < len(segs)-1:
+		case seg == "" && more:
 			return badTarget("claudeflare: the request path has an empty segment (//)")
-		case s == "." || s == "..":
+		case seg == "." || seg == "..":
 			return badTarget("claudeflare: the request path has a dot segment (. or ..)")
 		}
+		if !more {
+			return nil
+		}
+		rest = tail
 	}
-	return nil
 }
 
 func upperHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'A' && c <= 'F' }
@@ -175,9 +178,8 @@ func (s *Server) canonical(next http.Handler) http.Handler {
 			RefuseTarget(w, err)
 			return
 		}
-		if _, ok := RouteFrom(r.Context()); !ok {
-			r = r.WithContext(WithRoute(r.Context(), p))
-		}
+		// Without a guard in front, forward finds the same path again
+		// (CanonicalPath is a pure function of the request).
 		next.ServeHTTP(w, r)
 	})
 }
