@@ -316,8 +316,24 @@ func keyRecipient(c *cli.Context) error {
 		fmt.Fprintf(e.stderr, "claudeflare: the vault is protected by a %s; it has no public recipient\n", info.Kind)
 		return nil
 	}
-	for _, r := range info.Recipients {
+	// With the master key at hand, print only recipients the vault's MAC
+	// vouches for: someone who can write vault.db could have added one.
+	recipients, checked := info.Recipients, false
+	v, err := vault.Open(c.Context, db, e.keySource(cfg), vault.Options{ReadOnly: true})
+	switch {
+	case err == nil:
+		if _, recipients, err = v.Recipients(c.Context); err != nil {
+			return err
+		}
+		checked = true
+	case errors.Is(err, vault.ErrTampered):
+		return keyHint(err)
+	}
+	for _, r := range recipients {
 		fmt.Fprintln(e.stdout, r)
+	}
+	if !checked && !info.Pending {
+		fmt.Fprintln(e.stderr, "claudeflare: note: not checked against the vault's MAC (the master key is not at hand)")
 	}
 	return nil
 }

@@ -94,9 +94,6 @@ func (e *env) openVaultWith(ctx context.Context, cfg *config.Config, opts vault.
 		if errors.Is(err, vault.ErrBreakGlass) {
 			return nil, withHint(err, "to recover with it: claudeflare key rotate --data --to-identity FILE (then use the new identity)")
 		}
-		if errors.Is(err, vault.ErrTampered) {
-			return nil, withHint(err, "run `claudeflare doctor`; restore a backup you trust, then `claudeflare key rotate --data`")
-		}
 		return nil, keyHint(err)
 	}
 	return v, nil
@@ -140,6 +137,8 @@ func stateHint(err error) error {
 
 func keyHint(err error) error {
 	switch {
+	case errors.Is(err, vault.ErrTampered):
+		return withHint(err, "run `claudeflare doctor`; restore a backup you trust, then `claudeflare key rotate --data`")
 	case errors.Is(err, vault.ErrWrongKey):
 		return withHint(err, "give the key this vault was made with: CLAUDEFLARE_ENCRYPTION_KEY, --identity FILE or CLAUDEFLARE_PASSPHRASE")
 	case errors.Is(err, vault.ErrNoKey):

@@ -52,6 +52,7 @@ func TestTamperedRecipientIsRefused(t *testing.T) {
 		{"key", "rotate", "--data", "--yes"},
 		{"key", "rotate", "--data-only", "--yes"},
 		{"payload", "export"},
+		{"key", "recipient"},
 		{"init"},
 	} {
 		out, errs, code := c.Run("", args...)
