@@ -158,17 +158,22 @@ type escapeScratch struct {
 var escapeScratchPool = sync.Pool{New: func() any { return new(escapeScratch) }}
 
 // bytes returns b with every secret replaced by [REDACTED]: each match of
-// a pattern in b itself, and each match found once JSON string escapes
-// (\uXXXX, \/, \\ and the rest) are undone, up to maxEscapeLevels deep;
-// such a match is replaced with the escaped bytes it came from, so JSON
-// stays JSON. b is not modified; the result is b itself when there is
-// nothing to redact. Empty b gives nil.
+// a pattern in b itself, each match found once %XX escapes are undone (a
+// query string, a form, a URL in a body), and each match found once JSON
+// string escapes (\uXXXX, \/, \\ and the rest) are undone, up to
+// maxEscapeLevels deep. Such a match is replaced with the escaped bytes it
+// came from, so JSON stays JSON. b is not modified; the result is b itself
+// when there is nothing to redact. Empty b gives nil.
 func (r *redactor) bytes(b []byte) []byte {
 	if len(b) == 0 {
 		return nil
 	}
 	var spans []span
 	r.findAll(b, func(start, end int) { spans = append(spans, span{start, end}) })
+	if hasPercentEscape(b) {
+		next, npos := unescapePercent(b)
+		r.findAll(next, func(start, end int) { spans = append(spans, span{int(npos[start]), int(npos[end])}) })
+	}
 	if bytes.IndexByte(b, '\\') >= 0 {
 		sc := escapeScratchPool.Get().(*escapeScratch)
 		text, pos := b, []int32(nil)
@@ -202,13 +207,47 @@ func (r *redactor) bytes(b []byte) []byte {
 	return append(out, b[at:]...)
 }
 
-// string is bytes for a string.
+// string is bytes for a short string (a path with its query, a header
+// value, a model, a client, an error).
 func (r *redactor) string(s string) string {
 	if s == "" {
 		return s
 	}
-	out := r.bytes([]byte(s))
-	return string(out)
+	return string(r.bytes([]byte(s)))
+}
+
+// hasPercentEscape reports whether b holds a %XX escape.
+func hasPercentEscape(b []byte) bool {
+	for {
+		i := bytes.IndexByte(b, '%')
+		if i < 0 || i+2 >= len(b) {
+			return false
+		}
+		if _, ok := hex4([]byte{'0', '0', b[i+1], b[i+2]}); ok {
+			return true
+		}
+		b = b[i+1:]
+	}
+}
+
+// unescapePercent returns b with its %XX escapes undone and, for each
+// byte of the result, the offset in b where the escape or byte it came
+// from starts, plus a final len(b).
+func unescapePercent(b []byte) ([]byte, []int32) {
+	out := make([]byte, 0, len(b))
+	pos := make([]int32, 0, len(b)+1)
+	for j := 0; j < len(b); {
+		if b[j] == '%' && j+2 < len(b) {
+			if h, ok := hex4([]byte{'0', '0', b[j+1], b[j+2]}); ok {
+				out, pos = append(out, byte(h)), append(pos, int32(j))
+				j += 3
+				continue
+			}
+		}
+		out, pos = append(out, b[j]), append(pos, int32(j))
+		j++
+	}
+	return out, append(pos, int32(len(b)))
 }
 
 // header redacts h for a capture: credential headers replaced whole,

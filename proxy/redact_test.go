@@ -79,7 +79,7 @@ func testRecorder(t *testing.T, maxBytes int64, extra ...string) *recorder {
 // found in b.
 func secretsIn(b []byte) []string {
 	var found []string
-	for _, s := range []string{"RAWSECRET", "CLIENTKEYSECRET", "oauthSECRET", escAntText, "hunter", "PLAINBR"} {
+	for _, s := range []string{"RAWSECRET", "CLIENTKEYSECRET", "oauthSECRET", escAntText, "hunter", "PLAINBR", "PCTSECRET"} {
 		if bytes.Contains(b, []byte(s)) {
 			found = append(found, s)
 		}
@@ -182,6 +182,16 @@ func TestRedactJSONEscapes(t *testing.T) {
 			t.Errorf("redact %s\n got %s\nwant %s", c.in, got, c.want)
 		}
 	}
+	// Paths, header values and other short strings: %XX escapes too.
+	for in, want := range map[string]string{
+		"/v1/x?k=sk%2Dant%2dapi03%2DPCTSECRET0123456789&b=1": "/v1/x?k=[REDACTED]&b=1",
+		"/v1/x?k=%63f_PCTSECRET0123456789abcdef%":            "/v1/x?k=[REDACTED]%",
+		"/v1/x?q=100%25%zz%":                                 "/v1/x?q=100%25%zz%",
+	} {
+		if got := r.string(in); got != want {
+			t.Errorf("redact %s\n got %s\nwant %s", in, got, want)
+		}
+	}
 	// SSE: JSON in data lines.
 	sse := "event: content_block_delta\ndata: {\"delta\":{\"text\":\"" + escAnt + "\"}}\n\n"
 	if got := r.bytes([]byte(sse)); bytes.Contains(got, []byte(escAntText)) {
@@ -230,7 +240,7 @@ func TestRedactionThroughTheProxy(t *testing.T) {
 
 	// The fake echoes the query in its answer: secrets in the row's path
 	// and in the response body.
-	rep = h.do(context.Background(), http.MethodPost, "/v1/echo?key="+clientKey+"&ant="+antKey, msgBody, nil)
+	rep = h.do(context.Background(), http.MethodPost, "/v1/echo?key="+clientKey+"&ant="+antKey+"&pct=sk%2Dant%2Dapi03%2DPCTSECRET0123456789", msgBody, nil)
 	if rep.status != 200 || !strings.Contains(string(rep.body), clientKey) {
 		t.Fatalf("echo: %d %s", rep.status, rep.body)
 	}
@@ -289,7 +299,7 @@ func TestRedactionThroughTheProxy(t *testing.T) {
 // BenchmarkRedact redacts a 256 KiB request body like Claude Code's (JSON
 // with many escapes), with the escape rounds, against the patterns alone.
 func BenchmarkRedact(b *testing.B) {
-	line := `{"type":"text","text":"func main() {\n\tfmt.Println(\"hello \\\\ world\")\n}\n"},`
+	line := `{"type":"text","text":"func main() {\n\tfmt.Printf(\"hello %d \\\\ world\", 1)\n}\n"},`
 	body := []byte(`{"model":"claude-sonnet-4-5","messages":[` + strings.Repeat(line, 256<<10/len(line)) + `{}]}`)
 	r := newRedactor(nil)
 	b.Run("redactor", func(b *testing.B) {
