@@ -409,14 +409,25 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, err error) {
 	if sealed {
 		rs := "none (passphrase)"
 		if recipients != "" {
-			rs = strings.ReplaceAll(recipients, "\n", ", ")
+			mine := map[string]bool{}
+			for _, r := range m.recipientStrings() {
+				mine[r] = true
+			}
+			var list []string
+			for _, r := range strings.Split(recipients, "\n") {
+				if !mine[r] {
+					r += " (NOT this master key: added with key rotate --add-recipient, or by someone else)"
+				}
+				list = append(list, r)
+			}
+			rs = strings.Join(list, ", ")
 		}
 		if v.notify == nil {
 			v.log.Warn("vault metadata from an earlier release is now authenticated with the master key; check that every recipient sealed is yours",
 				"recipients", rs)
 		} else {
 			v.notify(fmt.Sprintf("the vault's metadata (made by an earlier release) is now authenticated with the master key.\n"+
-				"Master recipients sealed: %s\nCheck that each of them is yours: any other was added by someone who could write vault.db; then run `claudeflare key rotate`.", rs))
+				"Master recipients sealed: %s\nCheck that each of them is yours: any other was added by someone who could write vault.db; then run `claudeflare key rotate` (it drops every recipient you do not give again).", rs))
 		}
 	}
 	return sealed, nil

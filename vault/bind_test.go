@@ -288,3 +288,26 @@ func swapRows(t *testing.T, db interface {
 		t.Fatal(err)
 	}
 }
+
+// TestUpgradeNamesForeignRecipients: when an earlier release's vault is
+// sealed, a recipient that is not the master's own is pointed out.
+func TestUpgradeNamesForeignRecipients(t *testing.T) {
+	dir := copyFixture(t)
+	w := &world{t: t, dir: dir, want: map[int64]Secrets{}}
+	stranger, _ := age.GenerateX25519Identity()
+	if _, err := w.rawDB().Exec(`UPDATE master SET recipients = recipients || char(10) || ?`, stranger.Recipient().String()); err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	db, err := store.OpenVault(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := Open(ctx, db, w.ks(KeySource{}), Options{Notify: func(s string) { notes = append(notes, s) }}); err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], stranger.Recipient().String()+" (NOT this master key") {
+		t.Fatalf("notes %q", notes)
+	}
+}
