@@ -132,6 +132,16 @@ func (f *failLog) take(now time.Time, all bool) []failWindow {
 	return out
 }
 
+// takeDropped returns and resets the count of failures lost to
+// maxHeldFailMinutes.
+func (f *failLog) takeDropped() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.dropped
+	f.dropped = 0
+	return n
+}
+
 // putBack returns windows whose write failed.
 func (f *failLog) putBack(ws []failWindow) {
 	f.mu.Lock()
@@ -227,6 +237,9 @@ func (g *Guard) flush(ctx context.Context, all bool) error {
 		st.mu.Unlock()
 	}
 	fails := g.fails.take(now, all)
+	if n := g.fails.takeDropped(); n > 0 {
+		g.log.Warn("failed authentications not recorded: audit writes kept failing for an hour", "count", n)
+	}
 
 	var errs []error
 	if err := store.TouchClientKeys(ctx, g.vaultDB, used); err != nil {
