@@ -85,6 +85,13 @@ func printError(w io.Writer, err error) {
 	var he hintError
 	if errors.As(err, &he) && he.hint != "" {
 		fmt.Fprintf(w, "hint: %s\n", he.hint)
+		return
+	}
+	// Domain errors may carry their own advice (a data dir of another
+	// user names the user to run as).
+	var hinter interface{ Hint() string }
+	if errors.As(err, &hinter) && hinter.Hint() != "" {
+		fmt.Fprintf(w, "hint: %s\n", strings.ReplaceAll(hinter.Hint(), "\n", " "))
 	}
 }
 
