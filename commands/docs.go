@@ -90,9 +90,10 @@ func GenerateManPage() string {
 	w(".PP\nThe master key is the first of these that is set (never a config key):\n")
 	w(".TP\n.B CLAUDEFLARE_ENCRYPTION_KEY\nan age identity, \\fBAGE\\-SECRET\\-KEY\\-1...\\fR\n")
 	w(".TP\n.B CLAUDEFLARE_IDENTITY_FILE\nan age identity file (also \\fB\\-\\-identity\\fR)\n")
-	w(".TP\n.B CLAUDEFLARE_PASSPHRASE\na passphrase (age scrypt)\n")
+	w(".TP\n.B CLAUDEFLARE_PASSPHRASE\na passphrase (age scrypt); a new one (\\fBinit\\fR, \\fBkey rotate \\-\\-to\\-passphrase\\fR with \\fBCLAUDEFLARE_PASSPHRASE_NEW\\fR) needs at least %d characters of two kinds\n", vault.MinPassphraseLength)
 	w(".TP\n.B CREDENTIALS_DIRECTORY\nunder systemd, the credential \\fB%s\\fR in this directory (\\fBLoadCredential=\\fR)\n", vault.CredentialName)
 	w(".PP\nthen \\fI<data dir>/identity.txt\\fR, created on first use.\n")
+	w(".PP\nclaudeflare removes \\fBCLAUDEFLARE_ENCRYPTION_KEY\\fR, \\fBCLAUDEFLARE_PASSPHRASE\\fR and \\fBCLAUDEFLARE_PASSPHRASE_NEW\\fR from its environment once it has read them, so no child process inherits them; the kernel's copy of the initial environment (\\fI/proc/PID/environ\\fR, readable by the same user and root) still holds them for the life of the process: prefer an identity file or a systemd credential for a daemon.\n")
 	w(".TP\n.B NOTIFY_SOCKET\nset by systemd for \\fBType=notify\\fR; the daemon reports READY=1, RELOADING=1 and STOPPING=1\n")
 
 	w(".SH FILES\n")
