@@ -4,15 +4,27 @@
 // blocked), packed with a manifest in a tar archive, age-encrypted to the
 // vault's master recipient(s), or with scrypt for a passphrase vault.
 //
-// An archive holds manifest.json first, then vault.db, log.db (unless left
-// out) and, when the data dir has one, identity.txt: the master identity
-// itself, harmless inside an archive that only that identity opens, and
-// what makes a restored data dir whole.
+// An archive holds manifest.json first, then manifest.mac, then vault.db,
+// log.db (unless left out) and, when the data dir has one, identity.txt:
+// the master identity itself, harmless inside an archive that only that
+// identity opens, and what makes a restored data dir whole.
+//
+// Encryption alone does not say who made an archive: anyone can encrypt
+// to the public master recipient. So manifest.mac is an HMAC-SHA256 of the
+// manifest's exact bytes under the vault's backup key, derived from the
+// master identity (or passphrase) itself (vault.Vault.BackupKey), and the
+// manifest carries every file's size and SHA-256: restore checks the MAC
+// before it unpacks anything, and each file against the manifest. The
+// manifest also records the master recipients the archive was made for,
+// and the age header names them in a stanza of its own
+// ("claudeflare-recipient", ignored by age), so that a restore that cannot
+// open the archive can say which key it needs.
 package backup
 
 import (
 	"archive/tar"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -31,10 +43,21 @@ import (
 )
 
 // Format names the archive layout in the manifest.
-const Format = "claudeflare-backup/1"
+const Format = "claudeflare-backup/2"
 
-// ManifestName is the archive's first entry.
-const ManifestName = "manifest.json"
+// FormatV1 is the layout of the first release: no manifest MAC.
+const FormatV1 = "claudeflare-backup/1"
+
+// ManifestName is the archive's first entry; MACName, the second, holds
+// the manifest's HMAC-SHA256 (hex) under the backup key.
+const (
+	ManifestName = "manifest.json"
+	MACName      = "manifest.mac"
+)
+
+// HintStanza is the type of the age header stanza that names a master
+// recipient of the archive (its one argument) in the clear.
+const HintStanza = "claudeflare-recipient"
 
 // Errors callers map to hints.
 var (
@@ -58,7 +81,10 @@ type Manifest struct {
 	Version   string    `json:"version"`
 	// MasterKind is the vault's master key kind: identity or passphrase.
 	MasterKind string `json:"master_kind"`
-	Files      []File `json:"files"`
+	// Recipients are the master recipients the archive is encrypted to
+	// (none for a passphrase vault): the key a restore needs.
+	Recipients []string `json:"recipients,omitempty"`
+	Files      []File   `json:"files"`
 }
 
 // File is one archived file.
@@ -80,6 +106,9 @@ type Options struct {
 	// Keys is the master key source; only a passphrase vault needs it
 	// (identity vaults are encrypted to their stored recipients).
 	Keys vault.KeySource
+	// MACKey authenticates the manifest: the vault's BackupKey, which only
+	// a holder of the master key can compute. Required.
+	MACKey []byte
 	// Version is claudeflare's version, for the manifest.
 	Version string
 	// Now is the clock (nil = time.Now).
@@ -97,7 +126,10 @@ func Create(ctx context.Context, w io.Writer, opts Options) (Manifest, error) {
 	if now == nil {
 		now = time.Now
 	}
-	to, kind, err := recipients(ctx, opts)
+	if len(opts.MACKey) < 16 {
+		return Manifest{}, errors.New("no backup key: open the vault with the master key")
+	}
+	to, kind, names, err := recipients(ctx, opts)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -107,7 +139,7 @@ func Create(ctx context.Context, w io.Writer, opts Options) (Manifest, error) {
 	}
 	defer os.RemoveAll(tmp)
 
-	m := Manifest{Format: Format, CreatedAt: now().UTC().Truncate(time.Second), Version: opts.Version, MasterKind: kind}
+	m := Manifest{Format: Format, CreatedAt: now().UTC().Truncate(time.Second), Version: opts.Version, MasterKind: kind, Recipients: names}
 	// The log first: data keys are only ever added while payloads refer
 	// to them, so the vault taken after it holds every key the log needs.
 	var snaps []string
@@ -151,6 +183,10 @@ func Create(ctx context.Context, w io.Writer, opts Options) (Manifest, error) {
 	if err := writeEntry(tw, ManifestName, int64(len(mb)), m.CreatedAt, strings.NewReader(string(mb))); err != nil {
 		return Manifest{}, err
 	}
+	mac := manifestMAC(opts.MACKey, mb)
+	if err := writeEntry(tw, MACName, int64(len(mac)), m.CreatedAt, strings.NewReader(mac)); err != nil {
+		return Manifest{}, err
+	}
 	for _, f := range m.Files {
 		if err := copyEntry(tw, filepath.Join(tmp, f.Name), f, m.CreatedAt); err != nil {
 			return Manifest{}, err
@@ -165,43 +201,88 @@ func Create(ctx context.Context, w io.Writer, opts Options) (Manifest, error) {
 	return m, nil
 }
 
-// recipients returns whom the archive is encrypted to, and the master
-// kind.
-func recipients(ctx context.Context, opts Options) ([]age.Recipient, string, error) {
+// manifestMAC is the hex HMAC-SHA256 of the manifest's bytes under key.
+func manifestMAC(key, manifest []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write(manifest)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// recipients returns whom the archive is encrypted to (with the hint
+// stanza for an identity vault), the master kind, and the recipients'
+// names for the manifest.
+func recipients(ctx context.Context, opts Options) ([]age.Recipient, string, []string, error) {
 	info, err := vault.ReadMaster(ctx, opts.Vault)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if info.Pending {
-		return nil, "", ErrRotationPending
+		return nil, "", nil, ErrRotationPending
 	}
 	switch info.Kind {
 	case vault.MasterPassphrase:
 		if opts.Keys.Passphrase == "" {
-			return nil, "", ErrNeedPassphrase
+			return nil, "", nil, ErrNeedPassphrase
 		}
 		// Only the vault's own passphrase may lock the backup: check it.
 		if _, err := vault.Open(ctx, opts.Vault, vault.KeySource{Passphrase: opts.Keys.Passphrase, DataDir: opts.DataDir}, vault.Options{}); err != nil {
-			return nil, "", fmt.Errorf("check passphrase: %w", err)
+			return nil, "", nil, fmt.Errorf("check passphrase: %w", err)
 		}
 		r, err := age.NewScryptRecipient(opts.Keys.Passphrase)
 		if err != nil {
-			return nil, "", fmt.Errorf("scrypt recipient: %w", err)
+			return nil, "", nil, fmt.Errorf("scrypt recipient: %w", err)
 		}
 		if opts.ScryptWorkFactor > 0 {
 			r.SetWorkFactor(opts.ScryptWorkFactor)
 		}
-		return []age.Recipient{r}, info.Kind, nil
+		return []age.Recipient{r}, info.Kind, nil, nil
 	default:
 		if len(info.Recipients) == 0 {
-			return nil, "", errors.New("the vault has no master recipient")
+			return nil, "", nil, errors.New("the vault has no master recipient")
 		}
 		rs, err := age.ParseRecipients(strings.NewReader(strings.Join(info.Recipients, "\n")))
 		if err != nil {
-			return nil, "", fmt.Errorf("parse master recipients: %w", err)
+			return nil, "", nil, fmt.Errorf("parse master recipients: %w", err)
 		}
-		return rs, info.Kind, nil
+		hint, err := newRecipientHint(rs, info.Recipients)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return append(rs, hint), info.Kind, info.Recipients, nil
 	}
+}
+
+// recipientHint is an age recipient that wraps nothing: it adds one
+// stanza per master recipient, naming it in the clear, with the labels of
+// the real recipients (age requires them to agree).
+type recipientHint struct {
+	names  []string
+	labels []string
+}
+
+func newRecipientHint(rs []age.Recipient, names []string) (*recipientHint, error) {
+	h := &recipientHint{names: names}
+	if rl, ok := rs[0].(age.RecipientWithLabels); ok {
+		_, labels, err := rl.WrapWithLabels(make([]byte, 16))
+		if err != nil {
+			return nil, fmt.Errorf("master recipient: %w", err)
+		}
+		h.labels = labels
+	}
+	return h, nil
+}
+
+func (h *recipientHint) Wrap(fileKey []byte) ([]*age.Stanza, error) {
+	s, _, err := h.WrapWithLabels(fileKey)
+	return s, err
+}
+
+func (h *recipientHint) WrapWithLabels([]byte) ([]*age.Stanza, []string, error) {
+	var out []*age.Stanza
+	for _, n := range h.names {
+		out = append(out, &age.Stanza{Type: HintStanza, Args: []string{n}})
+	}
+	return out, h.labels, nil
 }
 
 // snapshot writes a consistent copy of db to path with VACUUM INTO on the

@@ -83,7 +83,25 @@ func (d *dataDir) insert(t *testing.T, prefix string, n int) {
 }
 
 func (d *dataDir) options() backup.Options {
-	return backup.Options{DataDir: d.dir, Vault: d.vdb, Log: d.ldb, Keys: d.ks, Version: "test", ScryptWorkFactor: 10}
+	key, err := d.v.BackupKey()
+	if err != nil {
+		panic(err)
+	}
+	return backup.Options{DataDir: d.dir, Vault: d.vdb, Log: d.ldb, Keys: d.ks, MACKey: key, Version: "test", ScryptWorkFactor: 10}
+}
+
+// restoreOpts are the restore options for the master key source ks.
+func restoreOpts(t *testing.T, dir string, ks vault.KeySource) backup.RestoreOptions {
+	t.Helper()
+	ids, err := backup.Identities(ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := vault.BackupKeys(ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return backup.RestoreOptions{DataDir: dir, Identities: ids, BackupKeys: keys}
 }
 
 func count(t *testing.T, db *store.DB, q string) int {
@@ -199,17 +217,13 @@ func TestBackupUnderConcurrentWritesAndRestore(t *testing.T) {
 
 	// Restore into an empty dir with the master key from the source dir.
 	dst := filepath.Join(t.TempDir(), "restored")
-	ids, err := backup.Identities(vault.KeySource{IdentityFile: filepath.Join(d.dir, "identity.txt")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	f, _ := os.Open(path)
-	res, err := backup.Restore(ctx, f, backup.RestoreOptions{DataDir: dst, Identities: ids})
+	res, err := backup.Restore(ctx, f, restoreOpts(t, dst, vault.KeySource{IdentityFile: filepath.Join(d.dir, "identity.txt")}))
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(res.Restored, ",") != "log.db,vault.db,identity.txt" {
+	if strings.Join(res.Restored, ",") != "log.db,vault.db,identity.txt" || !res.Authenticated {
 		t.Fatalf("restored %v", res.Restored)
 	}
 	st, _ := os.Stat(dst)
@@ -236,13 +250,10 @@ func TestRestoreRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	archive := buf.Bytes()
-	ids, err := backup.Identities(d.ks)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ropts := func(dir string) backup.RestoreOptions { return restoreOpts(t, dir, d.ks) }
 
 	// Over a live vault: refused without Force; nothing changes.
-	_, err = backup.Restore(ctx, bytes.NewReader(archive), backup.RestoreOptions{DataDir: d.dir, Identities: ids})
+	_, err := backup.Restore(ctx, bytes.NewReader(archive), ropts(d.dir))
 	if !errors.Is(err, backup.ErrVaultExists) {
 		t.Fatalf("existing vault: %v", err)
 	}
@@ -254,7 +265,9 @@ func TestRestoreRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = backup.Restore(ctx, bytes.NewReader(archive), backup.RestoreOptions{DataDir: dst, Identities: ids, Force: true})
+	o := ropts(dst)
+	o.Force = true
+	_, err = backup.Restore(ctx, bytes.NewReader(archive), o)
 	if !errors.Is(err, backup.ErrDaemonRunning) {
 		t.Fatalf("locked: %v", err)
 	}
@@ -263,17 +276,18 @@ func TestRestoreRefusals(t *testing.T) {
 	// A wrong key.
 	other, _ := age.GenerateX25519Identity()
 	_, err = backup.Restore(ctx, bytes.NewReader(archive), backup.RestoreOptions{DataDir: dst, Identities: []age.Identity{other}})
-	if !errors.Is(err, backup.ErrWrongKey) {
+	var wk *backup.WrongKeyError
+	if !errors.Is(err, backup.ErrWrongKey) || !errors.As(err, &wk) || len(wk.Recipients) != 1 || !strings.Contains(err.Error(), d.recipient(t)) {
 		t.Fatalf("wrong key: %v", err)
 	}
 	// A damaged archive: refused before anything is installed.
 	bad := append([]byte(nil), archive...)
 	bad[len(bad)/2] ^= 0xff
-	_, err = backup.Restore(ctx, bytes.NewReader(bad), backup.RestoreOptions{DataDir: dst, Identities: ids})
+	_, err = backup.Restore(ctx, bytes.NewReader(bad), ropts(dst))
 	if err == nil {
 		t.Fatal("damaged archive restored")
 	}
-	_, err = backup.Restore(ctx, bytes.NewReader(archive[:len(archive)-100]), backup.RestoreOptions{DataDir: dst, Identities: ids})
+	_, err = backup.Restore(ctx, bytes.NewReader(archive[:len(archive)-100]), ropts(dst))
 	if err == nil {
 		t.Fatal("truncated archive restored")
 	}
@@ -285,15 +299,30 @@ func TestRestoreRefusals(t *testing.T) {
 		t.Fatalf("failed restores left %v", names)
 	}
 
-	// With Force over a live data dir: the new state replaces the old,
-	// stale WAL files are removed and a different identity is kept aside.
+	// With Force over a live data dir of another key: the archive's
+	// identity would replace the data dir's: refused unless asked for,
+	// and nothing changes.
 	e := newDataDir(t, "")
-	eids, _ := backup.Identities(e.ks)
+	eopts := restoreOpts(t, e.dir, e.ks)
 	e.insert(t, "more", 50)
 	os.WriteFile(filepath.Join(e.dir, "log.db-wal"), []byte("stale"), 0o600)
 	e.vdb.Close()
 	e.ldb.Close()
-	res, err := backup.Restore(ctx, bytes.NewReader(archive), backup.RestoreOptions{DataDir: e.dir, Identities: append(ids, eids...), Force: true})
+	before := snapshotDir(t, e.dir)
+	o = ropts(e.dir)
+	o.Identities = append(o.Identities, eopts.Identities...)
+	o.BackupKeys = append(o.BackupKeys, eopts.BackupKeys...)
+	o.Force = true
+	if _, err := backup.Restore(ctx, bytes.NewReader(archive), o); !errors.Is(err, backup.ErrIdentityDiffers) {
+		t.Fatalf("identity replaced without ReplaceIdentity: %v", err)
+	}
+	if after := snapshotDir(t, e.dir); after != before {
+		t.Fatalf("a refused restore changed the data dir:\n%s\n%s", before, after)
+	}
+	// With ReplaceIdentity: the new state replaces the old, stale WAL
+	// files are removed and the data dir's identity is kept aside.
+	o.ReplaceIdentity = true
+	res, err := backup.Restore(ctx, bytes.NewReader(archive), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,8 +364,7 @@ func TestPassphraseVault(t *testing.T) {
 	if _, err := backup.Restore(ctx, bytes.NewReader(buf.Bytes()), backup.RestoreOptions{DataDir: dst, Identities: wrong}); !errors.Is(err, backup.ErrWrongKey) {
 		t.Fatalf("wrong passphrase restore: %v", err)
 	}
-	ids, _ := backup.Identities(d.ks)
-	if _, err := backup.Restore(ctx, bytes.NewReader(buf.Bytes()), backup.RestoreOptions{DataDir: dst, Identities: ids}); err != nil {
+	if res, err := backup.Restore(ctx, bytes.NewReader(buf.Bytes()), restoreOpts(t, dst, d.ks)); err != nil || !res.Authenticated {
 		t.Fatal(err)
 	}
 	openRestored(t, dst, vault.KeySource{DataDir: dst, Passphrase: "correct horse battery staple"}, d.names)
@@ -357,9 +385,8 @@ func TestVaultOnlyBackup(t *testing.T) {
 			t.Fatal("log in a vault-only backup")
 		}
 	}
-	ids, _ := backup.Identities(d.ks)
 	dst := filepath.Join(t.TempDir(), "restored")
-	if _, err := backup.Restore(ctx, &buf, backup.RestoreOptions{DataDir: dst, Identities: ids}); err != nil {
+	if _, err := backup.Restore(ctx, &buf, restoreOpts(t, dst, d.ks)); err != nil {
 		t.Fatal(err)
 	}
 	if n := openRestored(t, dst, vault.KeySource{DataDir: dst}, d.names); n != 0 {

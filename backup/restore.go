@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -34,8 +35,17 @@ type RestoreOptions struct {
 	DataDir string
 	// Identities open the archive: the master key (see Identities).
 	Identities []age.Identity
+	// BackupKeys authenticate the archive's manifest: vault.BackupKeys of
+	// the same key source. One of them must verify its MAC.
+	BackupKeys [][]byte
 	// Force replaces an existing vault.
 	Force bool
+	// ReplaceIdentity lets the archive's identity.txt replace a different
+	// one in the data dir (kept as identity.txt.replaced-TIME).
+	ReplaceIdentity bool
+	// AllowUnauthenticated accepts an archive made by the first release,
+	// which carries no MAC (FormatV1), encrypted to a public recipient.
+	AllowUnauthenticated bool
 	// Now is the clock (nil = time.Now), for names of files moved aside.
 	Now func() time.Time
 }
@@ -51,14 +61,57 @@ type RestoreResult struct {
 	// IdentityMovedAside is where a different identity.txt that was in
 	// the data dir was moved, "" when none was.
 	IdentityMovedAside string
+	// Authenticated: the manifest's MAC verified with a backup key; false
+	// for an archive of the first release restored with
+	// AllowUnauthenticated, or authenticated by its passphrase encryption
+	// (Passphrase).
+	Authenticated bool
+	// Passphrase: a first-release archive encrypted with the vault's
+	// passphrase, which only its holder could make.
+	Passphrase bool
 }
+
+// More errors callers map to hints.
+var (
+	// ErrNotAuthentic: the manifest's MAC does not verify with the backup
+	// key of any identity given: the archive was made by someone else
+	// (anyone can encrypt to the public recipient) or changed.
+	ErrNotAuthentic = errors.New("the backup is not authenticated by the master key: it was not made by `claudeflare backup` with this key, or it was changed since")
+	// ErrUnauthenticated: an archive of the first release (no MAC),
+	// refused without AllowUnauthenticated.
+	ErrUnauthenticated = errors.New("the backup was made by an earlier release and carries no authentication: anyone who knows the public master recipient could have made it")
+	// ErrIdentityDiffers: the archive's identity.txt is not the data
+	// dir's, refused without ReplaceIdentity.
+	ErrIdentityDiffers = errors.New("the backup holds a master identity different from the data dir's identity.txt")
+)
+
+// WrongKeyError is ErrWrongKey with the recipients the archive names.
+type WrongKeyError struct {
+	// Recipients the archive is encrypted to, as its header names them
+	// (none for a passphrase archive or one made by the first release).
+	Recipients []string
+}
+
+func (e *WrongKeyError) Error() string {
+	if len(e.Recipients) == 0 {
+		return ErrWrongKey.Error()
+	}
+	return fmt.Sprintf("%s: it is encrypted to %s", ErrWrongKey, strings.Join(e.Recipients, ", "))
+}
+
+// Unwrap makes errors.Is(err, ErrWrongKey) true.
+func (e *WrongKeyError) Unwrap() error { return ErrWrongKey }
 
 // Restore decrypts the archive in r and installs its files in the data
 // dir. It refuses while a daemon holds the data dir's lock (and holds the
 // lock itself, so none starts meanwhile), and refuses to replace a vault
-// without opts.Force. Everything is unpacked and verified (checksums,
-// integrity check, schema version) in a temp dir inside the data dir
-// before the first file is replaced; each file is then renamed into place.
+// without opts.Force. The manifest's MAC is checked before anything is
+// unpacked (an archive without one only with opts.AllowUnauthenticated);
+// everything is then unpacked and verified (sizes and SHA-256 against the
+// manifest, integrity check, schema version) in a temp dir inside the data
+// dir, and a different identity.txt in the data dir refused unless
+// opts.ReplaceIdentity, before the first file is replaced; each file is
+// then renamed into place.
 func Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (RestoreResult, error) {
 	var res RestoreResult
 	now := opts.Now
@@ -83,11 +136,12 @@ func Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (RestoreResu
 		return res, fmt.Errorf("create restore dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	m, err := unpack(r, opts.Identities, tmp)
+	m, auth, err := unpack(r, opts, tmp)
 	if err != nil {
 		return res, err
 	}
 	res.Manifest = m
+	res.Authenticated, res.Passphrase = auth == authMAC, auth == authPassphrase
 	for _, f := range m.Files {
 		if f.Name == vault.IdentityFileName {
 			continue
@@ -95,6 +149,20 @@ func Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (RestoreResu
 		if err := verifyDatabase(ctx, filepath.Join(tmp, f.Name), f); err != nil {
 			return res, err
 		}
+	}
+	// The identity: the same as the data dir's is not installed again; a
+	// different one only with ReplaceIdentity. Decided before anything
+	// is replaced.
+	installIdentity := false
+	if m.has(vault.IdentityFileName) {
+		same, exists, err := sameFile(filepath.Join(tmp, vault.IdentityFileName), filepath.Join(opts.DataDir, vault.IdentityFileName))
+		if err != nil {
+			return res, err
+		}
+		if exists && !same && !opts.ReplaceIdentity {
+			return res, ErrIdentityDiffers
+		}
+		installIdentity = !same
 	}
 
 	// Replace: stale WAL and shared-memory files first (SQLite would
@@ -126,14 +194,14 @@ func Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (RestoreResu
 		}
 		dst := filepath.Join(opts.DataDir, name)
 		if name == vault.IdentityFileName {
-			aside, skip, err := prepareIdentity(filepath.Join(tmp, name), dst, now())
+			if !installIdentity {
+				continue
+			}
+			aside, err := moveAside(dst, now())
 			if err != nil {
 				return res, err
 			}
 			res.IdentityMovedAside = aside
-			if skip {
-				continue
-			}
 		}
 		if err := os.Rename(filepath.Join(tmp, name), dst); err != nil {
 			return res, fmt.Errorf("install %s: %w", name, err)
@@ -155,68 +223,144 @@ func (m Manifest) has(name string) bool {
 	return false
 }
 
-// prepareIdentity decides about the archive's identity.txt: skip it when
-// the data dir has the same one; move a different one aside.
-func prepareIdentity(src, dst string, now time.Time) (aside string, skip bool, err error) {
+// sameFile reports whether the data dir's file dst exists and has the
+// same bytes as src.
+func sameFile(src, dst string) (same, exists bool, err error) {
 	old, err := os.ReadFile(dst)
 	if errors.Is(err, os.ErrNotExist) {
-		return "", false, nil
+		return false, false, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("read %s: %w", dst, err)
+		return false, false, fmt.Errorf("read %s: %w", dst, err)
 	}
 	neu, err := os.ReadFile(src)
 	if err != nil {
-		return "", false, err
+		return false, true, err
 	}
-	if bytes.Equal(old, neu) {
-		return "", true, nil
-	}
-	aside = fmt.Sprintf("%s.replaced-%s", dst, now.UTC().Format("20060102T150405Z"))
-	if err := os.Rename(dst, aside); err != nil {
-		return "", false, fmt.Errorf("move %s aside: %w", dst, err)
-	}
-	return aside, false, nil
+	return bytes.Equal(old, neu), true, nil
 }
 
-// unpack decrypts and unpacks the archive into dir, checking the manifest
-// and every checksum.
-func unpack(r io.Reader, ids []age.Identity, dir string) (Manifest, error) {
-	var m Manifest
-	if len(ids) == 0 {
-		return m, errors.New("no master key to open the backup")
+// moveAside renames dst to dst.replaced-TIME, if it exists.
+func moveAside(dst string, now time.Time) (string, error) {
+	if _, err := os.Lstat(dst); errors.Is(err, os.ErrNotExist) {
+		return "", nil
 	}
-	ar, err := age.Decrypt(r, ids...)
+	aside := fmt.Sprintf("%s.replaced-%s", dst, now.UTC().Format("20060102T150405Z"))
+	if err := os.Rename(dst, aside); err != nil {
+		return "", fmt.Errorf("move %s aside: %w", dst, err)
+	}
+	return aside, nil
+}
+
+type authKind int
+
+const (
+	authNone authKind = iota
+	authMAC
+	authPassphrase
+)
+
+// headTap keeps the first bytes read through it: the age header, where
+// the hint stanzas name the archive's recipients.
+type headTap struct{ buf []byte }
+
+const maxHead = 256 << 10
+
+func (h *headTap) Write(p []byte) (int, error) {
+	if room := maxHead - len(h.buf); room > 0 {
+		h.buf = append(h.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+// recipients are the hint stanzas' arguments in the header read so far.
+func (h *headTap) recipients() []string {
+	var out []string
+	for _, l := range strings.Split(string(h.buf), "\n") {
+		if strings.HasPrefix(l, "---") {
+			break
+		}
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "->" && f[1] == HintStanza && strings.HasPrefix(f[2], "age1") {
+			out = append(out, f[2])
+		}
+	}
+	return out
+}
+
+// unpack decrypts the archive, authenticates its manifest and unpacks
+// its files into dir, checking each against the manifest.
+func unpack(r io.Reader, opts RestoreOptions, dir string) (Manifest, authKind, error) {
+	var m Manifest
+	ids := opts.Identities
+	if len(ids) == 0 {
+		return m, authNone, errors.New("no master key to open the backup")
+	}
+	tap := &headTap{}
+	ar, err := age.Decrypt(io.TeeReader(r, tap), ids...)
 	if err != nil {
 		var nm *age.NoIdentityMatchError
 		if errors.As(err, &nm) || strings.Contains(err.Error(), "incorrect passphrase") ||
 			strings.Contains(err.Error(), "scrypt identity must be the only one") {
-			return m, ErrWrongKey
+			return m, authNone, &WrongKeyError{Recipients: tap.recipients()}
 		}
-		return m, fmt.Errorf("decrypt backup: %w", err)
+		return m, authNone, fmt.Errorf("decrypt backup: %w", err)
 	}
 	tr := tar.NewReader(ar)
 	hdr, err := tr.Next()
 	if err != nil || hdr.Name != ManifestName {
-		return m, fmt.Errorf("read backup: not a claudeflare backup (no %s)", ManifestName)
+		return m, authNone, fmt.Errorf("read backup: not a claudeflare backup (no %s)", ManifestName)
 	}
-	if err := json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(&m); err != nil {
-		return m, fmt.Errorf("read backup manifest: %w", err)
+	mb, err := io.ReadAll(io.LimitReader(tr, 1<<20))
+	if err != nil {
+		return m, authNone, fmt.Errorf("read backup manifest: %w", err)
 	}
-	if m.Format != Format {
-		return m, fmt.Errorf("read backup: unknown format %q (want %s)", m.Format, Format)
+	if err := json.Unmarshal(mb, &m); err != nil {
+		return m, authNone, fmt.Errorf("read backup manifest: %w", err)
+	}
+	auth := authNone
+	switch m.Format {
+	case Format:
+		hdr, err := tr.Next()
+		if err != nil || hdr.Name != MACName {
+			return m, authNone, ErrNotAuthentic
+		}
+		mac, err := io.ReadAll(io.LimitReader(tr, 1<<10))
+		if err != nil {
+			return m, authNone, fmt.Errorf("read backup: %w", err)
+		}
+		for _, k := range opts.BackupKeys {
+			if hmac.Equal(mac, []byte(manifestMAC(k, mb))) {
+				auth = authMAC
+				break
+			}
+		}
+		if auth != authMAC {
+			return m, authNone, ErrNotAuthentic
+		}
+	case FormatV1:
+		// Encrypted with the passphrase, it was made by its holder.
+		if _, ok := ids[0].(*age.ScryptIdentity); ok && len(ids) == 1 {
+			auth = authPassphrase
+		} else if !opts.AllowUnauthenticated {
+			return m, authNone, ErrUnauthenticated
+		}
+	default:
+		return m, authNone, fmt.Errorf("read backup: unknown format %q (want %s)", m.Format, Format)
 	}
 	want := map[string]File{}
 	for _, f := range m.Files {
 		switch f.Name {
 		case store.VaultFile, store.LogFile, vault.IdentityFileName:
 		default:
-			return m, fmt.Errorf("read backup: unexpected file %q in manifest", f.Name)
+			return m, auth, fmt.Errorf("read backup: unexpected file %q in manifest", f.Name)
+		}
+		if _, dup := want[f.Name]; dup {
+			return m, auth, fmt.Errorf("read backup: %s twice in the manifest", f.Name)
 		}
 		want[f.Name] = f
 	}
 	if _, ok := want[store.VaultFile]; !ok {
-		return m, errors.New("read backup: no vault.db in the archive")
+		return m, auth, errors.New("read backup: no vault.db in the archive")
 	}
 	seen := map[string]bool{}
 	for {
@@ -225,23 +369,23 @@ func unpack(r io.Reader, ids []age.Identity, dir string) (Manifest, error) {
 			break
 		}
 		if err != nil {
-			return m, fmt.Errorf("read backup: %w", err)
+			return m, auth, fmt.Errorf("read backup: %w", err)
 		}
 		f, ok := want[hdr.Name]
 		if !ok || seen[hdr.Name] || hdr.Typeflag != tar.TypeReg {
-			return m, fmt.Errorf("read backup: unexpected entry %q", hdr.Name)
+			return m, auth, fmt.Errorf("read backup: unexpected entry %q", hdr.Name)
 		}
 		seen[hdr.Name] = true
 		if err := extract(tr, filepath.Join(dir, f.Name), f); err != nil {
-			return m, err
+			return m, auth, err
 		}
 	}
 	for name := range want {
 		if !seen[name] {
-			return m, fmt.Errorf("read backup: %s is missing (truncated archive?)", name)
+			return m, auth, fmt.Errorf("read backup: %s is missing (truncated archive?)", name)
 		}
 	}
-	return m, nil
+	return m, auth, nil
 }
 
 func extract(r io.Reader, path string, f File) error {

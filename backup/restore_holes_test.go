@@ -122,6 +122,10 @@ func TestRestoreRefusesWrongChecksum(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys, err := vault.BackupKeys(d.ks)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The request log's rows say /v1/messagex instead of /v1/messages:
 	// same size, no index touched, integrity_check still passes.
 	edited := 0
@@ -139,7 +143,7 @@ func TestRestoreRefusesWrongChecksum(t *testing.T) {
 	// is for the checksum alone.
 	good := reseal(t, d, buf.Bytes(), func(_ string, b []byte) []byte { return b })
 	okDir := filepath.Join(t.TempDir(), "ok")
-	if _, err := backup.Restore(ctx, bytes.NewReader(good), backup.RestoreOptions{DataDir: okDir, Identities: ids}); err != nil {
+	if _, err := backup.Restore(ctx, bytes.NewReader(good), backup.RestoreOptions{DataDir: okDir, Identities: ids, BackupKeys: keys}); err != nil {
 		t.Fatalf("the re-sealed archive, unedited, does not restore: %v", err)
 	}
 
@@ -149,7 +153,7 @@ func TestRestoreRefusesWrongChecksum(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := treeHashes(t, fresh)
-	_, err = backup.Restore(ctx, bytes.NewReader(bad), backup.RestoreOptions{DataDir: fresh, Identities: ids})
+	_, err = backup.Restore(ctx, bytes.NewReader(bad), backup.RestoreOptions{DataDir: fresh, Identities: ids, BackupKeys: keys})
 	if err == nil {
 		t.Fatal("an archive whose log.db does not match the manifest's checksum was restored")
 	}
@@ -167,7 +171,7 @@ func TestRestoreRefusesWrongChecksum(t *testing.T) {
 	e.vdb.Close()
 	e.ldb.Close()
 	before = treeHashes(t, e.dir)
-	_, err = backup.Restore(ctx, bytes.NewReader(bad), backup.RestoreOptions{DataDir: e.dir, Identities: append(ids, mustIdentities(t, e.ks)...), Force: true})
+	_, err = backup.Restore(ctx, bytes.NewReader(bad), backup.RestoreOptions{DataDir: e.dir, Identities: append(ids, mustIdentities(t, e.ks)...), BackupKeys: keys, Force: true, ReplaceIdentity: true})
 	if err == nil {
 		t.Fatal("an archive with a wrong checksum replaced a live data dir")
 	}

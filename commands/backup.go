@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/claudeflare/claudeflare/backup"
+	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -26,8 +28,15 @@ func backupCommand() *cli.Command {
 			"safe while the daemon serves, which it never blocks), packs them with\n" +
 			"identity.txt when the data dir has one, and encrypts the archive with age to\n" +
 			"the vault's master recipient(s), or with the vault's passphrase\n" +
-			"(CLAUDEFLARE_PASSPHRASE). Only the master key opens it. FILE is written\n" +
-			"atomically with mode 0600. After `key rotate`, older backups need the old key.",
+			"(CLAUDEFLARE_PASSPHRASE). Only the master key opens it. It needs the master\n" +
+			"key: the manifest (every file's size and SHA-256, the master recipients) is\n" +
+			"authenticated with an HMAC whose key is derived from the master identity or\n" +
+			"passphrase, so that restore can tell it from an archive someone else\n" +
+			"encrypted to the public recipient. The age header names the master\n" +
+			"recipients in the clear (a stanza age ignores), so that a restore without\n" +
+			"the right key can say which it needs. FILE is written atomically with mode\n" +
+			"0600. After `key rotate`, older backups need the old key (key rotate\n" +
+			"--keep-old FILE keeps it; restore --identity FILE uses it).",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "no-log", Usage: "leave the request log out (accounts and keys only)"},
 		},
@@ -40,15 +49,33 @@ func restoreCommand() *cli.Command {
 		Name:      "restore",
 		Usage:     "restore the data dir from a backup FILE (- for stdin)",
 		ArgsUsage: "FILE",
-		Description: "restore decrypts FILE with the master key (the first of\n" +
-			"CLAUDEFLARE_ENCRYPTION_KEY, --identity, CLAUDEFLARE_PASSPHRASE, <data\n" +
-			"dir>/identity.txt), checks every file, and only then moves vault.db, log.db\n" +
-			"and identity.txt into the data dir. It refuses while a daemon runs on the\n" +
-			"data dir, and refuses to replace an existing vault unless --force is given.\n" +
-			"A different identity.txt already in the data dir is kept as\n" +
-			"identity.txt.replaced-TIME.",
+		Description: "restore decrypts FILE with the master key (the first of --identity FILE,\n" +
+			"CLAUDEFLARE_ENCRYPTION_KEY, CLAUDEFLARE_IDENTITY_FILE, CLAUDEFLARE_PASSPHRASE,\n" +
+			"the systemd credential, <data dir>/identity.txt; after a rotation, --identity\n" +
+			"the file written by key rotate --keep-old). When that key does not open it,\n" +
+			"the error names the recipient the archive was made for.\n" +
+			"\n" +
+			"What a restore trusts: nothing in the archive until its manifest's HMAC\n" +
+			"verifies with the backup key derived from that same master key, which only\n" +
+			"its holder has: an archive anyone else built and encrypted to the public\n" +
+			"recipient is refused before anything is unpacked. Then every file must match\n" +
+			"the size and SHA-256 the manifest lists, and each database pass an integrity\n" +
+			"check and have a schema this binary knows; only then are vault.db, log.db\n" +
+			"and identity.txt moved into the data dir (a log.db absent from the archive is\n" +
+			"removed, as are stale WAL files). What it cannot tell: whether an authentic\n" +
+			"backup is the newest one (an older archive of the same key restores as well).\n" +
+			"\n" +
+			"It refuses while a daemon runs on the data dir, refuses to replace an\n" +
+			"existing vault unless --force, and never replaces the data dir's\n" +
+			"identity.txt with a different one from the archive unless --replace-identity\n" +
+			"(the old one is kept as identity.txt.replaced-TIME). Backups made by the\n" +
+			"first release carry no MAC: with an identity they restore only with\n" +
+			"--allow-unauthenticated (one encrypted with the vault's passphrase is\n" +
+			"authenticated by it).",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "force", Usage: "replace the data dir's existing vault and request log"},
+			&cli.BoolFlag{Name: "replace-identity", Usage: "install the archive's identity.txt over a different one in the data dir (which is kept as identity.txt.replaced-TIME)"},
+			&cli.BoolFlag{Name: "allow-unauthenticated", Usage: "restore a backup made by an earlier release, which carries no MAC: only one you know you made and kept safe"},
 		},
 		Action: runRestore,
 	}
@@ -56,16 +83,19 @@ func restoreCommand() *cli.Command {
 
 // backupArgs are the parsed arguments of backup and restore.
 type backupArgs struct {
-	file  string
-	noLog bool
-	force bool
+	file                 string
+	noLog                bool
+	force                bool
+	replaceIdentity      bool
+	allowUnauthenticated bool
 }
 
 func parseBackupArgs(c *cli.Context, cmd string) (backupArgs, error) {
 	if c.NArg() != 1 {
 		return backupArgs{}, usagef("%s needs exactly one FILE argument (- for %s)", cmd, map[string]string{"backup": "stdout", "restore": "stdin"}[cmd])
 	}
-	return backupArgs{file: c.Args().First(), noLog: c.Bool("no-log"), force: c.Bool("force")}, nil
+	return backupArgs{file: c.Args().First(), noLog: c.Bool("no-log"), force: c.Bool("force"),
+		replaceIdentity: c.Bool("replace-identity"), allowUnauthenticated: c.Bool("allow-unauthenticated")}, nil
 }
 
 func runBackup(c *cli.Context) error {
@@ -89,7 +119,11 @@ func runBackup(c *cli.Context) error {
 		return fmt.Errorf("open vault: %w", err)
 	}
 	defer vdb.Close()
-	opts := backup.Options{DataDir: cfg.DataDir, Vault: vdb, Keys: e.keySource(cfg), Version: versionString()}
+	ks, macKey, err := e.backupKey(c.Context, vdb, cfg)
+	if err != nil {
+		return err
+	}
+	opts := backup.Options{DataDir: cfg.DataDir, Vault: vdb, Keys: ks, MACKey: macKey, Version: versionString()}
 	if !a.noLog {
 		ldb, err := e.openLog(cfg)
 		if err != nil {
@@ -100,24 +134,12 @@ func runBackup(c *cli.Context) error {
 	}
 	var m backup.Manifest
 	var size int64
-	create := func() error {
-		var err error
-		if a.file == "-" {
-			cw := &countingWriter{w: e.stdout}
-			m, err = backup.Create(c.Context, cw, opts)
-			size = cw.n
-		} else {
-			m, size, err = backup.CreateFile(c.Context, a.file, opts)
-		}
-		return err
-	}
-	err = create()
-	// A passphrase vault without CLAUDEFLARE_PASSPHRASE: ask on a terminal
-	// (nothing has been written yet when the passphrase is missing).
-	if errors.Is(err, backup.ErrNeedPassphrase) && isTerminal(e.stdin) {
-		if opts.Keys.Passphrase, err = e.readPassphrase("Passphrase: "); err == nil {
-			err = create()
-		}
+	if a.file == "-" {
+		cw := &countingWriter{w: e.stdout}
+		m, err = backup.Create(c.Context, cw, opts)
+		size = cw.n
+	} else {
+		m, size, err = backup.CreateFile(c.Context, a.file, opts)
 	}
 	switch {
 	case errors.Is(err, backup.ErrNeedPassphrase):
@@ -133,6 +155,35 @@ func runBackup(c *cli.Context) error {
 	}
 	fmt.Fprintf(e.stderr, "claudeflare: wrote %s (%s, %d bytes, %s master key)\n", where, fileNames(m), size, m.MasterKind)
 	return nil
+}
+
+// backupKey opens the vault with the master key (asking for a passphrase
+// on a terminal, which the archive is then encrypted with) and returns
+// the key source and the backup key that authenticates the manifest.
+func (e *env) backupKey(ctx context.Context, vdb *store.DB, cfg *config.Config) (vault.KeySource, []byte, error) {
+	ks := e.keySource(cfg)
+	info, err := vault.ReadMaster(ctx, vdb)
+	if err != nil {
+		return ks, nil, err
+	}
+	if info.Kind == vault.MasterPassphrase && ks.Passphrase == "" && ks.EncryptionKey == "" && ks.IdentityFile == "" {
+		if !isTerminal(e.stdin) {
+			return ks, nil, withHint(backup.ErrNeedPassphrase, "set CLAUDEFLARE_PASSPHRASE to the vault's passphrase")
+		}
+		if ks.Passphrase, err = e.readPassphrase("Passphrase: "); err != nil {
+			return ks, nil, err
+		}
+	}
+	v, err := vault.Open(ctx, vdb, ks, vault.Options{Logger: e.log,
+		Notify: func(msg string) { fmt.Fprintf(e.stderr, "claudeflare: %s\n", msg) }})
+	if err != nil {
+		return ks, nil, keyHint(fmt.Errorf("backup: %w", err))
+	}
+	key, err := v.BackupKey()
+	if err != nil {
+		return ks, nil, fmt.Errorf("backup: %w", err)
+	}
+	return ks, key, nil
 }
 
 func runRestore(c *cli.Context) error {
@@ -152,6 +203,10 @@ func runRestore(c *cli.Context) error {
 		}
 		return withHint(err, keyHintRestore)
 	}
+	backupKeys, err := vault.BackupKeys(e.keySource(cfg))
+	if err != nil {
+		return withHint(err, keyHintRestore)
+	}
 	var in io.Reader = e.stdin
 	if a.file != "-" {
 		f, err := os.Open(a.file)
@@ -161,8 +216,19 @@ func runRestore(c *cli.Context) error {
 		defer f.Close()
 		in = f
 	}
-	res, err := backup.Restore(c.Context, in, backup.RestoreOptions{DataDir: cfg.DataDir, Identities: ids, Force: a.force})
+	res, err := backup.Restore(c.Context, in, backup.RestoreOptions{DataDir: cfg.DataDir, Identities: ids, BackupKeys: backupKeys,
+		Force: a.force, ReplaceIdentity: a.replaceIdentity, AllowUnauthenticated: a.allowUnauthenticated})
+	var wrongKey *backup.WrongKeyError
 	switch {
+	case errors.As(err, &wrongKey) && len(wrongKey.Recipients) > 0:
+		return withHint(err, "give the master identity of "+strings.Join(wrongKey.Recipients, " or ")+
+			" with --identity FILE (after a key rotation: the file key rotate --keep-old wrote) or CLAUDEFLARE_ENCRYPTION_KEY")
+	case errors.Is(err, backup.ErrNotAuthentic):
+		return withHint(err, "do not restore it: someone who knows only the public recipient can build such an archive; if you made it with an earlier master key, give that key with --identity FILE")
+	case errors.Is(err, backup.ErrUnauthenticated):
+		return withHint(err, "if you made this backup with an earlier release and kept it safe, restore it with --allow-unauthenticated")
+	case errors.Is(err, backup.ErrIdentityDiffers):
+		return withHint(err, "--replace-identity installs it (the current identity.txt is kept as identity.txt.replaced-TIME); or restore into an empty data dir")
 	case errors.Is(err, backup.ErrDaemonRunning):
 		return withHint(err, "stop it first (e.g. `systemctl stop claudeflare`), then restore")
 	case errors.Is(err, backup.ErrVaultExists):
@@ -171,6 +237,15 @@ func runRestore(c *cli.Context) error {
 		return withHint(err, keyHintRestore)
 	case err != nil:
 		return fmt.Errorf("restore: %w", err)
+	}
+	switch {
+	case res.Passphrase:
+		fmt.Fprintln(e.stderr, "claudeflare: the backup was made by an earlier release; it is authenticated by its encryption with the vault's passphrase")
+	case !res.Authenticated:
+		fmt.Fprintln(e.stderr, "claudeflare: warning: restored an unauthenticated backup made by an earlier release (--allow-unauthenticated); run `claudeflare doctor` and check `claudeflare apikey list` and the master recipients")
+	}
+	if len(res.Manifest.Recipients) > 0 {
+		fmt.Fprintf(e.stderr, "claudeflare: the restored vault's master recipients: %s\n", strings.Join(res.Manifest.Recipients, ", "))
 	}
 	if res.IdentityMovedAside != "" {
 		fmt.Fprintf(e.stderr, "claudeflare: kept the data dir's previous identity as %s\n", res.IdentityMovedAside)
