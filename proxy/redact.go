@@ -40,7 +40,7 @@ const redactSlack = 4 << 10
 const maxEscapeLevels = 2
 
 // redactor replaces secrets in what the request log keeps: payload bodies
-// and header values, and the request row's path, client and error.
+// and header values, and the request row's path, model, client and error.
 type redactor struct {
 	pats []pattern // the built-in patterns, then log.redact
 }
@@ -62,7 +62,12 @@ func newRedactor(extra []*regexp.Regexp) *redactor {
 		res = append(res, regexp.MustCompile(p))
 	}
 	r := &redactor{}
+	seen := map[string]bool{}
 	for _, re := range append(res, extra...) {
+		if seen[re.String()] { // log.redact's defaults are built in too
+			continue
+		}
+		seen[re.String()] = true
 		p := pattern{re: re}
 		if lit := foldPrefix(re.String()); lit != "" {
 			if a, err := regexp.Compile(`^(?:` + re.String() + `)`); err == nil {

@@ -365,3 +365,22 @@ func FuzzRedact(f *testing.F) {
 		}
 	})
 }
+
+// TestRedactorPatterns: the defaults of log.redact are built in, so they
+// run once; (?i)bearer takes the fast path, a literal found in a
+// lower-cased copy.
+func TestRedactorPatterns(t *testing.T) {
+	cfg := config.Default()
+	r := newRedactor(cfg.Redactors())
+	if len(r.pats) != len(builtinRedact) {
+		t.Fatalf("%d patterns, want %d", len(r.pats), len(builtinRedact))
+	}
+	if string(r.pats[2].fold) != "bearer" {
+		t.Fatalf("bearer pattern has no fast path: %q", r.pats[2].fold)
+	}
+	for expr, want := range map[string]string{`(?i)token=\w+`: "", `(?i)(?:api)key`: "", `(?i)PASSWD:\s`: "", `(?i)bearer\s`: "bearer", `bearer`: "", `(?i)ab`: ""} {
+		if got := foldPrefix(expr); got != want {
+			t.Errorf("foldPrefix(%s) = %q, want %q", expr, got, want)
+		}
+	}
+}
