@@ -146,10 +146,24 @@ func daemonRun(b *testing.B, tmpl string, n int) (idle, busy []time.Duration, se
 			}
 		}()
 	}
-	time.Sleep(5 * time.Second)
-	mu.Lock()
-	lat = &busy
-	mu.Unlock()
+	// The baseline: enough idle samples (about 5s of this load), counted
+	// rather than timed, so that a slow machine still gets its share.
+	const idleSamples = 2000
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := len(idle)
+		if n >= idleSamples {
+			lat = &busy
+		}
+		mu.Unlock()
+		if n >= idleSamples {
+			break
+		}
+		if time.Now().After(deadline) {
+			stopLoad()
+			b.Fatalf("only %d requests served in 2 minutes", n)
+		}
+	}
 
 	cron, err := store.OpenLog(dir)
 	if err != nil {
