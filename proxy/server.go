@@ -21,6 +21,13 @@
 //     (every 2s, and on Reload), rate-limit state is saved by a goroutine,
 //     and request rows and payloads go through a bounded queue to one
 //     writer goroutine that also seals the payloads.
+//   - One path per request: only a canonical request target is served
+//     (CanonicalPath; anything else is 400), and exactly that path is sent
+//     upstream, the one the access guard authorized.
+//   - Request bodies are read within server.body_read_timeout (else 408)
+//     into a buffer that grows as bytes arrive, never from Content-Length;
+//     all bodies in flight together hold at most
+//     server.max_inflight_body_bytes (else 503, x-should-retry: true).
 //   - Memory per request is bounded: the request body is kept once (capped
 //     by server.max_body_bytes) for replay; the response passes through a
 //     32 KiB buffer; the usage taps keep a few KiB; the payload capture
