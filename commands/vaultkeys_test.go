@@ -38,7 +38,7 @@ func fileHash(t *testing.T, path string) string {
 
 // A recipient appended to the vault's master record with plain SQL: every
 // command that opens the vault fails with one clear line (exit 1) and
-// writes nothing; key rotate --data refuses; doctor reports it.
+// writes nothing; key rotate --data and backup refuse; doctor reports it.
 func TestTamperedRecipientIsRefused(t *testing.T) {
 	c := newCLI(t)
 	c.MustRun("", "init")
@@ -63,6 +63,14 @@ func TestTamperedRecipientIsRefused(t *testing.T) {
 		if strings.Contains(out, stranger.Recipient().String()) {
 			t.Fatalf("%v printed the stranger's recipient: %q", args, out)
 		}
+	}
+	backupFile := filepath.Join(c.dir, "backup.age")
+	_, errs, code := c.Run("", "backup", backupFile)
+	if code != 1 || !strings.Contains(errs, "vault metadata failed authentication") {
+		t.Fatalf("backup of a tampered vault: exit %d, %q", code, errs)
+	}
+	if _, err := os.Stat(backupFile); err == nil {
+		t.Fatal("a backup file was written")
 	}
 	if fileHash(t, vaultFile) != before {
 		t.Fatal("vault.db changed")
