@@ -380,6 +380,9 @@ type AuditPrep struct {
 	Restarted bool
 	// Problem is the chain's first failure (a *ChainError), nil when it
 	// verifies. Writers go on appending to the head; --verify reports it.
+	// When the last row carries a valid MAC and the head names it, the
+	// rows before it are not walked (State then has LastID, Head and
+	// Keyed only): VerifyAudit checks them.
 	Problem error
 }
 
@@ -403,6 +406,12 @@ func PrepareAudit(ctx context.Context, v *vault.Vault, now time.Time, actor stri
 	// wrap: had is true only if the key was really there.
 	if p.Key, err = v.AuditKey(ctx); err != nil {
 		return p, fmt.Errorf("audit key: %w", err)
+	}
+	// The common case, cheaply: the last row carries a MAC and the head
+	// names it. (--verify walks the whole chain afterwards.)
+	if st, ok := keyedTail(ctx, db, p.Key); ok {
+		p.State = st
+		return p, nil
 	}
 	p.State, err = VerifyAudit(ctx, db, p.Key, nil)
 	var ce *ChainError
@@ -442,6 +451,26 @@ func PrepareAudit(ctx context.Context, v *vault.Vault, now time.Time, actor stri
 		err = nil
 	}
 	return p, err
+}
+
+// keyedTail reports whether the last row carries a valid MAC over its
+// stored link and the head record names it; the state it returns has
+// LastID, Head and Keyed only.
+func keyedTail(ctx context.Context, db *store.DB, key []byte) (AuditState, bool) {
+	var e Entry
+	err := db.W.GetContext(ctx, &e, `SELECT id, ts, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY id DESC LIMIT 1`)
+	if err != nil || !hmac.Equal(chainMAC(key, e.PrevHash, e), e.Hash) || e.Action == ActionAuditRestarted {
+		return AuditState{}, false
+	}
+	var head struct {
+		LastID int64  `db:"last_id"`
+		Hash   []byte `db:"hash"`
+	}
+	if err := db.W.GetContext(ctx, &head, `SELECT last_id, hash FROM audit_head WHERE id = 1`); err != nil ||
+		head.LastID != e.ID || !bytes.Equal(head.Hash, e.Hash) {
+		return AuditState{}, false
+	}
+	return AuditState{Keyed: true, LastID: e.ID, Head: e.Hash}, true
 }
 
 // seal keys a chain that has no keyed row yet (st, as VerifyAudit found
