@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/oauth"
 	"github.com/claudeflare/claudeflare/proxy"
 )
 
@@ -131,7 +132,11 @@ func UpstreamTLS(cfg *config.Config) (*tls.Config, error) {
 	}
 	hosts := map[string]bool{}
 	ipHost := false
-	for _, e := range []struct{ key, url string }{{"upstream_url", cfg.UpstreamURL}, {"oauth_token_url", cfg.OAuthTokenURL}} {
+	tokenURL := cfg.OAuthTokenURL
+	if tokenURL == "" {
+		tokenURL = oauth.DefaultTokenURL
+	}
+	for _, e := range []struct{ key, url string }{{"upstream_url", cfg.UpstreamURL}, {"oauth_token_url", tokenURL}} {
 		u, err := url.Parse(e.url)
 		if err != nil || u.Hostname() == "" {
 			return nil, fmt.Errorf("%s: invalid URL %q", e.key, e.url)
