@@ -249,15 +249,14 @@ func (v *Vault) CheckMAC(ctx context.Context) error {
 	if isLegacy(rec, rows) {
 		return ErrUnsealed
 	}
-	m := v.master()
-	roots, err := m.roots()
-	if err != nil {
-		return err
-	}
-	if err := verifyMaster(rec, roots); err != nil {
-		if breakGlass(rec, m) {
+	if err := v.checkMaster(rec); err != nil {
+		if m := v.master(); breakGlass(rec, m) {
 			return fmt.Errorf("%s is an extra recipient and cannot check the MACs; run with the master key", m.where)
 		}
+		return err
+	}
+	roots, err := v.master().roots()
+	if err != nil {
 		return err
 	}
 	for _, r := range rows {
@@ -266,6 +265,55 @@ func (v *Vault) CheckMAC(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// errMasterReplaced is returned when the master record no longer names
+// the master key in use: another process replaced it (key rotate).
+var errMasterReplaced = errors.New("the vault's master key was replaced since this process opened it (hint: restart with the current master key)")
+
+// checkMaster verifies the master record rec with the master key in use.
+// A long-running holder whose key came from a file reads the file again
+// when that fails: another process may have rotated the key in place.
+func (v *Vault) checkMaster(rec masterRecord) error {
+	m := v.master()
+	roots, err := m.roots()
+	if err != nil {
+		return err
+	}
+	if verifyMaster(rec, roots) == nil {
+		return nil
+	}
+	if m.path != "" {
+		if m2, err := v.ks.load(false, false); err == nil {
+			if r2, err := m2.roots(); err == nil && verifyMaster(rec, r2) == nil {
+				v.mu.Lock()
+				v.m = m2
+				v.mu.Unlock()
+				return nil
+			}
+		}
+	}
+	if m.kind == MasterIdentity && rec.Kind == MasterIdentity && !listsAny(rec, m) {
+		return errMasterReplaced
+	}
+	return ErrTampered
+}
+
+// listsAny reports whether the master record (or the incoming one) lists
+// a recipient of m.
+func listsAny(rec masterRecord, m *master) bool {
+	lists := rec.Recipients
+	if rec.NextRecipients != nil {
+		lists += "\n" + *rec.NextRecipients
+	}
+	for _, r := range strings.Split(lists, "\n") {
+		for _, s := range m.recipientStrings() {
+			if r == s {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // isLegacy reports whether the vault predates the MACs: no row carries one.
@@ -455,14 +503,15 @@ func (v *Vault) AuditKey(ctx context.Context) ([]byte, error) {
 			return nil, err
 		}
 	}
+	v.mu.RLock()
+	glass := v.breakGlass
+	v.mu.RUnlock()
+	if !glass {
+		if err := v.checkMaster(rec); err != nil {
+			return nil, err
+		}
+	}
 	m := v.master()
-	roots, err := m.roots()
-	if err != nil {
-		return nil, err
-	}
-	if err := verifyMaster(rec, roots); err != nil && !v.breakGlass {
-		return nil, err
-	}
 	key, err := decrypt(rec.AuditKey, m.identities...)
 	if errors.Is(err, ErrWrongKey) && rec.AuditKeyNext != nil {
 		key, err = decrypt(rec.AuditKeyNext, m.identities...)
@@ -480,6 +529,10 @@ func (v *Vault) AuditKey(ctx context.Context) ([]byte, error) {
 // makeAuditKey makes the audit key, wraps it to the master and stores it
 // with a new master MAC, unless another process made one first.
 func (v *Vault) makeAuditKey(ctx context.Context) error {
+	to, err := v.wrapSet(ctx) // checks the master record first
+	if err != nil {
+		return err
+	}
 	m := v.master()
 	roots, err := m.roots()
 	if err != nil {
@@ -491,10 +544,6 @@ func (v *Vault) makeAuditKey(ctx context.Context) error {
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
-		return err
-	}
-	to, err := v.wrapSet(ctx)
-	if err != nil {
 		return err
 	}
 	wrap, err := encrypt(key, to...)

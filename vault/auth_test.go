@@ -231,3 +231,34 @@ func (w *world) dump() string {
 	}
 	return b.String()
 }
+
+// TestLongRunningHolderAfterRotation: a vault opened before another
+// process rotated the master key in place still checks the metadata (it
+// reads the identity file again); one whose key came from the environment
+// is told the key was replaced, not that the vault was tampered with.
+func TestLongRunningHolderAfterRotation(t *testing.T) {
+	w := newWorld(t, KeySource{})
+	daemon := w.mustOpen(KeySource{})
+	envKey := readKey(t, filepath.Join(w.dir, IdentityFileName))
+	envDaemon := w.mustOpen(envKey)
+	ak, err := w.mustOpen(KeySource{}).AuditKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.mustOpen(KeySource{}).Rotate(ctx, RotateOptions{Master: true}); err != nil {
+		t.Fatal(err)
+	}
+	_, rs, err := daemon.Recipients(ctx)
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("recipients after the rotation: %v", err)
+	}
+	if got, err := daemon.AuditKey(ctx); err != nil || !bytes.Equal(got, ak) {
+		t.Fatalf("audit key after the rotation: %v", err)
+	}
+	if err := daemon.CheckMAC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := envDaemon.Recipients(ctx); !errors.Is(err, errMasterReplaced) {
+		t.Fatalf("env key after the rotation: %v", err)
+	}
+}

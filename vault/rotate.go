@@ -356,14 +356,23 @@ func writeOldIdentity(m *master, path string) error {
 func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResult) error {
 	old := v.master()
 	// The audit key moves to the new master with the data keys: make it
-	// now if it does not exist yet, so that nothing makes one meanwhile.
-	auditKey, err := v.AuditKey(ctx)
-	if err != nil {
-		return err
-	}
+	// now if it does not exist yet, so that nothing makes one meanwhile
+	// (a break-glass key, which cannot check the metadata, makes none).
 	rec, err := readMasterRecord(ctx, v.db.W)
 	if err != nil {
 		return err
+	}
+	v.mu.RLock()
+	glass := v.breakGlass
+	v.mu.RUnlock()
+	var auditKey []byte
+	if rec.AuditKey != nil || !glass {
+		if auditKey, err = v.AuditKey(ctx); err != nil {
+			return err
+		}
+		if rec, err = readMasterRecord(ctx, v.db.W); err != nil {
+			return err
+		}
 	}
 	auditWrap := rec.AuditKey
 
@@ -440,9 +449,11 @@ func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResu
 		}
 		wraps[dk.id] = w
 	}
-	auditNext, err := encrypt(auditKey, to...)
-	if err != nil {
-		return fmt.Errorf("wrap audit key: %w", err)
+	var auditNext []byte
+	if auditKey != nil {
+		if auditNext, err = encrypt(auditKey, to...); err != nil {
+			return fmt.Errorf("wrap audit key: %w", err)
+		}
 	}
 	err = store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
 		var rows []dataKeyRecord
@@ -900,11 +911,7 @@ func (v *Vault) wrapSet(ctx context.Context) ([]age.Recipient, error) {
 	if err != nil {
 		return nil, err
 	}
-	roots, err := v.master().roots()
-	if err != nil {
-		return nil, err
-	}
-	if err := verifyMaster(rec, roots); err != nil {
+	if err := v.checkMaster(rec); err != nil {
 		return nil, err
 	}
 	kind := rec.Kind

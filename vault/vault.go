@@ -544,11 +544,7 @@ func (v *Vault) Recipients(ctx context.Context) (kind string, recipients []strin
 		return "", nil, errors.New("the master recipients cannot be checked with an extra recipient's key; replace the master key first")
 	}
 	if !legacy {
-		roots, err := v.master().roots()
-		if err != nil {
-			return "", nil, err
-		}
-		if err := verifyMaster(row, roots); err != nil {
+		if err := v.checkMaster(row); err != nil {
 			return "", nil, err
 		}
 	}
