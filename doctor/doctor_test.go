@@ -335,3 +335,38 @@ func TestVaultMAC(t *testing.T) {
 		t.Fatal("doctor does not fail")
 	}
 }
+
+// TestVaultMACUpgrade: on a data dir made by the previous release, doctor
+// says the MAC is missing (a warning: the next open adds it) and writes
+// nothing.
+func TestVaultMACUpgrade(t *testing.T) {
+	src := filepath.Join("..", "testdata", "upgrade", "v1", "data")
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(src)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := store.OpenVault(dir) // the schema upgrade, as any command does
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	before, _ := os.ReadFile(filepath.Join(dir, store.VaultFile))
+	rs := run(t, doctor.Options{DataDir: dir})
+	r := find(rs, "vault_mac")
+	if len(r) != 1 || r[0].Status != doctor.Warn || !strings.Contains(r[0].Message, "no MAC yet") {
+		t.Fatalf("v1 vault: %+v", r)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, store.VaultFile)); string(after) != string(before) {
+		t.Fatal("doctor changed vault.db")
+	}
+}
