@@ -14,7 +14,9 @@ func doctorCommand() *cli.Command {
 		Name:  "doctor",
 		Usage: "check the config, master key, databases, accounts and disk space",
 		Description: "doctor checks that the config is valid, the master key file is private,\n" +
-			"the master key opens the vault, both databases pass PRAGMA integrity_check\n" +
+			"the master key opens the vault and the vault's key metadata (master\n" +
+			"recipients, data keys, audit key) carries valid MACs made with it (vault_mac),\n" +
+			"both databases pass PRAGMA integrity_check\n" +
 			"and have a schema this binary knows, no account needs a new login, and the\n" +
 			"data dir's file system has room. It only reads, and is safe to run while the\n" +
 			"daemon serves. Each problem is one line with a hint; the exit status is 1\n" +
