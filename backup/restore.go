@@ -287,6 +287,15 @@ func (h *headTap) recipients() []string {
 	return out
 }
 
+// ArchiveRecipients reads the age header at the start of r and returns
+// the master recipients its hint stanzas name (none for a passphrase
+// archive or one made by the first release), without decrypting.
+func ArchiveRecipients(r io.Reader) []string {
+	tap := &headTap{}
+	io.Copy(tap, io.LimitReader(r, maxHead))
+	return tap.recipients()
+}
+
 // unpack decrypts the archive, authenticates its manifest and unpacks
 // its files into dir, checking each against the manifest.
 func unpack(r io.Reader, opts RestoreOptions, dir string) (Manifest, authKind, error) {

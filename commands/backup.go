@@ -201,6 +201,15 @@ func runRestore(c *cli.Context) error {
 		if errors.Is(err, vault.ErrKeyFileMode) {
 			return withHint(err, "chmod 600 the identity file")
 		}
+		if a.file != "-" {
+			if f, ferr := os.Open(a.file); ferr == nil {
+				rs := backup.ArchiveRecipients(f)
+				f.Close()
+				if len(rs) > 0 {
+					return withHint(err, "give the master key the backup was made for, the identity of "+strings.Join(rs, " or ")+": --identity FILE or CLAUDEFLARE_ENCRYPTION_KEY")
+				}
+			}
+		}
 		return withHint(err, keyHintRestore)
 	}
 	backupKeys, err := vault.BackupKeys(e.keySource(cfg))

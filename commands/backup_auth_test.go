@@ -144,8 +144,13 @@ func TestRestoreAfterKeyRotate(t *testing.T) {
 	dst := filepath.Join(c.dir, "restored")
 	r := *c
 	r.Env = withDataDir(c.Env, dst)
+	// No key at all: the hint names the one the backup needs.
+	_, errs, code := r.Run("", "restore", file)
+	if code != 1 || !strings.Contains(errs, "hint: give the master key the backup was made for, the identity of "+oldRecipient) {
+		t.Fatalf("restore without a key: exit %d %s", code, errs)
+	}
 	current := filepath.Join(c.dir, "data", "identity.txt")
-	_, errs, code := r.Run("", "--identity", current, "restore", file)
+	_, errs, code = r.Run("", "--identity", current, "restore", file)
 	if code != 1 || !strings.Contains(errs, "does not open this backup: it is encrypted to "+oldRecipient) ||
 		!strings.Contains(errs, "hint: give the master identity of "+oldRecipient) {
 		t.Fatalf("restore with the new key: exit %d %s", code, errs)
