@@ -23,6 +23,16 @@ package vault
 // A vault made before the MACs existed has none: the first open by a
 // holder of the master key adds them, and says so with the recipients it
 // sealed, so that the user can check no stranger's recipient was there.
+//
+// An extra recipient (key rotate --add-recipient, a break-glass key) can
+// unwrap the data keys but not check the MACs: its key opens the vault only
+// to replace the master key (Options.Recovery), which makes new MACs.
+//
+// What the MACs do not stop: someone who can write vault.db can still put
+// back an older copy of it (whose MACs are valid), delete it, strip every
+// MAC so that the next open seals the vault again as if it were an earlier
+// release's (it says so, with the recipients, every time that happens), and
+// change what no MAC covers (accounts' settings and state, client keys).
 
 import (
 	"bytes"
