@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/oauth"
 	"github.com/claudeflare/claudeflare/requestlog"
@@ -124,13 +125,19 @@ func parseAddArgs(c *cli.Context) (addArgs, error) {
 	return a, nil
 }
 
-func oauthClient(cfg *config.Config) *oauth.Client {
+// oauthClient talks to the token endpoint with the daemon's upstream
+// transport: verified TLS and upstream.pin_sha256 on the token host too.
+func oauthClient(cfg *config.Config) (*oauth.Client, error) {
+	transport, err := access.UpstreamTransport(cfg)
+	if err != nil {
+		return nil, withHint(usagef("%v", err), "use https:// for upstream_url and oauth_token_url, or set no upstream.pin_sha256")
+	}
 	return &oauth.Client{
 		TokenURL: cfg.OAuthTokenURL,
 		ClientID: cfg.ClientID,
 		APIBase:  cfg.UpstreamURL,
-		HTTP:     &http.Client{Timeout: 60 * time.Second},
-	}
+		HTTP:     &http.Client{Timeout: 60 * time.Second, Transport: transport},
+	}, nil
 }
 
 func accountsAdd(c *cli.Context) error {
@@ -140,6 +147,10 @@ func accountsAdd(c *cli.Context) error {
 	}
 	e := getEnv(c)
 	cfg, err := e.config(nil)
+	if err != nil {
+		return err
+	}
+	client, err := oauthClient(cfg) // before anything is opened: a bad pin touches nothing
 	if err != nil {
 		return err
 	}
@@ -160,7 +171,6 @@ func accountsAdd(c *cli.Context) error {
 		return err
 	}
 	acct := vault.NewAccount{Name: a.name, Kind: store.KindOAuth, Mode: string(a.mode), Priority: a.priority, Tier: a.tier}
-	client := oauthClient(cfg)
 	switch {
 	case a.apiKeyStdin:
 		key, err := readSecret(e.stdin, "API key")
