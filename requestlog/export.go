@@ -216,8 +216,15 @@ func looksJSON(b []byte) bool {
 }
 
 // decode undoes a gzip or deflate content encoding (also recognising
-// gzip by its magic bytes). A body cut short decodes as far as it goes.
+// gzip by its magic bytes). A body cut short decodes as far as it goes. A
+// body that is valid UTF-8 is left as it is, whatever the header says:
+// the recorder stores bodies decoded (keeping Content-Encoding as sent),
+// and a compressed stream is not valid UTF-8 (gzip's magic bytes never
+// are), while a raw deflate reader turns some text into garbage.
 func decode(enc string, b []byte) ([]byte, bool) {
+	if utf8.Valid(b) {
+		return nil, false
+	}
 	enc = strings.ToLower(strings.TrimSpace(enc))
 	var r io.Reader
 	var err error

@@ -237,6 +237,13 @@ func TestBodyRendering(t *testing.T) {
 		{"gzip by magic", "application/json", "", full, `{"usage":{"input_tokens":3}}`, ""},
 		{"gzip cut short", "application/json", "gzip", full[:len(full)-6], `{"usage":{"input_tokens":3}}`, ""},
 		{"empty", "application/json", "", nil, `null`, ""},
+		// The recorder stores bodies decoded, with Content-Encoding as
+		// sent: a body that is already text is shown as it is.
+		{"stored decoded, deflate", "application/json", "deflate", []byte(`{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}`), `{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}`, ""},
+		{"stored decoded, gzip", "text/event-stream", "gzip", []byte("event: ping\n\n"), `"event: ping\n\n"`, ""},
+		{"stored decoded, note", "application/json", "br", []byte("[REDACTED: undecodable br body]"), `"[REDACTED: undecodable br body]"`, ""},
+		{"stored decoded, not raw deflate", "text/plain", "deflate", []byte("\nhello"), `"\nhello"`, ""},
+		{"stored decoded, not zlib", "text/plain", "deflate", []byte("x^ hello"), `"x^ hello"`, ""},
 	} {
 		var buf bytes.Buffer
 		got, enc := requestlog.Body(tc.ct, tc.ce, tc.body, &buf)
