@@ -418,18 +418,22 @@ func breakGlass(rec masterRecord, m *master) bool {
 }
 
 // sealLegacy adds the MACs to a vault made before they existed, with the
-// master key that has just opened every data key. It reports the
-// recipients it sealed. A vault in the middle of a rotation made by the
-// previous release is sealed once the rotation is finished.
+// master key that has just opened every data key, and says so. Only the
+// master's own recipients are sealed into the master record: any other (a
+// break-glass key added with key rotate --add-recipient, or a stranger's)
+// is dropped from it and named, to be given again to key rotate if it is
+// the user's. Nothing is sealed by a key that is not the master's (a
+// break-glass key, listed after it), nor in the middle of a rotation made
+// by the previous release (sealed once it is finished).
 func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, err error) {
 	m := v.master()
 	root, err := m.primaryRoot()
 	if err != nil {
 		return false, err
 	}
-	var recipients string
+	var kept, dropped []string
 	err = store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
-		sealed = false
+		sealed, kept, dropped = false, nil, nil
 		rec, err := readMasterRecord(ctx, tx)
 		if err != nil {
 			return err
@@ -438,8 +442,27 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, err error) {
 		if err := tx.SelectContext(ctx, &rows, `SELECT `+dataKeyColumns+` FROM data_keys`); err != nil {
 			return fmt.Errorf("read data keys: %w", err)
 		}
-		if !isLegacy(rec, rows) || rec.NextKind != nil {
-			return nil // sealed meanwhile, or a rotation to finish first
+		if !isLegacy(rec, rows) || rec.NextKind != nil || rec.Kind != m.kind {
+			return nil // sealed meanwhile, a rotation to finish first, or not the master's kind
+		}
+		if m.kind == MasterIdentity {
+			mine := map[string]bool{}
+			for _, r := range m.recipientStrings() {
+				mine[r] = true
+			}
+			for i, r := range strings.Split(rec.Recipients, "\n") {
+				switch {
+				case mine[r]:
+					kept = append(kept, r)
+				case i == 0:
+					return nil // the master is someone else: this is a break-glass key
+				default:
+					dropped = append(dropped, r)
+				}
+			}
+			if len(kept) == 0 {
+				return nil
+			}
 		}
 		v.mu.RLock()
 		defer v.mu.RUnlock()
@@ -453,42 +476,39 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, err error) {
 				return fmt.Errorf("seal data key: %w", err)
 			}
 		}
-		mac := metaMAC(root, masterParts(rec.Kind, rec.Recipients, rec.AuditKey)...)
-		if _, err := tx.ExecContext(ctx, `UPDATE master SET mac = ? WHERE id = 1`, mac); err != nil {
+		recipients := strings.Join(kept, "\n")
+		mac := metaMAC(root, masterParts(rec.Kind, recipients, rec.AuditKey)...)
+		if _, err := tx.ExecContext(ctx, `UPDATE master SET recipients = ?, mac = ? WHERE id = 1`, recipients, mac); err != nil {
 			return fmt.Errorf("seal master record: %w", err)
 		}
-		recipients = rec.Recipients
 		sealed = true
 		return nil
 	})
 	if err != nil {
 		return false, fmt.Errorf("seal vault metadata: %w", err)
 	}
-	if sealed {
-		rs := "none (passphrase)"
-		if recipients != "" {
-			mine := map[string]bool{}
-			for _, r := range m.recipientStrings() {
-				mine[r] = true
-			}
-			var list []string
-			for _, r := range strings.Split(recipients, "\n") {
-				if !mine[r] {
-					r += " (NOT this master key: added with key rotate --add-recipient, or by someone else)"
-				}
-				list = append(list, r)
-			}
-			rs = strings.Join(list, ", ")
-		}
-		if v.notify == nil {
-			v.log.Warn("vault metadata from an earlier release is now authenticated with the master key; check that every recipient sealed is yours",
-				"recipients", rs)
-		} else {
-			v.notify(fmt.Sprintf("the vault's metadata (made by an earlier release) is now authenticated with the master key.\n"+
-				"Master recipients sealed: %s\nCheck that each of them is yours: any other was added by someone who could write vault.db; then run `claudeflare key rotate` (it drops every recipient you do not give again).", rs))
-		}
+	if !sealed {
+		return false, nil
 	}
-	return sealed, nil
+	rs := "none (passphrase)"
+	if len(kept) > 0 {
+		rs = strings.Join(kept, ", ")
+	}
+	msg := fmt.Sprintf("the vault's metadata (made by an earlier release) is now authenticated with the master key.\n"+
+		"Master recipients sealed: %s", rs)
+	if len(dropped) > 0 {
+		msg += fmt.Sprintf("\nDropped from the master recipients, as they are not this master key: %s\n"+
+			"New data keys and backups are no longer encrypted to them. If one is yours (a break-glass key), give it again: "+
+			"claudeflare key rotate --add-recipient RECIPIENT; if not, someone who could write vault.db added it: run claudeflare key rotate --data.",
+			strings.Join(dropped, ", "))
+	}
+	if v.notify != nil {
+		v.notify(msg)
+	} else {
+		v.log.Warn("vault metadata from an earlier release is now authenticated with the master key",
+			"recipients_sealed", rs, "recipients_dropped", strings.Join(dropped, ", "))
+	}
+	return true, nil
 }
 
 // AuditKey returns the 32-byte HMAC key of the audit chain. It is random,

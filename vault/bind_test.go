@@ -289,25 +289,62 @@ func swapRows(t *testing.T, db interface {
 	}
 }
 
-// TestUpgradeNamesForeignRecipients: when an earlier release's vault is
-// sealed, a recipient that is not the master's own is pointed out.
-func TestUpgradeNamesForeignRecipients(t *testing.T) {
+// TestUpgradeDropsForeignRecipients: when an earlier release's vault is
+// sealed, a recipient that is not the master's own is dropped from the
+// master record (so no new data key or backup is encrypted to it) and
+// named; a break-glass key of that vault opens it but seals nothing.
+func TestUpgradeDropsForeignRecipients(t *testing.T) {
 	dir := copyFixture(t)
 	w := &world{t: t, dir: dir, want: map[int64]Secrets{}}
 	stranger, _ := age.GenerateX25519Identity()
 	if _, err := w.rawDB().Exec(`UPDATE master SET recipients = recipients || char(10) || ?`, stranger.Recipient().String()); err != nil {
 		t.Fatal(err)
 	}
-	var notes []string
 	db, err := store.OpenVault(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := Open(ctx, db, w.ks(KeySource{}), Options{Notify: func(s string) { notes = append(notes, s) }}); err != nil {
+	// Wrap the data key to the stranger too, as a rotation by the earlier
+	// release would have: it is a "break-glass" key of that vault.
+	v0, err := Open(ctx, db, w.ks(KeySource{}), Options{ReadOnly: true})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(notes) != 1 || !strings.Contains(notes[0], stranger.Recipient().String()+" (NOT this master key") {
+	dk := v0.currentKey()
+	wrap, err := encrypt(dk.text, stranger.Recipient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.rawDB().Exec(`UPDATE data_keys SET wrapped = ? WHERE id = ?`, wrap, dk.id); err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	if _, err := Open(ctx, db, w.ks(KeySource{EncryptionKey: stranger.String()}), Options{Notify: func(s string) { notes = append(notes, s) }}); err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 0 {
+		t.Fatalf("the break-glass key sealed the vault: %q", notes)
+	}
+	// Put the master's wrap back and open with the master key.
+	if _, err := w.rawDB().Exec(`UPDATE data_keys SET wrapped = ? WHERE id = ?`, dk.wrapped, dk.id); err != nil {
+		t.Fatal(err)
+	}
+	v, err := Open(ctx, db, w.ks(KeySource{}), Options{Notify: func(s string) { notes = append(notes, s) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "Dropped from the master recipients") || !strings.Contains(notes[0], stranger.Recipient().String()) {
 		t.Fatalf("notes %q", notes)
+	}
+	_, rs, err := v.Recipients(ctx)
+	if err != nil || len(rs) != 1 || rs[0] == stranger.Recipient().String() {
+		t.Fatalf("recipients after sealing: %v %v", rs, err)
+	}
+	if _, err := v.Rotate(ctx, RotateOptions{Data: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.open(KeySource{EncryptionKey: stranger.String()}); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("the stranger opens the new data key: %v", err)
 	}
 }
