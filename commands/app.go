@@ -105,6 +105,7 @@ type env struct {
 	log            *slog.Logger
 	level          *slog.LevelVar // the logger's level, changed by a reload
 	secrets        *masterSecrets // the master key variables, read once (open.go)
+	audit          auditNotes     // what the audit log told this command (audit.go)
 }
 
 // config loads the configuration once; extra are command flags that are

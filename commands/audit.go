@@ -133,8 +133,8 @@ func runAudit(c *cli.Context) error {
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tACTOR\tACTION\tDETAIL")
 	err = access.ListAudit(c.Context, db, since, func(en access.Entry) error {
-		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", en.ID, en.Time().Format(time.RFC3339), printable(en.Actor), printable(en.Action),
-			printable(en.Detail))
+		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", en.ID, en.Time().Format(time.RFC3339), en.Actor, en.Action,
+			strings.ReplaceAll(en.Detail, "\t", " "))
 		return err
 	})
 	if err != nil {
@@ -151,6 +151,7 @@ func auditVerify(c *cli.Context, e *env, expect []byte, printHead bool) error {
 	if err != nil {
 		return err
 	}
+	e.audit.quiet = true // a problem is this command's error
 	v, err := e.openVaultWith(c.Context, cfg, vault.Options{Logger: e.log}, true)
 	if err != nil {
 		return err
@@ -201,10 +202,18 @@ func tamperHint(err error) error {
 	return err
 }
 
+// auditNotes is what the audit log told this command, so that each thing
+// is said once.
+type auditNotes struct {
+	warned bool // a problem was reported
+	quiet  bool // audit --verify reports problems as its error
+}
+
 // prepareAudit gets the audit key for a command that opened the vault
 // with the master key, keying a log made by an earlier release first, and
-// says on stderr what it did or found. Commands that write audit rows call
-// it (with write) right after opening the vault, before anything else.
+// says on stderr what it did or found. openVaultWith calls it for every
+// command that opens the vault with the master key; commands that write
+// audit rows call it again (openAudit, with write) for the key.
 func (e *env) prepareAudit(ctx context.Context, v *vault.Vault, write bool) (access.AuditPrep, error) {
 	p, err := access.PrepareAudit(context.WithoutCancel(ctx), v, time.Now(), access.CLIActor(), write)
 	if err != nil {
@@ -214,7 +223,8 @@ func (e *env) prepareAudit(ctx context.Context, v *vault.Vault, write bool) (acc
 		fmt.Fprintf(e.stderr, "claudeflare: the audit log made by an earlier release (%d %s) verified as a plain hash chain; it is now keyed with the vault's audit key (row %d)\n",
 			p.State.Legacy, map[bool]string{true: "entry", false: "entries"}[p.State.Legacy == 1], p.State.LastID)
 	}
-	if write && p.Problem != nil {
+	if p.Problem != nil && !e.audit.quiet && (!e.audit.warned || p.Restarted) {
+		e.audit.warned = true
 		msg := p.Problem.Error()
 		if p.Restarted {
 			msg += fmt.Sprintf("; the chain was restarted at row %d, which `claudeflare audit --verify` reports from now on", p.State.LastID)

@@ -149,6 +149,23 @@ func TestAuditVerifyCatchesTampering(t *testing.T) {
 	})
 }
 
+// A new vault starts its keyed log at once, so that a log wiped before
+// any other event is still found.
+func TestAuditStartedByInit(t *testing.T) {
+	c := newCLI(t)
+	c.MustRun("", "init")
+	if out := c.MustRun("", "audit", "--json"); !strings.Contains(out, `"id":1,`) || !strings.Contains(out, `"action":"audit.keyed"`) {
+		t.Fatalf("audit after init: %s", out)
+	}
+	auditSQL(t, c, `DELETE FROM audit_log; DELETE FROM audit_head; DELETE FROM sqlite_sequence`)
+	wantVerifyFails(t, c, nil, "audit log tampered with: the vault has had an audit key, but every row and the head were deleted")
+	// Any command with the master key says so too, once.
+	_, errs, code := c.Run("", "payload", "export", "--output", filepath.Join(c.dir, "p.ndjson"))
+	if code != 0 || strings.Count(errs, "claudeflare: warning: audit log tampered with") != 1 {
+		t.Fatalf("payload export after a wipe: exit %d %s", code, errs)
+	}
+}
+
 // Rows written before a key rotation still verify after it, and a head
 // anchored before it is still found.
 func TestAuditSurvivesKeyRotate(t *testing.T) {
@@ -205,10 +222,16 @@ func TestAuditLegacyChainUpgrade(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The first command that opens the vault with the master key keys
+	// the log, whatever it does, and says so.
+	_, errs, code := c.Run("", "payload", "export", "--output", filepath.Join(c.dir, "p.ndjson"))
+	if code != 0 || !strings.Contains(errs, "claudeflare: the audit log made by an earlier release (3 entries) verified as a plain hash chain; it is now keyed") {
+		t.Fatalf("first open: exit %d %s", code, errs)
+	}
 	out, errs, code := c.Run("", "audit", "--verify")
-	if code != 0 || !strings.Contains(out, "audit log verified: 4 entries") || !strings.Contains(out, "rows 1 to 3 were made by an earlier release") ||
-		!strings.Contains(errs, "claudeflare: the audit log made by an earlier release (3 entries) verified as a plain hash chain; it is now keyed") {
-		t.Fatalf("first verify: exit %d\n%s\n%s", code, out, errs)
+	if code != 0 || strings.Contains(errs, "earlier release") || !strings.Contains(out, "audit log verified: 4 entries") ||
+		!strings.Contains(out, "rows 1 to 3 were made by an earlier release") {
+		t.Fatalf("verify: exit %d\n%s\n%s", code, out, errs)
 	}
 	list := c.MustRun("", "audit")
 	if !regexp.MustCompile(`(?m)^4\s+\S+\s+cli\S*\s+audit\.keyed\s+audit chain keyed: 3 earlier entries`).MatchString(list) {

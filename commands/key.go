@@ -147,11 +147,10 @@ func keyRotate(c *cli.Context) error {
 	}
 	defer v.DB().Close()
 	// Before the rotation, which carries the audit key over: a log made
-	// by an earlier release is keyed first.
-	auditKey, err := e.openAudit(c.Context, v)
-	if err != nil {
-		return err
-	}
+	// by an earlier release is keyed first. (A vault whose rotation was
+	// interrupted may not give its audit key until the rotation is done:
+	// then it is fetched after it.)
+	auditKey, auditErr := e.openAudit(c.Context, v)
 	info, err := vault.ReadMaster(c.Context, v.DB())
 	if err != nil {
 		return err
@@ -235,6 +234,11 @@ func keyRotate(c *cli.Context) error {
 	}
 	if res.StillRetired > 0 {
 		note("warning: %d account secrets are still encrypted with an older data key: a running daemon cannot open the new one; restart it with the current master key, then run key rotate --data-only", res.StillRetired)
+	}
+	if auditErr != nil {
+		if auditKey, err = e.openAudit(c.Context, v); err != nil {
+			return err
+		}
 	}
 	return access.Audit(context.WithoutCancel(c.Context), v.DB(), auditKey, access.CLIActor(), access.ActionKeyRotated, rotateDetail(opts, res))
 }

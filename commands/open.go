@@ -83,6 +83,15 @@ func (e *env) openVaultWith(ctx context.Context, cfg *config.Config, opts vault.
 			v, err = vault.Open(ctx, db, ks, opts)
 		}
 	}
+	if err == nil && !opts.ReadOnly {
+		// The first open by a holder of the master key keys a log made by
+		// an earlier release (and starts the log of a new vault); a log
+		// found tampered with is reported. Commands that write audit rows
+		// get its key with openAudit.
+		if _, aerr := e.prepareAudit(ctx, v, false); aerr != nil {
+			fmt.Fprintf(e.stderr, "claudeflare: warning: audit log: %v\n", aerr)
+		}
+	}
 	if err != nil {
 		db.Close()
 		if errors.Is(err, vault.ErrNeedPassphrase) {
