@@ -133,8 +133,8 @@ func runAudit(c *cli.Context) error {
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tACTOR\tACTION\tDETAIL")
 	err = access.ListAudit(c.Context, db, since, func(en access.Entry) error {
-		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", en.ID, en.Time().Format(time.RFC3339), en.Actor, en.Action,
-			strings.ReplaceAll(en.Detail, "\t", " "))
+		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", en.ID, en.Time().Format(time.RFC3339), printable(en.Actor), printable(en.Action),
+			printable(en.Detail))
 		return err
 	})
 	if err != nil {
