@@ -471,8 +471,15 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, err error) {
 			if dk == nil || !bytes.Equal(dk.wrapped, r.Wrapped) {
 				return errors.New("the data keys changed while the vault was opened; open it again")
 			}
-			mac := metaMAC(root, dataKeyParts(r.ID, r.Recipient, r.Wrapped, r.PayloadKey, r.Retired, r.Bound)...)
-			if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET mac = ? WHERE id = ?`, mac, r.ID); err != nil {
+		}
+		// Every account secret is bound to its row now, under the key it
+		// is sealed with; from here on every data key is a bound one.
+		if err := v.bindLegacySecrets(ctx, tx); err != nil {
+			return err
+		}
+		for _, r := range rows {
+			mac := metaMAC(root, dataKeyParts(r.ID, r.Recipient, r.Wrapped, r.PayloadKey, r.Retired, true)...)
+			if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET mac = ?, bound = 1 WHERE id = ?`, mac, r.ID); err != nil {
 				return fmt.Errorf("seal data key: %w", err)
 			}
 		}
@@ -490,6 +497,15 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, err error) {
 	if !sealed {
 		return false, nil
 	}
+	v.mu.Lock()
+	keys := make(map[int64]*dataKey, len(v.keys))
+	for id, dk := range v.keys {
+		c := *dk
+		c.bound = true
+		keys[id] = &c
+	}
+	v.keys = keys
+	v.mu.Unlock()
 	rs := "none (passphrase)"
 	if len(kept) > 0 {
 		rs = strings.Join(kept, ", ")
@@ -509,6 +525,50 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, err error) {
 			"recipients_sealed", rs, "recipients_dropped", strings.Join(dropped, ", "))
 	}
 	return true, nil
+}
+
+// bindLegacySecrets re-seals, in tx, every account secret made by the
+// previous release (no account id inside) bound to its row, under the data
+// key it is sealed with. A secret that does not open is left as it is (it
+// fails when used, as it did). Runs under v.mu (read).
+func (v *Vault) bindLegacySecrets(ctx context.Context, tx *sqlx.Tx) error {
+	var rows []struct {
+		ID     int64  `db:"id"`
+		KeyID  int64  `db:"key_id"`
+		Sealed []byte `db:"secret"`
+	}
+	if err := tx.SelectContext(ctx, &rows, `SELECT id, key_id, secret FROM accounts`); err != nil {
+		return fmt.Errorf("read account secrets: %w", err)
+	}
+	for _, r := range rows {
+		dk := v.keys[r.KeyID]
+		if dk == nil {
+			continue
+		}
+		plain, err := decrypt(r.Sealed, dk.identity)
+		if err != nil {
+			v.log.Warn("an account secret does not open; left as it is", "account_id", r.ID, "err", err)
+			continue
+		}
+		legacy := *dk
+		legacy.bound = false
+		s, err := unbindSecrets(&legacy, r.ID, plain)
+		if err != nil {
+			v.log.Warn("an account secret is not this account's; left as it is", "account_id", r.ID, "err", err)
+			continue
+		}
+		if plain, err = bindSecrets(dk, r.ID, s); err != nil {
+			return err
+		}
+		sealed, err := encrypt(plain, dk.recipient)
+		if err != nil {
+			return fmt.Errorf("bind account secret: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET secret = ? WHERE id = ?`, sealed, r.ID); err != nil {
+			return fmt.Errorf("bind account secret: %w", err)
+		}
+	}
+	return nil
 }
 
 // AuditKey returns the 32-byte HMAC key of the audit chain. It is random,

@@ -10,13 +10,15 @@ package vault
 // payload is sealed with XChaCha20-Poly1305 under a secret key, with its
 // request id as associated data.
 //
-// Ciphertexts made by the previous release carry neither. They still open
-// under the data keys of that release (bound = 0 on their row, which the
-// row's MAC covers); data keys made now (bound = 1) open only bound ones.
-// A secret is bound again by its next write, and by `key rotate --data`
-// (which re-seals every secret under a new, bound data key). Payloads are
-// never re-sealed: those from the previous release stay unbound until
-// retention deletes them.
+// Ciphertexts made by the previous release carry neither. Its data keys
+// have bound = 0 (which the row's MAC covers): under them an unbound secret
+// still opens. The first open by the master key holder (the one that adds
+// the MACs) re-seals every such secret bound to its row and marks every
+// data key bound, so from then on an unbound secret is refused everywhere;
+// `key rotate --data` re-seals them bound under a new key too. A payload
+// sealed without associated data still opens (only the payload key's
+// holder could have made one, so none can be forged), but such old
+// payloads can be moved between rows until retention deletes them.
 
 import (
 	"crypto/hkdf"

@@ -94,8 +94,10 @@ func TestSwappedPayloadsFailExport(t *testing.T) {
 }
 
 // TestLegacyCiphertextsOpenAndRebind: ciphertexts made by the previous
-// release (no account id, no associated data) open under its data keys
-// (bound = 0) but not under new ones; key rotate --data binds the secrets.
+// release (no account id, no associated data) still open after the
+// upgrade; the first open binds every account secret to its row, so that
+// an unbound secret planted afterwards is refused; key rotate --data keeps
+// them bound under the new key.
 func TestLegacyCiphertextsOpenAndRebind(t *testing.T) {
 	w := newWorld(t, KeySource{})
 	v := w.mustOpen(KeySource{})
@@ -108,7 +110,7 @@ func TestLegacyCiphertextsOpenAndRebind(t *testing.T) {
 	rand.Read(nonce)
 	legacyPayload := dk.aead.aead.Seal(nonce, nonce, []byte("old payload"), nil)
 
-	// Under a key of this release: refused.
+	// Under a key of this release: an unbound secret is refused.
 	db := w.rawDB()
 	if _, err := db.Exec(`UPDATE accounts SET secret = ? WHERE id = 1`, legacySecret); err != nil {
 		t.Fatal(err)
@@ -116,13 +118,8 @@ func TestLegacyCiphertextsOpenAndRebind(t *testing.T) {
 	if _, err := v.Secrets(ctx, 1); !errors.Is(err, ErrNotBound) {
 		t.Fatalf("unbound secret under a bound key: %v", err)
 	}
-	if _, err := v.OpenPayload(dk.id, "req-x", legacyPayload); err == nil {
-		t.Fatal("unbound payload opened under a bound key")
-	}
 
-	// The same key as one of the previous release's: they open. The row
-	// is made as the previous release left it (no MACs), and sealed by the
-	// next open.
+	// The vault as the previous release left it: no MACs, unbound keys.
 	if _, err := db.Exec(`UPDATE data_keys SET bound = 0, mac = NULL`); err != nil {
 		t.Fatal(err)
 	}
@@ -150,35 +147,56 @@ func TestLegacyCiphertextsOpenAndRebind(t *testing.T) {
 		t.Fatalf("legacy payload: %v", err)
 	}
 	w.want[1] = Secrets{AccessToken: "old-at", RefreshToken: "old-rt"}
+	assertBound := func(v *Vault, what string) {
+		t.Helper()
+		var rows []struct {
+			ID     int64  `db:"id"`
+			KeyID  int64  `db:"key_id"`
+			Sealed []byte `db:"secret"`
+		}
+		if err := db.Select(&rows, `SELECT id, key_id, secret FROM accounts`); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			k, err := v.key(ctx, r.KeyID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain, err := decrypt(r.Sealed, k.identity)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ss sealedSecrets
+			if err := json.Unmarshal(plain, &ss); err != nil || ss.AccountID != r.ID || ss.Tag == nil || !k.bound {
+				t.Fatalf("%s: account %d is not bound", what, r.ID)
+			}
+		}
+		var unbound int
+		db.Get(&unbound, `SELECT count(*) FROM data_keys WHERE bound = 0`)
+		if unbound != 0 {
+			t.Fatalf("%s: %d unbound data keys", what, unbound)
+		}
+	}
+	assertBound(v, "after the upgrade")
 
-	// key rotate --data binds every secret.
+	// An unbound secret planted after the upgrade is refused.
+	if _, err := db.Exec(`UPDATE accounts SET secret = ? WHERE id = 2`, legacySecret); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Secrets(ctx, 2); !errors.Is(err, ErrNotBound) {
+		t.Fatalf("unbound secret planted after the upgrade: %v", err)
+	}
+	if _, err := v.SwapTokens(ctx, 2, 1, w.want[2]); err != nil {
+		t.Fatal(err)
+	}
+
+	// key rotate --data keeps every secret bound, under the new key.
 	if _, err := v.Rotate(ctx, RotateOptions{Data: true}); err != nil {
 		t.Fatal(err)
 	}
 	v2 := w.mustOpen(KeySource{})
 	w.check(v2)
-	var rows []struct {
-		ID     int64  `db:"id"`
-		KeyID  int64  `db:"key_id"`
-		Sealed []byte `db:"secret"`
-	}
-	if err := db.Select(&rows, `SELECT id, key_id, secret FROM accounts`); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range rows {
-		k, err := v2.key(ctx, r.KeyID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		plain, err := decrypt(r.Sealed, k.identity)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ss sealedSecrets
-		if err := json.Unmarshal(plain, &ss); err != nil || ss.AccountID != r.ID || ss.Tag == nil || !k.bound {
-			t.Fatalf("account %d is not bound after key rotate --data", r.ID)
-		}
-	}
+	assertBound(v2, "after key rotate --data")
 }
 
 // copyFixture copies the data dir made by the previous release into a

@@ -799,8 +799,11 @@ func (v *Vault) OpenPayload(keyID int64, requestID string, sealed []byte) ([]byt
 		return nil, errors.New("open payload: too short")
 	}
 	plain, err := dk.aead.aead.Open(nil, sealed[:ns], sealed[ns:], payloadAD(requestID))
-	if err != nil && !dk.bound {
-		// Sealed by the previous release, under one of its data keys.
+	if err != nil {
+		// Sealed by the previous release, without associated data. Only
+		// the holder of the payload key could have made one, so this
+		// lets nobody forge a payload; such old payloads can still be
+		// moved between rows (until retention deletes them).
 		plain, err = dk.aead.aead.Open(nil, sealed[:ns], sealed[ns:], nil)
 	}
 	if err != nil {

@@ -3,9 +3,9 @@
 -- recipients, audit key wrap); each data key row carries its own over its
 -- recipient, wrap, payload key, retirement and binding. The *_next columns
 -- hold the same for the incoming master during a key rotation. audit_key is
--- the audit chain's HMAC key, age-encrypted to the master. A data key with
--- bound = 1 only opens ciphertexts bound to their rows (account id inside
--- a sealed secret; request id as a payload's associated data).
+-- the audit chain's HMAC key, age-encrypted to the master. Under a data key
+-- with bound = 1 only account secrets bound to their row (account id and
+-- tag inside the sealed plaintext) open.
 ALTER TABLE master ADD COLUMN mac BLOB;
 ALTER TABLE master ADD COLUMN next_mac BLOB;
 ALTER TABLE master ADD COLUMN audit_key BLOB;
