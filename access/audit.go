@@ -160,7 +160,7 @@ func appendRow(ctx context.Context, tx *sqlx.Tx, key []byte, now time.Time, acto
 		prev = head.Hash
 	case store.IsNotFound(err):
 		// No head: chain to the last row. An empty log is started only
-		// by SealAudit and PrepareAudit, which know whether it may be.
+		// by PrepareAudit, which knows whether it may be.
 		var last []byte
 		err := tx.GetContext(ctx, &last, `SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1`)
 		switch {
@@ -253,7 +253,7 @@ type AuditState struct {
 	Legacy int
 	// Keyed is false while no row carries a MAC yet: an empty log, or one
 	// made by the first release that no holder of the master key has
-	// opened since (SealAudit keys it).
+	// opened since (PrepareAudit keys it).
 	Keyed bool
 	// LastID and Head are the last row's id and hash: the value to anchor
 	// elsewhere and give back to --expect-head.
