@@ -27,8 +27,11 @@ import (
 // certificate file (a renewal) is picked up at the next handshake, and a
 // broken one leaves the previous certificate in use.
 //
+// The files are looked at during a handshake at most once per
+// CertCheckInterval of the clock (TLSClock; time.Now by default).
+//
 // Serve with tls.NewListener(ln, cfg); NextProtos offers HTTP/2.
-func TLSConfig(cfg *config.Config) (*tls.Config, error) {
+func TLSConfig(cfg *config.Config, opts ...TLSOption) (*tls.Config, error) {
 	certFile, keyFile := cfg.Server.TLSCert, cfg.Server.TLSKey
 	if certFile == "" && keyFile == "" {
 		return nil, nil
@@ -36,7 +39,10 @@ func TLSConfig(cfg *config.Config) (*tls.Config, error) {
 	if certFile == "" || keyFile == "" {
 		return nil, errors.New("load TLS certificate: server.tls_cert and server.tls_key must both be set")
 	}
-	cl := &certLoader{certFile: certFile, keyFile: keyFile}
+	cl := &certLoader{certFile: certFile, keyFile: keyFile, now: time.Now}
+	for _, o := range opts {
+		o(cl)
+	}
 	if err := cl.load(); err != nil {
 		return nil, err
 	}
@@ -50,8 +56,8 @@ func TLSConfig(cfg *config.Config) (*tls.Config, error) {
 // Listener wraps ln in TLS when server.tls_cert and server.tls_key are
 // set, and returns the scheme to announce: "https", or "http" with ln
 // unchanged.
-func Listener(ln net.Listener, cfg *config.Config) (net.Listener, string, error) {
-	tc, err := TLSConfig(cfg)
+func Listener(ln net.Listener, cfg *config.Config, opts ...TLSOption) (net.Listener, string, error) {
+	tc, err := TLSConfig(cfg, opts...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -61,9 +67,27 @@ func Listener(ln net.Listener, cfg *config.Config) (net.Listener, string, error)
 	return tls.NewListener(ln, tc), "https", nil
 }
 
+// CertCheckInterval is how often, at most, a handshake looks whether the
+// certificate files changed.
+const CertCheckInterval = time.Second
+
+// A TLSOption changes how TLSConfig and Listener serve the certificate.
+type TLSOption func(*certLoader)
+
+// TLSClock sets the clock that paces the certificate file checks
+// (nil = time.Now); tests move it instead of sleeping.
+func TLSClock(now func() time.Time) TLSOption {
+	return func(c *certLoader) {
+		if now != nil {
+			c.now = now
+		}
+	}
+}
+
 // certLoader re-reads the certificate pair when either file changes.
 type certLoader struct {
 	certFile, keyFile string
+	now               func() time.Time
 	mu                sync.Mutex
 	cert              *tls.Certificate
 	stamp             string
@@ -96,7 +120,7 @@ func (c *certLoader) load() error {
 func (c *certLoader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now := time.Now(); now.Sub(c.checked) > time.Second {
+	if now := c.now(); now.Sub(c.checked) > CertCheckInterval {
 		c.checked = now
 		if fileStamp(c.certFile, c.keyFile) != c.stamp {
 			c.load() // on error keep serving the previous certificate

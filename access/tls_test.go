@@ -4,9 +4,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,12 +17,37 @@ import (
 	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/testcert"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 )
 
 // writeCert makes a self-signed certificate for 127.0.0.1 and writes the
 // PEM pair into dir.
 func writeCert(t *testing.T, dir string) (certFile, keyFile string, cert *x509.Certificate) {
 	return testcert.Write(t, dir)
+}
+
+// serves makes a fresh TLS connection to addr trusting only cert and
+// reports whether the handshake and a request succeed.
+func serves(addr string, cert *x509.Certificate) error {
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Get("https://" + addr + "/health")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+func modTime(t *testing.T, path string) time.Time {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.ModTime()
 }
 
 func TestHTTPSServed(t *testing.T) {
@@ -38,7 +65,8 @@ func TestHTTPSServed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, scheme, err := access.Listener(raw, &cfg)
+	clock := testutil.NewClock(time.Now())
+	ln, scheme, err := access.Listener(raw, &cfg, access.TLSClock(clock.Now))
 	if err != nil || scheme != "https" {
 		t.Fatalf("listener: %q %v", scheme, err)
 	}
@@ -49,7 +77,7 @@ func TestHTTPSServed(t *testing.T) {
 			t.Error("not TLS")
 		}
 		io.WriteString(w, r.Proto)
-	})), ReadHeaderTimeout: 5 * time.Second}
+	})), ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)} // refused handshakes are expected
 	go srv.Serve(ln)
 	defer srv.Close()
 
@@ -82,17 +110,42 @@ func TestHTTPSServed(t *testing.T) {
 		}
 	}
 
-	// A renewed certificate is served without a restart.
-	time.Sleep(1100 * time.Millisecond)
+	// A renewed certificate is served without a restart, once the check
+	// interval has passed on the listener's clock, and not before.
+	renewed := modTime(t, certFile).Add(2 * time.Second) // a renewal comes later
 	_, _, cert2 := writeCert(t, dir)
-	pool2 := x509.NewCertPool()
-	pool2.AddCert(cert2)
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool2}}}
-	resp, err = c.Get("https://" + ln.Addr().String() + "/health")
-	if err != nil {
-		t.Fatalf("renewed certificate not served: %v", err)
+	for _, f := range []string{certFile, keyFile} {
+		if err := os.Chtimes(f, renewed, renewed); err != nil {
+			t.Fatal(err)
+		}
 	}
-	resp.Body.Close()
+	clock.Add(access.CertCheckInterval - time.Millisecond)
+	if err := serves(ln.Addr().String(), cert); err != nil {
+		t.Fatalf("the renewed certificate replaced the old one before the check interval: %v", err)
+	}
+	if err := serves(ln.Addr().String(), cert2); err == nil {
+		t.Fatal("the renewed certificate was served before the check interval")
+	}
+	clock.Add(2 * time.Millisecond)
+	if err := serves(ln.Addr().String(), cert2); err != nil {
+		t.Fatalf("renewed certificate not served after the check interval: %v", err)
+	}
+	if err := serves(ln.Addr().String(), cert); err == nil {
+		t.Fatal("the old certificate is still served after the renewal was picked up")
+	}
+
+	// A broken renewal leaves the last good certificate in use.
+	if err := os.WriteFile(certFile, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	broken := renewed.Add(2 * time.Second)
+	if err := os.Chtimes(certFile, broken, broken); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(2 * access.CertCheckInterval)
+	if err := serves(ln.Addr().String(), cert2); err != nil {
+		t.Fatalf("a broken certificate file replaced the good one: %v", err)
+	}
 
 	cfg.Server.TLSKey = filepath.Join(dir, "missing.pem")
 	if _, err := access.TLSConfig(&cfg); err == nil {
