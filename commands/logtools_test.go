@@ -61,7 +61,20 @@ func (c *runner) waitRows(n int) []map[string]any {
 			}
 			return lines
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // paces the poll
+	}
+}
+
+// waitUntil polls cond until it holds, and fails the test naming what it
+// waited for if it does not hold within a generous deadline.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond) // paces the poll
 	}
 }
 
@@ -270,7 +283,13 @@ func TestCleanupAndExportWhileTheDaemonServes(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	served := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return sent
+	}
+	// The cleanup and the export start only once traffic is being served.
+	waitUntil(t, "requests to be served before the cleanup", func() bool { return served() >= 4 })
 
 	dry := c.MustRun("", "cleanup", "--older-than", "30d", "--dry-run")
 	if !strings.HasPrefix(dry, "would delete 20000 requests and 20000 payloads older than ") {
@@ -292,7 +311,9 @@ func TestCleanupAndExportWhileTheDaemonServes(t *testing.T) {
 	if len(res) != 1 || res[0]["requests"] != 20000.0 || res[0]["payloads"] != 20000.0 || res[0]["complete"] != true || res[0]["freed_bytes"].(float64) <= 0 {
 		t.Errorf("cleanup: %v", res)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The daemon keeps serving after the cleanup and its vacuum.
+	after := served()
+	waitUntil(t, "requests to be served after the cleanup", func() bool { return served() >= after+4 })
 	stop()
 	wg.Wait()
 	if err := d.stop(t, syscall.SIGTERM); err != nil {
