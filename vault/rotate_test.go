@@ -433,7 +433,7 @@ func TestRotateKilledMidway(t *testing.T) {
 					cmd.Wait()
 					t.Fatalf("child never reached %s: %s", step, stderr.String())
 				}
-				time.Sleep(10 * time.Millisecond)
+				time.Sleep(10 * time.Millisecond) // paces the poll
 			}
 			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
@@ -474,7 +474,7 @@ func rotateChild(dir, step, ready string) {
 	rotateHook = func(s string) error {
 		if s == step {
 			os.WriteFile(ready, nil, 0o600)
-			time.Sleep(time.Hour)
+			time.Sleep(time.Hour) // blocks until the test kills this process
 		}
 		return nil
 	}
@@ -553,7 +553,8 @@ func TestRotateOnlineWhileDaemonRefreshes(t *testing.T) {
 		errs     []error
 		last     = map[int64]Secrets{}
 		payloads []sealedPayload
-		swaps    int
+		swaps    atomic.Int64
+		done     = make(chan struct{}) // closed when the daemon's loop ends
 	)
 	ids := make([]int64, 0, len(w.want))
 	for id := range w.want {
@@ -562,6 +563,7 @@ func TestRotateOnlineWhileDaemonRefreshes(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer close(done)
 		for i := 0; !stop.Load() && len(errs) == 0; i++ {
 			for _, id := range ids {
 				s, err := daemon.Secrets(ctx, id)
@@ -575,7 +577,7 @@ func TestRotateOnlineWhileDaemonRefreshes(t *testing.T) {
 					return
 				}
 				last[id] = next
-				swaps++
+				swaps.Add(1)
 			}
 			plain := fmt.Sprintf("payload %d", i)
 			kid, sealed, err := daemon.SealPayload(plain, []byte(plain))
@@ -605,17 +607,36 @@ func TestRotateOnlineWhileDaemonRefreshes(t *testing.T) {
 				wg.Wait()
 				t.Fatalf("round %d: the daemon still seals with key %d, not %d", round, kid, res.DataKeyID)
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // paces the poll
 		}
 	}
-	time.Sleep(50 * time.Millisecond)
+	// The daemon goes on refreshing under the last data key: wait for a
+	// full round of refreshes after the last rotation.
+	mark := swaps.Load()
+	deadline := time.Now().Add(20 * time.Second)
+	for swaps.Load() < mark+int64(len(ids)) {
+		select {
+		case <-done:
+			wg.Wait()
+			if len(errs) > 0 {
+				t.Fatal(errs[0])
+			}
+			t.Fatalf("the daemon stopped refreshing after the last rotation (%d refreshes after it)", swaps.Load()-mark)
+		case <-time.After(5 * time.Millisecond): // paces the poll
+		}
+		if time.Now().After(deadline) {
+			stop.Store(true)
+			wg.Wait()
+			t.Fatalf("only %d refreshes after the last rotation", swaps.Load()-mark)
+		}
+	}
 	stop.Store(true)
 	wg.Wait()
 	if len(errs) > 0 {
 		t.Fatal(errs[0])
 	}
-	if swaps < len(ids)*2 {
-		t.Fatalf("only %d refreshes happened", swaps)
+	if n := swaps.Load(); n < int64(len(ids))*2 {
+		t.Fatalf("only %d refreshes happened", n)
 	}
 	fresh := w.mustOpen(KeySource{})
 	w.want, w.payloads = last, payloads
