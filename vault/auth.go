@@ -44,6 +44,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -425,13 +426,12 @@ func breakGlass(rec masterRecord, m *master) bool {
 // the user's. Nothing is sealed by a key that is not the master's (a
 // break-glass key, listed after it), nor in the middle of a rotation made
 // by the previous release (sealed once it is finished).
-func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, err error) {
+func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, kept, dropped []string, err error) {
 	m := v.master()
 	root, err := m.primaryRoot()
 	if err != nil {
-		return false, err
+		return false, nil, nil, err
 	}
-	var kept, dropped []string
 	err = store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
 		sealed, kept, dropped = false, nil, nil
 		rec, err := readMasterRecord(ctx, tx)
@@ -492,10 +492,10 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, err error) {
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("seal vault metadata: %w", err)
+		return false, nil, nil, fmt.Errorf("seal vault metadata: %w", err)
 	}
 	if !sealed {
-		return false, nil
+		return false, nil, nil, nil
 	}
 	v.mu.Lock()
 	keys := make(map[int64]*dataKey, len(v.keys))
@@ -506,6 +506,45 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, err error) {
 	}
 	v.keys = keys
 	v.mu.Unlock()
+	return true, kept, dropped, nil
+}
+
+// upgrade brings a vault made by an earlier release up to date, once, by a
+// holder of the master key: sealLegacy adds the MACs (and binds the
+// secrets); then, unless newKey is false, a new data key is made and every
+// secret re-sealed to it, since a data key someone else added to the old,
+// unauthenticated vault would otherwise be sealed as if it were ours. It
+// says what it did, naming the recipients it sealed and those it dropped.
+// locked says the caller holds the rotation lock.
+func (v *Vault) upgrade(ctx context.Context, locked, newKey bool) error {
+	sealed, kept, dropped, err := v.sealLegacy(ctx)
+	if err != nil {
+		return err
+	}
+	if !sealed {
+		return nil
+	}
+	v.mu.Lock()
+	v.legacy = false
+	v.mu.Unlock()
+	keyNote := ""
+	if newKey {
+		unlock := func() {}
+		if !locked {
+			unlock, err = lockRotation(filepath.Dir(v.db.Path))
+		}
+		if err == nil {
+			var res RotateResult
+			err = v.rotateData(ctx, &res)
+			unlock()
+			if err == nil {
+				keyNote = fmt.Sprintf("A new data key was made and %d account secrets re-sealed to it.", res.Resealed)
+			}
+		}
+		if err != nil {
+			keyNote = fmt.Sprintf("A new data key could not be made now (%v): run claudeflare key rotate --data.", err)
+		}
+	}
 	rs := "none (passphrase)"
 	if len(kept) > 0 {
 		rs = strings.Join(kept, ", ")
@@ -518,13 +557,16 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, err error) {
 			"claudeflare key rotate --add-recipient RECIPIENT; if not, someone who could write vault.db added it: run claudeflare key rotate --data.",
 			strings.Join(dropped, ", "))
 	}
+	if keyNote != "" {
+		msg += "\n" + keyNote
+	}
 	if v.notify != nil {
 		v.notify(msg)
 	} else {
 		v.log.Warn("vault metadata from an earlier release is now authenticated with the master key",
-			"recipients_sealed", rs, "recipients_dropped", strings.Join(dropped, ", "))
+			"recipients_sealed", rs, "recipients_dropped", strings.Join(dropped, ", "), "data_key", keyNote)
 	}
-	return true, nil
+	return nil
 }
 
 // bindLegacySecrets re-seals, in tx, every account secret made by the

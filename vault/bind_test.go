@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"filippo.io/age"
 
@@ -136,8 +137,11 @@ func TestLegacyCiphertextsOpenAndRebind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(notes) != 1 {
+	if len(notes) != 1 || !strings.Contains(notes[0], "A new data key was made and 3 account secrets re-sealed") {
 		t.Fatalf("notes %q", notes)
+	}
+	if v.currentKey().id == dk.id {
+		t.Fatal("the upgrade kept the old data key current")
 	}
 	s, err := v.Secrets(ctx, 1)
 	if err != nil || s.AccessToken != "old-at" {
@@ -179,8 +183,13 @@ func TestLegacyCiphertextsOpenAndRebind(t *testing.T) {
 	}
 	assertBound(v, "after the upgrade")
 
-	// An unbound secret planted after the upgrade is refused.
-	if _, err := db.Exec(`UPDATE accounts SET secret = ? WHERE id = 2`, legacySecret); err != nil {
+	// An unbound secret planted after the upgrade (sealed to the current
+	// data recipient, which is public) is refused.
+	planted, err := encrypt([]byte(`{"access_token":"planted"}`), v.currentKey().recipient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE accounts SET secret = ? WHERE id = 2`, planted); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := v.Secrets(ctx, 2); !errors.Is(err, ErrNotBound) {
@@ -273,6 +282,9 @@ func TestUpgradeFromV1(t *testing.T) {
 	if _, notes := open(); len(notes) != 0 {
 		t.Fatalf("second open: notes %q", notes)
 	}
+	if strings.Count(notes[0], "A new data key was made") != 1 {
+		t.Fatalf("first open: %q", notes)
+	}
 	// From now on a recipient added with SQL is caught.
 	stranger, _ := age.GenerateX25519Identity()
 	if _, err := w.rawDB().Exec(`UPDATE master SET recipients = recipients || char(10) || ?`, stranger.Recipient().String()); err != nil {
@@ -364,5 +376,52 @@ func TestUpgradeDropsForeignRecipients(t *testing.T) {
 	}
 	if _, _, err := w.open(KeySource{EncryptionKey: stranger.String()}); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("the stranger opens the new data key: %v", err)
+	}
+}
+
+// TestUpgradeRetiresForgedDataKey: a data key someone added to the earlier
+// release's unauthenticated vault (wrapped to the public master recipient,
+// made current) is not what secrets are sealed to after the upgrade.
+func TestUpgradeRetiresForgedDataKey(t *testing.T) {
+	dir := copyFixture(t)
+	w := &world{t: t, dir: dir, want: map[int64]Secrets{}}
+	db, err := store.OpenVault(dir) // schema upgrade only
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	info, err := ReadMaster(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, err := age.ParseRecipients(strings.NewReader(strings.Join(info.Recipients, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := newDataKeyRow(to, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := w.rawDB()
+	if _, err := raw.Exec(`UPDATE data_keys SET retired_at = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(`INSERT INTO data_keys (recipient, wrapped, payload_key, created_at) VALUES (?, ?, ?, 1)`,
+		forged.Recipient, forged.Wrapped, forged.PayloadKey); err != nil {
+		t.Fatal(err)
+	}
+	var forgedID int64
+	raw.Get(&forgedID, `SELECT max(id) FROM data_keys`)
+	v, err := Open(ctx, db, w.ks(KeySource{}), Options{Notify: func(string) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.currentKey().id == forgedID {
+		t.Fatal("secrets are sealed to the forged data key")
+	}
+	var under int
+	raw.Get(&under, `SELECT count(*) FROM accounts WHERE key_id = ?`, forgedID)
+	if under != 0 {
+		t.Fatalf("%d secrets under the forged key", under)
 	}
 }

@@ -209,12 +209,11 @@ func (v *Vault) Rotate(ctx context.Context, opts RotateOptions) (RotateResult, e
 	}
 	if v.legacy {
 		// A rotation made by the previous release was just finished:
-		// its metadata gets its MACs now.
-		sealed, err := v.sealLegacy(ctx)
-		if err != nil {
+		// its metadata gets its MACs now (and a new data key, unless
+		// this rotation makes one).
+		if err := v.upgrade(ctx, true, !opts.Data); err != nil {
 			return res, err
 		}
-		v.legacy = !sealed
 	}
 	if opts.Master {
 		if err := v.rotateMaster(ctx, plan, &res); err != nil {

@@ -163,11 +163,9 @@ func Open(ctx context.Context, db *store.DB, ks KeySource, opts Options) (*Vault
 		return nil, err
 	}
 	if v.legacy && !opts.ReadOnly {
-		sealed, err := v.sealLegacy(ctx)
-		if err != nil {
+		if err := v.upgrade(ctx, false, true); err != nil {
 			return nil, err
 		}
-		v.legacy = !sealed
 	}
 	v.checked.Store(time.Now().UnixNano())
 	return v, nil
