@@ -21,8 +21,9 @@ package vault
 // crash point leaves a vault whose MACs verify with the key files on disk.
 //
 // A vault made before the MACs existed has none: the first open by a
-// holder of the master key adds them, and says so with the recipients it
-// sealed, so that the user can check no stranger's recipient was there.
+// holder of the master key adds them (see upgrade): it keeps only the
+// master's own recipients, binds every secret to its row, makes a new data
+// key, and says so, naming the recipients it sealed and those it dropped.
 //
 // An extra recipient (key rotate --add-recipient, a break-glass key) can
 // unwrap the data keys but not check the MACs: its key opens the vault only
@@ -30,9 +31,10 @@ package vault
 //
 // What the MACs do not stop: someone who can write vault.db can still put
 // back an older copy of it (whose MACs are valid), delete it, strip every
-// MAC so that the next open seals the vault again as if it were an earlier
-// release's (it says so, with the recipients, every time that happens), and
-// change what no MAC covers (accounts' settings and state, client keys).
+// MAC so that the next open upgrades the vault again as if it were an
+// earlier release's (which says so every time, and trusts the account
+// secrets it finds), and change what no MAC covers (accounts' settings and
+// state, client keys).
 
 import (
 	"bytes"
