@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,8 +34,11 @@ const (
 	NoAccount = "none"
 	// NoModel is the model label of a request without a model.
 	NoModel = "none"
-	// OtherModel replaces models past MaxModels distinct ones, so that
-	// clients cannot grow the series without bound.
+	// OtherModel is the model label of every model that does not look
+	// like a Claude model id (see ModelLabel), and of the ones past
+	// MaxModels distinct ones, so that neither a client nor an upstream
+	// can grow the series without bound or put arbitrary text, such as a
+	// credential, into /metrics.
 	OtherModel = "other"
 )
 
@@ -42,12 +46,32 @@ const (
 // client went away (nginx's 499).
 const statusClientClosed = 499
 
-// MaxModels is how many distinct model names get a label value of their
-// own; later ones are counted as OtherModel.
+// MaxModels is how many distinct model ids get a label value of their
+// own (the first ones seen since the daemon started); later ones are
+// counted as OtherModel.
 const MaxModels = 64
 
-// maxModelLen caps a model label value.
-const maxModelLen = 100
+// maxModelIDLen caps what follows "claude-" in a model id kept as a label.
+const maxModelIDLen = 64
+
+// ModelLabel reports whether model may be a model label value of its own:
+// "claude-" followed by 1 to 64 lower-case letters, digits, dots and
+// dashes (claude-sonnet-4-5, claude-3-5-haiku-20241022), and nothing that
+// holds "sk-ant". Every other model is counted as OtherModel.
+func ModelLabel(model string) bool {
+	const prefix = "claude-"
+	if len(model) <= len(prefix) || len(model) > len(prefix)+maxModelIDLen || model[:len(prefix)] != prefix {
+		return false
+	}
+	for i := len(prefix); i < len(model); i++ {
+		switch c := model[i]; {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '.', c == '-':
+		default:
+			return false
+		}
+	}
+	return !strings.Contains(model, "sk-ant")
+}
 
 // Token kinds, the kind label of claudeflare_tokens_total.
 const (
@@ -149,8 +173,8 @@ type Metrics struct {
 	failovers *prometheus.CounterVec
 
 	mu        sync.RWMutex
-	series    map[seriesKey]*series
-	models    map[string]struct{}
+	series    map[seriesKey]*series // by label values: bounded
+	models    map[string]struct{}   // the model labels given out, at most MaxModels
 	accounts  map[string]*accountSeries
 	failovByR map[failoverKey]prometheus.Counter
 
@@ -158,7 +182,7 @@ type Metrics struct {
 }
 
 type seriesKey struct {
-	account, model string
+	account, model string // model: the label value, never the raw model
 	status         int
 }
 
@@ -348,13 +372,39 @@ func orNone(s string) string {
 	return s
 }
 
-// seriesFor returns the cached series of a label combination, creating it
-// on first use.
-func (m *Metrics) seriesFor(account, model string, status int) *series {
-	if len(model) > maxModelLen {
-		model = model[:maxModelLen]
+// modelLabel is the label value of model: NoModel, model itself (a model
+// id, one of the first MaxModels seen) or OtherModel.
+func (m *Metrics) modelLabel(model string) string {
+	if model == "" {
+		return NoModel
 	}
-	k := seriesKey{account, model, status}
+	m.mu.RLock()
+	_, known := m.models[model]
+	full := len(m.models) >= MaxModels
+	m.mu.RUnlock()
+	switch {
+	case known:
+		return model
+	case full || !ModelLabel(model):
+		return OtherModel
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, known := m.models[model]; !known {
+		if len(m.models) >= MaxModels {
+			return OtherModel
+		}
+		m.models[model] = struct{}{}
+	}
+	return model
+}
+
+// seriesFor returns the cached series of a label combination, creating it
+// on first use. The cache is keyed by label values, so it stays as small
+// as the series whatever models the requests name.
+func (m *Metrics) seriesFor(account, model string, status int) *series {
+	label := m.modelLabel(model)
+	k := seriesKey{account, label, status}
 	m.mu.RLock()
 	s, ok := m.series[k]
 	m.mu.RUnlock()
@@ -366,16 +416,6 @@ func (m *Metrics) seriesFor(account, model string, status int) *series {
 	defer m.mu.Unlock()
 	if s, ok := m.series[k]; ok {
 		return s
-	}
-	label := model
-	switch _, known := m.models[model]; {
-	case model == "":
-		label = NoModel
-	case known:
-	case len(m.models) >= MaxModels:
-		label = OtherModel
-	default:
-		m.models[model] = struct{}{}
 	}
 	acct := orNone(account)
 	s = &series{

@@ -225,10 +225,14 @@ func TestAccountStateCollector(t *testing.T) {
 
 func TestModelCardinalityIsBounded(t *testing.T) {
 	m := metrics.New(metrics.Options{NoProcess: true})
-	for i := 0; i < metrics.MaxModels+50; i++ {
+	// Names that are no model id take no label of their own, nor a slot.
+	for i := 0; i < 1000; i++ {
 		m.ObserveRequest(metrics.Request{Account: "a", Status: 200, Model: fmt.Sprintf("model-%d", i)})
 	}
-	m.ObserveRequest(metrics.Request{Account: "a", Status: 200, Model: "model-0"}) // known: keeps its label
+	for i := 0; i < metrics.MaxModels+50; i++ {
+		m.ObserveRequest(metrics.Request{Account: "a", Status: 200, Model: fmt.Sprintf("claude-test-%d", i)})
+	}
+	m.ObserveRequest(metrics.Request{Account: "a", Status: 200, Model: "claude-test-0"}) // known: keeps its label
 	m.ObserveRequest(metrics.Request{Account: "a", Status: 200, Model: strings.Repeat("x", 5000)})
 	f := scrape(t, m.Handler())
 	models := map[string]float64{}
@@ -247,8 +251,41 @@ func TestModelCardinalityIsBounded(t *testing.T) {
 		sort.Strings(names)
 		t.Fatalf("%d model labels, want %d: %v", len(models), metrics.MaxModels+1, names)
 	}
-	if models["other"] != 51 || models["model-0"] != 2 {
-		t.Errorf("other=%v model-0=%v", models["other"], models["model-0"])
+	if models["other"] != 1000+50+1 || models["claude-test-0"] != 2 || models[fmt.Sprintf("claude-test-%d", metrics.MaxModels-1)] != 1 {
+		t.Errorf("other=%v claude-test-0=%v", models["other"], models["claude-test-0"])
+	}
+}
+
+// TestModelLabelRule: only what looks like a Claude model id becomes a
+// label value; anything else, a credential above all, is "other".
+func TestModelLabelRule(t *testing.T) {
+	for _, model := range []string{"claude-sonnet-4-5", "claude-3-5-haiku-20241022", "claude-opus-4-1-20250805", "claude-2.1",
+		"claude-instant-1.2", "claude-" + strings.Repeat("a", 64)} {
+		if !metrics.ModelLabel(model) {
+			t.Errorf("%q refused", model)
+		}
+	}
+	for _, model := range []string{"", "claude-", "claude", "gpt-4o", "Claude-sonnet-4-5", "claude-Sonnet", "claude-sonnet 4",
+		"claude-sonnet_4", "claude-sonnet/4", "claude-sonnet-4-5\n", "claude-sonnet-4-5\"", "claude-sönnet",
+		"claude-" + strings.Repeat("a", 65), "sk-ant-api03-" + strings.Repeat("A", 40), "claude-sk-ant-oat01-abcdef0123456789",
+		"x-claude-sonnet-4-5"} {
+		if metrics.ModelLabel(model) {
+			t.Errorf("%q accepted", model)
+		}
+	}
+	m := metrics.New(metrics.Options{NoProcess: true})
+	m.ObserveRequest(metrics.Request{Account: "a", Status: 200, Model: "claude-sk-ant-oat01-abcdef0123456789"})
+	m.ObserveRequest(metrics.Request{Account: "a", Status: 200, Model: "Claude Sonnet"})
+	m.ObserveRequest(metrics.Request{Account: "a", Status: 200, Model: "claude-sonnet-4-5"})
+	f := scrape(t, m.Handler())
+	if v := value(t, f, "claudeflare_requests_total", "model=other"); v != 2 {
+		t.Errorf("other = %v, want 2", v)
+	}
+	if v := value(t, f, "claudeflare_tokens_total", "model=other", "kind=input"); v != 0 {
+		t.Errorf("tokens other = %v", v)
+	}
+	if v := value(t, f, "claudeflare_requests_total", "model=claude-sonnet-4-5"); v != 1 {
+		t.Errorf("claude-sonnet-4-5 = %v, want 1", v)
 	}
 }
 
