@@ -329,9 +329,11 @@ func listsAny(rec masterRecord, m *master) bool {
 	return false
 }
 
-// isLegacy reports whether the vault predates the MACs: no row carries one.
+// isLegacy reports whether the vault predates the MACs: no row carries
+// one, and there is no audit key (which only this release makes: a vault
+// that has one cannot have its MACs stripped to pass for an older one).
 func isLegacy(rec masterRecord, rows []dataKeyRecord) bool {
-	if rec.MAC != nil || rec.NextMAC != nil {
+	if rec.MAC != nil || rec.NextMAC != nil || rec.AuditKey != nil || rec.AuditKeyNext != nil {
 		return false
 	}
 	for _, r := range rows {
@@ -676,13 +678,9 @@ func (v *Vault) makeAuditKey(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return err
-	}
-	wrap, err := encrypt(key, to...)
+	_, wrap, err := newAuditKey(to)
 	if err != nil {
-		return fmt.Errorf("wrap audit key: %w", err)
+		return err
 	}
 	err = store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
 		rec, err := readMasterRecord(ctx, tx)
@@ -706,6 +704,18 @@ func (v *Vault) makeAuditKey(ctx context.Context) error {
 		return fmt.Errorf("make audit key: %w", err)
 	}
 	return nil
+}
+
+// newAuditKey makes an audit key and its wrap to the recipients to.
+func newAuditKey(to []age.Recipient) (key, wrap []byte, err error) {
+	key = make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, nil, err
+	}
+	if wrap, err = encrypt(key, to...); err != nil {
+		return nil, nil, fmt.Errorf("wrap audit key: %w", err)
+	}
+	return key, wrap, nil
 }
 
 // BackupKey returns the HMAC key backups are authenticated with, derived

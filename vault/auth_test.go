@@ -262,3 +262,30 @@ func TestLongRunningHolderAfterRotation(t *testing.T) {
 		t.Fatalf("env key after the rotation: %v", err)
 	}
 }
+
+// TestStrippedMACsAreRefused: a vault of this release whose MACs were all
+// removed (to pass it off as an earlier release's, which the next open
+// would seal as it finds it) is refused once it has an audit key (made by
+// the first command that writes an audit row).
+func TestStrippedMACsAreRefused(t *testing.T) {
+	w := newWorld(t, KeySource{})
+	if _, err := w.mustOpen(KeySource{}).AuditKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stranger, _ := age.GenerateX25519Identity()
+	db := w.rawDB()
+	for _, q := range []string{
+		`UPDATE master SET mac = NULL, next_mac = NULL`,
+		`UPDATE data_keys SET mac = NULL, mac_next = NULL, bound = 0`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(`UPDATE master SET recipients = recipients || char(10) || ?`, stranger.Recipient().String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.open(KeySource{}); !errors.Is(err, ErrTampered) {
+		t.Fatalf("open: %v", err)
+	}
+}

@@ -124,7 +124,7 @@ func TestLegacyCiphertextsOpenAndRebind(t *testing.T) {
 	if _, err := db.Exec(`UPDATE data_keys SET bound = 0, mac = NULL`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`UPDATE master SET mac = NULL`); err != nil {
+	if _, err := db.Exec(`UPDATE master SET mac = NULL, audit_key = NULL`); err != nil {
 		t.Fatal(err)
 	}
 	var notes []string
