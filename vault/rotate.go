@@ -207,7 +207,10 @@ func (v *Vault) Rotate(ctx context.Context, opts RotateOptions) (RotateResult, e
 	if res.Resumed, err = v.resume(ctx); err != nil {
 		return res, err
 	}
-	if v.legacy {
+	v.mu.RLock()
+	legacy := v.legacy
+	v.mu.RUnlock()
+	if legacy {
 		// A rotation made by the previous release was just finished:
 		// its metadata gets its MACs now (and a new data key, unless
 		// this rotation makes one).
