@@ -470,9 +470,21 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, kept, dropped []st
 		}
 		v.mu.RLock()
 		defer v.mu.RUnlock()
+		// Seal only the data keys this master key has opened: the same
+		// wrap, or (after a rotation finished meanwhile) one that opens
+		// to the same data key.
 		for _, r := range rows {
 			dk := v.keys[r.ID]
-			if dk == nil || !bytes.Equal(dk.wrapped, r.Wrapped) {
+			same := false
+			if dk != nil {
+				rs, ok := dk.recipient.(fmt.Stringer)
+				same = ok && r.Recipient == rs.String()
+			}
+			if same && !bytes.Equal(dk.wrapped, r.Wrapped) {
+				plain, err := decrypt(r.Wrapped, m.identities...)
+				same = err == nil && bytes.Equal(plain, dk.text)
+			}
+			if !same {
 				return errors.New("the data keys changed while the vault was opened; open it again")
 			}
 		}

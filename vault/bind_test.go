@@ -425,3 +425,48 @@ func TestUpgradeRetiresForgedDataKey(t *testing.T) {
 		t.Fatalf("%d secrets under the forged key", under)
 	}
 }
+
+// TestUpgradeFinishesPreviousReleaseRotation: a master rotation the
+// previous release left half done (no MACs anywhere) still opens; the
+// next key rotate finishes it and then seals the vault.
+func TestUpgradeFinishesPreviousReleaseRotation(t *testing.T) {
+	w := newWorld(t, KeySource{})
+	v := w.mustOpen(KeySource{})
+	rotateHook = func(step string) error {
+		if step == stepWrappedBoth {
+			return errors.New("crash")
+		}
+		return nil
+	}
+	_, err := v.Rotate(ctx, RotateOptions{Master: true})
+	rotateHook = nil
+	if err == nil {
+		t.Fatal("the rotation did not stop")
+	}
+	db := w.rawDB()
+	for _, q := range []string{
+		`UPDATE master SET mac = NULL, next_mac = NULL, audit_key = NULL, audit_key_next = NULL`,
+		`UPDATE data_keys SET mac = NULL, mac_next = NULL, bound = 0`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var notes []string
+	v2, _ := w.mustOpenDB(KeySource{}, Options{Notify: func(s string) { notes = append(notes, s) }})
+	w.check(v2)
+	if len(notes) != 0 {
+		t.Fatalf("sealed in the middle of a rotation: %q", notes)
+	}
+	if _, err := v2.Rotate(ctx, RotateOptions{Master: true}); err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "now authenticated") {
+		t.Fatalf("notes %q", notes)
+	}
+	v3 := w.mustOpen(KeySource{})
+	w.check(v3)
+	if err := v3.CheckMAC(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
