@@ -538,6 +538,18 @@ func (v *Vault) upgrade(ctx context.Context, locked, newKey bool) error {
 		return err
 	}
 	if !sealed {
+		// Another process may have sealed it meanwhile: check its MACs.
+		var rows []dataKeyRecord
+		if err := v.db.W.SelectContext(ctx, &rows, `SELECT `+dataKeyColumns+` FROM data_keys`); err != nil {
+			return fmt.Errorf("read data keys: %w", err)
+		}
+		auth, err := v.authenticate(ctx, v.master(), rows)
+		if err != nil {
+			return err
+		}
+		v.mu.Lock()
+		v.legacy, v.breakGlass = auth == authLegacy, auth == authBreakGlass
+		v.mu.Unlock()
 		return nil
 	}
 	v.mu.Lock()

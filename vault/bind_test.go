@@ -470,3 +470,25 @@ func TestUpgradeFinishesPreviousReleaseRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestUpgradeRaceLoser: a process that finds the vault sealed by another
+// one while it was about to seal it checks the MACs instead.
+func TestUpgradeRaceLoser(t *testing.T) {
+	dir := copyFixture(t)
+	w := &world{t: t, dir: dir, want: map[int64]Secrets{}}
+	loser, _ := w.mustOpenDB(KeySource{}, Options{ReadOnly: true, Notify: func(string) {}})
+	w.mustOpenDB(KeySource{}, Options{Notify: func(string) {}}) // the winner seals
+	if err := loser.upgrade(ctx, false, true); err != nil {
+		t.Fatal(err)
+	}
+	if loser.legacy {
+		t.Fatal("the loser still takes the vault for an earlier release's")
+	}
+	stranger, _ := age.GenerateX25519Identity()
+	if _, err := w.rawDB().Exec(`UPDATE master SET recipients = recipients || char(10) || ?`, stranger.Recipient().String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := loser.Recipients(ctx); !errors.Is(err, ErrTampered) {
+		t.Fatalf("recipients after tampering: %v", err)
+	}
+}
