@@ -41,6 +41,10 @@ import (
 	"github.com/rogpeppe/go-internal/txtar"
 )
 
+// timeout bounds the tests of one plant (a later -timeout in the plant's
+// test line wins).
+var timeout = 3 * time.Minute
+
 type plant struct {
 	name     string
 	file     string
@@ -52,6 +56,7 @@ func main() {
 	dir := flag.String("plants", filepath.Join("internal", "testutil", "mutate", "plants"), "directory of plant .txtar files")
 	run := flag.String("run", "", "only plants whose name matches this regexp")
 	verbose := flag.Bool("v", false, "print the test output of every plant")
+	flag.DurationVar(&timeout, "timeout", timeout, "go test -timeout for each plant")
 	flag.Parse()
 	if err := mainErr(*dir, *run, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "mutate:", err)
@@ -169,7 +174,9 @@ func (p plant) try(tmp string) (string, string) {
 	if out, err := vet.CombinedOutput(); err != nil {
 		return "invalid", string(out)
 	}
-	cmd := exec.Command("go", append([]string{"test", "-overlay", overlay, "-count=1"}, p.test...)...)
+	// A mutant may make a test hang (a test that fails while a request is
+	// held open): bound each run.
+	cmd := exec.Command("go", append([]string{"test", "-overlay", overlay, "-count=1", "-timeout=" + timeout.String()}, p.test...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "caught", string(out)
