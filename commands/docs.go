@@ -104,6 +104,11 @@ func GenerateManPage() string {
 	w(".TP\n.I <data dir>/identity.txt\nthe age master identity, mode 0600\n")
 	w(".TP\n.I <data dir>/daemon.lock\nheld by a running daemon\n")
 
+	w(".SH SECURITY\n")
+	for _, m := range securityModel {
+		w(".TP\n.B %s\n%s\n", roffText(m.who), roffText(m.text))
+	}
+
 	w(".SH EXIT STATUS\n")
 	w(".TP\n.B 0\nsuccess\n.TP\n.B 1\nfailure (including problems found by \\fBdoctor\\fR)\n.TP\n.B 2\na usage or config error\n")
 	w(".SH SEE ALSO\n\\fBclaudeflare.toml\\fR(5), \\fBage\\fR(1), \\fBsystemd.service\\fR(5)\n")
