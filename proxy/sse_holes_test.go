@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/claudeflare/claudeflare/internal/fakeapi"
 )
 
 // TestSSEEventsReachClientWhileStreamRuns: the upstream sends the first
@@ -68,5 +70,29 @@ func TestSSEEventsReachClientWhileStreamRuns(t *testing.T) {
 	}
 	if row := h.lastRow(); row.Status != 200 || !row.Streamed || row.OutputTokens == 0 {
 		t.Fatalf("request log row %+v", row)
+	}
+}
+
+// TestStreamEndedWithoutStopIsTruncated: the upstream ends a stream
+// cleanly but before message_stop (something on the way gave up). The
+// client gets what was sent, and the request log says the answer was
+// truncated, not complete; it is not retried (bytes had reached the
+// client).
+func TestStreamEndedWithoutStopIsTruncated(t *testing.T) {
+	h := newHarness(t)
+	h.addOAuth("work", 0, false)
+	h.addOAuth("spare", 1, false)
+	h.reload()
+	h.api.Inject(fakeapi.Fault{Kind: fakeapi.FaultEndStreamEarly, AfterEvents: 4})
+	rep := h.post(streamBody)
+	if rep.status != 200 || !strings.Contains(string(rep.body), "content_block_delta") || strings.Contains(string(rep.body), "message_stop") {
+		t.Fatalf("client got %d %q", rep.status, rep.body)
+	}
+	row := h.lastRow()
+	if row.EndState != EndTruncated || !strings.Contains(row.Error, "message_stop") {
+		t.Fatalf("request log: end state %q, error %q; want %q", row.EndState, row.Error, EndTruncated)
+	}
+	if n := len(h.apiRequests()); n != 1 {
+		t.Fatalf("%d upstream requests, want 1 (no retry after the first byte)", n)
 	}
 }

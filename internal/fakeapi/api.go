@@ -36,6 +36,11 @@ const (
 	// "event: error" with an overloaded_error (or Body as its data) and ends
 	// the stream. A non-streamed request gets 529 overloaded_error instead.
 	FaultStreamError
+	// FaultEndStreamEarly sends AfterEvents SSE events, waits Delay, then
+	// ends the response cleanly, without message_stop (a proxy or load
+	// balancer on the way giving up). A non-streamed request is answered
+	// normally.
+	FaultEndStreamEarly
 )
 
 func (k FaultKind) String() string {
@@ -50,6 +55,8 @@ func (k FaultKind) String() string {
 		return "slow-first-byte"
 	case FaultStreamError:
 		return "stream-error"
+	case FaultEndStreamEarly:
+		return "end-stream-early"
 	}
 	return "fault(" + strconv.Itoa(int(k)) + ")"
 }
@@ -246,7 +253,7 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request, body []byte, 
 				return
 			}
 			f = nil
-		case FaultStreamError, FaultResetMidStream:
+		case FaultStreamError, FaultResetMidStream, FaultEndStreamEarly:
 		default:
 			f = nil
 		}
@@ -441,8 +448,12 @@ func (s *Server) streamFault(w http.ResponseWriter, r *http.Request, out io.Writ
 	if !sleepCtx(r, f.Delay) {
 		return
 	}
-	if f.Kind == FaultResetMidStream {
+	switch f.Kind {
+	case FaultResetMidStream:
 		resetConn(w, true)
+		return
+	case FaultEndStreamEarly:
+		closeBody()
 		return
 	}
 	data := f.Body

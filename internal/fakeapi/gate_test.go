@@ -100,3 +100,30 @@ func TestCloseReleasesGates(t *testing.T) {
 	go func() { s.Close(); close(closed) }()
 	waitClosed(t, closed, "Close")
 }
+
+// TestFaultEndStreamEarly: the stream ends cleanly after AfterEvents
+// events, without message_stop; a non-streamed request is not affected.
+func TestFaultEndStreamEarly(t *testing.T) {
+	s := newServer(t)
+	a := s.NewAPIKey("a")
+	s.Inject(Fault{Kind: FaultEndStreamEarly, AfterEvents: 3})
+	resp, err := s.Client().Do(msgReq(t, s, streamBody, apiKey(a)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	evs, err := parseSSE(t, resp.Body)
+	if err != nil {
+		t.Fatalf("the stream should end cleanly: %v", err)
+	}
+	if len(evs) != 3 || evs[2].name != "ping" {
+		t.Fatalf("events %v", evs)
+	}
+	s.Inject(Fault{Kind: FaultEndStreamEarly})
+	if resp, b := do(t, s, msgReq(t, s, msgBody, apiKey(a))); resp.StatusCode != 200 || !strings.Contains(string(b), `"end_turn"`) {
+		t.Fatalf("non-streamed: %d %s", resp.StatusCode, b)
+	}
+	if FaultEndStreamEarly.String() != "end-stream-early" {
+		t.Fatal(FaultEndStreamEarly.String())
+	}
+}
