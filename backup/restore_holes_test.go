@@ -6,6 +6,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"maps"
@@ -191,4 +193,107 @@ func mustIdentities(t *testing.T, ks vault.KeySource) []age.Identity {
 		t.Fatal(err)
 	}
 	return ids
+}
+
+// TestRestoreRemovesStaleWAL: the data dir restored over (with Force) was
+// left by a process that died with transactions still in its WAL files.
+// Those WALs belong to the old databases: the restored data must be the
+// archive's alone, whole, with none of the old transactions replayed
+// into it.
+func TestRestoreRemovesStaleWAL(t *testing.T) {
+	d := newDataDir(t, "")
+	ctx := context.Background()
+	var buf bytes.Buffer
+	if _, err := backup.Create(ctx, &buf, d.options()); err != nil {
+		t.Fatal(err)
+	}
+	o := restoreOpts(t, "", d.ks)
+
+	// The live data dir: more rows, still in the WAL when it "crashed".
+	e := newDataDir(t, "")
+	e.insert(t, "unflushed", 300)
+	wals := map[string][]byte{}
+	for _, f := range []string{store.LogFile + "-wal", store.VaultFile + "-wal"} {
+		b, err := os.ReadFile(filepath.Join(e.dir, f))
+		if err != nil || len(b) == 0 {
+			t.Fatalf("no WAL to leave behind: %s: %v", f, err)
+		}
+		wals[f] = b
+	}
+	e.vdb.Close()
+	e.ldb.Close()
+	for f, b := range wals {
+		if err := os.WriteFile(filepath.Join(e.dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	o.DataDir, o.Force, o.ReplaceIdentity = e.dir, true, true
+	res, err := backup.Restore(ctx, bytes.NewReader(buf.Bytes()), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f := range wals {
+		if _, err := os.Stat(filepath.Join(e.dir, f)); err == nil {
+			t.Errorf("%s of the old databases left next to the restored ones (removed: %v)", f, res.Removed)
+		}
+	}
+	for _, f := range []string{store.LogFile, store.VaultFile} {
+		if err := integrityOK(filepath.Join(e.dir, f)); err != nil {
+			t.Fatalf("restored %s: %v", f, err)
+		}
+	}
+	if n := openRestored(t, e.dir, vault.KeySource{DataDir: e.dir}, d.names); n != 200 {
+		t.Fatalf("restored log has %d requests, want the archive's 200", n)
+	}
+}
+
+// integrityOK runs PRAGMA integrity_check on a database file, as a
+// daemon opening it would see it (WAL files included).
+func integrityOK(path string) error {
+	db, err := store.OpenLog(filepath.Dir(path))
+	if filepath.Base(path) == store.VaultFile {
+		db, err = store.OpenVault(filepath.Dir(path))
+	}
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var rows []string
+	if err := db.R.Select(&rows, "PRAGMA integrity_check"); err != nil {
+		return err
+	}
+	if len(rows) != 1 || rows[0] != "ok" {
+		return fmt.Errorf("integrity_check: %s", strings.Join(rows, "; "))
+	}
+	return nil
+}
+
+// TestRestoreRefusesNewerLogSchema: a backup made by a newer claudeflare,
+// whose request log has a schema this binary does not know, is refused
+// with a hint to upgrade, and nothing is touched.
+func TestRestoreRefusesNewerLogSchema(t *testing.T) {
+	d := newDataDir(t, "")
+	ctx := context.Background()
+	if _, err := d.ldb.W.Exec(fmt.Sprintf("PRAGMA user_version = %d", store.SchemaVersion("log")+1)); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := backup.Create(ctx, &buf, d.options()); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := backup.Restore(ctx, bytes.NewReader(buf.Bytes()), restoreOpts(t, dst, d.ks))
+	if !errors.Is(err, store.ErrTooNew) || !strings.Contains(err.Error(), store.LogFile) {
+		t.Fatalf("restore of a log with a newer schema: %v; want %v naming %s", err, store.ErrTooNew, store.LogFile)
+	}
+	after := treeHashes(t, dst)
+	delete(after, backup.LockFile)
+	delete(after, "./")
+	if len(after) != 0 {
+		t.Fatalf("a refused restore left %v", after)
+	}
 }
