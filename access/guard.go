@@ -3,6 +3,7 @@ package access
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
@@ -21,6 +22,7 @@ import (
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/proxy"
 	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
 )
 
 // DefaultPollInterval is how often the guard re-reads the client keys (a
@@ -63,9 +65,12 @@ type Guard struct {
 	api    http.Handler
 
 	reloadMu sync.Mutex // one key reload at a time
-	version  store.ClientKeysVersion
+	version  [32]byte   // clientKeysDigest of the rows last loaded
 	loaded   bool
 	states   map[int64]*keyState
+	// tampered: the rows that failed authentication, by id, with the
+	// digest of each as reported (warned and audited once per content).
+	tampered map[int64][32]byte
 
 	flushMu  sync.Mutex // one flush at a time
 	statuses map[string]string
@@ -80,7 +85,11 @@ type Guard struct {
 // whole on reload.
 type keySet struct {
 	byHash map[[32]byte]*keyEntry
-	live   int
+	// live counts the rows that say they are live, authenticated or not:
+	// a row that fails its MAC authenticates nobody, but it keeps the
+	// proxy requiring keys, so that tampering with the only key never
+	// opens a keyless proxy.
+	live int
 }
 
 type keyEntry struct {
@@ -125,6 +134,7 @@ func New(ctx context.Context, opts Options) (*Guard, error) {
 		poll:     opts.PollInterval,
 		limits:   newLimiter(),
 		states:   map[int64]*keyState{},
+		tampered: map[int64][32]byte{},
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
@@ -187,20 +197,23 @@ func (g *Guard) warnAnyOrigin() {
 }
 
 // Reload re-reads the client keys if the table changed since the last
-// read. The poll calls it every PollInterval.
+// read. The poll calls it every PollInterval. Only rows that carry a valid
+// MAC (vault.ClientKeyMAC, keyed from the audit key) are loaded as keys;
+// any other row was added or changed outside claudeflare: it is logged
+// at warn level and recorded in the audit log, once per row content, and
+// never authenticates anyone.
 func (g *Guard) Reload(ctx context.Context) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
-	v, err := store.GetClientKeysVersion(ctx, g.vaultDB)
-	if err != nil {
-		return err
-	}
-	if g.loaded && v == g.version {
-		return nil
-	}
+	// The whole table is read each time (it is small): a changed role,
+	// name or revocation must reach the guard like a new row.
 	rows, err := store.ListClientKeys(ctx, g.vaultDB)
 	if err != nil {
 		return err
+	}
+	v := clientKeysDigest(rows)
+	if g.loaded && v == g.version {
+		return nil
 	}
 	addrs, err := store.ListClientKeyAddresses(ctx, g.vaultDB)
 	if err != nil {
@@ -208,7 +221,20 @@ func (g *Guard) Reload(ctx context.Context) error {
 	}
 	ks := &keySet{byHash: make(map[[32]byte]*keyEntry, len(rows))}
 	states := make(map[int64]*keyState, len(rows))
+	rk := rowKey(g.auditKey)
+	tampered := map[int64][32]byte{}
 	for _, r := range rows {
+		if !vault.ClientKeyMACValid(rk, r) {
+			if r.RevokedAt == 0 {
+				ks.live++
+			}
+			d := clientKeysDigest([]store.ClientKey{r})
+			tampered[r.ID] = d
+			if prev, ok := g.tampered[r.ID]; !ok || prev != d {
+				g.reportTampered(ctx, r)
+			}
+			continue
+		}
 		if len(r.Hash) != 32 {
 			continue
 		}
@@ -236,9 +262,46 @@ func (g *Guard) Reload(ctx context.Context) error {
 	if g.loaded {
 		g.log.Info("client keys changed", "live_keys", ks.live)
 	}
-	g.states, g.version, g.loaded = states, v, true
+	g.states, g.version, g.loaded, g.tampered = states, v, true, tampered
 	g.keys.Store(ks)
 	return nil
+}
+
+// clientKeysDigest is a fingerprint of every column of rows but the last
+// use (which the guard itself writes).
+func clientKeysDigest(rows []store.ClientKey) [32]byte {
+	h := sha256.New()
+	var n [8]byte
+	for _, r := range rows {
+		for _, p := range [][]byte{
+			[]byte(strconv.FormatInt(r.ID, 10)), []byte(r.Name), []byte(r.Prefix), r.Hash, []byte(r.Role),
+			[]byte(strconv.FormatInt(r.CreatedAt, 10)), []byte(strconv.FormatInt(r.RevokedAt, 10)), r.MAC,
+		} {
+			binary.BigEndian.PutUint64(n[:], uint64(len(p)))
+			h.Write(n[:])
+			h.Write(p)
+		}
+	}
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
+}
+
+// reportTampered logs and audits a client key row that failed
+// authentication. Its name is shown escaped: whoever wrote the row chose it.
+func (g *Guard) reportTampered(ctx context.Context, r store.ClientKey) {
+	state := "live"
+	if r.RevokedAt != 0 {
+		state = "revoked"
+	}
+	g.log.Warn("a client key row failed authentication and is not loaded: it was added or changed outside claudeflare",
+		"key_id", r.ID, "name", strconv.Quote(r.Name), "role", strconv.Quote(r.Role), "state", state,
+		"hint", "run `claudeflare apikey list` and `claudeflare doctor`; revoke it with `claudeflare apikey revoke NAME`")
+	detail := fmt.Sprintf("client key row %d (%q, role %q, %s) failed authentication and was not loaded: added or changed outside claudeflare",
+		r.ID, r.Name, r.Role, state)
+	if err := AuditAt(context.WithoutCancel(ctx), g.vaultDB, g.auditKey, g.now(), ActorDaemon, ActionClientKeyTampered, detail); err != nil {
+		g.log.Error("write audit log", "err", err)
+	}
 }
 
 // KeysRequired reports whether any live client key exists, so requests

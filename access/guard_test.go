@@ -342,7 +342,7 @@ func TestAuditOfKeyUse(t *testing.T) {
 	if countPrefix(rows, `client_key.created: client key "laptop"`) != 1 {
 		t.Fatalf("creation row: %q", rows)
 	}
-	keys, err := access.ListKeys(context.Background(), h.vdb)
+	keys, err := access.ListKeys(context.Background(), h.vdb, h.akey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
 )
 
 // KeyPrefix starts every client API key, so that a leaked one is
@@ -47,6 +48,23 @@ type KeyInfo struct {
 	CreatedAt  time.Time
 	LastUsedAt time.Time // zero when never used
 	RevokedAt  time.Time // zero while live
+	// Tampered: the row does not carry a valid MAC (ClientKeyMAC): it was
+	// added or changed outside claudeflare, and the daemon refuses it.
+	Tampered bool
+}
+
+// ActionClientKeyTampered is the audit action of a client key row that
+// failed authentication and was not loaded.
+const ActionClientKeyTampered = "client_key.tampered"
+
+// rowKey is the HMAC key of client key rows, derived from the vault's
+// audit key (vault.RowKey): whoever can make audit rows can make them.
+func rowKey(auditKey []byte) []byte { return vault.RowKey(auditKey, vault.PurposeClientKeys) }
+
+// authenticRow reports whether a client key row carries a valid MAC under
+// the row key derived from auditKey.
+func authenticRow(auditKey []byte, r store.ClientKey) bool {
+	return vault.ClientKeyMACValid(rowKey(auditKey), r)
 }
 
 // NewKey returns a fresh random client key: KeyPrefix and 32 random bytes
@@ -110,10 +128,17 @@ func CreateKey(ctx context.Context, db *store.DB, auditKey []byte, name string, 
 	}
 	h := HashKey(key)
 	info := KeyInfo{Name: name, Prefix: DisplayPrefix(key), Role: role, CreatedAt: store.FromMS(store.ToMS(now))}
+	if err := checkKey(auditKey); err != nil {
+		return "", KeyInfo{}, fmt.Errorf("create client key: %w", err)
+	}
 	err = store.Tx(ctx, db, func(tx *sqlx.Tx) error {
-		if _, err := store.InsertClientKey(ctx, tx, store.ClientKey{
-			Name: name, Prefix: info.Prefix, Hash: h[:], Role: string(role), CreatedAt: store.ToMS(now),
-		}); err != nil {
+		row := store.ClientKey{Name: name, Prefix: info.Prefix, Hash: h[:], Role: string(role), CreatedAt: store.ToMS(now)}
+		id, err := store.InsertClientKey(ctx, tx, row)
+		if err != nil {
+			return err
+		}
+		row.ID = id
+		if err := store.SetClientKeyMAC(ctx, tx, id, vault.ClientKeyMAC(rowKey(auditKey), row)); err != nil {
 			return err
 		}
 		return appendAudit(ctx, tx, auditKey, now, actor, ActionClientKeyCreated,
@@ -127,16 +152,29 @@ func CreateKey(ctx context.Context, db *store.DB, auditKey []byte, name string, 
 
 // RevokeKey revokes the live client key with the given name and records
 // it in the audit log; a running daemon refuses the key within its poll
-// interval. An unknown name gives store.ErrNoClientKey.
+// interval. An unknown name gives store.ErrNoClientKey. A row that failed
+// authentication (Tampered) is revoked too, and its row authenticated as
+// revoked, so that it is no longer reported; the audit row says so.
 func RevokeKey(ctx context.Context, db *store.DB, auditKey []byte, name, actor string, now time.Time) (KeyInfo, error) {
+	if err := checkKey(auditKey); err != nil {
+		return KeyInfo{}, fmt.Errorf("revoke client key: %w", err)
+	}
 	var k store.ClientKey
 	err := store.Tx(ctx, db, func(tx *sqlx.Tx) error {
 		var err error
 		if k, err = store.RevokeClientKey(ctx, tx, name, now); err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, auditKey, now, actor, ActionClientKeyRevoked,
-			fmt.Sprintf("client key %q (%s...) revoked", name, k.Prefix))
+		detail := fmt.Sprintf("client key %q (%s...) revoked", name, k.Prefix)
+		if !authenticRow(auditKey, k) {
+			detail += "; its row had failed authentication (added or changed outside claudeflare)"
+		}
+		revoked := k
+		revoked.RevokedAt = store.RevokedAt(now)
+		if err := store.SetClientKeyMAC(ctx, tx, k.ID, vault.ClientKeyMAC(rowKey(auditKey), revoked)); err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, auditKey, now, actor, ActionClientKeyRevoked, detail)
 	})
 	if err != nil {
 		return KeyInfo{}, fmt.Errorf("revoke client key: %w", err)
@@ -146,8 +184,13 @@ func RevokeKey(ctx context.Context, db *store.DB, auditKey []byte, name, actor s
 	return info, nil
 }
 
-// ListKeys returns every client key, revoked ones included, oldest first.
-func ListKeys(ctx context.Context, db *store.DB) ([]KeyInfo, error) {
+// ListKeys returns every client key, revoked ones included, oldest first,
+// each checked against its MAC with the row key derived from auditKey
+// (the vault's audit key): a row that fails is marked Tampered.
+func ListKeys(ctx context.Context, db *store.DB, auditKey []byte) ([]KeyInfo, error) {
+	if err := checkKey(auditKey); err != nil {
+		return nil, errors.New("list client keys: no audit key (open the vault with the master key)")
+	}
 	rows, err := store.ListClientKeys(ctx, db)
 	if err != nil {
 		return nil, err
@@ -155,6 +198,7 @@ func ListKeys(ctx context.Context, db *store.DB) ([]KeyInfo, error) {
 	out := make([]KeyInfo, len(rows))
 	for i, r := range rows {
 		out[i] = keyInfo(r)
+		out[i].Tampered = !authenticRow(auditKey, r)
 	}
 	return out, nil
 }

@@ -35,7 +35,7 @@ func apikeyCommand() *cli.Command {
 			},
 			{
 				Name:  "list",
-				Usage: "list client keys (never the keys themselves)",
+				Usage: "list client keys (never the keys themselves), each checked against its MAC with the master key; a row added or changed outside claudeflare is listed as tampered (the daemon refuses it, doctor fails)",
 				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print NDJSON, one key a line"}},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 0 {
@@ -66,9 +66,9 @@ func keyName(c *cli.Context) (string, error) {
 	return name, nil
 }
 
-// openKeysDB opens vault.db to read the client keys and the audit log: no
-// master key is needed, since neither is encrypted (writing audit rows
-// needs it: openAuditedKeysDB).
+// openKeysDB opens vault.db to read the audit log: no master key is
+// needed, since it is not encrypted (writing audit rows needs it:
+// openAuditedKeysDB; so does checking the client keys' MACs).
 func (e *env) openKeysDB() (*store.DB, error) {
 	cfg, err := e.config(nil)
 	if err != nil {
@@ -137,29 +137,50 @@ type apikeyOut struct {
 	Name       string  `json:"name"`
 	Prefix     string  `json:"prefix"`
 	Role       string  `json:"role"`
-	Status     string  `json:"status"` // live | revoked
+	Status     string  `json:"status"` // live | revoked | tampered
 	CreatedAt  *string `json:"created_at"`
 	LastUsedAt *string `json:"last_used_at"`
 	RevokedAt  *string `json:"revoked_at"`
 }
 
 func keyStatus(k access.KeyInfo) string {
+	if k.Tampered {
+		return "tampered"
+	}
 	if k.RevokedAt.IsZero() {
 		return "live"
 	}
 	return "revoked"
 }
 
+// apikeyList lists the client keys, each checked against its MAC, so it
+// needs the master key. A row that fails (added or changed outside
+// claudeflare) is listed as tampered, with a warning on stderr; the
+// listing still succeeds (doctor fails on it).
 func apikeyList(c *cli.Context) error {
 	e := getEnv(c)
-	db, err := e.openKeysDB()
+	cfg, err := e.config(nil)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	keys, err := access.ListKeys(c.Context, db)
+	v, err := e.openVault(c.Context, cfg)
 	if err != nil {
 		return err
+	}
+	db := v.DB()
+	defer db.Close()
+	auditKey, err := v.AuditKey(c.Context)
+	if err != nil {
+		return fmt.Errorf("audit key: %w", err)
+	}
+	keys, err := access.ListKeys(c.Context, db, auditKey)
+	if err != nil {
+		return err
+	}
+	if n := countTampered(keys); n > 0 {
+		fmt.Fprintf(e.stderr, "claudeflare: warning: %d client key %s failed authentication (added or changed outside claudeflare, listed as tampered); the daemon refuses %s\n"+
+			"hint: revoke %s with `claudeflare apikey revoke NAME` and run `claudeflare doctor`\n",
+			n, map[bool]string{true: "row", false: "rows"}[n == 1], map[bool]string{true: "it", false: "them"}[n == 1], map[bool]string{true: "it", false: "them"}[n == 1])
 	}
 	if c.Bool("json") {
 		out := newNDJSON(e.stdout)
@@ -181,6 +202,16 @@ func apikeyList(c *cli.Context) error {
 			human(store.ToMS(k.CreatedAt), now), human(store.ToMS(k.LastUsedAt), now))
 	}
 	return tw.Flush()
+}
+
+func countTampered(keys []access.KeyInfo) int {
+	n := 0
+	for _, k := range keys {
+		if k.Tampered {
+			n++
+		}
+	}
+	return n
 }
 
 func apikeyRevoke(c *cli.Context) error {

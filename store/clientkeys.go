@@ -25,9 +25,12 @@ type ClientKey struct {
 	CreatedAt  int64  `db:"created_at"`
 	LastUsedAt int64  `db:"last_used_at"`
 	RevokedAt  int64  `db:"revoked_at"`
+	// MAC authenticates the row (vault.ClientKeyMAC); nil for a row made
+	// by an earlier release and not sealed yet.
+	MAC []byte `db:"mac"`
 }
 
-const clientKeyColumns = `id, name, prefix, hash, role, created_at, last_used_at, revoked_at`
+const clientKeyColumns = `id, name, prefix, hash, role, created_at, last_used_at, revoked_at, mac`
 
 // CountClientKeys returns how many client API keys are live (not revoked).
 func CountClientKeys(ctx context.Context, db *DB) (int, error) {
@@ -52,6 +55,23 @@ func InsertClientKey(ctx context.Context, tx *sqlx.Tx, k ClientKey) (int64, erro
 	return res.LastInsertId()
 }
 
+// SetClientKeyMAC stores the MAC of the row id inside tx.
+func SetClientKeyMAC(ctx context.Context, tx *sqlx.Tx, id int64, mac []byte) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE client_keys SET mac = ? WHERE id = ?`, mac, id); err != nil {
+		return fmt.Errorf("authenticate client key: %w", err)
+	}
+	return nil
+}
+
+// ListClientKeysTx is ListClientKeys inside tx.
+func ListClientKeysTx(ctx context.Context, tx *sqlx.Tx) ([]ClientKey, error) {
+	var out []ClientKey
+	if err := tx.SelectContext(ctx, &out, `SELECT `+clientKeyColumns+` FROM client_keys ORDER BY created_at, id`); err != nil {
+		return nil, fmt.Errorf("list client keys: %w", err)
+	}
+	return out, nil
+}
+
 // ListClientKeys returns every client key, revoked ones included, oldest
 // first.
 func ListClientKeys(ctx context.Context, db *DB) ([]ClientKey, error) {
@@ -64,7 +84,8 @@ func ListClientKeys(ctx context.Context, db *DB) ([]ClientKey, error) {
 }
 
 // RevokeClientKey revokes the live key with the given name inside tx and
-// returns its row as it was, or ErrNoClientKey.
+// returns its row as it was, or ErrNoClientKey. The caller re-authenticates
+// the row (SetClientKeyMAC) in the same transaction.
 func RevokeClientKey(ctx context.Context, tx *sqlx.Tx, name string, now time.Time) (ClientKey, error) {
 	var k ClientKey
 	if err := tx.GetContext(ctx, &k, `SELECT `+clientKeyColumns+` FROM client_keys WHERE name = ? AND revoked_at = 0`, name); err != nil {
@@ -73,10 +94,15 @@ func RevokeClientKey(ctx context.Context, tx *sqlx.Tx, name string, now time.Tim
 		}
 		return k, fmt.Errorf("find client key: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE client_keys SET revoked_at = ? WHERE id = ?`, max(ToMS(now), 1), k.ID); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE client_keys SET revoked_at = ? WHERE id = ?`, RevokedAt(now), k.ID); err != nil {
 		return k, fmt.Errorf("revoke client key: %w", err)
 	}
 	return k, nil
+}
+
+// RevokedAt returns the revocation time RevokeClientKey stores for now.
+func RevokedAt(now time.Time) int64 {
+	return max(ToMS(now), 1)
 }
 
 // ClientKeysVersion is a cheap fingerprint of the client key table: it

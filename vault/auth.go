@@ -702,11 +702,13 @@ func (v *Vault) makeAuditKey(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, wrap, err := newAuditKey(to)
+	key, wrap, err := newAuditKey(to)
 	if err != nil {
 		return err
 	}
+	var sealedKeys []string
 	err = store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
+		sealedKeys = nil
 		rec, err := readMasterRecord(ctx, tx)
 		if err != nil {
 			return err
@@ -721,12 +723,18 @@ func (v *Vault) makeAuditKey(ctx context.Context) error {
 			return err
 		}
 		mac := metaMAC(root, masterParts(rec.Kind, rec.Recipients, wrap)...)
-		_, err = tx.ExecContext(ctx, `UPDATE master SET audit_key = ?, mac = ? WHERE id = 1 AND audit_key IS NULL`, wrap, mac)
+		if _, err = tx.ExecContext(ctx, `UPDATE master SET audit_key = ?, mac = ? WHERE id = 1 AND audit_key IS NULL`, wrap, mac); err != nil {
+			return err
+		}
+		// Client keys made by an earlier release get their MACs with
+		// the audit key they derive from (vault/rowmac.go).
+		sealedKeys, err = sealLegacyClientKeys(ctx, tx, key)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("make audit key: %w", err)
 	}
+	v.notifyClientKeysSealed(sealedKeys)
 	return nil
 }
 
