@@ -293,6 +293,7 @@ func (d *doctor) vault(ctx context.Context, db *store.DB) {
 	}
 	d.add("vault_key", OK, "", "the master key (%s) opens the vault", info.Kind)
 	d.vaultMAC(ctx, v, nil)
+	d.clientKeys(ctx, v, db)
 
 	accts, err := store.ListAccounts(ctx, db)
 	if err != nil {
