@@ -109,6 +109,10 @@ type Options struct {
 	// MACKey authenticates the manifest: the vault's BackupKey, which only
 	// a holder of the master key can compute. Required.
 	MACKey []byte
+	// Master is the vault opened with the master key: the recipients the
+	// archive is encrypted to are read through it, their MAC checked when
+	// read. Nil opens the vault with Keys.
+	Master *vault.Vault
 	// Version is claudeflare's version, for the manifest.
 	Version string
 	// Now is the clock (nil = time.Now).
@@ -210,7 +214,10 @@ func manifestMAC(key, manifest []byte) string {
 
 // recipients returns whom the archive is encrypted to (with the hint
 // stanza for an identity vault), the master kind, and the recipients'
-// names for the manifest.
+// names for the manifest. The recipients are read through the vault
+// opened with the master key (Vault.Recipients), which checks the master
+// record's MAC as it reads it: a recipient added to vault.db after the
+// vault was opened is not trusted.
 func recipients(ctx context.Context, opts Options) ([]age.Recipient, string, []string, error) {
 	info, err := vault.ReadMaster(ctx, opts.Vault)
 	if err != nil {
@@ -219,8 +226,7 @@ func recipients(ctx context.Context, opts Options) ([]age.Recipient, string, []s
 	if info.Pending {
 		return nil, "", nil, ErrRotationPending
 	}
-	switch info.Kind {
-	case vault.MasterPassphrase:
+	if info.Kind == vault.MasterPassphrase {
 		if opts.Keys.Passphrase == "" {
 			return nil, "", nil, ErrNeedPassphrase
 		}
@@ -236,20 +242,32 @@ func recipients(ctx context.Context, opts Options) ([]age.Recipient, string, []s
 			r.SetWorkFactor(opts.ScryptWorkFactor)
 		}
 		return []age.Recipient{r}, info.Kind, nil, nil
-	default:
-		if len(info.Recipients) == 0 {
-			return nil, "", nil, errors.New("the vault has no master recipient")
-		}
-		rs, err := age.ParseRecipients(strings.NewReader(strings.Join(info.Recipients, "\n")))
-		if err != nil {
-			return nil, "", nil, fmt.Errorf("parse master recipients: %w", err)
-		}
-		hint, err := newRecipientHint(rs, info.Recipients)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		return append(rs, hint), info.Kind, info.Recipients, nil
 	}
+	v := opts.Master
+	if v == nil {
+		if v, err = vault.Open(ctx, opts.Vault, opts.Keys, vault.Options{}); err != nil {
+			return nil, "", nil, fmt.Errorf("open vault: %w", err)
+		}
+	}
+	kind, names, err := v.Recipients(ctx)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("master recipients: %w", err)
+	}
+	if kind != info.Kind {
+		return nil, "", nil, fmt.Errorf("master recipients: %w", vault.ErrTampered)
+	}
+	if len(names) == 0 {
+		return nil, "", nil, errors.New("the vault has no master recipient")
+	}
+	rs, err := age.ParseRecipients(strings.NewReader(strings.Join(names, "\n")))
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("parse master recipients: %w", err)
+	}
+	hint, err := newRecipientHint(rs, names)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return append(rs, hint), kind, names, nil
 }
 
 // recipientHint is an age recipient that wraps nothing: it adds one
