@@ -689,6 +689,11 @@ func (v *Vault) AuditKey(ctx context.Context) ([]byte, error) {
 // makeAuditKey makes the audit key, wraps it to the master and stores it
 // with a new master MAC, unless another process made one first.
 func (v *Vault) makeAuditKey(ctx context.Context) error {
+	if rec, err := readMasterRecord(ctx, v.db.W); err != nil {
+		return err
+	} else if rec.NextKind != nil {
+		return errRotationInterrupted
+	}
 	to, err := v.wrapSet(ctx) // checks the master record first
 	if err != nil {
 		return err
@@ -717,7 +722,7 @@ func (v *Vault) makeAuditKey(ctx context.Context) error {
 			return nil // another process made it
 		}
 		if rec.NextKind != nil {
-			return errors.New("a key rotation was interrupted (hint: run claudeflare key rotate to finish it)")
+			return errRotationInterrupted
 		}
 		if err := verifyMaster(rec, roots); err != nil {
 			return err
@@ -737,6 +742,10 @@ func (v *Vault) makeAuditKey(ctx context.Context) error {
 	v.notifyClientKeysSealed(sealedKeys)
 	return nil
 }
+
+// errRotationInterrupted: the audit key is made once an interrupted key
+// rotation is finished.
+var errRotationInterrupted = errors.New("a key rotation was interrupted (hint: run claudeflare key rotate to finish it)")
 
 // newAuditKey makes an audit key and its wrap to the recipients to.
 func newAuditKey(to []age.Recipient) (key, wrap []byte, err error) {

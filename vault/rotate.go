@@ -357,18 +357,18 @@ func writeOldIdentity(m *master, path string) error {
 // rotateMaster runs steps 1 to 5.
 func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResult) error {
 	old := v.master()
-	// The audit key moves to the new master with the data keys: make it
-	// now if it does not exist yet, so that nothing makes one meanwhile
-	// (a break-glass key, which cannot check the metadata, makes none).
+	// The audit key moves to the new master with the data keys. A vault
+	// without one (an earlier release's, whose rotation was interrupted)
+	// gets none here: PrepareAudit makes it after the rotation, and keys
+	// the earlier release's log with it then. Made here, the log would
+	// look replaced (a vault that has had an audit key but no keyed row).
+	// If another process makes one meanwhile, step 2 notices and stops.
 	rec, err := readMasterRecord(ctx, v.db.W)
 	if err != nil {
 		return err
 	}
-	v.mu.RLock()
-	glass := v.breakGlass
-	v.mu.RUnlock()
 	var auditKey []byte
-	if rec.AuditKey != nil || !glass {
+	if rec.AuditKey != nil {
 		if auditKey, err = v.AuditKey(ctx); err != nil {
 			return err
 		}
