@@ -22,7 +22,13 @@ func apikeyCommand() *cli.Command {
 		Description: "Once any client key exists, every request but /health and GET / needs one, as\n" +
 			"x-api-key: KEY or Authorization: Bearer KEY. Roles: api (/v1/*), viewer\n" +
 			"(the read-only /api/ endpoints, the request log, /metrics), admin (all).\n" +
-			"Only a hash of each key is stored; a running daemon sees changes within seconds.",
+			"Only a hash of each key is stored; a running daemon sees changes within seconds.\n" +
+			"Each key's row carries a MAC made with a key only the master key holder has: a\n" +
+			"row added or changed in vault.db by anything but claudeflare (an admin key\n" +
+			"inserted, a role raised, a revocation undone) authenticates nobody; the daemon\n" +
+			"logs and audits it, apikey list shows it as tampered, doctor fails. Creating,\n" +
+			"revoking and listing keys need the master key. Not covered: a row put back as\n" +
+			"it was earlier (from an old copy of vault.db), and rows deleted.",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "create",
