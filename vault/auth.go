@@ -34,7 +34,7 @@ package vault
 // MAC so that the next open upgrades the vault again as if it were an
 // earlier release's (which says so every time, and trusts the account
 // secrets it finds), and change what no MAC covers (accounts' settings and
-// state, client keys).
+// state). Client key rows carry MACs of their own (rowmac.go).
 
 import (
 	"bytes"
