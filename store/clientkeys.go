@@ -105,26 +105,6 @@ func RevokedAt(now time.Time) int64 {
 	return max(ToMS(now), 1)
 }
 
-// ClientKeysVersion is a cheap fingerprint of the client key table: it
-// changes whenever a key is created or revoked, so a poller reloads only
-// then.
-type ClientKeysVersion struct {
-	Count   int64 `db:"n"`
-	MaxID   int64 `db:"max_id"`
-	Revoked int64 `db:"revoked"`
-}
-
-// GetClientKeysVersion reads the fingerprint of the client key table.
-func GetClientKeysVersion(ctx context.Context, db *DB) (ClientKeysVersion, error) {
-	var v ClientKeysVersion
-	err := db.R.GetContext(ctx, &v, `SELECT count(*) AS n, coalesce(max(id), 0) AS max_id,
-		coalesce(sum(revoked_at), 0) AS revoked FROM client_keys`)
-	if err != nil {
-		return v, fmt.Errorf("read client key version: %w", err)
-	}
-	return v, nil
-}
-
 // TouchClientKeys records last-use times (unix ms by key id); a time never
 // moves backwards.
 func TouchClientKeys(ctx context.Context, db *DB, used map[int64]int64) error {
