@@ -89,6 +89,7 @@ type doctor struct {
 	out      []Result
 	keyBad   bool // the key file check failed: opening the vault would too
 	vaultBad bool // vault.db is missing or damaged
+	vaultOld bool // vault.db's schema is older than this binary's
 }
 
 func (d *doctor) add(check string, st Status, hint, format string, args ...any) {
@@ -218,6 +219,9 @@ func (d *doctor) database(schema, file string) *store.DB {
 		d.add(name, Error, "upgrade claudeflare: this binary is older than the data",
 			"%s: schema version %d is newer than this binary's %d", path, version, want)
 	case version < want:
+		if schema == "vault" {
+			d.vaultOld = true
+		}
 		d.add(name, Warn, "any claudeflare command that opens it (e.g. `claudeflare init`) upgrades it",
 			"%s: integrity ok; schema version %d, will be upgraded to %d", path, version, want)
 	default:
@@ -277,6 +281,13 @@ func (d *doctor) vault(ctx context.Context, db *store.DB) {
 	}
 	if info.Pending {
 		d.add("key_rotation", Warn, "run `claudeflare key rotate` again to finish it", "a master key rotation was interrupted")
+	}
+	if d.vaultOld {
+		// doctor never migrates: the key, MAC and client key checks need
+		// the current schema, which the first command with the key makes.
+		d.add("vault_key", Warn, "run `claudeflare init` (it upgrades the vault and seals its MACs), then `claudeflare doctor` again",
+			"the vault was made by an earlier release: the key, MAC and client key checks run once it is upgraded")
+		return
 	}
 	v, err := vault.Open(ctx, db, d.opts.Keys, vault.Options{ReadOnly: true})
 	switch {

@@ -370,3 +370,38 @@ func TestVaultMACUpgrade(t *testing.T) {
 		t.Fatal("doctor changed vault.db")
 	}
 }
+
+// TestEarlierReleaseVaultNotMigrated: doctor on a data dir of the first
+// release that no command has opened yet (schema older than the binary)
+// says how to upgrade it, fails nothing, and writes nothing.
+func TestEarlierReleaseVaultNotMigrated(t *testing.T) {
+	src := filepath.Join("..", "testdata", "upgrade", "v1", "data")
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(src)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, store.VaultFile))
+	rs := run(t, doctor.Options{DataDir: dir})
+	for _, r := range rs {
+		if r.Status == doctor.Error {
+			t.Errorf("error on a first-release data dir: %+v", r)
+		}
+	}
+	r := find(rs, "vault_key")
+	if len(r) != 1 || r[0].Status != doctor.Warn || !strings.Contains(r[0].Hint, "claudeflare init") {
+		t.Fatalf("vault_key: %+v", r)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, store.VaultFile)); string(after) != string(before) {
+		t.Fatal("doctor changed vault.db")
+	}
+}
