@@ -6,14 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -284,17 +283,7 @@ func TestAuditWithoutKeyRefused(t *testing.T) {
 // A log made by the first release (testdata/upgrade/v1) verifies as a
 // plain chain and is keyed on the first open by the master key holder.
 func TestAuditLegacyChainKeyedOnFirstOpen(t *testing.T) {
-	dir := t.TempDir()
-	for _, f := range []string{"vault.db", "log.db", "identity.txt"} {
-		b, err := os.ReadFile(filepath.Join("..", "testdata", "upgrade", "v1", "data", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.Chmod(dir, 0o700)
+	dir := testutil.FirstReleaseDataDir(t)
 	a := openAuditVault(t, dir)
 	ctx := context.Background()
 	p, err := access.PrepareAudit(ctx, a.v, time.Now(), "cli:bob", false)
@@ -329,11 +318,7 @@ func TestAuditLegacyChainKeyedOnFirstOpen(t *testing.T) {
 
 // A legacy log edited before the upgrade is reported, not keyed.
 func TestAuditBrokenLegacyChainNotKeyed(t *testing.T) {
-	dir := t.TempDir()
-	for _, f := range []string{"vault.db", "identity.txt"} {
-		b, _ := os.ReadFile(filepath.Join("..", "testdata", "upgrade", "v1", "data", f))
-		os.WriteFile(filepath.Join(dir, f), b, 0o600)
-	}
+	dir := testutil.FirstReleaseDataDir(t)
 	a := openAuditVault(t, dir)
 	sql(t, a.db, `UPDATE audit_log SET detail = 'x' WHERE id = 2`)
 	p, err := access.PrepareAudit(context.Background(), a.v, time.Now(), "cli:bob", true)

@@ -20,6 +20,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/claudeflare/claudeflare/backup"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -212,15 +213,8 @@ func TestRestoreSameIdentityKept(t *testing.T) {
 func TestRestoreFirstReleaseBackup(t *testing.T) {
 	tmp := t.TempDir()
 	id := filepath.Join(tmp, "identity.txt")
-	for src, dst := range map[string]string{"backup.age": filepath.Join(tmp, "backup.age"), "data/identity.txt": id} {
-		b, err := os.ReadFile(filepath.Join("..", "testdata", "upgrade", "v1", src))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testutil.WriteFirstReleaseFile(t, "backup.age", filepath.Join(tmp, "backup.age"))
+	testutil.WriteFirstReleaseFile(t, "data/identity.txt", id)
 	ks := vault.KeySource{IdentityFile: id}
 	dst := filepath.Join(tmp, "restored")
 	archive, _ := os.ReadFile(filepath.Join(tmp, "backup.age"))

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/claudeflare/claudeflare/internal/testutil"
 )
 
 // auditSQL edits vault.db as someone with a shell would: with the sqlite3
@@ -209,19 +211,7 @@ func TestAuditFlagsUsage(t *testing.T) {
 // the first command that opens the vault with the master key, which says so.
 func TestAuditLegacyChainUpgrade(t *testing.T) {
 	c := newCLI(t)
-	data := filepath.Join(c.dir, "data")
-	if err := os.MkdirAll(data, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"vault.db", "log.db", "identity.txt"} {
-		b, err := os.ReadFile(filepath.Join("..", "testdata", "upgrade", "v1", "data", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(data, f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testutil.CopyFirstRelease(t, filepath.Join(c.dir, "data"))
 	// The first command that opens the vault with the master key keys
 	// the log, whatever it does, and says so.
 	_, errs, code := c.Run("", "payload", "export", "--output", filepath.Join(c.dir, "p.ndjson"))

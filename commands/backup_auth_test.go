@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 )
 
 // forgeBackup builds what the attacker built: an archive holding
@@ -183,15 +184,8 @@ func TestRestoreFirstReleaseBackupNeedsFlag(t *testing.T) {
 	c := newCLI(t)
 	tmp := t.TempDir()
 	file, id := filepath.Join(tmp, "backup.age"), filepath.Join(tmp, "identity.txt")
-	for src, dst := range map[string]string{"backup.age": file, "data/identity.txt": id} {
-		b, err := os.ReadFile(filepath.Join("..", "testdata", "upgrade", "v1", src))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testutil.WriteFirstReleaseFile(t, "backup.age", file)
+	testutil.WriteFirstReleaseFile(t, "data/identity.txt", id)
 	_, errs, code := c.Run("", "--identity", id, "restore", file)
 	if code != 1 || !strings.Contains(errs, "made by an earlier release and carries no authentication") ||
 		!strings.Contains(errs, "hint: if you made this backup with an earlier release and kept it safe, restore it with --allow-unauthenticated") {

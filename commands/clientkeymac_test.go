@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -158,7 +159,7 @@ func TestDaemonRefusesClientKeysWrittenOutsideClaudeflare(t *testing.T) {
 func TestUpgradeV1ClientKeysKeepWorking(t *testing.T) {
 	c := newCLI(t)
 	c.copyV1Data()
-	keys := strings.Fields(string(mustRead(t, filepath.Join("..", "testdata", "upgrade", "v1", "client-keys.txt"))))
+	keys := strings.Fields(string(testutil.FirstReleaseFile(t, "client-keys.txt")))
 	if len(keys) != 2 {
 		t.Fatalf("fixture keys: %q", keys)
 	}

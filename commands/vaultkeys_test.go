@@ -11,6 +11,7 @@ import (
 	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/claudeflare/claudeflare/commands"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 )
 
 // tamper runs SQL on the vault file, as someone with write access to the
@@ -237,21 +238,8 @@ func TestBreakGlassKeyRecovers(t *testing.T) {
 // runner's data dir (private modes) and returns its master recipient.
 func (c *runner) copyV1Data() string {
 	c.t.Helper()
-	src := filepath.Join("..", "testdata", "upgrade", "v1", "data")
 	dst := filepath.Join(c.dir, "data")
-	if err := os.Mkdir(dst, 0o700); err != nil {
-		c.t.Fatal(err)
-	}
-	entries, _ := os.ReadDir(src)
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
-			c.t.Fatal(err)
-		}
-	}
+	testutil.CopyFirstRelease(c.t, dst)
 	id := fileHash(c.t, filepath.Join(dst, "identity.txt"))
 	_, recipient, _ := strings.Cut(id, "# public key: ")
 	recipient, _, _ = strings.Cut(recipient, "\n")

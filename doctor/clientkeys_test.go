@@ -2,12 +2,11 @@ package doctor_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/claudeflare/claudeflare/doctor"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -18,19 +17,7 @@ import (
 // ok.
 func TestDoctorClientKeysOfAnEarlierRelease(t *testing.T) {
 	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "data")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"vault.db", "log.db", "identity.txt"} {
-		b, err := os.ReadFile(filepath.Join("..", "testdata", "upgrade", "v1", "data", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := testutil.FirstReleaseDataDir(t)
 	// The schema is brought up to date (doctor itself never writes, and
 	// cannot open a vault of an older schema).
 	db, err := store.OpenVault(dir)

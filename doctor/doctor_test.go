@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/claudeflare/claudeflare/doctor"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -340,21 +341,7 @@ func TestVaultMAC(t *testing.T) {
 // says the MAC is missing (a warning: the next open adds it) and writes
 // nothing.
 func TestVaultMACUpgrade(t *testing.T) {
-	src := filepath.Join("..", "testdata", "upgrade", "v1", "data")
-	dir := filepath.Join(t.TempDir(), "data")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	entries, _ := os.ReadDir(src)
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := testutil.FirstReleaseDataDir(t)
 	db, err := store.OpenVault(dir) // the schema upgrade, as any command does
 	if err != nil {
 		t.Fatal(err)
@@ -375,21 +362,7 @@ func TestVaultMACUpgrade(t *testing.T) {
 // release that no command has opened yet (schema older than the binary)
 // says how to upgrade it, fails nothing, and writes nothing.
 func TestEarlierReleaseVaultNotMigrated(t *testing.T) {
-	src := filepath.Join("..", "testdata", "upgrade", "v1", "data")
-	dir := filepath.Join(t.TempDir(), "data")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	entries, _ := os.ReadDir(src)
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := testutil.FirstReleaseDataDir(t)
 	before, _ := os.ReadFile(filepath.Join(dir, store.VaultFile))
 	rs := run(t, doctor.Options{DataDir: dir})
 	for _, r := range rs {

@@ -14,6 +14,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -212,25 +213,7 @@ func TestLegacyCiphertextsOpenAndRebind(t *testing.T) {
 // temp dir with private modes.
 func copyFixture(t *testing.T) string {
 	t.Helper()
-	src := filepath.Join("..", "testdata", "upgrade", "v1", "data")
-	dir := filepath.Join(t.TempDir(), "data")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
+	return testutil.FirstReleaseDataDir(t)
 }
 
 // TestUpgradeFromV1: the vault made by the previous release opens; the
