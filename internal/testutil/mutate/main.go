@@ -5,6 +5,7 @@
 //
 //	go run ./internal/testutil/mutate                 # every plant
 //	go run ./internal/testutil/mutate -run refresh    # plants whose name matches
+//	go run ./internal/testutil/mutate -check          # do the plants still apply? (fast; no tests)
 //
 // A plant is a txtar file in the plants directory (default
 // internal/testutil/mutate/plants). Its comment says which file to change
@@ -57,7 +58,15 @@ func main() {
 	run := flag.String("run", "", "only plants whose name matches this regexp")
 	verbose := flag.Bool("v", false, "print the test output of every plant")
 	flag.DurationVar(&timeout, "timeout", timeout, "go test -timeout for each plant")
+	check := flag.Bool("check", false, "only check that every plant still applies (its old text occurs once in its file); run no test")
 	flag.Parse()
+	if *check {
+		if err := checkPlants(*dir, *run); err != nil {
+			fmt.Fprintln(os.Stderr, "mutate:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := mainErr(*dir, *run, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "mutate:", err)
 		os.Exit(1)
@@ -113,6 +122,45 @@ func mainErr(dir, run string, verbose bool) error {
 	if len(missedNames) > 0 {
 		fmt.Printf("missed: %s\n", strings.Join(missedNames, ", "))
 	}
+	return nil
+}
+
+// checkPlants reports the plants that no longer apply: after a refactor
+// moves code, point them at where the code went.
+func checkPlants(dir, run string) error {
+	re, err := regexp.Compile(run)
+	if err != nil {
+		return fmt.Errorf("-run: %w", err)
+	}
+	names, err := filepath.Glob(filepath.Join(dir, "*.txtar"))
+	if err != nil {
+		return err
+	}
+	bad, n := 0, 0
+	for _, name := range names {
+		p, err := readPlant(name)
+		if err != nil {
+			return err
+		}
+		if !re.MatchString(p.name) {
+			continue
+		}
+		n++
+		src, err := os.ReadFile(p.file)
+		if err != nil {
+			fmt.Printf("invalid  %-40s %v\n", p.name, err)
+			bad++
+			continue
+		}
+		if c := bytes.Count(src, []byte(p.old)); c != 1 {
+			fmt.Printf("invalid  %-40s the old text occurs %d times in %s\n", p.name, c, p.file)
+			bad++
+		}
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d of %d plants no longer apply", bad, n)
+	}
+	fmt.Printf("all %d plants apply\n", n)
 	return nil
 }
 
