@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/config"
-	"github.com/claudeflare/claudeflare/proxy"
+	"github.com/claudeflare/claudeflare/internal/target"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -358,7 +358,7 @@ type route struct {
 }
 
 // classify decides what a request needs from its canonical path (see
-// proxy.CanonicalPath): the one string the muxes route and the proxy
+// target.Path): the one string the muxes route and the proxy
 // forwards, so what is authorized is what is served.
 func classify(r *http.Request, pth string, p *policy) route {
 	switch {
@@ -413,7 +413,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	addr := remoteAddr(r)
 	// One canonical path per request, decided here and handed on: a
 	// target that is not already canonical is refused, never cleaned.
-	pth, err := proxy.CanonicalPath(r)
+	pth, err := target.Path(r)
 	if err != nil {
 		g.log.Debug("request target refused", "addr", addrString(addr), "method", r.Method, "reason", err.Error())
 		g.reject(w, http.StatusBadRequest, errInvalidRequest, err.Error(), false)
@@ -510,7 +510,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		defer release()
 	}
 
-	r = r.WithContext(proxy.WithRoute(context.WithValue(r.Context(), clientCtxKey{}, client), pth))
+	r = r.WithContext(target.WithAuthorized(context.WithValue(r.Context(), clientCtxKey{}, client), pth))
 	if rt.api {
 		g.api.ServeHTTP(w, r)
 		return

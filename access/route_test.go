@@ -18,6 +18,7 @@ import (
 	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
+	"github.com/claudeflare/claudeflare/internal/target"
 	"github.com/claudeflare/claudeflare/proxy"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
@@ -103,7 +104,7 @@ func newRouteStack(t testing.TB, mod func(*config.Config)) *routeStack {
 			mux := http.NewServeMux()
 			mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "metrics\n") })
 			mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				route, ok := proxy.RouteFrom(r.Context())
+				route, ok := target.AuthorizedFrom(r.Context())
 				if !ok {
 					route = "(none)"
 				}

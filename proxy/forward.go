@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/claudeflare/claudeflare/internal/target"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -63,10 +64,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	x := &exchange{s: s, w: w, r: r, start: start, id: s.ids.next(start)}
 	w.Header().Set("X-Claudeflare-Request-Id", x.id)
-	route, ok := RouteFrom(r.Context())
+	route, ok := target.AuthorizedFrom(r.Context())
 	if !ok {
 		var err error
-		if route, err = CanonicalPath(r); err != nil {
+		if route, err = target.Path(r); err != nil {
 			RefuseTarget(w, err)
 			return
 		}

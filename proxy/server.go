@@ -22,7 +22,7 @@
 //     and request rows and payloads go through a bounded queue to one
 //     writer goroutine that also seals the payloads.
 //   - One path per request: only a canonical request target is served
-//     (CanonicalPath; anything else is 400), and exactly that path is sent
+//     (target.Path; anything else is 400), and exactly that path is sent
 //     upstream, the one the access guard authorized.
 //   - Request bodies are read within server.body_read_timeout (else 408)
 //     into a buffer that grows as bytes arrive, never from Content-Length;
