@@ -19,7 +19,6 @@ import (
 
 	"filippo.io/age"
 	"github.com/jmoiron/sqlx"
-	"golang.org/x/sys/unix"
 
 	"github.com/claudeflare/claudeflare/internal/statefile"
 	"github.com/claudeflare/claudeflare/store"
@@ -27,7 +26,7 @@ import (
 )
 
 // LockFile is the file a running daemon holds an exclusive flock on.
-const LockFile = "daemon.lock"
+const LockFile = statefile.LockName
 
 // RestoreOptions configure Restore.
 type RestoreOptions struct {
@@ -467,19 +466,15 @@ func readOnly(path string, fn func(*store.DB) (int, error)) (int, error) {
 }
 
 // LockDataDir takes the exclusive lock a daemon holds on
-// <dataDir>/daemon.lock, or returns ErrDaemonRunning. The returned func
-// releases it.
+// <dataDir>/daemon.lock (statefile.LockDataDir), or returns
+// ErrDaemonRunning. The returned func releases it.
 func LockDataDir(dataDir string) (unlock func(), err error) {
-	f, err := statefile.OpenFile(filepath.Join(dataDir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open lock file: %w", err)
+	f, err := statefile.LockDataDir(dataDir)
+	if errors.Is(err, statefile.ErrLocked) {
+		return nil, ErrDaemonRunning
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, ErrDaemonRunning
-		}
-		return nil, fmt.Errorf("lock data dir: %w", err)
+	if err != nil {
+		return nil, err
 	}
 	return func() { f.Close() }, nil
 }

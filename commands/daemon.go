@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"github.com/claudeflare/claudeflare/proxy"
 	"github.com/claudeflare/claudeflare/retention"
 	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/upstream"
 	"github.com/claudeflare/claudeflare/vault"
 )
 
@@ -51,16 +51,12 @@ func daemonCommand() *cli.Command {
 func lockDataDir(dir string) (*os.File, error) {
 	// Never through a symbolic link: the pid written below would
 	// overwrite whatever a planted link points to.
-	f, err := statefile.OpenFile(filepath.Join(dir, "daemon.lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, stateHint(fmt.Errorf("open lock file: %w", err))
+	f, err := statefile.LockDataDir(dir)
+	if errors.Is(err, statefile.ErrLocked) {
+		return nil, withHint(fmt.Errorf("another claudeflare daemon is running on %s", dir), "stop it first, or give this one its own --data-dir")
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, withHint(fmt.Errorf("another claudeflare daemon is running on %s", dir), "stop it first, or give this one its own --data-dir")
-		}
-		return nil, fmt.Errorf("lock data dir: %w", err)
+	if err != nil {
+		return nil, stateHint(err)
 	}
 	f.Truncate(0)
 	f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
@@ -94,7 +90,7 @@ func runDaemon(c *cli.Context) error {
 	// The upstream transport (verification, upstream.pin_sha256 on the
 	// upstream and token endpoint hosts) before anything is opened: a
 	// pin that cannot apply is a config error.
-	transport, err := access.UpstreamTransport(cfg)
+	transport, err := upstream.Transport(cfg)
 	if err != nil {
 		return withHint(usagef("%v", err), "use https:// for upstream_url and oauth_token_url, or set no upstream.pin_sha256")
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"golang.org/x/sys/unix"
 
+	"github.com/claudeflare/claudeflare/internal/statefile"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -417,23 +418,7 @@ func (d *doctor) daemon() {
 // DaemonRunning reports whether a process holds <dataDir>/daemon.lock.
 // It creates nothing.
 func DaemonRunning(dataDir string) (bool, error) {
-	f, err := os.OpenFile(filepath.Join(dataDir, "daemon.lock"), os.O_RDONLY|unix.O_NOFOLLOW, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
-	if errors.Is(err, unix.EWOULDBLOCK) {
-		return true, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false, nil
+	return statefile.DataDirLocked(dataDir)
 }
 
 func exists(p string) bool {

@@ -25,7 +25,7 @@ var Names = []string{
 	"vault.db", "vault.db-wal", "vault.db-shm",
 	"log.db", "log.db-wal", "log.db-shm",
 	"identity.txt",
-	"daemon.lock",
+	LockName,
 }
 
 // Error is a data dir or state file that is not safe to use.
