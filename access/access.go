@@ -11,7 +11,7 @@
 //
 //	prep, err := access.PrepareAudit(ctx, v, time.Now(), access.ActorDaemon, true) // the audit key; keys an old log
 //	guard, err := access.New(ctx, access.Options{Config: cfg, VaultDB: v.DB(), AuditKey: prep.Key, LogDB: logDB, Logger: log})
-//	tr, err := access.UpstreamTransport(cfg) // verified, optionally pinned
+//	tr, err := upstream.Transport(cfg)        // verified, optionally pinned
 //	srv, err := proxy.New(proxy.Options{ /* ... */ HTTPClient: &http.Client{Transport: tr}})
 //	handler := guard.Wrap(srv.Handler())     // what the http.Server serves
 //	ln, scheme, err := access.Listener(ln, cfg) // HTTPS with server.tls_cert/tls_key

@@ -19,12 +19,13 @@ import (
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
 	"github.com/claudeflare/claudeflare/proxy"
 	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/upstream"
 	"github.com/claudeflare/claudeflare/vault"
 )
 
 // daemonStack is the daemon's handler as commands/daemon.go is to build
 // it: the real proxy behind the guard, the upstream reached through
-// access.UpstreamTransport, everything logging at debug level into logs.
+// upstream.Transport, everything logging at debug level into logs.
 type daemonStack struct {
 	t     *testing.T
 	api   *fakeapi.Server
@@ -82,7 +83,7 @@ func newDaemonStack(t *testing.T, mod func(*config.Config)) *daemonStack {
 	if d.g, err = access.New(ctx, access.Options{Config: d.cfg, VaultDB: d.vdb, AuditKey: d.akey, LogDB: d.ldb, Logger: logger, Now: d.clk.Now, PollInterval: 20 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
-	tr, err := access.UpstreamTransport(d.cfg)
+	tr, err := upstream.Transport(d.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,11 +15,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/oauth"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/upstream"
 	"github.com/claudeflare/claudeflare/vault"
 )
 
@@ -128,7 +128,7 @@ func parseAddArgs(c *cli.Context) (addArgs, error) {
 // oauthClient talks to the token endpoint with the daemon's upstream
 // transport: verified TLS and upstream.pin_sha256 on the token host too.
 func oauthClient(cfg *config.Config) (*oauth.Client, error) {
-	transport, err := access.UpstreamTransport(cfg)
+	transport, err := upstream.Transport(cfg)
 	if err != nil {
 		return nil, withHint(usagef("%v", err), "use https:// for upstream_url and oauth_token_url, or set no upstream.pin_sha256")
 	}

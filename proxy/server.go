@@ -36,7 +36,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,6 +51,7 @@ import (
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/oauth"
 	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/upstream"
 	"github.com/claudeflare/claudeflare/vault"
 )
 
@@ -141,7 +141,7 @@ func New(opts Options) (*Server, error) {
 	}
 	client := opts.HTTPClient
 	if client == nil {
-		client = &http.Client{Transport: NewTransport(cfg, nil)}
+		client = &http.Client{Transport: upstream.NewTransport(cfg, nil)}
 	}
 	// Redirects are the client's business, never followed here.
 	fwd := *client
@@ -201,27 +201,6 @@ func New(opts Options) (*Server, error) {
 		s.handler = opts.Middleware(s.handler)
 	}
 	return s, nil
-}
-
-// NewTransport is the upstream transport (tc nil = Go's verified defaults): HTTP/2 when offered, generous
-// idle pools, timeouts on dialing and on the response headers only (a
-// stream may run for many minutes). Compression is left on: requests go
-// out without the client's Accept-Encoding, so the transport asks for
-// gzip itself and hands back a decompressed body.
-func NewTransport(cfg *config.Config, tc *tls.Config) *http.Transport {
-	d := &net.Dialer{Timeout: cfg.Upstream.DialTimeout.Std(), KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           d.DialContext,
-		TLSClientConfig:       tc,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   128,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout.Std(),
-		ExpectContinueTimeout: time.Second,
-	}
 }
 
 // Handler is the proxy's HTTP handler.

@@ -1,4 +1,4 @@
-package access_test
+package upstream_test
 
 import (
 	"context"
@@ -12,10 +12,10 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/testcert"
 	"github.com/claudeflare/claudeflare/oauth"
+	"github.com/claudeflare/claudeflare/upstream"
 )
 
 // upstream.pin_sha256 covers the token endpoint too: a token endpoint
@@ -54,7 +54,7 @@ func TestPinCoversTokenEndpoint(t *testing.T) {
 		cfg.UpstreamURL = up.URL
 		cfg.OAuthTokenURL = tokenURL
 		cfg.Upstream.PinSHA256 = pin
-		tr, err := access.UpstreamTransport(&cfg)
+		tr, err := upstream.Transport(&cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func TestPinCoversTokenEndpoint(t *testing.T) {
 
 	// Pinned to the upstream's key: the token endpoint's handshake fails
 	// and nothing is sent.
-	err = refresh(access.SPKIPin(up.Certificate()))
+	err = refresh(upstream.SPKIPin(up.Certificate()))
 	if err == nil || !strings.Contains(err.Error(), "pin_sha256") {
 		t.Fatalf("refresh with a token endpoint off the pin: %v", err)
 	}
@@ -79,7 +79,7 @@ func TestPinCoversTokenEndpoint(t *testing.T) {
 	}
 
 	// Pinned to the token endpoint's key, it is reached (and answers).
-	err = refresh(access.SPKIPin(tokCert))
+	err = refresh(upstream.SPKIPin(tokCert))
 	if !errors.Is(err, oauth.ErrInvalidGrant) || got.Load() != 1 {
 		t.Fatalf("refresh with the token endpoint's own pin: %v (%d requests)", err, got.Load())
 	}
@@ -95,12 +95,12 @@ func TestPinNeedsHTTPS(t *testing.T) {
 		cfg := config.Default()
 		cfg.UpstreamURL, cfg.OAuthTokenURL = tc.up, tc.tok
 		cfg.Upstream.PinSHA256 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
-		_, err := access.UpstreamTransport(&cfg)
+		_, err := upstream.Transport(&cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), "pin_sha256") || strings.Contains(err.Error(), "\n") {
 			t.Fatalf("pin with %s over http: %v", tc.key, err)
 		}
 		cfg.Upstream.PinSHA256 = ""
-		if _, err := access.UpstreamTransport(&cfg); err != nil {
+		if _, err := upstream.Transport(&cfg); err != nil {
 			t.Fatalf("no pin, %s over http: %v", tc.key, err)
 		}
 	}
