@@ -38,6 +38,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/claudeflare/claudeflare/internal/fsutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -373,37 +374,20 @@ func sum(b []byte) string {
 // the same directory, fsynced, renamed over path, then the directory
 // fsynced. On error, path is untouched.
 func CreateFile(ctx context.Context, path string, opts Options) (Manifest, int64, error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := fsutil.Create(path, 0o600)
 	if err != nil {
-		return Manifest{}, 0, fmt.Errorf("create backup file: %w", err)
-	}
-	tmp := f.Name()
-	fail := func(err error) (Manifest, int64, error) {
-		f.Close()
-		os.Remove(tmp)
 		return Manifest{}, 0, err
 	}
-	if err := f.Chmod(0o600); err != nil {
-		return fail(fmt.Errorf("create backup file: %w", err))
-	}
+	defer f.Abort()
 	cw := &countWriter{w: f}
 	m, err := Create(ctx, cw, opts)
 	if err != nil {
-		return fail(err)
+		return Manifest{}, 0, err
 	}
-	if err := f.Sync(); err != nil {
-		return fail(fmt.Errorf("sync backup file: %w", err))
+	if err := f.Commit(); err != nil {
+		return Manifest{}, 0, err
 	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return Manifest{}, 0, fmt.Errorf("close backup file: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return Manifest{}, 0, fmt.Errorf("rename backup file into place: %w", err)
-	}
-	return m, cw.n, syncDir(dir)
+	return m, cw.n, nil
 }
 
 type countWriter struct {

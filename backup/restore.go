@@ -20,6 +20,7 @@ import (
 	"filippo.io/age"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/claudeflare/claudeflare/internal/fsutil"
 	"github.com/claudeflare/claudeflare/internal/statefile"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
@@ -207,7 +208,7 @@ func Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (RestoreResu
 		}
 		res.Restored = append(res.Restored, name)
 	}
-	if err := syncDir(opts.DataDir); err != nil {
+	if err := fsutil.SyncDir(opts.DataDir); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -485,16 +486,4 @@ func LockDataDir(dataDir string) (unlock func(), err error) {
 // Identity files readable by other users are refused.
 func Identities(ks vault.KeySource) ([]age.Identity, error) {
 	return ks.Identities()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }

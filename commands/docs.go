@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/fsutil"
 	"github.com/claudeflare/claudeflare/vault"
 )
 
@@ -40,7 +41,7 @@ func docsCommand() *cli.Command {
 				return fmt.Errorf("write man page: %w", err)
 			}
 			path := filepath.Join(dir, "claudeflare.1")
-			if err := vault.WriteFileAtomic(path, []byte(page), 0o644); err != nil {
+			if err := fsutil.WriteFile(path, []byte(page), 0o644); err != nil {
 				return fmt.Errorf("write man page: %w", err)
 			}
 			fmt.Fprintf(e.stderr, "claudeflare: wrote %s\n", path)

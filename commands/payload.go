@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/claudeflare/claudeflare/internal/fsutil"
 	"github.com/claudeflare/claudeflare/requestlog"
 )
 
@@ -68,12 +67,12 @@ func payloadExport(c *cli.Context) error {
 	defer stop()
 
 	var w io.Writer = e.stdout
-	var af *atomicFile
+	var af *fsutil.File
 	if output != "" && output != "-" {
-		if af, err = createAtomic(output, 0o600); err != nil {
+		if af, err = fsutil.Create(output, 0o600); err != nil {
 			return err
 		}
-		defer af.abort()
+		defer af.Abort()
 		w = af
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
@@ -94,64 +93,10 @@ func payloadExport(c *cli.Context) error {
 		return fmt.Errorf("export payloads: %w", err)
 	}
 	if af != nil {
-		if err := af.commit(); err != nil {
+		if err := af.Commit(); err != nil {
 			return fmt.Errorf("export payloads: %w", err)
 		}
 		e.log.Debug("payloads exported", "rows", n, "file", output)
 	}
 	return nil
-}
-
-// atomicFile is a file written through a temp file in the same directory:
-// commit syncs it and renames it into place (then syncs the directory);
-// abort removes it. A crash or an error leaves the target untouched.
-type atomicFile struct {
-	*os.File
-	path string
-	done bool
-}
-
-func createAtomic(path string, mode os.FileMode) (*atomicFile, error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, fmt.Errorf("create %s: %w", path, err)
-	}
-	return &atomicFile{File: f, path: path}, nil
-}
-
-func (a *atomicFile) commit() error {
-	if err := a.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", a.path, err)
-	}
-	if err := a.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", a.path, err)
-	}
-	if err := os.Rename(a.Name(), a.path); err != nil {
-		return fmt.Errorf("rename into %s: %w", a.path, err)
-	}
-	a.done = true
-	d, err := os.Open(filepath.Dir(a.path))
-	if err != nil {
-		return nil // the file is in place; a directory we cannot open cannot be synced
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory of %s: %w", a.path, err)
-	}
-	return nil
-}
-
-func (a *atomicFile) abort() {
-	if a.done {
-		return
-	}
-	a.Close()
-	os.Remove(a.Name())
-	a.done = true
 }

@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"filippo.io/age"
+	"github.com/claudeflare/claudeflare/internal/fsutil"
 )
 
 // IdentityFileName is the default master identity file in the data dir.
@@ -357,7 +358,7 @@ func GenerateIdentityFile(path string, pq bool) (string, error) {
 	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("close identity file: %w", err)
 	}
-	return recipient, syncDir(filepath.Dir(path))
+	return recipient, fsutil.SyncDir(filepath.Dir(path))
 }
 
 func newIdentityText(pq bool) (text, recipient string, err error) {
@@ -380,49 +381,4 @@ func newIdentityText(pq bool) (text, recipient string, err error) {
 	fmt.Fprintf(&b, "# public key: %s\n", recipient)
 	fmt.Fprintf(&b, "%s\n", idStr)
 	return b.String(), recipient, nil
-}
-
-// WriteFileAtomic writes data to path via a temp file in the same
-// directory: write, fsync, rename, fsync the directory.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temp file: %w", err)
-	}
-	tmp := f.Name()
-	cleanup := func() { f.Close(); os.Remove(tmp) }
-	if err := f.Chmod(mode); err != nil {
-		cleanup()
-		return fmt.Errorf("chmod temp file: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		cleanup()
-		return fmt.Errorf("write temp file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		cleanup()
-		return fmt.Errorf("sync temp file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("close temp file: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("rename into place: %w", err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory: %w", err)
-	}
-	return nil
 }

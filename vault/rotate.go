@@ -52,6 +52,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/claudeflare/claudeflare/internal/fsutil"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -409,7 +410,7 @@ func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResu
 		nm.source = sourceFile
 		if p.inPlace {
 			nm.source = old.source
-			if err := WriteFileAtomic(p.file+NextSuffix, []byte(text), 0o600); err != nil {
+			if err := fsutil.WriteFile(p.file+NextSuffix, []byte(text), 0o600); err != nil {
 				return fmt.Errorf("write new identity: %w", err)
 			}
 		} else if err := writeFileExclusive(p.file, []byte(text)); err != nil {
@@ -542,7 +543,7 @@ func swapIdentityFiles(path string) error {
 	if !bytes.HasPrefix(b, []byte(auxMarker)) {
 		b = append([]byte(auxMarker+": the master identity before a key rotation; removed when it completes\n"), b...)
 	}
-	if err := WriteFileAtomic(path+OldSuffix, b, 0o600); err != nil {
+	if err := fsutil.WriteFile(path+OldSuffix, b, 0o600); err != nil {
 		return fmt.Errorf("keep old identity: %w", err)
 	}
 	if err := hook(stepOldKept); err != nil {
@@ -551,7 +552,7 @@ func swapIdentityFiles(path string) error {
 	if err := os.Rename(path+NextSuffix, path); err != nil {
 		return fmt.Errorf("put new identity in place: %w", err)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
 		return err
 	}
 	return hook(stepRenamed)
@@ -761,7 +762,7 @@ func removeFiles(paths ...string) error {
 		dirs[filepath.Dir(p)] = true
 	}
 	for d := range dirs {
-		if err := syncDir(d); err != nil {
+		if err := fsutil.SyncDir(d); err != nil {
 			return err
 		}
 	}
@@ -769,41 +770,13 @@ func removeFiles(paths ...string) error {
 }
 
 // writeFileExclusive creates path with data, mode 0600, failing if it
-// exists: written to a temp file in the same directory and fsynced, then
-// hard-linked into place (atomic, exclusive) and the directory fsynced.
+// exists ("... already exists"), atomically (fsutil.WriteFileExclusive),
+// creating its directory if needed.
 func writeFileExclusive(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("create key directory: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temp file: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod temp file: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write temp file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync temp file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close temp file: %w", err)
-	}
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%s already exists", path)
-		}
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	return syncDir(dir)
+	return fsutil.WriteFileExclusive(path, data, 0o600)
 }
 
 // rotateData makes a new data key and re-seals every account secret to it.

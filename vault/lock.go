@@ -1,5 +1,3 @@
-//go:build unix
-
 package vault
 
 import (
@@ -7,7 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
+
+	"github.com/claudeflare/claudeflare/internal/fsutil"
 )
 
 // LockFileName is the lock a key rotation holds in the data dir. It stays
@@ -20,15 +19,15 @@ func lockRotation(dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open rotation lock: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := fsutil.TryLock(f, true); err != nil {
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, fsutil.ErrLocked) {
 			return nil, ErrRotationRunning
 		}
 		return nil, fmt.Errorf("take rotation lock: %w", err)
 	}
 	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		fsutil.Unlock(f)
 		f.Close()
 	}, nil
 }
