@@ -3,13 +3,13 @@
 // the proxy (server.allow_ips, client authentication, permission checks,
 // per-client limits, CORS, security headers); the admin JSON API under
 // /api/; TLS for the listener and a verified, optionally pinned upstream
-// transport; and the audit log in vault.db, chained with HMAC-SHA256 under
-// the vault's audit key.
+// transport. The audit rows it writes (client keys created, revoked, used
+// from a new address; failed authentications) go through package audit.
 //
 // It knows nothing of flags or terminals: callers pass a *slog.Logger and
 // a clock. In the daemon it is wired like this:
 //
-//	prep, err := access.PrepareAudit(ctx, v, time.Now(), access.ActorDaemon, true) // the audit key; keys an old log
+//	prep, err := audit.Prepare(ctx, v, time.Now(), audit.ActorDaemon, true) // the audit key; keys an old log
 //	guard, err := access.New(ctx, access.Options{Config: cfg, VaultDB: v.DB(), AuditKey: prep.Key, LogDB: logDB, Logger: log})
 //	tr, err := upstream.Transport(cfg)        // verified, optionally pinned
 //	srv, err := proxy.New(proxy.Options{ /* ... */ HTTPClient: &http.Client{Transport: tr}})

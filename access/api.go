@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
@@ -162,11 +163,11 @@ func (g *Guard) apiSetPaused(w http.ResponseWriter, r *http.Request, paused bool
 		g.internalError(w, r, "update account", err)
 		return
 	}
-	action, verb := ActionAccountResumed, "resumed"
+	action, verb := audit.ActionAccountResumed, "resumed"
 	if paused {
-		action, verb = ActionAccountPaused, "paused"
+		action, verb = audit.ActionAccountPaused, "paused"
 	}
-	if err := AuditAt(context.WithoutCancel(ctx), g.vaultDB, g.auditKey, now, apiActor(ctx), action,
+	if err := audit.WriteAt(context.WithoutCancel(ctx), g.vaultDB, g.auditKey, now, apiActor(ctx), action,
 		fmt.Sprintf("account %q %s through the admin API", name, verb)); err != nil {
 		g.internalError(w, r, "write audit log", err)
 		return
@@ -178,7 +179,7 @@ func (g *Guard) apiSetPaused(w http.ResponseWriter, r *http.Request, paused bool
 func apiActor(ctx context.Context) string {
 	c, _ := ClientFrom(ctx)
 	if c.Key != "" {
-		return KeyActor(c.Key)
+		return audit.KeyActor(c.Key)
 	}
-	return AddrActor(c.Addr)
+	return audit.AddrActor(c.Addr)
 }

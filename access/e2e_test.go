@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
 	"github.com/claudeflare/claudeflare/proxy"
@@ -305,8 +306,8 @@ func TestDaemonAccessFlow(t *testing.T) {
 	expectStatus(t, r, 200, "")
 	waitFor(t, "the needs-login audit row", func() bool {
 		var found bool
-		access.ListAudit(ctx, d.vdb, time.Time{}, func(e access.Entry) error {
-			found = found || e.Action == access.ActionAccountNeedsLogin
+		audit.List(ctx, d.vdb, time.Time{}, func(e audit.Entry) error {
+			found = found || e.Action == audit.ActionAccountNeedsLogin
 			return nil
 		})
 		return found
@@ -326,18 +327,18 @@ func TestDaemonAccessFlow(t *testing.T) {
 	}
 	defer db.Close()
 	var actions []string
-	access.ListAudit(ctx, db, time.Time{}, func(e access.Entry) error {
+	audit.List(ctx, db, time.Time{}, func(e audit.Entry) error {
 		actions = append(actions, e.Action)
 		t.Logf("audit: %s %s %s", e.Actor, e.Action, e.Detail)
 		return nil
 	})
-	for _, a := range []string{access.ActionClientKeyCreated, access.ActionClientKeyRevoked, access.ActionAccountPaused,
-		access.ActionAccountResumed, access.ActionClientKeyNewAddr, access.ActionAuthFailed, access.ActionAccountNeedsLogin} {
+	for _, a := range []string{audit.ActionClientKeyCreated, audit.ActionClientKeyRevoked, audit.ActionAccountPaused,
+		audit.ActionAccountResumed, audit.ActionClientKeyNewAddr, audit.ActionAuthFailed, audit.ActionAccountNeedsLogin} {
 		if !contains(actions, a) {
 			t.Errorf("no %s in the audit log: %v", a, actions)
 		}
 	}
-	if _, err := access.VerifyAudit(ctx, db, d.akey, nil); err != nil {
+	if _, err := audit.Verify(ctx, db, d.akey, nil); err != nil {
 		t.Fatal(err)
 	}
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -263,13 +264,13 @@ func (g *Guard) flush(ctx context.Context, all bool) error {
 				if !isNew {
 					continue
 				}
-				if err := appendAudit(ctx, tx, g.auditKey, now, KeyActor(a.st.name), ActionClientKeyNewAddr,
+				if err := audit.Append(ctx, tx, g.auditKey, now, audit.KeyActor(a.st.name), audit.ActionClientKeyNewAddr,
 					fmt.Sprintf("client key %q used from a new address %s", a.st.name, a.addr)); err != nil {
 					return err
 				}
 			}
 			for _, w := range fails {
-				if err := appendAudit(ctx, tx, g.auditKey, now, AddrActor(w.addr), ActionAuthFailed, w.detail()); err != nil {
+				if err := audit.Append(ctx, tx, g.auditKey, now, audit.AddrActor(w.addr), audit.ActionAuthFailed, w.detail()); err != nil {
 					return err
 				}
 			}
@@ -317,7 +318,7 @@ func (g *Guard) watchAccounts(ctx context.Context) error {
 		if a.StatusReason != "" {
 			detail += ": " + a.StatusReason
 		}
-		if err := AuditAt(ctx, g.vaultDB, g.auditKey, g.now(), ActorDaemon, ActionAccountNeedsLogin, detail); err != nil {
+		if err := audit.WriteAt(ctx, g.vaultDB, g.auditKey, g.now(), audit.ActorDaemon, audit.ActionAccountNeedsLogin, detail); err != nil {
 			g.statuses[a.Name] = prev[a.Name] // try again next time
 			return err
 		}

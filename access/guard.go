@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/target"
 	"github.com/claudeflare/claudeflare/store"
@@ -36,7 +37,7 @@ const maxSeenAddrs = 4096
 type Options struct {
 	Config  *config.Config
 	VaultDB *store.DB // client keys, accounts, the audit log
-	// AuditKey keys the audit rows the guard writes: PrepareAudit's Key
+	// AuditKey keys the audit rows the guard writes: audit.Prepare's Key
 	// (the vault's audit key), so the daemon needs the master key.
 	AuditKey []byte
 	LogDB    *store.DB // the request log, for /api/stats and /api/requests; nil answers 503 there
@@ -122,7 +123,7 @@ func New(ctx context.Context, opts Options) (*Guard, error) {
 	if opts.Config == nil || opts.VaultDB == nil {
 		return nil, errors.New("create access guard: config and vault database are required")
 	}
-	if err := checkKey(opts.AuditKey); err != nil {
+	if err := audit.CheckKey(opts.AuditKey); err != nil {
 		return nil, fmt.Errorf("create access guard: %w", err)
 	}
 	g := &Guard{
@@ -184,7 +185,7 @@ func (g *Guard) ConfigReloaded(ctx context.Context, cfg *config.Config) error {
 	if cfg.File != "" {
 		detail += " from " + cfg.File
 	}
-	return AuditAt(ctx, g.vaultDB, g.auditKey, g.now(), ActorDaemon, ActionConfigReloaded, detail)
+	return audit.WriteAt(ctx, g.vaultDB, g.auditKey, g.now(), audit.ActorDaemon, audit.ActionConfigReloaded, detail)
 }
 
 // warnAnyOrigin says so when allowed_origins = "*" is set while no client
@@ -299,7 +300,7 @@ func (g *Guard) reportTampered(ctx context.Context, r store.ClientKey) {
 		"hint", "run `claudeflare apikey list` and `claudeflare doctor`; revoke it with `claudeflare apikey revoke NAME`")
 	detail := fmt.Sprintf("client key row %d (%q, role %q, %s) failed authentication and was not loaded: added or changed outside claudeflare",
 		r.ID, r.Name, r.Role, state)
-	if err := AuditAt(context.WithoutCancel(ctx), g.vaultDB, g.auditKey, g.now(), ActorDaemon, ActionClientKeyTampered, detail); err != nil {
+	if err := audit.WriteAt(context.WithoutCancel(ctx), g.vaultDB, g.auditKey, g.now(), audit.ActorDaemon, audit.ActionClientKeyTampered, detail); err != nil {
 		g.log.Error("write audit log", "err", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
@@ -370,7 +371,7 @@ func TestAuditOfKeyUse(t *testing.T) {
 	if n := countPrefix(h.auditRows(), "client_key.new_address"); n != 1 {
 		t.Fatalf("new address audited %d times", n)
 	}
-	if st, err := access.VerifyAudit(context.Background(), h.vdb, h.akey, nil); err != nil || st.Entries != len(h.auditRows()) {
+	if st, err := audit.Verify(context.Background(), h.vdb, h.akey, nil); err != nil || st.Entries != len(h.auditRows()) {
 		t.Fatalf("verify: %d %v", st.Entries, err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
@@ -168,7 +169,7 @@ func (h *harness) expect(r reply, status int, errType string) {
 func (h *harness) auditRows() []string {
 	h.t.Helper()
 	var out []string
-	err := access.ListAudit(context.Background(), h.vdb, time.Time{}, func(e access.Entry) error {
+	err := audit.List(context.Background(), h.vdb, time.Time{}, func(e audit.Entry) error {
 		out = append(out, e.Actor+" "+e.Action+": "+e.Detail)
 		return nil
 	})
@@ -186,4 +187,17 @@ func countPrefix(lines []string, sub string) int {
 		}
 	}
 	return n
+}
+
+// auditKey returns v's audit key, the way every writer gets it.
+func auditKey(t *testing.T, v *vault.Vault) []byte {
+	t.Helper()
+	p, err := audit.Prepare(context.Background(), v, time.Now(), "test", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Problem != nil {
+		t.Fatalf("prepare audit: %v", p.Problem)
+	}
+	return p.Key
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -52,10 +53,6 @@ type KeyInfo struct {
 	// added or changed outside claudeflare, and the daemon refuses it.
 	Tampered bool
 }
-
-// ActionClientKeyTampered is the audit action of a client key row that
-// failed authentication and was not loaded.
-const ActionClientKeyTampered = "client_key.tampered"
 
 // rowKey is the HMAC key of client key rows, derived from the vault's
 // audit key (vault.RowKey): whoever can make audit rows can make them.
@@ -128,7 +125,7 @@ func CreateKey(ctx context.Context, db *store.DB, auditKey []byte, name string, 
 	}
 	h := HashKey(key)
 	info := KeyInfo{Name: name, Prefix: DisplayPrefix(key), Role: role, CreatedAt: store.FromMS(store.ToMS(now))}
-	if err := checkKey(auditKey); err != nil {
+	if err := audit.CheckKey(auditKey); err != nil {
 		return "", KeyInfo{}, fmt.Errorf("create client key: %w", err)
 	}
 	err = store.Tx(ctx, db, func(tx *sqlx.Tx) error {
@@ -141,7 +138,7 @@ func CreateKey(ctx context.Context, db *store.DB, auditKey []byte, name string, 
 		if err := store.SetClientKeyMAC(ctx, tx, id, vault.ClientKeyMAC(rowKey(auditKey), row)); err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, auditKey, now, actor, ActionClientKeyCreated,
+		return audit.Append(ctx, tx, auditKey, now, actor, audit.ActionClientKeyCreated,
 			fmt.Sprintf("client key %q (%s...) created with role %s", name, info.Prefix, role))
 	})
 	if err != nil {
@@ -156,7 +153,7 @@ func CreateKey(ctx context.Context, db *store.DB, auditKey []byte, name string, 
 // authentication (Tampered) is revoked too, and its row authenticated as
 // revoked, so that it is no longer reported; the audit row says so.
 func RevokeKey(ctx context.Context, db *store.DB, auditKey []byte, name, actor string, now time.Time) (KeyInfo, error) {
-	if err := checkKey(auditKey); err != nil {
+	if err := audit.CheckKey(auditKey); err != nil {
 		return KeyInfo{}, fmt.Errorf("revoke client key: %w", err)
 	}
 	var k store.ClientKey
@@ -174,7 +171,7 @@ func RevokeKey(ctx context.Context, db *store.DB, auditKey []byte, name, actor s
 		if err := store.SetClientKeyMAC(ctx, tx, k.ID, vault.ClientKeyMAC(rowKey(auditKey), revoked)); err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, auditKey, now, actor, ActionClientKeyRevoked, detail)
+		return audit.Append(ctx, tx, auditKey, now, actor, audit.ActionClientKeyRevoked, detail)
 	})
 	if err != nil {
 		return KeyInfo{}, fmt.Errorf("revoke client key: %w", err)
@@ -188,7 +185,7 @@ func RevokeKey(ctx context.Context, db *store.DB, auditKey []byte, name, actor s
 // each checked against its MAC with the row key derived from auditKey
 // (the vault's audit key): a row that fails is marked Tampered.
 func ListKeys(ctx context.Context, db *store.DB, auditKey []byte) ([]KeyInfo, error) {
-	if err := checkKey(auditKey); err != nil {
+	if err := audit.CheckKey(auditKey); err != nil {
 		return nil, errors.New("list client keys: no audit key (open the vault with the master key)")
 	}
 	rows, err := store.ListClientKeys(ctx, db)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
 	"github.com/claudeflare/claudeflare/internal/target"
@@ -77,7 +78,7 @@ func newRouteStack(t testing.TB, mod func(*config.Config)) *routeStack {
 		t.Fatal(err)
 	}
 	s.vdb, s.v = vdb, v
-	p, err := access.PrepareAudit(ctx, v, time.Now(), "test", true)
+	p, err := audit.Prepare(ctx, v, time.Now(), "test", true)
 	if err != nil {
 		t.Fatal(err)
 	}

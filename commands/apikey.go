@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
@@ -124,7 +125,7 @@ func apikeyCreate(c *cli.Context) error {
 		return err
 	}
 	defer db.Close()
-	key, info, err := access.CreateKey(c.Context, db, auditKey, name, role, access.CLIActor(), time.Now())
+	key, info, err := access.CreateKey(c.Context, db, auditKey, name, role, audit.CLIActor(), time.Now())
 	if errors.Is(err, store.ErrClientKeyExists) {
 		return withHint(err, "choose another name, or revoke the old key first with `claudeflare apikey revoke "+name+"`")
 	}
@@ -231,7 +232,7 @@ func apikeyRevoke(c *cli.Context) error {
 		return err
 	}
 	defer db.Close()
-	if _, err := access.RevokeKey(c.Context, db, auditKey, name, access.CLIActor(), time.Now()); err != nil {
+	if _, err := access.RevokeKey(c.Context, db, auditKey, name, audit.CLIActor(), time.Now()); err != nil {
 		if errors.Is(err, store.ErrNoClientKey) {
 			return withHint(err, "see `claudeflare apikey list`")
 		}

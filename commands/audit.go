@@ -12,7 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -123,7 +123,7 @@ func runAudit(c *cli.Context) error {
 
 	if c.Bool("json") {
 		out := newNDJSON(e.stdout)
-		return access.ListAudit(c.Context, db, since, func(en access.Entry) error {
+		return audit.List(c.Context, db, since, func(en audit.Entry) error {
 			return out.write(auditOut{
 				ID: en.ID, Time: en.Time().Format(time.RFC3339), Actor: en.Actor, Action: en.Action,
 				Detail: en.Detail, Hash: hex.EncodeToString(en.Hash),
@@ -132,7 +132,7 @@ func runAudit(c *cli.Context) error {
 	}
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tACTOR\tACTION\tDETAIL")
-	err = access.ListAudit(c.Context, db, since, func(en access.Entry) error {
+	err = audit.List(c.Context, db, since, func(en audit.Entry) error {
 		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", en.ID, en.Time().Format(time.RFC3339), printable(en.Actor), printable(en.Action),
 			printable(en.Detail))
 		return err
@@ -144,7 +144,7 @@ func runAudit(c *cli.Context) error {
 }
 
 // auditVerify is audit --verify / --head: the whole chain, with the
-// master key (to get the audit key), after PrepareAudit has keyed a log
+// master key (to get the audit key), after audit.Prepare has keyed a log
 // made by an earlier release.
 func auditVerify(c *cli.Context, e *env, expect []byte, printHead bool) error {
 	cfg, err := e.config(nil)
@@ -164,9 +164,9 @@ func auditVerify(c *cli.Context, e *env, expect []byte, printHead bool) error {
 	if p.Problem != nil {
 		return tamperHint(p.Problem)
 	}
-	st, err := access.VerifyAudit(c.Context, v.DB(), p.Key, expect)
+	st, err := audit.Verify(c.Context, v.DB(), p.Key, expect)
 	if err != nil {
-		var ce *access.ChainError
+		var ce *audit.ChainError
 		if errors.As(err, &ce) && ce.Anchor {
 			return withHint(err, "the chain verifies up to its head (row "+fmt.Sprint(st.LastID)+"), but not to the head you anchored: rows were cut from its end, or vault.db was replaced by an older copy; restore vault.db from a backup to see what was removed")
 		}
@@ -196,7 +196,7 @@ func auditVerify(c *cli.Context, e *env, expect []byte, printHead bool) error {
 }
 
 func tamperHint(err error) error {
-	if errors.Is(err, access.ErrTampered) {
+	if errors.Is(err, audit.ErrTampered) {
 		return withHint(err, "restore vault.db from a backup to see what was changed")
 	}
 	return err
@@ -214,8 +214,8 @@ type auditNotes struct {
 // says on stderr what it did or found. openVaultWith calls it for every
 // command that opens the vault with the master key; commands that write
 // audit rows call it again (openAudit, with write) for the key.
-func (e *env) prepareAudit(ctx context.Context, v *vault.Vault, write bool) (access.AuditPrep, error) {
-	p, err := access.PrepareAudit(context.WithoutCancel(ctx), v, time.Now(), access.CLIActor(), write)
+func (e *env) prepareAudit(ctx context.Context, v *vault.Vault, write bool) (audit.Prep, error) {
+	p, err := audit.Prepare(context.WithoutCancel(ctx), v, time.Now(), audit.CLIActor(), write)
 	if err != nil {
 		return p, err
 	}
@@ -248,11 +248,11 @@ func (e *env) openAudit(ctx context.Context, v *vault.Vault) ([]byte, error) {
 // line added, removed, paused or resumed an account.
 func auditAccount(ctx context.Context, db *store.DB, key []byte, verb, name string) error {
 	action := map[string]string{
-		"added": access.ActionAccountAdded, "removed": access.ActionAccountRemoved,
-		"paused": access.ActionAccountPaused, "resumed": access.ActionAccountResumed,
+		"added": audit.ActionAccountAdded, "removed": audit.ActionAccountRemoved,
+		"paused": audit.ActionAccountPaused, "resumed": audit.ActionAccountResumed,
 	}[verb]
 	if action == "" {
 		return fmt.Errorf("audit: unknown account action %q", verb)
 	}
-	return access.Audit(context.WithoutCancel(ctx), db, key, access.CLIActor(), action, fmt.Sprintf("account %q %s", name, verb))
+	return audit.Write(context.WithoutCancel(ctx), db, key, audit.CLIActor(), action, fmt.Sprintf("account %q %s", name, verb))
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
-	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
@@ -240,7 +240,7 @@ func keyRotate(c *cli.Context) error {
 			return err
 		}
 	}
-	return access.Audit(context.WithoutCancel(c.Context), v.DB(), auditKey, access.CLIActor(), access.ActionKeyRotated, rotateDetail(opts, res))
+	return audit.Write(context.WithoutCancel(c.Context), v.DB(), auditKey, audit.CLIActor(), audit.ActionKeyRotated, rotateDetail(opts, res))
 }
 
 // rotateDetail describes a rotation for the audit log: kinds and counts,

@@ -1,4 +1,4 @@
-package access_test
+package audit_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
@@ -20,7 +20,7 @@ import (
 // auditKey returns v's audit key, the way every writer gets it.
 func auditKey(t *testing.T, v *vault.Vault) []byte {
 	t.Helper()
-	p, err := access.PrepareAudit(context.Background(), v, time.Now(), "test", true)
+	p, err := audit.Prepare(context.Background(), v, time.Now(), "test", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,12 +59,12 @@ func auditDB(t *testing.T) *auditVault {
 	a.key = auditKey(t, a.v)
 	ctx := context.Background()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i, act := range []string{access.ActionAccountAdded, access.ActionAccountPaused, access.ActionClientKeyCreated, access.ActionKeyRotated, access.ActionConfigReloaded} {
-		if err := access.AuditAt(ctx, a.db, a.key, t0.Add(time.Duration(i)*time.Hour), "cli:alice", act, "row "+act); err != nil {
+	for i, act := range []string{audit.ActionAccountAdded, audit.ActionAccountPaused, audit.ActionClientKeyCreated, audit.ActionKeyRotated, audit.ActionConfigReloaded} {
+		if err := audit.WriteAt(ctx, a.db, a.key, t0.Add(time.Duration(i)*time.Hour), "cli:alice", act, "row "+act); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if st, err := access.VerifyAudit(ctx, a.db, a.key, nil); err != nil || st.Entries != 6 || !st.Keyed || st.LastID != 6 {
+	if st, err := audit.Verify(ctx, a.db, a.key, nil); err != nil || st.Entries != 6 || !st.Keyed || st.LastID != 6 {
 		t.Fatalf("fresh chain: %+v, %v", st, err)
 	}
 	return a
@@ -88,9 +88,9 @@ func sql(t *testing.T, db *store.DB, stmt string) {
 
 func wantTampered(t *testing.T, a *auditVault, expect []byte, row int64, reason string) {
 	t.Helper()
-	_, err := access.VerifyAudit(context.Background(), a.db, a.key, expect)
-	var ce *access.ChainError
-	if !errors.As(err, &ce) || !errors.Is(err, access.ErrTampered) {
+	_, err := audit.Verify(context.Background(), a.db, a.key, expect)
+	var ce *audit.ChainError
+	if !errors.As(err, &ce) || !errors.Is(err, audit.ErrTampered) {
 		t.Fatalf("verify after tampering: %v", err)
 	}
 	if ce.ID != row || !strings.Contains(ce.Reason, reason) {
@@ -98,15 +98,15 @@ func wantTampered(t *testing.T, a *auditVault, expect []byte, row int64, reason 
 	}
 }
 
-// wantProblem is wantTampered as `audit --verify` sees it: PrepareAudit
+// wantProblem is wantTampered as `audit --verify` sees it: Prepare
 // knows whether the vault's log must be keyed.
 func wantProblem(t *testing.T, a *auditVault, reason string) {
 	t.Helper()
-	p, err := access.PrepareAudit(context.Background(), a.v, time.Now(), "cli:bob", false)
+	p, err := audit.Prepare(context.Background(), a.v, time.Now(), "cli:bob", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Problem == nil || !errors.Is(p.Problem, access.ErrTampered) || !strings.Contains(p.Problem.Error(), reason) || p.Sealed {
+	if p.Problem == nil || !errors.Is(p.Problem, audit.ErrTampered) || !strings.Contains(p.Problem.Error(), reason) || p.Sealed {
 		t.Fatalf("after tampering: %+v, want a problem with %q", p, reason)
 	}
 }
@@ -116,7 +116,7 @@ func wantProblem(t *testing.T, a *auditVault, reason string) {
 // to row `to` (0: the last) and moves the head, with plain SQL.
 func rechain(t *testing.T, db *store.DB, from, to int64) {
 	t.Helper()
-	var rows []access.Entry
+	var rows []audit.Entry
 	if err := db.R.Select(&rows, `SELECT id, ts, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY id`); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestAuditTruncatedTailDetected(t *testing.T) {
 	sql(t, a.db, `DELETE FROM audit_log WHERE id >= 5`)
 	wantTampered(t, a, nil, 6, "rows after row 4 were deleted")
 	// Appending afterwards does not hide it.
-	if err := access.Audit(context.Background(), a.db, a.key, "daemon", access.ActionConfigReloaded, ""); err != nil {
+	if err := audit.Write(context.Background(), a.db, a.key, "daemon", audit.ActionConfigReloaded, ""); err != nil {
 		t.Fatal(err)
 	}
 	wantTampered(t, a, nil, 7, "rows 5 to 6 were deleted")
@@ -199,26 +199,26 @@ func TestAuditTruncatedTailDetected(t *testing.T) {
 func TestAuditTruncatedTailWithHeadMovedNeedsAnchor(t *testing.T) {
 	a := auditDB(t)
 	ctx := context.Background()
-	st, err := access.VerifyAudit(ctx, a.db, a.key, nil)
+	st, err := audit.Verify(ctx, a.db, a.key, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	anchor := st.Head // what `audit --head` printed and was kept elsewhere
 	// A head the chain passed through verifies too: rows appended since.
-	if err := access.Audit(ctx, a.db, a.key, "daemon", access.ActionConfigReloaded, "after the anchor"); err != nil {
+	if err := audit.Write(ctx, a.db, a.key, "daemon", audit.ActionConfigReloaded, "after the anchor"); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := access.VerifyAudit(ctx, a.db, a.key, anchor); err != nil || st.ExpectedAt != 6 {
+	if st, err := audit.Verify(ctx, a.db, a.key, anchor); err != nil || st.ExpectedAt != 6 {
 		t.Fatalf("anchored head 6 then one more row: %+v %v", st, err)
 	}
 	sql(t, a.db, `DELETE FROM audit_log WHERE id >= 5;
 		UPDATE audit_head SET last_id = 4, hash = (SELECT hash FROM audit_log WHERE id = 4)`)
-	if _, err := access.VerifyAudit(ctx, a.db, a.key, nil); err != nil {
+	if _, err := audit.Verify(ctx, a.db, a.key, nil); err != nil {
 		t.Fatalf("without an anchor the cut is invisible (documented), got %v", err)
 	}
 	wantTampered(t, a, anchor, 0, "is not a row of the chain")
 	// A later append leaves a gap: AUTOINCREMENT never reuses row 7's id.
-	if err := access.Audit(ctx, a.db, a.key, "daemon", access.ActionConfigReloaded, ""); err != nil {
+	if err := audit.Write(ctx, a.db, a.key, "daemon", audit.ActionConfigReloaded, ""); err != nil {
 		t.Fatal(err)
 	}
 	wantTampered(t, a, nil, 8, "rows 5 to 7 were deleted")
@@ -237,7 +237,7 @@ func TestAuditWipedDetected(t *testing.T) {
 	sql(t, a.db, `DELETE FROM audit_log; DELETE FROM audit_head; DELETE FROM sqlite_sequence`)
 	ctx := context.Background()
 	// A reader reports it and writes nothing.
-	p, err := access.PrepareAudit(ctx, a.v, time.Now(), "cli:bob", false)
+	p, err := audit.Prepare(ctx, a.v, time.Now(), "cli:bob", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,11 +245,11 @@ func TestAuditWipedDetected(t *testing.T) {
 		t.Fatalf("reader after a wipe: %+v", p)
 	}
 	// A writer restarts the chain with a row that keeps the finding on record.
-	p, err = access.PrepareAudit(ctx, a.v, time.Now(), "cli:bob", true)
+	p, err = audit.Prepare(ctx, a.v, time.Now(), "cli:bob", true)
 	if err != nil || !p.Restarted || p.Problem == nil {
 		t.Fatalf("writer after a wipe: %+v %v", p, err)
 	}
-	if err := access.Audit(ctx, a.db, p.Key, "cli:bob", access.ActionAccountAdded, "later"); err != nil {
+	if err := audit.Write(ctx, a.db, p.Key, "cli:bob", audit.ActionAccountAdded, "later"); err != nil {
 		t.Fatal(err)
 	}
 	wantTampered(t, a, nil, 1, "restarted the chain here")
@@ -270,7 +270,7 @@ func TestAuditWithoutKeyRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if err := access.Audit(context.Background(), db, nil, "cli:bob", access.ActionAccountAdded, "x"); err == nil {
+	if err := audit.Write(context.Background(), db, nil, "cli:bob", audit.ActionAccountAdded, "x"); err == nil {
 		t.Fatal("audit row written without a key")
 	}
 	var n int
@@ -286,7 +286,7 @@ func TestAuditLegacyChainKeyedOnFirstOpen(t *testing.T) {
 	dir := testutil.FirstReleaseDataDir(t)
 	a := openAuditVault(t, dir)
 	ctx := context.Background()
-	p, err := access.PrepareAudit(ctx, a.v, time.Now(), "cli:bob", false)
+	p, err := audit.Prepare(ctx, a.v, time.Now(), "cli:bob", false)
 	if err != nil || p.Problem != nil {
 		t.Fatalf("prepare: %+v %v", p, err)
 	}
@@ -294,9 +294,9 @@ func TestAuditLegacyChainKeyedOnFirstOpen(t *testing.T) {
 		t.Fatalf("legacy chain not keyed: %+v", p)
 	}
 	a.key = p.Key
-	var last access.Entry
-	access.ListAudit(ctx, a.db, time.Time{}, func(e access.Entry) error { last = e; return nil })
-	if last.Action != access.ActionAuditKeyed || !strings.Contains(last.Detail, "3 earlier entries") {
+	var last audit.Entry
+	audit.List(ctx, a.db, time.Time{}, func(e audit.Entry) error { last = e; return nil })
+	if last.Action != audit.ActionAuditKeyed || !strings.Contains(last.Detail, "3 earlier entries") {
 		t.Fatalf("keyed row: %+v", last)
 	}
 	// Once keyed, the legacy rows are covered: edit and re-chain them up
@@ -310,7 +310,7 @@ func TestAuditLegacyChainKeyedOnFirstOpen(t *testing.T) {
 	rechain(t, a.db, 2, 0)
 	wantProblem(t, a, "carry no MAC")
 	// The second open does not key again.
-	p, err = access.PrepareAudit(ctx, a.v, time.Now(), "cli:bob", false)
+	p, err = audit.Prepare(ctx, a.v, time.Now(), "cli:bob", false)
 	if err != nil || p.Sealed || p.Problem == nil {
 		t.Fatalf("second open: %+v %v", p, err)
 	}
@@ -321,8 +321,8 @@ func TestAuditBrokenLegacyChainNotKeyed(t *testing.T) {
 	dir := testutil.FirstReleaseDataDir(t)
 	a := openAuditVault(t, dir)
 	sql(t, a.db, `UPDATE audit_log SET detail = 'x' WHERE id = 2`)
-	p, err := access.PrepareAudit(context.Background(), a.v, time.Now(), "cli:bob", true)
-	var ce *access.ChainError
+	p, err := audit.Prepare(context.Background(), a.v, time.Now(), "cli:bob", true)
+	var ce *audit.ChainError
 	if err != nil || !errors.As(p.Problem, &ce) || ce.ID != 2 || p.Sealed {
 		t.Fatalf("broken legacy chain: %+v %v", p, err)
 	}
@@ -332,16 +332,16 @@ func TestAuditSanitisesAndLists(t *testing.T) {
 	a := auditDB(t)
 	ctx := context.Background()
 	secret := "cf_" + strings.Repeat("Zx9", 14)
-	if err := access.Audit(ctx, a.db, a.key, "cli:bob", access.ActionClientKeyCreated, "oops "+secret+"\nsecond line"); err != nil {
+	if err := audit.Write(ctx, a.db, a.key, "cli:bob", audit.ActionClientKeyCreated, "oops "+secret+"\nsecond line"); err != nil {
 		t.Fatal(err)
 	}
-	var got []access.Entry
-	access.ListAudit(ctx, a.db, time.Now().Add(-time.Minute), func(e access.Entry) error { got = append(got, e); return nil })
+	var got []audit.Entry
+	audit.List(ctx, a.db, time.Now().Add(-time.Minute), func(e audit.Entry) error { got = append(got, e); return nil })
 	if len(got) != 2 || strings.Contains(got[1].Detail, secret) || strings.Contains(got[1].Detail, "\n") {
 		t.Fatalf("entries: %+v", got)
 	}
 	got = nil
-	access.ListAudit(ctx, a.db, time.Now().Add(time.Minute), func(e access.Entry) error { got = append(got, e); return nil })
+	audit.List(ctx, a.db, time.Now().Add(time.Minute), func(e audit.Entry) error { got = append(got, e); return nil })
 	if len(got) != 0 {
 		t.Fatal("--since not applied")
 	}

@@ -1,4 +1,10 @@
-package access
+// Package audit is claudeflare's audit log in vault.db: who added,
+// removed, paused or resumed an account, rotated the master key, created
+// or revoked a client key, failed to authenticate... Rows are chained
+// with HMAC-SHA256 under the vault's audit key (vault.Vault.AuditKey), so
+// nobody without the master key can edit, insert, delete or re-chain
+// them unseen; Verify checks the chain. Its SQL is in package store.
+package audit
 
 import (
 	"bytes"
@@ -34,6 +40,9 @@ const (
 	ActionConfigReloaded    = "config.reloaded"
 	ActionAuditKeyed        = "audit.keyed"
 	ActionAuditRestarted    = "audit.restarted"
+	// ActionClientKeyTampered: a client key row failed authentication
+	// and was not loaded.
+	ActionClientKeyTampered = "client_key.tampered"
 )
 
 // Actors that are not a person or a client key.
@@ -102,28 +111,30 @@ var genesis = make([]byte, sha256.Size)
 // not made by the vault.
 const minKeyLen = 16
 
-func checkKey(key []byte) error {
+// CheckKey fails when key cannot be the vault's audit key (too short: no
+// audit key was given).
+func CheckKey(key []byte) error {
 	if len(key) < minKeyLen {
 		return errors.New("write audit log: no audit key (open the vault with the master key)")
 	}
 	return nil
 }
 
-// Audit appends an entry to the audit log in vault.db, chained to the one
+// Write appends an entry to the audit log in vault.db, chained to the one
 // before it and keyed with key, the vault's audit key
 // (vault.Vault.AuditKey). Actor and detail are sanitised (no control
 // characters, nothing that looks like a credential).
-func Audit(ctx context.Context, db *store.DB, key []byte, actor, action, detail string) error {
-	return AuditAt(ctx, db, key, time.Now(), actor, action, detail)
+func Write(ctx context.Context, db *store.DB, key []byte, actor, action, detail string) error {
+	return WriteAt(ctx, db, key, time.Now(), actor, action, detail)
 }
 
-// AuditAt is Audit with an explicit time.
-func AuditAt(ctx context.Context, db *store.DB, key []byte, now time.Time, actor, action, detail string) error {
-	if err := checkKey(key); err != nil {
+// WriteAt is Write with an explicit time.
+func WriteAt(ctx context.Context, db *store.DB, key []byte, now time.Time, actor, action, detail string) error {
+	if err := CheckKey(key); err != nil {
 		return err
 	}
 	err := store.Tx(ctx, db, func(tx *sqlx.Tx) error {
-		return appendAudit(ctx, tx, key, now, actor, action, detail)
+		return Append(ctx, tx, key, now, actor, action, detail)
 	})
 	if err != nil {
 		return fmt.Errorf("write audit log: %w", err)
@@ -131,38 +142,34 @@ func AuditAt(ctx context.Context, db *store.DB, key []byte, now time.Time, actor
 	return nil
 }
 
-// appendAudit adds a row inside tx. The previous hash is the head's (the
+// Append adds a row inside tx, for a caller that changes something in
+// the same transaction (WriteAt wraps its errors, Append does not). The previous hash is the head's (the
 // last row written), so that rows deleted from the end stay detectable
 // after later appends; the id comes from SQLite's AUTOINCREMENT, which
 // never reuses the id of a deleted row, so a cut tail followed by an
 // append leaves a gap.
-func appendAudit(ctx context.Context, tx *sqlx.Tx, key []byte, now time.Time, actor, action, detail string) error {
+func Append(ctx context.Context, tx *sqlx.Tx, key []byte, now time.Time, actor, action, detail string) error {
 	return appendRow(ctx, tx, key, now, actor, action, detail, false)
 }
 
 // errNotStarted: a writer found no audit row and no head.
 var errNotStarted = errors.New("the audit log is empty: it was never started or every row and its head were deleted (run claudeflare audit --verify)")
 
-// appendRow is appendAudit; with start, it may write the first row of an
+// appendRow is Append; with start, it may write the first row of an
 // empty log.
 func appendRow(ctx context.Context, tx *sqlx.Tx, key []byte, now time.Time, actor, action, detail string, start bool) error {
-	if err := checkKey(key); err != nil {
+	if err := CheckKey(key); err != nil {
 		return err
 	}
 	prev := genesis
-	var head struct {
-		LastID int64  `db:"last_id"`
-		Hash   []byte `db:"hash"`
-	}
-	err := tx.GetContext(ctx, &head, `SELECT last_id, hash FROM audit_head WHERE id = 1`)
+	head, err := store.GetAuditHead(ctx, tx)
 	switch {
 	case err == nil:
 		prev = head.Hash
 	case store.IsNotFound(err):
 		// No head: chain to the last row. An empty log is started only
-		// by PrepareAudit, which knows whether it may be.
-		var last []byte
-		err := tx.GetContext(ctx, &last, `SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1`)
+		// by Prepare, which knows whether it may be.
+		last, err := store.LastAuditHash(ctx, tx)
 		switch {
 		case err == nil:
 			prev = last
@@ -176,20 +183,16 @@ func appendRow(ctx context.Context, tx *sqlx.Tx, key []byte, now time.Time, acto
 		return fmt.Errorf("read audit head: %w", err)
 	}
 	e := Entry{TS: store.ToMS(now), Actor: clean(actor), Action: action, Detail: clean(detail), PrevHash: prev}
-	res, err := tx.ExecContext(ctx, `INSERT INTO audit_log (ts, actor, action, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)`,
-		e.TS, e.Actor, e.Action, e.Detail, e.PrevHash, genesis)
-	if err != nil {
-		return fmt.Errorf("insert audit entry: %w", err)
-	}
-	if e.ID, err = res.LastInsertId(); err != nil {
+	row := store.AuditRow(e)
+	row.Hash = genesis
+	if e.ID, err = store.InsertAuditRow(ctx, tx, row); err != nil {
 		return fmt.Errorf("insert audit entry: %w", err)
 	}
 	e.Hash = chainMAC(key, prev, e)
-	if _, err := tx.ExecContext(ctx, `UPDATE audit_log SET hash = ? WHERE id = ?`, e.Hash, e.ID); err != nil {
+	if err := store.SetAuditHash(ctx, tx, e.ID, e.Hash); err != nil {
 		return fmt.Errorf("insert audit entry: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_head (id, last_id, hash) VALUES (1, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET last_id = excluded.last_id, hash = excluded.hash`, e.ID, e.Hash); err != nil {
+	if err := store.PutAuditHead(ctx, tx, store.AuditHead{LastID: e.ID, Hash: e.Hash}); err != nil {
 		return fmt.Errorf("update audit head: %w", err)
 	}
 	return nil
@@ -199,28 +202,10 @@ func appendRow(ctx context.Context, tx *sqlx.Tx, key []byte, now time.Time, acto
 // mattering for the short texts written here.
 func clean(s string) string { return oauth.Sanitize(s) }
 
-// ListAudit calls fn for each entry at or after since, oldest first,
-// reading row by row. It checks nothing: VerifyAudit does.
-func ListAudit(ctx context.Context, db *store.DB, since time.Time, fn func(Entry) error) error {
-	rows, err := db.R.QueryxContext(ctx, `SELECT id, ts, actor, action, detail, prev_hash, hash FROM audit_log
-		WHERE ts >= ? ORDER BY id`, store.ToMS(since))
-	if err != nil {
-		return fmt.Errorf("read audit log: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var e Entry
-		if err := rows.StructScan(&e); err != nil {
-			return fmt.Errorf("read audit log: %w", err)
-		}
-		if err := fn(e); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read audit log: %w", err)
-	}
-	return nil
+// List calls fn for each entry at or after since, oldest first,
+// reading row by row. It checks nothing: Verify does.
+func List(ctx context.Context, db *store.DB, since time.Time, fn func(Entry) error) error {
+	return store.EachAuditRowSince(ctx, db, store.ToMS(since), func(r store.AuditRow) error { return fn(Entry(r)) })
 }
 
 // ErrTampered is wrapped by every ChainError.
@@ -244,8 +229,8 @@ func (e *ChainError) Error() string {
 // Unwrap makes errors.Is(err, ErrTampered) true.
 func (e *ChainError) Unwrap() error { return ErrTampered }
 
-// AuditState is what VerifyAudit found.
-type AuditState struct {
+// State is what Verify found.
+type State struct {
 	// Entries is the number of rows.
 	Entries int
 	// Legacy is how many rows at the start were made by the first release
@@ -253,7 +238,7 @@ type AuditState struct {
 	Legacy int
 	// Keyed is false while no row carries a MAC yet: an empty log, or one
 	// made by the first release that no holder of the master key has
-	// opened since (PrepareAudit keys it).
+	// opened since (Prepare keys it).
 	Keyed bool
 	// LastID and Head are the last row's id and hash: the value to anchor
 	// elsewhere and give back to --expect-head.
@@ -268,7 +253,7 @@ type AuditState struct {
 	restart     Entry
 }
 
-// VerifyAudit checks the whole chain with the audit key: every row's MAC
+// Verify checks the whole chain with the audit key: every row's MAC
 // over the row and the previous row's hash, ids contiguous from 1, and a
 // head record matching the last row. An edited, inserted or deleted row,
 // a re-chained one, or rows cut from the end without moving the head give
@@ -280,34 +265,26 @@ type AuditState struct {
 // anchor the head elsewhere (audit --head) and pass it as expect: it must
 // be the hash of a row of the chain (the head when anchored, or any row
 // written since then follows it), else verification fails.
-func VerifyAudit(ctx context.Context, db *store.DB, key []byte, expect []byte) (AuditState, error) {
-	var st AuditState
-	if err := checkKey(key); err != nil {
+func Verify(ctx context.Context, db *store.DB, key []byte, expect []byte) (State, error) {
+	var st State
+	if err := CheckKey(key); err != nil {
 		return st, errors.New("verify audit log: no audit key (open the vault with the master key)")
 	}
-	rows, err := db.R.QueryxContext(ctx, `SELECT id, ts, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY id`)
-	if err != nil {
-		return st, fmt.Errorf("read audit log: %w", err)
-	}
-	defer rows.Close()
 	prev := genesis
 	var last Entry
-	for rows.Next() {
-		var e Entry
-		if err := rows.StructScan(&e); err != nil {
-			return st, fmt.Errorf("read audit log: %w", err)
-		}
+	err := store.EachAuditRow(ctx, db, func(r store.AuditRow) error {
+		e := Entry(r)
 		switch {
 		case st.Entries == 0 && e.ID != 1:
-			return st, &ChainError{ID: e.ID, Reason: fmt.Sprintf("the log starts at row %d: %s deleted", e.ID, span(1, e.ID-1))}
+			return &ChainError{ID: e.ID, Reason: fmt.Sprintf("the log starts at row %d: %s deleted", e.ID, span(1, e.ID-1))}
 		case st.Entries > 0 && e.ID != last.ID+1:
-			return st, &ChainError{ID: e.ID, Reason: fmt.Sprintf("does not follow row %d: %s deleted", last.ID, span(last.ID+1, e.ID-1))}
+			return &ChainError{ID: e.ID, Reason: fmt.Sprintf("does not follow row %d: %s deleted", last.ID, span(last.ID+1, e.ID-1))}
 		}
 		if !bytes.Equal(e.PrevHash, prev) {
 			if st.Entries == 0 {
-				return st, &ChainError{ID: e.ID, Reason: "the first row does not start the chain: rows before it were deleted or it was edited"}
+				return &ChainError{ID: e.ID, Reason: "the first row does not start the chain: rows before it were deleted or it was edited"}
 			}
-			return st, &ChainError{ID: e.ID, Reason: fmt.Sprintf("does not follow row %d: a row between them was deleted or row %d was changed", last.ID, last.ID)}
+			return &ChainError{ID: e.ID, Reason: fmt.Sprintf("does not follow row %d: a row between them was deleted or row %d was changed", last.ID, last.ID)}
 		}
 		switch {
 		case hmac.Equal(chainMAC(key, prev, e), e.Hash):
@@ -315,7 +292,7 @@ func VerifyAudit(ctx context.Context, db *store.DB, key []byte, expect []byte) (
 		case !st.Keyed && bytes.Equal(legacyHash(prev, e), e.Hash):
 			st.Legacy++
 		default:
-			return st, &ChainError{ID: e.ID, Reason: "its MAC does not match its content: the row was edited, or re-chained without the audit key"}
+			return &ChainError{ID: e.ID, Reason: "its MAC does not match its content: the row was edited, or re-chained without the audit key"}
 		}
 		if st.Keyed && e.Action == ActionAuditRestarted && st.RestartedAt == 0 {
 			st.RestartedAt, st.restart = e.ID, e
@@ -325,18 +302,14 @@ func VerifyAudit(ctx context.Context, db *store.DB, key []byte, expect []byte) (
 		}
 		prev, last = e.Hash, e
 		st.Entries++
+		return nil
+	})
+	if err != nil {
+		return st, err
 	}
-	if err := rows.Err(); err != nil {
-		return st, fmt.Errorf("read audit log: %w", err)
-	}
-	rows.Close()
 	st.LastID, st.Head = last.ID, last.Hash
 
-	var head struct {
-		LastID int64  `db:"last_id"`
-		Hash   []byte `db:"hash"`
-	}
-	err = db.R.GetContext(ctx, &head, `SELECT last_id, hash FROM audit_head WHERE id = 1`)
+	head, err := store.GetAuditHead(ctx, db.R)
 	switch {
 	case store.IsNotFound(err):
 		if st.Entries > 0 {
@@ -364,12 +337,12 @@ func VerifyAudit(ctx context.Context, db *store.DB, key []byte, expect []byte) (
 	return st, nil
 }
 
-// AuditPrep is what PrepareAudit found and did.
-type AuditPrep struct {
-	// Key is the vault's audit key, for Audit, CreateKey, the guard...
+// Prep is what Prepare found and did.
+type Prep struct {
+	// Key is the vault's audit key, for Write, CreateKey, the guard...
 	Key []byte
-	// State is the chain after PrepareAudit.
-	State AuditState
+	// State is the chain after Prepare.
+	State State
 	// Sealed: this open keyed a log made by an earlier release (State.Legacy
 	// rows), or started an empty one (State.Legacy == 0).
 	Sealed bool
@@ -382,11 +355,11 @@ type AuditPrep struct {
 	// verifies. Writers go on appending to the head; --verify reports it.
 	// When the last row carries a valid MAC and the head names it, the
 	// rows before it are not walked (State then has LastID, Head and
-	// Keyed only): VerifyAudit checks them.
+	// Keyed only): Verify checks them.
 	Problem error
 }
 
-// PrepareAudit gets v's audit key and brings the chain to a state that can
+// Prepare gets v's audit key and brings the chain to a state that can
 // be extended: a log made by an earlier release (plain hashes) is verified
 // and keyed, an empty one started, each with an audit.keyed row; that
 // happens only while the vault has no audit key yet (the vault's
@@ -394,11 +367,10 @@ type AuditPrep struct {
 // one). A vault with an audit key whose log is empty or has no keyed row
 // was tampered with: Problem says so and, with write, an audit.restarted
 // row starts the chain again, so that the deletion stays on record.
-func PrepareAudit(ctx context.Context, v *vault.Vault, now time.Time, actor string, write bool) (AuditPrep, error) {
-	var p AuditPrep
+func Prepare(ctx context.Context, v *vault.Vault, now time.Time, actor string, write bool) (Prep, error) {
+	var p Prep
 	db := v.DB()
-	var had bool
-	err := db.W.GetContext(ctx, &had, `SELECT audit_key IS NOT NULL OR audit_key_next IS NOT NULL FROM master WHERE id = 1`)
+	had, err := store.HadAuditKey(ctx, db)
 	if err != nil {
 		return p, fmt.Errorf("read audit key record: %w", err)
 	}
@@ -413,7 +385,7 @@ func PrepareAudit(ctx context.Context, v *vault.Vault, now time.Time, actor stri
 		p.State = st
 		return p, nil
 	}
-	p.State, err = VerifyAudit(ctx, db, p.Key, nil)
+	p.State, err = Verify(ctx, db, p.Key, nil)
 	var ce *ChainError
 	switch {
 	case errors.As(err, &ce):
@@ -446,7 +418,7 @@ func PrepareAudit(ctx context.Context, v *vault.Vault, now time.Time, actor stri
 		return p, fmt.Errorf("restart audit log: %w", err)
 	}
 	p.Restarted = true
-	p.State, err = VerifyAudit(ctx, db, p.Key, nil)
+	p.State, err = Verify(ctx, db, p.Key, nil)
 	if errors.As(err, &ce) {
 		err = nil
 	}
@@ -456,28 +428,24 @@ func PrepareAudit(ctx context.Context, v *vault.Vault, now time.Time, actor stri
 // keyedTail reports whether the last row carries a valid MAC over its
 // stored link and the head record names it; the state it returns has
 // LastID, Head and Keyed only.
-func keyedTail(ctx context.Context, db *store.DB, key []byte) (AuditState, bool) {
-	var e Entry
-	err := db.W.GetContext(ctx, &e, `SELECT id, ts, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY id DESC LIMIT 1`)
+func keyedTail(ctx context.Context, db *store.DB, key []byte) (State, bool) {
+	r, err := store.LastAuditRow(ctx, db.W)
+	e := Entry(r)
 	if err != nil || !hmac.Equal(chainMAC(key, e.PrevHash, e), e.Hash) || e.Action == ActionAuditRestarted {
-		return AuditState{}, false
+		return State{}, false
 	}
-	var head struct {
-		LastID int64  `db:"last_id"`
-		Hash   []byte `db:"hash"`
+	head, err := store.GetAuditHead(ctx, db.W)
+	if err != nil || head.LastID != e.ID || !bytes.Equal(head.Hash, e.Hash) {
+		return State{}, false
 	}
-	if err := db.W.GetContext(ctx, &head, `SELECT last_id, hash FROM audit_head WHERE id = 1`); err != nil ||
-		head.LastID != e.ID || !bytes.Equal(head.Hash, e.Hash) {
-		return AuditState{}, false
-	}
-	return AuditState{Keyed: true, LastID: e.ID, Head: e.Hash}, true
+	return State{Keyed: true, LastID: e.ID, Head: e.Hash}, true
 }
 
-// seal keys a chain that has no keyed row yet (st, as VerifyAudit found
+// seal keys a chain that has no keyed row yet (st, as Verify found
 // it), so that from now on nobody without the audit key can extend or
 // rewrite it: it appends an audit.keyed row whose MAC covers every row
 // before it, and returns the state after it, with sealed true.
-func seal(ctx context.Context, db *store.DB, key []byte, now time.Time, actor string, st AuditState) (AuditState, bool, error) {
+func seal(ctx context.Context, db *store.DB, key []byte, now time.Time, actor string, st State) (State, bool, error) {
 	detail := "audit chain started, keyed with the vault's audit key"
 	if st.Entries > 0 {
 		detail = fmt.Sprintf("audit chain keyed: %d earlier %s made by an earlier release verified as a plain hash chain and covered from here on",
@@ -485,12 +453,11 @@ func seal(ctx context.Context, db *store.DB, key []byte, now time.Time, actor st
 	}
 	// Under the write lock: check again that nobody keyed it meanwhile.
 	err := store.Tx(ctx, db, func(tx *sqlx.Tx) error {
-		var head []byte
-		err := tx.GetContext(ctx, &head, `SELECT hash FROM audit_head WHERE id = 1`)
+		head, err := store.GetAuditHead(ctx, tx)
 		if err != nil && !store.IsNotFound(err) {
 			return fmt.Errorf("read audit head: %w", err)
 		}
-		if !bytes.Equal(head, st.Head) {
+		if !bytes.Equal(head.Hash, st.Head) {
 			return errSealRace
 		}
 		return appendRow(ctx, tx, key, now, actor, ActionAuditKeyed, detail, true)
@@ -499,7 +466,7 @@ func seal(ctx context.Context, db *store.DB, key []byte, now time.Time, actor st
 	if err != nil && !errors.Is(err, errSealRace) {
 		return st, false, fmt.Errorf("key audit log: %w", err)
 	}
-	st, err = VerifyAudit(ctx, db, key, nil)
+	st, err = Verify(ctx, db, key, nil)
 	return st, sealed && err == nil, err
 }
 
