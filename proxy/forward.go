@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/internal/target"
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -62,7 +63,7 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 // forward serves /v1/*.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
-	x := &exchange{s: s, w: w, r: r, start: start, id: s.ids.next(start)}
+	x := &exchange{s: s, w: w, r: r, start: start, id: s.ids.Next(start)}
 	w.Header().Set("X-Claudeflare-Request-Id", x.id)
 	route, ok := target.AuthorizedFrom(r.Context())
 	if !ok {
@@ -248,10 +249,10 @@ func (x *exchange) readBody() error {
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			msg := fmt.Sprintf("claudeflare: the request body did not arrive within server.body_read_timeout (%s)", x.s.cfg.Server.BodyReadTimeout.Std())
-			writeAPIError(x.w, apiReply{Status: http.StatusRequestTimeout, Type: errInvalidRequest, Message: msg})
+			apierr.Write(x.w, apierr.Reply{Status: http.StatusRequestTimeout, Type: apierr.InvalidRequest, Message: msg})
 			x.row.Status, x.row.EndState, x.row.Error = http.StatusRequestTimeout, EndComplete, msg
 		case x.r.Context().Err() == nil:
-			writeAPIError(x.w, apiReply{Status: http.StatusBadRequest, Type: errInvalidRequest, Message: "could not read the request body"})
+			apierr.Write(x.w, apierr.Reply{Status: http.StatusBadRequest, Type: apierr.InvalidRequest, Message: "could not read the request body"})
 			x.row.Status, x.row.EndState = http.StatusBadRequest, EndComplete
 		}
 		x.finish()
@@ -281,18 +282,18 @@ func (x *exchange) releaseBody() {
 
 func (x *exchange) bodyBudgetFull() {
 	x.s.log.Debug("request body refused: body budget full", "request_id", x.id, "in_flight_bytes", x.s.bodies.used.Load())
-	x.reply(apiReply{Status: http.StatusServiceUnavailable, Type: errOverloaded, Retry: true, RetryAfter: 1,
+	x.reply(apierr.Reply{Status: http.StatusServiceUnavailable, Type: apierr.Overloaded, Retry: apierr.RetryYes, RetryAfter: time.Second,
 		Message: "claudeflare is holding as many request bodies as server.max_inflight_body_bytes allows; retry shortly"})
 }
 
 func (x *exchange) tooLarge(limit int64) {
 	msg := fmt.Sprintf("Request body exceeds claudeflare's server.max_body_bytes (%d bytes).", limit)
-	x.reply(apiReply{Status: http.StatusRequestEntityTooLarge, Type: errTooLarge, Message: msg, NoRetry: true})
+	x.reply(apierr.Reply{Status: http.StatusRequestEntityTooLarge, Type: apierr.TooLarge, Message: msg, Retry: apierr.RetryNo})
 }
 
 // reply answers with the proxy's own error and logs the request.
-func (x *exchange) reply(r apiReply) {
-	writeAPIError(x.w, r)
+func (x *exchange) reply(r apierr.Reply) {
+	apierr.Write(x.w, r)
 	x.row.Status, x.row.EndState, x.row.Error = r.Status, EndComplete, r.Message
 	x.row.TTFBMS = x.s.now().Sub(x.start).Milliseconds()
 	x.finish()
@@ -303,17 +304,21 @@ func (x *exchange) refuse(sel selection) {
 	now := x.s.now()
 	switch {
 	case len(sel.Reasons) == 0:
-		x.reply(apiReply{Status: http.StatusServiceUnavailable, Type: errAPI, NoRetry: true,
+		x.reply(apierr.Reply{Status: http.StatusServiceUnavailable, Type: apierr.API, Retry: apierr.RetryNo,
 			Message: "claudeflare has no accounts: run `claudeflare accounts add NAME` to add one"})
 	case sel.Limited:
 		secs := int(math.Ceil(sel.EarliestOK.Sub(now).Seconds()))
 		secs = max(secs, 1)
-		x.reply(apiReply{Status: http.StatusTooManyRequests, Type: errRateLimit, RetryAfter: secs,
-			NoRetry: secs > 300,
+		retry := apierr.RetryUnset
+		if secs > 300 {
+			retry = apierr.RetryNo
+		}
+		x.reply(apierr.Reply{Status: http.StatusTooManyRequests, Type: apierr.RateLimit, RetryAfter: time.Duration(secs) * time.Second,
+			Retry: retry,
 			Message: fmt.Sprintf("all claudeflare accounts are rate limited; the first is available again in %s (%s): %s",
 				(time.Duration(secs) * time.Second).String(), sel.EarliestOK.UTC().Format(time.RFC3339), strings.Join(sel.Reasons, "; "))})
 	default:
-		x.reply(apiReply{Status: http.StatusServiceUnavailable, Type: errAPI, NoRetry: true,
+		x.reply(apierr.Reply{Status: http.StatusServiceUnavailable, Type: apierr.API, Retry: apierr.RetryNo,
 			Message: "no claudeflare account is usable: " + strings.Join(sel.Reasons, "; ")})
 	}
 }
@@ -340,7 +345,7 @@ func (x *exchange) giveUp(last *attemptFailure) {
 		if x.row.Error != "" {
 			msg += ": " + x.row.Error
 		}
-		x.reply(apiReply{Status: http.StatusServiceUnavailable, Type: errAPI, Message: msg})
+		x.reply(apierr.Reply{Status: http.StatusServiceUnavailable, Type: apierr.API, Message: msg})
 		return
 	}
 	if last.limit {
@@ -351,7 +356,7 @@ func (x *exchange) giveUp(last *attemptFailure) {
 	}
 	if last.err != nil {
 		x.row.Error = last.err.Error()
-		x.reply(apiReply{Status: http.StatusBadGateway, Type: errAPI, Message: "upstream unreachable: " + last.err.Error()})
+		x.reply(apierr.Reply{Status: http.StatusBadGateway, Type: apierr.API, Message: "upstream unreachable: " + last.err.Error()})
 		return
 	}
 	// Pass the upstream's last answer through unchanged.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
 	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
@@ -315,9 +316,9 @@ func (h *harness) apiRequests() []fakeapi.Recorded {
 	return out
 }
 
-func decodeError(t testing.TB, b []byte) APIError {
+func decodeError(t testing.TB, b []byte) apierr.Body {
 	t.Helper()
-	var e APIError
+	var e apierr.Body
 	if err := json.Unmarshal(b, &e); err != nil || e.Type != "error" || e.Error.Type == "" {
 		t.Fatalf("not an Anthropic error: %s", b)
 	}

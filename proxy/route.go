@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 
+	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/internal/target"
 )
 
@@ -13,7 +14,7 @@ import (
 func (s *Server) canonical(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := target.Authorized(r); err != nil {
-			w.Header().Set("X-Claudeflare-Request-Id", s.ids.next(s.now()))
+			w.Header().Set("X-Claudeflare-Request-Id", s.ids.Next(s.now()))
 			RefuseTarget(w, err)
 			return
 		}
@@ -26,5 +27,5 @@ func (s *Server) canonical(next http.Handler) http.Handler {
 // RefuseTarget answers a refused request target: 400 in Anthropic's
 // error shape, x-should-retry: false.
 func RefuseTarget(w http.ResponseWriter, err error) {
-	writeAPIError(w, apiReply{Status: http.StatusBadRequest, Type: errInvalidRequest, Message: err.Error(), NoRetry: true})
+	apierr.Write(w, apierr.Reply{Status: http.StatusBadRequest, Type: apierr.InvalidRequest, Message: err.Error(), Retry: apierr.RetryNo})
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/claudeflare/claudeflare/internal/apierr"
 )
 
 // rawResult is an answer to a request written byte for byte.
@@ -93,7 +95,7 @@ func TestNonCanonicalTargetsRefused(t *testing.T) {
 			continue
 		}
 		e := decodeError(t, []byte(r.body))
-		if e.Error.Type != errInvalidRequest || r.header.Get("X-Should-Retry") != "false" {
+		if e.Error.Type != apierr.InvalidRequest || r.header.Get("X-Should-Retry") != "false" {
 			t.Errorf("%s %s: %+v, x-should-retry %q", tc.method, tc.target, e, r.header.Get("X-Should-Retry"))
 		}
 	}

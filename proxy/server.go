@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/oauth"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/upstream"
@@ -105,7 +106,7 @@ type Server struct {
 	pool    *pool
 	tokens  *tokens
 	rec     *recorder
-	ids     idGen
+	ids     apierr.IDs
 	bodies  bodyBudget
 	handler http.Handler
 
@@ -216,13 +217,13 @@ func (s *Server) routes() http.Handler {
 }
 
 func (s *Server) root(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("X-Claudeflare-Request-Id", s.ids.next(s.now()))
+	w.Header().Set("X-Claudeflare-Request-Id", s.ids.Next(s.now()))
 	if r.URL.Path != "/" {
-		writeAPIError(w, apiReply{Status: http.StatusNotFound, Type: errNotFound, Message: "Not found: claudeflare forwards /v1/*", NoRetry: true})
+		apierr.Write(w, apierr.Reply{Status: http.StatusNotFound, Type: apierr.NotFound, Message: "Not found: claudeflare forwards /v1/*", Retry: apierr.RetryNo})
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		writeAPIError(w, apiReply{Status: http.StatusMethodNotAllowed, Type: errInvalidRequest, Message: "Method not allowed", NoRetry: true})
+		apierr.Write(w, apierr.Reply{Status: http.StatusMethodNotAllowed, Type: apierr.InvalidRequest, Message: "Method not allowed", Retry: apierr.RetryNo})
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -266,7 +267,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	h.Recorder.FailedRecords = s.rec.failedRecords.Load()
 	body, _ := json.Marshal(h)
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Claudeflare-Request-Id", s.ids.next(now))
+	w.Header().Set("X-Claudeflare-Request-Id", s.ids.Next(now))
 	w.Write(body)
 }
 

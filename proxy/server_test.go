@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -167,8 +168,15 @@ func TestBodyTooLarge(t *testing.T) {
 	h.addOAuth("work", 0, false)
 	h.reload()
 	rep := h.post(`{"pad":"` + strings.Repeat("x", 2000) + `"}`)
-	if rep.status != http.StatusRequestEntityTooLarge || decodeError(t, rep.body).Error.Type != errTooLarge {
+	if rep.status != http.StatusRequestEntityTooLarge || decodeError(t, rep.body).Error.Type != apierr.TooLarge {
 		t.Fatalf("%d %s", rep.status, rep.body)
+	}
+	// The proxy's own answer on /v1/* carries the security headers, as
+	// the guard's refusals there do (the upstream's answers do not).
+	for k, v := range map[string]string{"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer", "X-Should-Retry": "false"} {
+		if got := rep.header.Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
 	}
 	if len(h.apiRequests()) != 0 {
 		t.Fatal("oversized body forwarded")

@@ -1,4 +1,4 @@
-package proxy
+package apierr
 
 import (
 	"crypto/rand"
@@ -10,17 +10,19 @@ import (
 // crockford is the base32 alphabet of ULIDs: sortable, no I L O U.
 const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
-// idGen makes request ids: 26 characters, a 48-bit millisecond time then
+// IDs makes request ids: 26 characters, a 48-bit millisecond time then
 // 80 bits that are random at each new millisecond and incremented within
-// one, so ids sort in the order they were made (a monotonic ULID).
-type idGen struct {
+// one, so ids sort in the order they were made (a monotonic ULID). The
+// zero value is ready to use.
+type IDs struct {
 	mu   sync.Mutex
 	last int64
 	hi   uint16 // top 16 of the 80 bits
 	lo   uint64 // low 64 of the 80 bits
 }
 
-func (g *idGen) next(now time.Time) string {
+// Next returns the id for a request made at now.
+func (g *IDs) Next(now time.Time) string {
 	ms := now.UnixMilli()
 	g.mu.Lock()
 	if ms <= g.last {
@@ -54,3 +56,10 @@ func (g *idGen) next(now time.Time) string {
 	}
 	return string(out[:])
 }
+
+// ids makes the ids of answers whose maker keeps no generator of its own
+// (the guard's refusals, which are not in the request log).
+var ids IDs
+
+// NewID returns a request id made now.
+func NewID() string { return ids.Next(time.Now()) }
