@@ -11,14 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"filippo.io/age"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/claudeflare/claudeflare/internal/fsutil"
 	"github.com/claudeflare/claudeflare/internal/statefile"
@@ -430,12 +428,8 @@ func verifyDatabase(ctx context.Context, path string, f File) error {
 		schema = "log"
 	}
 	_, err := readOnly(path, func(db *store.DB) (int, error) {
-		var rows []string
-		if err := db.R.SelectContext(ctx, &rows, "PRAGMA integrity_check"); err != nil {
+		if err := db.IntegrityCheck(ctx); err != nil {
 			return 0, err
-		}
-		if len(rows) != 1 || rows[0] != "ok" {
-			return 0, fmt.Errorf("integrity check: %s", strings.Join(rows, "; "))
 		}
 		v, err := db.UserVersion(ctx)
 		if err != nil {
@@ -454,16 +448,12 @@ func verifyDatabase(ctx context.Context, path string, f File) error {
 
 // readOnly opens path read-only (creating nothing), runs fn and closes it.
 func readOnly(path string, fn func(*store.DB) (int, error)) (int, error) {
-	q := url.Values{}
-	q.Set("mode", "ro")
-	q.Set("_busy_timeout", "10000")
-	db, err := sqlx.Open("sqlite3", "file:"+strings.NewReplacer("?", "%3f", "#", "%23").Replace(path)+"?"+q.Encode())
+	db, err := store.OpenReadOnly(path)
 	if err != nil {
 		return 0, err
 	}
 	defer db.Close()
-	db.SetMaxOpenConns(1)
-	return fn(&store.DB{W: db, R: db, Path: path})
+	return fn(db)
 }
 
 // LockDataDir takes the exclusive lock a daemon holds on

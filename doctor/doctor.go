@@ -8,12 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"github.com/jmoiron/sqlx"
 	"golang.org/x/sys/unix"
 
 	"github.com/claudeflare/claudeflare/internal/statefile"
@@ -188,28 +186,26 @@ func (d *doctor) database(schema, file string) *store.DB {
 		}
 		return nil
 	}
-	db, err := openReadOnly(path)
+	db, err := store.OpenReadOnly(path)
 	if err != nil {
 		d.damaged(schema, name, path, err)
 		return nil
 	}
-	var rows []string
-	if err := db.R.Select(&rows, "PRAGMA integrity_check"); err != nil {
+	if err := db.IntegrityCheck(context.Background()); err != nil {
 		db.Close()
+		var ie *store.IntegrityError
+		if errors.As(err, &ie) {
+			msg := strings.ReplaceAll(strings.Join(ie.Problems, "\n"), "\n", "; ")
+			if len(msg) > 300 {
+				msg = msg[:300] + "..."
+			}
+			err = errors.New(msg)
+		}
 		d.damaged(schema, name, path, err)
 		return nil
 	}
-	if len(rows) != 1 || rows[0] != "ok" {
-		db.Close()
-		msg := strings.ReplaceAll(strings.Join(rows, "\n"), "\n", "; ")
-		if len(msg) > 300 {
-			msg = msg[:300] + "..."
-		}
-		d.damaged(schema, name, path, errors.New(msg))
-		return nil
-	}
-	var version int
-	if err := db.R.Get(&version, "PRAGMA user_version"); err != nil {
+	version, err := db.UserVersion(context.Background())
+	if err != nil {
 		db.Close()
 		d.damaged(schema, name, path, err)
 		return nil
@@ -240,24 +236,6 @@ func (d *doctor) damaged(schema, name, path string, err error) {
 			filepath.Base(path) + " aside to start a new request log"
 	}
 	d.add(name, Error, hint, "%s fails the integrity check: %v", path, err)
-}
-
-// openReadOnly opens path with read-only handles that never create,
-// migrate or write anything.
-func openReadOnly(path string) (*store.DB, error) {
-	v := url.Values{}
-	v.Set("mode", "ro")
-	v.Set("_busy_timeout", "10000")
-	db, err := sqlx.Open("sqlite3", "file:"+strings.NewReplacer("?", "%3f", "#", "%23").Replace(path)+"?"+v.Encode())
-	if err != nil {
-		return nil, err
-	}
-	db.SetMaxOpenConns(1)
-	if err := db.Ping(); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return &store.DB{W: db, R: db, Path: path}, nil
 }
 
 // vault opens the vault with the master key (read-only) and checks the
