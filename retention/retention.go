@@ -248,7 +248,7 @@ type batchFunc func(ctx context.Context, db *store.DB, b bounds, limit int) (req
 // their payloads in one transaction. The payloads are deleted first and
 // explicitly, so that they can be counted (cascaded deletes are not).
 func deleteRequests(ctx context.Context, db *store.DB, b bounds, limit int) (reqs, pays int64, err error) {
-	err = inTx(ctx, db, func(tx *sqlx.Tx) error {
+	err = store.Tx(ctx, db, func(tx *sqlx.Tx) error {
 		const pick = `SELECT seq FROM requests WHERE ts < ?1 AND seq <= ?2 ORDER BY ts, seq LIMIT ?3`
 		r, err := tx.ExecContext(ctx, `DELETE FROM payloads WHERE request_seq IN (`+pick+`)`, b.cut, b.maxSeq, limit)
 		if err != nil {
@@ -267,7 +267,7 @@ func deleteRequests(ctx context.Context, db *store.DB, b bounds, limit int) (req
 
 // deletePayloads deletes up to limit of the oldest selected payloads.
 func deletePayloads(ctx context.Context, db *store.DB, b bounds, limit int) (reqs, pays int64, err error) {
-	err = inTx(ctx, db, func(tx *sqlx.Tx) error {
+	err = store.Tx(ctx, db, func(tx *sqlx.Tx) error {
 		r, err := tx.ExecContext(ctx, `DELETE FROM payloads WHERE request_seq IN
 			(SELECT request_seq FROM payloads WHERE ts < ?1 AND request_seq <= ?2 ORDER BY ts LIMIT ?3)`,
 			b.cut, b.maxSeq, limit)
@@ -406,22 +406,6 @@ func rest(ctx context.Context, pause, took time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// inTx runs fn in one short immediate transaction on the writer.
-func inTx(ctx context.Context, db *store.DB, fn func(tx *sqlx.Tx) error) error {
-	tx, err := db.W.BeginTxx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
 }
 
 // VacuumOptions tune Vacuum.
