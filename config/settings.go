@@ -15,6 +15,83 @@ type Setting struct {
 	Key string
 	// Env is the environment variable that sets Key, "" when none does.
 	Env string
+	// Reload is what a running daemon does with a changed value on
+	// SIGHUP: apply it at once, or keep the running value until a
+	// restart (and log the key).
+	Reload Reload
+}
+
+// Reload classifies a setting by what SIGHUP does with a changed value.
+type Reload int
+
+const (
+	// ReloadUnclassified is a setting nobody classified (a test fails).
+	// RestartChanges treats it as needing a restart.
+	ReloadUnclassified Reload = iota
+	// ReloadLive: SIGHUP applies the new value to the running daemon.
+	ReloadLive
+	// ReloadRestart: read at start only; SIGHUP logs that it changed.
+	ReloadRestart
+)
+
+func (r Reload) String() string {
+	switch r {
+	case ReloadLive:
+		return "live"
+	case ReloadRestart:
+		return "restart"
+	}
+	return "unclassified"
+}
+
+// reloads classifies every setting: what the daemon applies on SIGHUP
+// (daemon.Reload is the consumer of every "live" row) and what it only
+// reads at start.
+var reloads = map[string]Reload{
+	"data_dir":                         ReloadRestart,
+	"host":                             ReloadRestart,
+	"port":                             ReloadRestart,
+	"lb_strategy":                      ReloadRestart,
+	"session_duration_ms":              ReloadRestart,
+	"retry_attempts":                   ReloadRestart,
+	"retry_delay_ms":                   ReloadRestart,
+	"retry_backoff":                    ReloadRestart,
+	"client_id":                        ReloadRestart,
+	"log_level":                        ReloadLive,
+	"log_format":                       ReloadRestart,
+	"debug":                            ReloadLive, // sets the log level
+	"allowed_origins":                  ReloadLive,
+	"identity_file":                    ReloadRestart,
+	"upstream_url":                     ReloadRestart,
+	"oauth_token_url":                  ReloadRestart,
+	"server.tls_cert":                  ReloadRestart, // the same files' new contents are picked up live
+	"server.tls_key":                   ReloadRestart,
+	"server.allow_ips":                 ReloadLive,
+	"server.max_body_bytes":            ReloadRestart,
+	"server.shutdown_grace":            ReloadLive,
+	"server.read_header_timeout":       ReloadRestart,
+	"server.body_read_timeout":         ReloadRestart,
+	"server.max_inflight_body_bytes":   ReloadRestart,
+	"upstream.pin_sha256":              ReloadRestart,
+	"upstream.response_header_timeout": ReloadRestart,
+	"upstream.dial_timeout":            ReloadRestart,
+	"tokens.refresh_margin":            ReloadLive,
+	"ratelimit.cooldown_initial":       ReloadLive,
+	"ratelimit.cooldown_max":           ReloadLive,
+	"ratelimit.overloaded_cooldown":    ReloadLive,
+	"log.payloads":                     ReloadRestart,
+	"log.payload_max_bytes":            ReloadRestart,
+	"log.body_paths":                   ReloadRestart,
+	"log.redact":                       ReloadRestart,
+	"log.queue_size":                   ReloadRestart,
+	"log.flush_interval":               ReloadRestart,
+	"log.batch_size":                   ReloadRestart,
+	"retention.payloads_max_age":       ReloadLive,
+	"retention.requests_max_age":       ReloadLive,
+	"retention.interval":               ReloadLive,
+	"limits.requests_per_minute":       ReloadLive,
+	"limits.concurrent_streams":        ReloadLive,
+	"metrics.public":                   ReloadLive,
 }
 
 // envVars maps keys to their environment variables (CONTRACT.md).
@@ -84,7 +161,7 @@ func buildSettings() []*setting {
 				continue
 			}
 			out = append(out, &setting{
-				Setting: Setting{Key: key, Env: envVars[key]},
+				Setting: Setting{Key: key, Env: envVars[key], Reload: reloads[key]},
 				index:   idx,
 				typ:     f.Type,
 				path:    pathKeys[key],
@@ -112,6 +189,26 @@ func Settings() []Setting {
 		out[i] = s.Setting
 	}
 	return out
+}
+
+// RestartChanges lists, in file order, the settings whose value differs
+// between running and next and that a running daemon only reads at start
+// (ReloadRestart, or not classified): what SIGHUP cannot apply.
+func RestartChanges(running, next *Config) []string {
+	var keys []string
+	for _, s := range settings {
+		if s.Reload == ReloadLive {
+			continue
+		}
+		a, b := s.field(running), s.field(next)
+		if a.Kind() == reflect.Slice && a.Len() == 0 && b.Len() == 0 {
+			continue // nil and empty are the same list
+		}
+		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
+			keys = append(keys, s.Key)
+		}
+	}
+	return keys
 }
 
 // field returns the setting's field in c.

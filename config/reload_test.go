@@ -1,0 +1,70 @@
+package config
+
+import (
+	"reflect"
+	"slices"
+	"testing"
+)
+
+// Every setting says what SIGHUP does with it: a new setting without a
+// row in the reload table fails here.
+func TestEverySettingHasAReloadClass(t *testing.T) {
+	for _, s := range Settings() {
+		if s.Reload != ReloadLive && s.Reload != ReloadRestart {
+			t.Errorf("setting %s is not classified for reload: add it to reloads in settings.go (live if daemon.Reload applies it, else restart)", s.Key)
+		}
+	}
+	for key := range reloads {
+		if settingByKey[key] == nil {
+			t.Errorf("reloads names %q, which is not a setting", key)
+		}
+	}
+}
+
+// RestartChanges names exactly the restart settings that differ, by key,
+// and never a live one.
+func TestRestartChanges(t *testing.T) {
+	a := Default()
+	if got := RestartChanges(&a, &a); len(got) != 0 {
+		t.Fatalf("no change: %v", got)
+	}
+	var want []string
+	for _, s := range settings {
+		b := Default()
+		f := s.field(&b)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString(f.String() + "x")
+		case reflect.Bool:
+			f.SetBool(!f.Bool())
+		case reflect.Int, reflect.Int64:
+			f.SetInt(f.Int() + 1)
+		case reflect.Float64:
+			f.SetFloat(f.Float() + 1)
+		case reflect.Slice:
+			f.Set(reflect.ValueOf([]string{"x"}))
+		default:
+			t.Fatalf("%s: no way to change a %s", s.Key, f.Kind())
+		}
+		got := RestartChanges(&a, &b)
+		if s.Reload == ReloadLive {
+			if len(got) != 0 {
+				t.Errorf("live %s reported as needing a restart: %v", s.Key, got)
+			}
+			continue
+		}
+		if !slices.Equal(got, []string{s.Key}) {
+			t.Errorf("changed %s: got %v", s.Key, got)
+		}
+		want = append(want, s.Key)
+	}
+	if len(want) == 0 {
+		t.Fatal("no restart setting")
+	}
+	// nil and empty lists are the same.
+	b := Default()
+	a.Log.Redact, b.Log.Redact = nil, []string{}
+	if got := RestartChanges(&a, &b); len(got) != 0 {
+		t.Fatalf("nil vs empty list: %v", got)
+	}
+}
