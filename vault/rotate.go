@@ -358,26 +358,12 @@ func writeOldIdentity(m *master, path string) error {
 // rotateMaster runs steps 1 to 5.
 func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResult) error {
 	old := v.master()
-	// The audit key moves to the new master with the data keys. A vault
-	// without one (an earlier release's, whose rotation was interrupted)
-	// gets none here: PrepareAudit makes it after the rotation, and keys
-	// the earlier release's log with it then. Made here, the log would
-	// look replaced (a vault that has had an audit key but no keyed row).
-	// If another process makes one meanwhile, step 2 notices and stops.
-	rec, err := readMasterRecord(ctx, v.db.W)
+	// The audit key moves to the new master with the data keys. If
+	// another process makes one meanwhile, step 2 notices and stops.
+	auditKey, auditWrap, err := v.auditKeyToMove(ctx)
 	if err != nil {
 		return err
 	}
-	var auditKey []byte
-	if rec.AuditKey != nil {
-		if auditKey, err = v.AuditKey(ctx); err != nil {
-			return err
-		}
-		if rec, err = readMasterRecord(ctx, v.db.W); err != nil {
-			return err
-		}
-	}
-	auditWrap := rec.AuditKey
 
 	// Step 0: the outgoing identity, kept where the user asked.
 	if p.keepOld != "" {
@@ -388,43 +374,109 @@ func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResu
 	}
 
 	// Step 1: the new key, where nothing refers to it yet.
-	var nm *master
-	if p.kind == MasterPassphrase {
-		m, err := passphraseMaster(p.passphrase, "the new passphrase")
-		if err != nil {
-			return err
-		}
-		nm = m
-	} else {
-		text, _, err := newIdentityText(p.pq)
-		if err != nil {
-			return err
-		}
-		ids, err := parseIdentities(strings.NewReader(text))
-		if err != nil {
-			return err
-		}
-		if nm, err = fromIdentities(ids, MasterIdentity, "identity file "+p.file, p.file); err != nil {
-			return err
-		}
-		nm.source = sourceFile
-		if p.inPlace {
-			nm.source = old.source
-			if err := fsutil.WriteFile(p.file+NextSuffix, []byte(text), 0o600); err != nil {
-				return fmt.Errorf("write new identity: %w", err)
-			}
-		} else if err := writeFileExclusive(p.file, []byte(text)); err != nil {
-			return fmt.Errorf("write new identity: %w", err)
-		}
-		res.IdentityFile = p.file
+	nm, err := newMasterKey(p, old, res)
+	if err != nil {
+		return err
 	}
 	if err := hook(stepNewKey); err != nil {
 		return err
 	}
 
 	// Step 2: every data key (and the audit key) wrapped to the new
-	// master as well, with the new master's MACs. The wrapping and the
-	// key derivation (scrypt takes a second) happen before the transaction.
+	// master as well, with the new master's MACs.
+	if err := v.wrapToNext(ctx, nm, p, auditKey, auditWrap); err != nil {
+		return err
+	}
+	if err := hook(stepWrappedBoth); err != nil {
+		return err
+	}
+
+	// Step 3: in place, the new identity file replaces the old one.
+	if p.inPlace {
+		if err := swapIdentityFiles(p.file); err != nil {
+			return err
+		}
+	}
+
+	// Step 4: the new master only.
+	if err := v.commitNext(ctx); err != nil {
+		return err
+	}
+	if err := hook(stepCommitted); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.m = nm
+	v.breakGlass = false // the new master made the MACs now on record
+	v.mu.Unlock()
+
+	// Step 5: old key files that no longer open anything.
+	if err := removeOldKeyFiles(p, old, res); err != nil {
+		return err
+	}
+	return hook(stepCleaned)
+}
+
+// auditKeyToMove reads the audit key that moves to the new master with
+// the data keys, and its current wrap (to notice another process making
+// one meanwhile). A vault without one (an earlier release's, whose
+// rotation was interrupted) gets none here: PrepareAudit makes it after
+// the rotation, and keys the earlier release's log with it then. Made
+// here, the log would look replaced (a vault that has had an audit key
+// but no keyed row).
+func (v *Vault) auditKeyToMove(ctx context.Context) (key, wrap []byte, err error) {
+	rec, err := readMasterRecord(ctx, v.db.W)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rec.AuditKey == nil {
+		return nil, nil, nil
+	}
+	if key, err = v.AuditKey(ctx); err != nil {
+		return nil, nil, err
+	}
+	if rec, err = readMasterRecord(ctx, v.db.W); err != nil {
+		return nil, nil, err
+	}
+	return key, rec.AuditKey, nil
+}
+
+// newMasterKey is step 1: the new master key, written where nothing
+// refers to it yet (a passphrase is only in memory).
+func newMasterKey(p *masterPlan, old *master, res *RotateResult) (*master, error) {
+	if p.kind == MasterPassphrase {
+		return passphraseMaster(p.passphrase, "the new passphrase")
+	}
+	text, _, err := newIdentityText(p.pq)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := parseIdentities(strings.NewReader(text))
+	if err != nil {
+		return nil, err
+	}
+	nm, err := fromIdentities(ids, MasterIdentity, "identity file "+p.file, p.file)
+	if err != nil {
+		return nil, err
+	}
+	nm.source = sourceFile
+	if p.inPlace {
+		nm.source = old.source
+		if err := fsutil.WriteFile(p.file+NextSuffix, []byte(text), 0o600); err != nil {
+			return nil, fmt.Errorf("write new identity: %w", err)
+		}
+	} else if err := writeFileExclusive(p.file, []byte(text)); err != nil {
+		return nil, fmt.Errorf("write new identity: %w", err)
+	}
+	res.IdentityFile = p.file
+	return nm, nil
+}
+
+// wrapToNext is step 2: every data key (and the audit key) wrapped to the
+// new master nm as well, with the new master's MACs, in one transaction
+// that also records the incoming master. The wrapping and the key
+// derivation (scrypt takes a second) happen before the transaction.
+func (v *Vault) wrapToNext(ctx context.Context, nm *master, p *masterPlan, auditKey, auditWrap []byte) error {
 	to, err := nm.wrapTo()
 	if err != nil {
 		return err
@@ -490,30 +542,12 @@ func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResu
 	if err != nil {
 		return fmt.Errorf("rotate master key: %w", err)
 	}
-	if err := hook(stepWrappedBoth); err != nil {
-		return err
-	}
+	return nil
+}
 
-	// Step 3: in place, the new identity file replaces the old one.
-	if p.inPlace {
-		if err := swapIdentityFiles(p.file); err != nil {
-			return err
-		}
-	}
-
-	// Step 4: the new master only.
-	if err := v.commitNext(ctx); err != nil {
-		return err
-	}
-	if err := hook(stepCommitted); err != nil {
-		return err
-	}
-	v.mu.Lock()
-	v.m = nm
-	v.breakGlass = false // the new master made the MACs now on record
-	v.mu.Unlock()
-
-	// Step 5: old key files that no longer open anything.
+// removeOldKeyFiles is step 5: old key files that no longer open anything
+// are removed; those the user gave are reported in res.
+func removeOldKeyFiles(p *masterPlan, old *master, res *RotateResult) error {
 	switch {
 	case p.inPlace:
 		if err := removeFiles(p.file + OldSuffix); err != nil {
@@ -528,7 +562,7 @@ func (v *Vault) rotateMaster(ctx context.Context, p *masterPlan, res *RotateResu
 	case old.source == sourceEnv:
 		res.OldFromEnv = true
 	}
-	return hook(stepCleaned)
+	return nil
 }
 
 // swapIdentityFiles is step 3: path is copied to path.old, then path.next
@@ -610,69 +644,14 @@ func (v *Vault) resume(ctx context.Context) (bool, error) {
 	if err := v.db.W.SelectContext(ctx, &rows, `SELECT `+dataKeyColumns+` FROM data_keys`); err != nil {
 		return false, fmt.Errorf("read data keys: %w", err)
 	}
-	opensAll := func(ids []age.Identity, next bool) bool {
-		if len(ids) == 0 {
-			return false
-		}
-		for _, r := range rows {
-			w := r.Wrapped
-			if next {
-				w = r.WrappedNext
-			}
-			if w == nil {
-				return false
-			}
-			if _, err := decrypt(w, ids...); err != nil {
-				return false
-			}
-		}
-		return true
-	}
 	m := v.master()
 	fileBased := m.path != "" && m.source != sourceCredential
 	changed := false
 	if row.NextKind != nil {
 		changed = true
-		var nextIDs []age.Identity
-		if fileBased {
-			nextIDs, _ = readAuxIdentityFile(m.path + NextSuffix)
-		}
-		switch {
-		case opensAll(m.primary, true):
-			// The key in use is the incoming one (identity.txt was
-			// renamed already, or the new key was given): finish.
-			if err := v.commitNext(ctx); err != nil {
-				return false, err
-			}
-		case nextIDs != nil && opensAll(nextIDs, true):
-			// The new identity is in identity.txt.next: finish.
-			if err := swapIdentityFiles(m.path); err != nil {
-				return false, err
-			}
-			if err := v.commitNext(ctx); err != nil {
-				return false, err
-			}
-			nm, err := fromIdentities(nextIDs, MasterIdentity, m.where, m.path)
-			if err != nil {
-				return false, err
-			}
-			nm.source = m.source
-			m = nm
-		case opensAll(m.primary, false):
-			// Only the old key is at hand: undo.
-			err := store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
-				if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET wrapped_next = NULL, mac_next = NULL`); err != nil {
-					return err
-				}
-				_, err := tx.ExecContext(ctx, `UPDATE master SET next_kind = NULL, next_recipients = NULL,
-					next_mac = NULL, audit_key_next = NULL WHERE id = 1`)
-				return err
-			})
-			if err != nil {
-				return false, fmt.Errorf("undo interrupted rotation: %w", err)
-			}
-		default:
-			return false, fmt.Errorf("an interrupted key rotation can be neither finished nor undone with %s (hint: give the old or the new master key)", m.where)
+		var err error
+		if m, err = v.finishOrUndo(ctx, m, rows, fileBased); err != nil {
+			return false, err
 		}
 		// Re-read: the wraps changed.
 		rows = nil
@@ -681,45 +660,17 @@ func (v *Vault) resume(ctx context.Context) (bool, error) {
 		}
 	}
 	if fileBased {
-		dir, base := filepath.Dir(m.path), filepath.Base(m.path)
-		temps, _ := filepath.Glob(filepath.Join(dir, "."+globEscape(base)+"*.tmp-*"))
-		leftovers := slices.DeleteFunc([]string{m.path + NextSuffix, m.path + OldSuffix}, func(p string) bool {
-			_, ours := readAuxIdentityFile(p)
-			return !ours
-		})
-		if len(leftovers)+len(temps) > 0 {
-			if !opensAll(m.primary, false) {
-				return false, fmt.Errorf("%s does not open the vault, but a file left by an interrupted key rotation does (hint: keep the file that opens it as %s)", m.where, m.path)
-			}
-			if err := removeFiles(append(leftovers, temps...)...); err != nil {
-				return false, err
-			}
-			changed = true
+		removed, err := removeLeftovers(m, rows)
+		if err != nil {
+			return false, err
 		}
+		changed = changed || removed
 	}
-	// An identity.txt left behind when the vault moved to another key (a
-	// crash right after the commit) opens nothing any more: remove it.
-	if def := v.ks.defaultIdentity(); v.ks.DataDir != "" && m.path != def {
-		var stale []string
-		for _, p := range []string{def, def + NextSuffix, def + OldSuffix} {
-			ids, err := readIdentityFile(p)
-			if err != nil {
-				continue // missing, or not ours to judge
-			}
-			if _, ours := readAuxIdentityFile(p); p != def && !ours {
-				continue
-			}
-			if !opensAny(rows, ids) {
-				stale = append(stale, p)
-			}
-		}
-		if len(stale) > 0 {
-			if err := removeFiles(stale...); err != nil {
-				return false, err
-			}
-			changed = true
-		}
+	removed, err := v.removeStaleDefault(m, rows)
+	if err != nil {
+		return false, err
 	}
+	changed = changed || removed
 	if changed {
 		m.identities = m.primary
 		v.mu.Lock()
@@ -727,6 +678,127 @@ func (v *Vault) resume(ctx context.Context) (bool, error) {
 		v.mu.Unlock()
 	}
 	return changed, nil
+}
+
+// opensAll reports whether ids open every data key in rows: its current
+// wrap, or with next its wrap to the incoming master.
+func opensAll(rows []dataKeyRecord, ids []age.Identity, next bool) bool {
+	if len(ids) == 0 {
+		return false
+	}
+	for _, r := range rows {
+		w := r.Wrapped
+		if next {
+			w = r.WrappedNext
+		}
+		if w == nil {
+			return false
+		}
+		if _, err := decrypt(w, ids...); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// finishOrUndo finishes the interrupted master rotation when the new key
+// is at hand (the key in use, or identity.txt.next), or undoes it when
+// only the old one is. It returns the master now in use.
+func (v *Vault) finishOrUndo(ctx context.Context, m *master, rows []dataKeyRecord, fileBased bool) (*master, error) {
+	var nextIDs []age.Identity
+	if fileBased {
+		nextIDs, _ = readAuxIdentityFile(m.path + NextSuffix)
+	}
+	switch {
+	case opensAll(rows, m.primary, true):
+		// The key in use is the incoming one (identity.txt was
+		// renamed already, or the new key was given): finish.
+		if err := v.commitNext(ctx); err != nil {
+			return nil, err
+		}
+	case nextIDs != nil && opensAll(rows, nextIDs, true):
+		// The new identity is in identity.txt.next: finish.
+		if err := swapIdentityFiles(m.path); err != nil {
+			return nil, err
+		}
+		if err := v.commitNext(ctx); err != nil {
+			return nil, err
+		}
+		nm, err := fromIdentities(nextIDs, MasterIdentity, m.where, m.path)
+		if err != nil {
+			return nil, err
+		}
+		nm.source = m.source
+		m = nm
+	case opensAll(rows, m.primary, false):
+		// Only the old key is at hand: undo.
+		err := store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
+			if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET wrapped_next = NULL, mac_next = NULL`); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `UPDATE master SET next_kind = NULL, next_recipients = NULL,
+				next_mac = NULL, audit_key_next = NULL WHERE id = 1`)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("undo interrupted rotation: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("an interrupted key rotation can be neither finished nor undone with %s (hint: give the old or the new master key)", m.where)
+	}
+	return m, nil
+}
+
+// removeLeftovers removes the .next and .old files of ours and the temp
+// files an interrupted rotation left beside m's identity file, once that
+// file alone opens the vault. It reports whether it removed any.
+func removeLeftovers(m *master, rows []dataKeyRecord) (bool, error) {
+	dir, base := filepath.Dir(m.path), filepath.Base(m.path)
+	temps, _ := filepath.Glob(filepath.Join(dir, "."+globEscape(base)+"*.tmp-*"))
+	leftovers := slices.DeleteFunc([]string{m.path + NextSuffix, m.path + OldSuffix}, func(p string) bool {
+		_, ours := readAuxIdentityFile(p)
+		return !ours
+	})
+	if len(leftovers)+len(temps) == 0 {
+		return false, nil
+	}
+	if !opensAll(rows, m.primary, false) {
+		return false, fmt.Errorf("%s does not open the vault, but a file left by an interrupted key rotation does (hint: keep the file that opens it as %s)", m.where, m.path)
+	}
+	if err := removeFiles(append(leftovers, temps...)...); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// removeStaleDefault removes an identity.txt left behind when the vault
+// moved to another key (a crash right after the commit): it opens
+// nothing any more. It reports whether it removed any.
+func (v *Vault) removeStaleDefault(m *master, rows []dataKeyRecord) (bool, error) {
+	def := v.ks.defaultIdentity()
+	if v.ks.DataDir == "" || m.path == def {
+		return false, nil
+	}
+	var stale []string
+	for _, p := range []string{def, def + NextSuffix, def + OldSuffix} {
+		ids, err := readIdentityFile(p)
+		if err != nil {
+			continue // missing, or not ours to judge
+		}
+		if _, ours := readAuxIdentityFile(p); p != def && !ours {
+			continue
+		}
+		if !opensAny(rows, ids) {
+			stale = append(stale, p)
+		}
+	}
+	if len(stale) == 0 {
+		return false, nil
+	}
+	if err := removeFiles(stale...); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // opensAny reports whether ids open any wrap of any data key.
