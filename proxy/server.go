@@ -110,6 +110,8 @@ type Server struct {
 	bodies  bodyBudget
 	handler http.Handler
 
+	grace atomic.Int64 // server.shutdown_grace, a time.Duration
+
 	reloadMu sync.Mutex // one reload at a time
 	bg       sync.WaitGroup
 	stopBg   context.CancelFunc
@@ -153,11 +155,6 @@ func New(opts Options) (*Server, error) {
 	if poll <= 0 {
 		poll = DefaultPollInterval
 	}
-	policy := LimitPolicy{
-		CooldownInitial:    cfg.RateLimit.CooldownInitial.Std(),
-		CooldownMax:        cfg.RateLimit.CooldownMax.Std(),
-		OverloadedCooldown: cfg.RateLimit.OverloadedCooldown.Std(),
-	}
 	if opts.ClientName == nil {
 		opts.ClientName = userAgent
 	}
@@ -168,16 +165,16 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: log, now: now, sleep: sleep, upstream: up, client: &fwd,
 		vaultDB: opts.VaultDB, poll: poll, obs: obs, clientOf: opts.ClientName,
-		pool:   newPool(cfg.LBStrategy, cfg.SessionDuration(), policy),
+		pool:   newPool(cfg.LBStrategy, cfg.SessionDuration(), LimitPolicy{}),
 		bodies: bodyBudget{limit: cfg.Server.MaxInflightBodyBytes},
 	}
+	s.pool.events.log = log
 	s.tokens = &tokens{
 		vault: opts.Vault,
 		oauth: &oauth.Client{
 			TokenURL: cfg.OAuthTokenURL, ClientID: cfg.ClientID, APIBase: cfg.UpstreamURL,
 			HTTP: client, Now: now,
 		},
-		margin:      cfg.Tokens.RefreshMargin.Std(),
 		now:         now,
 		log:         log,
 		pool:        s.pool,
@@ -185,6 +182,7 @@ func New(opts Options) (*Server, error) {
 		cache:       map[int64]*atomic.Pointer[cred]{},
 		markedLogin: map[int64]bool{},
 	}
+	s.SetLive(cfg)
 	s.rec = newRecorder(opts.LogDB, opts.Vault, log, now, recorderOptions{
 		Payloads:      cfg.Log.Payloads,
 		MaxBytes:      cfg.Log.PayloadMaxBytes,
@@ -271,6 +269,23 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	w.Write(body)
 }
 
+// SetLive applies the settings that a reload changes while requests are
+// served (config.ReloadLive among the proxy's): tokens.refresh_margin,
+// ratelimit.* and server.shutdown_grace. The other settings keep the
+// values New was given until a restart.
+func (s *Server) SetLive(cfg *config.Config) {
+	s.tokens.margin.Store(int64(cfg.Tokens.RefreshMargin.Std()))
+	s.grace.Store(int64(cfg.Server.ShutdownGrace.Std()))
+	policy := LimitPolicy{
+		CooldownInitial:    cfg.RateLimit.CooldownInitial.Std(),
+		CooldownMax:        cfg.RateLimit.CooldownMax.Std(),
+		OverloadedCooldown: cfg.RateLimit.OverloadedCooldown.Std(),
+	}
+	s.pool.mu.Lock()
+	s.pool.policy = policy
+	s.pool.mu.Unlock()
+}
+
 // Reload re-reads the accounts (called on SIGHUP and by the poll).
 // Accounts keep their in-memory rate-limit state; new ones start from the
 // state saved in the database, so a quarantine survives a restart.
@@ -332,6 +347,7 @@ func (s *Server) Stop(ctx context.Context) {
 	}
 	s.rec.close(ctx)
 	s.stopBg()
+	s.pool.events.wait(ctx) // account events published so far reach their subscribers
 	done := make(chan struct{})
 	go func() { s.bg.Wait(); close(done) }()
 	select {
@@ -360,7 +376,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case serveErr = <-errc:
 	case <-ctx.Done():
 	}
-	grace := s.cfg.Server.ShutdownGrace.Std()
+	grace := time.Duration(s.grace.Load())
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
