@@ -35,11 +35,11 @@ const failureBodyMax = 64 << 10
 
 // attemptFailure is a response (or error) that moved a request on.
 type attemptFailure struct {
-	status int
-	header http.Header
-	body   []byte
-	err    error
-	limit  bool // 429 or hard status: the account is limited
+	verdict Verdict
+	status  int
+	header  http.Header
+	body    []byte
+	err     error
 }
 
 // exchange is the state of one proxied request.
@@ -134,7 +134,7 @@ func (x *exchange) serve() {
 			return
 		}
 		if x.r.Context().Err() == nil {
-			s.obs.Failover(a.Name, failoverReason(fail))
+			s.obs.Failover(a.Name, fail.reason())
 		}
 		if fail != nil {
 			last = fail
@@ -348,7 +348,7 @@ func (x *exchange) giveUp(last *attemptFailure) {
 		x.reply(apierr.Reply{Status: http.StatusServiceUnavailable, Type: apierr.API, Message: msg})
 		return
 	}
-	if last.limit {
+	if last.verdict.Limited {
 		if sel := x.s.pool.pick(x.s.now()); len(sel.Candidates) == 0 && sel.Limited {
 			x.refuse(sel)
 			return
@@ -399,51 +399,56 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 		return false, nil
 	}
 	resp, err := x.send(a, secret)
-	if err == nil && resp.StatusCode == http.StatusUnauthorized && a.Kind == store.KindOAuth {
+	now := s.now()
+	v := verdictOf(resp, err, a.Kind == store.KindOAuth, now)
+	if v.Kind == KindRefresh {
 		// The access token was refused: one forced refresh, one retry.
-		f := &attemptFailure{status: resp.StatusCode}
-		f.body, _ = io.ReadAll(io.LimitReader(resp.Body, failureBodyMax))
-		resp.Body.Close()
-		sc := x.scrubber(a)
-		f.header, f.body = sc.header(resp.Header), sc.bytes(f.body)
+		f := x.failure(a, resp, v)
 		secret, err = s.tokens.get(x.r.Context(), a, secret)
 		x.sent = append(x.sent, secret)
 		if err != nil {
+			f.verdict = classify(answer{status: resp.StatusCode, header: resp.Header, refreshFailed: true}, now)
 			x.row.Error = a.Name + ": 401 and no new token: " + err.Error()
 			s.log.Warn("401 not cured by a refresh", "request_id", x.id, "account", a.Name, "err", err)
 			return false, f
 		}
 		x.row.Attempts++
 		resp, err = x.send(a, secret)
+		now = s.now()
+		v = verdictOf(resp, err, false, now)
 	}
-	now := s.now()
 	if err != nil {
 		if x.r.Context().Err() != nil {
-			return false, &attemptFailure{err: err}
+			return false, &attemptFailure{verdict: v, err: err}
 		}
 		s.log.Warn("upstream request failed", "request_id", x.id, "account", a.Name, "err", err)
 		x.row.Error = a.Name + ": " + err.Error()
-		return false, &attemptFailure{err: err}
+		return false, &attemptFailure{verdict: v, err: err}
 	}
-	rl := ParseRateLimit(resp.Header, now)
-	out := OutcomeOf(resp.StatusCode)
-	hard := rl.Hard()
-	s.pool.observe(a, out, rl, now)
-	st := resp.StatusCode
-	if st == http.StatusTooManyRequests || st == 529 || st >= 500 || st == http.StatusUnauthorized || (hard && st >= 400) {
-		f := &attemptFailure{status: st, limit: st == http.StatusTooManyRequests || hard}
-		f.body, _ = io.ReadAll(io.LimitReader(resp.Body, failureBodyMax))
-		resp.Body.Close()
-		sc := x.scrubber(a)
-		f.header, f.body = sc.header(resp.Header), sc.bytes(f.body)
-		x.row.Error = fmt.Sprintf("%s: upstream %d", a.Name, st)
-		s.log.Info("failing over", "request_id", x.id, "account", a.Name, "status", st,
-			"rate_limit", rl.Status, "blocked_until", blockedUntil(s.pool, a))
+	if v.Learn {
+		s.pool.observe(a, v.Outcome, v.Limit, now)
+	}
+	if v.Retry {
+		f := x.failure(a, resp, v)
+		x.row.Error = fmt.Sprintf("%s: upstream %d", a.Name, f.status)
+		s.log.Info("failing over", "request_id", x.id, "account", a.Name, "status", f.status,
+			"rate_limit", v.Limit.Status, "blocked_until", blockedUntil(s.pool, a))
 		return false, f
 	}
-	ok = st < 400
+	ok = v.Kind == KindOK
 	x.stream(a, resp)
 	return true, nil
+}
+
+// failure keeps what a failed answer said (bounded, scrubbed), to hand to
+// the client should no other try do better.
+func (x *exchange) failure(a *account, resp *http.Response, v Verdict) *attemptFailure {
+	f := &attemptFailure{verdict: v, status: resp.StatusCode}
+	f.body, _ = io.ReadAll(io.LimitReader(resp.Body, failureBodyMax))
+	resp.Body.Close()
+	sc := x.scrubber(a)
+	f.header, f.body = sc.header(resp.Header), sc.bytes(f.body)
+	return f
 }
 
 func blockedUntil(p *pool, a *account) string {
@@ -615,11 +620,9 @@ func (x *exchange) stream(a *account, resp *http.Response) {
 		x.row.EndState, x.row.Error = EndUpstreamError, "upstream read: "+readErr.Error()
 	case sse != nil && sse.ErrorType != "":
 		x.row.EndState, x.row.Error = EndUpstreamError, "in-stream "+sse.ErrorType+": "+sse.ErrorMsg
-		switch sse.ErrorType {
-		case "rate_limit_error":
-			s.pool.observe(a, OutcomeLimited, RateLimit{Remaining: -1, Util5h: -1, Util7d: -1}, s.now())
-		case "overloaded_error":
-			s.pool.observe(a, OutcomeOverloaded, RateLimit{Remaining: -1, Util5h: -1, Util7d: -1}, s.now())
+		now := s.now()
+		if v := classify(answer{sent: true, event: sse.ErrorType}, now); v.Learn {
+			s.pool.observe(a, v.Outcome, v.Limit, now)
 		}
 	case sse != nil && !sse.Stopped && resp.StatusCode < 300:
 		x.row.EndState, x.row.Error = EndTruncated, "stream ended without message_stop"

@@ -91,20 +91,3 @@ func (s *Server) RecorderStats() RecorderStats {
 		FailedRecords: s.rec.failedRecords.Load(),
 	}
 }
-
-// failoverReason names why an attempt failed, for the Observer.
-func failoverReason(f *attemptFailure) string {
-	switch {
-	case f == nil:
-		return ReasonTokenRefresh
-	case f.err != nil:
-		return ReasonConnection
-	case f.limit:
-		return ReasonRateLimited
-	case f.status == 401:
-		return ReasonUnauthorized
-	case f.status == 529:
-		return ReasonOverloaded
-	}
-	return ReasonServerError
-}

@@ -112,6 +112,20 @@ func (rl RateLimit) ResetAt() time.Time {
 	return t
 }
 
+// window names the limit a limiting answer hit: the hard unified status,
+// else the hard 5h or 7d window ("5h rejected"), else "rate_limited".
+func (rl RateLimit) window() string {
+	switch {
+	case hardStatus(rl.Status):
+		return rl.Status
+	case hardStatus(rl.Status5h):
+		return "5h " + rl.Status5h
+	case hardStatus(rl.Status7d):
+		return "7d " + rl.Status7d
+	}
+	return "rate_limited"
+}
+
 func normStatus(s string) string {
 	return strings.ToLower(strings.TrimSpace(s))
 }
@@ -241,19 +255,6 @@ const (
 	OutcomeOther                     // anything else: no change to the limits
 )
 
-// OutcomeOf classifies an upstream status code.
-func OutcomeOf(status int) Outcome {
-	switch {
-	case status == http.StatusTooManyRequests:
-		return OutcomeLimited
-	case status == 529:
-		return OutcomeOverloaded
-	case status >= 200 && status < 400:
-		return OutcomeOK
-	}
-	return OutcomeOther
-}
-
 // Apply folds one response into the state and reports whether the account
 // is now blocked. Hard statuses and 429s quarantine until the reset; a
 // limit without any reset starts (or doubles) the cooldown; a good response
@@ -280,17 +281,7 @@ func (s *LimitState) Apply(p LimitPolicy, out Outcome, rl RateLimit, now time.Ti
 	hard := rl.Hard()
 	switch {
 	case out == OutcomeLimited || hard:
-		reason := rl.Status
-		if !hardStatus(reason) {
-			switch {
-			case hardStatus(rl.Status5h):
-				reason = "5h " + rl.Status5h
-			case hardStatus(rl.Status7d):
-				reason = "7d " + rl.Status7d
-			default:
-				reason = "rate_limited"
-			}
-		}
+		reason := rl.window()
 		if reset := rl.ResetAt(); !reset.IsZero() {
 			s.block(reset, reason)
 			return true

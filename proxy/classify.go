@@ -1,0 +1,169 @@
+package proxy
+
+import (
+	"net/http"
+	"time"
+)
+
+// This file is the one place that reads what an upstream answer means:
+// for the request (hand it to the client, refresh and resend, or move on
+// to another try) and for the account that gave it (works, limited,
+// resting). forward.go acts on the Verdict, the pool's limit state learns
+// from it and the metrics read its failover reason; none of them looks at
+// a status code or a rate-limit header on its own.
+
+// Kind is the class of an upstream answer.
+type Kind uint8
+
+const (
+	// KindOK: the client gets the answer and the account served it (a
+	// status below 400). A hard unified status on it still limits the
+	// account (Verdict.Limited) for the next request.
+	KindOK Kind = iota
+	// KindRequest: request-scoped. The client gets the answer as is; it
+	// says nothing about the account (a 4xx other than the ones below).
+	KindRequest
+	// KindRefresh: a 401 that a forced token refresh may cure (an OAuth
+	// account, not refreshed yet in this attempt): refresh once, resend.
+	KindRefresh
+	// KindLimited: the account is limited: a 429, or a hard unified
+	// status on an error answer. The request moves on.
+	KindLimited
+	// KindAccount: account-broken: a 401 no refresh cures (or on an API
+	// key). The request moves on.
+	KindAccount
+	// KindTransient: a 529, another 5xx, or no answer at all (dial, TLS or
+	// read error before the headers). The request moves on.
+	KindTransient
+)
+
+var kindNames = [...]string{"ok", "request", "refresh", "limited", "account", "transient"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// answer is what the upstream gave one attempt, as classify reads it.
+type answer struct {
+	status int         // 0 when err is set or for an in-stream event
+	header http.Header // the response headers (nil for an in-stream event)
+	err    error       // no answer: the request failed before any headers
+	// canRefresh: a 401 may still be cured by a forced token refresh
+	// (an OAuth account whose token was not refreshed for this attempt).
+	canRefresh bool
+	// refreshFailed: this is the 401 a forced refresh was asked to cure,
+	// and no new token came.
+	refreshFailed bool
+	// sent: bytes already reached the client; event is the type of the
+	// error event found in the answer (e.g. overloaded_error).
+	sent  bool
+	event string
+}
+
+// Verdict is what one upstream answer means.
+type Verdict struct {
+	Kind Kind
+	// Retry: the request moves on to another try (never once bytes
+	// reached the client).
+	Retry bool
+	// Learn: the account's limit state learns from this answer
+	// (pool.observe with Outcome and Limit).
+	Learn   bool
+	Outcome Outcome
+	Limit   RateLimit // the rate-limit headers the answer carried
+	// Limited: the answer limits the account (a 429, a hard unified status
+	// or an in-stream rate_limit_error), until Until; a zero Until means
+	// the answer named no reset and the account cools down instead.
+	Limited bool
+	Until   time.Time
+	Window  string // with Limited: the limit hit (rl.window)
+	// Reason names why the request moved on (the Reason* constants, the
+	// metrics' failover reason label); empty when it does not.
+	Reason string
+}
+
+// classify reads one upstream answer.
+func classify(ans answer, now time.Time) Verdict {
+	v := Verdict{Limit: ParseRateLimit(ans.header, now), Outcome: OutcomeOther}
+	switch {
+	case ans.sent:
+		classifyEvent(&v, ans.event)
+		return v
+	case ans.err != nil:
+		v.Kind, v.Retry, v.Reason = KindTransient, true, ReasonConnection
+		return v
+	case ans.status == http.StatusUnauthorized && ans.canRefresh:
+		// Said to a token about to be replaced: nothing to learn.
+		v.Kind = KindRefresh
+		return v
+	case ans.status == http.StatusUnauthorized && ans.refreshFailed:
+		v.Kind, v.Retry, v.Reason = KindAccount, true, ReasonUnauthorized
+		return v
+	}
+	st := ans.status
+	v.Learn = true
+	switch {
+	case st == http.StatusTooManyRequests:
+		v.Outcome = OutcomeLimited
+	case st == 529:
+		v.Outcome = OutcomeOverloaded
+	case st >= 200 && st < 400:
+		v.Outcome = OutcomeOK
+	}
+	hard := v.Limit.Hard()
+	if st == http.StatusTooManyRequests || hard {
+		v.Limited, v.Until, v.Window = true, v.Limit.ResetAt(), v.Limit.window()
+	}
+	switch {
+	case st < 400:
+		v.Kind = KindOK
+	case st == http.StatusTooManyRequests || hard:
+		v.Kind, v.Retry, v.Reason = KindLimited, true, ReasonRateLimited
+	case st == http.StatusUnauthorized:
+		v.Kind, v.Retry, v.Reason = KindAccount, true, ReasonUnauthorized
+	case st == 529:
+		v.Kind, v.Retry, v.Reason = KindTransient, true, ReasonOverloaded
+	case st >= 500:
+		v.Kind, v.Retry, v.Reason = KindTransient, true, ReasonServerError
+	default:
+		v.Kind = KindRequest
+	}
+	return v
+}
+
+// classifyEvent reads an error event inside an answer already under way:
+// the client has it, but the account's state still learns.
+func classifyEvent(v *Verdict, event string) {
+	v.Kind = KindRequest
+	switch event {
+	case "":
+		v.Kind = KindOK
+	case "rate_limit_error":
+		v.Kind, v.Learn, v.Outcome = KindLimited, true, OutcomeLimited
+		v.Limited, v.Window = true, v.Limit.window()
+	case "overloaded_error":
+		v.Kind, v.Learn, v.Outcome = KindTransient, true, OutcomeOverloaded
+	}
+}
+
+// verdictOf classifies the answer to one send: a response, or the error
+// that stood for one.
+func verdictOf(resp *http.Response, err error, canRefresh bool, now time.Time) Verdict {
+	if err != nil {
+		return classify(answer{err: err}, now)
+	}
+	return classify(answer{status: resp.StatusCode, header: resp.Header, canRefresh: canRefresh}, now)
+}
+
+// reason names why a request left an account, for the Observer: its
+// verdict's reason, or token_refresh when no credential could be had and
+// nothing was sent.
+func (f *attemptFailure) reason() string {
+	if f == nil {
+		return ReasonTokenRefresh
+	}
+	return f.verdict.Reason
+}

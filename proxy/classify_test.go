@@ -1,0 +1,214 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestClassify pins how every upstream answer the proxy tells apart is
+// read: what the request does next (Kind, Retry), what the account's limit
+// state learns (Learn, Outcome, Limited, Until, Window) and the failover
+// reason the metrics count. The header sets are the ones Anthropic sends
+// (the unified family on subscription accounts, retry-after and the
+// anthropic-ratelimit-requests-* family on API keys). The routing issue
+// changes rows of this table on purpose; any other change is a bug.
+func TestClassify(t *testing.T) {
+	now := t0
+	reset := now.Add(3 * time.Hour).Truncate(time.Second)
+	reset5h := now.Add(2 * time.Hour).Truncate(time.Second)
+	reset7d := now.Add(50 * time.Hour).Truncate(time.Second)
+	unix := func(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
+	unified := func(status string) []string {
+		return []string{
+			hdrUnifiedStatus, status, hdrUnifiedReset, unix(reset),
+			hdr5hStatus, "allowed", hdr5hReset, unix(reset5h), hdr5hUtil, "0.4",
+			hdr7dStatus, "allowed", hdr7dReset, unix(reset7d), hdr7dUtil, "0.2",
+		}
+	}
+	with := func(base []string, kv ...string) []string { return append(append([]string(nil), base...), kv...) }
+	apiKeyLimits := []string{
+		"anthropic-ratelimit-requests-limit", "50",
+		"anthropic-ratelimit-requests-remaining", "0",
+		"anthropic-ratelimit-requests-reset", now.Add(20 * time.Second).UTC().Format(time.RFC3339),
+		"anthropic-ratelimit-tokens-limit", "40000",
+		"anthropic-ratelimit-tokens-remaining", "0",
+	}
+	connRefused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+
+	type want struct {
+		kind    Kind
+		retry   bool
+		learn   bool
+		outcome Outcome
+		limited bool
+		until   time.Time
+		window  string
+		reason  string
+	}
+	ok := want{kind: KindOK, learn: true, outcome: OutcomeOK}
+	request := want{kind: KindRequest, learn: true, outcome: OutcomeOther}
+	for _, tc := range []struct {
+		name string
+		ans  answer
+		hdr  []string
+		want want
+	}{
+		// Answers the client gets, the account unharmed.
+		{name: "200 no headers", ans: answer{status: 200}, want: ok},
+		{name: "200 allowed", ans: answer{status: 200}, hdr: unified("allowed"), want: ok},
+		{name: "200 allowed_warning", ans: answer{status: 200}, hdr: unified("allowed_warning"), want: ok},
+		{name: "200 on an oauth account that could refresh", ans: answer{status: 200, canRefresh: true}, want: ok},
+		{name: "304", ans: answer{status: 304}, want: ok},
+		{name: "101 served, nothing learnt about limits", ans: answer{status: 101},
+			want: want{kind: KindOK, learn: true, outcome: OutcomeOther}},
+		// A hard unified status on an answer the client gets: served,
+		// and the account is limited for the next request.
+		{name: "200 with unified rejected", ans: answer{status: 200}, hdr: unified("rejected"),
+			want: want{kind: KindOK, learn: true, outcome: OutcomeOK, limited: true, until: reset, window: "rejected"}},
+		{name: "200 with 7d rejected", ans: answer{status: 200},
+			hdr:  with(unified("allowed"), hdr7dStatus, "rejected"),
+			want: want{kind: KindOK, learn: true, outcome: OutcomeOK, limited: true, until: reset7d, window: "7d rejected"}},
+
+		// Request-scoped: passed through untouched, no failover.
+		{name: "400 invalid request", ans: answer{status: 400}, hdr: unified("allowed"), want: request},
+		{name: "400 credit balance too low (account-specific, passed through today)", ans: answer{status: 400}, want: request},
+		{name: "403 oauth not allowed for this organization (passed through today)", ans: answer{status: 403}, hdr: unified("allowed"), want: request},
+		{name: "404", ans: answer{status: 404}, want: request},
+		{name: "413", ans: answer{status: 413}, want: request},
+
+		// 429: always limits the account, whatever the headers.
+		{name: "429 retry-after", ans: answer{status: 429}, hdr: []string{"retry-after", "120"},
+			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+				until: now.Add(120 * time.Second), window: "rate_limited", reason: "rate_limited"}},
+		{name: "429 without any rate-limit header: cooldown", ans: answer{status: 429},
+			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+				window: "rate_limited", reason: "rate_limited"}},
+		{name: "429 with unified allowed: its reset is the window's end, not the limit's", ans: answer{status: 429},
+			hdr: unified("allowed"),
+			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+				window: "rate_limited", reason: "rate_limited"}},
+		{name: "429 with unified rejected", ans: answer{status: 429}, hdr: unified("rejected"),
+			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+				until: reset, window: "rejected", reason: "rate_limited"}},
+		{name: "429 with 5h rejected", ans: answer{status: 429}, hdr: with(unified("allowed"), hdr5hStatus, "rejected"),
+			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+				until: reset5h, window: "5h rejected", reason: "rate_limited"}},
+		{name: "429 with x-ratelimit-reset", ans: answer{status: 429}, hdr: []string{"x-ratelimit-reset", unix(reset5h)},
+			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+				until: reset5h, window: "rate_limited", reason: "rate_limited"}},
+		{name: "429 with api-key limit headers only (not read today: cooldown)", ans: answer{status: 429}, hdr: apiKeyLimits,
+			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+				window: "rate_limited", reason: "rate_limited"}},
+
+		// A hard unified status on an error answer limits and fails over.
+		{name: "403 payment_required", ans: answer{status: 403}, hdr: unified("payment_required"),
+			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
+				until: reset, window: "payment_required", reason: "rate_limited"}},
+		{name: "400 with unified rejected", ans: answer{status: 400}, hdr: unified("rejected"),
+			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
+				until: reset, window: "rejected", reason: "rate_limited"}},
+		{name: "500 with unified rejected", ans: answer{status: 500}, hdr: unified("rejected"),
+			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
+				until: reset, window: "rejected", reason: "rate_limited"}},
+
+		// 401.
+		{name: "401 an oauth refresh may cure", ans: answer{status: 401, canRefresh: true},
+			want: want{kind: KindRefresh, outcome: OutcomeOther}},
+		{name: "401 an oauth refresh may cure, hard status too", ans: answer{status: 401, canRefresh: true}, hdr: unified("rejected"),
+			want: want{kind: KindRefresh, outcome: OutcomeOther}},
+		{name: "401 and the refresh gave no token", ans: answer{status: 401, refreshFailed: true},
+			want: want{kind: KindAccount, retry: true, outcome: OutcomeOther, reason: "unauthorized"}},
+		{name: "401 and the refresh gave no token, hard status ignored", ans: answer{status: 401, refreshFailed: true}, hdr: unified("rejected"),
+			want: want{kind: KindAccount, retry: true, outcome: OutcomeOther, reason: "unauthorized"}},
+		{name: "401 again after a refresh, or on an api key", ans: answer{status: 401},
+			want: want{kind: KindAccount, retry: true, learn: true, outcome: OutcomeOther, reason: "unauthorized"}},
+		{name: "401 with a hard status, no refresh left", ans: answer{status: 401}, hdr: unified("rejected"),
+			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
+				until: reset, window: "rejected", reason: "rate_limited"}},
+
+		// Transient: 529, other 5xx, no answer.
+		{name: "529", ans: answer{status: 529}, hdr: unified("allowed"),
+			want: want{kind: KindTransient, retry: true, learn: true, outcome: OutcomeOverloaded, reason: "overloaded"}},
+		{name: "529 with a hard status", ans: answer{status: 529}, hdr: unified("rejected"),
+			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeOverloaded, limited: true,
+				until: reset, window: "rejected", reason: "rate_limited"}},
+		{name: "500", ans: answer{status: 500},
+			want: want{kind: KindTransient, retry: true, learn: true, outcome: OutcomeOther, reason: "server_error"}},
+		{name: "502", ans: answer{status: 502},
+			want: want{kind: KindTransient, retry: true, learn: true, outcome: OutcomeOther, reason: "server_error"}},
+		{name: "503 with retry-after does not limit", ans: answer{status: 503}, hdr: []string{"retry-after", "30"},
+			want: want{kind: KindTransient, retry: true, learn: true, outcome: OutcomeOther, reason: "server_error"}},
+		{name: "connection refused", ans: answer{err: connRefused},
+			want: want{kind: KindTransient, retry: true, outcome: OutcomeOther, reason: "connection"}},
+		{name: "connection error on an oauth account", ans: answer{err: errors.New("EOF"), canRefresh: true},
+			want: want{kind: KindTransient, retry: true, outcome: OutcomeOther, reason: "connection"}},
+
+		// Error events inside an answer the client already has: never
+		// retried; the account learns from some.
+		{name: "in-stream rate_limit_error", ans: answer{sent: true, event: "rate_limit_error"},
+			want: want{kind: KindLimited, learn: true, outcome: OutcomeLimited, limited: true, window: "rate_limited"}},
+		{name: "in-stream overloaded_error", ans: answer{sent: true, event: "overloaded_error"},
+			want: want{kind: KindTransient, learn: true, outcome: OutcomeOverloaded}},
+		{name: "in-stream api_error", ans: answer{sent: true, event: "api_error"},
+			want: want{kind: KindRequest, outcome: OutcomeOther}},
+		{name: "in-stream invalid_request_error", ans: answer{sent: true, event: "invalid_request_error"},
+			want: want{kind: KindRequest, outcome: OutcomeOther}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ans := tc.ans
+			if tc.hdr != nil {
+				ans.header = hdr(tc.hdr...)
+			}
+			v := classify(ans, now)
+			got := want{kind: v.Kind, retry: v.Retry, learn: v.Learn, outcome: v.Outcome, limited: v.Limited,
+				until: v.Until, window: v.Window, reason: v.Reason}
+			if got.until.Equal(tc.want.until) {
+				got.until = tc.want.until // same instant, maybe another location
+			}
+			if got != tc.want {
+				t.Fatalf("verdict\n got %+v\nwant %+v", got, tc.want)
+			}
+			if !v.Learn {
+				return
+			}
+			// What the limit state makes of the verdict agrees with it.
+			p := LimitPolicy{CooldownInitial: 30 * time.Second, CooldownMax: 5 * time.Minute, OverloadedCooldown: 10 * time.Second}
+			var s LimitState
+			blocked := s.Apply(p, v.Outcome, v.Limit, now)
+			switch {
+			case v.Limited && !v.Until.IsZero():
+				if !blocked || !s.Until.Equal(v.Until) || s.Reason != v.Window {
+					t.Fatalf("limit state %+v, verdict until %v window %q", s, v.Until, v.Window)
+				}
+			case v.Limited:
+				if !blocked || !s.Until.Equal(now.Add(p.CooldownInitial)) || s.Reason != "cooldown" {
+					t.Fatalf("limit state %+v, want a cooldown", s)
+				}
+			case v.Outcome == OutcomeOverloaded:
+				if !blocked || s.Reason != "overloaded" {
+					t.Fatalf("limit state %+v, want an overload rest", s)
+				}
+			default:
+				if blocked {
+					t.Fatalf("limit state %+v blocks, verdict does not limit", s)
+				}
+			}
+		})
+	}
+}
+
+// TestFailoverReasonWithoutAnswer: an attempt that got no credential sent
+// nothing; the metrics count it as token_refresh.
+func TestFailoverReasonWithoutAnswer(t *testing.T) {
+	var f *attemptFailure
+	if r := f.reason(); r != "token_refresh" {
+		t.Fatalf("reason %q", r)
+	}
+	if r := (&attemptFailure{verdict: classify(answer{status: 502}, t0)}).reason(); r != "server_error" {
+		t.Fatalf("reason %q", r)
+	}
+}
