@@ -29,16 +29,28 @@ func (c *Config) Validate() error {
 // validate returns the first problem of c, in key order, or nil. On
 // success it has compiled the redactors.
 func (c *Config) validate() *problem {
-	bad := func(key, format string, args ...any) *problem {
-		return &problem{key: key, msg: fmt.Sprintf(format, args...)}
-	}
-	oneOf := func(key, v string, allowed ...string) *problem {
-		if slices.Contains(allowed, v) {
-			return nil
+	for _, check := range []func() *problem{c.validateTop, c.validateServer, c.validateLog} {
+		if p := check(); p != nil {
+			return p
 		}
-		return bad(key, "must be one of %s (got %q)", strings.Join(allowed, ", "), v)
 	}
+	return nil
+}
 
+func bad(key, format string, args ...any) *problem {
+	return &problem{key: key, msg: fmt.Sprintf(format, args...)}
+}
+
+func oneOf(key, v string, allowed ...string) *problem {
+	if slices.Contains(allowed, v) {
+		return nil
+	}
+	return bad(key, "must be one of %s (got %q)", strings.Join(allowed, ", "), v)
+}
+
+// validateTop checks host, every numeric range (bounds.go), then the
+// other top-level keys.
+func (c *Config) validateTop() *problem {
 	if strings.ContainsAny(c.Host, " \t\r\n/") {
 		return bad("host", "invalid host %q", c.Host)
 	}
@@ -76,7 +88,12 @@ func (c *Config) validate() *problem {
 	if p := checkURL("oauth_token_url", c.OAuthTokenURL); p != nil {
 		return p
 	}
+	return nil
+}
 
+// validateServer checks the server and upstream keys, then the settings
+// that relate to each other.
+func (c *Config) validateServer() *problem {
 	switch {
 	case c.Server.TLSCert != "" && c.Server.TLSKey == "":
 		return bad("server.tls_cert", "needs server.tls_key too (set both or neither)")
@@ -110,7 +127,11 @@ func (c *Config) validate() *problem {
 		p.alt = bad("ratelimit.cooldown_initial", "must not be more than ratelimit.cooldown_max (%s)", c.RateLimit.CooldownMax)
 		return p
 	}
+	return nil
+}
 
+// validateLog checks the log keys and compiles the redactors.
+func (c *Config) validateLog() *problem {
 	if p := oneOf("log.payloads", c.Log.Payloads, PayloadsFull, PayloadsHeaders, PayloadsOff); p != nil {
 		return p
 	}
