@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/claudeflare/claudeflare/accounts"
 	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/requestlog"
@@ -154,22 +155,16 @@ func (g *Guard) apiRequests(w http.ResponseWriter, r *http.Request) {
 func (g *Guard) apiSetPaused(w http.ResponseWriter, r *http.Request, paused bool) {
 	name := r.PathValue("name")
 	ctx := r.Context()
-	now := g.now()
-	if err := store.SetPaused(ctx, g.vaultDB, name, paused, now); err != nil {
-		if errors.Is(err, store.ErrNoAccount) {
-			writeError(w, http.StatusNotFound, errNotFound, fmt.Sprintf("claudeflare: no account named %q", name), false, 0)
-			return
-		}
-		g.internalError(w, r, "update account", err)
+	err := accounts.SetPaused(ctx, g.vaultDB, g.auditKey, accounts.By{Actor: apiActor(ctx), Via: "the admin API"}, name, paused, g.now())
+	switch {
+	case errors.Is(err, store.ErrNoAccount):
+		writeError(w, http.StatusNotFound, errNotFound, fmt.Sprintf("claudeflare: no account named %q", name), false, 0)
 		return
-	}
-	action, verb := audit.ActionAccountResumed, "resumed"
-	if paused {
-		action, verb = audit.ActionAccountPaused, "paused"
-	}
-	if err := audit.WriteAt(context.WithoutCancel(ctx), g.vaultDB, g.auditKey, now, apiActor(ctx), action,
-		fmt.Sprintf("account %q %s through the admin API", name, verb)); err != nil {
+	case accounts.IsAuditError(err):
 		g.internalError(w, r, "write audit log", err)
+		return
+	case err != nil:
+		g.internalError(w, r, "update account", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"name": name, "paused": paused})

@@ -15,6 +15,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/claudeflare/claudeflare/accounts"
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/oauth"
 	"github.com/claudeflare/claudeflare/requestlog"
@@ -194,7 +196,7 @@ func accountsAdd(c *cli.Context) error {
 			return err
 		}
 	}
-	if err := auditAccount(ctx, v.DB(), auditKey, "added", a.name); err != nil {
+	if err := accounts.Added(ctx, v.DB(), auditKey, accounts.By{Actor: audit.CLIActor()}, a.name, time.Now()); err != nil {
 		return err
 	}
 	e.log.Info("account added", "account", a.name)
@@ -374,10 +376,7 @@ func accountsRemove(c *cli.Context) error {
 			return errors.New("not removed")
 		}
 	}
-	if err := store.DeleteAccount(c.Context, vdb, name); err != nil {
-		return err
-	}
-	if err := auditAccount(c.Context, vdb, auditKey, "removed", name); err != nil {
+	if err := accounts.Remove(c.Context, vdb, auditKey, accounts.By{Actor: audit.CLIActor()}, name, time.Now()); err != nil {
 		return err
 	}
 	e.log.Info("account removed", "account", name)
@@ -390,13 +389,10 @@ func accountsSetPaused(c *cli.Context, paused bool) error {
 		return err
 	}
 	defer vdb.Close()
-	if err := store.SetPaused(c.Context, vdb, name, paused, time.Now()); err != nil {
+	if err := accounts.SetPaused(c.Context, vdb, auditKey, accounts.By{Actor: audit.CLIActor()}, name, paused, time.Now()); err != nil {
 		return err
 	}
 	verb := map[bool]string{true: "paused", false: "resumed"}[paused]
-	if err := auditAccount(c.Context, vdb, auditKey, verb, name); err != nil {
-		return err
-	}
 	e.log.Info("account "+verb, "account", name)
 	return nil
 }

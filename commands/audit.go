@@ -13,7 +13,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/claudeflare/claudeflare/audit"
-	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
 
@@ -242,17 +241,4 @@ func (e *env) openAudit(ctx context.Context, v *vault.Vault) ([]byte, error) {
 		return nil, err
 	}
 	return p.Key, nil
-}
-
-// auditAccount records in the audit log that the person at the command
-// line added, removed, paused or resumed an account.
-func auditAccount(ctx context.Context, db *store.DB, key []byte, verb, name string) error {
-	action := map[string]string{
-		"added": audit.ActionAccountAdded, "removed": audit.ActionAccountRemoved,
-		"paused": audit.ActionAccountPaused, "resumed": audit.ActionAccountResumed,
-	}[verb]
-	if action == "" {
-		return fmt.Errorf("audit: unknown account action %q", verb)
-	}
-	return audit.Write(context.WithoutCancel(ctx), db, key, audit.CLIActor(), action, fmt.Sprintf("account %q %s", name, verb))
 }
