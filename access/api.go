@@ -12,6 +12,7 @@ import (
 	"github.com/claudeflare/claudeflare/accounts"
 	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -39,7 +40,7 @@ func (g *Guard) apiRoutes() http.Handler {
 	mux.HandleFunc("/api/accounts/{name}/pause", method(http.MethodPost, func(w http.ResponseWriter, r *http.Request) { g.apiSetPaused(w, r, true) }))
 	mux.HandleFunc("/api/accounts/{name}/resume", method(http.MethodPost, func(w http.ResponseWriter, r *http.Request) { g.apiSetPaused(w, r, false) }))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, errNotFound, "claudeflare: no such admin API endpoint", false, 0)
+		reject(w, http.StatusNotFound, apierr.NotFound, "claudeflare: no such admin API endpoint")
 	})
 	return mux
 }
@@ -49,7 +50,7 @@ func method(m string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != m && !(m == http.MethodGet && r.Method == http.MethodHead) {
 			w.Header().Set("Allow", m)
-			writeError(w, http.StatusMethodNotAllowed, errInvalidRequest, "claudeflare: method not allowed; use "+m, false, 0)
+			reject(w, http.StatusMethodNotAllowed, apierr.InvalidRequest, "claudeflare: method not allowed; use "+m)
 			return
 		}
 		h(w, r)
@@ -59,7 +60,7 @@ func method(m string, h http.HandlerFunc) http.HandlerFunc {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, errAPI, "claudeflare: encode response", false, 0)
+		reject(w, http.StatusInternalServerError, apierr.API, "claudeflare: encode response")
 		return
 	}
 	body = append(body, '\n')
@@ -72,7 +73,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (g *Guard) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	g.log.Error("admin api", "path", r.URL.Path, "what", what, "err", err)
-	writeError(w, http.StatusInternalServerError, errAPI, "claudeflare: "+what+" failed", true, 0)
+	apierr.Write(w, apierr.Reply{Status: http.StatusInternalServerError, Type: apierr.API, Message: "claudeflare: " + what + " failed", Retry: apierr.RetryYes})
 }
 
 func (g *Guard) apiAccounts(w http.ResponseWriter, r *http.Request) {
@@ -86,14 +87,14 @@ func (g *Guard) apiAccounts(w http.ResponseWriter, r *http.Request) {
 
 func (g *Guard) apiStats(w http.ResponseWriter, r *http.Request) {
 	if g.logDB == nil {
-		writeError(w, http.StatusServiceUnavailable, errAPI, "claudeflare: the request log is not available", false, 0)
+		reject(w, http.StatusServiceUnavailable, apierr.API, "claudeflare: the request log is not available")
 		return
 	}
 	since := defaultStatsSince
 	if s := r.URL.Query().Get("since"); s != "" {
 		d, err := config.ParseDuration(s)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, errInvalidRequest, "claudeflare: since: "+err.Error(), false, 0)
+			reject(w, http.StatusBadRequest, apierr.InvalidRequest, "claudeflare: since: "+err.Error())
 			return
 		}
 		since = d
@@ -119,7 +120,7 @@ func (g *Guard) apiStats(w http.ResponseWriter, r *http.Request) {
 // ?limit=N (default 100, at most 1000), ?since=D, ?account=NAME.
 func (g *Guard) apiRequests(w http.ResponseWriter, r *http.Request) {
 	if g.logDB == nil {
-		writeError(w, http.StatusServiceUnavailable, errAPI, "claudeflare: the request log is not available", false, 0)
+		reject(w, http.StatusServiceUnavailable, apierr.API, "claudeflare: the request log is not available")
 		return
 	}
 	q := r.URL.Query()
@@ -127,7 +128,7 @@ func (g *Guard) apiRequests(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, errInvalidRequest, "claudeflare: limit must be a positive integer", false, 0)
+			reject(w, http.StatusBadRequest, apierr.InvalidRequest, "claudeflare: limit must be a positive integer")
 			return
 		}
 		f.Limit = min(n, maxRequestsLimit)
@@ -135,7 +136,7 @@ func (g *Guard) apiRequests(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("since"); s != "" {
 		d, err := config.ParseDuration(s)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, errInvalidRequest, "claudeflare: since: "+err.Error(), false, 0)
+			reject(w, http.StatusBadRequest, apierr.InvalidRequest, "claudeflare: since: "+err.Error())
 			return
 		}
 		f.Since = g.now().Add(-d)
@@ -158,7 +159,7 @@ func (g *Guard) apiSetPaused(w http.ResponseWriter, r *http.Request, paused bool
 	err := accounts.SetPaused(ctx, g.vaultDB, g.auditKey, accounts.By{Actor: apiActor(ctx), Via: "the admin API"}, name, paused, g.now())
 	switch {
 	case errors.Is(err, store.ErrNoAccount):
-		writeError(w, http.StatusNotFound, errNotFound, fmt.Sprintf("claudeflare: no account named %q", name), false, 0)
+		reject(w, http.StatusNotFound, apierr.NotFound, fmt.Sprintf("claudeflare: no account named %q", name))
 		return
 	case accounts.IsAuditError(err):
 		g.internalError(w, r, "write audit log", err)

@@ -2,15 +2,12 @@ package access
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -21,6 +18,7 @@ import (
 
 	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/internal/target"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
@@ -389,16 +387,6 @@ func apiPermission(p string) Permission {
 	return ""
 }
 
-// SetSecurityHeaders adds the headers every response the proxy makes
-// itself carries. The guard sets them on every route but /v1/*, whose
-// answers come from the upstream; the proxy may call it for its own
-// /v1/* errors.
-func SetSecurityHeaders(h http.Header) {
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
-}
-
 // Wrap puts the guard in front of next (the proxy's handler): in order,
 // server.allow_ips, CORS (preflight and origin check), client
 // authentication and permission, the per-client limits; /api/* is served
@@ -417,7 +405,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	pth, err := target.Path(r)
 	if err != nil {
 		g.log.Debug("request target refused", "addr", addrString(addr), "method", r.Method, "reason", err.Error())
-		g.reject(w, http.StatusBadRequest, errInvalidRequest, err.Error(), false)
+		reject(w, http.StatusBadRequest, apierr.InvalidRequest, err.Error())
 		return
 	}
 	rt := classify(r, pth, pol)
@@ -430,7 +418,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	}
 	h := w.Header()
 	if !strings.HasPrefix(pth, "/v1/") {
-		SetSecurityHeaders(h)
+		apierr.SecurityHeaders(h)
 	}
 	if rt.api {
 		h.Set("Cache-Control", "no-store")
@@ -438,7 +426,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 
 	if !pol.addrAllowed(addr) {
 		g.log.Debug("client address refused", "addr", addrString(addr), "path", r.URL.Path)
-		g.reject(w, http.StatusForbidden, errPermission, "claudeflare: your address is not allowed to use this proxy (server.allow_ips)", false)
+		reject(w, http.StatusForbidden, apierr.Permission, "claudeflare: your address is not allowed to use this proxy (server.allow_ips)")
 		return
 	}
 
@@ -449,7 +437,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		listed := pol.originListed(origin, ks.live > 0)
 		if isPreflight(r) {
 			if !listed {
-				g.reject(w, http.StatusForbidden, errPermission, "claudeflare: origin not allowed (ALLOWED_ORIGINS)", false)
+				reject(w, http.StatusForbidden, apierr.Permission, "claudeflare: origin not allowed (ALLOWED_ORIGINS)")
 				return
 			}
 			preflight(w, r, origin)
@@ -457,7 +445,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		}
 		if !listed && !sameLoopbackOrigin(origin, r) {
 			g.log.Debug("origin refused", "addr", addrString(addr), "path", r.URL.Path)
-			g.reject(w, http.StatusForbidden, errPermission, "claudeflare: origin not allowed (ALLOWED_ORIGINS)", false)
+			reject(w, http.StatusForbidden, apierr.Permission, "claudeflare: origin not allowed (ALLOWED_ORIGINS)")
 			return
 		}
 		if listed {
@@ -473,11 +461,11 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		// No keys: loopback clients only, and only by an IP or a loopback
 		// name, which a DNS-rebinding page cannot send.
 		if !rt.public && !addr.IsLoopback() {
-			g.reject(w, http.StatusForbidden, errPermission, "claudeflare: no client API keys exist, so only loopback clients are served; create one with `claudeflare apikey create NAME`", false)
+			reject(w, http.StatusForbidden, apierr.Permission, "claudeflare: no client API keys exist, so only loopback clients are served; create one with `claudeflare apikey create NAME`")
 			return
 		}
 		if !rt.public && !ipHost(r.Host) {
-			g.reject(w, http.StatusForbidden, errPermission, "claudeflare: use an IP address or localhost in the URL (no client API keys exist)", false)
+			reject(w, http.StatusForbidden, apierr.Permission, "claudeflare: use an IP address or localhost in the URL (no client API keys exist)")
 			return
 		}
 	} else if !rt.public {
@@ -487,13 +475,13 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 			// not tell a prober which keys once existed (the audit log
 			// records the reason).
 			g.failedAuth(addr, reason, r)
-			g.reject(w, http.StatusUnauthorized, errAuthentication, "claudeflare: a valid client API key is required (x-api-key or Authorization: Bearer)", false)
+			reject(w, http.StatusUnauthorized, apierr.Authentication, "claudeflare: a valid client API key is required (x-api-key or Authorization: Bearer)")
 			return
 		}
 		if rt.perm != "" && !e.role.Can(rt.perm) {
 			g.log.Debug("permission denied", "key", e.name, "role", string(e.role), "permission", string(rt.perm), "path", r.URL.Path)
-			g.reject(w, http.StatusForbidden, errPermission,
-				fmt.Sprintf("claudeflare: client key %q (role %s) does not have permission %s", e.name, e.role, rt.perm), false)
+			reject(w, http.StatusForbidden, apierr.Permission,
+				fmt.Sprintf("claudeflare: client key %q (role %s) does not have permission %s", e.name, e.role, rt.perm))
 			return
 		}
 		client.Key, client.Role = e.name, e.role
@@ -505,7 +493,8 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		release, rej := g.limits.acquire(limitID, pol.rpm, pol.streams, rt.stream, g.now())
 		if rej != nil {
 			g.log.Debug("client limit", "key", client.Key, "addr", client.Addr, "retry_after", rej.retryAfter.String())
-			writeError(w, http.StatusTooManyRequests, errRateLimit, rej.message, true, rej.retryAfter)
+			h.Set("X-Claudeflare-Limit", "client")
+			apierr.Write(w, apierr.Reply{Status: http.StatusTooManyRequests, Type: apierr.RateLimit, Message: rej.message, Retry: apierr.RetryYes, RetryAfter: rej.retryAfter})
 			return
 		}
 		defer release()
@@ -565,65 +554,10 @@ func headerList(s string) bool {
 	return true
 }
 
-// Anthropic error types the guard answers with.
-const (
-	errAuthentication = "authentication_error"
-	errPermission     = "permission_error"
-	errRateLimit      = "rate_limit_error"
-	errNotFound       = "not_found_error"
-	errInvalidRequest = "invalid_request_error"
-	errAPI            = "api_error"
-)
-
-// reject answers an error the guard makes itself; retrying cannot help.
-func (g *Guard) reject(w http.ResponseWriter, status int, typ, msg string, retry bool) {
-	writeError(w, status, typ, msg, retry, 0)
-}
-
-// writeError answers in Anthropic's error shape with the security
-// headers, x-should-retry and, when retryAfter > 0, retry-after in whole
-// seconds (rounded up).
-func writeError(w http.ResponseWriter, status int, typ, msg string, retry bool, retryAfter time.Duration) {
-	body, _ := json.Marshal(map[string]any{"type": "error", "error": map[string]string{"type": typ, "message": msg}})
-	h := w.Header()
-	SetSecurityHeaders(h)
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("X-Should-Retry", strconv.FormatBool(retry))
-	if h.Get("X-Claudeflare-Request-Id") == "" {
-		h.Set("X-Claudeflare-Request-Id", newID(time.Now()))
-	}
-	if retryAfter > 0 {
-		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(retryAfter.Seconds()))))
-	}
-	if status == http.StatusTooManyRequests {
-		h.Set("X-Claudeflare-Limit", "client")
-	}
-	w.WriteHeader(status)
-	w.Write(body)
-}
-
-// crockford is the base32 alphabet of ULIDs.
-const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-// newID makes an id in the shape of the proxy's request ids (a ULID) for
-// answers the guard makes itself, which are not in the request log.
-func newID(now time.Time) string {
-	var b [10]byte
-	rand.Read(b[:])
-	var out [26]byte
-	t := uint64(now.UnixMilli()) & (1<<48 - 1)
-	for i := 9; i >= 0; i-- {
-		out[i] = crockford[t&31]
-		t >>= 5
-	}
-	hi, lo := uint64(binary.BigEndian.Uint16(b[:2])), binary.BigEndian.Uint64(b[2:])
-	for i := 25; i >= 10; i-- {
-		out[i] = crockford[lo&31]
-		lo = lo>>5 | (hi&31)<<59
-		hi >>= 5
-	}
-	return string(out[:])
+// reject answers an error the guard makes itself, where retrying cannot
+// help.
+func reject(w http.ResponseWriter, status int, typ, msg string) {
+	apierr.Write(w, apierr.Reply{Status: status, Type: typ, Message: msg, Retry: apierr.RetryNo})
 }
 
 // noteUse records a key's use off the hot path's critical work: an atomic

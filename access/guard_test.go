@@ -69,6 +69,11 @@ func TestClientKeys(t *testing.T) {
 		if r.header.Get("X-Claudeflare-Request-Id") == "" {
 			t.Fatal("no request id on the guard's answer")
 		}
+		// The same bytes the proxy's own errors have: Anthropic's key
+		// order, type first.
+		if !strings.HasPrefix(r.body, `{"type":"error","error":{"type":"authentication_error","message":`) {
+			t.Fatalf("401 body %s", r.body)
+		}
 	}
 
 	// The right key in either header.
