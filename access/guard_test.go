@@ -305,21 +305,30 @@ func TestRequestsPerMinuteByAddressWithoutKeys(t *testing.T) {
 func TestConcurrentStreams(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.Limits.ConcurrentStreams = 1 })
 	key := h.key("a", access.RoleAPI)
-	var wg sync.WaitGroup
-	wg.Add(1)
+	// The held request is released whatever happens, before the
+	// harness's server is closed (cleanups run last first): a failing
+	// check below must not leave it, and the run, hanging.
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(h.release) }) }
+	t.Cleanup(release)
+	slowDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(slowDone)
 		h.do("POST", "/v1/slow", "x-api-key", key)
 	}()
-	<-h.inSlow
+	select {
+	case <-h.inSlow:
+	case <-slowDone:
+		t.Fatal("the slow request ended before it reached the handler")
+	}
 	r := h.do("POST", "/v1/messages", "x-api-key", key)
 	h.expect(r, 429, "rate_limit_error")
 	if !strings.Contains(r.body, "concurrent_streams") || r.header.Get("Retry-After") == "" {
 		t.Fatalf("429: %v %s", r.header, r.body)
 	}
-	// The admin API does not hold a stream slot.
-	close(h.release)
-	wg.Wait()
+	// Once the held stream ends, its slot is free again.
+	release()
+	<-slowDone
 	h.expect(h.do("POST", "/v1/messages", "x-api-key", key), 200, "")
 }
 
