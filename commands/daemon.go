@@ -4,23 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
-	"sort"
 	"strconv"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/daemon"
 	"github.com/claudeflare/claudeflare/internal/statefile"
-	"github.com/claudeflare/claudeflare/proxy"
-	"github.com/claudeflare/claudeflare/retention"
+	"github.com/claudeflare/claudeflare/metrics"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/upstream"
 	"github.com/claudeflare/claudeflare/vault"
@@ -61,14 +56,6 @@ func lockDataDir(dir string) (*os.File, error) {
 	f.Truncate(0)
 	f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
 	return f, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func runDaemon(c *cli.Context) error {
@@ -119,54 +106,9 @@ func runDaemon(c *cli.Context) error {
 	} else {
 		defer logDB.Close()
 	}
-
-	if !isLoopback(cfg.Host) {
-		n, err := store.CountClientKeys(ctx, v.DB())
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return withHint(fmt.Errorf("refusing to listen on non-loopback address %s without client API keys", cfg.Host),
-				"create one with `claudeflare apikey create NAME`, or listen on 127.0.0.1")
-		}
-	}
-
-	// The guard writes audit rows: it needs the audit key (and a log made
-	// by an earlier release is keyed now).
-	auditKey, err := e.openAudit(ctx, v)
+	d, err := openDaemon(ctx, e, cfg, v, logDB, transport)
 	if err != nil {
 		return err
-	}
-	guard, err := access.New(ctx, access.Options{Config: cfg, VaultDB: v.DB(), AuditKey: auditKey, LogDB: logDB, Logger: e.log})
-	if err != nil {
-		return err
-	}
-	m := newMetrics()
-	srv, err := proxy.New(proxy.Options{
-		Config: cfg, Vault: v, VaultDB: v.DB(), LogDB: logDB, Logger: e.log,
-		HTTPClient: &http.Client{Transport: transport},
-		Observer:   m,
-		ClientName: clientName,
-		Middleware: func(next http.Handler) http.Handler {
-			mux := http.NewServeMux()
-			mux.Handle("GET /metrics", m.Handler())
-			mux.Handle("/", next)
-			return guard.Wrap(mux)
-		},
-	})
-	if err != nil {
-		return err
-	}
-	watchProxy(m, srv)
-	guard.Start()
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		guard.Stop(sctx)
-	}()
-	sweeper := retention.NewSweeper(logDB, cfg.Retention, e.log, time.Now)
-	if logDB != nil {
-		go sweeper.Run(ctx)
 	}
 
 	// Catch signals before announcing readiness: a SIGHUP right after
@@ -174,35 +116,18 @@ func runDaemon(c *cli.Context) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	ln, err := net.Listen("tcp", cfg.Addr())
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	ln, scheme, err := access.Listener(ln, cfg)
-	if err != nil {
+	if err := d.Start(ctx); err != nil {
 		return err
 	}
-	e.log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme, "data_dir", cfg.DataDir, "version", versionString())
-	fmt.Fprintf(e.stderr, "claudeflare: listening on %s://%s\n", scheme, ln.Addr())
-	notifySocket := e.getenv("NOTIFY_SOCKET")
-	sdNotify(notifySocket, "READY=1\nSTATUS=listening on "+ln.Addr().String())
-
 	go func() {
 		stopping := false
 		for s := range sigs {
 			switch {
 			case s == syscall.SIGHUP:
-				sdNotify(notifySocket, "RELOADING=1")
-				if err := reload(ctx, e, cfg, extra, srv, guard, sweeper); err != nil {
-					e.log.Error("reload failed; keeping the running configuration", "err", err)
-				} else {
-					e.log.Info("reloaded")
-				}
-				sdNotify(notifySocket, "READY=1")
+				d.ReloadFrom(ctx, func() (*config.Config, error) { return e.reloadConfig(extra) })
 			case !stopping:
 				stopping = true
 				e.log.Info("shutting down", "signal", s.String())
-				sdNotify(notifySocket, "STOPPING=1")
 				cancel()
 			default:
 				e.log.Warn("second signal: exiting now")
@@ -210,62 +135,43 @@ func runDaemon(c *cli.Context) error {
 			}
 		}
 	}()
-	err = srv.Serve(ctx, ln)
-	if err != nil && !errors.Is(err, context.Canceled) {
+	select {
+	case <-ctx.Done():
+	case <-d.Done():
+	}
+	if err := d.Shutdown(context.Background()); err != nil {
 		return err
 	}
 	e.log.Info("stopped")
 	return nil
 }
 
-// clientName fills the request log's client column: the client key's
-// name when keys exist, else the remote address.
-func clientName(r *http.Request) string {
-	if c, ok := access.ClientFrom(r.Context()); ok {
-		if c.Key != "" {
-			return c.Key
-		}
-		return c.Addr
+// openDaemon builds the daemon on the opened stores: it needs the audit
+// key (and keys a log made by an earlier release).
+func openDaemon(ctx context.Context, e *env, cfg *config.Config, v *vault.Vault, logDB *store.DB, transport http.RoundTripper) (*daemon.Daemon, error) {
+	// Refused before the audit key is prepared (which may key an old log).
+	if err := daemon.CheckAddress(ctx, cfg, v.DB()); err != nil {
+		return nil, noKeysHint(err)
 	}
-	return ""
-}
-
-// reload re-reads the config file and the accounts (SIGHUP). Access
-// control (client keys, allow_ips, CORS, limits), retention and the log
-// level change at once; listen address, TLS files, upstream and proxy
-// tuning keep their running values until a restart, and a change to them
-// is logged.
-func reload(ctx context.Context, e *env, running *config.Config, extra map[string]string, srv *proxy.Server, guard *access.Guard, sweeper *retention.Sweeper) error {
-	cfg, err := e.reloadConfig(extra)
+	auditKey, err := e.openAudit(ctx, v)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := guard.ConfigReloaded(ctx, cfg); err != nil {
-		return err
-	}
-	sweeper.SetConfig(cfg.Retention)
-	e.level.Set(cfg.SlogLevel())
-	if restart := restartKeys(running, cfg); len(restart) > 0 {
-		e.log.Warn("config changes that take effect on restart", "keys", restart)
-	}
-	return srv.Reload(ctx)
+	version, commit, date := buildInfo()
+	d, err := daemon.New(ctx, daemon.Options{
+		Config: cfg, Vault: v, LogDB: logDB, AuditKey: auditKey, Logger: e.log, Level: e.level,
+		Transport:    transport,
+		Build:        metrics.BuildInfo{Version: version, Commit: commit, Date: date},
+		Version:      versionString(),
+		NotifySocket: e.getenv("NOTIFY_SOCKET"),
+		Stderr:       e.stderr,
+	})
+	return d, noKeysHint(err)
 }
 
-// restartKeys lists settings that differ but are only read at start.
-func restartKeys(a, b *config.Config) []string {
-	var keys []string
-	for key, same := range map[string]bool{
-		"host/port":             a.Addr() == b.Addr(),
-		"data_dir":              a.DataDir == b.DataDir,
-		"server":                a.Server.TLSCert == b.Server.TLSCert && a.Server.TLSKey == b.Server.TLSKey && a.Server.MaxBodyBytes == b.Server.MaxBodyBytes,
-		"upstream_url":          a.UpstreamURL == b.UpstreamURL && a.OAuthTokenURL == b.OAuthTokenURL,
-		"lb_strategy/retry_*":   a.LBStrategy == b.LBStrategy && a.RetryAttempts == b.RetryAttempts && a.RetryDelayMS == b.RetryDelayMS && a.RetryBackoff == b.RetryBackoff && a.SessionDurationMS == b.SessionDurationMS,
-		"log (payload capture)": a.Log.Payloads == b.Log.Payloads && a.Log.PayloadMaxBytes == b.Log.PayloadMaxBytes && strings.Join(a.Log.Redact, "\x00") == strings.Join(b.Log.Redact, "\x00") && strings.Join(a.Log.BodyPaths, "\x00") == strings.Join(b.Log.BodyPaths, "\x00"),
-	} {
-		if !same {
-			keys = append(keys, key)
-		}
+func noKeysHint(err error) error {
+	if errors.Is(err, daemon.ErrNoClientKeys) {
+		return withHint(err, "create one with `claudeflare apikey create NAME`, or listen on 127.0.0.1")
 	}
-	sort.Strings(keys)
-	return keys
+	return err
 }

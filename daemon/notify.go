@@ -1,4 +1,4 @@
-package commands
+package daemon
 
 import (
 	"net"
@@ -7,6 +7,15 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// sdNotify sends state to systemd's $NOTIFY_SOCKET (Options.NotifySocket);
+// an error is logged at debug level: systemd not listening must not stop
+// the daemon.
+func (d *Daemon) sdNotify(state string) {
+	if err := sdNotify(d.notify, state); err != nil {
+		d.log.Debug("notify systemd", "err", err)
+	}
+}
 
 // sdNotify sends state to systemd's $NOTIFY_SOCKET (a unix datagram
 // socket; a leading '@' is the abstract namespace). Without the variable it
