@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/claudeflare/claudeflare/internal/apierr"
@@ -57,8 +56,6 @@ type exchange struct {
 	capture bool
 	payload *capture
 }
-
-var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // forward serves /v1/*.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
@@ -496,159 +493,6 @@ func drain(resp *http.Response) {
 type flushWriter interface {
 	io.Writer
 	Flush() error
-}
-
-// stream sends the upstream's answer to the client: status and headers
-// unchanged, then the body, flushed read by read for event streams (each
-// read returns what the upstream flushed, so events reach the client as
-// they arrive). A bounded tap reads usage on the way; after the first
-// byte nothing is retried.
-func (x *exchange) stream(a *account, resp *http.Response) {
-	s := x.s
-	defer resp.Body.Close()
-	h := x.w.Header()
-	respHeader := resp.Header
-	var sc *scrubber
-	if resp.StatusCode >= 400 {
-		// An error answer may quote the credential: scrub it.
-		sc = x.scrubber(a)
-		respHeader = sc.header(resp.Header)
-	}
-	copyResponseHeader(h, respHeader)
-	if sc != nil {
-		h.Del("Content-Length") // the scrubbed body may be shorter
-	}
-	ct := resp.Header.Get("Content-Type")
-	isSSE := strings.HasPrefix(ct, "text/event-stream")
-	x.row.Status = resp.StatusCode
-	x.row.Streamed = isSSE
-
-	var capt *capBuf
-	if x.capture && s.rec.wantBodies(x.r.URL.Path) {
-		capt = getCapBuf(int(min(s.cfg.Log.PayloadMaxBytes, 1<<30)))
-	}
-	var sse *sseTap
-	var js *jsonTap
-	if isSSE {
-		sse = getSSETap()
-		defer putSSETap(sse)
-	} else if strings.Contains(ct, "json") {
-		js = getJSONTap()
-		defer putJSONTap(js)
-	}
-
-	x.w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(x.w)
-	// The status line goes out now, whatever the body: should the
-	// upstream break off mid-body, the client must see an answer that
-	// breaks off, not a connection closed before any answer (which a
-	// small JSON body still sitting in the write buffer would give).
-	rc.Flush()
-	first := true
-	bp := copyBufPool.Get().(*[]byte)
-	buf := *bp
-	var readErr, writeErr error
-	for {
-		n, err := resp.Body.Read(buf)
-		if n > 0 {
-			p := buf[:n]
-			if first {
-				x.row.TTFBMS = s.now().Sub(x.start).Milliseconds()
-				first = false
-			}
-			out := p
-			if sc != nil {
-				out = sc.next(p)
-			}
-			if _, werr := x.w.Write(out); werr != nil {
-				writeErr = werr
-			} else if isSSE {
-				if ferr := rc.Flush(); ferr != nil {
-					writeErr = ferr
-				}
-			}
-			if sse != nil {
-				sse.Write(p)
-			} else if js != nil {
-				js.Write(p)
-			}
-			if capt != nil {
-				capt.Write(out)
-			}
-			if writeErr != nil {
-				break
-			}
-		}
-		if err != nil {
-			if err != io.EOF {
-				readErr = err
-			}
-			if sc != nil {
-				tail := sc.end()
-				if _, werr := x.w.Write(tail); werr != nil {
-					writeErr = werr
-				}
-				if capt != nil {
-					capt.Write(tail)
-				}
-			}
-			break
-		}
-	}
-	copyBufPool.Put(bp)
-	if first {
-		x.row.TTFBMS = s.now().Sub(x.start).Milliseconds()
-	}
-
-	var u Usage
-	switch {
-	case sse != nil:
-		sse.Close()
-		u = sse.Usage
-	case js != nil:
-		u, _ = js.Result()
-	}
-	x.row.Model = u.Model
-	x.row.InputTokens, x.row.OutputTokens = u.InputTokens, u.OutputTokens
-	x.row.CacheReadInputTokens, x.row.CacheCreationInputTokens = u.CacheReadInputTokens, u.CacheCreationInputTokens
-
-	switch {
-	case writeErr != nil || (readErr != nil && x.r.Context().Err() != nil):
-		x.row.Status, x.row.EndState = StatusClientClosed, EndClientCancelled
-		x.row.Error = "client went away mid-response"
-	case readErr != nil:
-		x.row.EndState, x.row.Error = EndUpstreamError, "upstream read: "+readErr.Error()
-	case sse != nil && sse.ErrorType != "":
-		x.row.EndState, x.row.Error = EndUpstreamError, "in-stream "+sse.ErrorType+": "+sse.ErrorMsg
-		now := s.now()
-		if v := classify(answer{sent: true, event: sse.ErrorType}, now); v.Learn {
-			s.pool.observe(a, v.Outcome, v.Limit, now)
-		}
-	case sse != nil && !sse.Stopped && resp.StatusCode < 300:
-		x.row.EndState, x.row.Error = EndTruncated, "stream ended without message_stop"
-	default:
-		x.row.EndState = EndComplete
-		x.row.Error = ""
-	}
-	if x.row.EndState == EndComplete && resp.StatusCode >= 400 {
-		x.row.Error = fmt.Sprintf("upstream %d", resp.StatusCode)
-	}
-	if x.capture {
-		x.pay(resp, respHeader, capt)
-	}
-	x.finish()
-	if readErr != nil && writeErr == nil && x.r.Context().Err() == nil {
-		// The upstream broke off: make sure the client sees an
-		// incomplete response rather than a clean end.
-		panic(http.ErrAbortHandler)
-	}
-}
-
-func (x *exchange) pay(resp *http.Response, respHeader http.Header, capt *capBuf) {
-	x.payload = &capture{
-		method: x.r.Method, path: x.row.Path, reqHeader: x.r.Header, reqBody: x.body,
-		status: resp.StatusCode, respHeader: respHeader, respBody: capt,
-	}
 }
 
 // scrubber scrubs what the upstream said to a's request: the credentials
