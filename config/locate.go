@@ -230,21 +230,7 @@ func (p *keyScanner) value(prefix []string) bool {
 	case p.hasPrefix(`'''`):
 		return p.multiline(`'''`, false)
 	case p.peek('"'):
-		p.i++
-		for !p.eof() {
-			switch p.s[p.i] {
-			case '\\':
-				p.i += 2
-			case '"':
-				p.i++
-				return true
-			case '\n':
-				return false
-			default:
-				p.i++
-			}
-		}
-		return false
+		return p.basicString()
 	case p.peek('\''):
 		end := strings.IndexAny(p.s[p.i+1:], "'\n")
 		if end < 0 || p.s[p.i+1+end] != '\'' {
@@ -253,59 +239,9 @@ func (p *keyScanner) value(prefix []string) bool {
 		p.i += end + 2
 		return true
 	case p.peek('['):
-		p.i++
-		for {
-			p.skipBlank()
-			if p.eof() {
-				return false
-			}
-			if p.peek(']') {
-				p.i++
-				return true
-			}
-			if !p.value(prefix) {
-				return false
-			}
-			p.skipBlank()
-			if p.peek(',') {
-				p.i++
-			} else if !p.peek(']') {
-				return false
-			}
-		}
+		return p.array(prefix)
 	case p.peek('{'):
-		p.i++
-		for {
-			p.skipBlank()
-			if p.eof() {
-				return false
-			}
-			if p.peek('}') {
-				p.i++
-				return true
-			}
-			line := p.line
-			k, ok := p.key()
-			if !ok {
-				return false
-			}
-			full := append(append([]string(nil), prefix...), k...)
-			p.skipSpace()
-			if !p.peek('=') {
-				return false
-			}
-			p.i++
-			p.out = append(p.out, keyLine{full, line})
-			if !p.value(full) {
-				return false
-			}
-			p.skipBlank()
-			if p.peek(',') {
-				p.i++
-			} else if !p.peek('}') {
-				return false
-			}
-		}
+		return p.inlineTable(prefix)
 	default:
 		j := p.i
 		for j < len(p.s) && !strings.ContainsRune(",]}#\r\n", rune(p.s[j])) {
@@ -316,6 +252,87 @@ func (p *keyScanner) value(prefix []string) bool {
 		}
 		p.i = j
 		return true
+	}
+}
+
+// basicString skips a one-line "..." string at p.i.
+func (p *keyScanner) basicString() bool {
+	p.i++
+	for !p.eof() {
+		switch p.s[p.i] {
+		case '\\':
+			p.i += 2
+		case '"':
+			p.i++
+			return true
+		case '\n':
+			return false
+		default:
+			p.i++
+		}
+	}
+	return false
+}
+
+// array skips an array at p.i; the keys of inline tables in it are under
+// prefix.
+func (p *keyScanner) array(prefix []string) bool {
+	p.i++
+	for {
+		p.skipBlank()
+		if p.eof() {
+			return false
+		}
+		if p.peek(']') {
+			p.i++
+			return true
+		}
+		if !p.value(prefix) {
+			return false
+		}
+		p.skipBlank()
+		if p.peek(',') {
+			p.i++
+		} else if !p.peek(']') {
+			return false
+		}
+	}
+}
+
+// inlineTable skips an inline table at p.i, recording its keys (under
+// prefix) with their lines.
+func (p *keyScanner) inlineTable(prefix []string) bool {
+	p.i++
+	for {
+		p.skipBlank()
+		if p.eof() {
+			return false
+		}
+		if p.peek('}') {
+			p.i++
+			return true
+		}
+		line := p.line
+		k, ok := p.key()
+		if !ok {
+			return false
+		}
+		full := append(append([]string(nil), prefix...), k...)
+		p.skipSpace()
+		if !p.peek('=') {
+			return false
+		}
+		p.i++
+		p.out = append(p.out, keyLine{full, line})
+		if !p.value(full) {
+			return false
+		}
+		p.skipBlank()
+		if p.peek(',') {
+			p.i++
+		} else if !p.peek('}') {
+			return false
+		}
 	}
 }
 
