@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/claudeflare/claudeflare/config"
 )
 
 // Rate-limit headers sent by Anthropic. The unified family describes the
@@ -75,18 +77,6 @@ func (rl RateLimit) Hard() bool {
 	return hardStatus(rl.Status) || hardStatus(rl.Status5h) || hardStatus(rl.Status7d)
 }
 
-// Soft reports a warning status: worth recording, not worth avoiding.
-func (rl RateLimit) Soft() bool {
-	return softStatus(rl.Status) || softStatus(rl.Status5h) || softStatus(rl.Status7d)
-}
-
-// Any reports whether the response carried any unified header at all.
-func (rl RateLimit) Any() bool {
-	return rl.Status != "" || !rl.Reset.IsZero() || rl.Remaining >= 0 ||
-		rl.Status5h != "" || !rl.Reset5h.IsZero() || rl.Util5h >= 0 ||
-		rl.Status7d != "" || !rl.Reset7d.IsZero() || rl.Util7d >= 0
-}
-
 // ResetAt is when a blocked account may be tried again, or the zero time
 // when the response named no reset. The unified reset wins when the unified
 // status is hard; then retry-after, then x-ratelimit-reset, then the latest
@@ -133,14 +123,6 @@ func normStatus(s string) string {
 func hardStatus(s string) bool {
 	switch s {
 	case "rejected", "rate_limited", "blocked", "queueing_hard", "payment_required":
-		return true
-	}
-	return false
-}
-
-func softStatus(s string) bool {
-	switch s {
-	case "allowed_warning", "queueing_soft":
 		return true
 	}
 	return false
@@ -217,16 +199,20 @@ func parseUtil(v string) float64 {
 	return f
 }
 
-// LimitPolicy holds the cooldown lengths.
+// LimitPolicy holds the cooldown lengths ([ratelimit]).
 type LimitPolicy struct {
-	CooldownInitial    time.Duration // first cooldown after a 429 without reset (30s)
-	CooldownMax        time.Duration // cap of the doubling cooldown (5m)
+	CooldownInitial    time.Duration // first cooldown after a 429 without reset
+	CooldownMax        time.Duration // cap of the doubling cooldown
 	OverloadedCooldown time.Duration // after a 529 or overloaded_error
 }
 
-// DefaultLimitPolicy is the policy used when the config leaves it unset.
-func DefaultLimitPolicy() LimitPolicy {
-	return LimitPolicy{CooldownInitial: 30 * time.Second, CooldownMax: 5 * time.Minute, OverloadedCooldown: 10 * time.Second}
+// newLimitPolicy is the policy the [ratelimit] settings describe.
+func newLimitPolicy(c config.RateLimit) LimitPolicy {
+	return LimitPolicy{
+		CooldownInitial:    c.CooldownInitial.Std(),
+		CooldownMax:        c.CooldownMax.Std(),
+		OverloadedCooldown: c.OverloadedCooldown.Std(),
+	}
 }
 
 // LimitState is the in-memory rate-limit state of one account.

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/claudeflare/claudeflare/config"
 )
 
 var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -44,8 +46,8 @@ func TestParseRateLimit(t *testing.T) {
 	if !rl.RetryAfter.Equal(t0.Add(120 * time.Second)) {
 		t.Fatalf("retry-after: %v", rl.RetryAfter)
 	}
-	if !rl.Hard() || !rl.Soft() || !rl.ResetAt().Equal(reset) {
-		t.Fatalf("classify: hard=%v soft=%v reset=%v", rl.Hard(), rl.Soft(), rl.ResetAt())
+	if !rl.Hard() || !rl.ResetAt().Equal(reset) {
+		t.Fatalf("classify: hard=%v reset=%v", rl.Hard(), rl.ResetAt())
 	}
 }
 
@@ -74,7 +76,7 @@ func TestParseRateLimitRetryAfterForms(t *testing.T) {
 }
 
 func TestLimitStateApply(t *testing.T) {
-	p := DefaultLimitPolicy()
+	p := newLimitPolicy(config.Default().RateLimit)
 	t.Run("hard status quarantines until reset", func(t *testing.T) {
 		var s LimitState
 		for _, st := range []string{"rejected", "rate_limited", "blocked", "queueing_hard", "payment_required"} {
@@ -165,7 +167,7 @@ func FuzzParseRateLimit(f *testing.F) {
 		}
 		var s LimitState
 		for _, out := range []Outcome{OutcomeOK, OutcomeLimited, OutcomeOverloaded, OutcomeOther} {
-			s.Apply(DefaultLimitPolicy(), out, rl, t0)
+			s.Apply(newLimitPolicy(config.Default().RateLimit), out, rl, t0)
 			if s.Until.Sub(t0) > maxResetAhead {
 				t.Fatalf("blocked too long: %v", s.Until)
 			}

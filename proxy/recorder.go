@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -70,7 +71,7 @@ type record struct {
 
 // recorderOptions configure a recorder.
 type recorderOptions struct {
-	Payloads      string // full | headers | off
+	Payloads      string // config.PayloadsFull, PayloadsHeaders or PayloadsOff
 	MaxBytes      int64
 	BodyPaths     []string
 	Redact        []*regexp.Regexp
@@ -111,15 +112,18 @@ type recorder struct {
 	lastFailLog     atomic.Int64 // unix ms
 }
 
+// newRecorder makes a recorder; the [log] defaults fill what opt leaves
+// zero.
 func newRecorder(db *store.DB, v *vault.Vault, log *slog.Logger, now func() time.Time, opt recorderOptions) *recorder {
+	def := config.Default().Log
 	if opt.QueueSize <= 0 {
-		opt.QueueSize = 8192
+		opt.QueueSize = def.QueueSize
 	}
 	if opt.BatchSize <= 0 {
-		opt.BatchSize = 256
+		opt.BatchSize = def.BatchSize
 	}
 	if opt.FlushInterval <= 0 {
-		opt.FlushInterval = 250 * time.Millisecond
+		opt.FlushInterval = def.FlushInterval.Std()
 	}
 	var file os.FileInfo
 	if db != nil && db.Path != "" {
@@ -134,11 +138,11 @@ func newRecorder(db *store.DB, v *vault.Vault, log *slog.Logger, now func() time
 }
 
 // wantPayload reports whether a request to path gets a payload at all.
-func (r *recorder) wantPayload() bool { return r.opt.Payloads != "off" && r.vault != nil }
+func (r *recorder) wantPayload() bool { return r.opt.Payloads != config.PayloadsOff && r.vault != nil }
 
 // wantBodies reports whether bodies of a request to path are kept.
 func (r *recorder) wantBodies(path string) bool {
-	if r.opt.Payloads != "full" && r.opt.Payloads != "" {
+	if r.opt.Payloads != config.PayloadsFull && r.opt.Payloads != "" {
 		return false
 	}
 	if len(r.opt.BodyPaths) == 0 {

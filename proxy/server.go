@@ -275,11 +275,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 func (s *Server) SetLive(cfg *config.Config) {
 	s.tokens.margin.Store(int64(cfg.Tokens.RefreshMargin.Std()))
 	s.grace.Store(int64(cfg.Server.ShutdownGrace.Std()))
-	policy := LimitPolicy{
-		CooldownInitial:    cfg.RateLimit.CooldownInitial.Std(),
-		CooldownMax:        cfg.RateLimit.CooldownMax.Std(),
-		OverloadedCooldown: cfg.RateLimit.OverloadedCooldown.Std(),
-	}
+	policy := newLimitPolicy(cfg.RateLimit)
 	s.pool.mu.Lock()
 	s.pool.policy = policy
 	s.pool.mu.Unlock()
