@@ -2,7 +2,9 @@ package vault
 
 import (
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -66,4 +68,56 @@ func TestMasterRotationResealsStaleSecret(t *testing.T) {
 		t.Fatalf("re-sealing changed the token version: %d, want %d", ss.Version, s.Version+1)
 	}
 	w.check(w.mustOpen(KeySource{Passphrase: "correct horse battery staple again"}))
+}
+
+// TestPruneKeepsKeyAnAccountUses: a stale daemon (see above) saves tokens
+// under a retired data key after the rotation re-sealed every account (it
+// cannot open the new key, so it keeps writing under the old one). A
+// prune past the grace period, with no payload left on the key, must keep
+// that key: destroying it would lose the account's tokens.
+func TestPruneKeepsKeyAnAccountUses(t *testing.T) {
+	w := newWorld(t, KeySource{EncryptionKey: envKey})
+	daemon := w.mustOpen(KeySource{EncryptionKey: envKey})
+	newFile := filepath.Join(t.TempDir(), "new.txt")
+	cli := w.mustOpen(KeySource{EncryptionKey: envKey})
+	if _, err := cli.Rotate(ctx, RotateOptions{Master: true, IdentityFile: newFile}); err != nil {
+		t.Fatal(err)
+	}
+	cli2, db := w.mustOpenDB(KeySource{IdentityFile: newFile}, Options{})
+	if _, err := cli2.Rotate(ctx, RotateOptions{Data: true}); err != nil {
+		t.Fatal(err)
+	}
+	var id int64
+	for id = range w.want {
+		break
+	}
+	s, err := store.GetSecret(ctx, db, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := Secrets{AccessToken: "at-after-reseal", RefreshToken: "rt-after-reseal"}
+	if _, err := daemon.SwapTokens(ctx, id, s.Version, next); err != nil {
+		t.Fatal(err)
+	}
+	w.want[id] = next
+	ss, err := store.GetSecret(ctx, db, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ss.KeyID == cli2.currentKey().id {
+		t.Fatal("setup: the stale daemon sealed under the new data key")
+	}
+	logDB := w.logDB()
+	if _, err := logDB.W.Exec(`DELETE FROM requests`); err != nil {
+		t.Fatal(err)
+	}
+	w.payloads = nil
+	deleted, err := PruneDataKeys(ctx, db, logDB, time.Now().Add(2*RetiredKeyGrace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(deleted, ss.KeyID) {
+		t.Fatalf("destroyed data key %d, which account %d's secret is sealed under", ss.KeyID, id)
+	}
+	w.check(w.mustOpen(KeySource{IdentityFile: newFile}))
 }
