@@ -192,22 +192,11 @@ func macOK(got []byte, roots [][]byte, parts [][]byte) bool {
 }
 
 // masterRecord is the master row as the MAC sees it.
-type masterRecord struct {
-	Kind           string  `db:"kind"`
-	Recipients     string  `db:"recipients"`
-	NextKind       *string `db:"next_kind"`
-	NextRecipients *string `db:"next_recipients"`
-	MAC            []byte  `db:"mac"`
-	NextMAC        []byte  `db:"next_mac"`
-	AuditKey       []byte  `db:"audit_key"`
-	AuditKeyNext   []byte  `db:"audit_key_next"`
-}
-
-const masterColumns = `kind, recipients, next_kind, next_recipients, mac, next_mac, audit_key, audit_key_next`
+type masterRecord = store.MasterRecord
 
 func readMasterRecord(ctx context.Context, q sqlx.QueryerContext) (masterRecord, error) {
-	var rec masterRecord
-	if err := sqlx.GetContext(ctx, q, &rec, `SELECT `+masterColumns+` FROM master WHERE id = 1`); err != nil {
+	rec, err := store.GetMaster(ctx, q)
+	if err != nil {
 		return rec, fmt.Errorf("read master record: %w", err)
 	}
 	return rec, nil
@@ -254,9 +243,9 @@ func (v *Vault) CheckMAC(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var rows []dataKeyRecord
-	if err := v.db.R.SelectContext(ctx, &rows, `SELECT `+dataKeyColumns+` FROM data_keys`); err != nil {
-		return fmt.Errorf("read data keys: %w", err)
+	rows, err := store.ListDataKeys(ctx, v.db.R)
+	if err != nil {
+		return err
 	}
 	if isLegacy(rec, rows) {
 		return ErrUnsealed
@@ -493,7 +482,7 @@ func (v *Vault) makeAuditKey(ctx context.Context) error {
 			return err
 		}
 		mac := metaMAC(root, masterParts(rec.Kind, rec.Recipients, wrap)...)
-		if _, err = tx.ExecContext(ctx, `UPDATE master SET audit_key = ?, mac = ? WHERE id = 1 AND audit_key IS NULL`, wrap, mac); err != nil {
+		if err = store.SetAuditKey(ctx, tx, wrap, mac); err != nil {
 			return err
 		}
 		// Client keys made by an earlier release get their MACs with

@@ -63,34 +63,19 @@ func newDataKeyRow(to []age.Recipient, now time.Time) (dataKeyRow, error) {
 // insertDataKey stores a new current data key, bound to rows, with its
 // MAC under root.
 func insertDataKey(ctx context.Context, tx *sqlx.Tx, dk dataKeyRow, root []byte) (int64, error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO data_keys (recipient, wrapped, payload_key, created_at, bound) VALUES (?, ?, ?, ?, 1)`,
-		dk.Recipient, dk.Wrapped, dk.PayloadKey, dk.CreatedAt)
+	id, err := store.InsertDataKey(ctx, tx, dk.Recipient, dk.Wrapped, dk.PayloadKey, dk.CreatedAt)
 	if err != nil {
 		return 0, fmt.Errorf("write data key: %w", err)
 	}
-	id, err := res.LastInsertId()
-	if err != nil {
-		return 0, err
-	}
 	mac := metaMAC(root, dataKeyParts(id, dk.Recipient, dk.Wrapped, dk.PayloadKey, nil, true)...)
-	if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET mac = ? WHERE id = ?`, mac, id); err != nil {
+	if err := store.SetDataKeyMAC(ctx, tx, id, mac); err != nil {
 		return 0, fmt.Errorf("write data key: %w", err)
 	}
 	return id, nil
 }
 
 // dataKeyRecord is a data_keys row as read back.
-type dataKeyRecord struct {
-	ID          int64  `db:"id"`
-	Recipient   string `db:"recipient"`
-	Wrapped     []byte `db:"wrapped"`
-	WrappedNext []byte `db:"wrapped_next"`
-	PayloadKey  []byte `db:"payload_key"`
-	Retired     *int64 `db:"retired_at"`
-	MAC         []byte `db:"mac"`
-	MACNext     []byte `db:"mac_next"`
-	Bound       bool   `db:"bound"`
-}
+type dataKeyRecord = store.DataKey
 
 // openDataKey unwraps a data key with any of ids: from its wrap to the
 // master, or during a master rotation from its wrap to the incoming one.
@@ -125,9 +110,9 @@ func openDataKey(r dataKeyRecord, ids []age.Identity) (*dataKey, error) {
 
 // loadKeys unwraps every data key with the master key.
 func (v *Vault) loadKeys(ctx context.Context) error {
-	var rows []dataKeyRecord
-	if err := v.db.W.SelectContext(ctx, &rows, `SELECT `+dataKeyColumns+` FROM data_keys ORDER BY id`); err != nil {
-		return fmt.Errorf("read data keys: %w", err)
+	rows, err := store.ListDataKeys(ctx, v.db.W)
+	if err != nil {
+		return err
 	}
 	m := v.master()
 	keys := map[int64]*dataKey{}
@@ -190,12 +175,9 @@ func (v *Vault) syncKeys(ctx context.Context) (int64, error) {
 	v.syncMu.Lock()
 	defer v.syncMu.Unlock()
 	v.checked.Store(time.Now().UnixNano())
-	var rows []struct {
-		ID      int64 `db:"id"`
-		Current bool  `db:"current"`
-	}
-	if err := v.db.R.SelectContext(ctx, &rows, `SELECT id, retired_at IS NULL AS current FROM data_keys`); err != nil {
-		return 0, fmt.Errorf("read data keys: %w", err)
+	rows, err := store.DataKeyStates(ctx, v.db.R)
+	if err != nil {
+		return 0, err
 	}
 	var dbCurrent int64
 	var unknown []int64
@@ -209,7 +191,6 @@ func (v *Vault) syncKeys(ctx context.Context) (int64, error) {
 		}
 	}
 	v.mu.RUnlock()
-	var err error
 	if len(unknown) > 0 {
 		err = v.loadUnknownKeys(ctx, unknown)
 	}
@@ -229,13 +210,9 @@ func (v *Vault) loadUnknownKeys(ctx context.Context, ids []int64) error {
 	if tag == v.failIDs && time.Since(v.failAt) < keyRetryAfter {
 		return nil // reported when it failed; try again later
 	}
-	q, args, err := sqlx.In(`SELECT `+dataKeyColumns+` FROM data_keys WHERE id IN (?)`, ids)
+	rows, err := store.DataKeysByID(ctx, v.db.R, ids)
 	if err != nil {
 		return err
-	}
-	var rows []dataKeyRecord
-	if err := v.db.R.SelectContext(ctx, &rows, q, args...); err != nil {
-		return fmt.Errorf("read data keys: %w", err)
 	}
 	m := v.master()
 	reloaded := false

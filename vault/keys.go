@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"filippo.io/age"
+
 	"github.com/claudeflare/claudeflare/internal/fsutil"
 )
 

@@ -52,9 +52,9 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, kept, dropped []st
 		if err != nil {
 			return err
 		}
-		var rows []dataKeyRecord
-		if err := tx.SelectContext(ctx, &rows, `SELECT `+dataKeyColumns+` FROM data_keys`); err != nil {
-			return fmt.Errorf("read data keys: %w", err)
+		rows, err := store.ListDataKeys(ctx, tx)
+		if err != nil {
+			return err
 		}
 		if !isLegacy(rec, rows) || rec.NextKind != nil || rec.Kind != m.kind {
 			return nil // sealed meanwhile, a rotation to finish first, or not the master's kind
@@ -105,13 +105,13 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, kept, dropped []st
 		}
 		for _, r := range rows {
 			mac := metaMAC(root, dataKeyParts(r.ID, r.Recipient, r.Wrapped, r.PayloadKey, r.Retired, true)...)
-			if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET mac = ?, bound = 1 WHERE id = ?`, mac, r.ID); err != nil {
+			if err := store.SealDataKey(ctx, tx, r.ID, mac); err != nil {
 				return fmt.Errorf("seal data key: %w", err)
 			}
 		}
 		recipients := strings.Join(kept, "\n")
 		mac := metaMAC(root, masterParts(rec.Kind, recipients, rec.AuditKey)...)
-		if _, err := tx.ExecContext(ctx, `UPDATE master SET recipients = ?, mac = ? WHERE id = 1`, recipients, mac); err != nil {
+		if err := store.SealMaster(ctx, tx, recipients, mac); err != nil {
 			return fmt.Errorf("seal master record: %w", err)
 		}
 		sealed = true
@@ -149,9 +149,9 @@ func (v *Vault) upgrade(ctx context.Context, locked, newKey bool) error {
 	}
 	if !sealed {
 		// Another process may have sealed it meanwhile: check its MACs.
-		var rows []dataKeyRecord
-		if err := v.db.W.SelectContext(ctx, &rows, `SELECT `+dataKeyColumns+` FROM data_keys`); err != nil {
-			return fmt.Errorf("read data keys: %w", err)
+		rows, err := store.ListDataKeys(ctx, v.db.W)
+		if err != nil {
+			return err
 		}
 		auth, err := v.authenticate(ctx, v.master(), rows)
 		if err != nil {
@@ -212,13 +212,9 @@ func (v *Vault) upgrade(ctx context.Context, locked, newKey bool) error {
 // key it is sealed with. A secret that does not open is left as it is (it
 // fails when used, as it did). Runs under v.mu (read).
 func (v *Vault) bindLegacySecrets(ctx context.Context, tx *sqlx.Tx) error {
-	var rows []struct {
-		ID     int64  `db:"id"`
-		KeyID  int64  `db:"key_id"`
-		Sealed []byte `db:"secret"`
-	}
-	if err := tx.SelectContext(ctx, &rows, `SELECT id, key_id, secret FROM accounts`); err != nil {
-		return fmt.Errorf("read account secrets: %w", err)
+	rows, err := store.ListAccountSecrets(ctx, tx)
+	if err != nil {
+		return err
 	}
 	for _, r := range rows {
 		dk := v.keys[r.KeyID]
@@ -244,7 +240,7 @@ func (v *Vault) bindLegacySecrets(ctx context.Context, tx *sqlx.Tx) error {
 		if err != nil {
 			return fmt.Errorf("bind account secret: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET secret = ? WHERE id = ?`, sealed, r.ID); err != nil {
+		if err := store.SetAccountSecret(ctx, tx, r.ID, sealed); err != nil {
 			return fmt.Errorf("bind account secret: %w", err)
 		}
 	}

@@ -184,7 +184,7 @@ func (v *Vault) Rotate(ctx context.Context, opts RotateOptions) (RotateResult, e
 	}
 	// Freed pages are zeroed, so that wraps to the old master and
 	// destroyed data keys do not linger in the file.
-	if _, err := v.db.W.ExecContext(ctx, `PRAGMA secure_delete = ON`); err != nil {
+	if err := v.db.SecureDelete(ctx); err != nil {
 		return res, fmt.Errorf("rotate: %w", err)
 	}
 	if res.Resumed, err = v.resume(ctx); err != nil {
@@ -230,7 +230,7 @@ func (v *Vault) Rotate(ctx context.Context, opts RotateOptions) (RotateResult, e
 	}
 	// Best effort: move the WAL into the file and truncate it, so that old
 	// wraps do not linger there either. A busy reader only delays it.
-	v.db.W.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+	v.db.CheckpointTruncate(ctx)
 	if res.Kind, res.Recipients, err = v.Recipients(ctx); err != nil {
 		return res, err
 	}
@@ -248,12 +248,7 @@ type MasterInfo struct {
 // ReadMaster reads the master record of the vault in db, or
 // ErrNotInitialised.
 func ReadMaster(ctx context.Context, db *store.DB) (MasterInfo, error) {
-	var row struct {
-		Kind       string  `db:"kind"`
-		Recipients string  `db:"recipients"`
-		NextKind   *string `db:"next_kind"`
-	}
-	err := db.R.GetContext(ctx, &row, `SELECT kind, recipients, next_kind FROM master WHERE id = 1`)
+	row, err := store.GetMasterSummary(ctx, db.R)
 	if store.IsNotFound(err) {
 		return MasterInfo{}, ErrNotInitialised
 	}

@@ -53,9 +53,9 @@ func (v *Vault) rotateData(ctx context.Context, res *RotateResult) error {
 		if err := verifyMaster(rec, roots); err != nil {
 			return err
 		}
-		var cur []dataKeyRecord
-		if err := tx.SelectContext(ctx, &cur, `SELECT `+dataKeyColumns+` FROM data_keys WHERE retired_at IS NULL`); err != nil {
-			return fmt.Errorf("read data keys: %w", err)
+		cur, err := store.CurrentDataKeys(ctx, tx)
+		if err != nil {
+			return err
 		}
 		retired := store.ToMS(v.now())
 		for _, r := range cur {
@@ -63,7 +63,7 @@ func (v *Vault) rotateData(ctx context.Context, res *RotateResult) error {
 				return err
 			}
 			mac := metaMAC(root, dataKeyParts(r.ID, r.Recipient, r.Wrapped, r.PayloadKey, &retired, r.Bound)...)
-			if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET retired_at = ?, mac = ? WHERE id = ?`, retired, mac, r.ID); err != nil {
+			if err := store.RetireDataKey(ctx, tx, r.ID, retired, mac); err != nil {
 				return fmt.Errorf("retire data key: %w", err)
 			}
 		}
@@ -155,9 +155,9 @@ func (v *Vault) resealAll(ctx context.Context, hooks bool) (resealed, left int, 
 	first := true
 	for pass := 0; pass < 5; pass++ {
 		cur := v.currentKey().id
-		var ids []int64
-		if err := v.db.W.SelectContext(ctx, &ids, `SELECT id FROM accounts WHERE key_id != ? ORDER BY id`, cur); err != nil {
-			return resealed, 0, fmt.Errorf("read accounts: %w", err)
+		ids, err := store.AccountsNotUnder(ctx, v.db.W, cur)
+		if err != nil {
+			return resealed, 0, err
 		}
 		if len(ids) == 0 {
 			return resealed, 0, nil
@@ -180,8 +180,8 @@ func (v *Vault) resealAll(ctx context.Context, hooks bool) (resealed, left int, 
 		}
 	}
 	cur := v.currentKey().id
-	if err := v.db.W.GetContext(ctx, &left, `SELECT count(*) FROM accounts WHERE key_id != ?`, cur); err != nil {
-		return resealed, 0, fmt.Errorf("read accounts: %w", err)
+	if left, err = store.CountAccountsNotUnder(ctx, v.db.W, cur); err != nil {
+		return resealed, 0, err
 	}
 	return resealed, left, nil
 }
@@ -225,12 +225,11 @@ func (v *Vault) resealAccount(ctx context.Context, accountID int64) (bool, error
 		if err != nil {
 			return false, fmt.Errorf("re-seal account secret: %w", err)
 		}
-		res, err := v.db.W.ExecContext(ctx, `UPDATE accounts SET key_id = ?, secret = ?
-			WHERE id = ? AND token_version = ? AND key_id = ?`, cur.id, sealed, accountID, ss.Version, ss.KeyID)
+		wrote, err := store.ResealSecret(ctx, v.db, accountID, ss.Version, ss.KeyID, cur.id, sealed)
 		if err != nil {
-			return false, fmt.Errorf("save re-sealed secret: %w", err)
+			return false, err
 		}
-		if n, _ := res.RowsAffected(); n == 1 {
+		if wrote {
 			return true, nil
 		}
 		// Tokens refreshed in between: read them again.
@@ -251,22 +250,16 @@ func PruneDataKeys(ctx context.Context, vaultDB, logDB *store.DB, now time.Time)
 	var deleted []int64
 	err = store.Tx(ctx, vaultDB, func(tx *sqlx.Tx) error {
 		deleted = nil
-		var ids []int64
-		if err := tx.SelectContext(ctx, &ids, `SELECT id FROM data_keys
-			WHERE retired_at IS NOT NULL AND retired_at <= ?
-			AND NOT EXISTS (SELECT 1 FROM accounts WHERE accounts.key_id = data_keys.id) ORDER BY id`, cutoff); err != nil {
-			return fmt.Errorf("read data keys: %w", err)
+		ids, err := store.PrunableDataKeys(ctx, tx, cutoff)
+		if err != nil {
+			return err
 		}
 		for _, id := range ids {
 			if slices.Contains(used, id) {
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET wrapped = zeroblob(length(wrapped)),
-				payload_key = zeroblob(length(payload_key)), wrapped_next = NULL WHERE id = ?`, id); err != nil {
-				return fmt.Errorf("destroy data key: %w", err)
-			}
-			if _, err := tx.ExecContext(ctx, `DELETE FROM data_keys WHERE id = ?`, id); err != nil {
-				return fmt.Errorf("destroy data key: %w", err)
+			if err := store.DestroyDataKey(ctx, tx, id); err != nil {
+				return err
 			}
 			deleted = append(deleted, id)
 		}

@@ -287,9 +287,9 @@ func (v *Vault) wrapToNext(ctx context.Context, nm *master, p *masterPlan, audit
 		}
 	}
 	err = store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
-		var rows []dataKeyRecord
-		if err := tx.SelectContext(ctx, &rows, `SELECT `+dataKeyColumns+` FROM data_keys`); err != nil {
-			return fmt.Errorf("read data keys: %w", err)
+		rows, err := store.ListDataKeys(ctx, tx)
+		if err != nil {
+			return err
 		}
 		for _, r := range rows {
 			w := wraps[r.ID]
@@ -297,7 +297,7 @@ func (v *Vault) wrapToNext(ctx context.Context, nm *master, p *masterPlan, audit
 				return fmt.Errorf("data key %d appeared during the rotation", r.ID)
 			}
 			mac := metaMAC(nroot, dataKeyParts(r.ID, r.Recipient, w, r.PayloadKey, r.Retired, r.Bound)...)
-			if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET wrapped_next = ?, mac_next = ? WHERE id = ?`, w, mac, r.ID); err != nil {
+			if err := store.SetNextWrap(ctx, tx, r.ID, w, mac); err != nil {
 				return fmt.Errorf("wrap data key to the new master: %w", err)
 			}
 		}
@@ -308,8 +308,7 @@ func (v *Vault) wrapToNext(ctx context.Context, nm *master, p *masterPlan, audit
 		if !bytes.Equal(cur.AuditKey, auditWrap) {
 			return errors.New("the audit key changed during the rotation")
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE master SET next_kind = ?, next_recipients = ?, next_mac = ?, audit_key_next = ? WHERE id = 1`,
-			nm.kind, recipients, metaMAC(nroot, masterParts(nm.kind, recipients, auditNext)...), auditNext)
+		err = store.SetNextMaster(ctx, tx, nm.kind, recipients, metaMAC(nroot, masterParts(nm.kind, recipients, auditNext)...), auditNext)
 		if err != nil {
 			return fmt.Errorf("record the new master: %w", err)
 		}
@@ -372,33 +371,7 @@ func swapIdentityFiles(path string) error {
 // ones and the incoming master becomes current, in one transaction.
 func (v *Vault) commitNext(ctx context.Context) error {
 	err := store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
-		var missing int
-		if err := tx.GetContext(ctx, &missing, `SELECT count(*) FROM data_keys WHERE wrapped_next IS NULL`); err != nil {
-			return fmt.Errorf("read data keys: %w", err)
-		}
-		if missing > 0 {
-			return fmt.Errorf("%d data keys are not wrapped to the new master", missing)
-		}
-		var lost int
-		if err := tx.GetContext(ctx, &lost, `SELECT count(*) FROM master WHERE audit_key IS NOT NULL AND audit_key_next IS NULL`); err != nil {
-			return fmt.Errorf("read master record: %w", err)
-		}
-		if lost > 0 {
-			return errors.New("the audit key is not wrapped to the new master")
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET wrapped = wrapped_next, mac = mac_next, wrapped_next = NULL, mac_next = NULL`); err != nil {
-			return fmt.Errorf("update data keys: %w", err)
-		}
-		res, err := tx.ExecContext(ctx, `UPDATE master SET kind = next_kind, recipients = next_recipients, mac = next_mac,
-			audit_key = audit_key_next, next_kind = NULL, next_recipients = NULL, next_mac = NULL, audit_key_next = NULL,
-			updated_at = ? WHERE id = 1 AND next_kind IS NOT NULL`, store.ToMS(v.now()))
-		if err != nil {
-			return fmt.Errorf("update master record: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return errors.New("no master rotation in progress")
-		}
-		return nil
+		return store.CommitNextMaster(ctx, tx, store.ToMS(v.now()))
 	})
 	if err != nil {
 		return fmt.Errorf("commit new master key: %w", err)
@@ -410,29 +383,25 @@ func (v *Vault) commitNext(ctx context.Context) error {
 // removes leftover key files once the identity file alone opens the
 // vault. It reports whether it changed anything.
 func (v *Vault) resume(ctx context.Context) (bool, error) {
-	var row struct {
-		NextKind *string `db:"next_kind"`
+	row, err := readMasterRecord(ctx, v.db.W)
+	if err != nil {
+		return false, err
 	}
-	if err := v.db.W.GetContext(ctx, &row, `SELECT next_kind FROM master WHERE id = 1`); err != nil {
-		return false, fmt.Errorf("read master record: %w", err)
-	}
-	var rows []dataKeyRecord
-	if err := v.db.W.SelectContext(ctx, &rows, `SELECT `+dataKeyColumns+` FROM data_keys`); err != nil {
-		return false, fmt.Errorf("read data keys: %w", err)
+	rows, err := store.ListDataKeys(ctx, v.db.W)
+	if err != nil {
+		return false, err
 	}
 	m := v.master()
 	fileBased := m.path != "" && m.source != sourceCredential
 	changed := false
 	if row.NextKind != nil {
 		changed = true
-		var err error
 		if m, err = v.finishOrUndo(ctx, m, rows, fileBased); err != nil {
 			return false, err
 		}
 		// Re-read: the wraps changed.
-		rows = nil
-		if err := v.db.W.SelectContext(ctx, &rows, `SELECT `+dataKeyColumns+` FROM data_keys`); err != nil {
-			return false, fmt.Errorf("read data keys: %w", err)
+		if rows, err = store.ListDataKeys(ctx, v.db.W); err != nil {
+			return false, err
 		}
 	}
 	if fileBased {
@@ -509,12 +478,7 @@ func (v *Vault) finishOrUndo(ctx context.Context, m *master, rows []dataKeyRecor
 	case opensAll(rows, m.primary, false):
 		// Only the old key is at hand: undo.
 		err := store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
-			if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET wrapped_next = NULL, mac_next = NULL`); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, `UPDATE master SET next_kind = NULL, next_recipients = NULL,
-				next_mac = NULL, audit_key_next = NULL WHERE id = 1`)
-			return err
+			return store.UndoNextMaster(ctx, tx)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("undo interrupted rotation: %w", err)

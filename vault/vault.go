@@ -124,8 +124,7 @@ func Open(ctx context.Context, db *store.DB, ks KeySource, opts Options) (*Vault
 		log = slog.New(slog.DiscardHandler)
 	}
 	v := &Vault{db: db, now: now, ks: ks, log: log, checkEvery: keyCheckInterval, keys: map[int64]*dataKey{}, notify: opts.Notify, recovery: opts.Recovery}
-	var kind string
-	err := db.R.GetContext(ctx, &kind, `SELECT kind FROM master WHERE id = 1`)
+	kind, err := store.MasterKind(ctx, db.R)
 	if store.IsNotFound(err) {
 		if !opts.Create {
 			return nil, ErrNotInitialised
@@ -194,18 +193,11 @@ func (v *Vault) initialise(ctx context.Context) error {
 	}
 	recipients := strings.Join(v.m.recipientStrings(), "\n")
 	return store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
-		var n int
-		if err := tx.GetContext(ctx, &n, `SELECT count(*) FROM master`); err != nil {
-			return err
+		first, err := store.InsertMaster(ctx, tx, v.m.kind, recipients, store.ToMS(v.now()), metaMAC(root, masterParts(v.m.kind, recipients, nil)...))
+		if err != nil || !first {
+			return err // !first: another process won the race
 		}
-		if n > 0 {
-			return nil // another process won the race
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO master (id, kind, recipients, updated_at, mac) VALUES (1, ?, ?, ?, ?)`,
-			v.m.kind, recipients, store.ToMS(v.now()), metaMAC(root, masterParts(v.m.kind, recipients, nil)...)); err != nil {
-			return fmt.Errorf("write master key record: %w", err)
-		}
-		_, err := insertDataKey(ctx, tx, dk, root)
+		_, err = insertDataKey(ctx, tx, dk, root)
 		return err
 	})
 }
@@ -217,8 +209,6 @@ func parseRecipient(s string) (age.Recipient, error) {
 	}
 	return rs[0], nil
 }
-
-const dataKeyColumns = `id, recipient, wrapped, wrapped_next, payload_key, retired_at, mac, mac_next, bound`
 
 // Recipients returns the master recipients stored in the vault (empty for
 // a passphrase-protected vault) and the master kind, checked against the
