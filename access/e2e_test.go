@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,16 +17,16 @@ import (
 	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
-	"github.com/claudeflare/claudeflare/daemon"
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
+	"github.com/claudeflare/claudeflare/proxy"
 	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/upstream"
 	"github.com/claudeflare/claudeflare/vault"
 )
 
-// daemonStack is the real daemon, built by daemon.New as `claudeflare
-// daemon` builds it (the guard, /metrics, the proxy, the upstream reached
-// through upstream.Transport), listening on 127.0.0.1, everything
-// logging at debug level into logs.
+// daemonStack is the daemon's handler as commands/daemon.go is to build
+// it: the real proxy behind the guard, the upstream reached through
+// upstream.Transport, everything logging at debug level into logs.
 type daemonStack struct {
 	t     *testing.T
 	api   *fakeapi.Server
@@ -34,8 +35,9 @@ type daemonStack struct {
 	akey  []byte // the vault's audit key
 	vdb   *store.DB
 	ldb   *store.DB
-	d     *daemon.Daemon
-	url   string
+	g     *access.Guard
+	srv   *proxy.Server
+	http  *httptest.Server
 	clk   *clock
 	logs  *syncBuffer
 	extra []string // more secrets the logs must not contain
@@ -49,7 +51,6 @@ func newDaemonStack(t *testing.T, mod func(*config.Config)) *daemonStack {
 	cfg.DataDir = t.TempDir()
 	cfg.UpstreamURL = api.URL
 	cfg.OAuthTokenURL = api.TokenURL()
-	cfg.Host, cfg.Port = "127.0.0.1", 0
 	cfg.LogLevel = "debug"
 	cfg.Log.FlushInterval = config.Duration(10 * time.Millisecond)
 	if mod != nil {
@@ -80,14 +81,21 @@ func newDaemonStack(t *testing.T, mod func(*config.Config)) *daemonStack {
 	}
 
 	d.akey = auditKey(t, d.v)
-	if d.d, err = daemon.New(ctx, daemon.Options{Config: d.cfg, Vault: d.v, VaultDB: d.vdb, LogDB: d.ldb, AuditKey: d.akey,
-		Logger: logger, Now: d.clk.Now, PollInterval: 20 * time.Millisecond}); err != nil {
+	if d.g, err = access.New(ctx, access.Options{Config: d.cfg, VaultDB: d.vdb, AuditKey: d.akey, LogDB: d.ldb, Logger: logger, Now: d.clk.Now, PollInterval: 20 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.d.Start(ctx); err != nil {
+	tr, err := upstream.Transport(d.cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	d.url = d.d.URL()
+	if d.srv, err = proxy.New(proxy.Options{Config: d.cfg, Vault: d.v, VaultDB: d.vdb, LogDB: d.ldb, Logger: logger,
+		HTTPClient: &http.Client{Transport: tr}, PollInterval: 20 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	d.srv.Subscribe(audit.AccountEvents(d.vdb, d.akey, logger)) // as daemon.New does
+	d.srv.Start()
+	d.g.Start()
+	d.http = httptest.NewServer(d.g.Wrap(d.srv.Handler()))
 	t.Cleanup(d.close)
 	return d
 }
@@ -99,7 +107,7 @@ func (d *daemonStack) pauseAndServe(ctx context.Context, name, key string) {
 	d.t.Helper()
 	seen := func(paused bool) func() bool {
 		return func() bool {
-			for _, a := range d.d.Proxy().Accounts() {
+			for _, a := range d.srv.Accounts() {
 				if a.Name == name {
 					return a.Paused == paused
 				}
@@ -131,11 +139,14 @@ func (d *daemonStack) waitKeysSeen(keys ...string) {
 }
 
 func (d *daemonStack) close() {
-	if d.url == "" {
+	if d.http == nil {
 		return
 	}
-	d.url = ""
-	if err := d.d.Shutdown(context.Background()); err != nil {
+	d.http.Close()
+	d.http = nil
+	ctx := context.Background()
+	d.srv.Stop(ctx)
+	if err := d.g.Stop(ctx); err != nil {
 		d.t.Error(err)
 	}
 	d.vdb.Close()
@@ -144,7 +155,7 @@ func (d *daemonStack) close() {
 
 func (d *daemonStack) do(method, path, body string, headers ...string) reply {
 	d.t.Helper()
-	req, err := http.NewRequest(method, d.url+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, d.http.URL+path, strings.NewReader(body))
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -243,16 +254,9 @@ func TestDaemonAccessFlow(t *testing.T) {
 	if !strings.Contains(r.body, `"name":"work"`) || r.header.Get("Cache-Control") != "no-store" || r.header.Get("X-Frame-Options") != "DENY" {
 		t.Fatalf("/api/accounts: %v %s", r.header, r.body)
 	}
-	// The log's client column names the client key, as the daemon fills it.
 	waitFor(t, "the request log", func() bool {
-		body := d.do("GET", "/api/requests?limit=10", "", "x-api-key", viewer).body
-		return strings.Contains(body, `"account":"work"`) && strings.Contains(body, `"client":"claude-code"`)
+		return strings.Contains(d.do("GET", "/api/requests?limit=10", "", "x-api-key", viewer).body, `"account":"work"`)
 	})
-	// /metrics is the daemon's, behind metrics.view.
-	expectStatus(t, d.do("GET", "/metrics", "", "x-api-key", apiKey), 403, "permission_error")
-	if r := d.do("GET", "/metrics", "", "x-api-key", viewer); r.status != 200 || !strings.Contains(r.body, "claudeflare_") {
-		t.Fatalf("/metrics: %d %.200s", r.status, r.body)
-	}
 	r = d.do("GET", "/api/stats", "", "x-api-key", admin)
 	expectStatus(t, r, 200, "")
 	expectStatus(t, d.do("POST", "/api/accounts/work/pause", "", "x-api-key", viewer), 403, "permission_error")
@@ -309,6 +313,18 @@ func TestDaemonAccessFlow(t *testing.T) {
 		})
 		return found
 	})
+	// One row, by the daemon, saying which account and why (fed by the
+	// proxy's needs-login event, not by a poll of the accounts).
+	var needs []string
+	audit.List(ctx, d.vdb, time.Time{}, func(e audit.Entry) error {
+		if e.Action == audit.ActionAccountNeedsLogin {
+			needs = append(needs, e.Actor+" "+e.Detail)
+		}
+		return nil
+	})
+	if len(needs) != 1 || needs[0] != `daemon account "work" needs a new login: refresh token rejected (invalid_grant)` {
+		t.Fatalf("needs-login rows: %q", needs)
+	}
 
 	// Revoked: refused within the poll.
 	if _, err := access.RevokeKey(ctx, d.vdb, d.akey, "claude-code", "cli:test", time.Now()); err != nil {

@@ -291,37 +291,3 @@ func (g *Guard) flush(ctx context.Context, all bool) error {
 	}
 	return nil
 }
-
-// watchAccounts records accounts that newly need a new login: the proxy
-// marks them when their refresh token is refused.
-func (g *Guard) watchAccounts(ctx context.Context) error {
-	accts, err := store.ListAccounts(ctx, g.vaultDB)
-	if err != nil {
-		return err
-	}
-	g.flushMu.Lock()
-	defer g.flushMu.Unlock()
-	first := g.statuses == nil
-	prev := g.statuses
-	g.statuses = make(map[string]string, len(accts))
-	for _, a := range accts {
-		g.statuses[a.Name] = a.Status
-		if first || a.Status != store.StatusNeedsLogin || prev[a.Name] == store.StatusNeedsLogin {
-			continue
-		}
-		if _, known := prev[a.Name]; !known {
-			// Added since the last look, already needing a login: the
-			// command that added it has said so.
-			continue
-		}
-		detail := fmt.Sprintf("account %q needs a new login", a.Name)
-		if a.StatusReason != "" {
-			detail += ": " + a.StatusReason
-		}
-		if err := audit.WriteAt(ctx, g.vaultDB, g.auditKey, g.now(), audit.ActorDaemon, audit.ActionAccountNeedsLogin, detail); err != nil {
-			g.statuses[a.Name] = prev[a.Name] // try again next time
-			return err
-		}
-	}
-	return nil
-}

@@ -71,8 +71,7 @@ type Guard struct {
 	// digest of each as reported (warned and audited once per content).
 	tampered map[int64][32]byte
 
-	flushMu  sync.Mutex // one flush at a time
-	statuses map[string]string
+	flushMu sync.Mutex // one flush at a time
 
 	bgMu    sync.Mutex
 	stopBg  context.CancelFunc
@@ -586,8 +585,9 @@ func (g *Guard) failedAuth(addr netip.Addr, reason string, r *http.Request) {
 	g.fails.add(addrString(addr), reason, g.now())
 }
 
-// Start launches the background work: the key poll, the needs-login
-// watch, and writing last-use times and audit rows. Stop ends it.
+// Start launches the background work: the key poll, and writing
+// last-use times and audit rows. Stop ends it. (An account that needs a
+// new login is audited by the proxy's account events: audit.AccountEvents.)
 func (g *Guard) Start() {
 	g.bgMu.Lock()
 	defer g.bgMu.Unlock()
@@ -598,11 +598,6 @@ func (g *Guard) Start() {
 	g.warnAnyOrigin()
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stopBg = cancel
-	// The accounts' statuses now are the baseline the watch compares
-	// with: a needs-login mark made before the first tick is still seen.
-	if err := g.watchAccounts(ctx); err != nil {
-		g.log.Warn("watch account status", "err", err)
-	}
 	g.bg.Add(1)
 	go func() {
 		defer g.bg.Done()
@@ -622,9 +617,6 @@ func (g *Guard) Start() {
 func (g *Guard) tick(ctx context.Context) {
 	if err := g.Reload(ctx); err != nil && ctx.Err() == nil {
 		g.log.Warn("reload client keys", "err", err)
-	}
-	if err := g.watchAccounts(ctx); err != nil && ctx.Err() == nil {
-		g.log.Warn("watch account status", "err", err)
 	}
 	if err := g.flush(ctx, false); err != nil && ctx.Err() == nil {
 		g.log.Warn("record client key use", "err", err)

@@ -390,23 +390,6 @@ func TestAuditOfKeyUse(t *testing.T) {
 	}
 }
 
-func TestNeedsLoginAudited(t *testing.T) {
-	h := newHarness(t, nil)
-	ctx := context.Background()
-	id, err := h.v.AddAccount(ctx, vault.NewAccount{Name: "work", Kind: store.KindOAuth, Mode: "max", Tier: 1}, vault.Secrets{RefreshToken: "rt-secret"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.g.Start() // takes the first look at the accounts
-	if err := h.v.MarkNeedsLogin(ctx, id, "invalid_grant: refresh token revoked"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the needs-login row", func() bool { return countPrefix(h.auditRows(), "account.needs_login") == 1 })
-	if rows := h.auditRows(); countPrefix(rows, `daemon account.needs_login: account "work" needs a new login: invalid_grant`) != 1 {
-		t.Fatalf("rows: %q", rows)
-	}
-}
-
 func TestAdminAPI(t *testing.T) {
 	h := newHarness(t, nil)
 	ctx := context.Background()

@@ -240,8 +240,7 @@ func (d *Daemon) Done() <-chan struct{} { return d.done }
 // Shutdown stops the daemon: STOPPING=1; no new connections; in-flight
 // requests get server.shutdown_grace; the request log and rate-limit
 // state are flushed; then the guard (last-use and audit writes) and the
-// sweeper stop. It returns serving's error, if serving failed, and the
-// guard's, if its last writes (key use, audit rows) failed.
+// sweeper stop. It returns serving's error, if serving failed.
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.sdNotify("STOPPING=1")
 	if d.stopServing == nil {
@@ -255,10 +254,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	flushErr := d.guard.Stop(gctx)
-	if flushErr != nil {
-		flushErr = fmt.Errorf("write the access guard's last records: %w", flushErr)
-	}
+	d.guard.Stop(gctx)
 	if d.stopSweep != nil {
 		d.stopSweep()
 	}
@@ -266,11 +262,10 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	case <-d.sweepDone:
 	case <-ctx.Done():
 	}
-	serveErr := d.serveErr
-	if errors.Is(serveErr, context.Canceled) {
-		serveErr = nil
+	if d.serveErr != nil && !errors.Is(d.serveErr, context.Canceled) {
+		return d.serveErr
 	}
-	return errors.Join(serveErr, flushErr)
+	return nil
 }
 
 // ReloadFrom is what SIGHUP does: RELOADING=1, load the config, Reload,

@@ -9,9 +9,10 @@ import (
 // refreshes to.
 var _ proxy.Observer = (*metrics.Metrics)(nil)
 
-// watchProxy points the scrape-time collectors at srv: the accounts'
-// rate-limit state and the recorder queue.
+// watchProxy points the scrape-time collectors at srv (the accounts'
+// rate-limit state and the recorder queue) and counts its account events.
 func watchProxy(m *metrics.Metrics, srv *proxy.Server) {
+	srv.Subscribe(func(e proxy.AccountEvent) { m.AccountEvent(e.Account, string(e.Kind)) })
 	m.SetSources(metrics.Sources{
 		Accounts: func() []metrics.AccountState {
 			accts := srv.Accounts()

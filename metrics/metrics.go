@@ -11,6 +11,7 @@ package metrics
 import (
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,6 +172,7 @@ type Metrics struct {
 	refreshes *prometheus.CounterVec
 	refreshFa *prometheus.CounterVec
 	failovers *prometheus.CounterVec
+	acctEvs   *prometheus.CounterVec
 
 	mu        sync.RWMutex
 	series    map[seriesKey]*series // by label values: bounded
@@ -252,6 +254,10 @@ func New(opts Options) *Metrics {
 			Namespace: Namespace, Name: "failovers_total",
 			Help: "Requests moved from an account to the next before the first byte, by the account left and why.",
 		}, []string{"account", "reason"}),
+		acctEvs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "account_events_total",
+			Help: "Account status changes the proxy made, by account and event (needs_login, limited, recovered).",
+		}, []string{"account", "event"}),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "build_info",
@@ -262,7 +268,7 @@ func New(opts Options) *Metrics {
 		},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.requests, m.duration, m.ttfb, m.tokens, m.refreshes, m.refreshFa, m.failovers, build,
+	m.reg.MustRegister(m.requests, m.duration, m.ttfb, m.tokens, m.refreshes, m.refreshFa, m.failovers, m.acctEvs, build,
 		&stateCollector{m: m})
 	if !opts.NoProcess {
 		m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -363,6 +369,24 @@ func (m *Metrics) Refresh(account string, ok bool) {
 	if !ok {
 		a.refreshNo.Inc()
 	}
+}
+
+// AccountEvents are the event label values of
+// claudeflare_account_events_total (the proxy's AccountEventKind values);
+// any other is counted as "other".
+var AccountEvents = []string{"needs_login", "limited", "recovered"}
+
+// AccountEvent counts one status change of account (the proxy's account
+// events: subscribe it with proxy.Server.Subscribe). It is called off the
+// request path.
+func (m *Metrics) AccountEvent(account, event string) {
+	if m == nil {
+		return
+	}
+	if !slices.Contains(AccountEvents, event) {
+		event = "other"
+	}
+	m.acctEvs.WithLabelValues(orNone(account), event).Inc()
 }
 
 func orNone(s string) string {

@@ -22,6 +22,7 @@ type pool struct {
 	versions map[int64]int64 // token_version seen per account
 	dirty    map[int64]bool  // rate state to save
 	wake     chan struct{}   // signals the saver
+	events   events          // status changes, for Subscribe
 }
 
 func newPool(strategy string, session time.Duration, policy LimitPolicy) *pool {
@@ -86,11 +87,12 @@ func (p *pool) observe(a *account, out Outcome, rl RateLimit, now time.Time) boo
 	p.mu.Lock()
 	before := a.limit
 	blocked := a.limit.Apply(p.policy, out, rl, now)
-	changed := a.limit != before
+	changed, after := a.limit != before, a.limit
 	if changed {
 		p.dirty[a.ID] = true
 	}
 	p.mu.Unlock()
+	p.events.limitChanged(a.Name, before, after, now)
 	if changed {
 		select {
 		case p.wake <- struct{}{}:
@@ -107,8 +109,11 @@ const refreshFailCooldown = 30 * time.Second
 // rest takes a out of rotation for d (not persisted: a restart retries).
 func (p *pool) rest(a *account, d time.Duration, now time.Time) {
 	p.mu.Lock()
+	before := a.limit
 	a.limit.block(now.Add(d), "refresh_failed")
+	after := a.limit
 	p.mu.Unlock()
+	p.events.limitChanged(a.Name, before, after, now)
 }
 
 // setStatus changes an account's status in memory (the vault is written

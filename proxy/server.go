@@ -168,6 +168,7 @@ func New(opts Options) (*Server, error) {
 		pool:   newPool(cfg.LBStrategy, cfg.SessionDuration(), LimitPolicy{}),
 		bodies: bodyBudget{limit: cfg.Server.MaxInflightBodyBytes},
 	}
+	s.pool.events.log = log
 	s.tokens = &tokens{
 		vault: opts.Vault,
 		oauth: &oauth.Client{
@@ -342,6 +343,7 @@ func (s *Server) Stop(ctx context.Context) {
 	}
 	s.rec.close(ctx)
 	s.stopBg()
+	s.pool.events.wait(ctx) // account events published so far reach their subscribers
 	done := make(chan struct{})
 	go func() { s.bg.Wait(); close(done) }()
 	select {

@@ -214,6 +214,7 @@ func (t *tokens) needsLogin(ctx context.Context, a *account, reason string) erro
 	if first {
 		t.log.Warn("account needs login: out of rotation", "account", a.Name, "reason", reason,
 			"hint", "run `claudeflare accounts add "+a.Name+"` again")
+		t.pool.events.publish(AccountEvent{Account: a.Name, Kind: EventNeedsLogin, Reason: reason, At: t.now()})
 	}
 	return fmt.Errorf("%w: %s", errNeedsLogin, a.Name)
 }
@@ -231,6 +232,13 @@ func (t *tokens) known(id int64) []string {
 // loggedIn clears the once-only marker when an account is ok again.
 func (t *tokens) loggedIn(id int64) {
 	t.mu.Lock()
+	marked := t.markedLogin[id]
 	delete(t.markedLogin, id)
 	t.mu.Unlock()
+	if !marked {
+		return
+	}
+	if name := t.pool.loggedInName(id); name != "" {
+		t.pool.events.publish(AccountEvent{Account: name, Kind: EventRecovered, Reason: "logged_in", At: t.now()})
+	}
 }

@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/claudeflare/claudeflare/store"
+)
+
+// AccountEventKind names a change of an account's status that the proxy
+// made or saw.
+type AccountEventKind string
+
+// The account events.
+const (
+	// EventNeedsLogin: the token endpoint refused the account's refresh
+	// token; it is out of rotation until it is logged in again. Reason
+	// is the (sanitised) refusal.
+	EventNeedsLogin AccountEventKind = "needs_login"
+	// EventLimited: the account was taken out of rotation until Until:
+	// quarantined after a rate limit or 429 (Reason: the unified status,
+	// or "rate_limited"), or resting after a cooldown step ("cooldown"),
+	// an overload ("overloaded") or a failed refresh ("refresh_failed").
+	EventLimited AccountEventKind = "limited"
+	// EventRecovered: the account is usable again: a good answer ended
+	// its cooldown or overload rest early (Reason "ok"), or this process
+	// saw it logged in again after it had marked it as needing a login
+	// (Reason "logged_in"). A quarantine that simply runs out is not an
+	// event.
+	EventRecovered AccountEventKind = "recovered"
+)
+
+// AccountEvent is one status change of an account.
+type AccountEvent struct {
+	Account string
+	Kind    AccountEventKind
+	Reason  string
+	Until   time.Time // EventLimited: blocked until
+	At      time.Time
+}
+
+// maxQueuedEvents bounds the events waiting for their subscribers; past
+// it, new ones are dropped (and counted) rather than held without bound.
+const maxQueuedEvents = 1024
+
+// events delivers AccountEvents to the subscribers. Publishing never
+// waits for a subscriber: it queues the event and a delivery goroutine
+// (started when there is something to deliver, gone when the queue is
+// empty) calls the subscribers one event at a time, in order.
+type events struct {
+	log     *slog.Logger
+	mu      sync.Mutex
+	subs    []func(AccountEvent)
+	queue   []AccountEvent
+	idle    chan struct{} // closed when the delivery goroutine ends; nil when none runs
+	dropped int64
+}
+
+// Subscribe adds fn to the subscribers of account events (needs login,
+// limited, recovered). fn is called on a goroutine of its own, never on
+// a request's path, one event at a time in the order they happened: a
+// slow fn delays later events, never a response. Subscribe before Serve.
+func (s *Server) Subscribe(fn func(AccountEvent)) {
+	e := &s.pool.events
+	e.mu.Lock()
+	e.subs = append(e.subs, fn)
+	e.mu.Unlock()
+}
+
+// publish queues ev for the subscribers; it never blocks on them.
+func (e *events) publish(ev AccountEvent) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.subs) == 0 {
+		return
+	}
+	if len(e.queue) >= maxQueuedEvents {
+		e.dropped++
+		return
+	}
+	e.queue = append(e.queue, ev)
+	if e.idle == nil {
+		e.idle = make(chan struct{})
+		go e.deliver(e.idle)
+	}
+}
+
+func (e *events) deliver(idle chan struct{}) {
+	for {
+		e.mu.Lock()
+		if len(e.queue) == 0 {
+			e.idle = nil
+			dropped := e.dropped
+			e.dropped = 0
+			e.mu.Unlock()
+			close(idle)
+			if dropped > 0 && e.log != nil {
+				e.log.Warn("account events dropped: the subscribers were too slow", "count", dropped)
+			}
+			return
+		}
+		ev := e.queue[0]
+		e.queue[0] = AccountEvent{}
+		e.queue = e.queue[1:]
+		subs := e.subs
+		e.mu.Unlock()
+		for _, fn := range subs {
+			fn(ev)
+		}
+	}
+}
+
+// wait returns once every event published so far has been delivered, or
+// when ctx ends.
+func (e *events) wait(ctx context.Context) {
+	e.mu.Lock()
+	idle := e.idle
+	e.mu.Unlock()
+	if idle == nil {
+		return
+	}
+	select {
+	case <-idle:
+	case <-ctx.Done():
+	}
+}
+
+// limitChanged publishes the change of an account's block, if any:
+// before and after are its limit state around an update at now.
+func (e *events) limitChanged(name string, before, after LimitState, now time.Time) {
+	was, is := before.Blocked(now), after.Blocked(now)
+	switch {
+	case !was && is:
+		e.publish(AccountEvent{Account: name, Kind: EventLimited, Reason: after.Reason, Until: after.Until, At: now})
+	case was && !is:
+		e.publish(AccountEvent{Account: name, Kind: EventRecovered, Reason: "ok", At: now})
+	}
+}
+
+// loggedInName is the name of the account with id if the pool holds it
+// with status ok (a reload took the status from a changed row), else "".
+func (p *pool) loggedInName(id int64) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a := p.byID[id]; a != nil && a.Status == store.StatusOK {
+		return a.Name
+	}
+	return ""
+}
