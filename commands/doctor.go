@@ -67,20 +67,17 @@ func runDoctor(c *cli.Context) error {
 		return err
 	}
 	results := doctor.Run(c.Context, doctor.Options{DataDir: cfg.DataDir, Keys: e.keySource(cfg)})
-	problems := 0
 	for _, r := range results {
-		if r.Status == doctor.Error {
-			problems++
-		}
 		if err := emit(r); err != nil {
 			return err
 		}
 	}
-	switch problems {
+	switch n := doctor.Problems(results); n {
 	case 0:
 		return nil
 	case 1:
 		return errors.New("doctor found 1 problem")
+	default:
+		return fmt.Errorf("doctor found %d problems", n)
 	}
-	return fmt.Errorf("doctor found %d problems", problems)
 }

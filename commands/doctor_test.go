@@ -54,6 +54,11 @@ func TestDoctor(t *testing.T) {
 	if !hasLine(out, "error", "key", "mode 0640", "hint: chmod 600 "+key) {
 		t.Errorf("readable key line missing:\n%s", out)
 	}
+	// The exit message counts the error lines printed (one computation,
+	// doctor.Problems).
+	if n := strings.Count("\n"+out, "\nerror "); n == 0 || !strings.Contains(errs, fmt.Sprintf("doctor found %d problem", n)) {
+		t.Errorf("%d error lines, message %q", n, errs)
+	}
 	os.Chmod(key, 0o600)
 
 	// A wrong key.

@@ -73,14 +73,16 @@ func Run(ctx context.Context, opts Options) []Result {
 	return d.out
 }
 
-// Failed reports whether any result is an Error.
-func Failed(rs []Result) bool {
+// Problems counts the results that are an Error: doctor exits 1 when
+// there is one.
+func Problems(rs []Result) int {
+	n := 0
 	for _, r := range rs {
 		if r.Status == Error {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 type doctor struct {

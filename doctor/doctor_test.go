@@ -107,7 +107,7 @@ func dump(rs []doctor.Result) string {
 func TestHealthy(t *testing.T) {
 	dir := setup(t)
 	rs := run(t, doctor.Options{DataDir: dir})
-	if doctor.Failed(rs) {
+	if doctor.Problems(rs) > 0 {
 		t.Fatalf("healthy data dir fails:\n%s", dump(rs))
 	}
 	expect(t, rs, "vault", doctor.OK, "integrity ok", "")
@@ -166,7 +166,7 @@ func TestCorruptedDatabase(t *testing.T) {
 			corrupt(t, path)
 			before, _ := os.ReadFile(path)
 			rs := run(t, doctor.Options{DataDir: dir})
-			if !doctor.Failed(rs) {
+			if doctor.Problems(rs) == 0 {
 				t.Fatalf("corruption not found:\n%s", dump(rs))
 			}
 			expect(t, rs, tc.check, doctor.Error, "integrity check", "restore")
@@ -190,7 +190,7 @@ func TestGroupReadableKeyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := run(t, doctor.Options{DataDir: dir})
-	if !doctor.Failed(rs) {
+	if doctor.Problems(rs) == 0 {
 		t.Fatalf("readable key not reported:\n%s", dump(rs))
 	}
 	expect(t, rs, "key", doctor.Error, "mode 0640", "chmod 600 "+key)
@@ -212,7 +212,7 @@ func TestWrongKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := run(t, doctor.Options{DataDir: dir, Keys: vault.KeySource{EncryptionKey: id.String(), DataDir: dir}})
-	if !doctor.Failed(rs) {
+	if doctor.Problems(rs) == 0 {
 		t.Fatalf("wrong key not reported:\n%s", dump(rs))
 	}
 	expect(t, rs, "key", doctor.OK, "CLAUDEFLARE_ENCRYPTION_KEY", "")
@@ -247,7 +247,7 @@ func TestAccountsNeedingLogin(t *testing.T) {
 	store.SetPaused(context.Background(), db, "spare", true, time.Now())
 	db.Close()
 	rs := run(t, doctor.Options{DataDir: dir})
-	if !doctor.Failed(rs) {
+	if doctor.Problems(rs) == 0 {
 		t.Fatalf("needs_login not reported:\n%s", dump(rs))
 	}
 	expect(t, rs, "account", doctor.Error, "home needs a new login: invalid_grant", "claudeflare accounts add home")
@@ -272,7 +272,7 @@ func TestLowDiskSpace(t *testing.T) {
 	expect(t, rs, "disk", doctor.Error, "only 10.0 MiB free", "cleanup")
 	rs = run(t, doctor.Options{DataDir: dir, Statfs: func(string) (uint64, uint64, error) { return 500 << 20, 100 << 30, nil }})
 	expect(t, rs, "disk", doctor.Warn, "only 500.0 MiB", "cleanup")
-	if doctor.Failed(rs) {
+	if doctor.Problems(rs) > 0 {
 		t.Fatalf("a warning fails:\n%s", dump(rs))
 	}
 	// The real statfs works on the real dir.
@@ -332,7 +332,7 @@ func TestVaultMAC(t *testing.T) {
 	if len(r) != 1 || r[0].Status != doctor.Error || !strings.Contains(r[0].Message, "failed authentication") {
 		t.Fatalf("tampered vault: %+v", r)
 	}
-	if !doctor.Failed(rs) {
+	if doctor.Problems(rs) == 0 {
 		t.Fatal("doctor does not fail")
 	}
 }

@@ -26,7 +26,7 @@ func TestFilesOwnershipLinksAndModes(t *testing.T) {
 	logDB := filepath.Join(dir, "log.db")
 	os.Chmod(logDB, 0o644)
 	rs = run(t, doctor.Options{DataDir: dir})
-	if !doctor.Failed(rs) {
+	if doctor.Problems(rs) == 0 {
 		t.Fatalf("problems not reported:\n%s", dump(rs))
 	}
 	expect(t, rs, "files", doctor.Error, lock+" is a symbolic link", "rm "+lock)
