@@ -166,7 +166,8 @@ func Cleanup(ctx context.Context, db *store.DB, opts Options) (Result, error) {
 	b := bounds{cut: math.MaxInt64, maxSeq: math.MaxInt64}
 	if opts.Everything {
 		// Only what exists now: rows the daemon writes meanwhile stay.
-		if err := db.W.GetContext(ctx, &b.maxSeq, `SELECT coalesce(max(seq), 0) FROM requests`); err != nil {
+		var err error
+		if b.maxSeq, err = db.MaxRequestSeq(ctx); err != nil {
 			return res, fmt.Errorf("cleanup: read log: %w", err)
 		}
 	} else {
@@ -223,18 +224,11 @@ func Cleanup(ctx context.Context, db *store.DB, opts Options) (Result, error) {
 func count(ctx context.Context, db *store.DB, typ Type, b bounds) (reqs, pays int64, err error) {
 	switch typ {
 	case Requests:
-		err = db.R.QueryRowxContext(ctx, `SELECT
-			(SELECT count(*) FROM requests WHERE ts < ?1 AND seq <= ?2),
-			(SELECT count(*) FROM payloads p JOIN requests r ON r.seq = p.request_seq WHERE r.ts < ?1 AND r.seq <= ?2)`,
-			b.cut, b.maxSeq).Scan(&reqs, &pays)
+		reqs, pays, err = db.CountOldRequests(ctx, b.cut, b.maxSeq)
 	case Payloads:
-		err = db.R.GetContext(ctx, &pays, `SELECT count(*) FROM payloads WHERE ts < ?1 AND request_seq <= ?2`, b.cut, b.maxSeq)
+		pays, err = db.CountOldPayloads(ctx, b.cut, b.maxSeq)
 	case All:
-		err = db.R.QueryRowxContext(ctx, `SELECT
-			(SELECT count(*) FROM requests WHERE ts < ?1 AND seq <= ?2),
-			(SELECT count(*) FROM payloads p JOIN requests r ON r.seq = p.request_seq
-			  WHERE p.request_seq <= ?2 AND (p.ts < ?1 OR r.ts < ?1))`,
-			b.cut, b.maxSeq).Scan(&reqs, &pays)
+		reqs, pays, err = db.CountOldAll(ctx, b.cut, b.maxSeq)
 	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("cleanup: count rows: %w", err)
@@ -249,18 +243,8 @@ type batchFunc func(ctx context.Context, db *store.DB, b bounds, limit int) (req
 // explicitly, so that they can be counted (cascaded deletes are not).
 func deleteRequests(ctx context.Context, db *store.DB, b bounds, limit int) (reqs, pays int64, err error) {
 	err = store.Tx(ctx, db, func(tx *sqlx.Tx) error {
-		const pick = `SELECT seq FROM requests WHERE ts < ?1 AND seq <= ?2 ORDER BY ts, seq LIMIT ?3`
-		r, err := tx.ExecContext(ctx, `DELETE FROM payloads WHERE request_seq IN (`+pick+`)`, b.cut, b.maxSeq, limit)
-		if err != nil {
-			return fmt.Errorf("delete payloads: %w", err)
-		}
-		pays, _ = r.RowsAffected()
-		r, err = tx.ExecContext(ctx, `DELETE FROM requests WHERE seq IN (`+pick+`)`, b.cut, b.maxSeq, limit)
-		if err != nil {
-			return fmt.Errorf("delete requests: %w", err)
-		}
-		reqs, _ = r.RowsAffected()
-		return nil
+		reqs, pays, err = store.DeleteOldRequests(ctx, tx, b.cut, b.maxSeq, limit)
+		return err
 	})
 	return reqs, pays, err
 }
@@ -268,14 +252,8 @@ func deleteRequests(ctx context.Context, db *store.DB, b bounds, limit int) (req
 // deletePayloads deletes up to limit of the oldest selected payloads.
 func deletePayloads(ctx context.Context, db *store.DB, b bounds, limit int) (reqs, pays int64, err error) {
 	err = store.Tx(ctx, db, func(tx *sqlx.Tx) error {
-		r, err := tx.ExecContext(ctx, `DELETE FROM payloads WHERE request_seq IN
-			(SELECT request_seq FROM payloads WHERE ts < ?1 AND request_seq <= ?2 ORDER BY ts LIMIT ?3)`,
-			b.cut, b.maxSeq, limit)
-		if err != nil {
-			return fmt.Errorf("delete payloads: %w", err)
-		}
-		pays, _ = r.RowsAffected()
-		return nil
+		pays, err = store.DeleteOldPayloads(ctx, tx, b.cut, b.maxSeq, limit)
+		return err
 	})
 	return 0, pays, err
 }
@@ -341,10 +319,11 @@ func startCheckpoints(ctx context.Context, db *store.DB, interval time.Duration)
 		return nil, nil
 	}
 	c := &checkpointer{db: db, interval: interval, last: time.Now()}
-	if err := db.W.GetContext(ctx, &c.prev, `PRAGMA wal_autocheckpoint`); err != nil {
+	var err error
+	if c.prev, err = db.AutoCheckpoint(ctx); err != nil {
 		return nil, fmt.Errorf("read checkpoint setting: %w", err)
 	}
-	if _, err := db.W.ExecContext(ctx, `PRAGMA wal_autocheckpoint = 0`); err != nil {
+	if err := db.SetAutoCheckpoint(ctx, 0); err != nil {
 		return nil, fmt.Errorf("set checkpoint setting: %w", err)
 	}
 	return c, nil
@@ -356,7 +335,7 @@ func (c *checkpointer) maybe(ctx context.Context, final bool) error {
 	if c == nil || c.stopped || !final && time.Since(c.last) < c.interval {
 		return nil
 	}
-	if _, err := c.db.W.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+	if err := c.db.CheckpointPassive(ctx); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	c.last = time.Now()
@@ -369,7 +348,7 @@ func (c *checkpointer) stop() {
 		return
 	}
 	c.stopped = true
-	c.db.W.Exec(fmt.Sprintf(`PRAGMA wal_autocheckpoint = %d`, c.prev))
+	c.db.SetAutoCheckpoint(context.Background(), c.prev)
 }
 
 // adapt returns the next batch size: half after a batch slower than
@@ -449,11 +428,12 @@ func Vacuum(ctx context.Context, db *store.DB, opts VacuumOptions) (pages, bytes
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	var pageSize, free int64
-	if err := db.W.GetContext(ctx, &pageSize, `PRAGMA page_size`); err != nil {
+	pageSize, err := db.PageSize(ctx)
+	if err != nil {
 		return 0, 0, fmt.Errorf("vacuum: read page size: %w", err)
 	}
-	if err := db.W.GetContext(ctx, &free, `PRAGMA freelist_count`); err != nil {
+	free, err := db.FreePages(ctx)
+	if err != nil {
 		return 0, 0, fmt.Errorf("vacuum: read free pages: %w", err)
 	}
 	total := free
@@ -469,12 +449,12 @@ func Vacuum(ctx context.Context, db *store.DB, opts VacuumOptions) (pages, bytes
 			return pages, pages * pageSize, err
 		}
 		t0 := time.Now()
-		if err := incrementalVacuum(ctx, db, step); err != nil {
+		if err := db.IncrementalVacuum(ctx, step); err != nil {
 			return pages, pages * pageSize, fmt.Errorf("vacuum: %w", err)
 		}
 		took := time.Since(t0)
-		var left int64
-		if err := db.W.GetContext(ctx, &left, `PRAGMA freelist_count`); err != nil {
+		left, err := db.FreePages(ctx)
+		if err != nil {
 			return pages, pages * pageSize, fmt.Errorf("vacuum: read free pages: %w", err)
 		}
 		if left >= free {
@@ -500,22 +480,6 @@ func Vacuum(ctx context.Context, db *store.DB, opts VacuumOptions) (pages, bytes
 	return pages, pages * pageSize, nil
 }
 
-// incrementalVacuum frees up to n pages. The pragma frees one page per
-// step of its statement, so the rows are drained rather than Exec'd once.
-func incrementalVacuum(ctx context.Context, db *store.DB, n int) error {
-	rows, err := db.W.QueryContext(ctx, fmt.Sprintf(`PRAGMA incremental_vacuum(%d)`, n))
-	if err != nil {
-		return err
-	}
-	for rows.Next() {
-	}
-	if err := rows.Err(); err != nil {
-		rows.Close()
-		return err
-	}
-	return rows.Close()
-}
-
 // ErrCheckpointBusy is returned by Checkpoint when readers kept the
 // write-ahead log from being truncated.
 var ErrCheckpointBusy = errors.New("checkpoint: readers still use the write-ahead log")
@@ -525,24 +489,11 @@ var ErrCheckpointBusy = errors.New("checkpoint: readers still use the write-ahea
 // connection's long busy timeout, so that the daemon's writer is never
 // held up long).
 func Checkpoint(ctx context.Context, db *store.DB, timeout time.Duration) error {
-	conn, err := db.W.Connx(ctx)
+	busy, err := db.CheckpointTruncateWithin(ctx, timeout.Milliseconds())
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	defer conn.Close()
-	var prev int64
-	if err := conn.GetContext(ctx, &prev, `PRAGMA busy_timeout`); err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
-	}
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, timeout.Milliseconds())); err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
-	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf(`PRAGMA busy_timeout = %d`, prev))
-	var busy, logPages, done int64
-	if err := conn.QueryRowxContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logPages, &done); err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
-	}
-	if busy != 0 {
+	if busy {
 		return ErrCheckpointBusy
 	}
 	return nil
