@@ -331,9 +331,10 @@ func (m *master) wrapTo() ([]age.Recipient, error) {
 	return m.recipients, nil
 }
 
-// GenerateIdentityFile creates a new master identity at path with O_EXCL
-// and mode 0600, fsynced, and returns its recipient. With pq, the identity
-// is age's hybrid post-quantum kind (AGE-SECRET-KEY-PQ-1...).
+// GenerateIdentityFile creates a new master identity at path, mode 0600,
+// failing if path exists (written and fsynced, then linked into place:
+// fsutil.WriteFileExclusive), and returns its recipient. With pq, the
+// identity is age's hybrid post-quantum kind (AGE-SECRET-KEY-PQ-1...).
 func GenerateIdentityFile(path string, pq bool) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", fmt.Errorf("create key directory: %w", err)
@@ -342,24 +343,10 @@ func GenerateIdentityFile(path string, pq bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := fsutil.WriteFileExclusive(path, []byte(text), 0o600); err != nil {
 		return "", fmt.Errorf("create identity file: %w", err)
 	}
-	if _, err := f.WriteString(text); err != nil {
-		f.Close()
-		os.Remove(path)
-		return "", fmt.Errorf("write identity file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(path)
-		return "", fmt.Errorf("sync identity file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("close identity file: %w", err)
-	}
-	return recipient, fsutil.SyncDir(filepath.Dir(path))
+	return recipient, nil
 }
 
 func newIdentityText(pq bool) (text, recipient string, err error) {
