@@ -29,7 +29,7 @@ type Config struct {
 	Host string `toml:"host"`
 	// Port is the TCP port the proxy listens on; 0 picks a free one.
 	Port int `toml:"port"`
-	// LBStrategy is "session", "round-robin" or "least-used".
+	// LBStrategy is StrategySession, StrategyRoundRobin or StrategyLeastUsed.
 	LBStrategy string `toml:"lb_strategy"`
 	// SessionDurationMS is how long the session strategy sticks to one
 	// account, in milliseconds.
@@ -118,6 +118,21 @@ type RateLimit struct {
 	OverloadedCooldown Duration `toml:"overloaded_cooldown"`
 }
 
+// Load-balancing strategies for LBStrategy (lb_strategy, LB_STRATEGY).
+const (
+	// StrategySession keeps one active account for SESSION_DURATION_MS, the
+	// others standing by in priority order, as one person uses one account.
+	// The default and the safe choice for subscription accounts.
+	StrategySession = "session"
+	// StrategyRoundRobin rotates over the usable accounts. Meant for API-key
+	// pools; with subscription accounts it looks like one person on many
+	// machines, which is riskier.
+	StrategyRoundRobin = "round-robin"
+	// StrategyLeastUsed prefers the account with the fewest requests in
+	// flight, then the fewest served. Same caveat as round-robin.
+	StrategyLeastUsed = "least-used"
+)
+
 // Payload capture modes for Log.Payloads.
 const (
 	PayloadsFull    = "full"
@@ -177,7 +192,7 @@ func Default() Config {
 	c := Config{
 		Host:              "127.0.0.1",
 		Port:              8080,
-		LBStrategy:        "session",
+		LBStrategy:        StrategySession,
 		SessionDurationMS: 18000000,
 		RetryAttempts:     3,
 		RetryDelayMS:      1000,

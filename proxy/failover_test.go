@@ -356,7 +356,7 @@ func TestSessionStrategyStaysOnOneAccount(t *testing.T) {
 }
 
 func TestRoundRobinSpreads(t *testing.T) {
-	h := newHarness(t, withConfig(func(c *config.Config) { c.LBStrategy = StrategyRoundRobin }))
+	h := newHarness(t, withConfig(func(c *config.Config) { c.LBStrategy = config.StrategyRoundRobin }))
 	h.addAPIKey("a", 0)
 	h.addAPIKey("b", 0)
 	h.reload()

@@ -4,21 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
-)
 
-// Strategies for LB_STRATEGY.
-const (
-	// StrategySession keeps one active account for SESSION_DURATION_MS, the
-	// others standing by in priority order, as one person uses one account.
-	// The default and the safe choice for subscription accounts.
-	StrategySession = "session"
-	// StrategyRoundRobin rotates over the usable accounts. Meant for API-key
-	// pools; with subscription accounts it looks like one person on many
-	// machines, which is riskier.
-	StrategyRoundRobin = "round-robin"
-	// StrategyLeastUsed prefers the account with the fewest requests in
-	// flight, then the fewest served. Same caveat as round-robin.
-	StrategyLeastUsed = "least-used"
+	"github.com/claudeflare/claudeflare/config"
 )
 
 // account is the in-memory state of one account. ID, Name and Kind are
@@ -138,11 +125,11 @@ func (s *selector) pick(accts []*account, now time.Time) selection {
 	sel.Limited = false
 	sel.EarliestOK = time.Time{}
 	switch s.strategy {
-	case StrategyRoundRobin:
+	case config.StrategyRoundRobin:
 		k := int(s.rr % uint64(len(usable)))
 		s.rr++
 		sel.Candidates = append(usable[k:len(usable):len(usable)], usable[:k]...)
-	case StrategyLeastUsed:
+	case config.StrategyLeastUsed:
 		slices.SortStableFunc(usable, func(a, b *account) int {
 			if a.inflight != b.inflight {
 				return a.inflight - b.inflight
@@ -193,7 +180,7 @@ func overloadedOnly(accts []*account, now time.Time) []*account {
 // served records that a request succeeded on a. Under the session strategy
 // a failover moves the session to the account that answered.
 func (s *selector) served(a *account, now time.Time) {
-	if s.strategy == StrategySession || s.strategy == "" {
+	if s.strategy == config.StrategySession || s.strategy == "" {
 		if s.active != a.ID {
 			s.active, s.since = a.ID, now
 		}

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/claudeflare/claudeflare/config"
 )
 
 func names(as []*account) string {
@@ -24,7 +26,7 @@ func testAccounts() []*account {
 
 func TestSelectorSession(t *testing.T) {
 	accts := testAccounts()
-	s := &selector{strategy: StrategySession, session: time.Hour}
+	s := &selector{strategy: config.StrategySession, session: time.Hour}
 	if got := names(s.pick(accts, t0).Candidates); got != "a,b,c" {
 		t.Fatal(got)
 	}
@@ -45,7 +47,7 @@ func TestSelectorSession(t *testing.T) {
 
 func TestSelectorRoundRobinAndLeastUsed(t *testing.T) {
 	accts := testAccounts()
-	s := &selector{strategy: StrategyRoundRobin}
+	s := &selector{strategy: config.StrategyRoundRobin}
 	var firsts []string
 	for range 4 {
 		firsts = append(firsts, s.pick(accts, t0).Candidates[0].Name)
@@ -53,7 +55,7 @@ func TestSelectorRoundRobinAndLeastUsed(t *testing.T) {
 	if got := strings.Join(firsts, ""); got != "abca" {
 		t.Fatal(got)
 	}
-	s = &selector{strategy: StrategyLeastUsed}
+	s = &selector{strategy: config.StrategyLeastUsed}
 	accts[0].inflight, accts[1].served, accts[2].served = 1, 5, 2
 	if got := names(s.pick(accts, t0).Candidates); got != "c,b,a" {
 		t.Fatal(got)
@@ -65,7 +67,7 @@ func TestSelectorNoneUsable(t *testing.T) {
 	accts[0].Paused = true
 	accts[1].Status, accts[1].StatusReason = "needs_login", "invalid_grant"
 	accts[2].limit.Until, accts[2].limit.Reason = t0.Add(time.Hour), "rejected"
-	s := &selector{strategy: StrategySession, session: time.Hour}
+	s := &selector{strategy: config.StrategySession, session: time.Hour}
 	sel := s.pick(accts, t0)
 	if len(sel.Candidates) != 0 || !sel.Limited || !sel.EarliestOK.Equal(t0.Add(time.Hour)) || len(sel.Reasons) != 3 {
 		t.Fatalf("%+v", sel)
