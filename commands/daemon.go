@@ -30,9 +30,11 @@ func daemonCommand() *cli.Command {
 			"is refused unless client API keys exist. SIGINT or SIGTERM drain in-flight\n" +
 			"requests up to server.shutdown_grace; a second signal exits at once. Under\n" +
 			"systemd (Type=notify) it reports READY=1 once listening. SIGHUP re-reads the\n" +
-			"config: access control, retention and the log level change at once; other\n" +
-			"settings on restart (the daemon logs which). A request log that cannot be\n" +
-			"opened does not stop it: it serves, warns, and counts the records it loses.",
+			"config: access control, client limits, retention, the log level, token\n" +
+			"refresh margin, rate-limit cooldowns and shutdown grace change at once; other\n" +
+			"settings on restart (the daemon logs which; claudeflare.toml(5), RELOAD).\n" +
+			"A request log that cannot be opened does not stop it: it serves, warns, and\n" +
+			"counts the records it loses.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "host", Usage: "listen `ADDRESS` (default $HOST, then 127.0.0.1)"},
 			&cli.StringFlag{Name: "port", Usage: "listen `PORT` (default $PORT, then 8080; 0 picks a free port)"},

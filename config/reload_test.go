@@ -1,8 +1,11 @@
 package config
 
 import (
+	"os"
 	"reflect"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -66,5 +69,30 @@ func TestRestartChanges(t *testing.T) {
 	a.Log.Redact, b.Log.Redact = nil, []string{}
 	if got := RestartChanges(&a, &b); len(got) != 0 {
 		t.Fatalf("nil vs empty list: %v", got)
+	}
+}
+
+// claudeflare.toml(5) lists, under RELOAD, exactly the live settings.
+func TestManPageListsLiveSettings(t *testing.T) {
+	b, err := os.ReadFile("../man/claudeflare.toml.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(b), "\n.SH RELOAD\n")
+	if !ok {
+		t.Fatal("claudeflare.toml.5 has no RELOAD section")
+	}
+	sec, _, _ = strings.Cut(sec, "\n.SH ")
+	listed := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\\fB([a-z_.0-9]+)\\fR`).FindAllStringSubmatch(sec, -1) {
+		listed[m[1]] = true
+	}
+	for _, s := range Settings() {
+		if s.Reload == ReloadLive && !listed[s.Key] {
+			t.Errorf("RELOAD in claudeflare.toml.5 does not list the live setting %s", s.Key)
+		}
+		if s.Reload != ReloadLive && listed[s.Key] && s.Key != "server.tls_cert" && s.Key != "server.tls_key" {
+			t.Errorf("RELOAD in claudeflare.toml.5 lists %s, which needs a restart", s.Key)
+		}
 	}
 }
