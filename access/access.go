@@ -2,21 +2,20 @@
 // keys and the roles that bundle permissions; the HTTP guard in front of
 // the proxy (server.allow_ips, client authentication, permission checks,
 // per-client limits, CORS, security headers); the admin JSON API under
-// /api/; TLS for the listener and a verified, optionally pinned upstream
-// transport. The audit rows it writes (client keys created, revoked, used
-// from a new address; failed authentications) go through package audit.
+// /api/; TLS for the listener. The audit rows it writes (client keys
+// created, revoked, used from a new address; failed authentications) go
+// through package audit.
 //
-// It knows nothing of flags or terminals: callers pass a *slog.Logger and
-// a clock. In the daemon it is wired like this:
+// It is middleware: it knows nothing of the proxy (nor of flags or
+// terminals: callers pass a *slog.Logger and a clock). It decides a
+// request's canonical path with package internal/target and hands it on
+// in the context; package daemon composes it around the proxy:
 //
-//	prep, err := audit.Prepare(ctx, v, time.Now(), audit.ActorDaemon, true) // the audit key; keys an old log
-//	guard, err := access.New(ctx, access.Options{Config: cfg, VaultDB: v.DB(), AuditKey: prep.Key, LogDB: logDB, Logger: log})
-//	tr, err := upstream.Transport(cfg)        // verified, optionally pinned
-//	srv, err := proxy.New(proxy.Options{ /* ... */ HTTPClient: &http.Client{Transport: tr}})
-//	handler := guard.Wrap(srv.Handler())     // what the http.Server serves
+//	guard, err := access.New(ctx, access.Options{Config: cfg, VaultDB: v.DB(), AuditKey: key, LogDB: logDB, Logger: log})
+//	handler := guard.Wrap(next)                 // next: /metrics and the proxy
 //	ln, scheme, err := access.Listener(ln, cfg) // HTTPS with server.tls_cert/tls_key
-//	guard.Start()                            // key poll, last-use and audit writes
-//	defer guard.Stop(context.Background())   // after the server has stopped
+//	guard.Start()                               // key poll, last-use and audit writes
+//	defer guard.Stop(context.Background())      // after the server has stopped
 //	// on SIGHUP, with the reloaded config:
 //	err = guard.ConfigReloaded(ctx, cfg)
 package access

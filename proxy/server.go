@@ -1,5 +1,6 @@
-// Package proxy is the daemon: an HTTP server that forwards /v1/* to the
-// upstream API with one account's credentials at a time, choosing the
+// Package proxy is the daemon's forwarding core (package daemon builds
+// it and composes access around it): an HTTP server that forwards /v1/*
+// to the upstream API with one account's credentials at a time, choosing the
 // account, refreshing its tokens, reading its rate limits, failing over
 // before the first byte, and recording every request asynchronously.
 //
