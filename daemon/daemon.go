@@ -240,7 +240,8 @@ func (d *Daemon) Done() <-chan struct{} { return d.done }
 // Shutdown stops the daemon: STOPPING=1; no new connections; in-flight
 // requests get server.shutdown_grace; the request log and rate-limit
 // state are flushed; then the guard (last-use and audit writes) and the
-// sweeper stop. It returns serving's error, if serving failed.
+// sweeper stop. It returns serving's error, if serving failed, and the
+// guard's, if its last writes (key use, audit rows) failed.
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.sdNotify("STOPPING=1")
 	if d.stopServing == nil {
@@ -254,7 +255,10 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	d.guard.Stop(gctx)
+	flushErr := d.guard.Stop(gctx)
+	if flushErr != nil {
+		flushErr = fmt.Errorf("write the access guard's last records: %w", flushErr)
+	}
 	if d.stopSweep != nil {
 		d.stopSweep()
 	}
@@ -262,10 +266,11 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	case <-d.sweepDone:
 	case <-ctx.Done():
 	}
-	if d.serveErr != nil && !errors.Is(d.serveErr, context.Canceled) {
-		return d.serveErr
+	serveErr := d.serveErr
+	if errors.Is(serveErr, context.Canceled) {
+		serveErr = nil
 	}
-	return nil
+	return errors.Join(serveErr, flushErr)
 }
 
 // ReloadFrom is what SIGHUP does: RELOADING=1, load the config, Reload,
