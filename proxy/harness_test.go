@@ -336,3 +336,10 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// poolSize is the number of accounts the pool holds.
+func poolSize(s *Server) int {
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	return len(s.pool.accounts)
+}

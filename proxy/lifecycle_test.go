@@ -214,7 +214,7 @@ func TestAccountAddedWhileRunning(t *testing.T) {
 	// As `claudeflare accounts add` would, from another process: only the
 	// vault changes; no signal, no Reload call.
 	h.addOAuth("late", 0, false)
-	waitFor(t, "the poll", func() bool { return h.srv.pool.size() == 1 })
+	waitFor(t, "the poll", func() bool { return poolSize(h.srv) == 1 })
 	rep := h.post(msgBody)
 	if rep.status != 200 || h.lastRow().Account != "late" {
 		t.Fatalf("%d %s", rep.status, rep.body)
@@ -227,7 +227,7 @@ func TestAccountAddedWhileRunning(t *testing.T) {
 	if err := store.DeleteAccount(context.Background(), h.vdb, "late"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the removal", func() bool { return h.srv.pool.size() == 0 })
+	waitFor(t, "the removal", func() bool { return poolSize(h.srv) == 0 })
 }
 
 func TestTokensNeverLogged(t *testing.T) {

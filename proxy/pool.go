@@ -43,13 +43,6 @@ func (p *pool) pick(now time.Time) selection {
 	return p.sel.pick(p.accounts, now)
 }
 
-// size is the number of accounts configured.
-func (p *pool) size() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.accounts)
-}
-
 // usable reports whether a is still usable now (it may have been limited
 // by a concurrent request since the selection was made); with
 // overloadedOK, an account only resting after a 529 counts as usable.
