@@ -360,11 +360,6 @@ func (x *exchange) send(a *account, secret string) (*http.Response, error) {
 	return x.s.client.Do(req)
 }
 
-func drain(resp *http.Response) {
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-}
-
 // flushWriter is what streaming needs of the ResponseWriter.
 type flushWriter interface {
 	io.Writer
