@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,16 +16,16 @@ import (
 	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/daemon"
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
-	"github.com/claudeflare/claudeflare/proxy"
 	"github.com/claudeflare/claudeflare/store"
-	"github.com/claudeflare/claudeflare/upstream"
 	"github.com/claudeflare/claudeflare/vault"
 )
 
-// daemonStack is the daemon's handler as commands/daemon.go is to build
-// it: the real proxy behind the guard, the upstream reached through
-// upstream.Transport, everything logging at debug level into logs.
+// daemonStack is the real daemon, built by daemon.New as `claudeflare
+// daemon` builds it (the guard, /metrics, the proxy, the upstream reached
+// through upstream.Transport), listening on 127.0.0.1, everything
+// logging at debug level into logs.
 type daemonStack struct {
 	t     *testing.T
 	api   *fakeapi.Server
@@ -35,9 +34,8 @@ type daemonStack struct {
 	akey  []byte // the vault's audit key
 	vdb   *store.DB
 	ldb   *store.DB
-	g     *access.Guard
-	srv   *proxy.Server
-	http  *httptest.Server
+	d     *daemon.Daemon
+	url   string
 	clk   *clock
 	logs  *syncBuffer
 	extra []string // more secrets the logs must not contain
@@ -51,6 +49,7 @@ func newDaemonStack(t *testing.T, mod func(*config.Config)) *daemonStack {
 	cfg.DataDir = t.TempDir()
 	cfg.UpstreamURL = api.URL
 	cfg.OAuthTokenURL = api.TokenURL()
+	cfg.Host, cfg.Port = "127.0.0.1", 0
 	cfg.LogLevel = "debug"
 	cfg.Log.FlushInterval = config.Duration(10 * time.Millisecond)
 	if mod != nil {
@@ -81,21 +80,14 @@ func newDaemonStack(t *testing.T, mod func(*config.Config)) *daemonStack {
 	}
 
 	d.akey = auditKey(t, d.v)
-	if d.g, err = access.New(ctx, access.Options{Config: d.cfg, VaultDB: d.vdb, AuditKey: d.akey, LogDB: d.ldb, Logger: logger, Now: d.clk.Now, PollInterval: 20 * time.Millisecond}); err != nil {
+	if d.d, err = daemon.New(ctx, daemon.Options{Config: d.cfg, Vault: d.v, VaultDB: d.vdb, LogDB: d.ldb, AuditKey: d.akey,
+		Logger: logger, Now: d.clk.Now, PollInterval: 20 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
-	tr, err := upstream.Transport(d.cfg)
-	if err != nil {
+	if err := d.d.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if d.srv, err = proxy.New(proxy.Options{Config: d.cfg, Vault: d.v, VaultDB: d.vdb, LogDB: d.ldb, Logger: logger,
-		HTTPClient: &http.Client{Transport: tr}, PollInterval: 20 * time.Millisecond}); err != nil {
-		t.Fatal(err)
-	}
-	d.srv.Subscribe(audit.AccountEvents(d.vdb, d.akey, logger)) // as daemon.New does
-	d.srv.Start()
-	d.g.Start()
-	d.http = httptest.NewServer(d.g.Wrap(d.srv.Handler()))
+	d.url = d.d.URL()
 	t.Cleanup(d.close)
 	return d
 }
@@ -107,7 +99,7 @@ func (d *daemonStack) pauseAndServe(ctx context.Context, name, key string) {
 	d.t.Helper()
 	seen := func(paused bool) func() bool {
 		return func() bool {
-			for _, a := range d.srv.Accounts() {
+			for _, a := range d.d.Proxy().Accounts() {
 				if a.Name == name {
 					return a.Paused == paused
 				}
@@ -139,14 +131,11 @@ func (d *daemonStack) waitKeysSeen(keys ...string) {
 }
 
 func (d *daemonStack) close() {
-	if d.http == nil {
+	if d.url == "" {
 		return
 	}
-	d.http.Close()
-	d.http = nil
-	ctx := context.Background()
-	d.srv.Stop(ctx)
-	if err := d.g.Stop(ctx); err != nil {
+	d.url = ""
+	if err := d.d.Shutdown(context.Background()); err != nil {
 		d.t.Error(err)
 	}
 	d.vdb.Close()
@@ -155,7 +144,7 @@ func (d *daemonStack) close() {
 
 func (d *daemonStack) do(method, path, body string, headers ...string) reply {
 	d.t.Helper()
-	req, err := http.NewRequest(method, d.http.URL+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, d.url+path, strings.NewReader(body))
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -254,9 +243,16 @@ func TestDaemonAccessFlow(t *testing.T) {
 	if !strings.Contains(r.body, `"name":"work"`) || r.header.Get("Cache-Control") != "no-store" || r.header.Get("X-Frame-Options") != "DENY" {
 		t.Fatalf("/api/accounts: %v %s", r.header, r.body)
 	}
+	// The log's client column names the client key, as the daemon fills it.
 	waitFor(t, "the request log", func() bool {
-		return strings.Contains(d.do("GET", "/api/requests?limit=10", "", "x-api-key", viewer).body, `"account":"work"`)
+		body := d.do("GET", "/api/requests?limit=10", "", "x-api-key", viewer).body
+		return strings.Contains(body, `"account":"work"`) && strings.Contains(body, `"client":"claude-code"`)
 	})
+	// /metrics is the daemon's, behind metrics.view.
+	expectStatus(t, d.do("GET", "/metrics", "", "x-api-key", apiKey), 403, "permission_error")
+	if r := d.do("GET", "/metrics", "", "x-api-key", viewer); r.status != 200 || !strings.Contains(r.body, "claudeflare_") {
+		t.Fatalf("/metrics: %d %.200s", r.status, r.body)
+	}
 	r = d.do("GET", "/api/stats", "", "x-api-key", admin)
 	expectStatus(t, r, 200, "")
 	expectStatus(t, d.do("POST", "/api/accounts/work/pause", "", "x-api-key", viewer), 403, "permission_error")
