@@ -8,40 +8,42 @@ import (
 // This file is the one place that reads what an upstream answer means:
 // for the request (hand it to the client, refresh and resend, or move on
 // to another try) and for the account that gave it (works, limited,
-// resting). forward.go acts on the Verdict, the pool's limit state learns
-// from it and the metrics read its failover reason; none of them looks at
-// a status code or a rate-limit header on its own.
+// resting). forward.go and stream.go act on the Verdict, the account's
+// limit state is fed from it (pool.observe with Outcome and Limit) and the
+// failover metric counts its Reason. LimitState.Apply still reads the hard
+// status and the reset out of Limit itself; TestClassify checks that it
+// agrees with Limited, Until and Window.
 
-// Kind is the class of an upstream answer.
-type Kind uint8
+// Class is what kind of answer the upstream gave, as far as routing cares.
+type Class uint8
 
 const (
-	// KindOK: the client gets the answer and the account served it (a
+	// ClassOK: the client gets the answer and the account served it (a
 	// status below 400). A hard unified status on it still limits the
 	// account (Verdict.Limited) for the next request.
-	KindOK Kind = iota
-	// KindRequest: request-scoped. The client gets the answer as is; it
+	ClassOK Class = iota
+	// ClassRequest: request-scoped. The client gets the answer as is; it
 	// says nothing about the account (a 4xx other than the ones below).
-	KindRequest
-	// KindRefresh: a 401 that a forced token refresh may cure (an OAuth
+	ClassRequest
+	// ClassRefresh: a 401 that a forced token refresh may cure (an OAuth
 	// account, not refreshed yet in this attempt): refresh once, resend.
-	KindRefresh
-	// KindLimited: the account is limited: a 429, or a hard unified
+	ClassRefresh
+	// ClassLimited: the account is limited: a 429, or a hard unified
 	// status on an error answer. The request moves on.
-	KindLimited
-	// KindAccount: account-broken: a 401 no refresh cures (or on an API
+	ClassLimited
+	// ClassAccount: account-broken: a 401 no refresh cures (or on an API
 	// key). The request moves on.
-	KindAccount
-	// KindTransient: a 529, another 5xx, or no answer at all (dial, TLS or
+	ClassAccount
+	// ClassTransient: a 529, another 5xx, or no answer at all (dial, TLS or
 	// read error before the headers). The request moves on.
-	KindTransient
+	ClassTransient
 )
 
-var kindNames = [...]string{"ok", "request", "refresh", "limited", "account", "transient"}
+var classNames = [...]string{"ok", "request", "refresh", "limited", "account", "transient"}
 
-func (k Kind) String() string {
-	if int(k) < len(kindNames) {
-		return kindNames[k]
+func (k Class) String() string {
+	if int(k) < len(classNames) {
+		return classNames[k]
 	}
 	return "unknown"
 }
@@ -65,7 +67,7 @@ type answer struct {
 
 // Verdict is what one upstream answer means.
 type Verdict struct {
-	Kind Kind
+	Class Class
 	// Retry: the request moves on to another try (never once bytes
 	// reached the client).
 	Retry bool
@@ -93,14 +95,14 @@ func classify(ans answer, now time.Time) Verdict {
 		classifyEvent(&v, ans.event)
 		return v
 	case ans.err != nil:
-		v.Kind, v.Retry, v.Reason = KindTransient, true, ReasonConnection
+		v.Class, v.Retry, v.Reason = ClassTransient, true, ReasonConnection
 		return v
 	case ans.status == http.StatusUnauthorized && ans.canRefresh:
 		// Said to a token about to be replaced: nothing to learn.
-		v.Kind = KindRefresh
+		v.Class = ClassRefresh
 		return v
 	case ans.status == http.StatusUnauthorized && ans.refreshFailed:
-		v.Kind, v.Retry, v.Reason = KindAccount, true, ReasonUnauthorized
+		v.Class, v.Retry, v.Reason = ClassAccount, true, ReasonUnauthorized
 		return v
 	}
 	st := ans.status
@@ -119,17 +121,17 @@ func classify(ans answer, now time.Time) Verdict {
 	}
 	switch {
 	case st < 400:
-		v.Kind = KindOK
+		v.Class = ClassOK
 	case st == http.StatusTooManyRequests || hard:
-		v.Kind, v.Retry, v.Reason = KindLimited, true, ReasonRateLimited
+		v.Class, v.Retry, v.Reason = ClassLimited, true, ReasonRateLimited
 	case st == http.StatusUnauthorized:
-		v.Kind, v.Retry, v.Reason = KindAccount, true, ReasonUnauthorized
+		v.Class, v.Retry, v.Reason = ClassAccount, true, ReasonUnauthorized
 	case st == 529:
-		v.Kind, v.Retry, v.Reason = KindTransient, true, ReasonOverloaded
+		v.Class, v.Retry, v.Reason = ClassTransient, true, ReasonOverloaded
 	case st >= 500:
-		v.Kind, v.Retry, v.Reason = KindTransient, true, ReasonServerError
+		v.Class, v.Retry, v.Reason = ClassTransient, true, ReasonServerError
 	default:
-		v.Kind = KindRequest
+		v.Class = ClassRequest
 	}
 	return v
 }
@@ -137,15 +139,15 @@ func classify(ans answer, now time.Time) Verdict {
 // classifyEvent reads an error event inside an answer already under way:
 // the client has it, but the account's state still learns.
 func classifyEvent(v *Verdict, event string) {
-	v.Kind = KindRequest
+	v.Class = ClassRequest
 	switch event {
 	case "":
-		v.Kind = KindOK
+		v.Class = ClassOK
 	case "rate_limit_error":
-		v.Kind, v.Learn, v.Outcome = KindLimited, true, OutcomeLimited
+		v.Class, v.Learn, v.Outcome = ClassLimited, true, OutcomeLimited
 		v.Limited, v.Window = true, v.Limit.window()
 	case "overloaded_error":
-		v.Kind, v.Learn, v.Outcome = KindTransient, true, OutcomeOverloaded
+		v.Class, v.Learn, v.Outcome = ClassTransient, true, OutcomeOverloaded
 	}
 }
 

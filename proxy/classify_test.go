@@ -10,7 +10,7 @@ import (
 )
 
 // TestClassify pins how every upstream answer the proxy tells apart is
-// read: what the request does next (Kind, Retry), what the account's limit
+// read: what the request does next (Class, Retry), what the account's limit
 // state learns (Learn, Outcome, Limited, Until, Window) and the failover
 // reason the metrics count. The header sets are the ones Anthropic sends
 // (the unified family on subscription accounts, retry-after and the
@@ -40,7 +40,7 @@ func TestClassify(t *testing.T) {
 	connRefused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 
 	type want struct {
-		kind    Kind
+		class   Class
 		retry   bool
 		learn   bool
 		outcome Outcome
@@ -49,8 +49,8 @@ func TestClassify(t *testing.T) {
 		window  string
 		reason  string
 	}
-	ok := want{kind: KindOK, learn: true, outcome: OutcomeOK}
-	request := want{kind: KindRequest, learn: true, outcome: OutcomeOther}
+	ok := want{class: ClassOK, learn: true, outcome: OutcomeOK}
+	request := want{class: ClassRequest, learn: true, outcome: OutcomeOther}
 	for _, tc := range []struct {
 		name string
 		ans  answer
@@ -64,14 +64,14 @@ func TestClassify(t *testing.T) {
 		{name: "200 on an oauth account that could refresh", ans: answer{status: 200, canRefresh: true}, want: ok},
 		{name: "304", ans: answer{status: 304}, want: ok},
 		{name: "101 served, nothing learnt about limits", ans: answer{status: 101},
-			want: want{kind: KindOK, learn: true, outcome: OutcomeOther}},
+			want: want{class: ClassOK, learn: true, outcome: OutcomeOther}},
 		// A hard unified status on an answer the client gets: served,
 		// and the account is limited for the next request.
 		{name: "200 with unified rejected", ans: answer{status: 200}, hdr: unified("rejected"),
-			want: want{kind: KindOK, learn: true, outcome: OutcomeOK, limited: true, until: reset, window: "rejected"}},
+			want: want{class: ClassOK, learn: true, outcome: OutcomeOK, limited: true, until: reset, window: "rejected"}},
 		{name: "200 with 7d rejected", ans: answer{status: 200},
 			hdr:  with(unified("allowed"), hdr7dStatus, "rejected"),
-			want: want{kind: KindOK, learn: true, outcome: OutcomeOK, limited: true, until: reset7d, window: "7d rejected"}},
+			want: want{class: ClassOK, learn: true, outcome: OutcomeOK, limited: true, until: reset7d, window: "7d rejected"}},
 
 		// Request-scoped: passed through untouched, no failover.
 		{name: "400 invalid request", ans: answer{status: 400}, hdr: unified("allowed"), want: request},
@@ -82,81 +82,81 @@ func TestClassify(t *testing.T) {
 
 		// 429: always limits the account, whatever the headers.
 		{name: "429 retry-after", ans: answer{status: 429}, hdr: []string{"retry-after", "120"},
-			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
 				until: now.Add(120 * time.Second), window: "rate_limited", reason: "rate_limited"}},
 		{name: "429 without any rate-limit header: cooldown", ans: answer{status: 429},
-			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
 				window: "rate_limited", reason: "rate_limited"}},
 		{name: "429 with unified allowed: its reset is the window's end, not the limit's", ans: answer{status: 429},
 			hdr: unified("allowed"),
-			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
 				window: "rate_limited", reason: "rate_limited"}},
 		{name: "429 with unified rejected", ans: answer{status: 429}, hdr: unified("rejected"),
-			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
 				until: reset, window: "rejected", reason: "rate_limited"}},
 		{name: "429 with 5h rejected", ans: answer{status: 429}, hdr: with(unified("allowed"), hdr5hStatus, "rejected"),
-			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
 				until: reset5h, window: "5h rejected", reason: "rate_limited"}},
 		{name: "429 with x-ratelimit-reset", ans: answer{status: 429}, hdr: []string{"x-ratelimit-reset", unix(reset5h)},
-			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
 				until: reset5h, window: "rate_limited", reason: "rate_limited"}},
 		{name: "429 with api-key limit headers only (not read today: cooldown)", ans: answer{status: 429}, hdr: apiKeyLimits,
-			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
 				window: "rate_limited", reason: "rate_limited"}},
 
 		// A hard unified status on an error answer limits and fails over.
 		{name: "403 payment_required", ans: answer{status: 403}, hdr: unified("payment_required"),
-			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
 				until: reset, window: "payment_required", reason: "rate_limited"}},
 		{name: "400 with unified rejected", ans: answer{status: 400}, hdr: unified("rejected"),
-			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
 				until: reset, window: "rejected", reason: "rate_limited"}},
 		{name: "500 with unified rejected", ans: answer{status: 500}, hdr: unified("rejected"),
-			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
 				until: reset, window: "rejected", reason: "rate_limited"}},
 
 		// 401.
 		{name: "401 an oauth refresh may cure", ans: answer{status: 401, canRefresh: true},
-			want: want{kind: KindRefresh, outcome: OutcomeOther}},
+			want: want{class: ClassRefresh, outcome: OutcomeOther}},
 		{name: "401 an oauth refresh may cure, hard status too", ans: answer{status: 401, canRefresh: true}, hdr: unified("rejected"),
-			want: want{kind: KindRefresh, outcome: OutcomeOther}},
+			want: want{class: ClassRefresh, outcome: OutcomeOther}},
 		{name: "401 and the refresh gave no token", ans: answer{status: 401, refreshFailed: true},
-			want: want{kind: KindAccount, retry: true, outcome: OutcomeOther, reason: "unauthorized"}},
+			want: want{class: ClassAccount, retry: true, outcome: OutcomeOther, reason: "unauthorized"}},
 		{name: "401 and the refresh gave no token, hard status ignored", ans: answer{status: 401, refreshFailed: true}, hdr: unified("rejected"),
-			want: want{kind: KindAccount, retry: true, outcome: OutcomeOther, reason: "unauthorized"}},
+			want: want{class: ClassAccount, retry: true, outcome: OutcomeOther, reason: "unauthorized"}},
 		{name: "401 again after a refresh, or on an api key", ans: answer{status: 401},
-			want: want{kind: KindAccount, retry: true, learn: true, outcome: OutcomeOther, reason: "unauthorized"}},
+			want: want{class: ClassAccount, retry: true, learn: true, outcome: OutcomeOther, reason: "unauthorized"}},
 		{name: "401 with a hard status, no refresh left", ans: answer{status: 401}, hdr: unified("rejected"),
-			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
 				until: reset, window: "rejected", reason: "rate_limited"}},
 
 		// Transient: 529, other 5xx, no answer.
 		{name: "529", ans: answer{status: 529}, hdr: unified("allowed"),
-			want: want{kind: KindTransient, retry: true, learn: true, outcome: OutcomeOverloaded, reason: "overloaded"}},
+			want: want{class: ClassTransient, retry: true, learn: true, outcome: OutcomeOverloaded, reason: "overloaded"}},
 		{name: "529 with a hard status", ans: answer{status: 529}, hdr: unified("rejected"),
-			want: want{kind: KindLimited, retry: true, learn: true, outcome: OutcomeOverloaded, limited: true,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeOverloaded, limited: true,
 				until: reset, window: "rejected", reason: "rate_limited"}},
 		{name: "500", ans: answer{status: 500},
-			want: want{kind: KindTransient, retry: true, learn: true, outcome: OutcomeOther, reason: "server_error"}},
+			want: want{class: ClassTransient, retry: true, learn: true, outcome: OutcomeOther, reason: "server_error"}},
 		{name: "502", ans: answer{status: 502},
-			want: want{kind: KindTransient, retry: true, learn: true, outcome: OutcomeOther, reason: "server_error"}},
+			want: want{class: ClassTransient, retry: true, learn: true, outcome: OutcomeOther, reason: "server_error"}},
 		{name: "503 with retry-after does not limit", ans: answer{status: 503}, hdr: []string{"retry-after", "30"},
-			want: want{kind: KindTransient, retry: true, learn: true, outcome: OutcomeOther, reason: "server_error"}},
+			want: want{class: ClassTransient, retry: true, learn: true, outcome: OutcomeOther, reason: "server_error"}},
 		{name: "connection refused", ans: answer{err: connRefused},
-			want: want{kind: KindTransient, retry: true, outcome: OutcomeOther, reason: "connection"}},
+			want: want{class: ClassTransient, retry: true, outcome: OutcomeOther, reason: "connection"}},
 		{name: "connection error on an oauth account", ans: answer{err: errors.New("EOF"), canRefresh: true},
-			want: want{kind: KindTransient, retry: true, outcome: OutcomeOther, reason: "connection"}},
+			want: want{class: ClassTransient, retry: true, outcome: OutcomeOther, reason: "connection"}},
 
 		// Error events inside an answer the client already has: never
 		// retried; the account learns from some.
 		{name: "in-stream rate_limit_error", ans: answer{sent: true, event: "rate_limit_error"},
-			want: want{kind: KindLimited, learn: true, outcome: OutcomeLimited, limited: true, window: "rate_limited"}},
+			want: want{class: ClassLimited, learn: true, outcome: OutcomeLimited, limited: true, window: "rate_limited"}},
 		{name: "in-stream overloaded_error", ans: answer{sent: true, event: "overloaded_error"},
-			want: want{kind: KindTransient, learn: true, outcome: OutcomeOverloaded}},
+			want: want{class: ClassTransient, learn: true, outcome: OutcomeOverloaded}},
 		{name: "in-stream api_error", ans: answer{sent: true, event: "api_error"},
-			want: want{kind: KindRequest, outcome: OutcomeOther}},
+			want: want{class: ClassRequest, outcome: OutcomeOther}},
 		{name: "in-stream invalid_request_error", ans: answer{sent: true, event: "invalid_request_error"},
-			want: want{kind: KindRequest, outcome: OutcomeOther}},
+			want: want{class: ClassRequest, outcome: OutcomeOther}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ans := tc.ans
@@ -164,7 +164,7 @@ func TestClassify(t *testing.T) {
 				ans.header = hdr(tc.hdr...)
 			}
 			v := classify(ans, now)
-			got := want{kind: v.Kind, retry: v.Retry, learn: v.Learn, outcome: v.Outcome, limited: v.Limited,
+			got := want{class: v.Class, retry: v.Retry, learn: v.Learn, outcome: v.Outcome, limited: v.Limited,
 				until: v.Until, window: v.Window, reason: v.Reason}
 			if got.until.Equal(tc.want.until) {
 				got.until = tc.want.until // same instant, maybe another location

@@ -274,7 +274,7 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 	resp, err := x.send(a, secret)
 	now := s.now()
 	v := verdictOf(resp, err, a.Kind == store.KindOAuth, now)
-	if v.Kind == KindRefresh {
+	if v.Class == ClassRefresh {
 		// The access token was refused: one forced refresh, one retry.
 		f := x.failure(a, resp, v)
 		secret, err = s.tokens.get(x.r.Context(), a, secret)
@@ -308,7 +308,7 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 			"rate_limit", v.Limit.Status, "blocked_until", blockedUntil(s.pool, a))
 		return false, f
 	}
-	ok = v.Kind == KindOK
+	ok = v.Class == ClassOK
 	x.stream(a, resp)
 	return true, nil
 }
