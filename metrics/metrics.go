@@ -43,10 +43,6 @@ const (
 	OtherModel = "other"
 )
 
-// statusClientClosed is the status the request log gives a request whose
-// client went away (nginx's 499).
-const statusClientClosed = 499
-
 // MaxModels is how many distinct model ids get a label value of their
 // own (the first ones seen since the daemon started); later ones are
 // counted as OtherModel.
@@ -80,16 +76,6 @@ const (
 	TokensOutput        = "output"
 	TokensCacheRead     = "cache_read"
 	TokensCacheCreation = "cache_creation"
-)
-
-// Failover reasons, the reason label of claudeflare_failovers_total.
-const (
-	ReasonRateLimited  = "rate_limited"  // 429 or a hard unified status
-	ReasonUnauthorized = "unauthorized"  // 401 the account cannot recover from
-	ReasonOverloaded   = "overloaded"    // 529
-	ReasonServerError  = "server_error"  // other 5xx
-	ReasonConnection   = "connection"    // dial, TLS or read error before the first byte
-	ReasonTokenRefresh = "token_refresh" // no valid access token could be had
 )
 
 // Latency buckets, in seconds. Answers from the upstream take from a
@@ -325,7 +311,7 @@ func (m *Metrics) ObserveRequest(r Request) {
 // with Failover and Refresh it makes *Metrics a proxy.Observer.
 func (m *Metrics) Request(r store.Request) {
 	ttfb := time.Duration(r.TTFBMS) * time.Millisecond
-	if r.TTFBMS == 0 && r.Status == statusClientClosed {
+	if r.TTFBMS == 0 && r.Status == store.StatusClientClosed {
 		ttfb = -1 // the client left before the first byte
 	}
 	m.ObserveRequest(Request{
@@ -338,7 +324,7 @@ func (m *Metrics) Request(r store.Request) {
 }
 
 // Failover counts a request moved away from account for reason (one of
-// the Reason constants).
+// the proxy's failover reasons, proxy.Reason*, defined there once).
 func (m *Metrics) Failover(account, reason string) {
 	if m == nil {
 		return

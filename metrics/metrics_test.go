@@ -104,9 +104,9 @@ func TestRequestsTokensLatency(t *testing.T) {
 	m.ObserveRequest(metrics.Request{Account: "home", Status: 429, Model: "claude-opus-4-1", Duration: 100 * time.Millisecond, TTFB: 90 * time.Millisecond})
 	m.ObserveRequest(metrics.Request{Status: 503, Duration: time.Millisecond})
 	m.ObserveRequest(metrics.Request{Account: "home", Status: 499, Model: "claude-opus-4-1", Duration: time.Second, TTFB: -1}) // left before the first byte
-	m.Failover("home", metrics.ReasonRateLimited)
-	m.Failover("home", metrics.ReasonRateLimited)
-	m.Failover("work", metrics.ReasonOverloaded)
+	m.Failover("home", "rate_limited")
+	m.Failover("home", "rate_limited")
+	m.Failover("work", "overloaded")
 	m.Refresh("work", true)
 	m.Refresh("work", false)
 
@@ -323,7 +323,7 @@ func TestRequestFromLogRow(t *testing.T) {
 func TestNilMetricsIsANoop(t *testing.T) {
 	var m *metrics.Metrics
 	m.ObserveRequest(metrics.Request{Account: "a", Status: 200})
-	m.Failover("a", metrics.ReasonConnection)
+	m.Failover("a", "connection")
 	m.Refresh("a", false)
 	m.SetSources(metrics.Sources{})
 	rec := httptest.NewRecorder()
@@ -342,7 +342,7 @@ func TestConcurrentUseAndProcessCollectors(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 500; i++ {
 				m.ObserveRequest(metrics.Request{Account: fmt.Sprintf("acct-%d", i%3), Status: 200, Model: "m", Duration: time.Second, InputTokens: 1})
-				m.Failover("acct-0", metrics.ReasonServerError)
+				m.Failover("acct-0", "server_error")
 				m.Refresh("acct-1", i%2 == 0)
 			}
 		}()
@@ -372,11 +372,11 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 	m := metrics.New(metrics.Options{NoProcess: true})
 	r := metrics.Request{Account: "work", Status: 200, Model: "claude-sonnet-4-5", Duration: time.Second, TTFB: time.Millisecond, InputTokens: 5, OutputTokens: 7}
 	m.ObserveRequest(r)
-	m.Failover("work", metrics.ReasonRateLimited)
+	m.Failover("work", "rate_limited")
 	m.Refresh("work", true)
 	if n := testing.AllocsPerRun(1000, func() {
 		m.ObserveRequest(r)
-		m.Failover("work", metrics.ReasonRateLimited)
+		m.Failover("work", "rate_limited")
 		m.Refresh("work", true)
 	}); n != 0 {
 		t.Errorf("%v allocations per request", n)

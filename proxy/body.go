@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/internal/apierr"
+	"github.com/claudeflare/claudeflare/store"
 )
 
 // The request body: read whole before the first try (it is replayed on
@@ -116,7 +117,7 @@ func (x *exchange) growBody(buf []byte, want, ceiling int64) ([]byte, bool) {
 
 // bodyReadFailed answers and logs a request whose body could not be read.
 func (x *exchange) bodyReadFailed(err error) {
-	x.row.Status, x.row.EndState, x.row.Error = StatusClientClosed, EndClientCancelled, "read request body: "+err.Error()
+	x.row.Status, x.row.EndState, x.row.Error = store.StatusClientClosed, EndClientCancelled, "read request body: "+err.Error()
 	// What is left of the body is not read: close the connection
 	// after the answer rather than parse it as a next request.
 	x.w.Header().Set("Connection", "close")

@@ -24,9 +24,6 @@ const (
 	EndClientCancelled = "client_cancelled"
 )
 
-// StatusClientClosed is logged when the client went away (nginx's 499).
-const StatusClientClosed = 499
-
 // failureBodyMax bounds what is kept of a failed attempt's body, to hand
 // to the client if no other account does better.
 const failureBodyMax = 64 << 10
@@ -198,7 +195,7 @@ func (x *exchange) refuse(sel selection) {
 
 // clientGone logs a request whose client went away before an answer.
 func (x *exchange) clientGone() {
-	x.row.Status, x.row.EndState = StatusClientClosed, EndClientCancelled
+	x.row.Status, x.row.EndState = store.StatusClientClosed, EndClientCancelled
 	if x.row.Error == "" {
 		x.row.Error = "client went away"
 	}

@@ -126,7 +126,7 @@ func TestClientCancel(t *testing.T) {
 		}
 		return len(rows) == 1
 	})
-	if row.Status != StatusClientClosed || row.EndState != EndClientCancelled {
+	if row.Status != store.StatusClientClosed || row.EndState != EndClientCancelled {
 		t.Fatalf("row %+v", row)
 	}
 	// The upstream request was cancelled too.
@@ -159,7 +159,7 @@ func TestClientCancelMidStream(t *testing.T) {
 		}
 		return len(rows) == 1
 	})
-	if row.Status != StatusClientClosed || row.EndState != EndClientCancelled || row.InputTokens != 25 {
+	if row.Status != store.StatusClientClosed || row.EndState != EndClientCancelled || row.InputTokens != 25 {
 		t.Fatalf("row %+v", row)
 	}
 }

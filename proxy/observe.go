@@ -6,8 +6,8 @@ import (
 	"github.com/claudeflare/claudeflare/store"
 )
 
-// Failover reasons passed to Observer.Failover (the same strings as the
-// metrics package's reason label).
+// Failover reasons passed to Observer.Failover: the values of the reason
+// label of claudeflare_failovers_total.
 const (
 	ReasonRateLimited  = "rate_limited"  // 429 or a hard unified status
 	ReasonUnauthorized = "unauthorized"  // 401 the account cannot recover from

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+
+	"github.com/claudeflare/claudeflare/store"
 )
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -178,7 +180,7 @@ func (x *exchange) endState(a *account, r *relay) {
 	s, sse, status := x.s, r.sse, r.resp.StatusCode
 	switch {
 	case r.writeErr != nil || (r.readErr != nil && x.r.Context().Err() != nil):
-		x.row.Status, x.row.EndState = StatusClientClosed, EndClientCancelled
+		x.row.Status, x.row.EndState = store.StatusClientClosed, EndClientCancelled
 		x.row.Error = "client went away mid-response"
 	case r.readErr != nil:
 		x.row.EndState, x.row.Error = EndUpstreamError, "upstream read: "+r.readErr.Error()

@@ -28,6 +28,10 @@ type Request struct {
 	Client                   string `db:"client"`
 }
 
+// StatusClientClosed is the status of a request whose client went away
+// before the answer ended (nginx's 499).
+const StatusClientClosed = 499
+
 // RequestColumns lists the request columns in a stable order, for SELECTs.
 const RequestColumns = `seq, id, ts, method, path, model, account, status, attempts, duration_ms, ttfb_ms,
 	input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens,
