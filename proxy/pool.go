@@ -103,7 +103,7 @@ const refreshFailCooldown = 30 * time.Second
 func (p *pool) rest(a *account, d time.Duration, now time.Time) {
 	p.mu.Lock()
 	before := a.limit
-	a.limit.block(now.Add(d), "refresh_failed")
+	a.limit.block(now.Add(d), LimitRefreshFailed)
 	after := a.limit
 	p.mu.Unlock()
 	p.events.limitChanged(a.Name, before, after, now)
@@ -194,7 +194,7 @@ func limitFromStore(r store.Account) LimitState {
 	if !s.Until.IsZero() {
 		s.Reason = r.RLStatus
 		if !hardStatus(s.Reason) {
-			s.Reason = "rate_limited"
+			s.Reason = LimitRateLimited
 		}
 	}
 	return s

@@ -103,7 +103,7 @@ func (rl RateLimit) ResetAt() time.Time {
 }
 
 // window names the limit a limiting answer hit: the hard unified status,
-// else the hard 5h or 7d window ("5h rejected"), else "rate_limited".
+// else the hard 5h or 7d window ("5h rejected"), else LimitRateLimited.
 func (rl RateLimit) window() string {
 	switch {
 	case hardStatus(rl.Status):
@@ -113,7 +113,7 @@ func (rl RateLimit) window() string {
 	case hardStatus(rl.Status7d):
 		return "7d " + rl.Status7d
 	}
-	return "rate_limited"
+	return LimitRateLimited
 }
 
 func normStatus(s string) string {
@@ -215,10 +215,19 @@ func newLimitPolicy(c config.RateLimit) LimitPolicy {
 	}
 }
 
+// Why an account rests (LimitState.Reason, AccountEvent.Reason) when the
+// upstream named no hard status ("rejected", "5h rejected") to give.
+const (
+	LimitRateLimited   = "rate_limited"   // a 429 without a hard unified status
+	LimitCooldown      = "cooldown"       // a step of the doubling cooldown after a 429 without a reset
+	LimitOverloaded    = "overloaded"     // the rest after a 529 or an overloaded_error
+	LimitRefreshFailed = "refresh_failed" // the rest after a failing token refresh
+)
+
 // LimitState is the in-memory rate-limit state of one account.
 type LimitState struct {
 	Until    time.Time     // blocked (quarantine or cooldown) until
-	Reason   string        // why blocked: the status, "cooldown" or "overloaded"
+	Reason   string        // why blocked: the hard status or one of the Limit* reasons
 	Cooldown time.Duration // current step of the doubling cooldown, 0 = none
 	Status   string        // last unified status seen
 	Reset    time.Time     // last unified reset seen
@@ -280,14 +289,14 @@ func (s *LimitState) Apply(p LimitPolicy, out Outcome, rl RateLimit, now time.Ti
 			next = p.CooldownMax
 		}
 		s.Cooldown = next
-		s.block(now.Add(next), "cooldown")
+		s.block(now.Add(next), LimitCooldown)
 		return true
 	case out == OutcomeOverloaded:
-		s.block(now.Add(p.OverloadedCooldown), "overloaded")
+		s.block(now.Add(p.OverloadedCooldown), LimitOverloaded)
 		return p.OverloadedCooldown > 0
 	case out == OutcomeOK:
 		s.Cooldown = 0
-		if s.Until.After(now) && (s.Reason == "cooldown" || s.Reason == "overloaded") {
+		if s.Until.After(now) && (s.Reason == LimitCooldown || s.Reason == LimitOverloaded) {
 			s.Until, s.Reason = time.Time{}, ""
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/store"
 )
 
 // account is the in-memory state of one account. ID, Name and Kind are
@@ -17,7 +18,7 @@ type account struct {
 	Kind         string // "oauth" | "apikey"
 	Priority     int
 	Paused       bool
-	Status       string // "ok" | "needs_login"
+	Status       string // store.StatusOK or store.StatusNeedsLogin
 	StatusReason string
 
 	seen     rowStatus // the row the status was last taken from
@@ -33,9 +34,9 @@ func (a *account) usable(now time.Time) (ok, limited bool, reason string) {
 	switch {
 	case a.Paused:
 		return false, false, "paused"
-	case a.Status != "" && a.Status != "ok":
+	case a.Status != "" && a.Status != store.StatusOK:
 		r := a.Status
-		if a.Status == "needs_login" {
+		if a.Status == store.StatusNeedsLogin {
 			r = "needs login (run `claudeflare accounts add " + a.Name + "` again)"
 		}
 		if a.StatusReason != "" {
@@ -45,13 +46,13 @@ func (a *account) usable(now time.Time) (ok, limited bool, reason string) {
 	case a.limit.Blocked(now):
 		what := "rate limited"
 		switch a.limit.Reason {
-		case "cooldown":
+		case LimitCooldown:
 			what = "cooling down after a 429"
-		case "overloaded":
+		case LimitOverloaded:
 			what = "cooling down after overload"
-		case "refresh_failed":
+		case LimitRefreshFailed:
 			what = "token refresh failing, resting"
-		case "", "rate_limited":
+		case "", LimitRateLimited:
 		default:
 			what = "rate limited (" + a.limit.Reason + ")"
 		}
@@ -64,7 +65,7 @@ func (a *account) usable(now time.Time) (ok, limited bool, reason string) {
 // after an overloaded (529) answer.
 func (a *account) onlyOverloaded(now time.Time) bool {
 	_, limited, _ := a.usable(now)
-	return limited && a.limit.Reason == "overloaded"
+	return limited && a.limit.Reason == LimitOverloaded
 }
 
 // selection is the selector's answer: candidates in the order to try them,

@@ -33,13 +33,13 @@ func Utilization(u float64) *float64 {
 func AccountStatus(a store.Account, nowMS int64) string {
 	switch {
 	case a.Status == store.StatusNeedsLogin:
-		return "needs_login"
+		return store.StatusNeedsLogin
 	case a.Paused:
 		return "paused"
 	case a.RateLimitedUntil > nowMS:
 		return "rate_limited"
 	}
-	return "ok"
+	return store.StatusOK
 }
 
 // RequestLine is one request as `requests list --json` and GET
@@ -187,7 +187,7 @@ func (st *Stats) Lines() (accounts []StatsLine, pool StatsLine) {
 		accounts = append(accounts, statsLine(a, since))
 		if a.State != nil {
 			n++
-			if a.State.Status == "ok" {
+			if a.State.Status == store.StatusOK {
 				available++
 			}
 		}
