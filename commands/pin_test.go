@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/claudeflare/claudeflare/internal/testcert"
-	"github.com/claudeflare/claudeflare/upstream"
 )
 
 // TestAccountsAddPinsTokenEndpoint: the CLI's own token calls (accounts
@@ -52,7 +51,7 @@ func TestAccountsAddPinsTokenEndpoint(t *testing.T) {
 		"CLAUDEFLARE_OAUTH_TOKEN_URL="+tok.URL+"/v1/oauth/token",
 	)
 	const rt = "rt-pinned-do-not-leak-0123456789"
-	other := upstream.SPKIPin(tok.Certificate()) // the right key ...
+	other := testcert.SPKIPin(tok.Certificate()) // the right key ...
 	wrong := strings.Repeat("A", 43) + "="       // ... and one that is not
 	if other == wrong {
 		t.Fatal("pins collide")

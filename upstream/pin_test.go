@@ -67,7 +67,7 @@ func TestPinCoversTokenEndpoint(t *testing.T) {
 
 	// Pinned to the upstream's key: the token endpoint's handshake fails
 	// and nothing is sent.
-	err = refresh(upstream.SPKIPin(up.Certificate()))
+	err = refresh(testcert.SPKIPin(up.Certificate()))
 	if err == nil || !strings.Contains(err.Error(), "pin_sha256") {
 		t.Fatalf("refresh with a token endpoint off the pin: %v", err)
 	}
@@ -79,7 +79,7 @@ func TestPinCoversTokenEndpoint(t *testing.T) {
 	}
 
 	// Pinned to the token endpoint's key, it is reached (and answers).
-	err = refresh(upstream.SPKIPin(tokCert))
+	err = refresh(testcert.SPKIPin(tokCert))
 	if !errors.Is(err, oauth.ErrInvalidGrant) || got.Load() != 1 {
 		t.Fatalf("refresh with the token endpoint's own pin: %v (%d requests)", err, got.Load())
 	}

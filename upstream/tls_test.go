@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/testcert"
 	"github.com/claudeflare/claudeflare/upstream"
 )
 
@@ -40,7 +41,7 @@ func TestUpstreamPin(t *testing.T) {
 	if err := get(""); err != nil {
 		t.Fatalf("no pin: %v", err)
 	}
-	if err := get(upstream.SPKIPin(leaf)); err != nil {
+	if err := get(testcert.SPKIPin(leaf)); err != nil {
 		t.Fatalf("matching pin: %v", err)
 	}
 	err := get("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
@@ -51,7 +52,7 @@ func TestUpstreamPin(t *testing.T) {
 	// Verification is never skipped: an unknown CA fails, pin or not.
 	cfg := config.Default()
 	cfg.UpstreamURL = up.URL
-	cfg.Upstream.PinSHA256 = upstream.SPKIPin(leaf)
+	cfg.Upstream.PinSHA256 = testcert.SPKIPin(leaf)
 	tr, err := upstream.Transport(&cfg)
 	if err != nil {
 		t.Fatal(err)

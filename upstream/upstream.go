@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -22,13 +21,6 @@ import (
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/oauth"
 )
-
-// SPKIPin is the pin of a certificate: the base64 SHA-256 of its
-// SubjectPublicKeyInfo, the form of upstream.pin_sha256 (and of HPKP).
-func SPKIPin(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return base64.StdEncoding.EncodeToString(sum[:])
-}
 
 // TLS is the TLS client configuration for the upstream and the
 // token endpoint: certificates always verified against the system roots,

@@ -5,8 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -56,4 +58,11 @@ func Write(t testing.TB, dir string) (certFile, keyFile string, cert *x509.Certi
 		t.Fatal(err)
 	}
 	return certFile, keyFile, cert
+}
+
+// SPKIPin is the pin of a certificate: the base64 SHA-256 of its
+// SubjectPublicKeyInfo, the form of upstream.pin_sha256 (and of HPKP).
+func SPKIPin(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
 }
