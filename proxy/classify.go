@@ -9,10 +9,9 @@ import (
 // for the request (hand it to the client, refresh and resend, or move on
 // to another try) and for the account that gave it (works, limited,
 // resting). forward.go and stream.go act on the Verdict, the account's
-// limit state is fed from it (pool.observe with Outcome and Limit) and the
-// failover metric counts its Reason. LimitState.Apply still reads the hard
-// status and the reset out of Limit itself; TestClassify checks that it
-// agrees with Limited, Until and Window.
+// limit state (LimitState.Apply) acts on it too, and the failover metric
+// counts its Reason: none of them reads a status code or a rate-limit
+// header to decide.
 
 // Class is what kind of answer the upstream gave, as far as routing cares.
 type Class uint8
@@ -72,10 +71,10 @@ type Verdict struct {
 	// reached the client).
 	Retry bool
 	// Learn: the account's limit state learns from this answer
-	// (pool.observe with Outcome and Limit).
+	// (pool.observe, LimitState.Apply).
 	Learn   bool
-	Outcome Outcome
-	Limit   RateLimit // the rate-limit headers the answer carried
+	Outcome Outcome   // ok ends a cooldown; overloaded rests the account
+	Limit   RateLimit // the rate-limit headers the answer carried (recorded)
 	// Limited: the answer limits the account (a 429, a hard unified status
 	// or an in-stream rate_limit_error), until Until; a zero Until means
 	// the answer named no reset and the account cools down instead.

@@ -178,7 +178,7 @@ func TestClassify(t *testing.T) {
 			// What the limit state makes of the verdict agrees with it.
 			p := LimitPolicy{CooldownInitial: 30 * time.Second, CooldownMax: 5 * time.Minute, OverloadedCooldown: 10 * time.Second}
 			var s LimitState
-			blocked := s.Apply(p, v.Outcome, v.Limit, now)
+			blocked := s.Apply(p, v, now)
 			switch {
 			case v.Limited && !v.Until.IsZero():
 				if !blocked || !s.Until.Equal(v.Until) || s.Reason != v.Window {

@@ -296,7 +296,7 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 		return false, &attemptFailure{verdict: v, err: err}
 	}
 	if v.Learn {
-		s.pool.observe(a, v.Outcome, v.Limit, now)
+		s.pool.observe(a, v, now)
 	}
 	if v.Retry {
 		f := x.failure(a, resp, v)

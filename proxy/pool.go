@@ -76,10 +76,10 @@ func (p *pool) end(a *account, ok bool, now time.Time) {
 // observe folds a response (or an in-stream error) into the account's
 // rate-limit state and schedules a save. It reports whether the account
 // is now blocked.
-func (p *pool) observe(a *account, out Outcome, rl RateLimit, now time.Time) bool {
+func (p *pool) observe(a *account, v Verdict, now time.Time) bool {
 	p.mu.Lock()
 	before := a.limit
-	blocked := a.limit.Apply(p.policy, out, rl, now)
+	blocked := a.limit.Apply(p.policy, v, now)
 	changed, after := a.limit != before, a.limit
 	if changed {
 		p.dirty[a.ID] = true

@@ -250,11 +250,13 @@ const (
 	OutcomeOther                     // anything else: no change to the limits
 )
 
-// Apply folds one response into the state and reports whether the account
-// is now blocked. Hard statuses and 429s quarantine until the reset; a
-// limit without any reset starts (or doubles) the cooldown; a good response
-// ends the cooldown; soft statuses are only recorded.
-func (s *LimitState) Apply(p LimitPolicy, out Outcome, rl RateLimit, now time.Time) bool {
+// Apply folds one answer's verdict (see classify) into the state and
+// reports whether the account is now blocked. A limiting answer quarantines
+// until its reset, or, naming none, starts (or doubles) the cooldown; an
+// overload rests the account briefly; a good response ends the cooldown;
+// the unified headers are recorded whatever the answer.
+func (s *LimitState) Apply(p LimitPolicy, v Verdict, now time.Time) bool {
+	rl := v.Limit
 	if rl.Status != "" {
 		s.Status = rl.Status
 	}
@@ -273,12 +275,10 @@ func (s *LimitState) Apply(p LimitPolicy, out Outcome, rl RateLimit, now time.Ti
 	if !rl.Reset7d.IsZero() {
 		s.Reset7d = rl.Reset7d
 	}
-	hard := rl.Hard()
 	switch {
-	case out == OutcomeLimited || hard:
-		reason := rl.window()
-		if reset := rl.ResetAt(); !reset.IsZero() {
-			s.block(reset, reason)
+	case v.Limited:
+		if !v.Until.IsZero() {
+			s.block(v.Until, v.Window)
 			return true
 		}
 		next := p.CooldownInitial
@@ -291,10 +291,10 @@ func (s *LimitState) Apply(p LimitPolicy, out Outcome, rl RateLimit, now time.Ti
 		s.Cooldown = next
 		s.block(now.Add(next), LimitCooldown)
 		return true
-	case out == OutcomeOverloaded:
+	case v.Outcome == OutcomeOverloaded:
 		s.block(now.Add(p.OverloadedCooldown), LimitOverloaded)
 		return p.OverloadedCooldown > 0
-	case out == OutcomeOK:
+	case v.Outcome == OutcomeOK:
 		s.Cooldown = 0
 		if s.Until.After(now) && (s.Reason == LimitCooldown || s.Reason == LimitOverloaded) {
 			s.Until, s.Reason = time.Time{}, ""

@@ -82,16 +82,16 @@ func TestLimitStateApply(t *testing.T) {
 		for _, st := range []string{"rejected", "rate_limited", "blocked", "queueing_hard", "payment_required"} {
 			s = LimitState{}
 			reset := t0.Add(time.Hour)
-			rl := ParseRateLimit(hdr("anthropic-ratelimit-unified-status", st,
-				"anthropic-ratelimit-unified-reset", strconv.FormatInt(reset.Unix(), 10)), t0)
-			if !s.Apply(p, OutcomeOK, rl, t0) || !s.Until.Equal(reset) {
+			h := hdr("anthropic-ratelimit-unified-status", st,
+				"anthropic-ratelimit-unified-reset", strconv.FormatInt(reset.Unix(), 10))
+			if !s.Apply(p, classify(answer{status: 200, header: h}, t0), t0) || !s.Until.Equal(reset) {
 				t.Fatalf("%s: until %v", st, s.Until)
 			}
 		}
 	})
 	t.Run("429 with retry-after", func(t *testing.T) {
 		var s LimitState
-		if !s.Apply(p, OutcomeLimited, ParseRateLimit(hdr("retry-after", "42"), t0), t0) || !s.Until.Equal(t0.Add(42*time.Second)) {
+		if !s.Apply(p, classify(answer{status: 429, header: hdr("retry-after", "42")}, t0), t0) || !s.Until.Equal(t0.Add(42*time.Second)) {
 			t.Fatalf("until %v", s.Until)
 		}
 	})
@@ -100,31 +100,31 @@ func TestLimitStateApply(t *testing.T) {
 		now := t0
 		want := []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute, 5 * time.Minute, 5 * time.Minute}
 		for i, w := range want {
-			s.Apply(p, OutcomeLimited, ParseRateLimit(nil, now), now)
+			s.Apply(p, classify(answer{status: 429}, now), now)
 			if s.Cooldown != w || !s.Until.Equal(now.Add(w)) {
 				t.Fatalf("step %d: cooldown %v until %v", i, s.Cooldown, s.Until.Sub(now))
 			}
 			now = s.Until
 		}
-		if s.Apply(p, OutcomeOK, ParseRateLimit(nil, now), now) || s.Cooldown != 0 {
+		if s.Apply(p, classify(answer{status: 200}, now), now) || s.Cooldown != 0 {
 			t.Fatalf("good response did not reset: %+v", s)
 		}
-		s.Apply(p, OutcomeLimited, ParseRateLimit(nil, now), now)
+		s.Apply(p, classify(answer{status: 429}, now), now)
 		if s.Cooldown != 30*time.Second {
 			t.Fatalf("after reset: %v", s.Cooldown)
 		}
 	})
 	t.Run("soft is recorded, not blocking", func(t *testing.T) {
 		var s LimitState
-		rl := ParseRateLimit(hdr("anthropic-ratelimit-unified-status", "allowed_warning",
-			"anthropic-ratelimit-unified-5h-utilization", "0.91"), t0)
-		if s.Apply(p, OutcomeOK, rl, t0) || s.Status != "allowed_warning" || s.Util5h != 0.91 {
+		h := hdr("anthropic-ratelimit-unified-status", "allowed_warning",
+			"anthropic-ratelimit-unified-5h-utilization", "0.91")
+		if s.Apply(p, classify(answer{status: 200, header: h}, t0), t0) || s.Status != "allowed_warning" || s.Util5h != 0.91 {
 			t.Fatalf("%+v", s)
 		}
 	})
 	t.Run("529 short cooldown", func(t *testing.T) {
 		var s LimitState
-		if !s.Apply(p, OutcomeOverloaded, ParseRateLimit(nil, t0), t0) || !s.Until.Equal(t0.Add(p.OverloadedCooldown)) {
+		if !s.Apply(p, classify(answer{status: 529}, t0), t0) || !s.Until.Equal(t0.Add(p.OverloadedCooldown)) {
 			t.Fatalf("%+v", s)
 		}
 		if s.Cooldown != 0 {
@@ -133,8 +133,8 @@ func TestLimitStateApply(t *testing.T) {
 	})
 	t.Run("overload never shortens a quarantine", func(t *testing.T) {
 		var s LimitState
-		s.Apply(p, OutcomeLimited, ParseRateLimit(hdr("retry-after", "3600"), t0), t0)
-		s.Apply(p, OutcomeOverloaded, ParseRateLimit(nil, t0), t0)
+		s.Apply(p, classify(answer{status: 429, header: hdr("retry-after", "3600")}, t0), t0)
+		s.Apply(p, classify(answer{status: 529}, t0), t0)
 		if !s.Until.Equal(t0.Add(time.Hour)) {
 			t.Fatalf("%v", s.Until)
 		}
@@ -166,8 +166,8 @@ func FuzzParseRateLimit(f *testing.F) {
 			t.Fatalf("util out of range: %v", rl.Util5h)
 		}
 		var s LimitState
-		for _, out := range []Outcome{OutcomeOK, OutcomeLimited, OutcomeOverloaded, OutcomeOther} {
-			s.Apply(newLimitPolicy(config.Default().RateLimit), out, rl, t0)
+		for _, st := range []int{200, 429, 529, 500, 403} {
+			s.Apply(newLimitPolicy(config.Default().RateLimit), classify(answer{status: st, header: h}, t0), t0)
 			if s.Until.Sub(t0) > maxResetAhead {
 				t.Fatalf("blocked too long: %v", s.Until)
 			}

@@ -188,7 +188,7 @@ func (x *exchange) endState(a *account, r *relay) {
 		x.row.EndState, x.row.Error = EndUpstreamError, "in-stream "+sse.ErrorType+": "+sse.ErrorMsg
 		now := s.now()
 		if v := classify(answer{sent: true, event: sse.ErrorType}, now); v.Learn {
-			s.pool.observe(a, v.Outcome, v.Limit, now)
+			s.pool.observe(a, v, now)
 		}
 	case sse != nil && !sse.Stopped && status < 300:
 		x.row.EndState, x.row.Error = EndTruncated, "stream ended without message_stop"
