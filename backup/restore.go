@@ -206,10 +206,7 @@ func Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (RestoreResu
 		}
 		res.Restored = append(res.Restored, name)
 	}
-	if err := fsutil.SyncDir(opts.DataDir); err != nil {
-		return res, err
-	}
-	return res, nil
+	return res, fsutil.SyncDir(opts.DataDir)
 }
 
 func (m Manifest) has(name string) bool {
