@@ -13,6 +13,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/claudeflare/claudeflare/oauth"
 )
 
 // Config is the full set of settings. Field tags are the TOML keys; the
@@ -197,12 +199,12 @@ func Default() Config {
 		RetryAttempts:     3,
 		RetryDelayMS:      1000,
 		RetryBackoff:      2.0,
-		ClientID:          "9d1c250a-e61b-44d9-88ed-5944d1962f5e",
+		ClientID:          oauth.DefaultClientID,
 		LogLevel:          "info",
 		LogFormat:         "auto",
 		AllowedOrigins:    []string{},
-		UpstreamURL:       "https://api.anthropic.com",
-		OAuthTokenURL:     "https://platform.claude.com/v1/oauth/token",
+		UpstreamURL:       oauth.DefaultAPIBase,
+		OAuthTokenURL:     oauth.DefaultTokenURL,
 		Server: Server{
 			AllowIPs:             []string{},
 			MaxBodyBytes:         32 << 20,

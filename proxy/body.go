@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -31,7 +32,7 @@ var errBodyBudget = errors.New("request bodies in flight hold server.max_infligh
 func (x *exchange) readBody() error {
 	limit := x.s.cfg.Server.MaxBodyBytes
 	if limit <= 0 {
-		limit = 32 << 20
+		limit = config.Default().Server.MaxBodyBytes
 	}
 	if x.r.ContentLength > limit {
 		x.tooLarge(limit)
