@@ -57,7 +57,7 @@ type exchange struct {
 func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	x := &exchange{s: s, w: w, r: r, start: start, id: s.ids.Next(start)}
-	w.Header().Set("X-Claudeflare-Request-Id", x.id)
+	w.Header().Set(apierr.RequestIDHeader, x.id)
 	route, ok := target.AuthorizedFrom(r.Context())
 	if !ok {
 		var err error

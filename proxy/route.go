@@ -14,7 +14,7 @@ import (
 func (s *Server) canonical(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := target.Authorized(r); err != nil {
-			w.Header().Set("X-Claudeflare-Request-Id", s.ids.Next(s.now()))
+			w.Header().Set(apierr.RequestIDHeader, s.ids.Next(s.now()))
 			RefuseTarget(w, err)
 			return
 		}

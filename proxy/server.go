@@ -216,7 +216,7 @@ func (s *Server) routes() http.Handler {
 }
 
 func (s *Server) root(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("X-Claudeflare-Request-Id", s.ids.Next(s.now()))
+	w.Header().Set(apierr.RequestIDHeader, s.ids.Next(s.now()))
 	if r.URL.Path != "/" {
 		apierr.Write(w, apierr.Reply{Status: http.StatusNotFound, Type: apierr.NotFound, Message: "Not found: claudeflare forwards /v1/*", Retry: apierr.RetryNo})
 		return
@@ -266,7 +266,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	h.Recorder.FailedRecords = s.rec.failedRecords.Load()
 	body, _ := json.Marshal(h)
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Claudeflare-Request-Id", s.ids.Next(now))
+	w.Header().Set(apierr.RequestIDHeader, s.ids.Next(now))
 	w.Write(body)
 }
 
