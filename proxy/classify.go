@@ -3,6 +3,8 @@ package proxy
 import (
 	"net/http"
 	"time"
+
+	"github.com/claudeflare/claudeflare/internal/apierr"
 )
 
 // This file is the one place that reads what an upstream answer means:
@@ -142,10 +144,10 @@ func classifyEvent(v *Verdict, event string) {
 	switch event {
 	case "":
 		v.Class = ClassOK
-	case "rate_limit_error":
+	case apierr.RateLimit:
 		v.Class, v.Learn, v.Outcome = ClassLimited, true, OutcomeLimited
 		v.Limited, v.Window = true, v.Limit.window()
-	case "overloaded_error":
+	case apierr.Overloaded:
 		v.Class, v.Learn, v.Outcome = ClassTransient, true, OutcomeOverloaded
 	}
 }
