@@ -264,3 +264,14 @@ func TestBoundsDocumented(t *testing.T) {
 		}
 	}
 }
+
+// numeric reports whether a setting of type t needs a bound.
+func numeric(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return true
+	}
+	return false
+}

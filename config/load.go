@@ -79,17 +79,6 @@ func describeReadError(err error) string {
 	return err.Error()
 }
 
-// DefaultConfigPath is the config file used when none is named:
-// $XDG_CONFIG_HOME/claudeflare/claudeflare.toml, with XDG_CONFIG_HOME
-// defaulting to ~/.config; "" when neither it nor HOME is set. getenv nil
-// means os.Getenv.
-func DefaultConfigPath(getenv func(string) string) string {
-	if getenv == nil {
-		getenv = os.Getenv
-	}
-	return (&loader{getenv: getenv}).defaultConfigPath()
-}
-
 // originKind says which layer last set a key.
 type originKind int
 

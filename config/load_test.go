@@ -538,7 +538,7 @@ func TestConfigFileResolution(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.File != path || c.Port != 9300 || DefaultConfigPath(e.get) != path {
+		if c.File != path || c.Port != 9300 || (&loader{getenv: e.get}).defaultConfigPath() != path {
 			t.Errorf("File %q port %d", c.File, c.Port)
 		}
 	})
