@@ -96,6 +96,9 @@ type loader struct {
 	origins map[string]originKind
 }
 
+// defaultConfigPath is the config file used when none is named:
+// $XDG_CONFIG_HOME/claudeflare/claudeflare.toml, with XDG_CONFIG_HOME
+// defaulting to ~/.config; "" when neither it nor HOME is set.
 func (l *loader) defaultConfigPath() string {
 	if d := l.getenv("XDG_CONFIG_HOME"); filepath.IsAbs(d) {
 		return filepath.Join(d, "claudeflare", "claudeflare.toml")

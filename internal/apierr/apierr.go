@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-// Anthropic error types used by claudeflare's own answers.
+// Anthropic's error types: claudeflare answers with them, and the proxy
+// reads the upstream's in-stream errors by them.
 const (
 	InvalidRequest = "invalid_request_error"
 	Authentication = "authentication_error"
