@@ -334,3 +334,58 @@ func TestDaemonServesHTTPS(t *testing.T) {
 		}
 	}
 }
+
+// SIGHUP re-reads the config file: a live setting (a client limit)
+// applies at once, and the restart settings that changed are logged once,
+// by key, exactly (from the settings table).
+func TestDaemonSIGHUPReload(t *testing.T) {
+	c := newCLI(t)
+	c.MustRun(c.fake.NewAPIKey("pool"), "accounts", "add", "pool", "--api-key-stdin")
+	cfg := filepath.Join(c.dir, "claudeflare.toml")
+	if err := os.WriteFile(cfg, []byte("[log]\nqueue_size = 100\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Env = append(c.Env, "CLAUDEFLARE_CONFIG_PATH="+cfg)
+	d := c.startDaemon()
+	for i := 0; i < 3; i++ {
+		if resp, body := postMessages(t, d.url, false); resp.StatusCode != 200 {
+			t.Fatalf("before reload: %d %s", resp.StatusCode, body)
+		}
+	}
+	if err := os.WriteFile(cfg, []byte("client_id = \"another-client\"\n[log]\nqueue_size = 200\n[limits]\nrequests_per_minute = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(d.logs(), `"msg":"reloaded"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged:\n%s", d.logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var restart [][]string
+	for _, line := range strings.Split(d.logs(), "\n") {
+		var l struct {
+			Msg  string   `json:"msg"`
+			Keys []string `json:"keys"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && strings.Contains(l.Msg, "take effect on restart") {
+			restart = append(restart, l.Keys)
+		}
+	}
+	if len(restart) != 1 || strings.Join(restart[0], ",") != "client_id,log.queue_size" {
+		t.Fatalf("restart keys logged: %v, want once [client_id log.queue_size]\n%s", restart, d.logs())
+	}
+	// requests_per_minute = 1 applies at once: within two requests one is
+	// refused by the client limit.
+	limited := false
+	for i := 0; i < 2 && !limited; i++ {
+		resp, body := postMessages(t, d.url, false)
+		limited = resp.StatusCode == 429 && bytes.Contains(body, []byte("not an Anthropic rate limit"))
+	}
+	if !limited {
+		t.Fatalf("limits.requests_per_minute = 1 not applied after SIGHUP")
+	}
+}
