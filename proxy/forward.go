@@ -88,6 +88,10 @@ func userAgent(r *http.Request) string {
 	return ua
 }
 
+// serve reads the body, then tries the selected accounts in order, at
+// most RETRY_ATTEMPTS times (a fresh account at once, one already tried
+// after a backoff), until an answer goes to the client; what each answer
+// means is classify's to say. giveUp answers when no try did.
 func (x *exchange) serve() {
 	s := x.s
 	if err := x.readBody(); err != nil {
