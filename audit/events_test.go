@@ -9,7 +9,6 @@ import (
 
 	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/internal/testutil"
-	"github.com/claudeflare/claudeflare/proxy"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -26,19 +25,16 @@ func auditRows(t *testing.T, db *store.DB) []audit.Entry {
 }
 
 // The subscriber writes the daemon's account.needs_login row, at the
-// time the proxy marked the account, sanitised, and nothing for the
-// other events.
-func TestAccountEventsSubscriber(t *testing.T) {
+// time the proxy marked the account, sanitised.
+func TestNeedsLoginSubscriber(t *testing.T) {
 	a := openAuditVault(t, t.TempDir())
 	a.key = auditKey(t, a.v)
 	var logs testutil.Buffer
-	sub := audit.AccountEvents(a.db, a.key, slog.New(slog.NewTextHandler(&logs, nil)))
+	sub := audit.NeedsLogin(a.db, a.key, slog.New(slog.NewTextHandler(&logs, nil)))
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	secret := "sk-ant-oat01-" + strings.Repeat("S", 40)
-	sub(proxy.AccountEvent{Account: "work", Kind: proxy.EventLimited, Reason: "rejected", Until: at.Add(time.Hour), At: at})
-	sub(proxy.AccountEvent{Account: "work", Kind: proxy.EventRecovered, Reason: "ok", At: at})
-	sub(proxy.AccountEvent{Account: "work", Kind: proxy.EventNeedsLogin, Reason: "invalid_grant: token " + secret + " revoked\n", At: at})
-	sub(proxy.AccountEvent{Account: "home", Kind: proxy.EventNeedsLogin, At: at})
+	sub("work", "invalid_grant: token "+secret+" revoked\n", at)
+	sub("home", "", at)
 	rows := auditRows(t, a.db)[1:] // after audit.keyed
 	if len(rows) != 2 {
 		t.Fatalf("rows: %+v", rows)
@@ -60,7 +56,7 @@ func TestAccountEventsSubscriber(t *testing.T) {
 
 	// A row that cannot be written is logged, with nothing secret.
 	a.db.Close()
-	sub(proxy.AccountEvent{Account: "work", Kind: proxy.EventNeedsLogin, Reason: secret, At: at})
+	sub("work", secret, at)
 	if out := logs.String(); !strings.Contains(out, "write audit log") || strings.Contains(out, secret) {
 		t.Fatalf("logged: %s", out)
 	}

@@ -167,9 +167,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	watchProxy(d.metrics, d.proxy)
-	// The proxy's account events: the audit log records an account that
-	// needs a new login (metrics counts every event: watchProxy).
-	d.proxy.Subscribe(audit.AccountEvents(vdb, opts.AuditKey, log))
+	watchAccountEvents(d.proxy, d.metrics, audit.NeedsLogin(vdb, opts.AuditKey, log))
 	d.sweeper = retention.NewSweeper(opts.LogDB, cfg.Retention, log, now)
 	return d, nil
 }

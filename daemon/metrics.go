@@ -9,10 +9,9 @@ import (
 // refreshes to.
 var _ proxy.Observer = (*metrics.Metrics)(nil)
 
-// watchProxy points the scrape-time collectors at srv (the accounts'
-// rate-limit state and the recorder queue) and counts its account events.
+// watchProxy points the scrape-time collectors at srv: the accounts'
+// rate-limit state and the recorder queue.
 func watchProxy(m *metrics.Metrics, srv *proxy.Server) {
-	srv.Subscribe(func(e proxy.AccountEvent) { m.AccountEvent(e.Account, string(e.Kind)) })
 	m.SetSources(metrics.Sources{
 		Accounts: func() []metrics.AccountState {
 			accts := srv.Accounts()
