@@ -21,8 +21,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -59,13 +57,6 @@ type Message struct {
 	Truncated bool `json:"truncated,omitempty"`
 }
 
-type exportScan struct {
-	store.Request
-	KeyID        int64  `db:"key_id"`
-	Sealed       []byte `db:"sealed"`
-	PayTruncated bool   `db:"pay_truncated"`
-}
-
 // Export calls fn with every request f selects that has a payload, oldest
 // first, its payload opened with open and turned into a Row. Requests
 // without a payload (log.payloads = "off", or payloads already cleaned up)
@@ -78,12 +69,11 @@ func Export(ctx context.Context, db *store.DB, f Filter, open Opener, fn func(*R
 		return err
 	}
 	defer rows.Close()
-	var sc exportScan
+	var sc store.RequestPayload
 	var row Row
 	var conv converter
 	for rows.Next() {
-		sc.Sealed = sc.Sealed[:0]
-		if err := rows.StructScan(&sc); err != nil {
+		if err := rows.Scan(&sc); err != nil {
 			return fmt.Errorf("read request log: %w", err)
 		}
 		plain, err := open(sc.KeyID, sc.ID, sc.Sealed)
@@ -105,11 +95,8 @@ func Export(ctx context.Context, db *store.DB, f Filter, open Opener, fn func(*R
 	return nil
 }
 
-func queryExport(ctx context.Context, db *store.DB, f Filter) (*sqlx.Rows, error) {
-	f.Limit = 0
-	where, args := f.where()
-	rows, err := db.R.QueryxContext(ctx, `SELECT `+requestColumnsR+`, p.key_id, p.sealed, p.truncated AS pay_truncated
-		FROM requests r JOIN payloads p ON p.request_seq = r.seq`+where+` ORDER BY r.ts, r.seq`, args...)
+func queryExport(ctx context.Context, db *store.DB, f Filter) (*store.RequestPayloads, error) {
+	rows, err := db.QueryRequestPayloads(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("query request log: %w", err)
 	}
@@ -389,7 +376,7 @@ func (m *Message) appendJSON(dst []byte) []byte {
 // exportJob is one row on its way through WriteNDJSON.
 type exportJob struct {
 	n    int64 // position in the output
-	sc   exportScan
+	sc   store.RequestPayload
 	line []byte
 	err  error
 }
@@ -499,8 +486,7 @@ func readRows(ctx context.Context, db *store.DB, f Filter, free, jobs chan *expo
 			return ctx.Err()
 		}
 		j.n, j.err = n, nil
-		j.sc.Sealed = j.sc.Sealed[:0]
-		if err := rows.StructScan(&j.sc); err != nil {
+		if err := rows.Scan(&j.sc); err != nil {
 			return fmt.Errorf("read request log: %w", err)
 		}
 		n++
@@ -518,7 +504,7 @@ func readRows(ctx context.Context, db *store.DB, f Filter, free, jobs chan *expo
 
 // line opens, decodes and converts one scanned row and appends it to dst
 // as a line of JSON.
-func (cv *converter) line(dst []byte, sc *exportScan, open Opener, row *Row) ([]byte, error) {
+func (cv *converter) line(dst []byte, sc *store.RequestPayload, open Opener, row *Row) ([]byte, error) {
 	plain, err := open(sc.KeyID, sc.ID, sc.Sealed)
 	if err != nil {
 		return dst, fmt.Errorf("payload of request %s: %w", sc.ID, err)

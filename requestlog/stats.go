@@ -70,22 +70,7 @@ func ComputeStats(ctx context.Context, db *store.DB, opts StatsOptions) (Stats, 
 	if !opts.Since.IsZero() {
 		since = store.ToMS(opts.Since)
 	}
-	var sums []struct {
-		Account       string `db:"account"`
-		Requests      int64  `db:"requests"`
-		Errors        int64  `db:"errors"`
-		Input         int64  `db:"input"`
-		Output        int64  `db:"output"`
-		CacheRead     int64  `db:"cache_read"`
-		CacheCreation int64  `db:"cache_creation"`
-		LastUsed      int64  `db:"last_used"`
-	}
-	err := db.R.SelectContext(ctx, &sums, `SELECT account, count(*) AS requests,
-		sum(status >= 400 OR status = 0 OR error != '') AS errors,
-		sum(input_tokens) AS input, sum(output_tokens) AS output,
-		sum(cache_read_input_tokens) AS cache_read, sum(cache_creation_input_tokens) AS cache_creation,
-		max(ts) AS last_used
-		FROM requests WHERE ts >= ? GROUP BY account`, since)
+	sums, err := db.SumRequests(ctx, since)
 	if err != nil {
 		return st, fmt.Errorf("read request log: %w", err)
 	}
@@ -162,20 +147,9 @@ func (h *hist) rank(p float64) int64 {
 // percentiles fills the median and p95 duration of every account and
 // the pool from (account, duration, count) groups.
 func percentiles(ctx context.Context, db *store.DB, since int64, byName map[string]*AccountStats, pool *AccountStats) error {
-	rows, err := db.R.QueryxContext(ctx, `SELECT account, duration_ms, count(*) FROM requests
-		WHERE ts >= ? GROUP BY account, duration_ms ORDER BY account, duration_ms`, since)
-	if err != nil {
-		return fmt.Errorf("read request durations: %w", err)
-	}
-	defer rows.Close()
 	hs := map[string]*hist{}
 	all := map[int64]int64{}
-	for rows.Next() {
-		var acct string
-		var d, c int64
-		if err := rows.Scan(&acct, &d, &c); err != nil {
-			return fmt.Errorf("read request durations: %w", err)
-		}
+	err := db.EachDuration(ctx, since, func(acct string, d, c int64) error {
 		h := hs[acct]
 		if h == nil {
 			h = &hist{}
@@ -185,8 +159,9 @@ func percentiles(ctx context.Context, db *store.DB, since int64, byName map[stri
 		h.values = append(h.values, d)
 		h.counts = append(h.counts, c)
 		all[d] += c
-	}
-	if err := rows.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("read request durations: %w", err)
 	}
 	for name, h := range hs {

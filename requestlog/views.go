@@ -113,16 +113,9 @@ func AccountLines(ctx context.Context, vaultDB, logDB *store.DB, now time.Time) 
 	if err != nil {
 		return nil, err
 	}
-	type use struct {
-		Account  string `db:"account"`
-		Requests int64  `db:"requests"`
-		LastUsed int64  `db:"last_used"`
-	}
-	uses := map[string]use{}
+	uses := map[string]store.AccountUse{}
 	if logDB != nil {
-		var rows []use
-		err := logDB.R.SelectContext(ctx, &rows, `SELECT account, count(*) AS requests, max(ts) AS last_used
-			FROM requests WHERE account != '' GROUP BY account`)
+		rows, err := logDB.AccountUses(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("count requests per account: %w", err)
 		}

@@ -195,6 +195,5 @@ func CopyDB(src, dst string) error {
 // Checkpoint folds the write-ahead log into the database file, so that the
 // file alone can be copied.
 func Checkpoint(db *store.DB) error {
-	_, err := db.W.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
-	return err
+	return db.CheckpointTruncateErr(context.Background())
 }
