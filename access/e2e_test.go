@@ -321,6 +321,10 @@ func TestDaemonAccessFlow(t *testing.T) {
 	if len(needs) != 1 || needs[0] != `daemon account "work" needs a new login: refresh token rejected (invalid_grant)` {
 		t.Fatalf("needs-login rows: %q", needs)
 	}
+	// The same event is counted by metrics (before the row is written).
+	if r := d.do("GET", "/metrics", "", "x-api-key", viewer); !strings.Contains(r.body, `claudeflare_account_events_total{account="work",event="needs_login"} 1`) {
+		t.Fatalf("/metrics: the needs-login event is not counted: %d", r.status)
+	}
 
 	// Revoked: refused within the poll.
 	if _, err := access.RevokeKey(ctx, d.vdb, d.akey, "claude-code", "cli:test", time.Now()); err != nil {
