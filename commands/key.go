@@ -171,19 +171,8 @@ func keyRotate(c *cli.Context) error {
 			return err
 		}
 	}
-	if !a.yes && isTerminal(e.stdin) {
-		what := "the master key"
-		switch {
-		case a.dataOnly:
-			what = "the data key"
-		case a.data:
-			what = "the master key and the data key"
-		}
-		fmt.Fprintf(e.stderr, "Replace %s of the vault in %s? Running daemons keep working. [y/N] ", what, cfg.DataDir)
-		line, _ := readLine(e.stdin)
-		if !strings.EqualFold(line, "y") && !strings.EqualFold(line, "yes") {
-			return errors.New("not rotated")
-		}
+	if err := confirmRotate(e, a, cfg.DataDir); err != nil {
+		return err
 	}
 	if opts.Master && (a.toPassphrase || info.Kind == vault.MasterPassphrase && a.toIdentity == "") {
 		if opts.Passphrase, err = e.newPassphrase(); err != nil {
@@ -204,6 +193,39 @@ func keyRotate(c *cli.Context) error {
 	for _, r := range res.Recipients {
 		fmt.Fprintln(e.stdout, r)
 	}
+	reportRotation(e, opts, res)
+	if auditErr != nil {
+		if auditKey, err = e.openAudit(c.Context, v); err != nil {
+			return err
+		}
+	}
+	return audit.Write(context.WithoutCancel(c.Context), v.DB(), auditKey, audit.CLIActor(), audit.ActionKeyRotated, rotateDetail(opts, res))
+}
+
+// confirmRotate asks on a terminal, unless --yes, whether to replace the
+// keys a asks for.
+func confirmRotate(e *env, a rotateArgs, dataDir string) error {
+	if a.yes || !isTerminal(e.stdin) {
+		return nil
+	}
+	what := "the master key"
+	switch {
+	case a.dataOnly:
+		what = "the data key"
+	case a.data:
+		what = "the master key and the data key"
+	}
+	fmt.Fprintf(e.stderr, "Replace %s of the vault in %s? Running daemons keep working. [y/N] ", what, dataDir)
+	line, _ := readLine(e.stdin)
+	if !strings.EqualFold(line, "y") && !strings.EqualFold(line, "yes") {
+		return errors.New("not rotated")
+	}
+	return nil
+}
+
+// reportRotation tells the user on stderr what a rotation did and what to
+// do next (the new recipients are on stdout).
+func reportRotation(e *env, opts vault.RotateOptions, res vault.RotateResult) {
 	note := func(format string, args ...any) { fmt.Fprintf(e.stderr, "claudeflare: "+format+"\n", args...) }
 	if res.Resumed {
 		note("finished an interrupted key rotation first")
@@ -235,12 +257,6 @@ func keyRotate(c *cli.Context) error {
 	if res.StillRetired > 0 {
 		note("warning: %d account secrets are still encrypted with an older data key: a running daemon cannot open the new one; restart it with the current master key, then run key rotate --data-only", res.StillRetired)
 	}
-	if auditErr != nil {
-		if auditKey, err = e.openAudit(c.Context, v); err != nil {
-			return err
-		}
-	}
-	return audit.Write(context.WithoutCancel(c.Context), v.DB(), auditKey, audit.CLIActor(), audit.ActionKeyRotated, rotateDetail(opts, res))
 }
 
 // rotateDetail describes a rotation for the audit log: kinds and counts,
