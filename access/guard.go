@@ -430,28 +430,8 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	}
 
 	ks := g.keys.Load()
-	if origin := r.Header.Get("Origin"); origin != "" {
-		// "*" is honoured only while client keys exist: without them a
-		// page from anywhere could drive a keyless loopback proxy.
-		listed := pol.originListed(origin, ks.live > 0)
-		if isPreflight(r) {
-			if !listed {
-				reject(w, http.StatusForbidden, apierr.Permission, "claudeflare: origin not allowed (ALLOWED_ORIGINS)")
-				return
-			}
-			preflight(w, r, origin)
-			return
-		}
-		if !listed && !sameLoopbackOrigin(origin, r) {
-			g.log.Debug("origin refused", "addr", addrString(addr), "path", r.URL.Path)
-			reject(w, http.StatusForbidden, apierr.Permission, "claudeflare: origin not allowed (ALLOWED_ORIGINS)")
-			return
-		}
-		if listed {
-			h.Set("Access-Control-Allow-Origin", origin)
-			h.Add("Vary", "Origin")
-			h.Set("Access-Control-Expose-Headers", "*")
-		}
+	if g.checkOrigin(w, r, pol, ks.live > 0, addr) {
+		return
 	}
 
 	client := Client{Addr: addrString(addr)}
@@ -505,6 +485,40 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 	next.ServeHTTP(w, r)
+}
+
+// checkOrigin applies CORS to a request that names an Origin: a
+// preflight is answered here, and an origin neither listed nor the
+// proxy's own loopback origin is refused. It reports whether the request
+// was answered (and must go no further).
+func (g *Guard) checkOrigin(w http.ResponseWriter, r *http.Request, pol *policy, keysExist bool, addr netip.Addr) (answered bool) {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false
+	}
+	// "*" is honoured only while client keys exist: without them a
+	// page from anywhere could drive a keyless loopback proxy.
+	listed := pol.originListed(origin, keysExist)
+	if isPreflight(r) {
+		if !listed {
+			reject(w, http.StatusForbidden, apierr.Permission, "claudeflare: origin not allowed (ALLOWED_ORIGINS)")
+			return true
+		}
+		preflight(w, r, origin)
+		return true
+	}
+	if !listed && !sameLoopbackOrigin(origin, r) {
+		g.log.Debug("origin refused", "addr", addrString(addr), "path", r.URL.Path)
+		reject(w, http.StatusForbidden, apierr.Permission, "claudeflare: origin not allowed (ALLOWED_ORIGINS)")
+		return true
+	}
+	if listed {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		h.Set("Access-Control-Expose-Headers", "*")
+	}
+	return false
 }
 
 func addrString(a netip.Addr) string {
