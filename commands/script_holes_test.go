@@ -82,6 +82,7 @@ plain
 one
 -- d/b --
 two
+-- empty --
 `
 	cases := []struct {
 		name   string
@@ -123,6 +124,33 @@ two
 		{"refresh-token-usage", "fake-refresh-token x", "usage: fake-refresh-token NAME FILE"},
 		{"api-key-usage", "fake-api-key", "usage: fake-api-key NAME FILE"},
 		{"api-key-neg", "! fake-api-key x k", "unsupported: ! fake-api-key"},
+		{"notext-ok", "notext three f d\n! notext two f d", ""},
+		{"notext-found", "notext two f d", "d/b contains the text"},
+		{"notext-neg-absent", "! notext three f d", "the text is in no file"},
+		{"notext-missing-path", "notext x nothere", "nothere"},
+		{"notext-missing-path-neg", "! notext two d nothere", "nothere"},
+		{"notext-empty", "notext '' f", "TEXT is empty"},
+		{"notext-usage", "notext x", "usage: notext TEXT PATH..."},
+		{"exits-ok", "exits 0 claudeflare --version\nstdout 'claudeflare version'\nexits 2 claudeflare --nope\nstderr 'nope'", ""},
+		{"exits-differs", "exits 1 claudeflare --nope", "exited with status 2, want 1"},
+		{"exits-zero-differs", "exits 2 claudeflare --version", "exited with status 0, want 2"},
+		{"exits-no-prog", "exits 0 no-such-program-here", "no-such-program-here"},
+		{"exits-bad-number", "exits two claudeflare --version", "N must be a whole number"},
+		{"exits-neg", "! exits 1 claudeflare --nope", "unsupported: ! exits"},
+		{"exits-usage", "exits 0", "usage: exits N PROG ARGS..."},
+		{"sqlite-ok", "sqlite empty 'CREATE TABLE t (x)'\nsqlite empty 'INSERT INTO t VALUES (1)'", ""},
+		{"sqlite-bad-sql", "sqlite empty 'CREATE TABLE t (x); UPDATE nosuch SET x = 1'", "no such table"},
+		{"sqlite-missing-file", "sqlite nothere 'SELECT 1'", "nothere"},
+		{"sqlite-neg", "! sqlite f 'SELECT 1'", "unsupported: ! sqlite"},
+		{"sqlite-usage", "sqlite f", "usage: sqlite FILE SQL"},
+		{"readvar-ok", "readvar A f\nreadvar B d/b 't(w)o'\nreadvar C d/a '^o.'\nexec claudeflare --version\n# $A $B $C\ncp f g\ngrep '^'$A'$' g\ngrep $B'o' d/b\ngrep '^'$C'e$' d/a", ""},
+		{"readvar-no-match", "readvar A f 'nothing'", "no match for nothing in f"},
+		{"readvar-empty", "readvar A empty", "empty is empty"},
+		{"readvar-missing-file", "readvar A nothere", "nothere"},
+		{"readvar-bad-regexp", "readvar A f '('", "missing closing )"},
+		{"readvar-neg", "! readvar A f", "unsupported: ! readvar"},
+		{"readvar-usage", "readvar A", "usage: readvar VAR FILE [REGEXP]"},
+		{"readvar-usage-long", "readvar A f x y", "usage: readvar VAR FILE [REGEXP]"},
 	}
 	dir := t.TempDir()
 	for _, c := range cases {

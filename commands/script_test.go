@@ -3,17 +3,22 @@ package commands_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
+	_ "github.com/mattn/go-sqlite3"
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/claudeflare/claudeflare/commands"
@@ -43,6 +48,10 @@ func TestMain(m *testing.M) {
 //	mode PATH OCTAL               PATH has permission bits OCTAL
 //	snapshot NAME DIR             remember the hash of every file in DIR
 //	unchanged NAME DIR            every file in DIR is byte-identical to snapshot NAME
+//	exits N PROG ARGS...          run PROG (as exec does) and require exit status N
+//	sqlite FILE SQL               run SQL on the SQLite database FILE, as someone with a shell could
+//	readvar VAR FILE [REGEXP]     set $VAR to FILE's text, trimmed (or to REGEXP's first match in it)
+//	notext TEXT PATH...           no file in PATH (files or dirs) contains TEXT
 func TestScripts(t *testing.T) {
 	fake := fakeapi.New()
 	t.Cleanup(fake.Close)
@@ -109,35 +118,82 @@ func scriptCmds(fake *fakeapi.Server) map[string]func(ts *testscript.TestScript,
 			}
 		}),
 		"nosecret": scriptCmd("nosecret PATH...", -1, true, func(ts *testscript.TestScript, neg bool, args []string) {
-			tokens := fake.AllTokens()
-			var found []string
-			for _, p := range args {
-				err := filepath.WalkDir(ts.MkAbs(p), func(path string, d fs.DirEntry, err error) error {
-					if err != nil || d.IsDir() {
-						return err
-					}
-					b, err := os.ReadFile(path)
-					if err != nil {
-						return err
-					}
-					for _, tok := range tokens {
-						if bytes.Contains(b, []byte(tok)) {
-							found = append(found, path)
-							break
-						}
-					}
-					return nil
-				})
-				if err != nil {
-					ts.Fatalf("nosecret: %v", err)
-				}
-			}
+			found := filesContaining(ts, "nosecret", args, fake.AllTokens())
 			switch {
 			case !neg && len(found) > 0:
 				ts.Fatalf("%s contains a plaintext token", strings.Join(found, ", "))
 			case neg && len(found) == 0:
 				ts.Fatalf("no plaintext token in %s", strings.Join(args, " "))
 			}
+		}),
+		"notext": scriptCmd("notext TEXT PATH...", -2, true, func(ts *testscript.TestScript, neg bool, args []string) {
+			if args[0] == "" {
+				ts.Fatalf("notext: TEXT is empty")
+			}
+			found := filesContaining(ts, "notext", args[1:], []string{args[0]})
+			switch {
+			case !neg && len(found) > 0:
+				ts.Fatalf("%s contains the text", strings.Join(found, ", "))
+			case neg && len(found) == 0:
+				ts.Fatalf("the text is in no file of %s", strings.Join(args[1:], " "))
+			}
+		}),
+		"exits": scriptCmd("exits N PROG ARGS...", -2, false, func(ts *testscript.TestScript, neg bool, args []string) {
+			want, err := strconv.Atoi(args[0])
+			if err != nil || want < 0 {
+				ts.Fatalf("exits: N must be a whole number, not %q", args[0])
+			}
+			err = ts.Exec(args[1], args[2:]...)
+			got := 0
+			var exit *exec.ExitError
+			switch {
+			case errors.As(err, &exit):
+				got = exit.ExitCode()
+			case err != nil:
+				ts.Fatalf("exits: %v", err)
+			}
+			if got != want {
+				ts.Fatalf("%s exited with status %d, want %d", args[1], got, want)
+			}
+		}),
+		"sqlite": scriptCmd("sqlite FILE SQL", 2, false, func(ts *testscript.TestScript, neg bool, args []string) {
+			path := ts.MkAbs(args[0])
+			if _, err := os.Stat(path); err != nil {
+				ts.Fatalf("sqlite: %v", err)
+			}
+			db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=5000")
+			ts.Check(err)
+			defer db.Close()
+			if _, err := db.Exec(args[1]); err != nil {
+				ts.Fatalf("sqlite: %v", err)
+			}
+		}),
+		"readvar": scriptCmd("readvar VAR FILE [REGEXP]", -2, false, func(ts *testscript.TestScript, neg bool, args []string) {
+			if len(args) > 3 {
+				ts.Fatalf("usage: readvar VAR FILE [REGEXP]")
+			}
+			b, err := os.ReadFile(ts.MkAbs(args[1]))
+			ts.Check(err)
+			v := strings.TrimSpace(string(b))
+			if len(args) == 3 {
+				re, err := regexp.Compile("(?m)" + args[2])
+				if err != nil {
+					ts.Fatalf("readvar: %v", err)
+				}
+				m := re.FindStringSubmatch(v)
+				switch {
+				case m == nil:
+					ts.Fatalf("readvar: no match for %s in %s", args[2], args[1])
+				case len(m) > 1:
+					v = m[1]
+				default:
+					v = m[0]
+				}
+			}
+			if v == "" {
+				ts.Fatalf("readvar: %s is empty", args[1])
+			}
+			ts.Setenv(args[0], v)
 		}),
 		"mode": scriptCmd("mode PATH OCTAL", 2, true, func(ts *testscript.TestScript, neg bool, args []string) {
 			want, err := strconv.ParseUint(args[1], 8, 32)
@@ -177,6 +233,34 @@ func scriptCmds(fake *fakeapi.Server) map[string]func(ts *testscript.TestScript,
 			}
 		}),
 	}
+}
+
+// filesContaining lists the files under paths that hold any of needles;
+// a path it cannot walk or a file it cannot read fails the script.
+func filesContaining(ts *testscript.TestScript, cmd string, paths, needles []string) []string {
+	var found []string
+	for _, p := range paths {
+		err := filepath.WalkDir(ts.MkAbs(p), func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			for _, n := range needles {
+				if bytes.Contains(b, []byte(n)) {
+					found = append(found, path)
+					break
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			ts.Fatalf("%s: %v", cmd, err)
+		}
+	}
+	return found
 }
 
 // hashDir hashes every file under dir; a missing dir or a file it cannot
