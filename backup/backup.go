@@ -308,7 +308,7 @@ func (h *recipientHint) WrapWithLabels([]byte) ([]*age.Stanza, []string, error) 
 // read-only pool: it reads one snapshot of the database and never takes
 // the write lock.
 func snapshot(ctx context.Context, db *store.DB, path string) (File, error) {
-	if _, err := db.R.ExecContext(ctx, "VACUUM INTO ?", path); err != nil {
+	if err := db.VacuumInto(ctx, path); err != nil {
 		return File{}, fmt.Errorf("snapshot %s: %w", filepath.Base(db.Path), err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {

@@ -228,11 +228,3 @@ func (db *DB) AccountUses(ctx context.Context) ([]AccountUse, error) {
 		FROM requests WHERE account != '' GROUP BY account`)
 	return uses, err
 }
-
-// CheckpointTruncateErr moves the WAL into the database file and
-// truncates it, as CheckpointTruncate does, but returns the error, so that
-// a caller that needs the file alone (a copy of it) knows it failed.
-func (db *DB) CheckpointTruncateErr(ctx context.Context) error {
-	_, err := db.W.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
-	return err
-}

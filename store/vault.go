@@ -332,7 +332,17 @@ func (db *DB) SecureDelete(ctx context.Context) error {
 }
 
 // CheckpointTruncate moves the WAL into the database file and truncates
-// it, best effort: a busy reader only delays it.
-func (db *DB) CheckpointTruncate(ctx context.Context) {
-	db.W.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+// it. Callers for which it is best effort (a busy reader only delays it)
+// may ignore the error; one that needs the file alone (a copy of it)
+// must not.
+func (db *DB) CheckpointTruncate(ctx context.Context) error {
+	_, err := db.W.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+	return err
+}
+
+// VacuumInto writes a consistent copy of the database to path with
+// VACUUM INTO on the read-only pool: one snapshot, never the write lock.
+func (db *DB) VacuumInto(ctx context.Context, path string) error {
+	_, err := db.R.ExecContext(ctx, "VACUUM INTO ?", path)
+	return err
 }

@@ -230,7 +230,7 @@ func (v *Vault) Rotate(ctx context.Context, opts RotateOptions) (RotateResult, e
 	}
 	// Best effort: move the WAL into the file and truncate it, so that old
 	// wraps do not linger there either. A busy reader only delays it.
-	v.db.CheckpointTruncate(ctx)
+	v.db.CheckpointTruncate(ctx) // best effort: a busy reader only delays it
 	if res.Kind, res.Recipients, err = v.Recipients(ctx); err != nil {
 		return res, err
 	}

@@ -195,5 +195,5 @@ func CopyDB(src, dst string) error {
 // Checkpoint folds the write-ahead log into the database file, so that the
 // file alone can be copied.
 func Checkpoint(db *store.DB) error {
-	return db.CheckpointTruncateErr(context.Background())
+	return db.CheckpointTruncate(context.Background())
 }
