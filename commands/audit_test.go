@@ -96,7 +96,9 @@ func wantVerifyFails(t *testing.T, c *runner, args []string, want string) {
 	}
 }
 
-// The attacks of issue 11 item 3, each with plain SQL on the real vault.db.
+// The attacks of issue 11 item 3 that re-chain rows with plain SHA-256,
+// each with plain SQL on the real vault.db. The ones that only delete rows
+// are in testdata/script/audit_tamper.txtar.
 func TestAuditVerifyCatchesTampering(t *testing.T) {
 	t.Run("edit and re-chain", func(t *testing.T) {
 		c := auditCLI(t)
@@ -110,43 +112,6 @@ func TestAuditVerifyCatchesTampering(t *testing.T) {
 		auditSQL(t, c, `UPDATE audit_log SET id = id - 1 WHERE id > 2`)
 		auditRechain(t, c, 1)
 		wantVerifyFails(t, c, nil, "audit log tampered with: the vault has had an audit key, but its 5 rows carry no MAC")
-	})
-	t.Run("delete a row", func(t *testing.T) {
-		c := auditCLI(t)
-		auditSQL(t, c, `DELETE FROM audit_log WHERE id = 3`)
-		wantVerifyFails(t, c, nil, "audit log tampered with at row 4: does not follow row 2: row 3 was deleted")
-	})
-	t.Run("delete the last rows", func(t *testing.T) {
-		c := auditCLI(t)
-		auditSQL(t, c, `DELETE FROM audit_log WHERE id > 4`)
-		wantVerifyFails(t, c, nil, "audit log tampered with at row 6: rows after row 4 were deleted")
-	})
-	t.Run("delete the last rows and move the head", func(t *testing.T) {
-		c := auditCLI(t)
-		anchor := strings.TrimSpace(c.MustRun("", "audit", "--head"))
-		auditSQL(t, c, `DELETE FROM audit_log WHERE id > 4;
-			UPDATE audit_head SET last_id = 4, hash = (SELECT hash FROM audit_log WHERE id = 4)`)
-		// Invisible without an anchor (the man page says so) ...
-		if out := c.MustRun("", "audit", "--verify"); !strings.Contains(out, "4 entries") {
-			t.Fatalf("verify: %s", out)
-		}
-		// ... found with the anchored head.
-		wantVerifyFails(t, c, []string{"--expect-head", anchor}, "audit log tampered with: the expected head "+anchor[:16]+"... is not a row of the chain")
-		// And the next row written leaves a gap.
-		c.MustRun("", "apikey", "create", "d")
-		wantVerifyFails(t, c, nil, "audit log tampered with at row 7: does not follow row 4: rows 5 to 6 were deleted")
-	})
-	t.Run("wipe log and head", func(t *testing.T) {
-		c := auditCLI(t)
-		auditSQL(t, c, `DELETE FROM audit_log; DELETE FROM audit_head; DELETE FROM sqlite_sequence`)
-		wantVerifyFails(t, c, nil, "audit log tampered with: the vault has had an audit key, but every row and the head were deleted")
-		// A command that writes audit rows warns, restarts the chain and
-		// goes on; --verify keeps reporting it.
-		_, errs, code := c.Run("", "apikey", "create", "d")
-		if code != 0 || !strings.Contains(errs, "claudeflare: warning: audit log tampered with") || !strings.Contains(errs, "restarted at row 1") {
-			t.Fatalf("apikey create after a wipe: exit %d %s", code, errs)
-		}
-		wantVerifyFails(t, c, nil, "audit log tampered with at row 1: the log had been deleted or replaced")
 	})
 }
 
