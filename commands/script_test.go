@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	_ "github.com/mattn/go-sqlite3"
@@ -46,12 +47,16 @@ func TestMain(m *testing.M) {
 //	fake-refreshes NAME N         NAME's refresh token was used N times
 //	nosecret PATH...              no token the fake ever issued appears in PATH (files or dirs)
 //	mode PATH OCTAL               PATH has permission bits OCTAL
-//	snapshot NAME DIR             remember the hash of every file in DIR
-//	unchanged NAME DIR            every file in DIR is byte-identical to snapshot NAME
+//	snapshot NAME DIR             remember every file in DIR (content) and dir under it (mode, owner)
+//	unchanged NAME DIR            every file in DIR is byte-identical to snapshot NAME, with the
+//	                              same mode and owner; no file or dir came or went
 //	exits N PROG ARGS...          run PROG (as exec does) and require exit status N
 //	sqlite FILE SQL               run SQL on the SQLite database FILE, as someone with a shell could
 //	readvar VAR FILE [REGEXP]     set $VAR to FILE's text, trimmed (or to REGEXP's first match in it)
 //	notext TEXT PATH...           no file in PATH (files or dirs) contains TEXT
+//	chown UID PATH                make PATH (not a link's target) owned by UID and group UID
+//
+// Extra condition: [root] when the tests run as root (chown needs it).
 func TestScripts(t *testing.T) {
 	fake := fakeapi.New()
 	t.Cleanup(fake.Close)
@@ -73,6 +78,12 @@ func scriptParams(fake *fakeapi.Server, dir string) testscript.Params {
 			return nil
 		},
 		Cmds: scriptCmds(fake),
+		Condition: func(cond string) (bool, error) {
+			if cond == "root" {
+				return os.Geteuid() == 0, nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 	}
 }
 
@@ -167,6 +178,13 @@ func scriptCmds(fake *fakeapi.Server) map[string]func(ts *testscript.TestScript,
 			if _, err := db.Exec(args[1]); err != nil {
 				ts.Fatalf("sqlite: %v", err)
 			}
+		}),
+		"chown": scriptCmd("chown UID PATH", 2, false, func(ts *testscript.TestScript, neg bool, args []string) {
+			uid, err := strconv.Atoi(args[0])
+			if err != nil || uid < 0 {
+				ts.Fatalf("chown: UID must be a whole number, not %q", args[0])
+			}
+			ts.Check(os.Lchown(ts.MkAbs(args[1]), uid, uid))
 		}),
 		"readvar": scriptCmd("readvar VAR FILE [REGEXP]", -2, false, func(ts *testscript.TestScript, neg bool, args []string) {
 			if len(args) > 3 {
@@ -263,12 +281,13 @@ func filesContaining(ts *testscript.TestScript, cmd string, paths, needles []str
 	return found
 }
 
-// hashDir hashes every file under dir; a missing dir or a file it cannot
+// hashDir hashes every file under dir with its mode and owner, and
+// records every dir's mode and owner; a missing dir or a file it cannot
 // read fails the script.
 func hashDir(ts *testscript.TestScript, dir string) map[string]string {
 	out := map[string]string{}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil {
 			return err
 		}
 		// SQLite's shared-memory index is rebuilt by any reader; it holds
@@ -276,12 +295,31 @@ func hashDir(ts *testscript.TestScript, dir string) map[string]string {
 		if strings.HasSuffix(path, "-shm") {
 			return nil
 		}
-		b, err := os.ReadFile(path)
+		fi, err := os.Lstat(path)
 		if err != nil {
 			return err
 		}
-		sum := sha256.Sum256(b)
-		out[path] = hex.EncodeToString(sum[:])
+		owner := -1
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			owner = int(st.Uid)
+		}
+		sum := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			target, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			sum = "-> " + target
+		}
+		if fi.Mode().IsRegular() {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			h := sha256.Sum256(b)
+			sum = hex.EncodeToString(h[:])
+		}
+		out[path] = fmt.Sprintf("%v uid %d %s", fi.Mode(), owner, sum)
 		return nil
 	})
 	ts.Check(err)
