@@ -129,53 +129,8 @@ func TestRestoreRefusesForgedBackup(t *testing.T) {
 	}
 }
 
-// After `key rotate --keep-old FILE`, restore names the key an older
-// backup needs, takes FILE through --identity, and replaces the data
-// dir's identity only with --replace-identity.
-func TestRestoreAfterKeyRotate(t *testing.T) {
-	c := newCLI(t)
-	c.MustRun("", "init")
-	c.MustRun(c.fake.NewAPIKey("pool")+"\n", "accounts", "add", "pool", "--api-key-stdin")
-	oldRecipient := strings.TrimSpace(c.MustRun("", "key", "recipient"))
-	file := filepath.Join(c.dir, "before.age")
-	c.MustRun("", "backup", file)
-	oldKey := filepath.Join(c.dir, "old-identity.txt")
-	c.MustRun("", "key", "rotate", "--keep-old", oldKey)
-
-	dst := filepath.Join(c.dir, "restored")
-	r := *c
-	r.Env = withDataDir(c.Env, dst)
-	// No key at all: the hint names the one the backup needs.
-	_, errs, code := r.Run("", "restore", file)
-	if code != 1 || !strings.Contains(errs, "hint: give the master key the backup was made for, the identity of "+oldRecipient) {
-		t.Fatalf("restore without a key: exit %d %s", code, errs)
-	}
-	current := filepath.Join(c.dir, "data", "identity.txt")
-	_, errs, code = r.Run("", "--identity", current, "restore", file)
-	if code != 1 || !strings.Contains(errs, "does not open this backup: it is encrypted to "+oldRecipient) ||
-		!strings.Contains(errs, "hint: give the master identity of "+oldRecipient) {
-		t.Fatalf("restore with the new key: exit %d %s", code, errs)
-	}
-	if _, errs, code := r.Run("", "--identity", oldKey, "restore", file); code != 0 {
-		t.Fatalf("restore with the kept key: exit %d %s", code, errs)
-	}
-	if out := r.MustRun("", "accounts", "list", "--json"); !strings.Contains(out, `"name":"pool"`) {
-		t.Fatalf("restored accounts: %s", out)
-	}
-
-	// Over the original data dir, whose identity is now the new one.
-	_, errs, code = c.Run("", "--identity", oldKey, "restore", "--force", file)
-	if code != 1 || !strings.Contains(errs, "--replace-identity") {
-		t.Fatalf("restore over another identity: exit %d %s", code, errs)
-	}
-	_, errs, code = c.Run("", "--identity", oldKey, "restore", "--force", "--replace-identity", file)
-	if code != 0 || !strings.Contains(errs, "kept the data dir's previous identity as ") {
-		t.Fatalf("restore --replace-identity: exit %d %s", code, errs)
-	}
-	if got := strings.TrimSpace(c.MustRun("", "key", "recipient")); got != oldRecipient {
-		t.Fatalf("recipient after restore: %s, want %s", got, oldRecipient)
-	}
-}
+// Restoring an older backup after key rotate --keep-old is tested as a
+// transcript in testdata/script/restore_rotated.txtar.
 
 // Item 14: the previous release's backup (testdata/upgrade/v1/backup.age)
 // restores only with --allow-unauthenticated; without it the refusal names
