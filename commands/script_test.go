@@ -55,6 +55,8 @@ func TestMain(m *testing.M) {
 //	readvar VAR FILE [REGEXP]     set $VAR to FILE's text, trimmed (or to REGEXP's first match in it)
 //	notext TEXT PATH...           no file in PATH (files or dirs) contains TEXT
 //	chown UID PATH                make PATH (not a link's target) owned by UID and group UID
+//	first-release NAME DEST       copy testdata/upgrade/v1/NAME (what the first release made) to
+//	                              DEST with private modes: a dir 0700 and its files 0600, a file 0600
 //
 // Extra condition: [root] when the tests run as root (chown needs it).
 func TestScripts(t *testing.T) {
@@ -185,6 +187,33 @@ func scriptCmds(fake *fakeapi.Server) map[string]func(ts *testscript.TestScript,
 				ts.Fatalf("chown: UID must be a whole number, not %q", args[0])
 			}
 			ts.Check(os.Lchown(ts.MkAbs(args[1]), uid, uid))
+		}),
+		"first-release": scriptCmd("first-release NAME DEST", 2, false, func(ts *testscript.TestScript, neg bool, args []string) {
+			src, err := filepath.Abs(filepath.Join("..", "testdata", "upgrade", "v1", filepath.FromSlash(args[0])))
+			ts.Check(err)
+			dst := ts.MkAbs(args[1])
+			st, err := os.Stat(src)
+			if err != nil {
+				ts.Fatalf("first-release: %v", err)
+			}
+			if !st.IsDir() {
+				b, err := os.ReadFile(src)
+				ts.Check(err)
+				ts.Check(os.WriteFile(dst, b, 0o600))
+				return
+			}
+			ts.Check(os.MkdirAll(dst, 0o700))
+			ts.Check(os.Chmod(dst, 0o700))
+			entries, err := os.ReadDir(src)
+			ts.Check(err)
+			for _, e := range entries {
+				if !e.Type().IsRegular() {
+					ts.Fatalf("first-release: %s is not a regular file", filepath.Join(args[0], e.Name()))
+				}
+				b, err := os.ReadFile(filepath.Join(src, e.Name()))
+				ts.Check(err)
+				ts.Check(os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600))
+			}
 		}),
 		"readvar": scriptCmd("readvar VAR FILE [REGEXP]", -2, false, func(ts *testscript.TestScript, neg bool, args []string) {
 			if len(args) > 3 {
