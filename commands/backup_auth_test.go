@@ -14,8 +14,11 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/claudeflare/claudeflare/internal/testutil"
 )
+
+// Restoring an older backup after key rotate --keep-old is tested as a
+// transcript in testdata/script/restore_rotated.txtar, the first release's
+// backup in first_release.txtar.
 
 // forgeBackup builds what the issue's attacker built: an archive holding
 // their own vault.db and identity.txt and no request log, with a manifest
@@ -126,38 +129,5 @@ func TestRestoreRefusesForgedBackup(t *testing.T) {
 	c.MustRun("", "backup", file)
 	if _, errs, code := c.Run("", "restore", "--force", file); code != 0 || !strings.Contains(errs, "master recipients: "+recipient) {
 		t.Fatalf("genuine backup: exit %d %s", code, errs)
-	}
-}
-
-// Restoring an older backup after key rotate --keep-old is tested as a
-// transcript in testdata/script/restore_rotated.txtar.
-
-// Item 14: the previous release's backup (testdata/upgrade/v1/backup.age)
-// restores only with --allow-unauthenticated; without it the refusal names
-// the flag. The restored data dir then upgrades like any other.
-func TestRestoreFirstReleaseBackupNeedsFlag(t *testing.T) {
-	c := newCLI(t)
-	tmp := t.TempDir()
-	file, id := filepath.Join(tmp, "backup.age"), filepath.Join(tmp, "identity.txt")
-	testutil.WriteFirstReleaseFile(t, "backup.age", file)
-	testutil.WriteFirstReleaseFile(t, "data/identity.txt", id)
-	_, errs, code := c.Run("", "--identity", id, "restore", file)
-	if code != 1 || !strings.Contains(errs, "made by an earlier release and carries no authentication") ||
-		!strings.Contains(errs, "hint: if you made this backup with an earlier release and kept it safe, restore it with --allow-unauthenticated") {
-		t.Fatalf("without the flag: exit %d %s", code, errs)
-	}
-	if _, err := os.Stat(filepath.Join(c.dir, "data", "vault.db")); err == nil {
-		t.Fatal("a refused restore installed vault.db")
-	}
-	_, errs, code = c.Run("", "--identity", id, "restore", "--allow-unauthenticated", file)
-	if code != 0 || !strings.Contains(errs, "warning: restored an unauthenticated backup") {
-		t.Fatalf("with the flag: exit %d %s", code, errs)
-	}
-	if out := c.MustRun("", "accounts", "list", "--json"); !strings.Contains(out, `"name":"pool"`) {
-		t.Fatalf("restored accounts: %s", out)
-	}
-	out, errs, code := c.Run("", "audit", "--verify")
-	if code != 0 || !strings.Contains(out, "4 entries") || !strings.Contains(errs, "earlier release (3 entries)") {
-		t.Fatalf("audit after restore: exit %d %s %s", code, out, errs)
 	}
 }

@@ -12,8 +12,9 @@ import (
 
 // The vault key commands' refusals, --keep-old, passphrase strength, the
 // break-glass recovery and a tampered master record are tested as a
-// transcript in testdata/script/vaultkeys.txtar; what needs the previous
-// release's data dir, a daemon or this process's environment stays here.
+// transcript in testdata/script/vaultkeys.txtar, the previous release's
+// data dir in first_release.txtar; what needs a daemon or this process's
+// environment stays here.
 
 // fileHash returns the contents of path (to compare before and after).
 func fileHash(t *testing.T, path string) string {
@@ -48,34 +49,6 @@ func TestMasterKeyVarsUnset(t *testing.T) {
 		if strings.Contains(kv, pass) {
 			t.Fatal("the passphrase is still in the environment")
 		}
-	}
-}
-
-// A data dir made by the previous release opens with this one: the first
-// command that opens the vault adds its MACs and says so on stderr with
-// the recipients it sealed; later ones say nothing; doctor is content.
-func TestUpgradeV1VaultMAC(t *testing.T) {
-	c := newCLI(t)
-	recipient := c.copyV1Data()
-
-	out, errs, code := c.Run("", "init")
-	if code != 0 || strings.TrimSpace(out) != recipient {
-		t.Fatalf("init: exit %d, stdout %q, stderr %q", code, out, errs)
-	}
-	if !strings.Contains(errs, "earlier release") || !strings.Contains(errs, "recipients sealed: "+recipient) {
-		t.Fatalf("first open does not say it sealed the vault: %q", errs)
-	}
-	if _, errs, _ := c.Run("", "init"); strings.Contains(errs, "earlier release") {
-		t.Fatalf("second open: %q", errs)
-	}
-	out, _, code = c.Run("", "doctor")
-	if code != 0 || !strings.Contains(out, "vault_mac") {
-		t.Fatalf("doctor: exit %d\n%s", code, out)
-	}
-	c.MustRun("", "key", "rotate", "--yes", "--data")
-	out, _, code = c.Run("", "doctor")
-	if code != 0 {
-		t.Fatalf("doctor after key rotate --data: exit %d\n%s", code, out)
 	}
 }
 
