@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -54,6 +55,9 @@ func TestMain(m *testing.M) {
 //	sqlite FILE SQL               run SQL on the SQLite database FILE, as someone with a shell could
 //	readvar VAR FILE [REGEXP]     set $VAR to FILE's text, trimmed (or to REGEXP's first match in it)
 //	notext TEXT PATH...           no file in PATH (files or dirs) contains TEXT
+//	audit-rechain FILE FROM       recompute the audit log's links in the vault FILE from row FROM on
+//	                              with plain SHA-256 (all an attacker without the key can do) and
+//	                              move the head to the last row
 //	chown UID PATH                make PATH (not a link's target) owned by UID and group UID
 //	first-release NAME DEST       copy testdata/upgrade/v1/NAME (what the first release made) to
 //	                              DEST with private modes: a dir 0700 and its files 0600, a file 0600
@@ -188,6 +192,19 @@ func scriptCmds(fake *fakeapi.Server) map[string]func(ts *testscript.TestScript,
 			}
 			ts.Check(os.Lchown(ts.MkAbs(args[1]), uid, uid))
 		}),
+		"audit-rechain": scriptCmd("audit-rechain FILE FROM", 2, false, func(ts *testscript.TestScript, neg bool, args []string) {
+			from, err := strconv.ParseInt(args[1], 10, 64)
+			if err != nil || from < 1 {
+				ts.Fatalf("audit-rechain: FROM must be a row number, not %q", args[1])
+			}
+			path := ts.MkAbs(args[0])
+			if _, err := os.Stat(path); err != nil {
+				ts.Fatalf("audit-rechain: %v", err)
+			}
+			if err := rechainAudit(path, from); err != nil {
+				ts.Fatalf("audit-rechain: %v", err)
+			}
+		}),
 		"first-release": scriptCmd("first-release NAME DEST", 2, false, func(ts *testscript.TestScript, neg bool, args []string) {
 			src, err := filepath.Abs(filepath.Join("..", "testdata", "upgrade", "v1", filepath.FromSlash(args[0])))
 			ts.Check(err)
@@ -280,6 +297,63 @@ func scriptCmds(fake *fakeapi.Server) map[string]func(ts *testscript.TestScript,
 			}
 		}),
 	}
+}
+
+// rechainAudit recomputes every audit row's link from row from on with
+// plain SHA-256 over the previous hash and the row's JSON, as the chain of
+// the first release did, and moves the head to the last row.
+func rechainAudit(path string, from int64) error {
+	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=5000")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT id, ts, actor, action, detail, hash FROM audit_log ORDER BY id`)
+	if err != nil {
+		return err
+	}
+	type link struct {
+		id         int64
+		prev, hash []byte
+	}
+	var links []link
+	prev := make([]byte, 32)
+	for rows.Next() {
+		var id, ts int64
+		var actor, action, detail string
+		var hash []byte
+		if err := rows.Scan(&id, &ts, &actor, &action, &detail, &hash); err != nil {
+			rows.Close()
+			return err
+		}
+		if id < from {
+			prev = hash
+			continue
+		}
+		b, err := json.Marshal([]any{id, ts, actor, action, detail})
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		h := sha256.Sum256(append(append([]byte{}, prev...), b...))
+		links = append(links, link{id, prev, h[:]})
+		prev = h[:]
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(links) == 0 {
+		return fmt.Errorf("no audit row from row %d on", from)
+	}
+	for _, l := range links {
+		if _, err := db.Exec(`UPDATE audit_log SET prev_hash = ?, hash = ? WHERE id = ?`, l.prev, l.hash, l.id); err != nil {
+			return err
+		}
+	}
+	last := links[len(links)-1]
+	_, err = db.Exec(`UPDATE audit_head SET last_id = ?, hash = ?`, last.id, last.hash)
+	return err
 }
 
 // filesContaining lists the files under paths that hold any of needles;
