@@ -221,6 +221,7 @@ func (g *Guard) Reload(ctx context.Context) error {
 	states := make(map[int64]*keyState, len(rows))
 	rk := rowKey(g.auditKey)
 	tampered := map[int64][32]byte{}
+	var report []store.ClientKey
 	for _, r := range rows {
 		if !vault.ClientKeyMACValid(rk, r) {
 			if r.RevokedAt == 0 {
@@ -229,7 +230,7 @@ func (g *Guard) Reload(ctx context.Context) error {
 			d := clientKeysDigest([]store.ClientKey{r})
 			tampered[r.ID] = d
 			if prev, ok := g.tampered[r.ID]; !ok || prev != d {
-				g.reportTampered(ctx, r)
+				report = append(report, r)
 			}
 			continue
 		}
@@ -262,6 +263,12 @@ func (g *Guard) Reload(ctx context.Context) error {
 	}
 	g.states, g.version, g.loaded, g.tampered = states, v, true, tampered
 	g.keys.Store(ks)
+	// Reported once the set without them is in use: the warning says
+	// "not loaded", and its audit write must not keep the row's old
+	// state serving meanwhile.
+	for _, r := range report {
+		g.reportTampered(ctx, r)
+	}
 	return nil
 }
 
