@@ -171,12 +171,14 @@ func TestRevokedKeySeenWithinSeconds(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	// A deadline, not a guess: the loop ends as soon as cond holds; 30 s
+	// only bounds a run on a starved machine.
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // paces the poll
 	}
 }
 
