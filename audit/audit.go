@@ -64,16 +64,9 @@ func KeyActor(name string) string { return "key:" + name }
 // AddrActor names an unauthenticated client by its address.
 func AddrActor(addr string) string { return "addr:" + addr }
 
-// Entry is one row of the audit log.
-type Entry struct {
-	ID       int64  `db:"id"`
-	TS       int64  `db:"ts"` // unix ms
-	Actor    string `db:"actor"`
-	Action   string `db:"action"`
-	Detail   string `db:"detail"`
-	PrevHash []byte `db:"prev_hash"`
-	Hash     []byte `db:"hash"`
-}
+// Entry is one row of the audit log (the store's row, with the chain's
+// methods).
+type Entry store.AuditRow
 
 // Time is the entry's time in UTC.
 func (e Entry) Time() time.Time { return store.FromMS(e.TS) }

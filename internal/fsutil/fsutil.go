@@ -92,20 +92,16 @@ func (f *File) Abort() {
 
 // WriteFile writes data to path atomically (Create, Write, Commit).
 func WriteFile(path string, data []byte, perm fs.FileMode) error {
-	f, err := Create(path, perm)
-	if err != nil {
-		return err
-	}
-	defer f.Abort()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return f.Commit()
+	return write(path, data, perm, (*File).Commit)
 }
 
 // WriteFileExclusive writes data to path atomically, failing if path
 // exists (Create, Write, CommitExclusive).
 func WriteFileExclusive(path string, data []byte, perm fs.FileMode) error {
+	return write(path, data, perm, (*File).CommitExclusive)
+}
+
+func write(path string, data []byte, perm fs.FileMode, commit func(*File) error) error {
 	f, err := Create(path, perm)
 	if err != nil {
 		return err
@@ -114,7 +110,7 @@ func WriteFileExclusive(path string, data []byte, perm fs.FileMode) error {
 	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return f.CommitExclusive()
+	return commit(f)
 }
 
 // SyncDir fsyncs the directory dir, so that a file created, renamed or
