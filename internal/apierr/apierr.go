@@ -29,10 +29,13 @@ const (
 const RequestIDHeader = "X-Claudeflare-Request-Id"
 
 // Body is Anthropic's error body:
-// {"type":"error","error":{"type":"...","message":"..."}}.
+// {"type":"error","error":{"type":"...","message":"..."},"request_id":"..."}.
+// The request_id is the answer's x-claudeflare-request-id, as Anthropic's
+// errors carry their own request id in the body.
 type Body struct {
-	Type  string `json:"type"` // always "error"
-	Error Detail `json:"error"`
+	Type      string `json:"type"` // always "error"
+	Error     Detail `json:"error"`
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // Detail is the inner object of a Body.
@@ -69,10 +72,14 @@ type Reply struct {
 
 // Write answers r in Anthropic's error shape with Content-Type,
 // Content-Length, the security headers, x-should-retry as r.Retry says,
-// retry-after, and a request id unless the header already holds one.
+// retry-after, and a request id unless the header already holds one; the
+// body's request_id is the header's.
 func Write(w http.ResponseWriter, r Reply) {
-	body, _ := json.Marshal(Body{Type: "error", Error: Detail{Type: r.Type, Message: r.Message}})
 	h := w.Header()
+	if h.Get(RequestIDHeader) == "" {
+		h.Set(RequestIDHeader, NewID())
+	}
+	body, _ := json.Marshal(Body{Type: "error", Error: Detail{Type: r.Type, Message: r.Message}, RequestID: h.Get(RequestIDHeader)})
 	SecurityHeaders(h)
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
@@ -84,9 +91,6 @@ func Write(w http.ResponseWriter, r Reply) {
 	}
 	if r.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(Seconds(r.RetryAfter)))
-	}
-	if h.Get(RequestIDHeader) == "" {
-		h.Set(RequestIDHeader, NewID())
 	}
 	w.WriteHeader(r.Status)
 	w.Write(body)
