@@ -34,9 +34,13 @@ func TestRevokedAndUnknownKeysLookAlike(t *testing.T) {
 	for _, r := range []reply{revoked, unknown, none} {
 		h.expect(r, 401, "authentication_error")
 	}
-	msg := func(r reply) string {
+	msg := func(r reply) string { // the error, without the request's own id
 		i := strings.Index(r.body, `"message"`)
-		return r.body[i:]
+		j := strings.Index(r.body, `,"request_id"`)
+		if j < i {
+			j = len(r.body)
+		}
+		return r.body[i:j]
 	}
 	if msg(revoked) != msg(unknown) || msg(unknown) != msg(none) {
 		t.Fatalf("answers differ:\nrevoked %s\nunknown %s\nnone    %s", revoked.body, unknown.body, none.body)
