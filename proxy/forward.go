@@ -187,6 +187,7 @@ func (x *exchange) refuse(sel selection) {
 		if secs > 300 {
 			retry = apierr.RetryNo
 		}
+		setUnifiedHeaders(x.w.Header(), sel.Soonest)
 		x.reply(apierr.Reply{Status: http.StatusTooManyRequests, Type: apierr.RateLimit, RetryAfter: time.Duration(secs) * time.Second,
 			Retry: retry,
 			Message: fmt.Sprintf("all claudeflare accounts are rate limited; the first is available again in %s (%s): %s",
@@ -194,6 +195,26 @@ func (x *exchange) refuse(sel selection) {
 	default:
 		x.reply(apierr.Reply{Status: http.StatusServiceUnavailable, Type: apierr.API, Retry: apierr.RetryNo,
 			Message: "no claudeflare account is usable: " + strings.Join(sel.Reasons, "; ")})
+	}
+}
+
+// setUnifiedHeaders gives the proxy's all-limited 429 the unified
+// rate-limit headers of the account that resets soonest, when a unified
+// status blocked it (status, reset, representative claim), as Anthropic's
+// own 429 would have carried them: clients read them to tell the user when
+// the limit ends.
+func setUnifiedHeaders(h http.Header, l LimitState) {
+	status := l.Reason
+	if w, st, ok := strings.Cut(l.Reason, " "); ok && (w == "5h" || w == "7d") {
+		status = st
+	}
+	if !hardStatus(status) || l.Until.IsZero() {
+		return
+	}
+	h.Set(hdrUnifiedStatus, status)
+	h.Set(hdrUnifiedReset, strconv.FormatInt(l.Until.Unix(), 10))
+	if l.Claim != "" {
+		h.Set(hdrUnifiedClaim, l.Claim)
 	}
 }
 

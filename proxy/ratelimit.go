@@ -16,6 +16,7 @@ const (
 	hdrUnifiedStatus    = "Anthropic-Ratelimit-Unified-Status"
 	hdrUnifiedReset     = "Anthropic-Ratelimit-Unified-Reset"
 	hdrUnifiedRemaining = "Anthropic-Ratelimit-Unified-Remaining"
+	hdrUnifiedClaim     = "Anthropic-Ratelimit-Unified-Representative-Claim"
 	hdr5hStatus         = "Anthropic-Ratelimit-Unified-5h-Status"
 	hdr5hReset          = "Anthropic-Ratelimit-Unified-5h-Reset"
 	hdr5hUtil           = "Anthropic-Ratelimit-Unified-5h-Utilization"
@@ -37,6 +38,7 @@ type RateLimit struct {
 	Status     string    // unified status: allowed, allowed_warning, rejected, ...
 	Reset      time.Time // unified reset
 	Remaining  int64     // unified remaining, -1 when not sent
+	Claim      string    // unified representative claim: five_hour, seven_day, ...
 	Status5h   string
 	Reset5h    time.Time
 	Util5h     float64
@@ -60,6 +62,10 @@ func ParseRateLimit(h http.Header, now time.Time) RateLimit {
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
 			rl.Remaining = n
 		}
+	}
+	rl.Claim = normStatus(h.Get(hdrUnifiedClaim))
+	if len(rl.Claim) > 64 {
+		rl.Claim = ""
 	}
 	rl.Status5h = normStatus(h.Get(hdr5hStatus))
 	rl.Reset5h = parseResetTime(h.Get(hdr5hReset), now)
@@ -231,6 +237,7 @@ type LimitState struct {
 	Cooldown time.Duration // current step of the doubling cooldown, 0 = none
 	Status   string        // last unified status seen
 	Reset    time.Time     // last unified reset seen
+	Claim    string        // last unified representative claim seen (kept in memory only)
 	Util5h   float64
 	Util7d   float64
 	Reset5h  time.Time
@@ -262,6 +269,9 @@ func (s *LimitState) Apply(p LimitPolicy, v Verdict, now time.Time) bool {
 	}
 	if !rl.Reset.IsZero() {
 		s.Reset = rl.Reset
+	}
+	if rl.Claim != "" {
+		s.Claim = rl.Claim
 	}
 	if rl.Util5h >= 0 {
 		s.Util5h = rl.Util5h

@@ -37,7 +37,7 @@ func (a *account) usable(now time.Time) (ok, limited bool, reason string) {
 	case a.Status != "" && a.Status != store.StatusOK:
 		r := a.Status
 		if a.Status == store.StatusNeedsLogin {
-			r = "needs login (run `claudeflare accounts add " + a.Name + "` again)"
+			r = "needs login (run `claudeflare accounts login " + a.Name + "`)"
 		}
 		if a.StatusReason != "" {
 			r += ": " + a.StatusReason
@@ -76,9 +76,10 @@ type selection struct {
 	// is tried anyway.
 	LastResort bool
 	// When Candidates is empty:
-	Limited    bool      // some account is only rate limited: answer 429
-	EarliestOK time.Time // earliest time a limited account comes back
-	Reasons    []string  // "name: reason" per account
+	Limited    bool       // some account is only rate limited: answer 429
+	EarliestOK time.Time  // earliest time a limited account comes back
+	Soonest    LimitState // the limit state of that account
+	Reasons    []string   // "name: reason" per account
 }
 
 // selector orders the usable accounts by strategy. It is not safe for
@@ -106,7 +107,7 @@ func (s *selector) pick(accts []*account, now time.Time) selection {
 		if limited {
 			sel.Limited = true
 			if sel.EarliestOK.IsZero() || a.limit.Until.Before(sel.EarliestOK) {
-				sel.EarliestOK = a.limit.Until
+				sel.EarliestOK, sel.Soonest = a.limit.Until, a.limit
 			}
 		}
 	}
@@ -124,7 +125,7 @@ func (s *selector) pick(accts []*account, now time.Time) selection {
 	}
 	sel.Reasons = nil
 	sel.Limited = false
-	sel.EarliestOK = time.Time{}
+	sel.EarliestOK, sel.Soonest = time.Time{}, LimitState{}
 	switch s.strategy {
 	case config.StrategyRoundRobin:
 		k := int(s.rr % uint64(len(usable)))
