@@ -10,11 +10,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
 )
+
+// Audit actions of the changes only this package makes.
+const (
+	ActionLoggedIn = "account.logged_in"
+	ActionEdited   = "account.edited"
+)
+
+// ErrKindMismatch is returned by Login when the new credential is not of
+// the account's kind (an API key for an OAuth account, or the reverse).
+var ErrKindMismatch = errors.New("the credential is not of the account's kind")
 
 // By says who makes a change, for its audit row.
 type By struct {
@@ -72,10 +84,87 @@ func Remove(ctx context.Context, db *store.DB, auditKey []byte, by By, name stri
 	return record(ctx, db, auditKey, by, now, audit.ActionAccountRemoved, name, "removed")
 }
 
-// Added records that the named account was added (or logged in again:
-// removed and added anew) through the vault.
+// Added records that the named account was added through the vault.
 func Added(ctx context.Context, db *store.DB, auditKey []byte, by By, name string, now time.Time) error {
 	return record(ctx, db, auditKey, by, now, audit.ActionAccountAdded, name, "added")
+}
+
+// Login replaces the named account's credentials with s (sealed and
+// bound to the account's row by the vault, as a new secret version, so a
+// running daemon uses them at its next poll) and records it. The
+// account keeps its id, name, priority, tier, pause and history; a
+// needs-login status is cleared. An unknown name is store.ErrNoAccount
+// and changes nothing; so is a credential of the wrong kind
+// (ErrKindMismatch).
+func Login(ctx context.Context, v *vault.Vault, auditKey []byte, by By, name string, s vault.Secrets, now time.Time) error {
+	if err := audit.CheckKey(auditKey); err != nil {
+		return err
+	}
+	a, err := store.GetAccount(ctx, v.DB(), name)
+	if err != nil {
+		return err
+	}
+	if (a.Kind == store.KindAPIKey) != (s.APIKey != "") {
+		return fmt.Errorf("%w: %q is an %s account", ErrKindMismatch, name, map[bool]string{true: "API-key", false: "OAuth"}[a.Kind == store.KindAPIKey])
+	}
+	if err := v.ReplaceSecrets(ctx, a.ID, s); err != nil {
+		return err
+	}
+	return record(ctx, v.DB(), auditKey, by, now, ActionLoggedIn, name, "logged in again")
+}
+
+// Edit is a change of an account's settings; a nil field is kept.
+type Edit struct {
+	Priority *int
+	Tier     *int
+	Rename   *string
+}
+
+// ErrNoChange is returned by EditAccount for an edit that changes nothing.
+var ErrNoChange = errors.New("nothing to change")
+
+// EditAccount changes the named account's settings and records it. The
+// new values are checked as `accounts add` checks them; a taken new name
+// is store.ErrAccountExists. Nothing is changed on error.
+func EditAccount(ctx context.Context, db *store.DB, auditKey []byte, by By, name string, e Edit, now time.Time) error {
+	if err := audit.CheckKey(auditKey); err != nil {
+		return err
+	}
+	if e.Priority == nil && e.Tier == nil && e.Rename == nil {
+		return ErrNoChange
+	}
+	if e.Priority != nil && *e.Priority < 0 {
+		return errors.New("priority must be 0 or more")
+	}
+	if e.Tier != nil && *e.Tier != 1 && *e.Tier != 5 && *e.Tier != 20 {
+		return errors.New("tier must be 1, 5 or 20")
+	}
+	if e.Rename != nil {
+		if err := vault.ValidateName(*e.Rename); err != nil {
+			return err
+		}
+	}
+	a, err := store.GetAccount(ctx, db, name)
+	if err != nil {
+		return err
+	}
+	var parts []string
+	if e.Priority != nil {
+		parts = append(parts, fmt.Sprintf("priority %d -> %d", a.Priority, *e.Priority))
+	}
+	if e.Tier != nil {
+		parts = append(parts, fmt.Sprintf("tier %d -> %d", a.Tier, *e.Tier))
+	}
+	if e.Rename != nil {
+		parts = append(parts, fmt.Sprintf("renamed to %q", *e.Rename))
+	}
+	if err := store.UpdateAccount(ctx, db, a.ID, store.AccountEdit{Name: e.Rename, Priority: e.Priority, Tier: e.Tier}, now); err != nil {
+		if errors.Is(err, store.ErrNoAccount) {
+			return fmt.Errorf("%w: %q", store.ErrNoAccount, name)
+		}
+		return err
+	}
+	return record(ctx, db, auditKey, by, now, ActionEdited, name, "edited: "+strings.Join(parts, ", "))
 }
 
 // record writes the audit row of a change already made; it is written

@@ -28,7 +28,7 @@ import (
 func accountsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "accounts",
-		Usage: "add, list, pause, resume and remove Claude accounts",
+		Usage: "add, log in again, edit, list, pause, resume and remove Claude accounts",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "add",
@@ -46,6 +46,37 @@ func accountsCommand() *cli.Command {
 					&cli.BoolFlag{Name: "api-key-stdin", Usage: "read an Anthropic API key from stdin"},
 				},
 				Action: accountsAdd,
+			},
+			{
+				Name:      "login",
+				Usage:     "give an existing account new credentials: interactive OAuth login, or a refresh token or API key from stdin",
+				ArgsUsage: "NAME",
+				Description: "For an account that needs a new login (status needs_login) or whose\n" +
+					"credentials should change. Takes the credential flags of `accounts add`;\n" +
+					"without them it prints an authorize URL (in the account's mode). The\n" +
+					"account keeps its priority, tier, pause, settings and request history; its\n" +
+					"status is ok again. A running daemon uses the new credentials within a few\n" +
+					"seconds, without a restart. Secrets are read from stdin, never from argv.",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "refresh-token-stdin", Usage: "read an OAuth refresh token from stdin"},
+					&cli.BoolFlag{Name: "api-key-stdin", Usage: "read an Anthropic API key from stdin"},
+				},
+				Action: accountsLogin,
+			},
+			{
+				Name:      "edit",
+				Usage:     "change an account's priority, tier or name",
+				ArgsUsage: "NAME",
+				Description: "Values are checked as `accounts add` checks them; an edit that changes\n" +
+					"nothing is a usage error, and --rename refuses a name already taken. The\n" +
+					"account keeps its credentials. The request log keeps the name each request\n" +
+					"was made under.",
+				Flags: []cli.Flag{
+					&cli.IntFlag{Name: "priority", Usage: "`N`: lower is preferred (0 highest)", DefaultText: "unchanged"},
+					&cli.IntFlag{Name: "tier", Usage: "`TIER`: subscription tier 1, 5 or 20", DefaultText: "unchanged"},
+					&cli.StringFlag{Name: "rename", Usage: "`NEW` name of the account", DefaultText: "unchanged"},
+				},
+				Action: accountsEdit,
 			},
 			{
 				Name:  "list",
@@ -219,7 +250,7 @@ func addFromRefreshToken(ctx context.Context, v *vault.Vault, client *oauth.Clie
 			return errors.Join(fmt.Errorf("validate refresh token: %w", err), derr)
 		}
 		if errors.Is(err, oauth.ErrInvalidGrant) {
-			return withHint(fmt.Errorf("validate refresh token: %w", err), "the token is expired or already used; log in again with `claudeflare accounts add NAME`")
+			return withHint(fmt.Errorf("validate refresh token: %w", err), "the token is expired or already used; get a new one and run `claudeflare accounts add NAME` again")
 		}
 		return fmt.Errorf("validate refresh token: %w", err)
 	}
@@ -228,6 +259,117 @@ func addFromRefreshToken(ctx context.Context, v *vault.Vault, client *oauth.Clie
 		return fmt.Errorf("store rotated tokens: %w", err)
 	}
 	return nil
+}
+
+func accountsLogin(c *cli.Context) error {
+	name, err := oneName(c)
+	if err != nil {
+		return err
+	}
+	refreshStdin, apiKeyStdin := c.Bool("refresh-token-stdin"), c.Bool("api-key-stdin")
+	if refreshStdin && apiKeyStdin {
+		return usagef("--refresh-token-stdin and --api-key-stdin exclude each other")
+	}
+	e := getEnv(c)
+	cfg, err := e.config(nil)
+	if err != nil {
+		return err
+	}
+	client, err := oauthClient(cfg) // before anything is opened: a bad pin touches nothing
+	if err != nil {
+		return err
+	}
+	v, err := e.openVault(c.Context, cfg)
+	if err != nil {
+		return err
+	}
+	defer v.DB().Close()
+	ctx := c.Context
+	auditKey, err := e.openAudit(ctx, v)
+	if err != nil {
+		return err
+	}
+	// Refuse an unknown name before any token is spent.
+	a, err := store.GetAccount(ctx, v.DB(), name)
+	if errors.Is(err, store.ErrNoAccount) {
+		return withHint(err, "to add a new account, run `claudeflare accounts add "+name+"`")
+	} else if err != nil {
+		return err
+	}
+	var s vault.Secrets
+	switch {
+	case apiKeyStdin:
+		if s.APIKey, err = readSecret(e.stdin, "API key"); err != nil {
+			return err
+		}
+	case refreshStdin:
+		rt, err := readSecret(e.stdin, "refresh token")
+		if err != nil {
+			return err
+		}
+		if a.Kind != store.KindOAuth {
+			return fmt.Errorf("%w: %q is an API-key account (use --api-key-stdin)", accounts.ErrKindMismatch, name)
+		}
+		// Refreshed before it is stored: the account's stored
+		// credentials change only for tokens that work. (A crash right
+		// after the refresh loses the rotated token; the account then
+		// still needs a login, as before.)
+		tok, err := client.Refresh(ctx, rt)
+		if err != nil {
+			if errors.Is(err, oauth.ErrInvalidGrant) {
+				return withHint(fmt.Errorf("validate refresh token: %w", err), "the token is expired or already used; get a new one and run `claudeflare accounts login "+name+"` again")
+			}
+			return fmt.Errorf("validate refresh token: %w", err)
+		}
+		s = vault.Secrets{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.ExpiresAt}
+		if s.RefreshToken == "" {
+			s.RefreshToken = rt
+		}
+	default:
+		mode, err := oauth.ParseMode(a.Mode)
+		if err != nil {
+			mode = oauth.ModeMax
+		}
+		if s, err = loginInteractive(ctx, e, client, mode, cfg.ClientID); err != nil {
+			return err
+		}
+	}
+	if err := accounts.Login(context.WithoutCancel(ctx), v, auditKey, accounts.By{Actor: audit.CLIActor()}, name, s, time.Now()); err != nil {
+		return err
+	}
+	e.log.Info("account logged in", "account", name)
+	fmt.Fprintf(e.stderr, "claudeflare: account %q logged in\n", name)
+	return nil
+}
+
+// loginInteractive runs the OAuth login (PKCE) and returns the credentials
+// it gives: tokens, or for a console login an API key made with them.
+func loginInteractive(ctx context.Context, e *env, client *oauth.Client, mode oauth.Mode, clientID string) (vault.Secrets, error) {
+	p, err := oauth.NewPKCE()
+	if err != nil {
+		return vault.Secrets{}, err
+	}
+	fmt.Fprintf(e.stderr, "Open this URL in a browser, log in, and paste the code shown (code#state):\n\n%s\n\ncode: ", oauth.AuthorizeURL(mode, clientID, p))
+	line, err := readLine(e.stdin)
+	if err != nil {
+		return vault.Secrets{}, err
+	}
+	code, err := oauth.ParseCallback(line, p.State)
+	if err != nil {
+		return vault.Secrets{}, err
+	}
+	tok, err := client.Exchange(ctx, code, p)
+	if err != nil {
+		return vault.Secrets{}, fmt.Errorf("exchange code: %w", err)
+	}
+	if mode == oauth.ModeConsole {
+		key, err := client.CreateAPIKey(ctx, tok.AccessToken)
+		if err != nil {
+			return vault.Secrets{}, fmt.Errorf("create API key: %w", err)
+		}
+		return vault.Secrets{APIKey: key}, nil
+	}
+	return vault.Secrets{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.ExpiresAt}, nil
 }
 
 func addInteractive(ctx context.Context, e *env, v *vault.Vault, client *oauth.Client, acct vault.NewAccount, mode oauth.Mode, clientID string) error {
@@ -380,6 +522,46 @@ func accountsRemove(c *cli.Context) error {
 		return err
 	}
 	e.log.Info("account removed", "account", name)
+	return nil
+}
+
+func accountsEdit(c *cli.Context) error {
+	var ed accounts.Edit
+	if c.IsSet("priority") {
+		n := c.Int("priority")
+		ed.Priority = &n
+	}
+	if c.IsSet("tier") {
+		n := c.Int("tier")
+		ed.Tier = &n
+	}
+	if c.IsSet("rename") {
+		n := c.String("rename")
+		ed.Rename = &n
+	}
+	if ed.Priority == nil && ed.Tier == nil && ed.Rename == nil {
+		return usagef("accounts edit needs at least one of --priority, --tier, --rename")
+	}
+	if ed.Priority != nil && *ed.Priority < 0 {
+		return usagef("--priority must be 0 or more")
+	}
+	if ed.Tier != nil && *ed.Tier != 1 && *ed.Tier != 5 && *ed.Tier != 20 {
+		return usagef("--tier must be 1, 5 or 20")
+	}
+	if ed.Rename != nil {
+		if err := vault.ValidateName(*ed.Rename); err != nil {
+			return usageError{"--rename: " + err.Error()}
+		}
+	}
+	e, name, vdb, auditKey, err := namedAccount(c)
+	if err != nil {
+		return err
+	}
+	defer vdb.Close()
+	if err := accounts.EditAccount(c.Context, vdb, auditKey, accounts.By{Actor: audit.CLIActor()}, name, ed, time.Now()); err != nil {
+		return err
+	}
+	e.log.Info("account edited", "account", name)
 	return nil
 }
 

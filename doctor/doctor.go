@@ -304,7 +304,7 @@ func (d *doctor) vault(ctx context.Context, db *store.DB) {
 			if a.StatusReason != "" {
 				reason = ": " + a.StatusReason
 			}
-			d.add("account", Error, fmt.Sprintf("log in again with `claudeflare accounts add %s`", a.Name),
+			d.add("account", Error, fmt.Sprintf("log in again with `claudeflare accounts login %s`", a.Name),
 				"account %s needs a new login%s", a.Name, reason)
 		case a.Paused:
 			paused++

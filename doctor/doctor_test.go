@@ -250,7 +250,7 @@ func TestAccountsNeedingLogin(t *testing.T) {
 	if doctor.Problems(rs) == 0 {
 		t.Fatalf("needs_login not reported:\n%s", dump(rs))
 	}
-	expect(t, rs, "account", doctor.Error, "home needs a new login: invalid_grant", "claudeflare accounts add home")
+	expect(t, rs, "account", doctor.Error, "home needs a new login: invalid_grant", "claudeflare accounts login home")
 	expect(t, rs, "accounts", doctor.OK, "3 accounts, 1 usable, 1 paused", "")
 }
 

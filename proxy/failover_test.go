@@ -110,6 +110,9 @@ func TestFailoverBeforeFirstByte(t *testing.T) {
 				if n := strings.Count(h.logs.String(), "needs login: out of rotation"); n != 1 {
 					t.Fatalf("needs-login logged %d times", n)
 				}
+				if !strings.Contains(h.logs.String(), "claudeflare accounts login a") {
+					t.Fatalf("the needs-login hint does not name `accounts login`: %s", h.logs.String())
+				}
 			},
 		},
 	} {

@@ -17,7 +17,7 @@ import (
 )
 
 // errNeedsLogin means the account's refresh token is dead: it is out of
-// rotation until `claudeflare accounts add` logs it in again.
+// rotation until `claudeflare accounts login` logs it in again.
 var errNeedsLogin = errors.New("account needs login")
 
 // refreshTimeout bounds one refresh, which runs detached from the request
@@ -213,7 +213,7 @@ func (t *tokens) needsLogin(ctx context.Context, a *account, reason string) erro
 	t.mu.Unlock()
 	if first {
 		t.log.Warn("account needs login: out of rotation", "account", a.Name, "reason", reason,
-			"hint", "run `claudeflare accounts add "+a.Name+"` again")
+			"hint", "run `claudeflare accounts login "+a.Name+"`")
 		t.pool.events.publish(AccountEvent{Account: a.Name, Kind: EventNeedsLogin, Reason: reason, At: t.now()})
 	}
 	return fmt.Errorf("%w: %s", errNeedsLogin, a.Name)

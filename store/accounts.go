@@ -249,3 +249,27 @@ func Tx(ctx context.Context, db *DB, fn func(tx *sqlx.Tx) error) error {
 	}
 	return nil
 }
+
+// AccountEdit is what UpdateAccount changes; a nil field is kept.
+type AccountEdit struct {
+	Name     *string
+	Priority *int
+	Tier     *int
+}
+
+// UpdateAccount changes the settings of the account with id accountID.
+// A taken new name gives ErrAccountExists and changes nothing.
+func UpdateAccount(ctx context.Context, db *DB, accountID int64, e AccountEdit, now time.Time) error {
+	res, err := db.W.ExecContext(ctx, `UPDATE accounts SET name = COALESCE(?, name), priority = COALESCE(?, priority),
+		tier = COALESCE(?, tier), updated_at = ? WHERE id = ?`, e.Name, e.Priority, e.Tier, ToMS(now), accountID)
+	if IsUnique(err) {
+		return fmt.Errorf("%w: %q", ErrAccountExists, *e.Name)
+	}
+	if err != nil {
+		return fmt.Errorf("update account: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNoAccount
+	}
+	return nil
+}

@@ -437,6 +437,26 @@ func (v *Vault) SwapTokens(ctx context.Context, accountID, fromVersion int64, s 
 	return nv, nil
 }
 
+// ReplaceSecrets stores s as the account's secret whatever its current
+// version (a new login: the old credentials are dropped), sealed and
+// bound to the account's row as SwapTokens does. The version moves on,
+// so a daemon that cached the old credentials reads the new ones, and a
+// needs-login status is cleared. A daemon refreshing the old tokens at
+// the same moment loses the race: its swap sees the new version.
+func (v *Vault) ReplaceSecrets(ctx context.Context, accountID int64, s Secrets) error {
+	for range 5 {
+		cur, err := store.GetSecret(ctx, v.db, accountID)
+		if err != nil {
+			return fmt.Errorf("read account secret: %w", err)
+		}
+		_, err = v.SwapTokens(ctx, accountID, cur.Version, s)
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return ErrConflict
+}
+
 // MarkNeedsLogin takes an account out of rotation until it is logged in again.
 func (v *Vault) MarkNeedsLogin(ctx context.Context, accountID int64, reason string) error {
 	return store.SetStatus(ctx, v.db, accountID, store.StatusNeedsLogin, reason, v.now())
