@@ -159,6 +159,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		Config: cfg, Vault: opts.Vault, VaultDB: vdb, LogDB: opts.LogDB, Logger: log, Now: opts.Now,
 		HTTPClient:   &http.Client{Transport: transport},
 		PollInterval: opts.PollInterval,
+		Version:      opts.Build.Version,
 		Observer:     d.metrics,
 		ClientName:   clientName,
 		Middleware:   d.middleware,

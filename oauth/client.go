@@ -119,7 +119,27 @@ type Client struct {
 	APIBase   string       // upstream for CreateAPIKey; "" = DefaultAPIBase
 	HTTP      *http.Client // nil = a client with DefaultTimeout
 	Now       func() time.Time
-	UserAgent string // "" = "claudeflare"
+	UserAgent string // "" = UserAgent("")
+}
+
+// ProjectURL is the project's home, named in the User-Agent.
+const ProjectURL = "https://github.com/claudeflare/claudeflare"
+
+// UserAgent is the User-Agent claudeflare's own calls to the token
+// endpoint carry: it names claudeflare and its version, and never
+// imitates Claude Code's. "claudeflare/v1.2.0 (+https://...)"; with no
+// version, "claudeflare (+https://...)".
+func UserAgent(version string) string {
+	name := "claudeflare"
+	if v := strings.TrimSpace(version); v != "" && len(v) <= 64 && !strings.ContainsFunc(v, badUARune) {
+		name += "/" + v
+	}
+	return name + " (+" + ProjectURL + ")"
+}
+
+// badUARune rejects what a header value or a product token cannot hold.
+func badUARune(r rune) bool {
+	return r <= ' ' || r >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", r)
 }
 
 func (c *Client) now() time.Time {
@@ -282,7 +302,7 @@ func (c *Client) post(ctx context.Context, op, url, bearer string, payload []byt
 	req.Header.Set("Accept", "application/json")
 	ua := c.UserAgent
 	if ua == "" {
-		ua = "claudeflare"
+		ua = UserAgent("")
 	}
 	req.Header.Set("User-Agent", ua)
 	if bearer != "" {

@@ -82,6 +82,9 @@ type Options struct {
 	// Observer is told about requests, failovers and refreshes (metrics);
 	// nil = nothing. See also Accounts and RecorderStats.
 	Observer Observer
+	// Version names claudeflare's version in the User-Agent of the
+	// token refreshes ("" = none).
+	Version string
 	// ClientName names the client of a request for the log's client
 	// column (e.g. the client key the access guard established); nil =
 	// the User-Agent, cut at 128 bytes.
@@ -174,7 +177,7 @@ func New(opts Options) (*Server, error) {
 		vault: opts.Vault,
 		oauth: &oauth.Client{
 			TokenURL: cfg.OAuthTokenURL, ClientID: cfg.ClientID, APIBase: cfg.UpstreamURL,
-			HTTP: client, Now: now,
+			HTTP: client, Now: now, UserAgent: oauth.UserAgent(opts.Version),
 		},
 		now:         now,
 		log:         log,
