@@ -93,7 +93,8 @@ func Added(ctx context.Context, db *store.DB, auditKey []byte, by By, name strin
 // bound to the account's row by the vault, as a new secret version, so a
 // running daemon uses them at its next poll) and records it. The
 // account keeps its id, name, priority, tier, pause and history; a
-// needs-login status is cleared. An unknown name is store.ErrNoAccount
+// needs-login status is cleared. OAuth credentials without a refresh
+// token are a long-lived setup token (mode store.ModeSetupToken). An unknown name is store.ErrNoAccount
 // and changes nothing; so is a credential of the wrong kind
 // (ErrKindMismatch).
 func Login(ctx context.Context, v *vault.Vault, auditKey []byte, by By, name string, s vault.Secrets, now time.Time) error {
@@ -109,6 +110,22 @@ func Login(ctx context.Context, v *vault.Vault, auditKey []byte, by By, name str
 	}
 	if err := v.ReplaceSecrets(ctx, a.ID, s); err != nil {
 		return err
+	}
+	// A setup token and a refresh token replace one another: the mode
+	// says which the account holds now.
+	if a.Kind == store.KindOAuth {
+		mode := a.Mode
+		switch {
+		case s.RefreshToken == "":
+			mode = store.ModeSetupToken
+		case a.Mode == store.ModeSetupToken:
+			mode = "max"
+		}
+		if mode != a.Mode {
+			if err := store.UpdateAccount(ctx, v.DB(), a.ID, store.AccountEdit{Mode: &mode}, now); err != nil {
+				return err
+			}
+		}
 	}
 	return record(ctx, v.DB(), auditKey, by, now, ActionLoggedIn, name, "logged in again")
 }

@@ -34,16 +34,20 @@ func accountsCommand() *cli.Command {
 				Name:      "add",
 				Usage:     "add an account: interactive OAuth login, or a refresh token or API key from stdin",
 				ArgsUsage: "NAME",
-				Description: "Without --refresh-token-stdin or --api-key-stdin, add prints an authorize URL;\n" +
-					"open it, log in, and paste back the code#state it shows. With\n" +
-					"--refresh-token-stdin, the token is refreshed once to validate it and the\n" +
-					"rotated tokens are stored. Secrets are read from stdin, never from argv.",
+				Description: "Without a credential flag, add prints an authorize URL; open it, log in,\n" +
+					"and paste back the code#state it shows. With --refresh-token-stdin, the\n" +
+					"token is refreshed once to validate it and the rotated tokens are stored.\n" +
+					"With --setup-token-stdin, a long-lived token made by `claude setup-token`\n" +
+					"is stored as the access token: never refreshed (it is not checked when\n" +
+					"added), and the account needs a new login (`accounts login`) when upstream\n" +
+					"refuses it. Secrets are read from stdin, never from argv.",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "mode", Value: "max", Usage: "`MODE`: max (Claude subscription) or console (Anthropic Console; the login creates an API key)"},
 					&cli.IntFlag{Name: "priority", Value: 0, Usage: "`N`: lower is preferred (0 highest)"},
 					&cli.IntFlag{Name: "tier", Value: 1, Usage: "`TIER`: subscription tier 1, 5 or 20"},
 					&cli.BoolFlag{Name: "refresh-token-stdin", Usage: "read an OAuth refresh token from stdin"},
 					&cli.BoolFlag{Name: "api-key-stdin", Usage: "read an Anthropic API key from stdin"},
+					&cli.BoolFlag{Name: "setup-token-stdin", Usage: "read a long-lived token made by `claude setup-token` from stdin: used as is, never refreshed; the account needs a new login when upstream refuses it"},
 				},
 				Action: accountsAdd,
 			},
@@ -60,6 +64,7 @@ func accountsCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "refresh-token-stdin", Usage: "read an OAuth refresh token from stdin"},
 					&cli.BoolFlag{Name: "api-key-stdin", Usage: "read an Anthropic API key from stdin"},
+					&cli.BoolFlag{Name: "setup-token-stdin", Usage: "read a long-lived token made by `claude setup-token` from stdin (never refreshed)"},
 				},
 				Action: accountsLogin,
 			},
@@ -131,6 +136,7 @@ type addArgs struct {
 	tier         int
 	refreshStdin bool
 	apiKeyStdin  bool
+	setupStdin   bool
 }
 
 func parseAddArgs(c *cli.Context) (addArgs, error) {
@@ -151,11 +157,27 @@ func parseAddArgs(c *cli.Context) (addArgs, error) {
 	if a.tier != 1 && a.tier != 5 && a.tier != 20 {
 		return a, usagef("--tier must be 1, 5 or 20")
 	}
-	a.refreshStdin, a.apiKeyStdin = c.Bool("refresh-token-stdin"), c.Bool("api-key-stdin")
-	if a.refreshStdin && a.apiKeyStdin {
-		return a, usagef("--refresh-token-stdin and --api-key-stdin exclude each other")
+	a.refreshStdin, a.apiKeyStdin, a.setupStdin = credentialFlags(c)
+	return a, checkCredentialFlags(a.refreshStdin, a.apiKeyStdin, a.setupStdin)
+}
+
+// credentialFlags are the stdin credential flags of add and login.
+func credentialFlags(c *cli.Context) (refresh, apiKey, setup bool) {
+	return c.Bool("refresh-token-stdin"), c.Bool("api-key-stdin"), c.Bool("setup-token-stdin")
+}
+
+// checkCredentialFlags refuses more than one credential on stdin.
+func checkCredentialFlags(flags ...bool) error {
+	n := 0
+	for _, f := range flags {
+		if f {
+			n++
+		}
 	}
-	return a, nil
+	if n > 1 {
+		return usagef("--refresh-token-stdin, --api-key-stdin and --setup-token-stdin exclude each other")
+	}
+	return nil
 }
 
 // oauthClient talks to the token endpoint with the daemon's upstream
@@ -214,6 +236,15 @@ func accountsAdd(c *cli.Context) error {
 		if _, err := v.AddAccount(ctx, acct, vault.Secrets{APIKey: key}); err != nil {
 			return err
 		}
+	case a.setupStdin:
+		tok, err := readSecret(e.stdin, "setup token")
+		if err != nil {
+			return err
+		}
+		acct.Mode = store.ModeSetupToken
+		if _, err := v.AddAccount(ctx, acct, vault.Secrets{AccessToken: tok}); err != nil {
+			return err
+		}
 	case a.refreshStdin:
 		rt, err := readSecret(e.stdin, "refresh token")
 		if err != nil {
@@ -266,9 +297,9 @@ func accountsLogin(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	refreshStdin, apiKeyStdin := c.Bool("refresh-token-stdin"), c.Bool("api-key-stdin")
-	if refreshStdin && apiKeyStdin {
-		return usagef("--refresh-token-stdin and --api-key-stdin exclude each other")
+	refreshStdin, apiKeyStdin, setupStdin := credentialFlags(c)
+	if err := checkCredentialFlags(refreshStdin, apiKeyStdin, setupStdin); err != nil {
+		return err
 	}
 	e := getEnv(c)
 	cfg, err := e.config(nil)
@@ -300,6 +331,10 @@ func accountsLogin(c *cli.Context) error {
 	switch {
 	case apiKeyStdin:
 		if s.APIKey, err = readSecret(e.stdin, "API key"); err != nil {
+			return err
+		}
+	case setupStdin:
+		if s.AccessToken, err = readSecret(e.stdin, "setup token"); err != nil {
 			return err
 		}
 	case refreshStdin:

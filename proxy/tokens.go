@@ -135,6 +135,10 @@ func (t *tokens) load(ctx context.Context, a *account, stale string) (*cred, err
 func (t *tokens) refresh(ctx context.Context, a *account, s vault.Secrets, retry bool) (*cred, error) {
 	slot := t.slot(a.ID)
 	if s.RefreshToken == "" {
+		if s.AccessToken != "" {
+			// A long-lived setup token: never refreshed, dead once refused.
+			return nil, t.needsLogin(ctx, a, "setup token refused or expired (it cannot be refreshed)")
+		}
 		return nil, t.needsLogin(ctx, a, "no refresh token stored")
 	}
 	tok, err := t.oauth.Refresh(ctx, s.RefreshToken)

@@ -14,6 +14,11 @@ const (
 	KindOAuth  = "oauth"
 	KindAPIKey = "apikey"
 
+	// ModeSetupToken is the mode of an OAuth account whose credential
+	// is a long-lived token made by `claude setup-token`: used as is,
+	// never refreshed.
+	ModeSetupToken = "setup-token"
+
 	StatusOK         = "ok"
 	StatusNeedsLogin = "needs_login"
 )
@@ -253,6 +258,7 @@ func Tx(ctx context.Context, db *DB, fn func(tx *sqlx.Tx) error) error {
 // AccountEdit is what UpdateAccount changes; a nil field is kept.
 type AccountEdit struct {
 	Name     *string
+	Mode     *string
 	Priority *int
 	Tier     *int
 }
@@ -260,8 +266,9 @@ type AccountEdit struct {
 // UpdateAccount changes the settings of the account with id accountID.
 // A taken new name gives ErrAccountExists and changes nothing.
 func UpdateAccount(ctx context.Context, db *DB, accountID int64, e AccountEdit, now time.Time) error {
-	res, err := db.W.ExecContext(ctx, `UPDATE accounts SET name = COALESCE(?, name), priority = COALESCE(?, priority),
-		tier = COALESCE(?, tier), updated_at = ? WHERE id = ?`, e.Name, e.Priority, e.Tier, ToMS(now), accountID)
+	res, err := db.W.ExecContext(ctx, `UPDATE accounts SET name = COALESCE(?, name), mode = COALESCE(?, mode),
+		priority = COALESCE(?, priority), tier = COALESCE(?, tier), updated_at = ? WHERE id = ?`,
+		e.Name, e.Mode, e.Priority, e.Tier, ToMS(now), accountID)
 	if IsUnique(err) {
 		return fmt.Errorf("%w: %q", ErrAccountExists, *e.Name)
 	}
