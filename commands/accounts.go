@@ -187,11 +187,13 @@ func oauthClient(cfg *config.Config) (*oauth.Client, error) {
 	if err != nil {
 		return nil, withHint(usagef("%v", err), "use https:// for upstream_url and oauth_token_url, or set no upstream.pin_sha256")
 	}
+	version, _, _ := buildInfo()
 	return &oauth.Client{
-		TokenURL: cfg.OAuthTokenURL,
-		ClientID: cfg.ClientID,
-		APIBase:  cfg.UpstreamURL,
-		HTTP:     &http.Client{Timeout: 60 * time.Second, Transport: transport},
+		TokenURL:  cfg.OAuthTokenURL,
+		ClientID:  cfg.ClientID,
+		APIBase:   cfg.UpstreamURL,
+		HTTP:      &http.Client{Timeout: 60 * time.Second, Transport: transport},
+		UserAgent: oauth.UserAgent(version),
 	}, nil
 }
 
