@@ -20,8 +20,8 @@ func auditCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "audit",
 		Usage: "show or verify the audit log (account, key and access events)",
-		Description: "The audit log records accounts added, removed, paused, resumed or needing a\n" +
-			"new login, master key rotations, client keys created, revoked or used from a\n" +
+		Description: "The audit log records accounts added, removed, paused, resumed, edited, logged\n" +
+			"in again or needing a new login, master key rotations, client keys created, revoked or used from a\n" +
 			"new address, failed authentications (one row per address and minute) and\n" +
 			"config reloads. Listing it needs no key.\n" +
 			"\n" +
