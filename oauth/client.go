@@ -29,6 +29,13 @@ var defaultHTTP = &http.Client{Timeout: DefaultTimeout}
 // account needs a new login.
 var ErrInvalidGrant = errors.New("invalid_grant: the grant is no longer valid, log in again")
 
+// ErrRefreshBlocked is matched (errors.Is) by the error of a token
+// endpoint that refused the request as blocked: a 403 or a 429, whatever
+// the body (JSON or an HTML page), unless it names invalid_grant. The
+// grant was not used: the same refresh token stays good for a later try,
+// after a backoff (Error.RetryAfter, when sent).
+var ErrRefreshBlocked = errors.New("token endpoint refused the request as blocked (403 or 429)")
+
 // Error is an error answer of the token or API endpoint, or a failure to
 // reach it (Status 0). Description is sanitised: it never holds a token.
 type Error struct {
@@ -68,9 +75,22 @@ func (e *Error) Error() string {
 // Unwrap returns the transport error, if any.
 func (e *Error) Unwrap() error { return e.Err }
 
-// Is makes errors.Is(err, ErrInvalidGrant) true for an invalid_grant answer.
+// Is makes errors.Is(err, ErrInvalidGrant) true for an invalid_grant
+// answer, and errors.Is(err, ErrRefreshBlocked) true for a blocked one.
 func (e *Error) Is(target error) bool {
-	return target == ErrInvalidGrant && e.Code == "invalid_grant"
+	switch target {
+	case ErrInvalidGrant:
+		return e.Code == "invalid_grant"
+	case ErrRefreshBlocked:
+		return e.Blocked()
+	}
+	return false
+}
+
+// Blocked reports whether the endpoint refused the request as blocked: a
+// 403 or 429 answer (JSON or not) that does not name invalid_grant.
+func (e *Error) Blocked() bool {
+	return (e.Status == http.StatusForbidden || e.Status == http.StatusTooManyRequests) && e.Code != "invalid_grant"
 }
 
 // Temporary reports whether trying again later may succeed: network
