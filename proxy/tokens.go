@@ -20,6 +20,30 @@ import (
 // rotation until `claudeflare accounts login` logs it in again.
 var errNeedsLogin = errors.New("account needs login")
 
+// errRefreshBlocked means the token endpoint refused the account's
+// refresh as blocked (403 or 429): the refresh token was not spent and is
+// tried again after a backoff.
+var errRefreshBlocked = errors.New("token refresh blocked")
+
+// LimitRefreshBlocked is the limit reason of an account whose refresh the
+// token endpoint refused as blocked (403 or 429), until its backoff ends.
+const LimitRefreshBlocked = "refresh_blocked"
+
+// The backoff of a blocked refresh: 1 min doubling to 30 min, or the
+// endpoint's retry-after when longer (at most 6 h).
+const (
+	refreshBlockedInitial = time.Minute
+	refreshBlockedMax     = 30 * time.Minute
+	refreshRetryAfterMax  = 6 * time.Hour
+)
+
+// refreshBlock is the backoff state of one account's blocked refresh.
+type refreshBlock struct {
+	until  time.Time     // no refresh attempt before this
+	step   time.Duration // the last backoff step, doubled on a repeat
+	active bool          // blocked since the last successful refresh
+}
+
 // refreshTimeout bounds one refresh, which runs detached from the request
 // that triggered it so that a client going away can never lose a rotated
 // refresh token half way.
@@ -53,6 +77,9 @@ type tokens struct {
 	// markedLogin remembers accounts already reported as needing login,
 	// so the warning is logged once.
 	markedLogin map[int64]bool
+	// blocked holds the backoff of accounts whose refresh the token
+	// endpoint refused as blocked (guarded by mu).
+	blocked map[int64]*refreshBlock
 }
 
 func (t *tokens) slot(id int64) *atomic.Pointer[cred] {
@@ -141,9 +168,23 @@ func (t *tokens) refresh(ctx context.Context, a *account, s vault.Secrets, retry
 		}
 		return nil, t.needsLogin(ctx, a, "no refresh token stored")
 	}
+	if until, ok := t.blockedUntil(a.ID); ok {
+		// At most one attempt per backoff interval, however many
+		// requests want a token.
+		return nil, fmt.Errorf("%w: %s: token endpoint refused the refresh; next try after %s",
+			errRefreshBlocked, a.Name, until.UTC().Format(time.RFC3339))
+	}
 	tok, err := t.oauth.Refresh(ctx, s.RefreshToken)
 	t.obs.Refresh(a.Name, err == nil)
+	if err == nil {
+		t.unblocked(a)
+	}
 	if err != nil {
+		if errors.Is(err, oauth.ErrRefreshBlocked) {
+			// The endpoint did not use the grant: the stored refresh
+			// token stays as it is, the account stays logged in.
+			return nil, t.refreshBlocked(a, err)
+		}
 		if !errors.Is(err, oauth.ErrInvalidGrant) {
 			return nil, fmt.Errorf("refresh token of %s: %w", a.Name, err)
 		}
@@ -201,6 +242,77 @@ func (t *tokens) refresh(ctx context.Context, a *account, s vault.Secrets, retry
 	slot.Store(c)
 	t.log.Debug("access token refreshed", "account", a.Name, "expires_at", next.ExpiresAt.UTC().Format(time.RFC3339))
 	return c, nil
+}
+
+// blockedUntil reports whether a refresh of account id must wait, and
+// until when.
+func (t *tokens) blockedUntil(id int64) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := t.blocked[id]
+	if b == nil || !b.active || !t.now().Before(b.until) {
+		return time.Time{}, false
+	}
+	return b.until, true
+}
+
+// refreshBlocked starts or lengthens the backoff of a's blocked refresh,
+// rests the account until it ends (limit reason LimitRefreshBlocked, kept
+// in memory), and logs at warn when the account enters the state.
+func (t *tokens) refreshBlocked(a *account, err error) error {
+	now := t.now()
+	t.mu.Lock()
+	if t.blocked == nil {
+		t.blocked = map[int64]*refreshBlock{}
+	}
+	b := t.blocked[a.ID]
+	if b == nil {
+		b = &refreshBlock{}
+		t.blocked[a.ID] = b
+	}
+	first := !b.active
+	switch {
+	case first || b.step == 0:
+		b.step = refreshBlockedInitial
+	default:
+		b.step = min(2*b.step, refreshBlockedMax)
+	}
+	d := b.step
+	var oe *oauth.Error
+	if errors.As(err, &oe) && oe.RetryAfter > d {
+		d = min(oe.RetryAfter, refreshRetryAfterMax)
+	}
+	b.until, b.active = now.Add(d), true
+	until := b.until
+	t.mu.Unlock()
+
+	p := t.pool
+	p.mu.Lock()
+	before := a.limit
+	a.limit.block(until, LimitRefreshBlocked)
+	after := a.limit
+	p.mu.Unlock()
+	p.events.limitChanged(a.Name, before, after, now)
+
+	if first {
+		t.log.Warn("token refresh blocked by the token endpoint: account resting, refresh token kept",
+			"account", a.Name, "until", until.UTC().Format(time.RFC3339), "err", err)
+	} else {
+		t.log.Debug("token refresh still blocked", "account", a.Name, "until", until.UTC().Format(time.RFC3339), "err", err)
+	}
+	return fmt.Errorf("%w: %s: %w", errRefreshBlocked, a.Name, err)
+}
+
+// unblocked ends a's blocked-refresh state after a refresh that worked.
+func (t *tokens) unblocked(a *account) {
+	t.mu.Lock()
+	b := t.blocked[a.ID]
+	was := b != nil && b.active
+	delete(t.blocked, a.ID)
+	t.mu.Unlock()
+	if was {
+		t.log.Info("token refresh no longer blocked", "account", a.Name)
+	}
 }
 
 // needsLogin takes the account out of rotation, in memory and in the

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -29,6 +30,36 @@ type TokenFault struct {
 // OAuth-shaped error body.
 func (s *Server) FailTokenEndpoint(status, n int) {
 	s.InjectTokenFault(TokenFault{Count: n, Status: status})
+}
+
+// BlockedPage is the HTML page BlockTokenEndpoint answers with, as a
+// CDN's bot protection would.
+const BlockedPage = "<!DOCTYPE html><html><head><title>Attention Required!</title></head>" +
+	"<body><h1>Sorry, you have been blocked</h1><script>window.x=1</script></body></html>"
+
+// BlockTokenEndpoint makes the next n token requests answer 403 with an
+// HTML page (BlockedPage) instead of JSON.
+func (s *Server) BlockTokenEndpoint(n int) {
+	s.InjectTokenFault(TokenFault{Count: n, Status: http.StatusForbidden, Body: BlockedPage,
+		Headers: map[string]string{"content-type": "text/html; charset=UTF-8"}})
+}
+
+// RateLimitTokenEndpoint makes the next n token requests answer 429 with
+// an OAuth-shaped JSON error and, when retryAfter > 0, a retry-after
+// header in whole seconds.
+func (s *Server) RateLimitTokenEndpoint(n int, retryAfter time.Duration) {
+	f := TokenFault{Count: n, Status: http.StatusTooManyRequests}
+	if retryAfter > 0 {
+		f.Headers = map[string]string{"retry-after": strconv.Itoa(int(retryAfter / time.Second))}
+	}
+	s.InjectTokenFault(f)
+}
+
+// ClearTokenFaults drops every queued token fault.
+func (s *Server) ClearTokenFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokenFaults = nil
 }
 
 // InjectTokenFault queues f; faults apply in the order injected.
