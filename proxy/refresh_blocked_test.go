@@ -52,6 +52,11 @@ func TestRefreshBlockedKeepsTokenAndBacksOff(t *testing.T) {
 	if l.Reason != LimitRefreshBlocked || !l.Blocked(h.clock.Now()) {
 		t.Fatalf("limit of a = %+v, want %s", l, LimitRefreshBlocked)
 	}
+	for _, st := range h.srv.Accounts() { // what /api and metrics show
+		if st.Name == "a" && (st.Usable || st.NeedsLogin || !strings.Contains(st.Reason, LimitRefreshBlocked) || !st.BlockedUntil.Equal(l.Until)) {
+			t.Errorf("status of a = %+v, want refresh_blocked until %s", st, l.Until)
+		}
+	}
 	logs := h.logs.String()
 	if n := strings.Count(logs, `msg="token refresh blocked by`); n != 1 {
 		t.Errorf("%d warnings about the blocked refresh, want 1:\n%s", n, logs)
