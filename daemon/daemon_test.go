@@ -145,7 +145,8 @@ func TestReloadAppliesLiveAndNamesRestartKeys(t *testing.T) {
 	// Live.
 	next.LogLevel = "debug"
 	next.Tokens.RefreshMargin = config.Duration(time.Hour)
-	next.RateLimit.OverloadedCooldown = config.Duration(time.Hour)
+	next.RateLimit.CooldownInitial = config.Duration(time.Hour)
+	next.RateLimit.CooldownMax = config.Duration(2 * time.Hour)
 	next.Limits.RequestsPerMinute = 3
 	next.Server.ShutdownGrace = config.Duration(2 * time.Second)
 	// Restart, among them those that were neither applied nor reported.
@@ -185,21 +186,21 @@ func TestReloadAppliesLiveAndNamesRestartKeys(t *testing.T) {
 	if st := s.message(); st != 429 {
 		t.Fatalf("limits.requests_per_minute = 3: fourth request %d", st)
 	}
-	// ratelimit.overloaded_cooldown: an overloaded answer rests the
-	// account for the new hour, not the default.
+	// ratelimit.cooldown_initial: a 429 naming no reset rests the account
+	// for the new hour, not the default. (A 529 never rests an account.)
 	s.cfg.Limits.RequestsPerMinute = 0
 	next.Limits.RequestsPerMinute = 0
 	if err := s.d.Reload(ctx, &next); err != nil {
 		t.Fatal(err)
 	}
-	s.api.Inject(fakeapi.Fault{Account: "work", Kind: fakeapi.FaultStatus, Status: 529, Count: -1})
+	s.api.Inject(fakeapi.Fault{Account: "work", Kind: fakeapi.FaultStatus, Status: 429, Count: -1})
 	s.message()
 	var until time.Time
 	for _, a := range s.d.Proxy().Accounts() {
 		until = a.BlockedUntil
 	}
 	if time.Until(until) < 50*time.Minute {
-		t.Fatalf("blocked until %v after a 529 with ratelimit.overloaded_cooldown = 1h", until)
+		t.Fatalf("blocked until %v after a 429 with ratelimit.cooldown_initial = 1h", until)
 	}
 	// The restart keys are still named on each reload until a restart.
 	if got := s.restartLogs(); len(got) != 2 || !slices.Equal(got[1], want) {

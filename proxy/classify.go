@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/claudeflare/claudeflare/internal/apierr"
@@ -36,11 +37,18 @@ const (
 	// key). The request moves on.
 	ClassAccount
 	// ClassTransient: a 529, another 5xx, or no answer at all (dial, TLS or
-	// read error before the headers). The request moves on.
+	// read error before the headers). The request moves on; the account
+	// does not rest (the load is Anthropic's, not the account's).
 	ClassTransient
+	// ClassScoped: a 429 without any rate-limit header or retry-after:
+	// Anthropic refusing the request itself (e.g. long context on a plan
+	// without it), not limiting the account. The account does not rest;
+	// the request is tried once more on another account, then the
+	// upstream's 429 goes to the client unchanged.
+	ClassScoped
 )
 
-var classNames = [...]string{"ok", "request", "refresh", "limited", "account", "transient"}
+var classNames = [...]string{"ok", "request", "refresh", "limited", "account", "transient", "scoped"}
 
 func (k Class) String() string {
 	if int(k) < len(classNames) {
@@ -75,7 +83,7 @@ type Verdict struct {
 	// Learn: the account's limit state learns from this answer
 	// (pool.observe, LimitState.Apply).
 	Learn   bool
-	Outcome Outcome   // ok ends a cooldown; overloaded rests the account
+	Outcome Outcome   // ok ends a cooldown; overloaded is recorded, never rests the account
 	Limit   RateLimit // the rate-limit headers the answer carried (recorded)
 	// Limited: the answer limits the account (a 429, a hard unified status
 	// or an in-stream rate_limit_error), until Until; a zero Until means
@@ -108,6 +116,10 @@ func classify(ans answer, now time.Time) Verdict {
 	}
 	st := ans.status
 	v.Learn = true
+	if st == http.StatusTooManyRequests && !rateLimitHeaders(ans.header) {
+		v.Class, v.Retry, v.Reason = ClassScoped, true, ReasonRateLimited
+		return v
+	}
 	switch {
 	case st == http.StatusTooManyRequests:
 		v.Outcome = OutcomeLimited
@@ -135,6 +147,19 @@ func classify(ans answer, now time.Time) Verdict {
 		v.Class = ClassRequest
 	}
 	return v
+}
+
+// rateLimitHeaders reports whether h carries any rate-limit header: the
+// anthropic-ratelimit-* families (unified, requests, tokens, ...),
+// retry-after or x-ratelimit-reset.
+func rateLimitHeaders(h http.Header) bool {
+	for k := range h {
+		k = http.CanonicalHeaderKey(k)
+		if strings.HasPrefix(k, "Anthropic-Ratelimit-") || k == hdrRetryAfter || k == hdrXRateLimitReset {
+			return true
+		}
+	}
+	return false
 }
 
 // classifyEvent reads an error event inside an answer already under way:

@@ -80,13 +80,20 @@ func TestClassify(t *testing.T) {
 		{name: "404", ans: answer{status: 404}, want: request},
 		{name: "413", ans: answer{status: 413}, want: request},
 
-		// 429: always limits the account, whatever the headers.
+		// 429: limits the account when it carries any rate-limit header.
 		{name: "429 retry-after", ans: answer{status: 429}, hdr: []string{"retry-after", "120"},
 			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
 				until: now.Add(120 * time.Second), window: "rate_limited", reason: "rate_limited"}},
-		{name: "429 without any rate-limit header: cooldown", ans: answer{status: 429},
+		// A 429 with no rate-limit header and no retry-after is about the
+		// request: the account never rests; one more try elsewhere.
+		{name: "429 without any rate-limit header: request-scoped", ans: answer{status: 429},
+			want: want{class: ClassScoped, retry: true, learn: true, outcome: OutcomeOther, reason: "rate_limited"}},
+		{name: "429 without any rate-limit header, other headers sent", ans: answer{status: 429},
+			hdr:  []string{"content-type", "application/json", "request-id", "req_1", "x-should-retry", "false"},
+			want: want{class: ClassScoped, retry: true, learn: true, outcome: OutcomeOther, reason: "rate_limited"}},
+		{name: "429 with only a retry-after is not request-scoped", ans: answer{status: 429}, hdr: []string{"retry-after", "1"},
 			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
-				window: "rate_limited", reason: "rate_limited"}},
+				until: now.Add(time.Second), window: "rate_limited", reason: "rate_limited"}},
 		{name: "429 with unified allowed: its reset is the window's end, not the limit's", ans: answer{status: 429},
 			hdr: unified("allowed"),
 			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
@@ -100,7 +107,7 @@ func TestClassify(t *testing.T) {
 		{name: "429 with x-ratelimit-reset", ans: answer{status: 429}, hdr: []string{"x-ratelimit-reset", unix(reset5h)},
 			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
 				until: reset5h, window: "rate_limited", reason: "rate_limited"}},
-		{name: "429 with api-key limit headers only (not read today: cooldown)", ans: answer{status: 429}, hdr: apiKeyLimits,
+		{name: "429 with api-key limit headers only (a cooldown)", ans: answer{status: 429}, hdr: apiKeyLimits,
 			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
 				window: "rate_limited", reason: "rate_limited"}},
 
@@ -187,10 +194,6 @@ func TestClassify(t *testing.T) {
 			case v.Limited:
 				if !blocked || !s.Until.Equal(now.Add(p.CooldownInitial)) || s.Reason != "cooldown" {
 					t.Fatalf("limit state %+v, want a cooldown", s)
-				}
-			case v.Outcome == OutcomeOverloaded:
-				if !blocked || s.Reason != "overloaded" {
-					t.Fatalf("limit state %+v, want an overload rest", s)
 				}
 			default:
 				if blocked {

@@ -80,13 +80,14 @@ func TestFailoverBeforeFirstByte(t *testing.T) {
 			},
 		},
 		{
-			name:  "529 short cooldown",
+			// No check: a stays usable (asserted below for every case
+			// without one).
+			name:  "529 never rests the account",
 			fault: fakeapi.Fault{Kind: fakeapi.FaultStatus, Status: 529},
-			check: func(t *testing.T, h *harness, now time.Time) {
-				if l := h.limit("a"); !l.Until.Equal(now.Add(10*time.Second)) || l.Reason != "overloaded" {
-					t.Fatalf("limit %+v", l)
-				}
-			},
+		},
+		{
+			name:  "429 without any rate-limit header never rests the account",
+			fault: fakeapi.Fault{Kind: fakeapi.FaultStatus, Status: 429, Bare: true},
 		},
 		{
 			name:  "500",
@@ -143,8 +144,9 @@ func TestFailoverBeforeFirstByte(t *testing.T) {
 			if tc.check != nil {
 				tc.check(t, h, now)
 			}
-			// A plain 5xx or a connection error does not take a out of
-			// rotation; the others do.
+			// A 529, a plain 5xx, a connection error or a 429 without
+			// rate-limit headers does not take a out of rotation; the
+			// others do.
 			blocking := tc.check != nil
 			h.srv.pool.mu.Lock()
 			usable, _, _ := h.srv.pool.byID[h.account("a").ID].usable(now)
@@ -201,7 +203,9 @@ func TestNoRetryAfterFirstByte(t *testing.T) {
 	}
 }
 
-func TestInStreamOverloadCoolsAccount(t *testing.T) {
+// An overloaded_error inside a stream is Anthropic's load: the account
+// does not rest for it.
+func TestInStreamOverloadDoesNotRest(t *testing.T) {
 	h := newHarness(t)
 	h.addOAuth("a", 0, false)
 	h.addOAuth("b", 1, false)
@@ -215,8 +219,15 @@ func TestInStreamOverloadCoolsAccount(t *testing.T) {
 	if row := h.lastRow(); row.EndState != EndUpstreamError || !strings.Contains(row.Error, "overloaded_error") {
 		t.Fatalf("row %+v", row)
 	}
-	if l := h.limit("a"); !l.Until.Equal(now.Add(10 * time.Second)) {
+	if l := h.limit("a"); !l.Until.IsZero() || l.Blocked(now) {
 		t.Fatalf("limit %+v", l)
+	}
+	// The next request goes to a, its session account, and is served.
+	if rep := h.post(msgBody); rep.status != 200 {
+		t.Fatalf("after the overload: %d %s", rep.status, rep.body)
+	}
+	if row := h.lastRow(); row.Account != "a" {
+		t.Fatalf("row %+v", row)
 	}
 }
 
@@ -417,10 +428,10 @@ func TestRetryBacksOffOnlyOnRepeats(t *testing.T) {
 	}
 }
 
-// A 529 is Anthropic's overload, not the account's limit: when every
-// account rests after one, the next request still goes upstream (and an
-// upstream 529 passes through), instead of claudeflare answering a 429 that
-// calls them all rate limited.
+// A 529 is Anthropic's overload, not the account's limit: no account
+// rests for it, and when every account answered 529 the request is tried
+// again after a backoff, within RETRY_ATTEMPTS, instead of the client
+// getting the 529 (or claudeflare's own 429 calling them all limited).
 func TestOverloadedEverywhereStillTries(t *testing.T) {
 	h := newHarness(t)
 	h.addOAuth("a", 0, false)
@@ -428,13 +439,27 @@ func TestOverloadedEverywhereStillTries(t *testing.T) {
 	h.reload()
 	h.api.Inject(fakeapi.Fault{Kind: fakeapi.FaultStatus, Status: 529, Count: 2})
 	rep := h.post(msgBody)
+	if rep.status != 200 {
+		t.Fatalf("both overloaded once: %d %s", rep.status, rep.body)
+	}
+	if row := h.lastRow(); row.Status != 200 || row.Attempts != 3 || row.Account != "a" {
+		t.Fatalf("row %+v", row)
+	}
+	if len(h.sleeps) != 1 || h.sleeps[0] != time.Second {
+		t.Fatalf("sleeps %v, want [1s] (before the repeat on a)", h.sleeps)
+	}
+	for _, name := range []string{"a", "b"} {
+		if l := h.limit(name); l.Blocked(h.clock.Now()) {
+			t.Fatalf("%s resting after a 529: %+v", name, l)
+		}
+	}
+	// Out of tries: the upstream's last 529 passes through.
+	h.api.Inject(fakeapi.Fault{Kind: fakeapi.FaultStatus, Status: 529, Count: 3})
+	rep = h.post(msgBody)
 	if rep.status != 529 || !strings.Contains(string(rep.body), "overloaded_error") {
-		t.Fatalf("both overloaded: %d %s", rep.status, rep.body)
+		t.Fatalf("overloaded on every try: %d %s", rep.status, rep.body)
 	}
-	if l := h.limit("a"); l.Reason != "overloaded" || !l.Blocked(h.clock.Now()) {
-		t.Fatalf("a not resting: %+v", l)
-	}
-	// Both rest now; the upstream has recovered. The request is tried.
+	// Nothing rests: the next request is served at once.
 	rep = h.post(msgBody)
 	if rep.status != 200 {
 		t.Fatalf("after the overload: %d %s", rep.status, rep.body)

@@ -91,7 +91,8 @@ func userAgent(r *http.Request) string {
 // serve reads the body, then tries the selected accounts in order, at
 // most RETRY_ATTEMPTS times (a fresh account at once, one already tried
 // after a backoff), until an answer goes to the client; what each answer
-// means is classify's to say. giveUp answers when no try did.
+// means is classify's to say. A request-scoped 429 (ClassScoped) gets one
+// more try, on an account not tried yet. giveUp answers when no try did.
 func (x *exchange) serve() {
 	s := x.s
 	if err := x.readBody(); err != nil {
@@ -108,10 +109,16 @@ func (x *exchange) serve() {
 		tries   int
 		tried   = make(map[int64]int, len(sel.Candidates))
 		repeats int
+		scoped  int // request-scoped 429s so far
 	)
 	for tries < maxTries {
 		a := x.next(sel, tried)
 		if a == nil {
+			break
+		}
+		if last != nil && last.verdict.Class == ClassScoped && (scoped > 1 || tried[a.ID] > 0) {
+			// A request-scoped 429 is tried once more, on another
+			// account only; then the upstream's 429 goes through.
 			break
 		}
 		if tried[a.ID] > 0 {
@@ -135,6 +142,9 @@ func (x *exchange) serve() {
 		}
 		if fail != nil {
 			last = fail
+			if fail.verdict.Class == ClassScoped {
+				scoped++
+			}
 		}
 		if x.r.Context().Err() != nil {
 			x.clientGone()

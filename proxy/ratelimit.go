@@ -209,7 +209,7 @@ func parseUtil(v string) float64 {
 type LimitPolicy struct {
 	CooldownInitial    time.Duration // first cooldown after a 429 without reset
 	CooldownMax        time.Duration // cap of the doubling cooldown
-	OverloadedCooldown time.Duration // after a 529 or overloaded_error
+	OverloadedCooldown time.Duration // no longer used: a 529 or overloaded_error never rests an account
 }
 
 // newLimitPolicy is the policy the [ratelimit] settings describe.
@@ -226,7 +226,7 @@ func newLimitPolicy(c config.RateLimit) LimitPolicy {
 const (
 	LimitRateLimited   = "rate_limited"   // a 429 without a hard unified status
 	LimitCooldown      = "cooldown"       // a step of the doubling cooldown after a 429 without a reset
-	LimitOverloaded    = "overloaded"     // the rest after a 529 or an overloaded_error
+	LimitOverloaded    = "overloaded"     // the rest after a 529 (older releases; a 529 no longer rests an account)
 	LimitRefreshFailed = "refresh_failed" // the rest after a failing token refresh
 )
 
@@ -260,7 +260,7 @@ const (
 // Apply folds one answer's verdict (see classify) into the state and
 // reports whether the account is now blocked. A limiting answer quarantines
 // until its reset, or, naming none, starts (or doubles) the cooldown; an
-// overload rests the account briefly; a good response ends the cooldown;
+// overload changes nothing; a good response ends the cooldown;
 // the unified headers are recorded whatever the answer.
 func (s *LimitState) Apply(p LimitPolicy, v Verdict, now time.Time) bool {
 	rl := v.Limit
@@ -302,8 +302,9 @@ func (s *LimitState) Apply(p LimitPolicy, v Verdict, now time.Time) bool {
 		s.block(now.Add(next), LimitCooldown)
 		return true
 	case v.Outcome == OutcomeOverloaded:
-		s.block(now.Add(p.OverloadedCooldown), LimitOverloaded)
-		return p.OverloadedCooldown > 0
+		// A 529 or an overloaded_error is Anthropic-wide load, not this
+		// account's: it never rests the account (the request moves on
+		// or retries after a backoff instead).
 	case v.Outcome == OutcomeOK:
 		s.Cooldown = 0
 		if s.Until.After(now) && (s.Reason == LimitCooldown || s.Reason == LimitOverloaded) {

@@ -98,9 +98,10 @@ func TestLimitStateApply(t *testing.T) {
 	t.Run("429 without reset doubles the cooldown to the cap, a good response resets it", func(t *testing.T) {
 		var s LimitState
 		now := t0
+		allowed := hdr("anthropic-ratelimit-unified-status", "allowed")
 		want := []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute, 5 * time.Minute, 5 * time.Minute}
 		for i, w := range want {
-			s.Apply(p, classify(answer{status: 429}, now), now)
+			s.Apply(p, classify(answer{status: 429, header: allowed}, now), now)
 			if s.Cooldown != w || !s.Until.Equal(now.Add(w)) {
 				t.Fatalf("step %d: cooldown %v until %v", i, s.Cooldown, s.Until.Sub(now))
 			}
@@ -109,7 +110,7 @@ func TestLimitStateApply(t *testing.T) {
 		if s.Apply(p, classify(answer{status: 200}, now), now) || s.Cooldown != 0 {
 			t.Fatalf("good response did not reset: %+v", s)
 		}
-		s.Apply(p, classify(answer{status: 429}, now), now)
+		s.Apply(p, classify(answer{status: 429, header: allowed}, now), now)
 		if s.Cooldown != 30*time.Second {
 			t.Fatalf("after reset: %v", s.Cooldown)
 		}
@@ -122,13 +123,18 @@ func TestLimitStateApply(t *testing.T) {
 			t.Fatalf("%+v", s)
 		}
 	})
-	t.Run("529 short cooldown", func(t *testing.T) {
+	t.Run("429 without any rate-limit header never rests", func(t *testing.T) {
 		var s LimitState
-		if !s.Apply(p, classify(answer{status: 529}, t0), t0) || !s.Until.Equal(t0.Add(p.OverloadedCooldown)) {
-			t.Fatalf("%+v", s)
+		for range 3 {
+			if s.Apply(p, classify(answer{status: 429, header: hdr("content-type", "application/json")}, t0), t0) || s.Cooldown != 0 || !s.Until.IsZero() {
+				t.Fatalf("%+v", s)
+			}
 		}
-		if s.Cooldown != 0 {
-			t.Fatal("529 must not step the 429 cooldown")
+	})
+	t.Run("529 never rests", func(t *testing.T) {
+		var s LimitState
+		if s.Apply(p, classify(answer{status: 529}, t0), t0) || !s.Until.IsZero() || s.Cooldown != 0 {
+			t.Fatalf("%+v", s)
 		}
 	})
 	t.Run("overload never shortens a quarantine", func(t *testing.T) {

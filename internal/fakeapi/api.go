@@ -75,6 +75,11 @@ type Fault struct {
 	Body        string            // FaultStatus: the body; FaultStreamError: the error event data
 	AfterEvents int               // stream faults: events sent before the fault
 	Delay       time.Duration     // wait before the fault acts
+	// Bare (FaultStatus): send no rate-limit header at all (none of the
+	// account's anthropic-ratelimit-* headers, no retry-after), as
+	// Anthropic's 429 for a problem with the request itself. Headers
+	// still apply.
+	Bare bool
 }
 
 // Inject queues a fault; faults are matched in the order injected, and a
@@ -573,7 +578,9 @@ func writeFaultStatus(w http.ResponseWriter, f *Fault, unified map[string]string
 		status = http.StatusInternalServerError
 	}
 	h := make(map[string]string, len(unified)+len(f.Headers)+1)
-	applyHeaderMap(h, unified)
+	if !f.Bare {
+		applyHeaderMap(h, unified)
+	}
 	h["content-type"] = "application/json"
 	applyHeaderMap(h, f.Headers)
 	if f.Body == "" {

@@ -863,3 +863,27 @@ func BenchmarkStream(b *testing.B) {
 		resp.Body.Close()
 	}
 }
+
+// A Bare fault answers without any rate-limit header, where the same
+// account's other answers carry them.
+func TestFaultStatusBare(t *testing.T) {
+	s := newServer(t)
+	a := s.NewAPIKey("a")
+	s.Inject(Fault{Kind: FaultStatus, Status: 429, Bare: true})
+	s.Inject(Fault{Kind: FaultStatus, Status: 429})
+	ratelimit := func(h http.Header) bool {
+		for k := range h {
+			if strings.HasPrefix(strings.ToLower(k), "anthropic-ratelimit-") || strings.EqualFold(k, "retry-after") {
+				return true
+			}
+		}
+		return false
+	}
+	resp, body := do(t, s, msgReq(t, s, msgBody, apiKey(a)))
+	if resp.StatusCode != 429 || ratelimit(resp.Header) || !bytes.Contains(body, []byte("rate_limit_error")) {
+		t.Fatalf("bare: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	if resp, _ := do(t, s, msgReq(t, s, msgBody, apiKey(a))); resp.StatusCode != 429 || !ratelimit(resp.Header) {
+		t.Fatalf("not bare: %d %v", resp.StatusCode, resp.Header)
+	}
+}
