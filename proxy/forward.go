@@ -154,15 +154,14 @@ func (x *exchange) serve() {
 	x.giveUp(last)
 }
 
-// next returns the first candidate not tried yet that is still usable (or,
-// for a last-resort selection, still only resting after a 529), or
-// else one already tried that is still usable (a 5xx or a connection error
-// does not block an account), or nil.
+// next returns the first candidate not tried yet that is still usable, or
+// else one already tried that is still usable (a 529, another 5xx or a
+// connection error does not block an account), or nil.
 func (x *exchange) next(sel selection, tried map[int64]int) *account {
 	now := x.s.now()
 	var again *account
 	for _, a := range sel.Candidates {
-		if !x.s.pool.usable(a, now, sel.LastResort) {
+		if !x.s.pool.usable(a, now) {
 			continue
 		}
 		if tried[a.ID] == 0 {

@@ -44,15 +44,11 @@ func (p *pool) pick(now time.Time) selection {
 }
 
 // usable reports whether a is still usable now (it may have been limited
-// by a concurrent request since the selection was made); with
-// overloadedOK, an account only resting after a 529 counts as usable.
-func (p *pool) usable(a *account, now time.Time, overloadedOK bool) bool {
+// by a concurrent request since the selection was made).
+func (p *pool) usable(a *account, now time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ok, _, _ := a.usable(now)
-	if !ok && overloadedOK {
-		ok = a.onlyOverloaded(now)
-	}
 	return ok && p.byID[a.ID] == a
 }
 

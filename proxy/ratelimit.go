@@ -226,7 +226,6 @@ func newLimitPolicy(c config.RateLimit) LimitPolicy {
 const (
 	LimitRateLimited   = "rate_limited"   // a 429 without a hard unified status
 	LimitCooldown      = "cooldown"       // a step of the doubling cooldown after a 429 without a reset
-	LimitOverloaded    = "overloaded"     // the rest after a 529 (older releases; a 529 no longer rests an account)
 	LimitRefreshFailed = "refresh_failed" // the rest after a failing token refresh
 )
 
@@ -307,7 +306,7 @@ func (s *LimitState) Apply(p LimitPolicy, v Verdict, now time.Time) bool {
 		// or retries after a backoff instead).
 	case v.Outcome == OutcomeOK:
 		s.Cooldown = 0
-		if s.Until.After(now) && (s.Reason == LimitCooldown || s.Reason == LimitOverloaded) {
+		if s.Until.After(now) && s.Reason == LimitCooldown {
 			s.Until, s.Reason = time.Time{}, ""
 		}
 	}

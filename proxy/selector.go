@@ -48,8 +48,6 @@ func (a *account) usable(now time.Time) (ok, limited bool, reason string) {
 		switch a.limit.Reason {
 		case LimitCooldown:
 			what = "cooling down after a 429"
-		case LimitOverloaded:
-			what = "cooling down after overload"
 		case LimitRefreshFailed:
 			what = "token refresh failing, resting"
 		case "", LimitRateLimited:
@@ -61,20 +59,10 @@ func (a *account) usable(now time.Time) (ok, limited bool, reason string) {
 	return true, false, ""
 }
 
-// onlyOverloaded reports whether a's only obstacle at now is the rest
-// after an overloaded (529) answer.
-func (a *account) onlyOverloaded(now time.Time) bool {
-	_, limited, _ := a.usable(now)
-	return limited && a.limit.Reason == LimitOverloaded
-}
-
 // selection is the selector's answer: candidates in the order to try them,
 // or, when there are none, why.
 type selection struct {
 	Candidates []*account
-	// LastResort is set when every candidate is resting after a 529 and
-	// is tried anyway.
-	LastResort bool
 	// When Candidates is empty:
 	Limited    bool       // some account is only rate limited: answer 429
 	EarliestOK time.Time  // earliest time a limited account comes back
@@ -112,15 +100,7 @@ func (s *selector) pick(accts []*account, now time.Time) selection {
 		}
 	}
 	if len(usable) == 0 {
-		// A 529 is Anthropic being overloaded, not the account being
-		// limited: when every account rests only for that, try them
-		// anyway, soonest back first, rather than answer a 429 of our own
-		// that claims they are all rate limited.
-		usable = overloadedOnly(accts, now)
-		if len(usable) == 0 {
-			return sel
-		}
-		sel.Candidates, sel.LastResort = usable, true
+		// (A 529 never rests an account, so none is left out for one.)
 		return sel
 	}
 	sel.Reasons = nil
@@ -164,19 +144,6 @@ func (s *selector) pick(accts []*account, now time.Time) selection {
 		sel.Candidates = usable
 	}
 	return sel
-}
-
-// overloadedOnly lists the accounts whose only obstacle at now is the
-// rest after an overloaded (529) answer, the soonest back first.
-func overloadedOnly(accts []*account, now time.Time) []*account {
-	var out []*account
-	for _, a := range accts {
-		if a.onlyOverloaded(now) {
-			out = append(out, a)
-		}
-	}
-	slices.SortStableFunc(out, func(a, b *account) int { return a.limit.Until.Compare(b.limit.Until) })
-	return out
 }
 
 // served records that a request succeeded on a. Under the session strategy
