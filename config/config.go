@@ -116,7 +116,8 @@ type RateLimit struct {
 	CooldownInitial Duration `toml:"cooldown_initial"`
 	// CooldownMax caps the doubling back-off.
 	CooldownMax Duration `toml:"cooldown_max"`
-	// OverloadedCooldown is the rest after a 529 overloaded answer.
+	// OverloadedCooldown is no longer used: a 529 never rests an account
+	// (kept so that existing config files still load).
 	OverloadedCooldown Duration `toml:"overloaded_cooldown"`
 }
 
