@@ -10,8 +10,6 @@ import (
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
-
-	"github.com/claudeflare/claudeflare/internal/fakeapi"
 )
 
 // scriptT runs testscript scripts and records, per script, whether it
@@ -73,8 +71,6 @@ func (t *scriptT) Run(name string, f func(testscript.T)) {
 // a path they cannot walk or read and on a number they cannot parse, and
 // print their usage (never crash) when given the wrong arguments.
 func TestScriptCommandsCheck(t *testing.T) {
-	fake := fakeapi.New()
-	t.Cleanup(fake.Close)
 	const files = `
 -- f --
 plain
@@ -182,7 +178,7 @@ two
 		}
 	}
 	st := &scriptT{results: map[string]*scriptResult{}}
-	testscript.RunT(st, scriptParams(fake, dir))
+	testscript.RunT(st, scriptParams(dir))
 	for _, c := range cases {
 		r := st.results[c.name]
 		switch {

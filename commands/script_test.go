@@ -64,16 +64,26 @@ func TestMain(m *testing.M) {
 //
 // Extra condition: [root] when the tests run as root (chown needs it).
 func TestScripts(t *testing.T) {
-	fake := fakeapi.New()
-	t.Cleanup(fake.Close)
-	testscript.Run(t, scriptParams(fake, "../testdata/script"))
+	testscript.Run(t, scriptParams("../testdata/script"))
 }
 
-func scriptParams(fake *fakeapi.Server, dir string) testscript.Params {
+// fakeKey holds each script's own fake API in its testscript.Env: scripts
+// run in parallel, and one fake shared by all would mix their counts
+// (two scripts both refreshing an account named "work").
+type fakeKey struct{}
+
+func fakeOf(ts *testscript.TestScript) *fakeapi.Server {
+	return ts.Value(fakeKey{}).(*fakeapi.Server)
+}
+
+func scriptParams(dir string) testscript.Params {
 	return testscript.Params{
 		Dir:                 dir,
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
+			fake := fakeapi.New()
+			env.Defer(fake.Close)
+			env.Values[fakeKey{}] = fake
 			env.Setenv("HOME", env.WorkDir)
 			env.Setenv("XDG_CONFIG_HOME", filepath.Join(env.WorkDir, ".config"))
 			env.Setenv("XDG_DATA_HOME", filepath.Join(env.WorkDir, ".local/share"))
@@ -83,7 +93,7 @@ func scriptParams(fake *fakeapi.Server, dir string) testscript.Params {
 			env.Setenv("FAKE_URL", fake.URL)
 			return nil
 		},
-		Cmds: scriptCmds(fake),
+		Cmds: scriptCmds(),
 		Condition: func(cond string) (bool, error) {
 			if cond == "root" {
 				return os.Geteuid() == 0, nil
@@ -108,25 +118,25 @@ func scriptCmd(usage string, nargs int, negatable bool, f func(ts *testscript.Te
 	}
 }
 
-func scriptCmds(fake *fakeapi.Server) map[string]func(ts *testscript.TestScript, neg bool, args []string) {
+func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []string) {
 	var mu sync.Mutex
 	snapshots := map[string]map[string]string{}
 	return map[string]func(ts *testscript.TestScript, neg bool, args []string){
 		"fake-refresh-token": scriptCmd("fake-refresh-token NAME FILE", 2, false, func(ts *testscript.TestScript, neg bool, args []string) {
-			ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(fake.NewOAuthAccount(args[0])+"\n"), 0o600))
+			ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(fakeOf(ts).NewOAuthAccount(args[0])+"\n"), 0o600))
 		}),
 		"fake-api-key": scriptCmd("fake-api-key NAME FILE", 2, false, func(ts *testscript.TestScript, neg bool, args []string) {
-			ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(fake.NewAPIKey(args[0])+"\n"), 0o600))
+			ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(fakeOf(ts).NewAPIKey(args[0])+"\n"), 0o600))
 		}),
 		"fake-revoke": scriptCmd("fake-revoke NAME", 1, false, func(ts *testscript.TestScript, neg bool, args []string) {
-			fake.RevokeAccount(args[0])
+			fakeOf(ts).RevokeAccount(args[0])
 		}),
 		"fake-refreshes": scriptCmd("fake-refreshes NAME N", 2, true, func(ts *testscript.TestScript, neg bool, args []string) {
 			want, err := strconv.Atoi(args[1])
 			if err != nil {
 				ts.Fatalf("fake-refreshes: N must be a whole number, not %q", args[1])
 			}
-			got := fake.RefreshCount(args[0])
+			got := fakeOf(ts).RefreshCount(args[0])
 			switch {
 			case !neg && got != want:
 				ts.Fatalf("%s refreshed %d times, want %d", args[0], got, want)
@@ -135,7 +145,7 @@ func scriptCmds(fake *fakeapi.Server) map[string]func(ts *testscript.TestScript,
 			}
 		}),
 		"nosecret": scriptCmd("nosecret PATH...", -1, true, func(ts *testscript.TestScript, neg bool, args []string) {
-			found := filesContaining(ts, "nosecret", args, fake.AllTokens())
+			found := filesContaining(ts, "nosecret", args, fakeOf(ts).AllTokens())
 			switch {
 			case !neg && len(found) > 0:
 				ts.Fatalf("%s contains a plaintext token", strings.Join(found, ", "))
