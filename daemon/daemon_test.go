@@ -33,7 +33,8 @@ type stack struct {
 	logs  *testutil.Buffer
 }
 
-func newStack(t *testing.T) *stack {
+// newStack starts the stack; opts, if any, adjust the daemon's options.
+func newStack(t *testing.T, opts ...func(*daemon.Options)) *stack {
 	t.Helper()
 	api := fakeapi.New()
 	t.Cleanup(api.Close)
@@ -69,8 +70,12 @@ func newStack(t *testing.T) *stack {
 	if err != nil || prep.Problem != nil {
 		t.Fatalf("prepare audit: %v %v", err, prep.Problem)
 	}
-	s.d, err = daemon.New(ctx, daemon.Options{Config: s.cfg, Vault: v, LogDB: ldb, AuditKey: prep.Key,
-		Logger: logger, Level: s.level, PollInterval: 20 * time.Millisecond})
+	o := daemon.Options{Config: s.cfg, Vault: v, LogDB: ldb, AuditKey: prep.Key,
+		Logger: logger, Level: s.level, PollInterval: 20 * time.Millisecond}
+	for _, f := range opts {
+		f(&o)
+	}
+	s.d, err = daemon.New(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,12 +90,18 @@ func newStack(t *testing.T) *stack {
 	return s
 }
 
-func (s *stack) message() int {
+func (s *stack) message() int { return s.messageAs("") }
+
+// messageAs sends a message with User-Agent ua ("" = Go's default).
+func (s *stack) messageAs(ua string) int {
 	s.t.Helper()
 	req, _ := http.NewRequest("POST", s.d.URL()+"/v1/messages",
 		strings.NewReader(`{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`))
 	req.Header.Set("content-type", "application/json")
 	req.Header.Set("anthropic-version", "2023-06-01")
+	if ua != "" {
+		req.Header.Set("User-Agent", ua)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		s.t.Fatal(err)
