@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -18,28 +17,9 @@ import (
 // rotation destroy it.
 func TestRetiredKeyKeptForGrace(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	if err := vault.EnsureDataDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	vdb, err := store.OpenVault(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vdb.Close()
-	ldb, err := store.OpenLog(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ldb.Close()
-	clk := testutil.NewClock(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
-	open := func() *vault.Vault {
-		v, err := vault.Open(ctx, vdb, vault.KeySource{DataDir: dir}, vault.Options{Create: true, Now: clk.Now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	s := newHolesSetup(t)
+	ldb, clk := s.ldb, s.clk
+	open := func() *vault.Vault { return s.open(t) }
 	cli := open()
 	if _, err := cli.AddAccount(ctx, vault.NewAccount{Name: "work", Kind: store.KindAPIKey, Tier: 1}, vault.Secrets{APIKey: "sk-ant-api03-test"}); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -17,25 +16,9 @@ import (
 // it while one does.
 func TestRotateDestroysUnusedRetiredKeys(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	if err := vault.EnsureDataDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	vdb, err := store.OpenVault(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vdb.Close()
-	ldb, err := store.OpenLog(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ldb.Close()
-	clk := testutil.NewClock(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
-	v, err := vault.Open(ctx, vdb, vault.KeySource{DataDir: dir}, vault.Options{Create: true, Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newHolesSetup(t)
+	vdb, ldb, clk := s.vdb, s.ldb, s.clk
+	v := s.open(t)
 	if _, err := v.AddAccount(ctx, vault.NewAccount{Name: "work", Kind: store.KindAPIKey, Tier: 1}, vault.Secrets{APIKey: "sk-ant-api03-test"}); err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -23,25 +22,9 @@ import (
 // cells keep the old bytes.
 func TestRotationLeavesNoOldWraps(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	if err := vault.EnsureDataDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	vdb, err := store.OpenVault(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vdb.Close()
-	ldb, err := store.OpenLog(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ldb.Close()
-	clk := testutil.NewClock(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
-	v, err := vault.Open(ctx, vdb, vault.KeySource{DataDir: dir}, vault.Options{Create: true, Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newHolesSetup(t)
+	dir, vdb, ldb, clk := s.dir, s.vdb, s.ldb, s.clk
+	v := s.open(t)
 	for _, n := range []string{"work", "home"} {
 		if _, err := v.AddAccount(ctx, vault.NewAccount{Name: n, Kind: store.KindAPIKey, Tier: 1}, vault.Secrets{APIKey: "sk-ant-api03-" + n}); err != nil {
 			t.Fatal(err)
