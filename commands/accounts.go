@@ -197,30 +197,42 @@ func oauthClient(cfg *config.Config) (*oauth.Client, error) {
 	}, nil
 }
 
+// openForCredentials is what add and login share: the token client
+// (before anything is opened, so a bad pin touches nothing), the vault
+// and the audit key. The caller closes the vault's database.
+func openForCredentials(c *cli.Context, e *env) (*oauth.Client, *vault.Vault, []byte, error) {
+	cfg, err := e.config(nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	client, err := oauthClient(cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	v, err := e.openVault(c.Context, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	auditKey, err := e.openAudit(c.Context, v)
+	if err != nil {
+		v.DB().Close()
+		return nil, nil, nil, err
+	}
+	return client, v, auditKey, nil
+}
+
 func accountsAdd(c *cli.Context) error {
 	a, err := parseAddArgs(c)
 	if err != nil {
 		return err
 	}
 	e := getEnv(c)
-	cfg, err := e.config(nil)
-	if err != nil {
-		return err
-	}
-	client, err := oauthClient(cfg) // before anything is opened: a bad pin touches nothing
-	if err != nil {
-		return err
-	}
-	v, err := e.openVault(c.Context, cfg)
+	client, v, auditKey, err := openForCredentials(c, e)
 	if err != nil {
 		return err
 	}
 	defer v.DB().Close()
 	ctx := c.Context
-	auditKey, err := e.openAudit(ctx, v)
-	if err != nil {
-		return err
-	}
 	// Refuse a taken name before any token is spent.
 	if _, err := store.GetAccount(ctx, v.DB(), a.name); err == nil {
 		return fmt.Errorf("%w: %q", store.ErrAccountExists, a.name)
@@ -256,7 +268,7 @@ func accountsAdd(c *cli.Context) error {
 			return err
 		}
 	default:
-		if err := addInteractive(ctx, e, v, client, acct, a.mode, cfg.ClientID); err != nil {
+		if err := addInteractive(ctx, e, v, client, acct, a.mode, client.ClientID); err != nil {
 			return err
 		}
 	}
@@ -304,24 +316,12 @@ func accountsLogin(c *cli.Context) error {
 		return err
 	}
 	e := getEnv(c)
-	cfg, err := e.config(nil)
-	if err != nil {
-		return err
-	}
-	client, err := oauthClient(cfg) // before anything is opened: a bad pin touches nothing
-	if err != nil {
-		return err
-	}
-	v, err := e.openVault(c.Context, cfg)
+	client, v, auditKey, err := openForCredentials(c, e)
 	if err != nil {
 		return err
 	}
 	defer v.DB().Close()
 	ctx := c.Context
-	auditKey, err := e.openAudit(ctx, v)
-	if err != nil {
-		return err
-	}
 	// Refuse an unknown name before any token is spent.
 	a, err := store.GetAccount(ctx, v.DB(), name)
 	if errors.Is(err, store.ErrNoAccount) {
@@ -367,7 +367,7 @@ func accountsLogin(c *cli.Context) error {
 		if err != nil {
 			mode = oauth.ModeMax
 		}
-		if s, err = loginInteractive(ctx, e, client, mode, cfg.ClientID); err != nil {
+		if s, err = loginInteractive(ctx, e, client, mode, client.ClientID); err != nil {
 			return err
 		}
 	}
