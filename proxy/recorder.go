@@ -61,7 +61,14 @@ type capture struct {
 	status       int
 	respHeader   http.Header
 	respBody     *capBuf // nil when bodies are not kept
+	size         int64   // the bytes it holds, counted in recorder.queuedBytes
 }
+
+// maxQueuedPayloadBytes bounds the memory the payloads waiting in the
+// recorder's queue hold together (request bodies and response captures):
+// the queue is bounded by count, and each payload may hold a body of up to
+// server.max_body_bytes. Past it, a record is queued without its payload.
+const maxQueuedPayloadBytes = 256 << 20
 
 // record is one request for the log.
 type record struct {
@@ -105,6 +112,9 @@ type recorder struct {
 	file       os.FileInfo
 	goneLogged bool
 
+	queuedBytes    atomic.Int64 // held by the queued payloads
+	maxQueuedBytes int64
+
 	droppedPayloads atomic.Int64
 	droppedRecords  atomic.Int64
 	failedRecords   atomic.Int64
@@ -131,9 +141,10 @@ func newRecorder(db *store.DB, v *vault.Vault, log *slog.Logger, now func() time
 	}
 	return &recorder{
 		db: db, vault: v, log: log, now: now, opt: opt, file: file, red: newRedactor(opt.Redact),
-		ch:      make(chan *record, opt.QueueSize),
-		syncReq: make(chan chan struct{}),
-		done:    make(chan struct{}),
+		maxQueuedBytes: maxQueuedPayloadBytes,
+		ch:             make(chan *record, opt.QueueSize),
+		syncReq:        make(chan chan struct{}),
+		done:           make(chan struct{}),
 	}
 }
 
@@ -164,9 +175,23 @@ func (r *recorder) submit(rec *record) {
 		r.dropped(rec, true)
 		return
 	}
-	if rec.pay != nil && len(r.ch) >= cap(r.ch)*3/4 {
-		r.dropped(rec, false)
-		rec.pay = nil
+	if p := rec.pay; p != nil {
+		if !r.wantBodies(p.path) {
+			p.reqBody = nil // not stored: not held in the queue either
+		}
+		size := int64(len(p.reqBody))
+		if p.respBody != nil {
+			size += int64(cap(p.respBody.b))
+		}
+		keep := len(r.ch) < cap(r.ch)*3/4
+		if keep {
+			p.size = size // counted from here: release gives it back
+			keep = r.queuedBytes.Add(size) <= r.maxQueuedBytes
+		}
+		if !keep {
+			r.dropped(rec, false)
+			rec.pay = nil
+		}
 	}
 	select {
 	case r.ch <- rec:
@@ -178,7 +203,7 @@ func (r *recorder) submit(rec *record) {
 func (r *recorder) dropped(rec *record, whole bool) {
 	if rec.pay != nil {
 		r.droppedPayloads.Add(1)
-		putCapBuf(rec.pay.respBody)
+		r.release(rec.pay)
 	}
 	if whole {
 		r.droppedRecords.Add(1)
@@ -189,6 +214,13 @@ func (r *recorder) dropped(rec *record, whole bool) {
 		r.log.Warn("request log queue full: dropping",
 			"payloads_dropped", r.droppedPayloads.Load(), "records_dropped", r.droppedRecords.Load())
 	}
+}
+
+// release gives back what a payload taken off the queue (or dropped)
+// held.
+func (r *recorder) release(c *capture) {
+	r.queuedBytes.Add(-c.size)
+	putCapBuf(c.respBody)
 }
 
 // run is the writer goroutine; it returns when the queue is closed and
@@ -281,7 +313,7 @@ func (r *recorder) write(batch []*record) {
 	if r.db == nil || r.logFileGone() {
 		for _, rec := range batch {
 			if rec.pay != nil {
-				putCapBuf(rec.pay.respBody)
+				r.release(rec.pay)
 				rec.pay = nil
 			}
 		}
@@ -297,7 +329,7 @@ func (r *recorder) write(batch []*record) {
 			continue
 		}
 		p, err := r.seal(rec)
-		putCapBuf(rec.pay.respBody)
+		r.release(rec.pay)
 		rec.pay = nil
 		if err != nil {
 			r.log.Warn("payload not stored", "request_id", rec.row.ID, "err", err)

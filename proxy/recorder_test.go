@@ -164,3 +164,37 @@ func withRedactors(t *testing.T, c config.Config) config.Config {
 	}
 	return c
 }
+
+func TestRecorderQueueBoundsPayloadBytes(t *testing.T) {
+	h := newHarness(t)
+	r := newRecorder(h.ldb, h.vault, slog.New(slog.DiscardHandler), h.clock.Now, recorderOptions{
+		Payloads: "full", MaxBytes: 1 << 10, QueueSize: 64, BatchSize: 8, FlushInterval: time.Hour,
+	})
+	r.maxQueuedBytes = 100
+	body := []byte(strings.Repeat("x", 60))
+	for i := range 3 {
+		r.submit(&record{
+			row: store.Request{ID: h.srv.ids.Next(h.clock.Now()), TS: int64(i), Method: "POST", Path: "/v1/messages"},
+			pay: &capture{method: "POST", path: "/v1/messages", reqHeader: http.Header{}, reqBody: body, respHeader: http.Header{}},
+		})
+	}
+	// The queue has room for 64 records, but the payloads' bytes only
+	// for one body: the other two records are queued without theirs.
+	if got := r.droppedPayloads.Load(); got != 2 {
+		t.Fatalf("dropped %d payloads, want 2", got)
+	}
+	if got := r.queuedBytes.Load(); got != 60 {
+		t.Fatalf("queued payloads hold %d bytes, want 60", got)
+	}
+	go r.run()
+	r.close(context.Background())
+	var nReq, nPay int
+	h.ldb.R.Get(&nReq, `SELECT count(*) FROM requests`)
+	h.ldb.R.Get(&nPay, `SELECT count(*) FROM payloads`)
+	if nReq != 3 || nPay != 1 {
+		t.Fatalf("%d rows, %d payloads after close, want 3, 1", nReq, nPay)
+	}
+	if got := r.queuedBytes.Load(); got != 0 {
+		t.Fatalf("queue empty but %d payload bytes still counted", got)
+	}
+}
