@@ -2,6 +2,7 @@ package access
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -46,4 +47,31 @@ func TestFailLogBounded(t *testing.T) {
 	if rows != maxFailAddrsPerMinute+1 {
 		t.Fatalf("%d rows for a minute of 10000 addresses", rows)
 	}
+}
+
+// Windows put back after a failed write merge into the aggregated row
+// without losing the "more than" when the merged addresses pass the cap.
+func TestFailLogPutBackKeepsAddressCap(t *testing.T) {
+	f := failLog{m: map[failKey]*failCount{}}
+	now := time.Date(2026, 3, 1, 12, 0, 30, 0, time.UTC)
+	fill := func(net int) {
+		for i := range maxFailAddrsPerMinute + maxOtherAddrs {
+			f.add(fmt.Sprintf("10.%d.%d.%d", net, i/250, i%250), reasonNoKey, now)
+		}
+	}
+	fill(1)
+	failed := f.take(now, true) // a write that failed
+	fill(2)
+	f.putBack(failed)
+	for _, w := range f.take(now, true) {
+		if w.addr != otherAddrs {
+			continue
+		}
+		want := fmt.Sprintf("from more than %d more addresses", maxOtherAddrs)
+		if d := w.detail(); !strings.Contains(d, want) {
+			t.Fatalf("aggregated row %q, want %q", d, want)
+		}
+		return
+	}
+	t.Fatal("no aggregated row")
 }

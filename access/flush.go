@@ -44,7 +44,6 @@ type failCount struct {
 	// For the aggregated row: the distinct addresses seen (up to
 	// maxOtherAddrs), and whether there were more.
 	addrs    map[string]struct{}
-	nAddrs   int
 	addrsCap bool
 }
 
@@ -72,14 +71,7 @@ func (f *failLog) add(addr, reason string, now time.Time) {
 				c = &failCount{reasons: map[string]int{}, addrs: map[string]struct{}{}}
 				f.m[k] = c
 			}
-			if _, seen := c.addrs[addr]; !seen {
-				if len(c.addrs) < maxOtherAddrs {
-					c.addrs[addr] = struct{}{}
-					c.nAddrs++
-				} else {
-					c.addrsCap = true
-				}
-			}
+			c.addAddr(addr)
 		} else {
 			if !f.heldLocked(k.minute) {
 				f.dropped++
@@ -92,6 +84,19 @@ func (f *failLog) add(addr, reason string, now time.Time) {
 	}
 	c.total++
 	c.reasons[reason]++
+}
+
+// addAddr counts a distinct address on the aggregated row, up to
+// maxOtherAddrs.
+func (c *failCount) addAddr(addr string) {
+	if _, seen := c.addrs[addr]; seen {
+		return
+	}
+	if len(c.addrs) >= maxOtherAddrs {
+		c.addrsCap = true
+		return
+	}
+	c.addrs[addr] = struct{}{}
 }
 
 // heldLocked reports whether a new minute may be held (or minute is held
@@ -171,10 +176,7 @@ func (f *failLog) putBack(ws []failWindow) {
 			c.reasons[r] += n
 		}
 		for a := range w.addrs {
-			if _, seen := c.addrs[a]; !seen && len(c.addrs) < maxOtherAddrs {
-				c.addrs[a] = struct{}{}
-				c.nAddrs++
-			}
+			c.addAddr(a)
 		}
 		c.addrsCap = c.addrsCap || w.addrsCap
 	}
@@ -198,7 +200,7 @@ func (w failWindow) detail() string {
 	}
 	from := w.addr
 	if w.addrs != nil {
-		n := strconv.Itoa(w.nAddrs)
+		n := strconv.Itoa(len(w.addrs))
 		if w.addrsCap {
 			n = "more than " + n
 		}
