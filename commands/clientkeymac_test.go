@@ -31,19 +31,7 @@ func TestDaemonRefusesClientKeysWrittenOutsideClaudeflare(t *testing.T) {
 	c.MustRun("", "apikey", "revoke", "fired")
 	d := c.startDaemon()
 
-	do := func(method, path, key string) int {
-		t.Helper()
-		req, _ := http.NewRequest(method, d.url+path, strings.NewReader(`{"model":"claude-sonnet-4-5","max_tokens":1,"messages":[{"role":"user","content":"x"}]}`))
-		req.Header.Set("content-type", "application/json")
-		req.Header.Set("x-api-key", key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	do := func(method, path, key string) int { return keyStatus(t, d.url, method, path, key) }
 	if got := do("POST", "/v1/messages", raised); got != 200 {
 		t.Fatalf("raised before tampering: %d", got)
 	}
@@ -190,19 +178,7 @@ func TestUpgradeV1ClientKeysKeepWorking(t *testing.T) {
 	db.Close()
 
 	d := c.startDaemon()
-	get := func(method, path, key string) int {
-		t.Helper()
-		req, _ := http.NewRequest(method, d.url+path, strings.NewReader(`{"model":"claude-sonnet-4-5","max_tokens":1,"messages":[{"role":"user","content":"x"}]}`))
-		req.Header.Set("content-type", "application/json")
-		req.Header.Set("x-api-key", key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	get := func(method, path, key string) int { return keyStatus(t, d.url, method, path, key) }
 	if got := get("POST", "/v1/messages", laptop); got != 200 {
 		t.Fatalf("v1 api key: %d\n%s", got, d.logs())
 	}
@@ -227,4 +203,20 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// keyStatus sends a one-token message request with client key key to
+// base+path and returns the status code.
+func keyStatus(t *testing.T, base, method, path, key string) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, base+path, strings.NewReader(`{"model":"claude-sonnet-4-5","max_tokens":1,"messages":[{"role":"user","content":"x"}]}`))
+	req.Header.Set("content-type", "application/json")
+	req.Header.Set("x-api-key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }
