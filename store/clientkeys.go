@@ -65,19 +65,18 @@ func SetClientKeyMAC(ctx context.Context, tx *sqlx.Tx, id int64, mac []byte) err
 
 // ListClientKeysTx is ListClientKeys inside tx.
 func ListClientKeysTx(ctx context.Context, tx *sqlx.Tx) ([]ClientKey, error) {
-	var out []ClientKey
-	if err := tx.SelectContext(ctx, &out, `SELECT `+clientKeyColumns+` FROM client_keys ORDER BY created_at, id`); err != nil {
-		return nil, fmt.Errorf("list client keys: %w", err)
-	}
-	return out, nil
+	return listClientKeys(ctx, tx)
 }
 
 // ListClientKeys returns every client key, revoked ones included, oldest
 // first.
 func ListClientKeys(ctx context.Context, db *DB) ([]ClientKey, error) {
+	return listClientKeys(ctx, db.R)
+}
+
+func listClientKeys(ctx context.Context, q sqlx.QueryerContext) ([]ClientKey, error) {
 	var out []ClientKey
-	err := db.R.SelectContext(ctx, &out, `SELECT `+clientKeyColumns+` FROM client_keys ORDER BY created_at, id`)
-	if err != nil {
+	if err := sqlx.SelectContext(ctx, q, &out, `SELECT `+clientKeyColumns+` FROM client_keys ORDER BY created_at, id`); err != nil {
 		return nil, fmt.Errorf("list client keys: %w", err)
 	}
 	return out, nil
