@@ -105,6 +105,19 @@ type event struct {
 	data map[string]any
 }
 
+// faultedStream injects f, sends a streamed message request with API key
+// key and returns the events read and how the stream ended.
+func faultedStream(t testing.TB, s *Server, key string, f Fault) ([]event, error) {
+	t.Helper()
+	s.Inject(f)
+	resp, err := s.Client().Do(msgReq(t, s, streamBody, apiKey(key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	return parseSSE(t, resp.Body)
+}
+
 func parseSSE(t testing.TB, r io.Reader) ([]event, error) {
 	t.Helper()
 	var evs []event
@@ -738,13 +751,7 @@ func TestFaultResetMidStream(t *testing.T) {
 func TestFaultStreamError(t *testing.T) {
 	s := newServer(t)
 	a := s.NewAPIKey("a")
-	s.Inject(Fault{Kind: FaultStreamError, AfterEvents: 3})
-	resp, err := s.Client().Do(msgReq(t, s, streamBody, apiKey(a)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	evs, err := parseSSE(t, resp.Body)
+	evs, err := faultedStream(t, s, a, Fault{Kind: FaultStreamError, AfterEvents: 3})
 	if err != nil {
 		t.Fatalf("stream error should end the stream cleanly: %v", err)
 	}

@@ -106,13 +106,7 @@ func TestCloseReleasesGates(t *testing.T) {
 func TestFaultEndStreamEarly(t *testing.T) {
 	s := newServer(t)
 	a := s.NewAPIKey("a")
-	s.Inject(Fault{Kind: FaultEndStreamEarly, AfterEvents: 3})
-	resp, err := s.Client().Do(msgReq(t, s, streamBody, apiKey(a)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	evs, err := parseSSE(t, resp.Body)
+	evs, err := faultedStream(t, s, a, Fault{Kind: FaultEndStreamEarly, AfterEvents: 3})
 	if err != nil {
 		t.Fatalf("the stream should end cleanly: %v", err)
 	}
