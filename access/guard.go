@@ -24,8 +24,9 @@ import (
 	"github.com/claudeflare/claudeflare/vault"
 )
 
-// DefaultPollInterval is how often the guard re-reads the client keys (a
-// cheap fingerprint query first) and writes last-use times and audit rows.
+// DefaultPollInterval is how often the guard re-reads the client keys
+// (the whole, small table; the key set is rebuilt only when its digest
+// changed) and writes last-use times and audit rows.
 const DefaultPollInterval = 2 * time.Second
 
 // maxSeenAddrs bounds the addresses remembered per key.
