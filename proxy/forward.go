@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -388,7 +389,14 @@ func (x *exchange) send(a *account, secret string) (*http.Response, error) {
 	req.Header = outboundHeader(x.r.Header)
 	setCredentials(req.Header, a.Kind, secret)
 	req.ContentLength = int64(len(x.body))
-	return x.s.client.Do(req)
+	resp, err := x.s.client.Do(req)
+	if ue, ok := err.(*url.Error); ok {
+		// It names the URL: not its query, which may hold a secret and
+		// would reach the log and the row.
+		u.RawQuery = ""
+		ue.URL = u.Redacted()
+	}
+	return resp, err
 }
 
 // flushWriter is what streaming needs of the ResponseWriter.
