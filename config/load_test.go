@@ -323,6 +323,18 @@ func TestErrorLines(t *testing.T) {
 			msg: `upstream_url: must be an https URL: http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost), got "http://api.example.com"`,
 		},
 		{
+			name: "cleartext upstream with credentials in the url",
+			text: "upstream_url = \"http://alice:s3cret-pw@api.example.com\"\n",
+			line: 1, key: "upstream_url",
+			msg: `upstream_url: must be an https URL: http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost), got "http://xxxxx@api.example.com"`,
+		},
+		{
+			name: "unparsable upstream url with credentials",
+			text: "upstream_url = \"https://alice:s3cret-pw@api.example.com:bad\"\n",
+			line: 1, key: "upstream_url",
+			msg: `upstream_url: must be an absolute http or https URL`,
+		},
+		{
 			name: "cleartext token url to a private address",
 			text: "oauth_token_url = \"http://10.0.0.1:8080/v1/oauth/token\"\n",
 			line: 1, key: "oauth_token_url",

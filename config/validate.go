@@ -161,13 +161,27 @@ func (c *Config) validateLog() *problem {
 // tokens in cleartext over a network.
 func checkURL(key, v string) *problem {
 	u, err := url.Parse(v)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
-		return &problem{key: key, msg: fmt.Sprintf("must be an absolute http or https URL (got %q)", v)}
+	if err != nil {
+		return &problem{key: key, msg: "must be an absolute http or https URL"}
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
+		return &problem{key: key, msg: fmt.Sprintf("must be an absolute http or https URL (got %q)", hideUserinfo(u))}
 	}
 	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
-		return &problem{key: key, msg: fmt.Sprintf("must be an https URL: http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost), got %q", v)}
+		return &problem{key: key, msg: fmt.Sprintf("must be an https URL: http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost), got %q", hideUserinfo(u))}
 	}
 	return nil
+}
+
+// hideUserinfo is u for a message, its user and password (which may be
+// credentials) replaced by "xxxxx".
+func hideUserinfo(u *url.URL) string {
+	if u.User == nil {
+		return u.String()
+	}
+	c := *u
+	c.User = url.User("xxxxx")
+	return c.String()
 }
 
 // loopbackHost reports whether host names this machine: localhost, an
