@@ -82,14 +82,14 @@ func (e *Error) Is(target error) bool {
 	case ErrInvalidGrant:
 		return e.Code == "invalid_grant"
 	case ErrRefreshBlocked:
-		return e.Blocked()
+		return e.blocked()
 	}
 	return false
 }
 
-// Blocked reports whether the endpoint refused the request as blocked: a
+// blocked reports whether the endpoint refused the request as blocked: a
 // 403 or 429 answer (JSON or not) that does not name invalid_grant.
-func (e *Error) Blocked() bool {
+func (e *Error) blocked() bool {
 	return (e.Status == http.StatusForbidden || e.Status == http.StatusTooManyRequests) && e.Code != "invalid_grant"
 }
 
