@@ -179,7 +179,7 @@ func (r *recorder) submit(rec *record) {
 		if !r.wantBodies(p.path) {
 			p.reqBody = nil // not stored: not held in the queue either
 		}
-		size := int64(len(p.reqBody))
+		size := int64(cap(p.reqBody))
 		if p.respBody != nil {
 			size += int64(cap(p.respBody.b))
 		}
