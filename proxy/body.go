@@ -136,7 +136,7 @@ func (x *exchange) bodyReadFailed(err error) {
 
 // releaseBody gives the body's memory back to the budget once the
 // exchange is over (the recorder may still hold the bytes briefly; its
-// queue is bounded on its own).
+// queue bounds the bytes it holds on its own).
 func (x *exchange) releaseBody() {
 	if x.held > 0 {
 		x.s.bodies.release(x.held)
