@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/internal/logtest"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/retention"
 	"github.com/claudeflare/claudeflare/store"
@@ -343,13 +344,13 @@ func TestExportAndCleanupWhileWriting(t *testing.T) {
 	}()
 	// The writer is writing before the cleanup starts, and goes on
 	// writing after it ends: the cleanup runs among live writes.
-	waitFor(t, "the writer's first rows", func() bool { return written.Load() >= 3 || t.Failed() })
+	testutil.WaitFor(t, "the writer's first rows", func() bool { return written.Load() >= 3 || t.Failed() })
 	res, err := retention.Cleanup(context.Background(), db, retention.Options{Type: retention.All, Before: cut, BatchSize: 200})
 	if err != nil {
 		t.Fatal(err)
 	}
 	after := written.Load()
-	waitFor(t, "rows written after the cleanup", func() bool { return written.Load() >= after+3 || t.Failed() })
+	testutil.WaitFor(t, "rows written after the cleanup", func() bool { return written.Load() >= after+3 || t.Failed() })
 	stop()
 	wg.Wait()
 	if exportErr != nil {
@@ -521,17 +522,4 @@ func (f *failAfter) Write(p []byte) (int, error) {
 	}
 	f.n--
 	return len(p), nil
-}
-
-// waitFor polls cond until it holds (the state a test waits for, not a
-// time), failing after a deadline generous enough for a loaded machine.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }

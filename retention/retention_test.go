@@ -12,6 +12,7 @@ import (
 
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/logtest"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/retention"
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -308,7 +309,7 @@ func TestCleanupWhileWriting(t *testing.T) {
 	}
 	// Both writers are writing before the cleanups start, and go on
 	// writing after they end: the cleanups run among live writes.
-	waitFor(t, "the writers' first rows", func() bool { return written.Load() >= 2*20 || t.Failed() })
+	testutil.WaitFor(t, "the writers' first rows", func() bool { return written.Load() >= 2*20 || t.Failed() })
 	res, err := retention.Cleanup(context.Background(), other, retention.Options{Type: retention.All, Before: cut, BatchSize: 500, Vacuum: true})
 	if err != nil {
 		t.Fatal(err)
@@ -318,7 +319,7 @@ func TestCleanupWhileWriting(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := written.Load()
-	waitFor(t, "rows written after the cleanups", func() bool { return written.Load() >= after+2*20 || t.Failed() })
+	testutil.WaitFor(t, "rows written after the cleanups", func() bool { return written.Load() >= after+2*20 || t.Failed() })
 	stop()
 	wg.Wait()
 	if failures.Load() > 0 || written.Load() == 0 {
@@ -447,18 +448,5 @@ func TestCleanupGivesCheckpointsBack(t *testing.T) {
 	// The write-ahead log was folded back as the cleanup went.
 	if wal := fileSize(t, db.Path+"-wal"); wal != 0 {
 		t.Errorf("wal %d bytes", wal)
-	}
-}
-
-// waitFor polls cond until it holds (the state a test waits for, not a
-// time), failing after a deadline generous enough for a loaded machine.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
