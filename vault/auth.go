@@ -109,7 +109,7 @@ func (m *master) passphraseRoot() ([]byte, error) {
 // primaryRoot is the root key that new MACs and the backup key come from:
 // the passphrase, or the first identity of the master key source.
 func (m *master) primaryRoot() ([]byte, error) {
-	if m.kind == MasterPassphrase {
+	if m.kind() == MasterPassphrase {
 		return m.passphraseRoot()
 	}
 	for _, id := range m.primary {
@@ -123,7 +123,7 @@ func (m *master) primaryRoot() ([]byte, error) {
 // roots are the root keys of every identity that may open the vault:
 // primary first, then leftovers of an interrupted rotation.
 func (m *master) roots() ([][]byte, error) {
-	if m.kind == MasterPassphrase {
+	if m.kind() == MasterPassphrase {
 		r, err := m.passphraseRoot()
 		if err != nil {
 			return nil, err
@@ -294,7 +294,7 @@ func (v *Vault) checkMaster(rec masterRecord) error {
 			}
 		}
 	}
-	if m.kind == MasterIdentity && rec.Kind == MasterIdentity && !listsAny(rec, m) {
+	if m.kind() == MasterIdentity && rec.Kind == MasterIdentity && !listsAny(rec, m) {
 		return errMasterReplaced
 	}
 	return ErrTampered
@@ -372,7 +372,7 @@ func (v *Vault) authenticate(ctx context.Context, m *master, rows []dataKeyRecor
 // breakGlass reports whether m is an extra recipient of the vault: listed,
 // but not first.
 func breakGlass(rec masterRecord, m *master) bool {
-	if m.kind != MasterIdentity {
+	if m.kind() != MasterIdentity {
 		return false
 	}
 	mine := m.recipientStrings()

@@ -35,7 +35,7 @@ func TestAuditKeyCarriedAcrossRotation(t *testing.T) {
 		{Master: true, IdentityFile: filepath.Join(t.TempDir(), "new.txt")},
 	} {
 		ks := KeySource{}
-		if v.master().kind == MasterPassphrase {
+		if v.master().kind() == MasterPassphrase {
 			ks = KeySource{Passphrase: "a new long passphrase 1"}
 		}
 		if f := v.master().path; f != "" && v.master().source == sourceFile {

@@ -123,13 +123,21 @@ type master struct {
 	primary    []age.Identity  // the identities of the source itself
 	recipients []age.Recipient // primary's recipients; empty for a passphrase (use scrypt)
 	passphrase string
-	kind       string
 	where      string // description for messages, never the key
 	path       string // identity file path, if any
 	source     string // one of the source* constants
 
 	rootMu   sync.Mutex
 	passRoot []byte // the passphrase's scrypt root key, once derived
+}
+
+// kind is MasterPassphrase for a passphrase (never empty), else
+// MasterIdentity.
+func (m *master) kind() string {
+	if m.passphrase != "" {
+		return MasterPassphrase
+	}
+	return MasterIdentity
 }
 
 func (ks KeySource) defaultIdentity() string {
@@ -159,7 +167,7 @@ func (ks KeySource) load(create bool, pq bool) (*master, error) {
 		if err != nil {
 			return nil, fmt.Errorf("CLAUDEFLARE_ENCRYPTION_KEY: %w", err)
 		}
-		m, err = fromIdentities(ids, MasterIdentity, "CLAUDEFLARE_ENCRYPTION_KEY", "")
+		m, err = fromIdentities(ids, "CLAUDEFLARE_ENCRYPTION_KEY", "")
 		if err != nil {
 			return nil, err
 		}
@@ -222,7 +230,7 @@ func passphraseMaster(passphrase, where string) (*master, error) {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	return &master{identities: []age.Identity{id}, primary: []age.Identity{id}, passphrase: passphrase,
-		kind: MasterPassphrase, where: where, source: sourcePassphrase}, nil
+		where: where, source: sourcePassphrase}, nil
 }
 
 func fileExists(p string) bool {
@@ -244,7 +252,7 @@ func loadIdentityFile(path string, create, pq bool) (*master, error) {
 	if err != nil {
 		return nil, err
 	}
-	return fromIdentities(ids, MasterIdentity, "identity file "+path, path)
+	return fromIdentities(ids, "identity file "+path, path)
 }
 
 // readIdentityFile reads the identities in path, refusing a file that
@@ -291,8 +299,8 @@ func parseIdentities(r io.Reader) ([]age.Identity, error) {
 	return ids, nil
 }
 
-func fromIdentities(ids []age.Identity, kind, where, path string) (*master, error) {
-	m := &master{identities: ids, primary: ids, kind: kind, where: where, path: path}
+func fromIdentities(ids []age.Identity, where, path string) (*master, error) {
+	m := &master{identities: ids, primary: ids, where: where, path: path}
 	for _, id := range ids {
 		switch id := id.(type) {
 		case *age.X25519Identity:
@@ -320,7 +328,7 @@ func (m *master) recipientStrings() []string {
 
 // wrapTo returns the age recipients that a data key is wrapped to.
 func (m *master) wrapTo() ([]age.Recipient, error) {
-	if m.kind == MasterPassphrase {
+	if m.kind() == MasterPassphrase {
 		r, err := age.NewScryptRecipient(m.passphrase)
 		if err != nil {
 			return nil, err

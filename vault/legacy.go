@@ -56,10 +56,10 @@ func (v *Vault) sealLegacy(ctx context.Context) (sealed bool, kept, dropped []st
 		if err != nil {
 			return err
 		}
-		if !isLegacy(rec, rows) || rec.NextKind != nil || rec.Kind != m.kind {
+		if !isLegacy(rec, rows) || rec.NextKind != nil || rec.Kind != m.kind() {
 			return nil // sealed meanwhile, a rotation to finish first, or not the master's kind
 		}
-		if m.kind == MasterIdentity {
+		if m.kind() == MasterIdentity {
 			mine := map[string]bool{}
 			for _, r := range m.recipientStrings() {
 				mine[r] = true

@@ -136,7 +136,7 @@ func (v *Vault) wrapSet(ctx context.Context) ([]age.Recipient, error) {
 	}
 	if kind == MasterPassphrase {
 		m := v.master()
-		if m.kind != MasterPassphrase {
+		if m.kind() != MasterPassphrase {
 			return nil, errors.New("the vault is protected by a passphrase; open it with the passphrase to make a new data key")
 		}
 		return m.wrapTo()

@@ -89,7 +89,7 @@ func (v *Vault) plan(opts RotateOptions) (*masterPlan, error) {
 		}
 	}
 	if opts.KeepOld != "" {
-		if m.kind == MasterPassphrase {
+		if m.kind() == MasterPassphrase {
 			return nil, ErrKeepOldPassphrase
 		}
 		abs, err := filepath.Abs(opts.KeepOld)
@@ -231,7 +231,7 @@ func newMasterKey(p *masterPlan, old *master, res *RotateResult) (*master, error
 	if err != nil {
 		return nil, err
 	}
-	nm, err := fromIdentities(ids, MasterIdentity, "identity file "+p.file, p.file)
+	nm, err := fromIdentities(ids, "identity file "+p.file, p.file)
 	if err != nil {
 		return nil, err
 	}
@@ -308,7 +308,7 @@ func (v *Vault) wrapToNext(ctx context.Context, nm *master, p *masterPlan, audit
 		if !bytes.Equal(cur.AuditKey, auditWrap) {
 			return errors.New("the audit key changed during the rotation")
 		}
-		err = store.SetNextMaster(ctx, tx, nm.kind, recipients, metaMAC(nroot, masterParts(nm.kind, recipients, auditNext)...), auditNext)
+		err = store.SetNextMaster(ctx, tx, nm.kind(), recipients, metaMAC(nroot, masterParts(nm.kind(), recipients, auditNext)...), auditNext)
 		if err != nil {
 			return fmt.Errorf("record the new master: %w", err)
 		}
@@ -469,7 +469,7 @@ func (v *Vault) finishOrUndo(ctx context.Context, m *master, rows []dataKeyRecor
 		if err := v.commitNext(ctx); err != nil {
 			return nil, err
 		}
-		nm, err := fromIdentities(nextIDs, MasterIdentity, m.where, m.path)
+		nm, err := fromIdentities(nextIDs, m.where, m.path)
 		if err != nil {
 			return nil, err
 		}

@@ -193,7 +193,7 @@ func (v *Vault) initialise(ctx context.Context) error {
 	}
 	recipients := strings.Join(v.m.recipientStrings(), "\n")
 	return store.Tx(ctx, v.db, func(tx *sqlx.Tx) error {
-		first, err := store.InsertMaster(ctx, tx, v.m.kind, recipients, store.ToMS(v.now()), metaMAC(root, masterParts(v.m.kind, recipients, nil)...))
+		first, err := store.InsertMaster(ctx, tx, v.m.kind(), recipients, store.ToMS(v.now()), metaMAC(root, masterParts(v.m.kind(), recipients, nil)...))
 		if err != nil || !first {
 			return err // !first: another process won the race
 		}
