@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -103,5 +104,51 @@ func TestPinNeedsHTTPS(t *testing.T) {
 		if _, err := upstream.Transport(&cfg); err != nil {
 			t.Fatalf("no pin, %s over http: %v", tc.key, err)
 		}
+	}
+}
+
+// A host written with its trailing dot (localhost.) is the same host to
+// TLS, which sends it without the dot: the pin covers it too.
+func TestPinCoversHostWithTrailingDot(t *testing.T) {
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "upstream") }))
+	defer up.Close()
+	certFile, keyFile, tokCert := testcert.Write(t, t.TempDir())
+	kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Int64
+	tok := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Add(1)
+		w.WriteHeader(400)
+	}))
+	tok.TLS = &tls.Config{Certificates: []tls.Certificate{kp}}
+	tok.StartTLS()
+	defer tok.Close()
+
+	cfg := config.Default()
+	cfg.UpstreamURL = up.URL
+	cfg.OAuthTokenURL = strings.Replace(tok.URL, "127.0.0.1", "localhost.", 1) + "/v1/oauth/token"
+	cfg.Upstream.PinSHA256 = testcert.SPKIPin(up.Certificate())
+	tr, err := upstream.Transport(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(up.Certificate())
+	pool.AddCert(tokCert)
+	tr.TLSClientConfig.RootCAs = pool
+	dial := tr.DialContext // the resolver here may not know localhost.
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dial(ctx, network, strings.Replace(addr, "localhost.", "127.0.0.1", 1))
+	}
+	defer tr.CloseIdleConnections()
+	c := &oauth.Client{TokenURL: cfg.OAuthTokenURL, HTTP: &http.Client{Transport: tr}}
+	_, err = c.Refresh(context.Background(), "rt-do-not-leak-0123456789")
+	if err == nil || !strings.Contains(err.Error(), "pin_sha256") {
+		t.Fatalf("refresh with a token endpoint (trailing dot) off the pin: %v", err)
+	}
+	if n := got.Load(); n != 0 {
+		t.Fatalf("the token endpoint got %d requests despite the pin", n)
 	}
 }

@@ -54,7 +54,8 @@ func TLS(cfg *config.Config) (*tls.Config, error) {
 		if !strings.EqualFold(u.Scheme, "https") {
 			return nil, fmt.Errorf("upstream.pin_sha256 is set but %s is %s://, not https://: a pin needs TLS", e.key, u.Scheme)
 		}
-		h := strings.ToLower(u.Hostname())
+		// As TLS names it (its ServerName): no trailing dot.
+		h := strings.TrimRight(strings.ToLower(u.Hostname()), ".")
 		hosts[h] = true
 		ipHost = ipHost || net.ParseIP(h) != nil
 	}
