@@ -4,7 +4,10 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/doctor"
 	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
@@ -65,4 +68,35 @@ func openVault(t *testing.T, dir string) *vault.Vault {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestDoctorTamperedClientKey: a client key row whose role was changed
+// outside claudeflare (a viewer key made admin by whoever can write
+// vault.db) is named as an Error; the untouched key is not.
+func TestDoctorTamperedClientKey(t *testing.T) {
+	ctx := context.Background()
+	dir := setup(t)
+	v := openVault(t, dir)
+	p, err := audit.Prepare(ctx, v, time.Now(), "test", true)
+	if err != nil || p.Problem != nil {
+		t.Fatalf("prepare audit: %v %v", err, p.Problem)
+	}
+	ak := p.Key
+	for _, name := range []string{"ci", "dash"} {
+		if _, _, err := access.CreateKey(ctx, v.DB(), ak, name, access.RoleViewer, "test", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := v.DB().W.Exec(`UPDATE client_keys SET role = 'admin' WHERE name = 'ci'`); err != nil {
+		t.Fatal(err)
+	}
+	v.DB().Close()
+	rs := run(t, doctor.Options{DataDir: dir})
+	expect(t, rs, "client_key", doctor.Error, `client key "ci" (role "admin", live) failed authentication`, "apikey revoke")
+	expect(t, rs, "client_keys", doctor.Error, "1 of 2 client keys failed authentication", "")
+	for _, r := range find(rs, "client_key") {
+		if strings.Contains(r.Message, `"dash"`) {
+			t.Errorf("the untouched key was flagged: %+v", r)
+		}
+	}
 }
