@@ -151,8 +151,10 @@ func newRecorder(db *store.DB, v *vault.Vault, log *slog.Logger, now func() time
 // wantPayload reports whether a request to path gets a payload at all.
 func (r *recorder) wantPayload() bool { return r.opt.Payloads != config.PayloadsOff && r.vault != nil }
 
-// wantBodies reports whether bodies of a request to path are kept.
+// wantBodies reports whether bodies of a request to path (canonical,
+// escaped; a query string is not part of it) are kept.
 func (r *recorder) wantBodies(path string) bool {
+	path, _, _ = strings.Cut(path, "?")
 	if r.opt.Payloads != config.PayloadsFull && r.opt.Payloads != "" {
 		return false
 	}

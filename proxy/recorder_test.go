@@ -139,6 +139,17 @@ func TestPayloadCaptureRules(t *testing.T) {
 			t.Fatalf("body not kept inside log.body_paths: %+v", c)
 		}
 	})
+	t.Run("body paths, escaped", func(t *testing.T) {
+		// log.body_paths are matched against the canonical (escaped)
+		// path, the same for the request's body and the answer's.
+		h := newHarness(t, withConfig(func(c *config.Config) { c.Log.BodyPaths = []string{"/v1/files/a%20b"} }))
+		h.addOAuth("work", 0, false)
+		h.reload()
+		rep := h.do(context.Background(), http.MethodPost, "/v1/files/a%20b?x=1", msgBody, nil)
+		if c := openCapture(t, h, rep.header.Get("X-Claudeflare-Request-Id")); string(c.Request.Body) != msgBody || len(c.Response.Body) == 0 {
+			t.Fatalf("status %d: bodies not both kept inside log.body_paths: %+v", rep.status, c)
+		}
+	})
 	t.Run("off", func(t *testing.T) {
 		h := newHarness(t, withConfig(func(c *config.Config) { c.Log.Payloads = config.PayloadsOff }))
 		h.addOAuth("work", 0, false)

@@ -67,7 +67,7 @@ func (x *exchange) openRelay(a *account, resp *http.Response) relay {
 	x.row.Status = resp.StatusCode
 	x.row.Streamed = r.isSSE
 
-	if x.capture && s.rec.wantBodies(x.r.URL.Path) {
+	if x.capture && s.rec.wantBodies(x.route) {
 		r.capt = getCapBuf(int(min(s.cfg.Log.PayloadMaxBytes, 1<<30)))
 	}
 	if r.isSSE {
