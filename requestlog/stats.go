@@ -30,7 +30,7 @@ type AccountStats struct {
 // AccountState is an account's rate-limit state as the daemon last saw it.
 type AccountState struct {
 	Kind             string
-	Status           string // ok, paused, needs_login or rate_limited
+	Status           string // an acctstate word (ok, paused, needs_login, limited, ...)
 	StatusReason     string
 	Paused           bool
 	RateLimitedUntil int64   // unix ms; 0 when not limited now

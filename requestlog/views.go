@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -28,18 +29,11 @@ func Utilization(u float64) *float64 {
 	return &u
 }
 
-// AccountStatus is one word for an account's availability at nowMS: ok,
-// paused, needs_login or rate_limited.
+// AccountStatus is one word for an account's state at nowMS (see
+// internal/acctstate): ok, paused, needs_login, key_refused, quarantined,
+// limited or limited_model.
 func AccountStatus(a store.Account, nowMS int64) string {
-	switch {
-	case a.Status == store.StatusNeedsLogin:
-		return store.StatusNeedsLogin
-	case a.Paused:
-		return "paused"
-	case a.RateLimitedUntil > nowMS:
-		return "rate_limited"
-	}
-	return store.StatusOK
+	return acctstate.Of(a, time.UnixMilli(nowMS)).Word
 }
 
 // RequestLine is one request as `requests list --json` and GET
@@ -157,7 +151,7 @@ type StatsLine struct {
 	MedianDurationMS         int64    `json:"median_duration_ms"`
 	P95DurationMS            int64    `json:"p95_duration_ms"`
 	LastUsed                 *string  `json:"last_used"`
-	Status                   string   `json:"status,omitempty"` // ok, paused, needs_login, rate_limited, removed
+	Status                   string   `json:"status,omitempty"` // an acctstate word, or removed
 	RateLimitedUntil         *string  `json:"rate_limited_until,omitempty"`
 	RateLimitStatus          string   `json:"rate_limit_status,omitempty"`
 	Utilization5h            *float64 `json:"utilization_5h,omitempty"`

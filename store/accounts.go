@@ -21,6 +21,17 @@ const (
 
 	StatusOK         = "ok"
 	StatusNeedsLogin = "needs_login"
+	// StatusKeyRefused: the upstream refused the account's API key (a
+	// 401 to a key, which no refresh can cure).
+	StatusKeyRefused = "key_refused"
+	// StatusQuarantined: the upstream refused the account itself (e.g.
+	// "OAuth authentication is currently not allowed for this
+	// organization", "credit balance too low"); StatusReason says why.
+	StatusQuarantined = "quarantined"
+
+	// The overage policies (accounts.overage).
+	OverageAvoid = "avoid"
+	OverageAllow = "allow"
 )
 
 // ErrNoAccount is returned when a named account does not exist.
@@ -55,13 +66,18 @@ type Account struct {
 	Reset5h          int64   `db:"reset_5h"`
 	Reset7d          int64   `db:"reset_7d"`
 	CooldownMS       int64   `db:"cooldown_ms"`
+	Overage          string  `db:"overage"`       // OverageAvoid or OverageAllow
+	OverageUntil     int64   `db:"overage_until"` // unix ms; serving on extra usage until
+	ModelLimits      string  `db:"model_limits"`  // JSON {"opus": until_ms}; see ParseModelLimits
+	UnblockedAt      int64   `db:"unblocked_at"`  // unix ms of the last `accounts unblock`
 	CreatedAt        int64   `db:"created_at"`
 	UpdatedAt        int64   `db:"updated_at"`
 }
 
 const accountColumns = `id, name, kind, mode, priority, tier, paused, status, status_reason,
 	key_id, token_version, token_expires_at, rate_limited_until, rl_status, rl_reset,
-	util_5h, util_7d, reset_5h, reset_7d, cooldown_ms, created_at, updated_at`
+	util_5h, util_7d, reset_5h, reset_7d, cooldown_ms, overage, overage_until, model_limits,
+	unblocked_at, created_at, updated_at`
 
 // ListAccounts returns every account ordered by priority, then name.
 func ListAccounts(ctx context.Context, db *DB) ([]Account, error) {
@@ -224,6 +240,8 @@ type RateState struct {
 	Reset5h          int64   `db:"reset_5h"`
 	Reset7d          int64   `db:"reset_7d"`
 	CooldownMS       int64   `db:"cooldown_ms"`
+	OverageUntil     int64   `db:"overage_until"`
+	ModelLimits      string  `db:"model_limits"`
 }
 
 // SaveRateState records an account's latest rate-limit state. It does not
@@ -231,8 +249,10 @@ type RateState struct {
 // not woken by every response.
 func SaveRateState(ctx context.Context, db *DB, accountID int64, st RateState) error {
 	_, err := db.W.ExecContext(ctx, `UPDATE accounts SET rate_limited_until = ?, rl_status = ?, rl_reset = ?,
-		util_5h = ?, util_7d = ?, reset_5h = ?, reset_7d = ?, cooldown_ms = ? WHERE id = ?`,
-		st.RateLimitedUntil, st.RLStatus, st.RLReset, st.Util5h, st.Util7d, st.Reset5h, st.Reset7d, st.CooldownMS, accountID)
+		util_5h = ?, util_7d = ?, reset_5h = ?, reset_7d = ?, cooldown_ms = ?, overage_until = ?, model_limits = ?
+		WHERE id = ?`,
+		st.RateLimitedUntil, st.RLStatus, st.RLReset, st.Util5h, st.Util7d, st.Reset5h, st.Reset7d, st.CooldownMS,
+		st.OverageUntil, st.ModelLimits, accountID)
 	if err != nil {
 		return fmt.Errorf("save rate-limit state: %w", err)
 	}
@@ -261,14 +281,16 @@ type AccountEdit struct {
 	Mode     *string
 	Priority *int
 	Tier     *int
+	Overage  *string // OverageAvoid or OverageAllow
 }
 
 // UpdateAccount changes the settings of the account with id accountID.
 // A taken new name gives ErrAccountExists and changes nothing.
 func UpdateAccount(ctx context.Context, db *DB, accountID int64, e AccountEdit, now time.Time) error {
 	res, err := db.W.ExecContext(ctx, `UPDATE accounts SET name = COALESCE(?, name), mode = COALESCE(?, mode),
-		priority = COALESCE(?, priority), tier = COALESCE(?, tier), updated_at = ? WHERE id = ?`,
-		e.Name, e.Mode, e.Priority, e.Tier, ToMS(now), accountID)
+		priority = COALESCE(?, priority), tier = COALESCE(?, tier), overage = COALESCE(?, overage),
+		updated_at = ? WHERE id = ?`,
+		e.Name, e.Mode, e.Priority, e.Tier, e.Overage, ToMS(now), accountID)
 	if IsUnique(err) {
 		return fmt.Errorf("%w: %q", ErrAccountExists, *e.Name)
 	}
@@ -279,4 +301,35 @@ func UpdateAccount(ctx context.Context, db *DB, accountID int64, e AccountEdit, 
 		return ErrNoAccount
 	}
 	return nil
+}
+
+// Unblock clears every block the named account carries: its rate limit
+// or cooldown, its model-scoped limits, its extra-usage mark, and a
+// quarantined or key_refused status (not needs_login: that takes a new
+// login). unblocked_at moves, so that a running daemon drops the blocks
+// it holds in memory too. It reports the status the account had.
+func Unblock(ctx context.Context, db *DB, name string, now time.Time) (before Account, err error) {
+	err = Tx(ctx, db, func(tx *sqlx.Tx) error {
+		if err := tx.GetContext(ctx, &before, `SELECT `+accountColumns+` FROM accounts WHERE name = ?`, name); err != nil {
+			if IsNotFound(err) {
+				return fmt.Errorf("%w: %q", ErrNoAccount, name)
+			}
+			return fmt.Errorf("unblock account: %w", err)
+		}
+		ms := ToMS(now)
+		if ms <= before.UnblockedAt {
+			ms = before.UnblockedAt + 1 // always moves, even on a clock step back
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE accounts SET rate_limited_until = 0, cooldown_ms = 0,
+			overage_until = 0, model_limits = '', unblocked_at = ?, updated_at = ?,
+			status = CASE WHEN status IN (?, ?) THEN ? ELSE status END,
+			status_reason = CASE WHEN status IN (?, ?) THEN '' ELSE status_reason END
+			WHERE id = ?`, ms, ToMS(now),
+			StatusQuarantined, StatusKeyRefused, StatusOK, StatusQuarantined, StatusKeyRefused, before.ID)
+		if err != nil {
+			return fmt.Errorf("unblock account: %w", err)
+		}
+		return nil
+	})
+	return before, err
 }

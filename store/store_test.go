@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 )
 
 func TestOpenMigratesAndSetsPragmas(t *testing.T) {
@@ -84,5 +86,69 @@ func TestInsertRequestsWithPayloadsAndCascade(t *testing.T) {
 	db.R.Get(&n, `SELECT count(*) FROM requests`)
 	if n != 1 {
 		t.Fatalf("failed batch left %d rows", n)
+	}
+}
+
+func TestUnblockClearsBlocksNotLogin(t *testing.T) {
+	ctx := context.Background()
+	db, err := OpenVault(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	var keyID int64
+	if err := Tx(ctx, db, func(tx *sqlx.Tx) error {
+		keyID, err = InsertDataKey(ctx, tx, "age1test", []byte("w"), []byte("p"), ToMS(now))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"q", "login"} {
+		if _, err := InsertAccount(ctx, db, NewAccount{Name: n, Kind: KindOAuth, KeyID: keyID, Sealed: []byte("x")}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q, _ := GetAccount(ctx, db, "q")
+	l, _ := GetAccount(ctx, db, "login")
+	if err := SetStatus(ctx, db, q.ID, StatusQuarantined, "organization disabled", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetStatus(ctx, db, l.ID, StatusNeedsLogin, "invalid_grant", now); err != nil {
+		t.Fatal(err)
+	}
+	until := ToMS(now.Add(time.Hour))
+	for _, id := range []int64{q.ID, l.ID} {
+		if err := SaveRateState(ctx, db, id, RateState{RateLimitedUntil: until, RLStatus: "rejected", CooldownMS: 5000,
+			OverageUntil: until, ModelLimits: `{"opus":1}`}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"q", "login"} {
+		before, err := Unblock(ctx, db, n, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if before.RateLimitedUntil != until {
+			t.Errorf("%s: before = %+v", n, before)
+		}
+	}
+	q, _ = GetAccount(ctx, db, "q")
+	l, _ = GetAccount(ctx, db, "login")
+	if q.Status != StatusOK || q.StatusReason != "" || q.RateLimitedUntil != 0 || q.CooldownMS != 0 || q.OverageUntil != 0 || q.ModelLimits != "" || q.UnblockedAt != ToMS(now) {
+		t.Errorf("q after unblock: %+v", q)
+	}
+	if l.Status != StatusNeedsLogin || l.StatusReason != "invalid_grant" || l.RateLimitedUntil != 0 {
+		t.Errorf("login after unblock: %+v", l)
+	}
+	// A second unblock at the same instant still moves unblocked_at.
+	if _, err := Unblock(ctx, db, "q", now); err != nil {
+		t.Fatal(err)
+	}
+	if q2, _ := GetAccount(ctx, db, "q"); q2.UnblockedAt <= q.UnblockedAt {
+		t.Errorf("unblocked_at did not move: %d then %d", q.UnblockedAt, q2.UnblockedAt)
+	}
+	if _, err := Unblock(ctx, db, "nobody", now); !errors.Is(err, ErrNoAccount) {
+		t.Errorf("unblock of a missing account: %v", err)
 	}
 }
