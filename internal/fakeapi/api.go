@@ -80,6 +80,10 @@ type Fault struct {
 	// Anthropic's 429 for a problem with the request itself. Headers
 	// still apply.
 	Bare bool
+	// Type and Message (FaultStatus, without Body): the error type and
+	// message of the Anthropic-shaped body, instead of the ones matching
+	// Status.
+	Type, Message string
 }
 
 // Inject queues a fault; faults are matched in the order injected, and a
@@ -178,6 +182,9 @@ func (s *Server) authenticate(r *http.Request) (name, refusal string) {
 		if !ok {
 			return "", "invalid x-api-key"
 		}
+		if a := s.accounts[name]; a != nil && a.keysRevoked {
+			return name, "invalid x-api-key"
+		}
 		return name, ""
 	}
 	authz := r.Header.Get("Authorization")
@@ -197,6 +204,9 @@ func (s *Server) authenticate(r *http.Request) (name, refusal string) {
 	}
 	if at.revoked || !s.nowLocked().Before(at.expires) {
 		return at.account, "OAuth token has expired. Please obtain a new token or refresh your existing token."
+	}
+	if a := s.accounts[at.account]; a != nil && a.refuseAccess {
+		return at.account, MsgTokenRevoked
 	}
 	return at.account, ""
 }
@@ -229,14 +239,25 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request, body []byte, 
 	s.mu.Lock()
 	unified := s.unifiedLocked(name)
 	var f *Fault
+	var st *stateAnswer
 	if refusal == "" {
-		f = s.takeFaultLocked(name, r.URL.Path)
+		// An account's lasting state answers first; a fault is used up
+		// only by a request that would otherwise be served.
+		st = s.stateAnswerLocked(name, r.URL.Path, body, unified)
+		if st == nil {
+			f = s.takeFaultLocked(name, r.URL.Path)
+			unified = s.servedHeadersLocked(name, r.URL.Path, unified)
+		}
 	}
 	cfg := snapshot{s.usage, s.deltas, s.chunk, s.eventDelay, s.encoding}
 	s.mu.Unlock()
 
 	if refusal != "" {
 		writeAPIError(w, http.StatusUnauthorized, "authentication_error", refusal, unified)
+		return
+	}
+	if st != nil {
+		writeAPIError(w, st.status, st.typ, st.message, st.headers)
 		return
 	}
 	if f != nil {
@@ -585,6 +606,12 @@ func writeFaultStatus(w http.ResponseWriter, f *Fault, unified map[string]string
 	applyHeaderMap(h, f.Headers)
 	if f.Body == "" {
 		typ, msg := errorFor(status)
+		if f.Type != "" {
+			typ = f.Type
+		}
+		if f.Message != "" {
+			msg = f.Message
+		}
 		writeAPIError(w, status, typ, msg, h)
 		return
 	}

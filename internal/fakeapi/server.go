@@ -132,6 +132,13 @@ type account struct {
 	access    string // the access token issued last
 	refreshes int
 	unified   map[string]string
+
+	// Lasting answers of the routing work (routing.go).
+	modelLimits  map[string]time.Time // family -> unified reset
+	overage      overage
+	refusal      *refusal
+	refuseAccess bool // every access token answers 401
+	keysRevoked  bool // every API key answers 401
 }
 
 type refreshToken struct {
