@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -84,6 +85,10 @@ type Fault struct {
 	// message of the Anthropic-shaped body, instead of the ones matching
 	// Status.
 	Type, Message string
+	// Rate, between 0 and 1: each matching request takes the fault with
+	// this probability (independent draws), as random upstream errors
+	// do; Count then counts the requests that took it. 0 = every one.
+	Rate float64
 }
 
 // Inject queues a fault; faults are matched in the order injected, and a
@@ -107,6 +112,9 @@ func (s *Server) ClearFaults() {
 func (s *Server) takeFaultLocked(name, path string) *Fault {
 	for i, f := range s.faults {
 		if (f.Account != "" && f.Account != name) || (f.Path != "" && f.Path != path) {
+			continue
+		}
+		if f.Rate > 0 && rand.Float64() >= f.Rate {
 			continue
 		}
 		if f.Count > 0 {

@@ -255,3 +255,38 @@ func TestSetupToken(t *testing.T) {
 		t.Fatalf("setup token after a year: %d", resp.StatusCode)
 	}
 }
+
+// A fault with a Rate hits about that share of the matching requests,
+// independently, until cleared.
+func TestFaultRate(t *testing.T) {
+	s := newServer(t)
+	a := s.NewAPIKey("a")
+	s.Inject(Fault{Kind: FaultStatus, Status: 529, Rate: 0.25, Count: -1})
+	const n = 400
+	hit := 0
+	for range n {
+		resp, _ := do(t, s, msgReq(t, s, msgBody, apiKey(a)))
+		switch resp.StatusCode {
+		case 529:
+			hit++
+		case 200:
+		default:
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	// 100 expected; 40..160 is more than six standard deviations wide.
+	if hit < 40 || hit > 160 {
+		t.Fatalf("%d of %d requests took a fault of rate 0.25", hit, n)
+	}
+	s.ClearFaults()
+	s.Inject(Fault{Kind: FaultStatus, Status: 529, Rate: 0.5, Count: 2})
+	hit = 0
+	for range 100 {
+		if resp, _ := do(t, s, msgReq(t, s, msgBody, apiKey(a))); resp.StatusCode == 529 {
+			hit++
+		}
+	}
+	if hit != 2 {
+		t.Fatalf("a rated fault of count 2 hit %d requests", hit)
+	}
+}
