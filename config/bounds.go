@@ -61,6 +61,7 @@ var bounds = map[string]*bound{
 	"ratelimit.overloaded_cooldown":    durs(0, time.Hour),
 	"log.payload_max_bytes":            sizes(0, 64*mib),
 	"log.queue_size":                   ints(1, 65536),
+	"log.queue_bytes":                  sizes(mib, 8*gib),
 	"log.flush_interval":               durs(10*time.Millisecond, time.Minute),
 	"log.batch_size":                   ints(1, 4096),
 	"retention.payloads_max_age":       {min: int64(time.Hour), max: int64(3650 * Day), zero: "never"},

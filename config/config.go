@@ -157,6 +157,10 @@ type Log struct {
 	Redact []string `toml:"redact"`
 	// QueueSize is the recorder's queue length; when full, records drop.
 	QueueSize int `toml:"queue_size"`
+	// QueueBytes bounds the memory the recorder's queue holds (rows and
+	// payloads); past seven eighths of it payloads are dropped, past it
+	// rows too.
+	QueueBytes int64 `toml:"queue_bytes"`
 	// FlushInterval is the longest a record waits before being written.
 	FlushInterval Duration `toml:"flush_interval"`
 	// BatchSize is the most records written in one transaction.
@@ -232,6 +236,7 @@ func Default() Config {
 			BodyPaths:       []string{},
 			Redact:          append([]string(nil), defaultRedact...),
 			QueueSize:       8192,
+			QueueBytes:      32 << 20,
 			FlushInterval:   Duration(250 * time.Millisecond),
 			BatchSize:       256,
 		},

@@ -84,6 +84,7 @@ var reloads = map[string]Reload{
 	"log.body_paths":                   ReloadRestart,
 	"log.redact":                       ReloadRestart,
 	"log.queue_size":                   ReloadRestart,
+	"log.queue_bytes":                  ReloadRestart,
 	"log.flush_interval":               ReloadRestart,
 	"log.batch_size":                   ReloadRestart,
 	"retention.payloads_max_age":       ReloadLive,
