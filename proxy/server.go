@@ -37,7 +37,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -113,6 +112,7 @@ type Server struct {
 	ids     apierr.IDs
 	bodies  bodyBudget
 	handler http.Handler
+	healthw healthWatch // what /health remembers (health.go)
 
 	grace atomic.Int64 // server.shutdown_grace, a time.Duration
 
@@ -235,44 +235,6 @@ func (s *Server) root(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-type healthReply struct {
-	Status         string `json:"status"`
-	Accounts       int    `json:"accounts"`
-	UsableAccounts int    `json:"usable_accounts"`
-	Strategy       string `json:"strategy"`
-	Recorder       struct {
-		Queued          int   `json:"queued"`
-		DroppedPayloads int64 `json:"dropped_payloads"`
-		DroppedRecords  int64 `json:"dropped_records"`
-		FailedRecords   int64 `json:"failed_records"` // lost to a write error
-	} `json:"recorder"`
-}
-
-func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	now := s.now()
-	var h healthReply
-	h.Status = "ok"
-	h.Strategy = s.cfg.LBStrategy
-	s.pool.mu.Lock()
-	// Counts only: /health needs no client key, so it names no account
-	// (GET /api/accounts does, behind dashboard.view).
-	for _, a := range s.pool.accounts {
-		if ok, _, _ := a.usable(now); ok {
-			h.UsableAccounts++
-		}
-	}
-	h.Accounts = len(s.pool.accounts)
-	s.pool.mu.Unlock()
-	h.Recorder.Queued = len(s.rec.ch)
-	h.Recorder.DroppedPayloads = s.rec.droppedPayloads.Load()
-	h.Recorder.DroppedRecords = s.rec.droppedRecords.Load()
-	h.Recorder.FailedRecords = s.rec.failedRecords.Load()
-	body, _ := json.Marshal(h)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set(apierr.RequestIDHeader, s.ids.Next(now))
-	w.Write(body)
-}
-
 // SetLive applies the settings that a reload changes while requests are
 // served (config.ReloadLive among the proxy's): tokens.refresh_margin,
 // ratelimit.* and server.shutdown_grace. The other settings keep the
@@ -331,8 +293,13 @@ func (s *Server) Start() {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := s.Reload(ctx); err != nil && ctx.Err() == nil {
+				err := s.Reload(ctx)
+				if err != nil && ctx.Err() == nil {
 					s.log.Warn("poll accounts", "err", err)
+				}
+				if ctx.Err() == nil {
+					s.healthw.polled(err, s.now())
+					s.healthw.observe(s.rec, s.now())
 				}
 			}
 		}
