@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
@@ -40,15 +41,27 @@ const (
 	// read error before the headers). The request moves on; the account
 	// does not rest (the load is Anthropic's, not the account's).
 	ClassTransient
-	// ClassScoped: a 429 without any rate-limit header or retry-after:
-	// Anthropic refusing the request itself (e.g. long context on a plan
-	// without it), not limiting the account. The account does not rest;
-	// the request is tried once more on another account, then the
-	// upstream's 429 goes to the client unchanged.
+	// ClassScoped: a 429 without any rate-limit header or retry-after, or
+	// a 400/429 refusing long context: Anthropic refusing the request
+	// itself, not limiting the account. The account does not rest; the
+	// request is tried once more on another account, then the upstream's
+	// answer goes to the client unchanged.
 	ClassScoped
+	// ClassModelLimited: a model-scoped limit (representative claim
+	// seven_day_opus, seven_day_sonnet, ... with the 5h and 7d windows
+	// not hard): only that model family (Verdict.Family) is limited on
+	// the account, until Verdict.Until. The request moves on; the account
+	// keeps serving the other families.
+	ClassModelLimited
+	// ClassQuarantine: the upstream refused the account itself (a 400 or
+	// 403 naming the organization or the credit balance): the account is
+	// quarantined with the message (Verdict.Message) as reason and the
+	// request moves on. Any other 400/403 is ClassRequest.
+	ClassQuarantine
 )
 
-var classNames = [...]string{"ok", "request", "refresh", "limited", "account", "transient", "scoped"}
+var classNames = [...]string{"ok", "request", "refresh", "limited", "account", "transient", "scoped",
+	"model_limited", "quarantine"}
 
 func (k Class) String() string {
 	if int(k) < len(classNames) {
@@ -72,6 +85,11 @@ type answer struct {
 	// error event found in the answer (e.g. overloaded_error).
 	sent  bool
 	event string
+	// apiKey: the credential sent was an API key (a 401 refuses the key).
+	apiKey bool
+	// message is the upstream error's message (from an error body, or the
+	// in-stream error event), already scrubbed of credentials.
+	message string
 }
 
 // Verdict is what one upstream answer means.
@@ -91,14 +109,55 @@ type Verdict struct {
 	Limited bool
 	Until   time.Time
 	Window  string // with Limited: the limit hit (rl.window)
+	// Family: with Limited, the model family the limit is scoped to
+	// (ClassModelLimited, or a 200 carrying a model-scoped rejection);
+	// "" for a limit of the whole account.
+	Family string
+	// Overage: a served answer (ClassOK) the upstream served on paid extra
+	// usage (unified rejected, overage allowed), until OverageUntil (zero:
+	// not named). The account is not limited by it.
+	Overage      bool
+	OverageUntil time.Time
+	// KeyRefused: with ClassAccount, the refused credential is an API key
+	// (no refresh can ever cure it).
+	KeyRefused bool
+	// Message is the upstream error's message, scrubbed and cut to
+	// maxMessage runes (the quarantine reason, log lines).
+	Message string
 	// Reason names why the request moved on (the Reason* constants, the
 	// metrics' failover reason label); empty when it does not.
 	Reason string
 }
 
+// maxMessage bounds an upstream message kept as a reason.
+const maxMessage = 200
+
+// Window of a limit that an extra-usage refusal set.
+const WindowExtraUsage = "extra_usage"
+
+// Substrings of an upstream error message (lower-cased) that say what it
+// refuses: the request's long context, the account's extra usage, or the
+// account itself.
+var (
+	longContextWords = []string{"long context"}
+	extraUsageWords  = []string{"extra usage"}
+	accountWords     = []string{"not allowed for this organization", "organization has been disabled",
+		"organization is disabled", "account has been disabled", "credit balance is too low"}
+)
+
+func mentions(msg string, words []string) bool {
+	m := strings.ToLower(msg)
+	for _, w := range words {
+		if strings.Contains(m, w) {
+			return true
+		}
+	}
+	return false
+}
+
 // classify reads one upstream answer.
 func classify(ans answer, now time.Time) Verdict {
-	v := Verdict{Limit: ParseRateLimit(ans.header, now), Outcome: OutcomeOther}
+	v := Verdict{Limit: ParseRateLimit(ans.header, now), Outcome: OutcomeOther, Message: cleanMessage(ans.message)}
 	switch {
 	case ans.sent:
 		classifyEvent(&v, ans.event)
@@ -116,6 +175,9 @@ func classify(ans answer, now time.Time) Verdict {
 	}
 	st := ans.status
 	v.Learn = true
+	if classifyRefusal(&v, st, now) {
+		return v
+	}
 	if st == http.StatusTooManyRequests && !rateLimitHeaders(ans.header) {
 		v.Class, v.Retry, v.Reason = ClassScoped, true, ReasonRateLimited
 		return v
@@ -129,16 +191,32 @@ func classify(ans answer, now time.Time) Verdict {
 		v.Outcome = OutcomeOK
 	}
 	hard := v.Limit.Hard()
+	if st < 400 && hard && v.Limit.overageServed() {
+		// Served on paid extra usage: the subscription limit is reached,
+		// but the upstream keeps serving this account.
+		v.Class, v.Overage = ClassOK, true
+		v.OverageUntil = v.Limit.Reset
+		if v.OverageUntil.IsZero() {
+			v.OverageUntil = v.Limit.OverageReset
+		}
+		return v
+	}
 	if st == http.StatusTooManyRequests || hard {
 		v.Limited, v.Until, v.Window = true, v.Limit.ResetAt(), v.Limit.window()
+		if fam := v.Limit.modelFamily(); fam != "" {
+			v.Family, v.Window = fam, v.Limit.Claim
+		}
 	}
 	switch {
 	case st < 400:
 		v.Class = ClassOK
+	case v.Family != "":
+		v.Class, v.Retry, v.Reason = ClassModelLimited, true, ReasonRateLimited
 	case st == http.StatusTooManyRequests || hard:
 		v.Class, v.Retry, v.Reason = ClassLimited, true, ReasonRateLimited
 	case st == http.StatusUnauthorized:
 		v.Class, v.Retry, v.Reason = ClassAccount, true, ReasonUnauthorized
+		v.KeyRefused = ans.apiKey
 	case st == 529:
 		v.Class, v.Retry, v.Reason = ClassTransient, true, ReasonOverloaded
 	case st >= 500:
@@ -147,6 +225,69 @@ func classify(ans answer, now time.Time) Verdict {
 		v.Class = ClassRequest
 	}
 	return v
+}
+
+// classifyRefusal reads a 400, 403 or 429 by its error message: a refusal
+// of long context (request-scoped), of extra usage (the account is
+// limited), or of the account itself (quarantine). It reports whether the
+// message decided the class.
+func classifyRefusal(v *Verdict, st int, now time.Time) bool {
+	if v.Message == "" || (st != http.StatusBadRequest && st != http.StatusForbidden && st != http.StatusTooManyRequests) {
+		return false
+	}
+	switch {
+	case st != http.StatusForbidden && mentions(v.Message, longContextWords):
+		v.Class, v.Retry, v.Reason = ClassScoped, true, ReasonRateLimited
+	case st != http.StatusForbidden && mentions(v.Message, extraUsageWords):
+		v.Class, v.Retry, v.Reason, v.Outcome = ClassLimited, true, ReasonRateLimited, OutcomeLimited
+		v.Limited, v.Window = true, WindowExtraUsage
+		// Until the unified reset if one was sent, else a cooldown.
+		if v.Until = v.Limit.ResetAt(); v.Until.IsZero() {
+			v.Until = v.Limit.Reset
+		}
+	case st != http.StatusTooManyRequests && mentions(v.Message, accountWords):
+		v.Class, v.Retry, v.Reason = ClassQuarantine, true, ReasonAccountRefused
+	default:
+		return false
+	}
+	return true
+}
+
+// cleanMessage makes an upstream message fit for a reason or a log line:
+// one line of printable characters, at most maxMessage runes. (Credentials
+// are scrubbed by the caller, which knows them.)
+func cleanMessage(msg string) string {
+	if msg == "" {
+		return ""
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range strings.TrimSpace(msg) {
+		if n == maxMessage {
+			break
+		}
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			r = ' '
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
+}
+
+// errorMessage reads an Anthropic error body: {"type":"error","error":
+// {"type":..., "message":...}}. Anything else gives "".
+func errorMessage(body []byte) (typ, msg string) {
+	var e struct {
+		Error struct {
+			Type    string `json:"type"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil {
+		return "", ""
+	}
+	return e.Error.Type, e.Error.Message
 }
 
 // rateLimitHeaders reports whether h carries any rate-limit header: the
@@ -175,15 +316,6 @@ func classifyEvent(v *Verdict, event string) {
 	case apierr.Overloaded:
 		v.Class, v.Learn, v.Outcome = ClassTransient, true, OutcomeOverloaded
 	}
-}
-
-// verdictOf classifies the answer to one send: a response, or the error
-// that stood for one.
-func verdictOf(resp *http.Response, err error, canRefresh bool, now time.Time) Verdict {
-	if err != nil {
-		return classify(answer{err: err}, now)
-	}
-	return classify(answer{status: resp.StatusCode, header: resp.Header, canRefresh: canRefresh}, now)
 }
 
 // reason names why a request left an account, for the Observer: its

@@ -305,7 +305,7 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 	}
 	resp, err := x.send(a, secret)
 	now := s.now()
-	v := verdictOf(resp, err, a.Kind == store.KindOAuth, now)
+	v := x.verdict(a, resp, err, a.Kind == store.KindOAuth, now)
 	if v.Class == ClassRefresh {
 		// The access token was refused: one forced refresh, one retry.
 		f := x.failure(a, resp, v)
@@ -320,7 +320,7 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 		x.row.Attempts++
 		resp, err = x.send(a, secret)
 		now = s.now()
-		v = verdictOf(resp, err, false, now)
+		v = x.verdict(a, resp, err, false, now)
 	}
 	if err != nil {
 		if x.r.Context().Err() != nil {
@@ -343,6 +343,58 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 	ok = v.Class == ClassOK
 	x.stream(a, resp)
 	return true, nil
+}
+
+// verdict classifies the answer to one send to a: a response, or the
+// error that stood for one. The message of an error answer that may name
+// its cause (400, 401, 403, 429) is read first, scrubbed of a's
+// credentials; the body still reaches whoever reads resp next, unchanged.
+func (x *exchange) verdict(a *account, resp *http.Response, err error, canRefresh bool, now time.Time) Verdict {
+	if err != nil {
+		return classify(answer{err: err}, now)
+	}
+	ans := answer{status: resp.StatusCode, header: resp.Header, canRefresh: canRefresh, apiKey: a.Kind == store.KindAPIKey}
+	if hasMessage(resp.StatusCode) {
+		ans.message = peekMessage(resp, x.scrubber(a))
+	}
+	return classify(ans, now)
+}
+
+// peekMessage reads the error message of an answer whose status may be
+// told apart by it (400, 401, 403, 429), scrubbed by sc, and puts the
+// bytes it read back in front of the body.
+func peekMessage(resp *http.Response, sc *scrubber) string {
+	head, err := io.ReadAll(io.LimitReader(resp.Body, failureBodyMax))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), &errReader{err}, resp.Body), resp.Body}
+	_, msg := errorMessage(head)
+	if msg == "" {
+		return ""
+	}
+	return string(sc.bytes([]byte(msg)))
+}
+
+// hasMessage reports whether an answer's status is one classify tells
+// apart by the error message.
+func hasMessage(status int) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests:
+		return true
+	}
+	return false
+}
+
+// errReader gives err once (nil: nothing), so that a read error met while
+// peeking reaches the relay where it would have.
+type errReader struct{ err error }
+
+func (r *errReader) Read([]byte) (int, error) {
+	if r.err == nil {
+		return 0, io.EOF
+	}
+	return 0, r.err
 }
 
 // failure keeps what a failed answer said (bounded, scrubbed), to hand to

@@ -15,6 +15,9 @@ const (
 	ReasonServerError  = "server_error"  // other 5xx
 	ReasonConnection   = "connection"    // dial, TLS or read error before the first byte
 	ReasonTokenRefresh = "token_refresh" // no valid access token could be had
+	// ReasonAccountRefused: the upstream refused the account itself (a
+	// 400/403 naming the organization or the credit balance).
+	ReasonAccountRefused = "account_refused"
 )
 
 // Observer is told what the proxy does, for metrics. Its methods are

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -74,21 +75,37 @@ func (p *pool) end(a *account, ok bool, now time.Time) {
 // is now blocked.
 func (p *pool) observe(a *account, v Verdict, now time.Time) bool {
 	p.mu.Lock()
-	before := a.limit
+	before := a.limit.clone()
 	blocked := a.limit.Apply(p.policy, v, now)
-	changed, after := a.limit != before, a.limit
+	changed, after := !a.limit.equal(before), a.limit.clone()
 	if changed {
 		p.dirty[a.ID] = true
 	}
 	p.mu.Unlock()
 	p.events.limitChanged(a.Name, before, after, now)
 	if changed {
-		select {
-		case p.wake <- struct{}{}:
-		default:
-		}
+		p.wakeSaver()
 	}
 	return blocked
+}
+
+func (p *pool) wakeSaver() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// unauthorized rests a after a 401 no refresh cured (backoff 1 min
+// doubling to 30 min) and reports how many came in a row.
+func (p *pool) unauthorized(a *account, now time.Time) int {
+	p.mu.Lock()
+	before := a.limit.clone()
+	n := a.limit.unauthorized(now)
+	after := a.limit.clone()
+	p.mu.Unlock()
+	p.events.limitChanged(a.Name, before, after, now)
+	return n
 }
 
 // refreshFailCooldown rests an account whose token could not be
@@ -98,9 +115,9 @@ const refreshFailCooldown = 30 * time.Second
 // rest takes a out of rotation for d (not persisted: a restart retries).
 func (p *pool) rest(a *account, d time.Duration, now time.Time) {
 	p.mu.Lock()
-	before := a.limit
+	before := a.limit.clone()
 	a.limit.block(now.Add(d), LimitRefreshFailed)
-	after := a.limit
+	after := a.limit.clone()
 	p.mu.Unlock()
 	p.events.limitChanged(a.Name, before, after, now)
 }
@@ -178,6 +195,7 @@ type rowStatus struct {
 
 func limitFromStore(r store.Account) LimitState {
 	s := LimitState{
+		Overage:  store.FromMS(r.OverageUntil),
 		Until:    store.FromMS(r.RateLimitedUntil),
 		Cooldown: time.Duration(r.CooldownMS) * time.Millisecond,
 		Status:   r.RLStatus,
@@ -193,7 +211,25 @@ func limitFromStore(r store.Account) LimitState {
 			s.Reason = LimitRateLimited
 		}
 	}
+	for fam, ms := range acctstate.ParseModelLimits(r.ModelLimits) {
+		if s.Models == nil {
+			s.Models = map[string]time.Time{}
+		}
+		s.Models[fam] = store.FromMS(ms)
+	}
 	return s
+}
+
+// modelLimitsColumn is the model_limits column for m.
+func modelLimitsColumn(m map[string]time.Time) string {
+	var ml acctstate.ModelLimits
+	for fam, t := range m {
+		if ml == nil {
+			ml = acctstate.ModelLimits{}
+		}
+		ml[fam] = store.ToMS(t)
+	}
+	return ml.String()
 }
 
 func limitToStore(s LimitState) store.RateState {
@@ -206,6 +242,8 @@ func limitToStore(s LimitState) store.RateState {
 		Reset5h:          store.ToMS(s.Reset5h),
 		Reset7d:          store.ToMS(s.Reset7d),
 		CooldownMS:       s.Cooldown.Milliseconds(),
+		OverageUntil:     store.ToMS(s.Overage),
+		ModelLimits:      modelLimitsColumn(s.Models),
 	}
 }
 

@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/acctstate"
 )
 
 // Rate-limit headers sent by Anthropic. The unified family describes the
@@ -23,6 +26,8 @@ const (
 	hdr7dStatus         = "Anthropic-Ratelimit-Unified-7d-Status"
 	hdr7dReset          = "Anthropic-Ratelimit-Unified-7d-Reset"
 	hdr7dUtil           = "Anthropic-Ratelimit-Unified-7d-Utilization"
+	hdrOverageStatus    = "Anthropic-Ratelimit-Unified-Overage-Status"
+	hdrOverageReset     = "Anthropic-Ratelimit-Unified-Overage-Reset"
 	hdrRetryAfter       = "Retry-After"
 	hdrXRateLimitReset  = "X-Ratelimit-Reset"
 )
@@ -47,6 +52,10 @@ type RateLimit struct {
 	Util7d     float64
 	RetryAfter time.Time // retry-after resolved against now
 	XReset     time.Time // x-ratelimit-reset
+	// OverageStatus is the unified overage (extra usage) status: allowed,
+	// allowed_warning, rejected; OverageReset its reset.
+	OverageStatus string
+	OverageReset  time.Time
 }
 
 // ParseRateLimit reads the rate-limit headers of one response. It never
@@ -75,7 +84,28 @@ func ParseRateLimit(h http.Header, now time.Time) RateLimit {
 	rl.Util7d = parseUtil(h.Get(hdr7dUtil))
 	rl.RetryAfter = parseRetryAfter(h.Get(hdrRetryAfter), now)
 	rl.XReset = parseResetTime(h.Get(hdrXRateLimitReset), now)
+	rl.OverageStatus = normStatus(h.Get(hdrOverageStatus))
+	if len(rl.OverageStatus) > 64 {
+		rl.OverageStatus = ""
+	}
+	rl.OverageReset = parseResetTime(h.Get(hdrOverageReset), now)
 	return rl
+}
+
+// overageServed reports whether the upstream says it serves on paid extra
+// usage (overage status allowed or allowed_warning).
+func (rl RateLimit) overageServed() bool {
+	return rl.OverageStatus == "allowed" || rl.OverageStatus == "allowed_warning"
+}
+
+// modelFamily is the model family a hard unified status is scoped to
+// (representative claim seven_day_opus: "opus"), or "" when the limit is
+// the whole account's: no family named, or the 5h or 7d window hard too.
+func (rl RateLimit) modelFamily() string {
+	if !hardStatus(rl.Status) || hardStatus(rl.Status5h) || hardStatus(rl.Status7d) {
+		return ""
+	}
+	return acctstate.ClaimFamily(rl.Claim)
 }
 
 // Hard reports whether any status the response carried blocks the account.
@@ -227,6 +257,16 @@ const (
 	LimitRateLimited   = "rate_limited"   // a 429 without a hard unified status
 	LimitCooldown      = "cooldown"       // a step of the doubling cooldown after a 429 without a reset
 	LimitRefreshFailed = "refresh_failed" // the rest after a failing token refresh
+	LimitUnauthorized  = "unauthorized"   // the backoff after a 401 no refresh cured
+)
+
+// The backoff of an account whose 401 no refresh cures: 1 min doubling to
+// 30 min; the unauthorizedLogin-th uncured 401 in a row marks an OAuth
+// account needs_login.
+const (
+	unauthorizedInitial = time.Minute
+	unauthorizedMax     = 30 * time.Minute
+	unauthorizedLogin   = 3
 )
 
 // LimitState is the in-memory rate-limit state of one account.
@@ -241,10 +281,96 @@ type LimitState struct {
 	Util7d   float64
 	Reset5h  time.Time
 	Reset7d  time.Time
+	// Models holds the model-scoped limits: family -> limited until. The
+	// account still serves the other families. Copy with clone.
+	Models map[string]time.Time
+	// Overage: the upstream serves the account on paid extra usage until
+	// then (the account is not blocked; see account.overageAvoided).
+	Overage time.Time
+	// Unauthorized counts the 401s in a row that no refresh cured;
+	// UnauthStep is the last step of their backoff.
+	Unauthorized int
+	UnauthStep   time.Duration
 }
 
 // Blocked reports whether the account must not be used at now.
 func (s LimitState) Blocked(now time.Time) bool { return now.Before(s.Until) }
+
+// BlockedFor reports whether the account must not be used at now for a
+// request of model family fam ("" = no family known): blocked as a whole,
+// or that family limited. until is when it may be used again.
+func (s LimitState) BlockedFor(now time.Time, fam string) (blocked bool, until time.Time) {
+	if s.Blocked(now) {
+		return true, s.Until
+	}
+	if t, ok := s.Models[fam]; ok && fam != "" && now.Before(t) {
+		return true, t
+	}
+	return false, time.Time{}
+}
+
+// clone copies s, its model limits included.
+func (s LimitState) clone() LimitState {
+	s.Models = maps.Clone(s.Models)
+	return s
+}
+
+// equal reports whether s and o hold the same state.
+func (s LimitState) equal(o LimitState) bool {
+	return s.Until == o.Until && s.Reason == o.Reason && s.Cooldown == o.Cooldown &&
+		s.Status == o.Status && s.Reset == o.Reset && s.Claim == o.Claim &&
+		s.Util5h == o.Util5h && s.Util7d == o.Util7d && s.Reset5h == o.Reset5h && s.Reset7d == o.Reset7d &&
+		s.Overage == o.Overage && s.Unauthorized == o.Unauthorized && s.UnauthStep == o.UnauthStep &&
+		maps.EqualFunc(s.Models, o.Models, time.Time.Equal)
+}
+
+// state names the limit state at now in the account state words:
+// refresh_blocked, limited (with its window), limited_model (the family
+// ending soonest), else ok; the model limits and overage in force ride
+// along.
+func (s LimitState) state(now time.Time) acctstate.State {
+	st := acctstate.State{Word: acctstate.OK}
+	for fam, t := range s.Models {
+		if t.After(now) {
+			if st.Models == nil {
+				st.Models = map[string]time.Time{}
+			}
+			st.Models[fam] = t
+		}
+	}
+	if s.Overage.After(now) {
+		st.Overage = s.Overage
+	}
+	switch {
+	case s.Blocked(now) && s.Reason == LimitRefreshBlocked:
+		st.Word, st.Until = acctstate.RefreshBlocked, s.Until
+	case s.Blocked(now):
+		st.Word, st.Until, st.Window = acctstate.Limited, s.Until, windowOf(s.Reason, s.Claim)
+	case len(st.Models) > 0:
+		st.Word = acctstate.LimitedModel
+		for _, fam := range slices.Sorted(maps.Keys(st.Models)) {
+			if st.Until.IsZero() || st.Models[fam].Before(st.Until) {
+				st.Family, st.Until = fam, st.Models[fam]
+			}
+		}
+	}
+	return st
+}
+
+// windowOf names the window of a limit reason: 5h or 7d for a hard
+// unified status whose claim (or own word) names one, else the reason
+// (cooldown, rate_limited, unauthorized, extra_usage, ...).
+func windowOf(reason, claim string) string {
+	if hardStatus(reason) {
+		switch claim {
+		case "five_hour":
+			return "5h"
+		case "seven_day":
+			return "7d"
+		}
+	}
+	return acctstate.WindowOf(reason)
+}
 
 // Outcome is how an attempt ended, as far as rate limiting cares.
 type Outcome int
@@ -284,7 +410,31 @@ func (s *LimitState) Apply(p LimitPolicy, v Verdict, now time.Time) bool {
 	if !rl.Reset7d.IsZero() {
 		s.Reset7d = rl.Reset7d
 	}
+	if v.Overage {
+		until := v.OverageUntil
+		if until.IsZero() {
+			until = now.Add(max(p.CooldownMax, p.CooldownInitial))
+		}
+		s.Overage = until
+	} else if v.Outcome == OutcomeOK && rl.Status != "" && !rl.Hard() {
+		s.Overage = time.Time{} // the subscription serves it again
+	}
+	if v.Outcome == OutcomeOK {
+		s.Unauthorized, s.UnauthStep = 0, 0
+	}
 	switch {
+	case v.Limited && v.Family != "":
+		until := v.Until
+		if until.IsZero() {
+			until = now.Add(p.CooldownInitial)
+		}
+		if until.After(s.Models[v.Family]) {
+			if s.Models == nil {
+				s.Models = map[string]time.Time{}
+			}
+			s.Models[v.Family] = until
+		}
+		s.dropModels(now)
 	case v.Limited:
 		if !v.Until.IsZero() {
 			s.block(v.Until, v.Window)
@@ -311,6 +461,32 @@ func (s *LimitState) Apply(p LimitPolicy, v Verdict, now time.Time) bool {
 		}
 	}
 	return s.Blocked(now)
+}
+
+// dropModels forgets the model limits over at now.
+func (s *LimitState) dropModels(now time.Time) {
+	for fam, t := range s.Models {
+		if !t.After(now) {
+			delete(s.Models, fam)
+		}
+	}
+	if len(s.Models) == 0 {
+		s.Models = nil
+	}
+}
+
+// unauthorized counts one more 401 that no refresh cured and rests the
+// account for the next backoff step. It reports the count in a row.
+func (s *LimitState) unauthorized(now time.Time) int {
+	s.Unauthorized++
+	switch {
+	case s.UnauthStep == 0:
+		s.UnauthStep = unauthorizedInitial
+	default:
+		s.UnauthStep = min(2*s.UnauthStep, unauthorizedMax)
+	}
+	s.block(now.Add(s.UnauthStep), LimitUnauthorized)
+	return s.Unauthorized
 }
 
 // block extends the blocked period; it never shortens an existing one.

@@ -288,9 +288,9 @@ func (t *tokens) refreshBlocked(a *account, err error) error {
 
 	p := t.pool
 	p.mu.Lock()
-	before := a.limit
+	before := a.limit.clone()
 	a.limit.block(until, LimitRefreshBlocked)
-	after := a.limit
+	after := a.limit.clone()
 	p.mu.Unlock()
 	p.events.limitChanged(a.Name, before, after, now)
 
