@@ -82,6 +82,7 @@ func (s *Server) Accounts() []AccountStatus {
 // RecorderStats describes the request-log queue.
 type RecorderStats struct {
 	Queued, Capacity                int
+	QueuedBytes, CapacityBytes      int64 // held by the queued records; log.queue_bytes
 	DroppedPayloads, DroppedRecords int64
 	FailedRecords                   int64 // lost to a database error
 }
@@ -90,6 +91,7 @@ type RecorderStats struct {
 func (s *Server) RecorderStats() RecorderStats {
 	return RecorderStats{
 		Queued: len(s.rec.ch), Capacity: cap(s.rec.ch),
+		QueuedBytes: s.rec.queuedBytes.Load(), CapacityBytes: s.rec.queueBytes,
 		DroppedPayloads: s.rec.droppedPayloads.Load(), DroppedRecords: s.rec.droppedRecords.Load(),
 		FailedRecords: s.rec.failedRecords.Load(),
 	}

@@ -64,16 +64,45 @@ type capture struct {
 	size         int64   // the bytes it holds, counted in recorder.queuedBytes
 }
 
-// maxQueuedPayloadBytes bounds the memory the payloads waiting in the
-// recorder's queue hold together (request bodies and response captures):
-// the queue is bounded by count, and each payload may hold a body of up to
-// server.max_body_bytes. Past it, a record is queued without its payload.
-const maxQueuedPayloadBytes = 256 << 20
-
 // record is one request for the log.
 type record struct {
-	row store.Request
-	pay *capture
+	row  store.Request
+	pay  *capture
+	size int64 // the bytes the row holds, counted in recorder.queuedBytes
+}
+
+// recordOverhead approximates what a queued record holds besides its
+// strings and bodies: the record, its row and the channel's slot.
+const recordOverhead = 256
+
+// rowBytes approximates the memory a queued row holds.
+func rowBytes(row *store.Request) int64 {
+	return recordOverhead + int64(len(row.ID)+len(row.Method)+len(row.Path)+len(row.Model)+
+		len(row.Account)+len(row.EndState)+len(row.Error)+len(row.Client))
+}
+
+// captureBytes approximates the memory a queued payload holds: its
+// buffers by their capacity (what they pin, not what they use) and its
+// headers.
+func captureBytes(c *capture) int64 {
+	n := int64(cap(c.reqBody)+len(c.method)+len(c.path)) + headerBytes(c.reqHeader) + headerBytes(c.respHeader)
+	if c.respBody != nil {
+		n += int64(cap(c.respBody.b))
+	}
+	return n
+}
+
+// headerBytes approximates the memory h holds, with the map's and the
+// slices' overhead.
+func headerBytes(h http.Header) int64 {
+	var n int64
+	for k, vs := range h {
+		n += int64(len(k)) + 48
+		for _, v := range vs {
+			n += int64(len(v)) + 16
+		}
+	}
+	return n
 }
 
 // recorderOptions configure a recorder.
@@ -83,14 +112,19 @@ type recorderOptions struct {
 	BodyPaths     []string
 	Redact        []*regexp.Regexp
 	QueueSize     int
+	QueueBytes    int64 // log.queue_bytes
 	BatchSize     int
 	FlushInterval time.Duration
 }
 
 // recorder writes request rows and sealed payloads in batches from one
-// goroutine. submit never blocks: when the queue is three-quarters full a
-// record loses its payload, when it is full the record is dropped; both
-// are counted and logged at most once a minute.
+// goroutine. submit never blocks. The queue is bounded by count
+// (log.queue_size) and by the memory its records hold (log.queue_bytes,
+// counted from submit until the record's batch is written). Under
+// pressure a record loses its payload first, keeping its row: when the
+// queue is three-quarters full by count or seven eighths by bytes. Only
+// when even the row does not fit is the record dropped. Both are counted
+// (metrics, /health) and logged at most once a minute.
 type recorder struct {
 	db    *store.DB
 	vault *vault.Vault
@@ -112,8 +146,9 @@ type recorder struct {
 	file       os.FileInfo
 	goneLogged bool
 
-	queuedBytes    atomic.Int64 // held by the queued payloads
-	maxQueuedBytes int64
+	queuedBytes  atomic.Int64 // held by the queued records, rows and payloads
+	queueBytes   int64        // log.queue_bytes: no record is queued past it
+	payloadBytes int64        // no payload is queued past it (7/8 of queueBytes)
 
 	droppedPayloads atomic.Int64
 	droppedRecords  atomic.Int64
@@ -135,16 +170,19 @@ func newRecorder(db *store.DB, v *vault.Vault, log *slog.Logger, now func() time
 	if opt.FlushInterval <= 0 {
 		opt.FlushInterval = def.FlushInterval.Std()
 	}
+	if opt.QueueBytes <= 0 {
+		opt.QueueBytes = def.QueueBytes
+	}
 	var file os.FileInfo
 	if db != nil && db.Path != "" {
 		file, _ = os.Stat(db.Path)
 	}
 	return &recorder{
 		db: db, vault: v, log: log, now: now, opt: opt, file: file, red: newRedactor(opt.Redact),
-		maxQueuedBytes: maxQueuedPayloadBytes,
-		ch:             make(chan *record, opt.QueueSize),
-		syncReq:        make(chan chan struct{}),
-		done:           make(chan struct{}),
+		queueBytes: opt.QueueBytes, payloadBytes: opt.QueueBytes - opt.QueueBytes/8,
+		ch:      make(chan *record, opt.QueueSize),
+		syncReq: make(chan chan struct{}),
+		done:    make(chan struct{}),
 	}
 }
 
@@ -169,7 +207,8 @@ func (r *recorder) wantBodies(path string) bool {
 	return false
 }
 
-// submit queues rec without ever blocking.
+// submit queues rec without ever blocking: its row if it fits in the
+// queue, its payload only if that fits too, with room left for rows.
 func (r *recorder) submit(rec *record) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -177,22 +216,20 @@ func (r *recorder) submit(rec *record) {
 		r.dropped(rec, true)
 		return
 	}
+	if size := rowBytes(&rec.row); r.reserve(size, r.queueBytes) {
+		rec.size = size // counted from here: released once written or dropped
+	} else {
+		r.dropped(rec, true)
+		return
+	}
 	if p := rec.pay; p != nil {
 		if !r.wantBodies(p.path) {
 			p.reqBody = nil // not stored: not held in the queue either
 		}
-		size := int64(cap(p.reqBody))
-		if p.respBody != nil {
-			size += int64(cap(p.respBody.b))
-		}
-		keep := len(r.ch) < cap(r.ch)*3/4
-		if keep {
-			p.size = size // counted from here: release gives it back
-			keep = r.queuedBytes.Add(size) <= r.maxQueuedBytes
-		}
-		if !keep {
+		if size := captureBytes(p); len(r.ch) < cap(r.ch)*3/4 && r.reserve(size, r.payloadBytes) {
+			p.size = size
+		} else {
 			r.dropped(rec, false)
-			rec.pay = nil
 		}
 	}
 	select {
@@ -202,13 +239,30 @@ func (r *recorder) submit(rec *record) {
 	}
 }
 
+// reserve counts n more bytes in the queue if that keeps it within limit.
+func (r *recorder) reserve(n, limit int64) bool {
+	for {
+		cur := r.queuedBytes.Load()
+		if cur+n > limit {
+			return false
+		}
+		if r.queuedBytes.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
+}
+
+// dropped drops rec's payload, or the whole record, and counts it.
 func (r *recorder) dropped(rec *record, whole bool) {
 	if rec.pay != nil {
 		r.droppedPayloads.Add(1)
 		r.release(rec.pay)
+		rec.pay = nil
 	}
 	if whole {
 		r.droppedRecords.Add(1)
+		r.queuedBytes.Add(-rec.size)
+		rec.size = 0
 	}
 	now := r.now().UnixMilli()
 	last := r.lastDropLog.Load()
@@ -218,11 +272,12 @@ func (r *recorder) dropped(rec *record, whole bool) {
 	}
 }
 
-// release gives back what a payload taken off the queue (or dropped)
-// held.
+// release gives back what a payload written (or dropped) held.
 func (r *recorder) release(c *capture) {
 	r.queuedBytes.Add(-c.size)
+	c.size = 0
 	putCapBuf(c.respBody)
+	c.respBody = nil
 }
 
 // run is the writer goroutine; it returns when the queue is closed and
@@ -236,11 +291,25 @@ func (r *recorder) run() {
 	t := time.NewTicker(max(r.opt.FlushInterval/2, time.Millisecond))
 	defer t.Stop()
 	batch := make([]*record, 0, r.opt.BatchSize)
+	var held int64 // by the batch's records
 	flush := func() {
 		if len(batch) > 0 {
 			r.write(batch)
 			clear(batch)
-			batch = batch[:0]
+			batch, held = batch[:0], 0
+		}
+	}
+	// add puts rec in the batch, and writes the batch when it is full by
+	// count or holds a quarter of log.queue_bytes: sealing holds a
+	// batch's payloads twice for a moment, and they should not wait for
+	// the tick while submit drops payloads for want of room.
+	add := func(rec *record) {
+		batch = append(batch, rec)
+		if held += rec.size; rec.pay != nil {
+			held += rec.pay.size
+		}
+		if len(batch) >= r.opt.BatchSize || held >= r.queueBytes/4 {
+			flush()
 		}
 	}
 	for {
@@ -250,10 +319,7 @@ func (r *recorder) run() {
 				flush()
 				return
 			}
-			batch = append(batch, rec)
-			if len(batch) >= r.opt.BatchSize {
-				flush()
-			}
+			add(rec)
 		case <-t.C:
 			flush()
 		case done := <-r.syncReq:
@@ -265,10 +331,7 @@ func (r *recorder) run() {
 					if !ok {
 						break drain
 					}
-					batch = append(batch, rec)
-					if len(batch) >= r.opt.BatchSize {
-						flush()
-					}
+					add(rec)
 				default:
 					break drain
 				}
@@ -311,14 +374,20 @@ func (r *recorder) close(ctx context.Context) {
 	}
 }
 
+// write writes batch; what its records held is released once written (or
+// lost).
 func (r *recorder) write(batch []*record) {
-	if r.db == nil || r.logFileGone() {
+	defer func() {
 		for _, rec := range batch {
 			if rec.pay != nil {
 				r.release(rec.pay)
 				rec.pay = nil
 			}
+			r.queuedBytes.Add(-rec.size)
+			rec.size = 0
 		}
+	}()
+	if r.db == nil || r.logFileGone() {
 		r.failedRecords.Add(int64(len(batch)))
 		return
 	}
@@ -331,8 +400,8 @@ func (r *recorder) write(batch []*record) {
 			continue
 		}
 		p, err := r.seal(rec)
-		r.release(rec.pay)
-		rec.pay = nil
+		putCapBuf(rec.pay.respBody) // sealed: the capture buffer is free again
+		rec.pay.respBody = nil
 		if err != nil {
 			r.log.Warn("payload not stored", "request_id", rec.row.ID, "err", err)
 			continue

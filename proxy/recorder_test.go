@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -176,36 +179,119 @@ func withRedactors(t *testing.T, c config.Config) config.Config {
 	return c
 }
 
-func TestRecorderQueueBoundsPayloadBytes(t *testing.T) {
+// holdLogWriteLock takes the request log's write lock from another
+// connection, as a sqlite3 shell or a long cleanup would: the recorder's
+// writer then waits in its busy handler. The returned func lets go.
+func holdLogWriteLock(t *testing.T, h *harness) func() {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+h.ldb.Path+"?_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`DELETE FROM requests WHERE 0`); err != nil {
+		t.Fatal(err)
+	}
+	return func() { tx.Rollback() }
+}
+
+// bigRecord is a request with a 64 KB body and a 64 KB answer.
+func bigRecord(h *harness, i int) *record {
+	resp := getCapBuf(256 << 10)
+	resp.Write(bytes.Repeat([]byte("a"), 64<<10))
+	return &record{
+		row: store.Request{ID: h.srv.ids.Next(h.clock.Now()), TS: int64(i), Method: "POST", Path: "/v1/messages"},
+		pay: &capture{method: "POST", path: "/v1/messages", reqHeader: http.Header{"Content-Type": {"application/json"}},
+			reqBody: bytes.Repeat([]byte("q"), 64<<10), status: 200, respHeader: http.Header{}, respBody: resp},
+	}
+}
+
+// TestRecorderQueueBoundedByBytes holds the log's write lock while big
+// requests keep coming: the memory the queue holds stays within
+// log.queue_bytes, payloads go first and their rows are kept, rows are
+// dropped only once even they do not fit, every drop is counted, and
+// once the lock is gone every queued row and payload is written.
+func TestRecorderQueueBoundedByBytes(t *testing.T) {
 	h := newHarness(t)
+	const bound = 1 << 20
 	r := newRecorder(h.ldb, h.vault, slog.New(slog.DiscardHandler), h.clock.Now, recorderOptions{
-		Payloads: "full", MaxBytes: 1 << 10, QueueSize: 64, BatchSize: 8, FlushInterval: time.Hour,
+		Payloads: "full", MaxBytes: 1 << 20, QueueSize: 4096, QueueBytes: bound, BatchSize: 1, FlushInterval: time.Hour,
 	})
-	r.maxQueuedBytes = 100
-	body := make([]byte, 60) // cap 60: what a payload holds is counted
-	for i := range 3 {
-		r.submit(&record{
-			row: store.Request{ID: h.srv.ids.Next(h.clock.Now()), TS: int64(i), Method: "POST", Path: "/v1/messages"},
-			pay: &capture{method: "POST", path: "/v1/messages", reqHeader: http.Header{}, reqBody: body, respHeader: http.Header{}},
-		})
-	}
-	// The queue has room for 64 records, but the payloads' bytes only
-	// for one body: the other two records are queued without theirs.
-	if got := r.droppedPayloads.Load(); got != 2 {
-		t.Fatalf("dropped %d payloads, want 2", got)
-	}
-	if got := r.queuedBytes.Load(); got != 60 {
-		t.Fatalf("queued payloads hold %d bytes, want 60", got)
-	}
 	go r.run()
+	unlock := holdLogWriteLock(t, h)
+	// The writer takes the first record and waits for the lock.
+	r.submit(bigRecord(h, 0))
+	testutil.WaitFor(t, "the writer to take the first record", func() bool { return len(r.ch) == 0 })
+
+	check := func() {
+		t.Helper()
+		if got := r.queuedBytes.Load(); got > bound {
+			t.Fatalf("queued records hold %d bytes, over log.queue_bytes %d", got, bound)
+		}
+	}
+	const nBig = 20
+	for i := 1; i <= nBig; i++ {
+		rec := bigRecord(h, i)
+		need, before, dropped := rowBytes(&rec.row)+captureBytes(rec.pay), r.queuedBytes.Load(), r.droppedPayloads.Load()
+		r.submit(rec)
+		check()
+		switch kept := r.droppedPayloads.Load() == dropped; {
+		case kept && r.queuedBytes.Load() > bound-bound/8:
+			t.Fatalf("payload queued past seven eighths of log.queue_bytes: %d bytes", r.queuedBytes.Load())
+		case !kept && before+need <= bound-bound/8:
+			t.Fatalf("payload dropped with %d of %d bytes queued: it fitted in seven eighths", before, bound)
+		}
+	}
+	keptPayloads := 1 + nBig - int(r.droppedPayloads.Load())
+	if keptPayloads < 3 || keptPayloads > 8 || r.droppedRecords.Load() != 0 {
+		t.Fatalf("%d payloads kept, %d records dropped: want a few payloads (over 128 KB each in 1 MiB) and every row",
+			keptPayloads, r.droppedRecords.Load())
+	}
+	// Rows alone, until even they do not fit: the payloads' room is gone,
+	// the rows' eighth is left.
+	rows := 0
+	for r.droppedRecords.Load() == 0 {
+		rec := &record{row: store.Request{ID: h.srv.ids.Next(h.clock.Now()), Method: "POST", Path: "/v1/messages", Error: strings.Repeat("e", 500)}}
+		before := r.queuedBytes.Load()
+		r.submit(rec)
+		check()
+		if r.droppedRecords.Load() == 0 {
+			rows++
+			continue
+		}
+		if before+rowBytes(&rec.row) <= bound {
+			t.Fatalf("row dropped with %d of %d bytes queued: it fitted", before, bound)
+		}
+		if rows < 100 {
+			t.Fatalf("only %d rows queued before one was dropped", rows)
+		}
+	}
+	if dp := r.droppedPayloads.Load(); dp != int64(1+nBig-keptPayloads) {
+		t.Fatalf("%d payloads counted dropped, want %d", dp, 1+nBig-keptPayloads)
+	}
+
+	unlock()
 	r.close(context.Background())
 	var nReq, nPay int
 	h.ldb.R.Get(&nReq, `SELECT count(*) FROM requests`)
 	h.ldb.R.Get(&nPay, `SELECT count(*) FROM payloads`)
-	if nReq != 3 || nPay != 1 {
-		t.Fatalf("%d rows, %d payloads after close, want 3, 1", nReq, nPay)
+	if nReq != 1+nBig+rows || nPay != keptPayloads {
+		t.Fatalf("%d rows, %d payloads written, want %d, %d", nReq, nPay, 1+nBig+rows, keptPayloads)
 	}
-	if got := r.queuedBytes.Load(); got != 0 {
-		t.Fatalf("queue empty but %d payload bytes still counted", got)
+	if got := r.queuedBytes.Load(); got != 0 || r.failedRecords.Load() != 0 {
+		t.Fatalf("queue written but %d bytes still counted, %d records failed", got, r.failedRecords.Load())
+	}
+}
+
+// TestRecorderQueueBytesDefault: a recorder made without log.queue_bytes
+// takes the default.
+func TestRecorderQueueBytesDefault(t *testing.T) {
+	r := testRecorder(t, 1<<20)
+	if r.queueBytes != config.Default().Log.QueueBytes || r.payloadBytes != r.queueBytes/8*7 {
+		t.Fatalf("queue bytes %d, payloads %d", r.queueBytes, r.payloadBytes)
 	}
 }
