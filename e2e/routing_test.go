@@ -324,6 +324,82 @@ func TestRoutingBlocksHeal(t *testing.T) {
 	}
 }
 
+// a, two accounts) On a pool of two, a request-scoped refusal (a bare 429, a 400 or
+// 429 refusing long context) is tried once on the other account; when
+// both refuse, the client gets the upstream's answer. No account rests.
+func TestRoutingRequestScopedTriedOnceElsewhere(t *testing.T) {
+	rt := newRouter(t, "alpha", "beta")
+	for _, tc := range []struct {
+		name  string
+		fault fakeapi.Fault
+	}{
+		{"bare 429", fakeapi.Fault{Path: fakeapi.MessagesPath, Kind: fakeapi.FaultStatus, Status: 429, Bare: true}},
+		{"long context 400", fakeapi.LongContextFault("", 400)},
+		{"long context 429", fakeapi.LongContextFault("", 429)},
+	} {
+		// One refusal: the other account serves.
+		f := tc.fault
+		f.Count = 1
+		rt.fake.Inject(f)
+		r := rt.ask(sonnet)
+		if tried := r.tried(); r.status != 200 || len(tried) != 2 || tried[0] == tried[1] {
+			t.Fatalf("%s, once: %s", tc.name, r)
+		}
+		// Both refuse: the second refusal goes to the client, after two tries.
+		f.Count = 2
+		rt.fake.Inject(f)
+		r = rt.ask(sonnet)
+		if len(r.attempts) != 2 || r.status != tc.fault.Status || r.attempts[1].Status != tc.fault.Status {
+			t.Fatalf("%s, twice: %s", tc.name, r)
+		}
+		if tc.fault.Message != "" {
+			if _, msg, _ := r.errorOf(); msg != tc.fault.Message {
+				t.Fatalf("%s: the client got %q", tc.name, msg)
+			}
+		}
+		// Nobody rests: the next requests reach both accounts.
+		seen := map[string]bool{}
+		for range 4 {
+			seen[rt.mustServe(sonnet)] = true
+		}
+		if !seen["alpha"] || !seen["beta"] {
+			t.Fatalf("%s: afterwards only %v served", tc.name, seen)
+		}
+		rt.checkStatus("alpha", "ok")
+		rt.checkStatus("beta", "ok")
+	}
+}
+
+// c, alone) Alone, an account on overage keeps serving under policy avoid: a
+// request upstream would serve is never refused.
+func TestRoutingOverageOneAccount(t *testing.T) {
+	rt := newRouter(t, "solo")
+	rt.fake.SetOverage("solo", fakeapi.OverageServed, time.Now().Add(time.Hour))
+	for range 5 {
+		if who := rt.mustServe(sonnet); who != "solo" {
+			t.Fatalf("served by %q", who)
+		}
+	}
+	rt.checkStatus("solo", "ok")
+}
+
+// c, refused) Extra usage refused (a 400 naming it): the account is limited
+// until the unified reset; the request is served by the other account.
+func TestRoutingOverageRefused(t *testing.T) {
+	rt := newRouter(t, "alpha", "beta")
+	rt.fake.SetOverage("alpha", fakeapi.OverageRefused400, time.Now().Add(time.Hour))
+	r := rt.untilTried(sonnet, "alpha")
+	if r.servedBy() != "beta" {
+		t.Fatalf("the refusal of extra usage did not fail over: %s", r)
+	}
+	rt.waitStatus("alpha", "limited")
+	for range 4 {
+		if r := rt.ask(sonnet); r.servedBy() != "beta" || len(r.attempts) != 1 {
+			t.Fatalf("alpha, limited, was tried: %s", r)
+		}
+	}
+}
+
 // onlyBeta sends four requests (sonnet unless a model is given), each of
 // which beta must serve without alpha being tried.
 func (rt *router) onlyBeta(model ...string) {
