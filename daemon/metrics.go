@@ -21,7 +21,7 @@ func watchProxy(m *metrics.Metrics, srv *proxy.Server) {
 					Name: a.Name, Paused: a.Paused, NeedsLogin: a.NeedsLogin, Usable: a.Usable,
 					RateLimitStatus: a.RateLimitStatus, Util5h: a.Util5h, Util7d: a.Util7d,
 					Reset: a.Reset, Reset5h: a.Reset5h, Reset7d: a.Reset7d,
-					BlockedUntil: a.BlockedUntil, InFlight: a.InFlight,
+					BlockedUntil: a.BlockedUntil, InFlight: a.InFlight, State: a.State.Word,
 				}
 			}
 			return out

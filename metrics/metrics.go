@@ -128,6 +128,10 @@ type AccountState struct {
 	BlockedUntil time.Time
 	// InFlight is the number of requests it is serving.
 	InFlight int
+	// State is the account's state word (internal/acctstate: ok, paused,
+	// needs_login, key_refused, quarantined, refresh_blocked, limited,
+	// limited_model); "" is not reported.
+	State string
 }
 
 // Sources are read at every scrape. Any may be nil.
@@ -360,7 +364,7 @@ func (m *Metrics) Refresh(account string, ok bool) {
 // AccountEvents are the event label values of
 // claudeflare_account_events_total (the proxy's AccountEventKind values);
 // any other is counted as "other".
-var AccountEvents = []string{"needs_login", "limited", "recovered"}
+var AccountEvents = []string{"needs_login", "limited", "recovered", "limited_model", "quarantined", "key_refused", "unblocked"}
 
 // AccountEvent counts one status change of account (the proxy's account
 // events: subscribe it with proxy.Server.Subscribe). It is called off the

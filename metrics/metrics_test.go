@@ -167,9 +167,10 @@ func TestAccountStateCollector(t *testing.T) {
 		Accounts: func() []metrics.AccountState {
 			return []metrics.AccountState{
 				{Name: "work", Usable: true, RateLimitStatus: "allowed_warning", Util5h: 0.85, Util7d: 0.4,
-					Reset: now.Add(90 * time.Minute), Reset5h: now.Add(90 * time.Minute), Reset7d: now.Add(-time.Hour), InFlight: 2},
-				{Name: "home", RateLimitStatus: "rejected", Util5h: 1, Util7d: -1, BlockedUntil: now.Add(30 * time.Second)},
-				{Name: "old", Paused: true, NeedsLogin: true, Util5h: -1, Util7d: -1},
+					Reset: now.Add(90 * time.Minute), Reset5h: now.Add(90 * time.Minute), Reset7d: now.Add(-time.Hour), InFlight: 2,
+					State: "ok"},
+				{Name: "home", RateLimitStatus: "rejected", Util5h: 1, Util7d: -1, BlockedUntil: now.Add(30 * time.Second), State: "limited"},
+				{Name: "old", Paused: true, NeedsLogin: true, Util5h: -1, Util7d: -1, State: "needs_login"},
 			}
 		},
 		QueueDepth:      func() int { return 3 },
@@ -203,6 +204,13 @@ func TestAccountStateCollector(t *testing.T) {
 		{"claudeflare_account_quarantined", []string{"account=work"}, 0},
 		{"claudeflare_account_quarantine_remaining_seconds", []string{"account=home"}, 30},
 		{"claudeflare_account_in_flight_requests", []string{"account=work"}, 2},
+		{"claudeflare_account_state", []string{"account=work", "state=ok"}, 1},
+		{"claudeflare_account_state", []string{"account=work", "state=limited"}, 0},
+		{"claudeflare_account_state", []string{"account=home", "state=limited"}, 1},
+		{"claudeflare_account_state", []string{"account=home", "state=ok"}, 0},
+		{"claudeflare_account_state", []string{"account=old", "state=needs_login"}, 1},
+		{"claudeflare_account_state", []string{"account=old", "state=paused"}, 0},
+		{"claudeflare_account_state", []string{"account=old", "state=quarantined"}, 0},
 		{"claudeflare_recorder_queue_depth", nil, 3},
 		{"claudeflare_recorder_queue_capacity", nil, 8192},
 		{"claudeflare_recorder_dropped_payloads_total", nil, 7},

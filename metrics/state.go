@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/claudeflare/claudeflare/internal/acctstate"
 )
 
 // Rate-limit status label values of claudeflare_account_rate_limit_status.
@@ -29,6 +31,9 @@ var (
 		"1 if the account is resting after a rate limit, 429 or overload.", []string{"account"}, nil)
 	descQuarantineLeft = prometheus.NewDesc(Namespace+"_account_quarantine_remaining_seconds",
 		"Seconds until the account leaves quarantine; 0 when it is not in one.", []string{"account"}, nil)
+	descState = prometheus.NewDesc(Namespace+"_account_state",
+		"1 for the account's current state word (ok, paused, needs_login, key_refused, quarantined, refresh_blocked, limited, limited_model), 0 for the others.",
+		[]string{"account", "state"}, nil)
 	descInFlight = prometheus.NewDesc(Namespace+"_account_in_flight_requests",
 		"Requests the account is serving now.", []string{"account"}, nil)
 	descAccounts = prometheus.NewDesc(Namespace+"_accounts",
@@ -50,7 +55,7 @@ type stateCollector struct{ m *Metrics }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUsable, descPaused, descNeedsLogin, descRLStatus, descUtil, descReset,
-		descQuarantined, descQuarantineLeft, descInFlight, descAccounts, descQueue, descQueueCap,
+		descQuarantined, descQuarantineLeft, descState, descInFlight, descAccounts, descQueue, descQueueCap,
 		descDroppedPayloads, descDroppedRecords, descFailedRecords} {
 		ch <- d
 	}
@@ -117,6 +122,11 @@ func collectAccount(ch chan<- prometheus.Metric, a AccountState, now time.Time) 
 	gauge(descQuarantined, b2f(left > 0), a.Name)
 	gauge(descQuarantineLeft, left, a.Name)
 	gauge(descInFlight, float64(a.InFlight), a.Name)
+	if a.State != "" {
+		for _, w := range acctstate.Words {
+			gauge(descState, b2f(w == a.State), a.Name, w)
+		}
+	}
 }
 
 func b2f(b bool) float64 {

@@ -3,9 +3,12 @@ package proxy
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -30,15 +33,33 @@ const (
 	// (Reason "logged_in"). A quarantine that simply runs out is not an
 	// event.
 	EventRecovered AccountEventKind = "recovered"
+	// EventLimitedModel: one model family of the account was limited
+	// until Until (State.Family); the account serves the others.
+	EventLimitedModel AccountEventKind = "limited_model"
+	// EventQuarantined: the upstream refused the account itself; it is
+	// out of rotation (status quarantined, persisted) until a re-check
+	// finds it serving or `accounts unblock` clears it. Reason is the
+	// upstream's message.
+	EventQuarantined AccountEventKind = store.StatusQuarantined
+	// EventKeyRefused: the upstream refused the account's API key; it is
+	// out of rotation (status key_refused, persisted).
+	EventKeyRefused AccountEventKind = store.StatusKeyRefused
+	// EventUnblocked: `accounts unblock` cleared the account's blocks and
+	// this process dropped the ones it held.
+	EventUnblocked AccountEventKind = "unblocked"
 )
 
 // AccountEvent is one status change of an account.
 type AccountEvent struct {
 	Account string
 	Kind    AccountEventKind
-	Reason  string
-	Until   time.Time // EventLimited: blocked until
-	At      time.Time
+	// Reason: the window of a limit (5h, 7d, cooldown, rate_limited,
+	// unauthorized, refresh_blocked, ...), the family of a model limit,
+	// the upstream's refusal, or why the account recovered.
+	Reason string
+	Until  time.Time       // EventLimited, EventLimitedModel: blocked until
+	State  acctstate.State // the account's state after the change, in the state words
+	At     time.Time
 }
 
 // maxQueuedEvents bounds the events waiting for their subscribers; past
@@ -133,9 +154,21 @@ func (e *events) limitChanged(name string, before, after LimitState, now time.Ti
 	was, is := before.Blocked(now), after.Blocked(now)
 	switch {
 	case !was && is:
-		e.publish(AccountEvent{Account: name, Kind: EventLimited, Reason: after.Reason, Until: after.Until, At: now})
+		st := after.state(now)
+		reason := st.Window
+		if st.Word == acctstate.RefreshBlocked {
+			reason = acctstate.RefreshBlocked
+		}
+		e.publish(AccountEvent{Account: name, Kind: EventLimited, Reason: reason, Until: after.Until, State: st, At: now})
 	case was && !is:
-		e.publish(AccountEvent{Account: name, Kind: EventRecovered, Reason: "ok", At: now})
+		e.publish(AccountEvent{Account: name, Kind: EventRecovered, Reason: "ok", State: after.state(now), At: now})
+	}
+	for _, fam := range slices.Sorted(maps.Keys(after.Models)) {
+		t := after.Models[fam]
+		if t.After(now) && !before.Models[fam].After(now) {
+			e.publish(AccountEvent{Account: name, Kind: EventLimitedModel, Reason: fam, Until: t,
+				State: acctstate.State{Word: acctstate.LimitedModel, Family: fam, Until: t}, At: now})
+		}
 	}
 }
 

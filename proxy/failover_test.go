@@ -270,7 +270,7 @@ func TestEveryAccountLimited429(t *testing.T) {
 		if rep.status != 429 || rep.header.Get("Retry-After") != "60" {
 			t.Fatalf("%d retry-after %q: %s", rep.status, rep.header.Get("Retry-After"), rep.body)
 		}
-		if e := decodeError(t, rep.body); e.Error.Type != "rate_limit_error" || !strings.Contains(e.Error.Message, "a: rate limited") {
+		if e := decodeError(t, rep.body); e.Error.Type != "rate_limit_error" || !strings.Contains(e.Error.Message, "a: limited (rate_limited) until") {
 			t.Fatalf("%+v", e)
 		}
 		if rep.header.Get("X-Claudeflare-Request-Id") == "" {
@@ -323,7 +323,7 @@ func TestNoneUsable503(t *testing.T) {
 	h.reload()
 	rep = h.post(msgBody)
 	msg := decodeError(t, rep.body).Error.Message
-	if rep.status != 503 || !strings.Contains(msg, "a: paused") || !strings.Contains(msg, "b: needs login") {
+	if rep.status != 503 || !strings.Contains(msg, "a: paused") || !strings.Contains(msg, "b: needs_login: invalid_grant") {
 		t.Fatalf("%d %s", rep.status, msg)
 	}
 	if len(h.apiRequests()) != 0 {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/internal/target"
 	"github.com/claudeflare/claudeflare/store"
@@ -49,6 +50,7 @@ type exchange struct {
 	body    []byte
 	held    int64    // bytes of body memory reserved in Server.bodies
 	sent    []string // the credentials sent upstream by the current attempt
+	family  string   // the model family of the request's "model" (acctstate.Family), "" when none
 	row     store.Request
 	capture bool
 	payload *capture
@@ -99,7 +101,8 @@ func (x *exchange) serve() {
 	if err := x.readBody(); err != nil {
 		return
 	}
-	sel := s.pool.pick(x.start)
+	x.family = acctstate.Family(requestModel(x.body))
+	sel := s.pool.pick(x.start, x.family)
 	if len(sel.Candidates) == 0 {
 		x.refuse(sel)
 		return
@@ -162,7 +165,7 @@ func (x *exchange) next(sel selection, tried map[int64]int) *account {
 	now := x.s.now()
 	var again *account
 	for _, a := range sel.Candidates {
-		if !x.s.pool.usable(a, now) {
+		if !x.s.pool.usable(a, now, x.family) {
 			continue
 		}
 		if tried[a.ID] == 0 {
@@ -242,7 +245,7 @@ func (x *exchange) giveUp(last *attemptFailure) {
 	if last == nil {
 		// No try reached the upstream: every candidate turned out
 		// unusable (a refresh failed, or a concurrent request limited it).
-		if sel := x.s.pool.pick(x.s.now()); len(sel.Candidates) == 0 {
+		if sel := x.s.pool.pick(x.s.now(), x.family); len(sel.Candidates) == 0 {
 			x.refuse(sel)
 			return
 		}
@@ -254,7 +257,7 @@ func (x *exchange) giveUp(last *attemptFailure) {
 		return
 	}
 	if last.verdict.Limited {
-		if sel := x.s.pool.pick(x.s.now()); len(sel.Candidates) == 0 && sel.Limited {
+		if sel := x.s.pool.pick(x.s.now(), x.family); len(sel.Candidates) == 0 && sel.Limited {
 			x.refuse(sel)
 			return
 		}
@@ -267,6 +270,11 @@ func (x *exchange) giveUp(last *attemptFailure) {
 	// Pass the upstream's last answer through unchanged.
 	h := x.w.Header()
 	copyResponseHeader(h, last.header)
+	if last.status == http.StatusUnauthorized {
+		// No retry of the client's can cure it: the account it reached
+		// rests, and Claude Code would otherwise retry for minutes.
+		h.Set("X-Should-Retry", "false")
+	}
 	h.Set("Content-Length", strconv.Itoa(len(last.body)))
 	x.w.WriteHeader(last.status)
 	x.w.Write(last.body)
@@ -305,16 +313,21 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 	}
 	resp, err := x.send(a, secret)
 	now := s.now()
-	v := x.verdict(a, resp, err, a.Kind == store.KindOAuth, now)
+	v := x.verdict(a, resp, err, a.Kind == store.KindOAuth && s.tokens.mayForce(a.ID, now), now)
 	if v.Class == ClassRefresh {
-		// The access token was refused: one forced refresh, one retry.
+		// The access token was refused: one forced refresh (at most one
+		// per account per forceInterval), one retry.
+		s.tokens.forced(a.ID, now)
 		f := x.failure(a, resp, v)
 		secret, err = s.tokens.get(x.r.Context(), a, secret)
 		x.sent = append(x.sent, secret)
 		if err != nil {
-			f.verdict = classify(answer{status: resp.StatusCode, header: resp.Header, refreshFailed: true}, now)
+			f.verdict = classify(answer{status: resp.StatusCode, header: resp.Header, refreshFailed: true, message: v.Message}, now)
 			x.row.Error = a.Name + ": 401 and no new token: " + err.Error()
 			s.log.Warn("401 not cured by a refresh", "request_id", x.id, "account", a.Name, "err", err)
+			if !errors.Is(err, errNeedsLogin) && !errors.Is(err, errRefreshBlocked) && x.r.Context().Err() == nil {
+				s.unauthorized(x.id, a, s.now())
+			}
 			return false, f
 		}
 		x.row.Attempts++
@@ -333,11 +346,21 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 	if v.Learn {
 		s.pool.observe(a, v, now)
 	}
+	switch v.Class {
+	case ClassAccount:
+		if v.KeyRefused {
+			s.markStatus(x.id, a, store.StatusKeyRefused, keyRefusedReason(v), now)
+		} else {
+			s.unauthorized(x.id, a, now)
+		}
+	case ClassQuarantine:
+		s.markStatus(x.id, a, store.StatusQuarantined, v.Message, now)
+	}
 	if v.Retry {
 		f := x.failure(a, resp, v)
 		x.row.Error = fmt.Sprintf("%s: upstream %d", a.Name, f.status)
 		s.log.Info("failing over", "request_id", x.id, "account", a.Name, "status", f.status,
-			"rate_limit", v.Limit.Status, "blocked_until", blockedUntil(s.pool, a))
+			"class", v.Class.String(), "rate_limit", v.Limit.Status, "state", s.pool.stateOf(a, now).String())
 		return false, f
 	}
 	ok = v.Class == ClassOK
@@ -406,15 +429,6 @@ func (x *exchange) failure(a *account, resp *http.Response, v Verdict) *attemptF
 	sc := x.scrubber(a)
 	f.header, f.body = sc.header(resp.Header), sc.bytes(f.body)
 	return f
-}
-
-func blockedUntil(p *pool, a *account) string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if a.limit.Until.IsZero() {
-		return ""
-	}
-	return a.limit.Until.UTC().Format(time.RFC3339)
 }
 
 // send makes one upstream request with a's credentials, to the upstream

@@ -3,6 +3,7 @@ package proxy
 import (
 	"time"
 
+	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -54,6 +55,14 @@ type AccountStatus struct {
 	BlockedUntil    time.Time
 	InFlight        int
 	Served          int64
+	// State is the account's state in the one set of words
+	// (internal/acctstate): ok, paused, needs_login, key_refused,
+	// quarantined, refresh_blocked, limited, limited_model; its model
+	// limits and extra-usage mark ride along.
+	State acctstate.State
+	// Overage is the account's extra-usage policy (store.OverageAvoid or
+	// store.OverageAllow).
+	Overage string
 }
 
 // Accounts returns a snapshot of every account, in priority order.
@@ -70,6 +79,10 @@ func (s *Server) Accounts() []AccountStatus {
 			Util5h: a.limit.Util5h, Util7d: a.limit.Util7d,
 			Reset: a.limit.Reset, Reset5h: a.limit.Reset5h, Reset7d: a.limit.Reset7d,
 			InFlight: a.inflight, Served: a.served,
+			State: a.state(now), Overage: a.Overage,
+		}
+		if st.Overage == "" {
+			st.Overage = store.OverageAvoid
 		}
 		if a.limit.Blocked(now) {
 			st.BlockedUntil = a.limit.Until

@@ -37,19 +37,21 @@ func newPool(strategy string, session time.Duration, policy LimitPolicy) *pool {
 	}
 }
 
-// pick returns the accounts to try, in order.
-func (p *pool) pick(now time.Time) selection {
+// pick returns the accounts to try for a request of model family fam
+// ("" = unknown), in order.
+func (p *pool) pick(now time.Time, fam string) selection {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.sel.pick(p.accounts, now)
+	return p.sel.pick(p.accounts, now, fam)
 }
 
-// usable reports whether a is still usable now (it may have been limited
-// by a concurrent request since the selection was made).
-func (p *pool) usable(a *account, now time.Time) bool {
+// usable reports whether a is still usable now for model family fam (it
+// may have been limited by a concurrent request since the selection was
+// made).
+func (p *pool) usable(a *account, now time.Time, fam string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	ok, _, _ := a.usable(now)
+	ok, _, _, _ := a.usableFor(now, fam)
 	return ok && p.byID[a.ID] == a
 }
 
@@ -155,7 +157,7 @@ func (p *pool) reload(rows []store.Account) (changed []int64, added, removed []s
 		if a == nil {
 			// ID, Name and Kind never change for an id; they are
 			// read without the lock.
-			a = &account{ID: r.ID, Name: r.Name, Kind: r.Kind}
+			a = &account{ID: r.ID, Name: r.Name, Kind: r.Kind, unblockedAt: r.UnblockedAt}
 			a.limit = limitFromStore(r)
 			p.byID[r.ID] = a
 			added = append(added, r.Name)
@@ -164,7 +166,10 @@ func (p *pool) reload(rows []store.Account) (changed []int64, added, removed []s
 			changed = append(changed, r.ID)
 			p.versions[r.ID] = r.TokenVersion
 		}
-		a.Priority, a.Paused = r.Priority, r.Paused
+		a.Priority, a.Paused, a.Overage = r.Priority, r.Paused, r.Overage
+		if r.UnblockedAt > a.unblockedAt {
+			p.unblock(a, r)
+		}
 		// Take the status only from a row that changed since last seen:
 		// a poll that read the row just before this process marked the
 		// account needs-login must not put it back in rotation.
@@ -185,6 +190,36 @@ func (p *pool) reload(rows []store.Account) (changed []int64, added, removed []s
 	}
 	p.accounts = next
 	return changed, added, removed
+}
+
+// unblock drops every block this process holds for a, because `accounts
+// unblock` moved its row's unblocked_at: the rate limit or cooldown, the
+// model limits, the extra-usage mark, the rest after a failing or
+// blocked refresh, the backoff after uncured 401s. The row's status
+// (cleared there) is taken as it is. Called with p.mu held.
+func (p *pool) unblock(a *account, r store.Account) {
+	a.unblockedAt = r.UnblockedAt
+	a.unblocks++
+	l := a.limit
+	a.limit = LimitState{Status: l.Status, Reset: l.Reset, Claim: l.Claim,
+		Util5h: l.Util5h, Util7d: l.Util7d, Reset5h: l.Reset5h, Reset7d: l.Reset7d}
+	a.checkedAt = time.Time{}
+	a.seen = rowStatus{r.Status, r.StatusReason, r.UpdatedAt, r.TokenVersion}
+	a.Status, a.StatusReason = r.Status, r.StatusReason
+	p.dirty[a.ID] = true // a save still pending must not write the old blocks back
+	p.wakeSaver()
+	if p.events.log != nil {
+		p.events.log.Info("account unblocked: blocks dropped", "account", a.Name, "status", r.Status)
+	}
+	p.events.publish(AccountEvent{Account: a.Name, Kind: EventUnblocked, Reason: "unblocked",
+		State: a.state(store.FromMS(r.UnblockedAt)), At: store.FromMS(r.UnblockedAt)})
+}
+
+// unblockGen is how many unblocks of a this process applied.
+func (p *pool) unblockGen(a *account) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return a.unblocks
 }
 
 // rowStatus is what an account's status was last taken from.

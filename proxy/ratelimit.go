@@ -361,7 +361,7 @@ func (s LimitState) state(now time.Time) acctstate.State {
 // unified status whose claim (or own word) names one, else the reason
 // (cooldown, rate_limited, unauthorized, extra_usage, ...).
 func windowOf(reason, claim string) string {
-	if hardStatus(reason) {
+	if reason != LimitRateLimited && hardStatus(reason) {
 		switch claim {
 		case "five_hour":
 			return "5h"

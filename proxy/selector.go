@@ -1,62 +1,87 @@
 package proxy
 
 import (
-	"fmt"
 	"slices"
 	"time"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/store"
 )
 
 // account is the in-memory state of one account. ID, Name and Kind are
 // fixed at creation and read freely; every other field is guarded by the
-// pool's mutex (reload replaces Priority, Paused and Status).
+// pool's mutex (reload replaces Priority, Paused, Overage and Status).
 type account struct {
 	ID           int64
 	Name         string
 	Kind         string // "oauth" | "apikey"
 	Priority     int
 	Paused       bool
-	Status       string // store.StatusOK or store.StatusNeedsLogin
+	Status       string // store.StatusOK, StatusNeedsLogin, StatusKeyRefused or StatusQuarantined
 	StatusReason string
+	Overage      string // store.OverageAvoid ("" too) or store.OverageAllow
 
-	seen     rowStatus // the row the status was last taken from
-	limit    LimitState
-	inflight int
-	served   int64
-	lastUsed time.Time
+	seen        rowStatus // the row the status was last taken from
+	unblockedAt int64     // the row's unblocked_at last acted on
+	unblocks    int       // how many unblocks this process applied (refresh backoffs older than one are void)
+	checkedAt   time.Time // the last re-check probe of a far block or quarantine
+	limit       LimitState
+	inflight    int
+	served      int64
+	lastUsed    time.Time
 }
 
-// usable reports whether the account may be tried at now, and if not why.
-// limited is true when the only obstacle is a rate limit or cooldown.
-func (a *account) usable(now time.Time) (ok, limited bool, reason string) {
+// state is the account's state at now, in the one set of words.
+func (a *account) state(now time.Time) acctstate.State {
+	st := a.limit.state(now)
 	switch {
-	case a.Paused:
-		return false, false, "paused"
+	case a.Status == store.StatusNeedsLogin || a.Status == store.StatusKeyRefused || a.Status == store.StatusQuarantined:
+		st.Word, st.Reason, st.Until, st.Window, st.Family = a.Status, a.StatusReason, time.Time{}, "", ""
 	case a.Status != "" && a.Status != store.StatusOK:
-		r := a.Status
-		if a.Status == store.StatusNeedsLogin {
-			r = "needs login (run `claudeflare accounts login " + a.Name + "`)"
-		}
-		if a.StatusReason != "" {
-			r += ": " + a.StatusReason
-		}
-		return false, false, r
-	case a.limit.Blocked(now):
-		what := "rate limited"
-		switch a.limit.Reason {
-		case LimitCooldown:
-			what = "cooling down after a 429"
-		case LimitRefreshFailed:
-			what = "token refresh failing, resting"
-		case "", LimitRateLimited:
-		default:
-			what = "rate limited (" + a.limit.Reason + ")"
-		}
-		return false, true, fmt.Sprintf("%s until %s", what, a.limit.Until.UTC().Format(time.RFC3339))
+		// A status this version does not know: out of rotation, named as is.
+		st.Word, st.Reason, st.Until, st.Window, st.Family = a.Status, a.StatusReason, time.Time{}, "", ""
+	case a.Paused:
+		st.Word, st.Until, st.Window, st.Family = acctstate.Paused, time.Time{}, "", ""
 	}
-	return true, false, ""
+	return st
+}
+
+// usable reports whether the account may be tried at now for a request
+// of no known model family, and if not why. limited is true when the only
+// obstacle is a rate limit, cooldown or rest.
+func (a *account) usable(now time.Time) (ok, limited bool, reason string) {
+	ok, limited, reason, _ = a.usableFor(now, "")
+	return ok, limited, reason
+}
+
+// usableFor reports whether the account may be tried at now for a
+// request of model family fam ("" = unknown), and if not why, in the
+// state words ("limited (5h) until ...", "limited_model (opus) until
+// ...", "needs_login: ... (run ...)"); until is when a limit ends.
+func (a *account) usableFor(now time.Time, fam string) (ok, limited bool, reason string, until time.Time) {
+	st := a.state(now)
+	switch st.Word {
+	case acctstate.OK, acctstate.LimitedModel:
+		blocked, t := a.limit.BlockedFor(now, fam)
+		if !blocked {
+			return true, false, "", time.Time{}
+		}
+		m := acctstate.State{Word: acctstate.LimitedModel, Family: fam, Until: t}
+		return false, true, m.String(), t
+	case acctstate.Limited, acctstate.RefreshBlocked:
+		return false, true, st.String(), st.Until
+	case acctstate.NeedsLogin:
+		r := st.String() + " (run `claudeflare accounts login " + a.Name + "`)"
+		return false, false, r, time.Time{}
+	}
+	return false, false, st.String(), time.Time{}
+}
+
+// overageAvoided reports whether a is served on extra usage at now and
+// its policy says to try it last.
+func (a *account) overageAvoided(now time.Time) bool {
+	return a.Overage != store.OverageAllow && a.limit.Overage.After(now)
 }
 
 // selection is the selector's answer: candidates in the order to try them,
@@ -81,12 +106,14 @@ type selector struct {
 	rr     uint64
 }
 
-// pick orders the usable accounts of accts (sorted by priority, then name).
-func (s *selector) pick(accts []*account, now time.Time) selection {
+// pick orders the usable accounts of accts (sorted by priority, then
+// name) for a request of model family fam ("" = unknown). Accounts served
+// on extra usage whose policy avoids it go last.
+func (s *selector) pick(accts []*account, now time.Time, fam string) selection {
 	var sel selection
 	usable := make([]*account, 0, len(accts))
 	for _, a := range accts {
-		ok, limited, reason := a.usable(now)
+		ok, limited, reason, until := a.usableFor(now, fam)
 		if ok {
 			usable = append(usable, a)
 			continue
@@ -94,8 +121,12 @@ func (s *selector) pick(accts []*account, now time.Time) selection {
 		sel.Reasons = append(sel.Reasons, a.Name+": "+reason)
 		if limited {
 			sel.Limited = true
-			if sel.EarliestOK.IsZero() || a.limit.Until.Before(sel.EarliestOK) {
-				sel.EarliestOK, sel.Soonest = a.limit.Until, a.limit
+			if sel.EarliestOK.IsZero() || until.Before(sel.EarliestOK) {
+				sel.EarliestOK, sel.Soonest = until, a.limit.clone()
+				if !until.Equal(a.limit.Until) {
+					// A model-scoped limit: say so as Anthropic would.
+					sel.Soonest.Until, sel.Soonest.Reason, sel.Soonest.Claim = until, "rejected", "seven_day_"+fam
+				}
 			}
 		}
 	}
@@ -143,7 +174,19 @@ func (s *selector) pick(accts []*account, now time.Time) selection {
 		}
 		sel.Candidates = usable
 	}
+	// Extra usage costs money: an account that policy steers away from
+	// is tried after every other, never left out.
+	slices.SortStableFunc(sel.Candidates, func(a, b *account) int {
+		return boolInt(a.overageAvoided(now)) - boolInt(b.overageAvoided(now))
+	})
 	return sel
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // served records that a request succeeded on a. Under the session strategy

@@ -27,20 +27,20 @@ func testAccounts() []*account {
 func TestSelectorSession(t *testing.T) {
 	accts := testAccounts()
 	s := &selector{strategy: config.StrategySession, session: time.Hour}
-	if got := names(s.pick(accts, t0).Candidates); got != "a,b,c" {
+	if got := names(s.pick(accts, t0, "").Candidates); got != "a,b,c" {
 		t.Fatal(got)
 	}
 	// Failover to b makes b the session's account until the session ends.
 	s.served(accts[1], t0)
-	if got := names(s.pick(accts, t0.Add(time.Minute)).Candidates); got != "b,a,c" {
+	if got := names(s.pick(accts, t0.Add(time.Minute), "").Candidates); got != "b,a,c" {
 		t.Fatal(got)
 	}
-	if got := names(s.pick(accts, t0.Add(2*time.Hour)).Candidates); got != "a,b,c" {
+	if got := names(s.pick(accts, t0.Add(2*time.Hour), "").Candidates); got != "a,b,c" {
 		t.Fatalf("after the session: %s", got)
 	}
 	// The active account limited: the next in priority order takes over.
 	accts[0].limit.Until = t0.Add(3 * time.Hour)
-	if got := names(s.pick(accts, t0.Add(2*time.Hour)).Candidates); got != "b,c" {
+	if got := names(s.pick(accts, t0.Add(2*time.Hour), "").Candidates); got != "b,c" {
 		t.Fatal(got)
 	}
 }
@@ -50,14 +50,14 @@ func TestSelectorRoundRobinAndLeastUsed(t *testing.T) {
 	s := &selector{strategy: config.StrategyRoundRobin}
 	var firsts []string
 	for range 4 {
-		firsts = append(firsts, s.pick(accts, t0).Candidates[0].Name)
+		firsts = append(firsts, s.pick(accts, t0, "").Candidates[0].Name)
 	}
 	if got := strings.Join(firsts, ""); got != "abca" {
 		t.Fatal(got)
 	}
 	s = &selector{strategy: config.StrategyLeastUsed}
 	accts[0].inflight, accts[1].served, accts[2].served = 1, 5, 2
-	if got := names(s.pick(accts, t0).Candidates); got != "c,b,a" {
+	if got := names(s.pick(accts, t0, "").Candidates); got != "c,b,a" {
 		t.Fatal(got)
 	}
 }
@@ -68,13 +68,13 @@ func TestSelectorNoneUsable(t *testing.T) {
 	accts[1].Status, accts[1].StatusReason = "needs_login", "invalid_grant"
 	accts[2].limit.Until, accts[2].limit.Reason = t0.Add(time.Hour), "rejected"
 	s := &selector{strategy: config.StrategySession, session: time.Hour}
-	sel := s.pick(accts, t0)
+	sel := s.pick(accts, t0, "")
 	if len(sel.Candidates) != 0 || !sel.Limited || !sel.EarliestOK.Equal(t0.Add(time.Hour)) || len(sel.Reasons) != 3 {
 		t.Fatalf("%+v", sel)
 	}
 	accts[2].Paused = true
-	sel = s.pick(accts, t0)
-	if sel.Limited || len(sel.Reasons) != 3 || !strings.Contains(strings.Join(sel.Reasons, ";"), "b: needs login") {
+	sel = s.pick(accts, t0, "")
+	if sel.Limited || len(sel.Reasons) != 3 || !strings.Contains(strings.Join(sel.Reasons, ";"), "b: needs_login: invalid_grant (run `claudeflare accounts login b`)") {
 		t.Fatalf("%+v", sel)
 	}
 }

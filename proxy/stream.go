@@ -185,7 +185,12 @@ func (x *exchange) endState(a *account, r *relay) {
 	case r.readErr != nil:
 		x.row.EndState, x.row.Error = EndUpstreamError, "upstream read: "+r.readErr.Error()
 	case sse != nil && sse.ErrorType != "":
-		x.row.EndState, x.row.Error = EndUpstreamError, "in-stream "+sse.ErrorType+": "+sse.ErrorMsg
+		msg := cleanMessage(string(x.scrubber(a).bytes([]byte(sse.ErrorMsg))))
+		x.row.EndState, x.row.Error = EndUpstreamError, "in-stream "+sse.ErrorType+": "+msg
+		// The client got a 200 and then an error: say so where an
+		// operator looks, with what ties it to the request and account.
+		s.log.Warn("in-stream error event", "request_id", x.id, "account", a.Name,
+			"error_type", sse.ErrorType, "message", msg)
 		now := s.now()
 		if v := classify(answer{sent: true, event: sse.ErrorType}, now); v.Learn {
 			s.pool.observe(a, v, now)

@@ -42,6 +42,7 @@ type refreshBlock struct {
 	until  time.Time     // no refresh attempt before this
 	step   time.Duration // the last backoff step, doubled on a repeat
 	active bool          // blocked since the last successful refresh
+	gen    int           // the account's unblock generation it began in (pool.unblockGen)
 }
 
 // refreshTimeout bounds one refresh, which runs detached from the request
@@ -80,6 +81,32 @@ type tokens struct {
 	// blocked holds the backoff of accounts whose refresh the token
 	// endpoint refused as blocked (guarded by mu).
 	blocked map[int64]*refreshBlock
+	// forcedAt is when each account's last forced refresh (after a 401)
+	// was asked for (guarded by mu).
+	forcedAt map[int64]time.Time
+}
+
+// forceInterval spaces the forced refreshes of one account: a 401 within
+// it of the last one is not cured by another refresh (the account rests).
+const forceInterval = time.Minute
+
+// mayForce reports whether a 401 of account id may be answered by a
+// forced refresh at now.
+func (t *tokens) mayForce(id int64, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	last, ok := t.forcedAt[id]
+	return !ok || now.Sub(last) >= forceInterval || now.Before(last)
+}
+
+// forced records a forced refresh of account id at now.
+func (t *tokens) forced(id int64, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.forcedAt == nil {
+		t.forcedAt = map[int64]time.Time{}
+	}
+	t.forcedAt[id] = now
 }
 
 func (t *tokens) slot(id int64) *atomic.Pointer[cred] {
@@ -168,7 +195,7 @@ func (t *tokens) refresh(ctx context.Context, a *account, s vault.Secrets, retry
 		}
 		return nil, t.needsLogin(ctx, a, "no refresh token stored")
 	}
-	if until, ok := t.blockedUntil(a.ID); ok {
+	if until, ok := t.blockedUntil(a); ok {
 		// At most one attempt per backoff interval, however many
 		// requests want a token.
 		return nil, fmt.Errorf("%w: %s: token endpoint refused the refresh; next try after %s",
@@ -246,10 +273,16 @@ func (t *tokens) refresh(ctx context.Context, a *account, s vault.Secrets, retry
 
 // blockedUntil reports whether a refresh of account id must wait, and
 // until when.
-func (t *tokens) blockedUntil(id int64) (time.Time, bool) {
+// An `accounts unblock` since the backoff began ends it.
+func (t *tokens) blockedUntil(a *account) (time.Time, bool) {
+	gen := t.pool.unblockGen(a)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	b := t.blocked[id]
+	b := t.blocked[a.ID]
+	if b != nil && b.gen != gen {
+		delete(t.blocked, a.ID)
+		return time.Time{}, false
+	}
 	if b == nil || !b.active || !t.now().Before(b.until) {
 		return time.Time{}, false
 	}
@@ -261,6 +294,7 @@ func (t *tokens) blockedUntil(id int64) (time.Time, bool) {
 // in memory), and logs at warn when the account enters the state.
 func (t *tokens) refreshBlocked(a *account, err error) error {
 	now := t.now()
+	gen := t.pool.unblockGen(a)
 	t.mu.Lock()
 	if t.blocked == nil {
 		t.blocked = map[int64]*refreshBlock{}
@@ -269,6 +303,9 @@ func (t *tokens) refreshBlocked(a *account, err error) error {
 	if b == nil {
 		b = &refreshBlock{}
 		t.blocked[a.ID] = b
+	}
+	if b.gen != gen {
+		*b = refreshBlock{gen: gen} // an unblock since: start over
 	}
 	first := !b.active
 	switch {
