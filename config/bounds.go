@@ -59,6 +59,7 @@ var bounds = map[string]*bound{
 	"ratelimit.cooldown_initial":       durs(time.Second, time.Hour),
 	"ratelimit.cooldown_max":           durs(time.Second, Day),
 	"ratelimit.overloaded_cooldown":    durs(0, time.Hour),
+	"ratelimit.recheck_interval":       durs(time.Minute, Day),
 	"log.payload_max_bytes":            sizes(0, 64*mib),
 	"log.queue_size":                   ints(1, 65536),
 	"log.queue_bytes":                  sizes(mib, 8*gib),

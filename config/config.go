@@ -119,6 +119,9 @@ type RateLimit struct {
 	// OverloadedCooldown is no longer used: a 529 never rests an account
 	// (kept so that existing config files still load).
 	OverloadedCooldown Duration `toml:"overloaded_cooldown"`
+	// RecheckInterval spaces the cheap probes that re-check an account
+	// blocked far ahead (a limit ending later than this) or quarantined.
+	RecheckInterval Duration `toml:"recheck_interval"`
 }
 
 // Load-balancing strategies for LBStrategy (lb_strategy, LB_STRATEGY).
@@ -229,6 +232,7 @@ func Default() Config {
 			CooldownInitial:    Duration(30 * time.Second),
 			CooldownMax:        Duration(5 * time.Minute),
 			OverloadedCooldown: Duration(10 * time.Second),
+			RecheckInterval:    Duration(5 * time.Minute),
 		},
 		Log: Log{
 			Payloads:        PayloadsFull,

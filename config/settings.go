@@ -79,6 +79,7 @@ var reloads = map[string]Reload{
 	"ratelimit.cooldown_initial":       ReloadLive,
 	"ratelimit.cooldown_max":           ReloadLive,
 	"ratelimit.overloaded_cooldown":    ReloadLive,
+	"ratelimit.recheck_interval":       ReloadLive,
 	"log.payloads":                     ReloadRestart,
 	"log.payload_max_bytes":            ReloadRestart,
 	"log.body_paths":                   ReloadRestart,
