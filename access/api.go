@@ -25,6 +25,22 @@ import (
 //	GET  /api/requests[?limit=100&since=D&account=N]  logs.view
 //	POST /api/accounts/{name}/pause    accounts.manage
 //	POST /api/accounts/{name}/resume   accounts.manage
+//	POST /api/accounts/{name}/unblock  accounts.manage  clear its blocks (as `accounts unblock`):
+//	                                   {"name","was","status"}
+//	POST /api/accounts/{name}/check    accounts.manage  probe it now (as `accounts check NAME`):
+//	                                   {"name","status","window","family","until","reason","http_status","detail"}
+//	POST /api/accounts/{name}/login    accounts.manage  new credentials, body exactly one of
+//	                                   {"refresh_token"|"api_key"|"setup_token": "..."} (as `accounts login
+//	                                   NAME --...-stdin`; a refresh token is refreshed once first);
+//	                                   answers {"name","logged_in":true}, never the secret
+//	PATCH /api/accounts/{name}         accounts.manage  body any of {"priority","tier","name","overage"}
+//	                                   (as `accounts edit`); answers the new settings
+//
+// Bad input (a malformed body, an unknown field, a bad value, an edit
+// that changes nothing, a credential of the wrong kind) is a 400 in
+// Anthropic's error shape and changes nothing; an unknown account is a
+// 404, a taken name a 409. Every change writes an audit row whose actor
+// is the client key.
 
 const (
 	defaultRequestsLimit = 100
@@ -39,6 +55,7 @@ func (g *Guard) apiRoutes() http.Handler {
 	mux.HandleFunc("/api/requests", method(http.MethodGet, g.apiRequests))
 	mux.HandleFunc("/api/accounts/{name}/pause", method(http.MethodPost, func(w http.ResponseWriter, r *http.Request) { g.apiSetPaused(w, r, true) }))
 	mux.HandleFunc("/api/accounts/{name}/resume", method(http.MethodPost, func(w http.ResponseWriter, r *http.Request) { g.apiSetPaused(w, r, false) }))
+	g.accountRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reject(w, http.StatusNotFound, apierr.NotFound, "claudeflare: no such admin API endpoint")
 	})

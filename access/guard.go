@@ -45,6 +45,9 @@ type Options struct {
 	Now func() time.Time
 	// PollInterval is how often keys are re-read (0 = DefaultPollInterval).
 	PollInterval time.Duration
+	// Accounts are what the account routes that touch credentials need
+	// (login, check); without them those routes answer 503.
+	Accounts AccountTools
 }
 
 // Guard is the access layer in front of the proxy's handler. Create it
@@ -57,6 +60,7 @@ type Guard struct {
 	// auditKey keys the audit rows the guard writes.
 	auditKey []byte
 	poll     time.Duration
+	tools    AccountTools
 
 	policy atomic.Pointer[policy]
 	keys   atomic.Pointer[keySet]
@@ -131,6 +135,7 @@ func New(ctx context.Context, opts Options) (*Guard, error) {
 		auditKey: opts.AuditKey,
 		logDB:    opts.LogDB,
 		poll:     opts.PollInterval,
+		tools:    opts.Accounts,
 		limits:   newLimiter(),
 		states:   map[int64]*keyState{},
 		tampered: map[int64][32]byte{},

@@ -135,31 +135,23 @@ type Edit struct {
 	Priority *int
 	Tier     *int
 	Rename   *string
+	Overage  *string // store.OverageAvoid or store.OverageAllow
 }
 
-// ErrNoChange is returned by EditAccount for an edit that changes nothing.
+// ErrNoChange is returned (as a BadInput) by EditAccount for an edit that
+// changes nothing.
 var ErrNoChange = errors.New("nothing to change")
 
 // EditAccount changes the named account's settings and records it. The
 // new values are checked as `accounts add` checks them; a taken new name
-// is store.ErrAccountExists. Nothing is changed on error.
+// is store.ErrAccountExists; a bad value is a BadInput. Nothing is
+// changed on error.
 func EditAccount(ctx context.Context, db *store.DB, auditKey []byte, by By, name string, e Edit, now time.Time) error {
 	if err := audit.CheckKey(auditKey); err != nil {
 		return err
 	}
-	if e.Priority == nil && e.Tier == nil && e.Rename == nil {
-		return ErrNoChange
-	}
-	if e.Priority != nil && *e.Priority < 0 {
-		return errors.New("priority must be 0 or more")
-	}
-	if e.Tier != nil && *e.Tier != 1 && *e.Tier != 5 && *e.Tier != 20 {
-		return errors.New("tier must be 1, 5 or 20")
-	}
-	if e.Rename != nil {
-		if err := vault.ValidateName(*e.Rename); err != nil {
-			return err
-		}
+	if err := e.check(); err != nil {
+		return err
 	}
 	a, err := store.GetAccount(ctx, db, name)
 	if err != nil {
@@ -172,16 +164,43 @@ func EditAccount(ctx context.Context, db *store.DB, auditKey []byte, by By, name
 	if e.Tier != nil {
 		parts = append(parts, fmt.Sprintf("tier %d -> %d", a.Tier, *e.Tier))
 	}
+	if e.Overage != nil {
+		parts = append(parts, fmt.Sprintf("overage %s -> %s", a.Overage, *e.Overage))
+	}
 	if e.Rename != nil {
 		parts = append(parts, fmt.Sprintf("renamed to %q", *e.Rename))
 	}
-	if err := store.UpdateAccount(ctx, db, a.ID, store.AccountEdit{Name: e.Rename, Priority: e.Priority, Tier: e.Tier}, now); err != nil {
+	if err := store.UpdateAccount(ctx, db, a.ID, store.AccountEdit{Name: e.Rename, Priority: e.Priority, Tier: e.Tier, Overage: e.Overage}, now); err != nil {
 		if errors.Is(err, store.ErrNoAccount) {
 			return fmt.Errorf("%w: %q", store.ErrNoAccount, name)
 		}
 		return err
 	}
 	return record(ctx, db, auditKey, by, now, ActionEdited, name, "edited: "+strings.Join(parts, ", "))
+}
+
+// check refuses an edit that changes nothing or holds a bad value.
+func (e Edit) check() error {
+	if e.Priority == nil && e.Tier == nil && e.Rename == nil && e.Overage == nil {
+		return &BadInput{Msg: ErrNoChange.Error(), err: ErrNoChange}
+	}
+	if e.Overage != nil {
+		if err := CheckOverage(*e.Overage); err != nil {
+			return err
+		}
+	}
+	if e.Priority != nil && *e.Priority < 0 {
+		return badInput("priority must be 0 or more")
+	}
+	if e.Tier != nil && *e.Tier != 1 && *e.Tier != 5 && *e.Tier != 20 {
+		return badInput("tier must be 1, 5 or 20")
+	}
+	if e.Rename != nil {
+		if err := vault.ValidateName(*e.Rename); err != nil {
+			return &BadInput{Msg: err.Error(), err: err}
+		}
+	}
+	return nil
 }
 
 // record writes the audit row of a change already made; it is written

@@ -11,13 +11,13 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/claudeflare/claudeflare/accounts"
 	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/oauth"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
@@ -28,7 +28,7 @@ import (
 func accountsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "accounts",
-		Usage: "add, log in again, edit, list, pause, resume and remove Claude accounts",
+		Usage: "add, log in again, edit, list, check, unblock, pause, resume and remove Claude accounts",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "add",
@@ -48,6 +48,7 @@ func accountsCommand() *cli.Command {
 					&cli.BoolFlag{Name: "refresh-token-stdin", Usage: "read an OAuth refresh token from stdin"},
 					&cli.BoolFlag{Name: "api-key-stdin", Usage: "read an Anthropic API key from stdin"},
 					&cli.BoolFlag{Name: "setup-token-stdin", Usage: "read a long-lived token made by `claude setup-token` from stdin: used as is, never refreshed; the account needs a new login when upstream refuses it"},
+					overageFlag(store.OverageAvoid, ""),
 				},
 				Action: accountsAdd,
 			},
@@ -70,7 +71,7 @@ func accountsCommand() *cli.Command {
 			},
 			{
 				Name:      "edit",
-				Usage:     "change an account's priority, tier or name",
+				Usage:     "change an account's priority, tier, name or overage policy",
 				ArgsUsage: "NAME",
 				Description: "Values are checked as `accounts add` checks them; an edit that changes\n" +
 					"nothing is a usage error, and --rename refuses a name already taken. The\n" +
@@ -80,6 +81,7 @@ func accountsCommand() *cli.Command {
 					&cli.IntFlag{Name: "priority", Usage: "`N`: lower is preferred (0 highest)", DefaultText: "unchanged"},
 					&cli.IntFlag{Name: "tier", Usage: "`TIER`: subscription tier 1, 5 or 20", DefaultText: "unchanged"},
 					&cli.StringFlag{Name: "rename", Usage: "`NEW` name of the account", DefaultText: "unchanged"},
+					overageFlag("", "unchanged"),
 				},
 				Action: accountsEdit,
 			},
@@ -94,6 +96,8 @@ func accountsCommand() *cli.Command {
 					return accountsList(c)
 				},
 			},
+			accountsCheckCommand(),
+			accountsUnblockCommand(),
 			{
 				Name:      "remove",
 				Usage:     "remove an account and its tokens",
@@ -117,6 +121,12 @@ func accountsCommand() *cli.Command {
 	}
 }
 
+// overageFlag is --overage of add (value the default) and edit.
+func overageFlag(value, defaultText string) cli.Flag {
+	return &cli.StringFlag{Name: "overage", Value: value, DefaultText: defaultText,
+		Usage: "`POLICY` once the subscription limit is reached and upstream serves on paid extra usage: avoid (steer requests to other accounts first, never refuse one) or allow (use it like any other account)"}
+}
+
 // oneName returns the single NAME argument.
 func oneName(c *cli.Context) (string, error) {
 	if c.NArg() != 1 {
@@ -137,6 +147,7 @@ type addArgs struct {
 	refreshStdin bool
 	apiKeyStdin  bool
 	setupStdin   bool
+	overage      string
 }
 
 func parseAddArgs(c *cli.Context) (addArgs, error) {
@@ -156,6 +167,10 @@ func parseAddArgs(c *cli.Context) (addArgs, error) {
 	a.tier = c.Int("tier")
 	if a.tier != 1 && a.tier != 5 && a.tier != 20 {
 		return a, usagef("--tier must be 1, 5 or 20")
+	}
+	a.overage = c.String("overage")
+	if err := accounts.CheckOverage(a.overage); err != nil {
+		return a, usagef("--overage: %v", err)
 	}
 	a.refreshStdin, a.apiKeyStdin, a.setupStdin = credentialFlags(c)
 	return a, checkCredentialFlags(a.refreshStdin, a.apiKeyStdin, a.setupStdin)
@@ -272,12 +287,28 @@ func accountsAdd(c *cli.Context) error {
 			return err
 		}
 	}
+	if err := setOverage(ctx, v.DB(), a.name, a.overage); err != nil {
+		return err
+	}
 	if err := accounts.Added(ctx, v.DB(), auditKey, accounts.By{Actor: audit.CLIActor()}, a.name, time.Now()); err != nil {
 		return err
 	}
 	e.log.Info("account added", "account", a.name)
 	fmt.Fprintf(e.stderr, "claudeflare: account %q added\n", a.name)
 	return nil
+}
+
+// setOverage sets a new account's overage policy when it is not the
+// default (the column's).
+func setOverage(ctx context.Context, db *store.DB, name, overage string) error {
+	if overage == store.OverageAvoid {
+		return nil
+	}
+	a, err := store.GetAccount(ctx, db, name)
+	if err != nil {
+		return err
+	}
+	return store.UpdateAccount(context.WithoutCancel(ctx), db, a.ID, store.AccountEdit{Overage: &overage}, time.Now())
 }
 
 // addFromRefreshToken stores the account with the given refresh token
@@ -329,50 +360,39 @@ func accountsLogin(c *cli.Context) error {
 	} else if err != nil {
 		return err
 	}
-	var s vault.Secrets
+	by := accounts.By{Actor: audit.CLIActor()}
+	var cred accounts.Credential
 	switch {
 	case apiKeyStdin:
-		if s.APIKey, err = readSecret(e.stdin, "API key"); err != nil {
-			return err
-		}
+		cred.APIKey, err = readSecret(e.stdin, "API key")
 	case setupStdin:
-		if s.AccessToken, err = readSecret(e.stdin, "setup token"); err != nil {
-			return err
-		}
+		cred.SetupToken, err = readSecret(e.stdin, "setup token")
 	case refreshStdin:
-		rt, err := readSecret(e.stdin, "refresh token")
-		if err != nil {
-			return err
-		}
-		if a.Kind != store.KindOAuth {
-			return fmt.Errorf("%w: %q is an API-key account (use --api-key-stdin)", accounts.ErrKindMismatch, name)
-		}
-		// Refreshed before it is stored: the account's stored
-		// credentials change only for tokens that work. (A crash right
-		// after the refresh loses the rotated token; the account then
-		// still needs a login, as before.)
-		tok, err := client.Refresh(ctx, rt)
-		if err != nil {
-			if errors.Is(err, oauth.ErrInvalidGrant) {
-				return withHint(fmt.Errorf("validate refresh token: %w", err), "the token is expired or already used; get a new one and run `claudeflare accounts login "+name+"` again")
-			}
-			return fmt.Errorf("validate refresh token: %w", err)
-		}
-		s = vault.Secrets{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.ExpiresAt}
-		if s.RefreshToken == "" {
-			s.RefreshToken = rt
-		}
+		cred.RefreshToken, err = readSecret(e.stdin, "refresh token")
 	default:
 		mode, err := oauth.ParseMode(a.Mode)
 		if err != nil {
 			mode = oauth.ModeMax
 		}
-		if s, err = loginInteractive(ctx, e, client, mode, client.ClientID); err != nil {
+		s, err := loginInteractive(ctx, e, client, mode, client.ClientID)
+		if err != nil {
+			return err
+		}
+		if err := accounts.Login(context.WithoutCancel(ctx), v, auditKey, by, name, s, time.Now()); err != nil {
 			return err
 		}
 	}
-	if err := accounts.Login(context.WithoutCancel(ctx), v, auditKey, accounts.By{Actor: audit.CLIActor()}, name, s, time.Now()); err != nil {
+	if err != nil {
 		return err
+	}
+	if cred != (accounts.Credential{}) {
+		err := accounts.LoginWith(ctx, v, client, auditKey, by, name, cred, time.Now())
+		if errors.Is(err, oauth.ErrInvalidGrant) {
+			return withHint(err, "the token is expired or already used; get a new one and run `claudeflare accounts login "+name+"` again")
+		}
+		if err != nil {
+			return err
+		}
 	}
 	e.log.Info("account logged in", "account", name)
 	fmt.Fprintf(e.stderr, "claudeflare: account %q logged in\n", name)
@@ -440,10 +460,10 @@ func addInteractive(ctx context.Context, e *env, v *vault.Vault, client *oauth.C
 	return err
 }
 
-const maxSecretBytes = 16 << 10
+const maxSecretBytes = accounts.MaxSecretBytes
 
-// readSecret reads one secret from stdin: trimmed, non-empty, one line of
-// printable characters.
+// readSecret reads one secret from stdin, checked as accounts.CheckSecret
+// checks it: trimmed, non-empty, one line of printable characters.
 func readSecret(r io.Reader, what string) (string, error) {
 	b, err := io.ReadAll(io.LimitReader(r, maxSecretBytes+1))
 	if err != nil {
@@ -452,16 +472,14 @@ func readSecret(r io.Reader, what string) (string, error) {
 	if len(b) > maxSecretBytes {
 		return "", fmt.Errorf("read %s from stdin: more than %d bytes", what, maxSecretBytes)
 	}
-	s := strings.TrimSpace(string(b))
-	if s == "" {
+	if strings.TrimSpace(string(b)) == "" {
 		return "", usagef("no %s on stdin", what)
 	}
-	for _, r := range s {
-		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			return "", usagef("the %s on stdin must be one line without spaces", what)
-		}
+	v, err := accounts.CheckSecret(string(b), what)
+	if err != nil {
+		return "", usagef("the %s on stdin must be one line without spaces", what)
 	}
-	return s, nil
+	return v, nil
 }
 
 func readLine(r io.Reader) (string, error) {
@@ -508,13 +526,33 @@ func accountsList(c *cli.Context) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tKIND\tPRIORITY\tTIER\tSTATUS\tLIMITED UNTIL\t5H\t7D\tTOKEN EXPIRES\tREQUESTS\tLAST USED")
+	fmt.Fprintln(tw, "NAME\tKIND\tPRIORITY\tTIER\tSTATUS\tUNTIL\t5H\t7D\tOVERAGE\tTOKEN EXPIRES\tREQUESTS\tLAST USED")
 	for _, a := range lines {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", printable(a.Name), printable(a.Kind), a.Priority, a.Tier,
-			printable(a.Status), human(a.RateLimitedUntilMS, now), pct(a.Utilization5h), pct(a.Utilization7d),
-			human(a.TokenExpiresAtMS, now), a.Requests, human(a.LastUsedMS, now))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", printable(a.Name), printable(a.Kind), a.Priority, a.Tier,
+			printable(stateWord(a.Status, a.Window, a.Family)), human(a.UntilMS, now), pct(a.Utilization5h), pct(a.Utilization7d),
+			printable(a.Overage), human(a.TokenExpiresAtMS, now), a.Requests, human(a.LastUsedMS, now))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, a := range lines {
+		if a.Status == acctstate.NeedsLogin {
+			fmt.Fprintf(e.stderr, "hint: %s needs a new login: %s\n", printable(a.Name), accounts.NeedsLoginHint(a.Name))
+		}
+	}
+	return nil
+}
+
+// stateWord is a state word with its window or model family for a
+// table: "limited (7d)", "limited_model (opus)".
+func stateWord(word, window, family string) string {
+	switch {
+	case window != "":
+		return word + " (" + window + ")"
+	case family != "":
+		return word + " (" + family + ")"
+	}
+	return word
 }
 
 // pct is a utilization as a percentage, "-" when unknown.
@@ -576,8 +614,15 @@ func accountsEdit(c *cli.Context) error {
 		n := c.String("rename")
 		ed.Rename = &n
 	}
-	if ed.Priority == nil && ed.Tier == nil && ed.Rename == nil {
-		return usagef("accounts edit needs at least one of --priority, --tier, --rename")
+	if c.IsSet("overage") {
+		n := c.String("overage")
+		ed.Overage = &n
+		if err := accounts.CheckOverage(n); err != nil {
+			return usagef("--overage: %v", err)
+		}
+	}
+	if ed.Priority == nil && ed.Tier == nil && ed.Rename == nil && ed.Overage == nil {
+		return usagef("accounts edit needs at least one of --priority, --tier, --rename, --overage")
 	}
 	if ed.Priority != nil && *ed.Priority < 0 {
 		return usagef("--priority must be 0 or more")

@@ -21,6 +21,14 @@ func RFC3339(ms int64) *string {
 	return &s
 }
 
+// msOf is t as unix milliseconds, 0 for the zero time.
+func msOf(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
 // Utilization is a 0..1 utilization, nil when unknown (negative).
 func Utilization(u float64) *float64 {
 	if u < 0 {
@@ -78,14 +86,19 @@ func NewRequestLine(r *store.Request) RequestLine {
 // AccountLine is one account as `accounts list --json` and GET
 // /api/accounts show it: state only, never a secret.
 type AccountLine struct {
-	Name             string   `json:"name"`
-	Kind             string   `json:"kind"`
-	Mode             string   `json:"mode"`
-	Priority         int      `json:"priority"`
-	Tier             int      `json:"tier"`
-	Paused           bool     `json:"paused"`
-	Status           string   `json:"status"`
-	StatusReason     string   `json:"status_reason,omitempty"`
+	Name         string `json:"name"`
+	Kind         string `json:"kind"`
+	Mode         string `json:"mode"`
+	Priority     int    `json:"priority"`
+	Tier         int    `json:"tier"`
+	Paused       bool   `json:"paused"`
+	Status       string `json:"status"`
+	StatusReason string `json:"status_reason,omitempty"`
+	// Window (limited: 5h, 7d, ...), Family (limited_model: opus, ...)
+	// and Until (when the state ends) detail Status.
+	Window           string   `json:"window"`
+	Family           string   `json:"family"`
+	Until            *string  `json:"until"`
 	RateLimitedUntil *string  `json:"rate_limited_until"`
 	RateLimitStatus  string   `json:"rate_limit_status"`
 	Utilization5h    *float64 `json:"utilization_5h"`
@@ -93,8 +106,15 @@ type AccountLine struct {
 	TokenExpiresAt   *string  `json:"token_expires_at"`
 	Requests         int64    `json:"requests"`
 	LastUsed         *string  `json:"last_used"`
+	// ModelLimits: the model-scoped limits in force, family -> until.
+	ModelLimits map[string]string `json:"model_limits"`
+	// Overage is the policy (avoid or allow); OverageUntil, when upstream
+	// serves the account on extra usage until then.
+	Overage      string  `json:"overage"`
+	OverageUntil *string `json:"overage_until"`
 
 	// The same times as unix ms (0 = none), for tables.
+	UntilMS            int64 `json:"-"`
 	RateLimitedUntilMS int64 `json:"-"`
 	TokenExpiresAtMS   int64 `json:"-"`
 	LastUsedMS         int64 `json:"-"`
@@ -125,9 +145,16 @@ func AccountLines(ctx context.Context, vaultDB, logDB *store.DB, now time.Time) 
 			rl = 0
 		}
 		u := uses[a.Name]
+		st := acctstate.Of(a, now)
+		models := map[string]string{}
+		for fam, t := range st.Models {
+			models[fam] = t.UTC().Format(time.RFC3339)
+		}
 		out = append(out, AccountLine{
 			Name: a.Name, Kind: a.Kind, Mode: a.Mode, Priority: a.Priority, Tier: a.Tier, Paused: a.Paused,
-			Status: AccountStatus(a, nowMS), StatusReason: a.StatusReason,
+			Status: st.Word, StatusReason: a.StatusReason,
+			Window: st.Window, Family: st.Family, Until: RFC3339(msOf(st.Until)), UntilMS: msOf(st.Until),
+			ModelLimits: models, Overage: a.Overage, OverageUntil: RFC3339(msOf(st.Overage)),
 			RateLimitedUntil: RFC3339(rl), RateLimitStatus: a.RLStatus,
 			Utilization5h: Utilization(a.Util5h), Utilization7d: Utilization(a.Util7d),
 			TokenExpiresAt: RFC3339(a.TokenExpiresAt), Requests: u.Requests, LastUsed: RFC3339(u.LastUsed),
