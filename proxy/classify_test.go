@@ -48,6 +48,9 @@ func TestClassify(t *testing.T) {
 		until   time.Time
 		window  string
 		reason  string
+		family  string
+		overage time.Time
+		keyRef  bool
 	}
 	ok := want{class: ClassOK, learn: true, outcome: OutcomeOK}
 	request := want{class: ClassRequest, learn: true, outcome: OutcomeOther}
@@ -75,8 +78,47 @@ func TestClassify(t *testing.T) {
 
 		// Request-scoped: passed through untouched, no failover.
 		{name: "400 invalid request", ans: answer{status: 400}, hdr: unified("allowed"), want: request},
-		{name: "400 credit balance too low (account-specific, passed through today)", ans: answer{status: 400}, want: request},
-		{name: "403 oauth not allowed for this organization (passed through today)", ans: answer{status: 403}, hdr: unified("allowed"), want: request},
+		{name: "400 without a message", ans: answer{status: 400}, want: request},
+		{name: "403 permission_error of the request", ans: answer{status: 403, message: "Your API key does not have permission to use the specified resource."},
+			hdr: unified("allowed"), want: request},
+		{name: "400 invalid request with a message", ans: answer{status: 400, message: "messages: Field required"}, hdr: unified("allowed"), want: request},
+
+		// Account-specific refusals: quarantine, fail over.
+		{name: "403 oauth not allowed for this organization", ans: answer{status: 403,
+			message: "OAuth authentication is currently not allowed for this organization."}, hdr: unified("allowed"),
+			want: want{class: ClassQuarantine, retry: true, learn: true, outcome: OutcomeOther, reason: "account_refused"}},
+		{name: "403 organization has been disabled", ans: answer{status: 403, message: "This organization has been disabled."},
+			want: want{class: ClassQuarantine, retry: true, learn: true, outcome: OutcomeOther, reason: "account_refused"}},
+		{name: "400 credit balance too low", ans: answer{status: 400,
+			message: "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."},
+			want: want{class: ClassQuarantine, retry: true, learn: true, outcome: OutcomeOther, reason: "account_refused"}},
+		{name: "429 naming a disabled organization is a limit, not a quarantine", ans: answer{status: 429, message: "This organization has been disabled."},
+			hdr:  []string{"retry-after", "30"},
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true, until: now.Add(30 * time.Second), window: "rate_limited", reason: "rate_limited"}},
+
+		// Long context refused: request-scoped, never rests the account.
+		{name: "400 long context beta not available", ans: answer{status: 400,
+			message: "The long context beta is not yet available for this subscription."}, hdr: unified("allowed"),
+			want: want{class: ClassScoped, retry: true, learn: true, outcome: OutcomeOther, reason: "rate_limited"}},
+		{name: "429 extra usage required for long context (bare)", ans: answer{status: 429,
+			message: "Extra usage is required for long context requests."},
+			want: want{class: ClassScoped, retry: true, learn: true, outcome: OutcomeOther, reason: "rate_limited"}},
+		{name: "429 long context with unified headers", ans: answer{status: 429,
+			message: "Extra usage is required for long context requests."}, hdr: unified("allowed"),
+			want: want{class: ClassScoped, retry: true, learn: true, outcome: OutcomeOther, reason: "rate_limited"}},
+
+		// Extra usage refused: limited until the unified reset, else a cooldown.
+		{name: "400 out of extra usage, unified rejected", ans: answer{status: 400,
+			message: "You're out of extra usage. Add more at claude.ai/settings/usage and keep going."}, hdr: unified("rejected"),
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true, until: reset,
+				window: "extra_usage", reason: "rate_limited"}},
+		{name: "400 out of extra usage, unified allowed: its reset", ans: answer{status: 400,
+			message: "You're out of extra usage."}, hdr: unified("allowed"),
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true, until: reset,
+				window: "extra_usage", reason: "rate_limited"}},
+		{name: "429 out of extra usage, no header: a cooldown", ans: answer{status: 429, message: "You're out of Extra Usage."},
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+				window: "extra_usage", reason: "rate_limited"}},
 		{name: "404", ans: answer{status: 404}, want: request},
 		{name: "413", ans: answer{status: 413}, want: request},
 
@@ -122,6 +164,39 @@ func TestClassify(t *testing.T) {
 			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
 				until: reset, window: "rejected", reason: "rate_limited"}},
 
+		// Model-scoped weekly limits: only that family, until the reset.
+		{name: "429 seven_day_opus", ans: answer{status: 429}, hdr: with(unified("rejected"), hdrUnifiedClaim, "seven_day_opus"),
+			want: want{class: ClassModelLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true, until: reset,
+				window: "seven_day_opus", family: "opus", reason: "rate_limited"}},
+		{name: "429 seven_day_sonnet", ans: answer{status: 429}, hdr: with(unified("rejected"), hdrUnifiedClaim, "seven_day_sonnet"),
+			want: want{class: ClassModelLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true, until: reset,
+				window: "seven_day_sonnet", family: "sonnet", reason: "rate_limited"}},
+		{name: "429 seven_day_opus with 7d rejected too: the whole account", ans: answer{status: 429},
+			hdr: with(unified("rejected"), hdrUnifiedClaim, "seven_day_opus", hdr7dStatus, "rejected"),
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true, until: reset,
+				window: "rejected", reason: "rate_limited"}},
+		{name: "200 with seven_day_opus rejected: served, the family limited for the next", ans: answer{status: 200},
+			hdr:  with(unified("rejected"), hdrUnifiedClaim, "seven_day_opus"),
+			want: want{class: ClassOK, learn: true, outcome: OutcomeOK, limited: true, until: reset, window: "seven_day_opus", family: "opus"}},
+		{name: "429 five_hour claim: the whole account", ans: answer{status: 429}, hdr: with(unified("rejected"), hdrUnifiedClaim, "five_hour"),
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true, until: reset,
+				window: "rejected", reason: "rate_limited"}},
+
+		// Overage (extra usage) served: ok, not limited, marked.
+		{name: "200 rejected, overage allowed", ans: answer{status: 200},
+			hdr:  with(unified("rejected"), hdrOverageStatus, "allowed", hdrOverageReset, unix(reset7d)),
+			want: want{class: ClassOK, learn: true, outcome: OutcomeOK, overage: reset}},
+		{name: "200 rejected, overage allowed_warning", ans: answer{status: 200},
+			hdr:  with(unified("rejected"), hdrOverageStatus, "allowed_warning"),
+			want: want{class: ClassOK, learn: true, outcome: OutcomeOK, overage: reset}},
+		{name: "200 rejected, overage rejected: limited for the next", ans: answer{status: 200},
+			hdr:  with(unified("rejected"), hdrOverageStatus, "rejected", "anthropic-ratelimit-unified-overage-disabled-reason", "org_level_disabled"),
+			want: want{class: ClassOK, learn: true, outcome: OutcomeOK, limited: true, until: reset, window: "rejected"}},
+		{name: "429 rejected, overage rejected with a reason: a plain limit", ans: answer{status: 429},
+			hdr: with(unified("rejected"), hdrOverageStatus, "rejected", "anthropic-ratelimit-unified-overage-disabled-reason", "out_of_credits"),
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true, until: reset,
+				window: "rejected", reason: "rate_limited"}},
+
 		// 401.
 		{name: "401 an oauth refresh may cure", ans: answer{status: 401, canRefresh: true},
 			want: want{class: ClassRefresh, outcome: OutcomeOther}},
@@ -131,8 +206,10 @@ func TestClassify(t *testing.T) {
 			want: want{class: ClassAccount, retry: true, outcome: OutcomeOther, reason: "unauthorized"}},
 		{name: "401 and the refresh gave no token, hard status ignored", ans: answer{status: 401, refreshFailed: true}, hdr: unified("rejected"),
 			want: want{class: ClassAccount, retry: true, outcome: OutcomeOther, reason: "unauthorized"}},
-		{name: "401 again after a refresh, or on an api key", ans: answer{status: 401},
+		{name: "401 again after a refresh", ans: answer{status: 401},
 			want: want{class: ClassAccount, retry: true, learn: true, outcome: OutcomeOther, reason: "unauthorized"}},
+		{name: "401 on an api key: the key is refused", ans: answer{status: 401, apiKey: true, message: "invalid x-api-key"},
+			want: want{class: ClassAccount, retry: true, learn: true, outcome: OutcomeOther, reason: "unauthorized", keyRef: true}},
 		{name: "401 with a hard status, no refresh left", ans: answer{status: 401}, hdr: unified("rejected"),
 			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeOther, limited: true,
 				until: reset, window: "rejected", reason: "rate_limited"}},
@@ -172,9 +249,15 @@ func TestClassify(t *testing.T) {
 			}
 			v := classify(ans, now)
 			got := want{class: v.Class, retry: v.Retry, learn: v.Learn, outcome: v.Outcome, limited: v.Limited,
-				until: v.Until, window: v.Window, reason: v.Reason}
+				until: v.Until, window: v.Window, reason: v.Reason, family: v.Family, overage: v.OverageUntil, keyRef: v.KeyRefused}
 			if got.until.Equal(tc.want.until) {
 				got.until = tc.want.until // same instant, maybe another location
+			}
+			if got.overage.Equal(tc.want.overage) {
+				got.overage = tc.want.overage
+			}
+			if v.Overage != !tc.want.overage.IsZero() {
+				t.Fatalf("overage %v, want %v", v.Overage, tc.want.overage)
 			}
 			if got != tc.want {
 				t.Fatalf("verdict\n got %+v\nwant %+v", got, tc.want)
@@ -187,6 +270,14 @@ func TestClassify(t *testing.T) {
 			var s LimitState
 			blocked := s.Apply(p, v, now)
 			switch {
+			case v.Limited && v.Family != "":
+				if blocked || !s.Models[v.Family].Equal(v.Until) {
+					t.Fatalf("limit state %+v, verdict family %s until %v", s, v.Family, v.Until)
+				}
+			case v.Overage:
+				if blocked || !s.Overage.Equal(v.OverageUntil) {
+					t.Fatalf("limit state %+v, verdict overage until %v", s, v.OverageUntil)
+				}
 			case v.Limited && !v.Until.IsZero():
 				if !blocked || !s.Until.Equal(v.Until) || s.Reason != v.Window {
 					t.Fatalf("limit state %+v, verdict until %v window %q", s, v.Until, v.Window)

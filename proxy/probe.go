@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +42,29 @@ type ProbeResult struct {
 // appears in Detail or the error. Probe never refreshes a token: a 401 to
 // an OAuth access token reads as needs_login.
 func Probe(ctx context.Context, client *http.Client, upstream *url.URL, kind, secret string, now time.Time) (ProbeResult, error) {
+	return probe(ctx, client, upstream, kind, secret, ProbeBody, now)
+}
+
+// probeModels are the models a re-check of a model-scoped limit asks for
+// one token of: a probe of another family says nothing of that one.
+var probeModels = map[string]string{
+	"opus":   "claude-opus-4-1",
+	"sonnet": "claude-sonnet-4-5",
+	"haiku":  "claude-haiku-4-5",
+}
+
+// probeBodyFor is the probe request for model family fam ("" or unknown:
+// ProbeBody).
+func probeBodyFor(fam string) string {
+	m, ok := probeModels[fam]
+	if !ok {
+		return ProbeBody
+	}
+	return strings.Replace(ProbeBody, `"claude-haiku-4-5"`, strconv.Quote(m), 1)
+}
+
+// probe is Probe with the request body to send.
+func probe(ctx context.Context, client *http.Client, upstream *url.URL, kind, secret, body string, now time.Time) (ProbeResult, error) {
 	if upstream == nil || upstream.Scheme == "" || upstream.Host == "" {
 		return ProbeResult{}, errors.New("probe: no upstream url")
 	}
@@ -57,14 +81,14 @@ func Probe(ctx context.Context, client *http.Client, upstream *url.URL, kind, se
 	u := *upstream
 	u.Path = strings.TrimRight(upstream.Path, "/") + "/v1/messages"
 	u.RawPath, u.RawQuery, u.Fragment = "", "", ""
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(ProbeBody))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(body))
 	if err != nil {
 		return ProbeResult{}, fmt.Errorf("probe: build request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Anthropic-Version", probeVersion)
 	setCredentials(req.Header, kind, secret)
-	req.ContentLength = int64(len(ProbeBody))
+	req.ContentLength = int64(len(body))
 	resp, err := client.Do(req)
 	if err != nil {
 		if ue, ok := err.(*url.Error); ok {
@@ -74,13 +98,13 @@ func Probe(ctx context.Context, client *http.Client, upstream *url.URL, kind, se
 		return ProbeResult{Detail: msg, Verdict: classify(answer{err: err}, now)}, fmt.Errorf("probe: %s", msg)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, failureBodyMax))
+	rbody, _ := io.ReadAll(io.LimitReader(resp.Body, failureBodyMax))
 	ans := answer{status: resp.StatusCode, header: resp.Header, apiKey: kind == store.KindAPIKey}
 	if hasMessage(resp.StatusCode) || resp.StatusCode >= 400 {
-		if _, msg := errorMessage(body); msg != "" {
+		if _, msg := errorMessage(rbody); msg != "" {
 			ans.message = string(sc.bytes([]byte(msg)))
 		} else if resp.StatusCode >= 400 {
-			ans.message = string(sc.bytes(bytes.TrimSpace(body)))
+			ans.message = string(sc.bytes(bytes.TrimSpace(rbody)))
 		}
 	}
 	v := classify(ans, now)

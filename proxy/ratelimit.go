@@ -240,6 +240,7 @@ type LimitPolicy struct {
 	CooldownInitial    time.Duration // first cooldown after a 429 without reset
 	CooldownMax        time.Duration // cap of the doubling cooldown
 	OverloadedCooldown time.Duration // no longer used: a 529 or overloaded_error never rests an account
+	RecheckInterval    time.Duration // spacing of the probes re-checking a far block or a quarantine
 }
 
 // newLimitPolicy is the policy the [ratelimit] settings describe.
@@ -248,6 +249,7 @@ func newLimitPolicy(c config.RateLimit) LimitPolicy {
 		CooldownInitial:    c.CooldownInitial.Std(),
 		CooldownMax:        c.CooldownMax.Std(),
 		OverloadedCooldown: c.OverloadedCooldown.Std(),
+		RecheckInterval:    c.RecheckInterval.Std(),
 	}
 }
 

@@ -274,16 +274,17 @@ func (s *Server) Reload(ctx context.Context) error {
 }
 
 // Start launches the background goroutines: the recorder, the account
-// poll and the rate-state saver. Serve calls it; Stop ends them.
+// poll, the rate-state saver and the re-check of far blocks. Serve calls it; Stop ends them.
 func (s *Server) Start() {
 	if !s.started.CompareAndSwap(false, true) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopBg = cancel
-	s.bg.Add(3)
+	s.bg.Add(4)
 	go func() { defer s.bg.Done(); s.rec.run() }()
 	go func() { defer s.bg.Done(); s.pool.runSaver(ctx, s.vaultDB, s.log) }()
+	go func() { defer s.bg.Done(); s.runRecheck(ctx) }() // recheck.go
 	go func() {
 		defer s.bg.Done()
 		t := time.NewTicker(s.poll)
