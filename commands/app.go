@@ -73,7 +73,7 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = app.RunContext(context.Background(), reorderArgs(app, args))
 	}
 	if err != nil {
-		printError(stderr, err)
+		printError(errorOut(app, stderr), err)
 	}
 	return exitCode(err)
 }
@@ -81,17 +81,23 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // printError writes err as one line starting "claudeflare: ", plus a hint.
 func printError(w io.Writer, err error) {
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
-	fmt.Fprintf(w, "claudeflare: %s\n", msg)
+	var hint string
 	var he hintError
-	if errors.As(err, &he) && he.hint != "" {
-		fmt.Fprintf(w, "hint: %s\n", he.hint)
-		return
-	}
 	// Domain errors may carry their own advice (a data dir of another
 	// user names the user to run as).
 	var hinter interface{ Hint() string }
-	if errors.As(err, &hinter) && hinter.Hint() != "" {
-		fmt.Fprintf(w, "hint: %s\n", strings.ReplaceAll(hinter.Hint(), "\n", " "))
+	if errors.As(err, &he) && he.hint != "" {
+		hint = he.hint
+	} else if errors.As(err, &hinter) && hinter.Hint() != "" {
+		hint = strings.ReplaceAll(hinter.Hint(), "\n", " ")
+	}
+	if lw, ok := w.(*logLines); ok { // the daemon with JSON logs
+		lw.logError(msg, hint)
+		return
+	}
+	fmt.Fprintf(w, "claudeflare: %s\n", msg)
+	if hint != "" {
+		fmt.Fprintf(w, "hint: %s\n", hint)
 	}
 }
 
@@ -106,6 +112,7 @@ type env struct {
 	level          *slog.LevelVar // the logger's level, changed by a reload
 	secrets        *masterSecrets // the master key variables, read once (open.go)
 	audit          auditNotes     // what the audit log told this command (audit.go)
+	quiet          bool           // --quiet: no success messages (output.go, say)
 }
 
 // config loads the configuration once; extra are command flags that are
@@ -130,7 +137,7 @@ func (e *env) config(extra map[string]string) (*config.Config, error) {
 	e.cfg = cfg
 	e.level = new(slog.LevelVar)
 	e.level.Set(cfg.SlogLevel())
-	e.log = newLogger(e.stderr, cfg, e.level)
+	e.log = e.commandLogger(cfg, e.level)
 	return cfg, nil
 }
 
@@ -178,6 +185,7 @@ func NewApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "data-dir", Usage: "data `DIR` (default $CLAUDEFLARE_DATA_DIR, config data_dir, then $XDG_DATA_HOME/claudeflare)"},
 			&cli.StringFlag{Name: "identity", Usage: "age master identity `FILE` (default $CLAUDEFLARE_IDENTITY_FILE, then <data dir>/identity.txt)"},
 			&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn or error (default $LOG_LEVEL, then info)"},
+			&cli.BoolFlag{Name: "quiet", Usage: "print no success messages, only warnings and errors (as away from a terminal)"},
 			&cli.StringFlag{Name: "log-format", Usage: "`FORMAT`: auto, text or json (default $LOG_FORMAT, then auto)"},
 		},
 		Before: func(c *cli.Context) error {
@@ -189,6 +197,7 @@ func NewApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			}
 			// Command flags that are config keys (daemon --host/--port) are
 			// applied by the command itself through reloadConfig.
+			e.quiet = c.Bool("quiet")
 			e.cfgSource = config.Source{Path: c.String("config"), Getenv: e.getenv, Flags: flags}
 			return nil
 		},

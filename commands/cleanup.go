@@ -26,8 +26,9 @@ func cleanupCommand() *cli.Command {
 			"requests or payloads. --type T --force without --older-than deletes all of T.\n" +
 			"Rows go in small batches of short transactions, so a running daemon never\n" +
 			"waits long; --vacuum then returns the freed space to the file system without\n" +
-			"taking the log offline. It prints what it deleted, or with --dry-run what it\n" +
-			"would delete. It runs at a lower CPU priority (nice 10), so that on a small\n" +
+			"taking the log offline. On a terminal it says what it deleted (on stderr;\n" +
+			"nothing in cron or with --quiet); --dry-run prints what it would delete and\n" +
+			"--json the counts, on stdout. It runs at a lower CPU priority (nice 10), so that on a small\n" +
 			"machine the daemon's requests come first.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "older-than", Usage: "delete data older than `AGE` (30d, 12h) or an RFC 3339 time"},
@@ -114,13 +115,18 @@ func cleanup(c *cli.Context) error {
 	if err != nil && ctx.Err() != nil {
 		err = errors.New("interrupted before the end: the counts printed are what was deleted")
 	}
-	if perr := printCleanup(e.stdout, a, res, err == nil); perr != nil && err == nil {
+	if perr := printCleanup(e, a, res, err == nil); perr != nil && err == nil {
 		err = perr
 	}
 	return err
 }
 
-func printCleanup(w io.Writer, a cleanupArgs, res retention.Result, complete bool) error {
+// printCleanup reports the result: NDJSON on stdout with --json; what
+// would go on stdout with --dry-run (the answer asked for); what went as a
+// success message (env.say: on a terminal only, so that cron mails only a
+// failure).
+func printCleanup(e *env, a cleanupArgs, res retention.Result, complete bool) error {
+	w := e.stdout
 	if a.json {
 		out := cleanupOut{
 			Type: string(res.Type), DryRun: res.DryRun, Requests: res.Requests, Payloads: res.Payloads,
@@ -147,6 +153,15 @@ func printCleanup(w io.Writer, a cleanupArgs, res retention.Result, complete boo
 	}
 	if a.opts.Vacuum && !res.DryRun {
 		what += fmt.Sprintf("; reclaimed %s", humanBytes(res.FreedBytes))
+	}
+	switch {
+	case !res.DryRun && !complete:
+		// A failure: the counts go with the error, wherever stderr is.
+		_, err := fmt.Fprintf(e.stderr, "claudeflare: %s\n", what)
+		return err
+	case !res.DryRun:
+		e.say("%s", what)
+		return nil
 	}
 	_, err := fmt.Fprintln(w, what)
 	return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -76,6 +77,15 @@ func runDaemon(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// The daemon logs at its level wherever stderr goes (not as a
+	// one-shot command in a script does). With JSON logs every line it
+	// writes is JSON: what other code prints on stderr (a note from
+	// opening the vault, a warning, the error it ends with) becomes a log
+	// record.
+	e.log = newLogger(e.stderr, cfg, e.level)
+	if cfg.JSONLogs(isTerminal(e.stderr)) {
+		e.stderr = &logLines{log: e.log, level: slog.LevelInfo}
+	}
 	// The upstream transport (verification, upstream.pin_sha256 on the
 	// upstream and token endpoint hosts) before anything is opened: a
 	// pin that cannot apply is a config error.
@@ -103,7 +113,6 @@ func runDaemon(c *cli.Context) error {
 	logDB, err := e.openLog(cfg)
 	if err != nil {
 		e.log.Error("request log unavailable: serving without it; requests are not logged", "err", err)
-		fmt.Fprintf(e.stderr, "claudeflare: warning: %v: serving without a request log\n", err)
 		logDB = nil
 	} else {
 		defer logDB.Close()
@@ -166,7 +175,7 @@ func openDaemon(ctx context.Context, e *env, cfg *config.Config, v *vault.Vault,
 		Build:        metrics.BuildInfo{Version: version, Commit: commit, Date: date},
 		Version:      versionString(),
 		NotifySocket: e.getenv("NOTIFY_SOCKET"),
-		Stderr:       e.stderr,
+		Watchdog:     daemon.WatchdogInterval(e.getenv),
 	})
 	return d, noKeysHint(err)
 }

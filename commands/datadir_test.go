@@ -39,6 +39,8 @@ func TestPlantedDaemonLockLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := r.Cmd("", "daemon", "--port", "0")
+	// Text logs: with JSON logs the daemon's error is a JSON record.
+	cmd.Env = append(cmd.Env, "LOG_FORMAT=text")
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {

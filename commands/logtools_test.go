@@ -473,8 +473,8 @@ func TestCleanupCommand(t *testing.T) {
 	if r, p := count(); r != 100 || p != 100 {
 		t.Fatalf("dry run deleted: %d %d", r, p)
 	}
-	out = c.MustRun("", "cleanup", "--older-than", "46h", "--type", "payloads")
-	if !strings.HasPrefix(out, "deleted 100 payloads older than ") {
+	out = c.MustRun("", "cleanup", "--older-than", "46h", "--type", "payloads", "--json")
+	if lines := jsonLines(t, out); len(lines) != 1 || lines[0]["payloads"] != 100.0 || lines[0]["type"] != "payloads" {
 		t.Errorf("payloads: %q", out)
 	}
 	if r, p := count(); r != 100 || p != 0 {
@@ -488,8 +488,8 @@ func TestCleanupCommand(t *testing.T) {
 		t.Fatalf("after requests cleanup: %d", r)
 	}
 	// --force: everything of a type.
-	out = c.MustRun("", "cleanup", "--type", "all", "--force", "--vacuum")
-	if !strings.HasPrefix(out, "deleted 40 requests and 0 payloads (all); reclaimed ") {
+	out = c.MustRun("", "cleanup", "--type", "all", "--force", "--vacuum", "--json")
+	if lines := jsonLines(t, out); len(lines) != 1 || lines[0]["requests"] != 40.0 || lines[0]["before"] != nil {
 		t.Errorf("--force: %q", out)
 	}
 	if r, _ := count(); r != 0 {

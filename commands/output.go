@@ -1,13 +1,21 @@
 package commands
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/claudeflare/claudeflare/config"
 )
 
 // ndjson writes one JSON object per line.
@@ -81,4 +89,112 @@ func clip(s string, n int) string {
 	}
 	runes := []rune(s)
 	return string(runes[:n-1]) + "…"
+}
+
+// say prints a success message ("claudeflare: account paused") for a
+// person: on stderr, only when stderr is a terminal and --quiet is not
+// given, so that a script's stderr (and cron's mail) holds only failures.
+// Elsewhere the event is a debug log record instead: one event is never
+// both a log line and a human line.
+func (e *env) say(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if e.quiet || !isTerminal(e.stderr) {
+		if e.log != nil {
+			e.log.Debug(msg)
+		}
+		return
+	}
+	fmt.Fprintf(e.stderr, "claudeflare: %s\n", msg)
+}
+
+// scriptHandler is a one-shot command's log handler away from a terminal
+// (or with --quiet): it passes warnings and errors, and info only when
+// the level is debug. A command's info records (an account paused, a key
+// made) are success messages; in cron they would be mailed.
+type scriptHandler struct {
+	slog.Handler
+	level slog.Leveler
+}
+
+func (h scriptHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	if l < slog.LevelWarn && h.level.Level() > slog.LevelDebug {
+		return false
+	}
+	return h.Handler.Enabled(ctx, l)
+}
+
+func (h scriptHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return scriptHandler{h.Handler.WithAttrs(as), h.level}
+}
+
+func (h scriptHandler) WithGroup(name string) slog.Handler {
+	return scriptHandler{h.Handler.WithGroup(name), h.level}
+}
+
+// commandLogger is the logger of a one-shot command: as configured on a
+// terminal, warnings and errors only elsewhere or with --quiet (unless
+// the level is debug). The daemon makes its own with newLogger.
+func (e *env) commandLogger(cfg *config.Config, level *slog.LevelVar) *slog.Logger {
+	log := newLogger(e.stderr, cfg, level)
+	if e.quiet || !isTerminal(e.stderr) {
+		return slog.New(scriptHandler{log.Handler(), level})
+	}
+	return log
+}
+
+// logLines is the daemon's stderr when its logs are JSON: each plain line
+// written to it ("claudeflare: warning: ...", a note from opening the
+// vault, the final error) becomes a log record, so that every line the
+// daemon writes parses as JSON. "claudeflare: " is cut; "warning: "
+// makes the record a warning.
+type logLines struct {
+	log   *slog.Logger
+	level slog.Level // of a line without "warning: "
+	mu    sync.Mutex
+	buf   []byte
+}
+
+func (w *logLines) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := string(w.buf[:i])
+		w.buf = w.buf[i+1:]
+		if strings.TrimSpace(line) != "" {
+			w.record(line)
+		}
+	}
+}
+
+func (w *logLines) record(line string) {
+	line = strings.TrimPrefix(line, "claudeflare: ")
+	level := w.level
+	if rest, ok := strings.CutPrefix(line, "warning: "); ok {
+		line, level = rest, slog.LevelWarn
+	}
+	w.log.Log(context.Background(), level, line)
+}
+
+// logError logs the error a command ends with (printError's JSON form):
+// one record at error level, its hint as an attribute.
+func (w *logLines) logError(msg, hint string) {
+	if hint != "" {
+		w.log.Error(msg, "hint", hint)
+		return
+	}
+	w.log.Error(msg)
+}
+
+// errorOut is where Run prints the error a command ends with: the
+// command's stderr, which the daemon with JSON logs turned into logLines.
+func errorOut(app *cli.App, stderr io.Writer) io.Writer {
+	if e, ok := app.Metadata["env"].(*env); ok && e.stderr != nil {
+		return e.stderr
+	}
+	return stderr
 }

@@ -68,8 +68,12 @@ type Options struct {
 	Version string
 	// NotifySocket is systemd's $NOTIFY_SOCKET ("" = no notifications).
 	NotifySocket string
-	// Stderr gets the one "claudeflare: listening on URL" line (nil =
-	// none).
+	// Watchdog is systemd's watchdog timeout (WatchdogInterval; 0 =
+	// none): once ready, the daemon sends WATCHDOG=1 every half of it.
+	Watchdog time.Duration
+	// Stderr gets a "claudeflare: listening on URL" line besides the
+	// log's (nil = none; the command line passes none, so that a JSON log
+	// stays all JSON).
 	Stderr io.Writer
 }
 
@@ -90,6 +94,7 @@ type Daemon struct {
 	log     *slog.Logger
 	level   *slog.LevelVar
 	notify  string
+	wdog    time.Duration
 	stderr  io.Writer
 	version string
 	logDB   *store.DB
@@ -106,6 +111,8 @@ type Daemon struct {
 	stopServing context.CancelFunc
 	stopSweep   context.CancelFunc
 	sweepDone   chan struct{}
+	stopWdog    context.CancelFunc
+	wdogDone    chan struct{}
 	done        chan struct{} // closed when serving has ended
 	serveErr    error
 }
@@ -140,7 +147,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		transport = tr
 	}
 	d := &Daemon{
-		cfg: cfg, log: log, level: opts.Level, notify: opts.NotifySocket, stderr: opts.Stderr,
+		cfg: cfg, log: log, level: opts.Level, notify: opts.NotifySocket, wdog: opts.Watchdog, stderr: opts.Stderr,
 		version: opts.Version, logDB: opts.LogDB, done: make(chan struct{}),
 	}
 	if d.version == "" {
@@ -224,11 +231,18 @@ func (d *Daemon) Start(ctx context.Context) error {
 		defer close(d.done)
 		d.serveErr = d.proxy.Serve(sctx, ln)
 	}()
-	d.log.Info("listening", "addr", d.addr.String(), "scheme", scheme, "data_dir", d.cfg.DataDir, "version", d.version)
+	// The URL is in the message: the one line people and scripts look
+	// for, in text and JSON logs alike.
+	d.log.Info("listening on "+d.URL(), "addr", d.addr.String(), "scheme", scheme, "data_dir", d.cfg.DataDir, "version", d.version)
 	if d.stderr != nil {
 		fmt.Fprintf(d.stderr, "claudeflare: listening on %s\n", d.URL())
 	}
 	d.sdNotify("READY=1\nSTATUS=listening on " + d.addr.String())
+	if d.wdog > 0 && d.notify != "" {
+		wctx, cancel := context.WithCancel(context.Background())
+		d.stopWdog, d.wdogDone = cancel, make(chan struct{})
+		go func() { defer close(d.wdogDone); d.runWatchdog(wctx, d.wdog) }()
+	}
 	return nil
 }
 
@@ -242,6 +256,12 @@ func (d *Daemon) Done() <-chan struct{} { return d.done }
 // sweeper stop. It returns serving's error, if serving failed, and the
 // guard's, if its last writes (key use, audit rows) failed.
 func (d *Daemon) Shutdown(ctx context.Context) error {
+	if d.stopWdog != nil {
+		// From here TimeoutStopSec= bounds the stop; no ping follows
+		// STOPPING=1.
+		d.stopWdog()
+		<-d.wdogDone
+	}
 	d.sdNotify("STOPPING=1")
 	if d.stopServing == nil {
 		return nil // never started

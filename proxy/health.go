@@ -102,6 +102,13 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	w.Write(append(body, '\n'))
 }
 
+// HealthStatus is /health's word (HealthOK, HealthDegraded, HealthDown)
+// and its reasons, now.
+func (s *Server) HealthStatus() (string, []string) {
+	h := s.healthAt(s.now())
+	return h.Status, h.Reasons
+}
+
 // healthAt is /health's answer at now. Reasons are fixed phrases with
 // counts, never an account's name or a database error's text (which may
 // hold a path or a user).
