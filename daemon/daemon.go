@@ -153,10 +153,13 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	if d.version == "" {
 		d.version = opts.Build.Version
 	}
-	var err error
+	tools, err := accountTools(cfg, opts.Vault, transport, opts.Build.Version)
+	if err != nil {
+		return nil, err
+	}
 	d.guard, err = access.New(ctx, access.Options{
 		Config: cfg, VaultDB: vdb, AuditKey: opts.AuditKey, LogDB: opts.LogDB, Logger: log,
-		Now: opts.Now, PollInterval: opts.PollInterval,
+		Now: opts.Now, PollInterval: opts.PollInterval, Accounts: tools,
 	})
 	if err != nil {
 		return nil, err
