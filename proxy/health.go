@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/internal/apierr"
 )
 
@@ -120,17 +119,14 @@ func (s *Server) healthAt(now time.Time) healthReply {
 	s.pool.mu.Lock()
 	for _, a := range s.pool.accounts {
 		ok, lim, _ := a.usable(now)
-		switch {
-		case ok:
+		if ok {
 			h.UsableAccounts++
-		case lim:
-			limited++
-			h.Unusable[limitWord(a.limit.Reason)]++
-		case a.Paused:
-			h.Unusable[acctstate.Paused]++
-		default:
-			h.Unusable[a.Status]++
+			continue
 		}
+		if lim {
+			limited++
+		}
+		h.Unusable[a.state(now).Word]++
 	}
 	h.Accounts = len(s.pool.accounts)
 	s.pool.mu.Unlock()
@@ -186,14 +182,6 @@ func (s *Server) healthAt(now time.Time) healthReply {
 		h.Status = HealthOK
 	}
 	return h
-}
-
-// limitWord is the state word of an account resting under a limit.
-func limitWord(reason string) string {
-	if reason == LimitRefreshFailed {
-		return acctstate.RefreshBlocked
-	}
-	return acctstate.Limited
 }
 
 // countWords writes {"paused":1,"limited":2} as "2 limited, 1 paused".

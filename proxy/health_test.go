@@ -126,3 +126,24 @@ func TestHealthRequestLogFailing(t *testing.T) {
 	h.clock.Add(2 * time.Second)
 	h.expectHealth(http.StatusOK, HealthOK)
 }
+
+// TestHealthDeadKey: an API key that upstream refuses takes its account
+// out (key_refused); /health stops saying ok, counting it by state.
+func TestHealthDeadKey(t *testing.T) {
+	h := newHarness(t)
+	h.addAPIKey("first-acct", 0)
+	h.addAPIKey("second-acct", 1)
+	h.reload()
+	h.expectHealth(http.StatusOK, HealthOK)
+	h.api.RevokeAPIKeys("first-acct")
+	if rep := h.post(msgBody); rep.status != 200 {
+		t.Fatalf("failover: %d %s", rep.status, rep.body)
+	}
+	hr := h.expectHealth(http.StatusOK, HealthDegraded, "first-acct", "second-acct")
+	if hr.Unusable["key_refused"] != 1 || hr.UsableAccounts != 1 {
+		t.Fatalf("dead key: %+v", hr)
+	}
+	h.api.RevokeAPIKeys("second-acct")
+	h.post(msgBody)
+	h.expectHealth(http.StatusServiceUnavailable, HealthDown, "first-acct", "second-acct")
+}
