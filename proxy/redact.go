@@ -16,12 +16,15 @@ import (
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // builtinRedact are redacted from everything the request log keeps,
 // whatever log.redact says (log.redact adds to them): Anthropic API keys
 // and OAuth tokens (sk-ant-...), claudeflare client keys (cf_ and 43
 // base64url characters; 16 are enough to be one), and bearer credentials.
+// They are found by scanShapes, without regular expressions; a log.redact
+// pattern written the same way is not run a second time.
 var builtinRedact = []string{
 	`sk-ant-[A-Za-z0-9_\-]{8,}`,
 	`cf_[A-Za-z0-9_\-]{16,}`,
@@ -42,14 +45,14 @@ const maxEscapeLevels = 2
 // redactor replaces secrets in what the request log keeps: payload bodies
 // and header values, and the request row's path, model, client and error.
 type redactor struct {
-	pats []pattern // the built-in patterns, then log.redact
+	pats []pattern // log.redact's patterns, other than the built-in shapes
 }
 
-// pattern is one redaction pattern. The patterns are run one by one, not
+// pattern is one log.redact pattern. The patterns are run one by one, not
 // joined into one alternation: Go's regexp skips quickly to a literal
-// prefix (sk-ant-, cf_) only when the expression has one. A pattern that
-// starts with a case-insensitive literal ((?i)bearer) is run only where a
-// lower-cased copy of the text holds that literal.
+// prefix only when the expression has one. A pattern that starts with a
+// case-insensitive literal ((?i)token=) is run only where a lower-cased
+// copy of the text holds that literal.
 type pattern struct {
 	re       *regexp.Regexp
 	fold     []byte         // the lower-case literal every match starts with, or nil
@@ -57,14 +60,13 @@ type pattern struct {
 }
 
 func newRedactor(extra []*regexp.Regexp) *redactor {
-	res := make([]*regexp.Regexp, 0, len(builtinRedact)+len(extra))
-	for _, p := range builtinRedact {
-		res = append(res, regexp.MustCompile(p))
-	}
 	r := &redactor{}
 	seen := map[string]bool{}
-	for _, re := range append(res, extra...) {
-		if seen[re.String()] { // log.redact's defaults are built in too
+	for _, p := range builtinRedact { // log.redact's defaults are built in
+		seen[p] = true
+	}
+	for _, re := range extra {
+		if seen[re.String()] {
 			continue
 		}
 		seen[re.String()] = true
@@ -130,7 +132,7 @@ func (p *pattern) find(b []byte, lower func() []byte, add func(start, end int)) 
 	}
 }
 
-// findAll calls add with every match of every pattern in b.
+// findAll calls add with every match of every log.redact pattern in b.
 func (r *redactor) findAll(b []byte, add func(start, end int)) {
 	var lb []byte
 	lower := func() []byte {
@@ -163,23 +165,47 @@ type escapeScratch struct {
 var escapeScratchPool = sync.Pool{New: func() any { return new(escapeScratch) }}
 
 // bytes returns b with every secret replaced by [REDACTED]: each match of
-// a pattern in b itself, each match found once %XX escapes are undone (a
-// query string, a form, a URL in a body), and each match found once JSON
-// string escapes (\uXXXX, \/, \\ and the rest) are undone, up to
-// maxEscapeLevels deep. Such a match is replaced with the escaped bytes it
-// came from, so JSON stays JSON. b is not modified; the result is b itself
-// when there is nothing to redact. Empty b gives nil.
+// a built-in shape or a log.redact pattern in b itself, each match found
+// once %XX escapes are undone (a query string, a form, a URL in a body),
+// and each match found once JSON string escapes (\uXXXX, \/, \\ and the
+// rest) are undone, up to maxEscapeLevels deep. Such a match is replaced
+// with the escaped bytes it came from, so JSON stays JSON. b is not
+// modified; the result is b itself when there is nothing to redact. Empty
+// b gives nil.
+//
+// The unescaped views are made only when they can hold a match that b
+// does not show (see jsonTrigger, percentTrigger and scanShapes' esc), or
+// when log.redact adds patterns, which are run on every view.
 func (r *redactor) bytes(b []byte) []byte {
 	if len(b) == 0 {
 		return nil
 	}
-	var spans []span
-	r.findAll(b, func(start, end int) { spans = append(spans, span{start, end}) })
-	if hasPercentEscape(b) {
-		next, npos := unescapePercent(b)
-		r.findAll(next, func(start, end int) { spans = append(spans, span{int(npos[start]), int(npos[end])}) })
+	spans := mergeSpans(r.find(b))
+	if len(spans) == 0 {
+		return b
 	}
-	if bytes.IndexByte(b, '\\') >= 0 {
+	out := make([]byte, 0, len(b))
+	at := 0
+	for _, s := range spans {
+		out = append(append(out, b[at:s[0]]...), Redacted...)
+		at = s[1]
+	}
+	return append(out, b[at:]...)
+}
+
+// find returns the spans of b that bytes replaces, in no order, possibly
+// overlapping.
+func (r *redactor) find(b []byte) []span {
+	var spans []span
+	esc := scanShapes(b, nil, &spans)
+	r.findUser(b, nil, &spans)
+	user := len(r.pats) > 0
+	if hasPercentEscape(b) && (user || esc || percentTrigger(b)) {
+		next, npos := unescapePercent(b)
+		scanShapes(next, npos, &spans)
+		r.findUser(next, npos, &spans)
+	}
+	if bytes.IndexByte(b, '\\') >= 0 && (user || esc || jsonTrigger(b)) {
 		sc := escapeScratchPool.Get().(*escapeScratch)
 		text, pos := b, []int32(nil)
 		for level := 0; level < maxEscapeLevels && bytes.IndexByte(text, '\\') >= 0; level++ {
@@ -188,37 +214,71 @@ func (r *redactor) bytes(b []byte) []byte {
 			if len(next) == len(text) {
 				break // nothing was an escape
 			}
-			r.findAll(next, func(start, end int) { spans = append(spans, span{int(npos[start]), int(npos[end])}) })
+			scanShapes(next, npos, &spans)
+			r.findUser(next, npos, &spans)
 			text, pos = next, npos
 		}
 		if cap(sc.text[0]) <= 8<<20 {
 			escapeScratchPool.Put(sc)
 		}
 	}
-	if len(spans) == 0 {
-		return b
+	return spans
+}
+
+// mergeSpans sorts spans and joins those that overlap or touch: one
+// [REDACTED] for each.
+func mergeSpans(spans []span) []span {
+	if len(spans) < 2 {
+		return spans
 	}
 	slices.SortFunc(spans, func(a, b span) int { return a[0] - b[0] })
-	out := make([]byte, 0, len(b))
-	at := 0
-	for i := 0; i < len(spans); {
-		s := spans[i]
-		for i++; i < len(spans) && spans[i][0] <= s[1]; i++ {
-			s[1] = max(s[1], spans[i][1])
+	out := spans[:1]
+	for _, s := range spans[1:] {
+		if last := &out[len(out)-1]; s[0] <= last[1] {
+			last[1] = max(last[1], s[1])
+		} else {
+			out = append(out, s)
 		}
-		out = append(append(out, b[at:s[0]]...), Redacted...)
-		at = s[1]
 	}
-	return append(out, b[at:]...)
+	return out
+}
+
+// findUser appends to spans every match of a log.redact pattern in t,
+// mapped through pos as in scanShapes.
+func (r *redactor) findUser(t []byte, pos []int32, spans *[]span) {
+	if len(r.pats) == 0 {
+		return
+	}
+	r.findAll(t, func(start, end int) {
+		if pos != nil {
+			start, end = int(pos[start]), int(pos[end])
+		}
+		*spans = append(*spans, span{start, end})
+	})
 }
 
 // string is bytes for a short string (a path with its query, a header
 // value, a model, a client, an error).
+// Most hold no secret: s is then returned as it is, without a copy.
 func (r *redactor) string(s string) string {
 	if s == "" {
 		return s
 	}
-	return string(r.bytes([]byte(s)))
+	// find only reads the bytes: it reads s's own, not a copy.
+	b := unsafe.Slice(unsafe.StringData(s), len(s))
+	spans := mergeSpans(r.find(b))
+	if len(spans) == 0 {
+		return s
+	}
+	var out strings.Builder
+	at := 0
+	for _, sp := range spans {
+		out.WriteString(s[at:sp[0]])
+		out.WriteString(Redacted)
+		at = sp[1]
+	}
+	out.WriteString(s[at:])
+	return out.String()
 }
 
 // hasPercentEscape reports whether b holds a %XX escape.
