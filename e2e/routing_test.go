@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -169,9 +170,23 @@ type acctLine struct {
 	Name             string  `json:"name"`
 	Status           string  `json:"status"`
 	StatusReason     string  `json:"status_reason"`
+	Window           string  `json:"window"`
+	Family           string  `json:"family"`
+	Until            *string `json:"until"`
 	RateLimitedUntil *string `json:"rate_limited_until"`
 	RateLimitStatus  string  `json:"rate_limit_status"`
+	Overage          string  `json:"overage"`
+	OverageUntil     *string `json:"overage_until"`
 	raw              string
+}
+
+// until is the line's Until as a time (zero when none).
+func (l acctLine) until() time.Time {
+	if l.Until == nil {
+		return time.Time{}
+	}
+	t, _ := time.Parse(time.RFC3339, *l.Until)
+	return t
 }
 
 // accounts runs `claudeflare accounts list --json`.
@@ -250,6 +265,285 @@ func TestRoutingRequestScoped429(t *testing.T) {
 	rt.checkStatus("solo", "ok")
 }
 
+// a, two accounts) On a pool of two, a request-scoped refusal (a bare 429, a 400 or
+// 429 refusing long context) is tried once on the other account; when
+// both refuse, the client gets the upstream's answer. No account rests.
+func TestRoutingRequestScopedTriedOnceElsewhere(t *testing.T) {
+	rt := newRouter(t, "alpha", "beta")
+	for _, tc := range []struct {
+		name  string
+		fault fakeapi.Fault
+	}{
+		{"bare 429", fakeapi.Fault{Path: fakeapi.MessagesPath, Kind: fakeapi.FaultStatus, Status: 429, Bare: true}},
+		{"long context 400", fakeapi.LongContextFault("", 400)},
+		{"long context 429", fakeapi.LongContextFault("", 429)},
+	} {
+		// One refusal: the other account serves.
+		f := tc.fault
+		f.Count = 1
+		rt.fake.Inject(f)
+		r := rt.ask(sonnet)
+		if tried := r.tried(); r.status != 200 || len(tried) != 2 || tried[0] == tried[1] {
+			t.Fatalf("%s, once: %s", tc.name, r)
+		}
+		// Both refuse: the second refusal goes to the client, after two tries.
+		f.Count = 2
+		rt.fake.Inject(f)
+		r = rt.ask(sonnet)
+		if len(r.attempts) != 2 || r.status != tc.fault.Status || r.attempts[1].Status != tc.fault.Status {
+			t.Fatalf("%s, twice: %s", tc.name, r)
+		}
+		if tc.fault.Message != "" {
+			if _, msg, _ := r.errorOf(); msg != tc.fault.Message {
+				t.Fatalf("%s: the client got %q", tc.name, msg)
+			}
+		}
+		// Nobody rests: the next requests reach both accounts.
+		seen := map[string]bool{}
+		for range 4 {
+			seen[rt.mustServe(sonnet)] = true
+		}
+		if !seen["alpha"] || !seen["beta"] {
+			t.Fatalf("%s: afterwards only %v served", tc.name, seen)
+		}
+		rt.checkStatus("alpha", "ok")
+		rt.checkStatus("beta", "ok")
+	}
+}
+
+// b) A weekly limit of one model family moves that family's requests to
+// the other account and leaves the account serving the other families;
+// `accounts list` says limited_model.
+func TestRoutingModelLimit(t *testing.T) {
+	rt := newRouter(t, "alpha", "beta")
+	reset := time.Now().Add(time.Hour)
+	rt.fake.SetModelLimit("alpha", "opus", reset)
+	alphaOpus := 0
+	for range 6 {
+		r := rt.ask(opus)
+		if r.servedBy() != "beta" {
+			t.Fatalf("opus request: %s", r)
+		}
+		for _, a := range r.tried() {
+			if a == "alpha" {
+				alphaOpus++
+			}
+		}
+	}
+	if alphaOpus != 1 {
+		t.Fatalf("alpha was sent %d opus requests; once limited it should get none", alphaOpus)
+	}
+	l := rt.waitStatus("alpha", "limited_model")
+	if l.Family != "opus" || !l.until().Equal(time.Unix(reset.Unix(), 0)) {
+		t.Fatalf("accounts list: alpha limited_model %q until %v, want opus until %v: %s", l.Family, l.until(), reset.Unix(), l.raw)
+	}
+	served := map[string]int{}
+	for range 6 {
+		served[rt.mustServe(sonnet)]++
+	}
+	if served["alpha"] == 0 {
+		t.Fatalf("alpha, limited for opus only, served no sonnet request: %v", served)
+	}
+	rt.checkStatus("beta", "ok")
+}
+
+// b, alone) On a one-account pool the opus requests get the proxy's own 429,
+// carrying the upstream's reset, representative claim and a retry-after,
+// and are not sent upstream again; sonnet requests are still served.
+func TestRoutingModelLimitOneAccount(t *testing.T) {
+	rt := newRouter(t, "solo")
+	reset := time.Now().Add(time.Hour)
+	rt.fake.SetModelLimit("solo", "opus", reset)
+	for i := range 2 {
+		r := rt.ask(opus)
+		_, _, id := r.errorOf()
+		if r.status != 429 || id == "" {
+			t.Fatalf("opus request %d: %s", i, r)
+		}
+		h := r.header
+		if got := h.Get(fakeapi.UnifiedPrefix + "reset"); got != strconv.FormatInt(reset.Unix(), 10) {
+			t.Errorf("opus request %d: unified reset %q, want %d", i, got, reset.Unix())
+		}
+		if got := h.Get(fakeapi.UnifiedPrefix + "representative-claim"); got != "seven_day_opus" {
+			t.Errorf("opus request %d: representative claim %q", i, got)
+		}
+		if got := h.Get(fakeapi.UnifiedPrefix + "status"); got != "rejected" {
+			t.Errorf("opus request %d: unified status %q", i, got)
+		}
+		if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra <= 0 || ra > 3700 {
+			t.Errorf("opus request %d: retry-after %q", i, h.Get("Retry-After"))
+		}
+		if i == 1 && len(r.attempts) != 0 {
+			t.Errorf("the second opus request was sent upstream: %s", r)
+		}
+	}
+	if who := rt.mustServe(sonnet); who != "solo" {
+		t.Fatalf("sonnet served by %q", who)
+	}
+	rt.waitStatus("solo", "limited_model")
+}
+
+// c) An account served on overage (extra usage) is steered away from
+// under the default policy (avoid): the others serve while it is the last
+// choice; alone, it keeps serving. `accounts edit NAME --overage allow`
+// puts it back in rotation.
+func TestRoutingOverage(t *testing.T) {
+	rt := newRouter(t, "alpha", "beta")
+	rt.fake.SetOverage("alpha", fakeapi.OverageServed, time.Now().Add(time.Hour))
+	r := rt.untilTried(sonnet, "alpha")
+	if r.servedBy() != "alpha" {
+		t.Fatalf("upstream served alpha on overage, the client should have that answer: %s", r)
+	}
+	for range 6 {
+		if who := rt.mustServe(sonnet); who != "beta" {
+			t.Fatalf("after alpha served on overage, %s served (policy avoid)", who)
+		}
+	}
+	rt.checkStatus("alpha", "ok")
+	testutil.WaitFor(t, "alpha's extra usage in accounts list", func() bool {
+		l := rt.accounts()["alpha"]
+		return l.Overage == "avoid" && l.OverageUntil != nil
+	})
+
+	rt.MustRun("", "accounts", "edit", "alpha", "--overage", "allow")
+	if l := rt.accounts()["alpha"]; l.Overage != "allow" {
+		t.Fatalf("after accounts edit alpha --overage allow: %s", l.raw)
+	}
+	rt.waitServedBy(sonnet, "alpha")
+}
+
+// c, alone) Alone, an account on overage keeps serving under policy avoid: a
+// request upstream would serve is never refused.
+func TestRoutingOverageOneAccount(t *testing.T) {
+	rt := newRouter(t, "solo")
+	rt.fake.SetOverage("solo", fakeapi.OverageServed, time.Now().Add(time.Hour))
+	for range 5 {
+		if who := rt.mustServe(sonnet); who != "solo" {
+			t.Fatalf("served by %q", who)
+		}
+	}
+	rt.checkStatus("solo", "ok")
+}
+
+// c, refused) Extra usage refused (a 400 naming it): the account is limited
+// until the unified reset; the request is served by the other account.
+func TestRoutingOverageRefused(t *testing.T) {
+	rt := newRouter(t, "alpha", "beta")
+	reset := time.Now().Add(time.Hour)
+	rt.fake.SetOverage("alpha", fakeapi.OverageRefused400, reset)
+	r := rt.untilTried(sonnet, "alpha")
+	if r.servedBy() != "beta" {
+		t.Fatalf("the refusal of extra usage did not fail over: %s", r)
+	}
+	l := rt.waitStatus("alpha", "limited")
+	if !l.until().Equal(time.Unix(reset.Unix(), 0)) {
+		t.Fatalf("accounts list: alpha limited until %v, want the unified reset %v: %s", l.until(), reset.Unix(), l.raw)
+	}
+	for range 4 {
+		if r := rt.ask(sonnet); r.servedBy() != "beta" || len(r.attempts) != 1 {
+			t.Fatalf("alpha, limited, was tried: %s", r)
+		}
+	}
+}
+
+// d) Account-specific refusals (OAuth not allowed for the organization,
+// credit balance too low) quarantine the account with the upstream's
+// reason and fail over; a request-specific 400 passes through untouched
+// and leaves the account alone.
+func TestRoutingQuarantine(t *testing.T) {
+	rt := newRouter(t, "alpha", "beta", "gamma")
+	rt.fake.SetAccountRefusal("alpha", 403, "permission_error", fakeapi.MsgOAuthNotAllowed)
+	rt.fake.SetAccountRefusal("gamma", 400, "invalid_request_error", fakeapi.MsgCreditTooLow)
+	rt.untilTried(sonnet, "alpha")
+	rt.untilTried(sonnet, "gamma")
+	for name, want := range map[string]string{"alpha": "not allowed for this organization", "gamma": "credit balance is too low"} {
+		l := rt.waitStatus(name, "quarantined")
+		if !strings.Contains(l.StatusReason, want) {
+			t.Fatalf("%s quarantined with reason %q, want it to name %q", name, l.StatusReason, want)
+		}
+	}
+	for range 4 {
+		if r := rt.ask(sonnet); r.servedBy() != "beta" || len(r.attempts) != 1 {
+			t.Fatalf("a quarantined account was tried: %s", r)
+		}
+	}
+
+	// A 400 about the request itself: the client gets it as upstream sent
+	// it, after one try; beta stays ok.
+	const bad = "messages.0.content: Input should be a valid list"
+	rt.fake.Inject(fakeapi.Fault{Path: fakeapi.MessagesPath, Kind: fakeapi.FaultStatus, Status: 400,
+		Type: "invalid_request_error", Message: bad})
+	r := rt.ask(sonnet)
+	typ, msg, id := r.errorOf()
+	if r.status != 400 || typ != "invalid_request_error" || msg != bad || len(r.attempts) != 1 ||
+		id == "" || id != r.header.Get("Request-Id") {
+		t.Fatalf("a request-specific 400 was not passed through untouched: %s %v", r, r.header)
+	}
+	rt.mustServe(sonnet)
+	rt.checkStatus("beta", "ok")
+}
+
+// e) A 401 that a refresh does not cure: alone, the client gets the 401
+// with x-should-retry: false after one forced refresh; the account then
+// rests (it is not sent the requests that follow) and the token is
+// refreshed at most once however many requests come.
+func TestRoutingUncurable401(t *testing.T) {
+	rt := newRouter(t, "solo")
+	rt.mustServe(sonnet)
+	base := rt.fake.RefreshCount("solo")
+	rt.fake.RefuseAccessTokens("solo")
+	r := rt.ask(sonnet)
+	if r.status != 401 || r.header.Get("X-Should-Retry") != "false" || len(r.attempts) > 2 {
+		t.Fatalf("uncurable 401: %s, x-should-retry %q", r, r.header.Get("X-Should-Retry"))
+	}
+	for i := range 5 {
+		r := rt.ask(sonnet)
+		if r.status == 200 || len(r.attempts) != 0 {
+			t.Fatalf("request %d after an uncurable 401: %s", i, r)
+		}
+		if i == 0 {
+			t.Logf("while solo rests: %d %s, x-should-retry %q, retry-after %q", r.status, clip(r.body),
+				r.header.Get("X-Should-Retry"), r.header.Get("Retry-After"))
+		}
+	}
+	if n := rt.fake.RefreshCount("solo") - base; n > 1 {
+		t.Fatalf("%d refreshes for an uncurable 401 within seconds, want at most 1", n)
+	}
+}
+
+// e, two accounts) With another account, that one serves every request,
+// and the refused account's token is refreshed at most once.
+func TestRoutingUncurable401Failover(t *testing.T) {
+	rt := newRouter(t, "alpha", "beta")
+	rt.mustServe(sonnet)
+	base := rt.fake.RefreshCount("alpha")
+	rt.fake.RefuseAccessTokens("alpha")
+	for range 6 {
+		if who := rt.mustServe(sonnet); who != "beta" {
+			t.Fatalf("served by %q", who)
+		}
+	}
+	if n := rt.fake.RefreshCount("alpha") - base; n > 1 {
+		t.Fatalf("%d refreshes of alpha within seconds, want at most 1", n)
+	}
+	rt.checkStatus("beta", "ok")
+}
+
+// e, API key) An API key upstream refuses: 401 with x-should-retry: false, and
+// the account is key_refused.
+func TestRoutingRevokedAPIKey(t *testing.T) {
+	w := newWorld(t, routingConfig, "")
+	w.addAPIKey("key")
+	rt := &router{t: t, world: w, d: w.start(), c: newClient(30*time.Second, 8)}
+	rt.mustServe(sonnet)
+	rt.fake.RevokeAPIKeys("key")
+	r := rt.ask(sonnet)
+	if r.status != 401 || r.header.Get("X-Should-Retry") != "false" {
+		t.Fatalf("revoked key: %s, x-should-retry %q", r, r.header.Get("X-Should-Retry"))
+	}
+	rt.waitStatus("key", "key_refused")
+}
+
 // f) Random 529s (3% of upstream requests) on three accounts: with the
 // default RETRY_ATTEMPTS, (almost) none reaches a client, and no account
 // rests for Anthropic's load.
@@ -312,7 +606,7 @@ func TestRouting529Storm(t *testing.T) {
 // serves again once the reset passed, not before.
 func TestRoutingBlocksHeal(t *testing.T) {
 	rt := newRouter(t, "alpha", "beta")
-	reset := time.Now().Add(3 * time.Second)
+	reset := time.Now().Add(4 * time.Second)
 	h := fakeapi.RateLimitHeaders("rejected", reset)
 	rt.fake.Inject(fakeapi.Fault{Account: "alpha", Path: fakeapi.MessagesPath, Kind: fakeapi.FaultStatus, Status: 429, Headers: h})
 	if r := rt.untilTried(sonnet, "alpha"); r.servedBy() != "beta" {
@@ -324,80 +618,71 @@ func TestRoutingBlocksHeal(t *testing.T) {
 	}
 }
 
-// a, two accounts) On a pool of two, a request-scoped refusal (a bare 429, a 400 or
-// 429 refusing long context) is tried once on the other account; when
-// both refuse, the client gets the upstream's answer. No account rests.
-func TestRoutingRequestScopedTriedOnceElsewhere(t *testing.T) {
+// g, unblock) Blocks can be cleared: `accounts unblock NAME` makes the
+// running daemon use a limited, quarantined or model-limited account
+// again, without a restart (and only then: the fake heals first).
+func TestRoutingUnblock(t *testing.T) {
 	rt := newRouter(t, "alpha", "beta")
-	for _, tc := range []struct {
-		name  string
-		fault fakeapi.Fault
-	}{
-		{"bare 429", fakeapi.Fault{Path: fakeapi.MessagesPath, Kind: fakeapi.FaultStatus, Status: 429, Bare: true}},
-		{"long context 400", fakeapi.LongContextFault("", 400)},
-		{"long context 429", fakeapi.LongContextFault("", 429)},
-	} {
-		// One refusal: the other account serves.
-		f := tc.fault
-		f.Count = 1
-		rt.fake.Inject(f)
-		r := rt.ask(sonnet)
-		if tried := r.tried(); r.status != 200 || len(tried) != 2 || tried[0] == tried[1] {
-			t.Fatalf("%s, once: %s", tc.name, r)
-		}
-		// Both refuse: the second refusal goes to the client, after two tries.
-		f.Count = 2
-		rt.fake.Inject(f)
-		r = rt.ask(sonnet)
-		if len(r.attempts) != 2 || r.status != tc.fault.Status || r.attempts[1].Status != tc.fault.Status {
-			t.Fatalf("%s, twice: %s", tc.name, r)
-		}
-		if tc.fault.Message != "" {
-			if _, msg, _ := r.errorOf(); msg != tc.fault.Message {
-				t.Fatalf("%s: the client got %q", tc.name, msg)
-			}
-		}
-		// Nobody rests: the next requests reach both accounts.
-		seen := map[string]bool{}
-		for range 4 {
-			seen[rt.mustServe(sonnet)] = true
-		}
-		if !seen["alpha"] || !seen["beta"] {
-			t.Fatalf("%s: afterwards only %v served", tc.name, seen)
-		}
-		rt.checkStatus("alpha", "ok")
-		rt.checkStatus("beta", "ok")
-	}
-}
 
-// c, alone) Alone, an account on overage keeps serving under policy avoid: a
-// request upstream would serve is never refused.
-func TestRoutingOverageOneAccount(t *testing.T) {
-	rt := newRouter(t, "solo")
-	rt.fake.SetOverage("solo", fakeapi.OverageServed, time.Now().Add(time.Hour))
-	for range 5 {
-		if who := rt.mustServe(sonnet); who != "solo" {
-			t.Fatalf("served by %q", who)
-		}
-	}
-	rt.checkStatus("solo", "ok")
-}
-
-// c, refused) Extra usage refused (a 400 naming it): the account is limited
-// until the unified reset; the request is served by the other account.
-func TestRoutingOverageRefused(t *testing.T) {
-	rt := newRouter(t, "alpha", "beta")
-	rt.fake.SetOverage("alpha", fakeapi.OverageRefused400, time.Now().Add(time.Hour))
-	r := rt.untilTried(sonnet, "alpha")
-	if r.servedBy() != "beta" {
-		t.Fatalf("the refusal of extra usage did not fail over: %s", r)
-	}
+	// A far limit (5 hours), the fake healed at once: alpha stays out
+	// until `accounts unblock alpha`.
+	h := fakeapi.RateLimitHeaders("rejected", time.Now().Add(5*time.Hour))
+	rt.fake.Inject(fakeapi.Fault{Account: "alpha", Path: fakeapi.MessagesPath, Kind: fakeapi.FaultStatus, Status: 429, Headers: h})
+	rt.untilTried(sonnet, "alpha")
 	rt.waitStatus("alpha", "limited")
-	for range 4 {
-		if r := rt.ask(sonnet); r.servedBy() != "beta" || len(r.attempts) != 1 {
-			t.Fatalf("alpha, limited, was tried: %s", r)
+	rt.onlyBeta()
+	rt.MustRun("", "accounts", "unblock", "alpha")
+	rt.waitServedBy(sonnet, "alpha")
+	rt.waitStatus("alpha", "ok")
+
+	// A quarantine, then the organization fixed upstream.
+	rt.fake.SetAccountRefusal("alpha", 403, "permission_error", fakeapi.MsgOrgDisabled)
+	rt.untilTried(sonnet, "alpha")
+	rt.waitStatus("alpha", "quarantined")
+	rt.fake.ClearAccountRefusal("alpha")
+	rt.onlyBeta()
+	rt.MustRun("", "accounts", "unblock", "alpha")
+	rt.waitServedBy(sonnet, "alpha")
+
+	// A model limit.
+	rt.fake.SetModelLimit("alpha", "opus", time.Now().Add(72*time.Hour))
+	rt.untilTried(opus, "alpha")
+	rt.waitStatus("alpha", "limited_model")
+	rt.fake.ClearModelLimit("alpha", "opus")
+	rt.onlyBeta(opus)
+	rt.MustRun("", "accounts", "unblock", "alpha")
+	rt.waitServedBy(opus, "alpha")
+	rt.waitStatus("alpha", "ok")
+}
+
+// g, check) `accounts check NAME --json` probes the account now: while
+// upstream still refuses it, it stays quarantined with the reason; once
+// upstream serves it, the check says ok and the running daemon uses it
+// again.
+func TestRoutingCheck(t *testing.T) {
+	rt := newRouter(t, "alpha", "beta")
+	rt.fake.SetAccountRefusal("alpha", 403, "permission_error", fakeapi.MsgOAuthNotAllowed)
+	rt.untilTried(sonnet, "alpha")
+	rt.waitStatus("alpha", "quarantined")
+	check := func() map[string]any {
+		t.Helper()
+		out, errs, code := rt.Run("", "accounts", "check", "alpha", "--json")
+		var m map[string]any
+		if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &m); err != nil {
+			t.Fatalf("accounts check alpha --json: exit %d: %v: %s %s", code, err, out, errs)
 		}
+		return m
 	}
+	if m := check(); m["status"] != "quarantined" || !strings.Contains(fmt.Sprint(m["reason"]), "not allowed for this organization") {
+		t.Fatalf("check while upstream refuses: %v", m)
+	}
+	rt.onlyBeta()
+	rt.fake.ClearAccountRefusal("alpha")
+	if m := check(); m["status"] != "ok" {
+		t.Fatalf("check once upstream serves: %v", m)
+	}
+	rt.waitServedBy(sonnet, "alpha")
+	rt.waitStatus("alpha", "ok")
 }
 
 // onlyBeta sends four requests (sonnet unless a model is given), each of
