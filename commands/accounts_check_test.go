@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -185,3 +186,48 @@ func TestAccountsCheck(t *testing.T) {
 }
 
 func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
+
+// A running daemon drops the block it holds in memory when `accounts
+// unblock` moves the account's unblocked_at: a one-account pool limited
+// for hours serves again without a restart.
+func TestDaemonServesAfterAccountsUnblock(t *testing.T) {
+	c := newCLI(t)
+	c.MustRun("", "init")
+	c.MustRun(c.fake.NewOAuthAccount("work"), "accounts", "add", "work", "--refresh-token-stdin")
+	d := c.startDaemon()
+	c.fake.Inject(fakeapi.Fault{Account: "work", Kind: fakeapi.FaultStatus, Status: 429,
+		Headers: fakeapi.RateLimitHeaders("rejected", time.Now().Add(5*time.Hour))})
+	if resp, body := postMessages(t, d.url, false); resp.StatusCode != 429 {
+		t.Fatalf("the limit: %d %s", resp.StatusCode, body)
+	}
+	// The daemon holds the block: upstream is not asked again.
+	c.fake.ResetRequests()
+	if resp, body := postMessages(t, d.url, false); resp.StatusCode != 429 {
+		t.Fatalf("while limited: %d %s", resp.StatusCode, body)
+	}
+	if n := len(c.fake.Requests()); n != 0 {
+		t.Fatalf("a limited account was asked %d times", n)
+	}
+	// The daemon saves the block (off the request path); then unblock.
+	testutil.WaitFor(t, "the block to be saved", func() bool {
+		return checkLines(t, c.MustRun("", "accounts", "list", "--json"))["work"]["status"] == "limited"
+	})
+	out := c.MustRun("", "accounts", "unblock", "work")
+	if !strings.HasPrefix(out, "unblocked work: was limited (") {
+		t.Fatalf("unblock: %q", out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, body := postMessages(t, d.url, false)
+		if resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d after unblock: %s\n%s", resp.StatusCode, body, d.logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if list := checkLines(t, c.MustRun("", "accounts", "list", "--json")); list["work"]["status"] != "ok" {
+		t.Fatalf("after unblock: %v", list["work"])
+	}
+}
