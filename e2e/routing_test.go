@@ -618,6 +618,32 @@ func TestRoutingBlocksHeal(t *testing.T) {
 	}
 }
 
+// g, API key) An API key's rate limit (requests-* headers and a
+// retry-after) rests the account until the retry-after, not before and
+// not much after; the other key serves meanwhile.
+func TestRoutingAPIKeyLimitHeals(t *testing.T) {
+	w := newWorld(t, routingConfig, "")
+	w.addAPIKey("k1")
+	w.addAPIKey("k2")
+	rt := &router{t: t, world: w, d: w.start(), c: newClient(30*time.Second, 8)}
+	rt.fake.Inject(fakeapi.Fault{Account: "k1", Path: fakeapi.MessagesPath, Kind: fakeapi.FaultStatus, Status: 429, Bare: true,
+		Headers: map[string]string{
+			"anthropic-ratelimit-requests-limit":     "50",
+			"anthropic-ratelimit-requests-remaining": "0",
+			"anthropic-ratelimit-requests-reset":     time.Now().Add(3 * time.Second).UTC().Format(time.RFC3339),
+			"retry-after":                            "3",
+		}})
+	r := rt.untilTried(sonnet, "k1")
+	if r.servedBy() != "k2" || r.attempts[0].Account != "k1" || r.attempts[0].Status != 429 {
+		t.Fatalf("k1's limit did not fail over: %s", r)
+	}
+	limited := r.attempts[0].Time
+	at := rt.waitServedBy(sonnet, "k1")
+	if d := at.Sub(limited); d < 3*time.Second || d > 20*time.Second {
+		t.Fatalf("k1 served again %s after its 429 with retry-after: 3", d)
+	}
+}
+
 // g, unblock) Blocks can be cleared: `accounts unblock NAME` makes the
 // running daemon use a limited, quarantined or model-limited account
 // again, without a restart (and only then: the fake heals first).
