@@ -70,12 +70,86 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if name := commandName(app, args); name != "" && findCommand(app.Commands, name) == nil && name != "help" && name != "h" {
 		err = usagef("unknown command %q (see claudeflare --help)", name)
 	} else {
-		err = app.RunContext(context.Background(), reorderArgs(app, args))
+		err = app.RunContext(context.Background(), reorderArgs(app, hoistGlobalFlags(app, args)))
 	}
 	if err != nil {
 		printError(errorOut(app, stderr), err)
 	}
 	return exitCode(err)
+}
+
+// hoistGlobalFlags moves global flags written after the command
+// (`daemon --data-dir X`, `accounts list --data-dir X`) in front of it,
+// where urfave/cli looks for them. A flag the command itself defines
+// stays its own; arguments after "--" are left alone.
+func hoistGlobalFlags(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	i := skipFlags(app.Flags, args, 1)
+	if i >= len(args) {
+		return args
+	}
+	cmd := findCommand(app.Commands, args[i])
+	if cmd == nil {
+		return args
+	}
+	at := i // where hoisted flags go: right before the command
+	var global, rest []string
+	onPath := true // every argument so far names a subcommand (accounts list)
+	for j := i + 1; j < len(args); j++ {
+		a := args[j]
+		if a == "--" {
+			rest = append(rest, args[j:]...)
+			break
+		}
+		if sub := findCommand(cmd.Subcommands, a); sub != nil && onPath {
+			cmd = sub
+			rest = append(rest, a)
+			continue
+		}
+		if !flagDefined(app.Flags, strings.SplitN(strings.TrimLeft(a, "-"), "=", 2)[0]) || !strings.HasPrefix(a, "-") {
+			onPath = false
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case !strings.HasPrefix(a, "-") || a == "-":
+			rest = append(rest, a)
+		case flagDefined(cmd.Flags, name):
+			rest = append(rest, a)
+			if !hasValue && takesValue(cmd.Flags, name) && j+1 < len(args) {
+				rest = append(rest, args[j+1])
+				j++
+			}
+		case flagDefined(app.Flags, name):
+			global = append(global, a)
+			if !hasValue && takesValue(app.Flags, name) && j+1 < len(args) {
+				global = append(global, args[j+1])
+				j++
+			}
+		default:
+			rest = append(rest, a)
+		}
+	}
+	if len(global) == 0 {
+		return args
+	}
+	out := append([]string{}, args[:at]...)
+	out = append(out, global...)
+	out = append(out, args[at])
+	return append(out, rest...)
+}
+
+// flagDefined reports whether name is one of flags' names.
+func flagDefined(flags []cli.Flag, name string) bool {
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // printError writes err as one line starting "claudeflare: ", plus a hint.
@@ -183,10 +257,10 @@ func NewApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "config `FILE` (default $CLAUDEFLARE_CONFIG_PATH, then $XDG_CONFIG_HOME/claudeflare/claudeflare.toml)"},
 			&cli.StringFlag{Name: "data-dir", Usage: "data `DIR` (default $CLAUDEFLARE_DATA_DIR, config data_dir, then $XDG_DATA_HOME/claudeflare)"},
-			&cli.StringFlag{Name: "identity", Usage: "age master identity `FILE` (default $CLAUDEFLARE_IDENTITY_FILE, then <data dir>/identity.txt)"},
-			&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn or error (default $LOG_LEVEL, then info)"},
+			&cli.StringFlag{Name: "identity", Usage: "age master identity `FILE`; wins over every other master key source (default $CLAUDEFLARE_ENCRYPTION_KEY, $CLAUDEFLARE_IDENTITY_FILE, $CLAUDEFLARE_PASSPHRASE, the systemd credential, then <data dir>/identity.txt)"},
+			&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn or error (default $CLAUDEFLARE_LOG_LEVEL, then info)"},
 			&cli.BoolFlag{Name: "quiet", Usage: "print no success messages, only warnings and errors (as away from a terminal)"},
-			&cli.StringFlag{Name: "log-format", Usage: "`FORMAT`: auto, text or json (default $LOG_FORMAT, then auto)"},
+			&cli.StringFlag{Name: "log-format", Usage: "`FORMAT`: auto, text or json (default $CLAUDEFLARE_LOG_FORMAT, then auto)"},
 		},
 		Before: func(c *cli.Context) error {
 			flags := map[string]string{}
@@ -198,7 +272,8 @@ func NewApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			// Command flags that are config keys (daemon --host/--port) are
 			// applied by the command itself through reloadConfig.
 			e.quiet = c.Bool("quiet")
-			e.cfgSource = config.Source{Path: c.String("config"), Getenv: e.getenv, Flags: flags}
+			e.cfgSource = config.Source{Path: c.String("config"), Getenv: e.getenv, Flags: flags,
+				Legacy: readsLegacyEnv(c.Args().First())}
 			return nil
 		},
 		OnUsageError: onUsageError,
@@ -221,11 +296,21 @@ func NewApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			restoreCommand(),
 			completionCommand(),
 			completeCommand(),
+			configCommand(),
+			versionCommand(),
 			docsCommand(),
 		},
 	}
 	setUsageErrors(app.Commands)
 	return app
+}
+
+// readsLegacyEnv says whether a command reads the predecessor's
+// unprefixed variables (PORT, HOST, LB_STRATEGY, ...): the daemon, and
+// `config`, which checks and shows what the daemon would run with. The
+// others ignore them, so a stray PORT=abc breaks no `claudeflare stats`.
+func readsLegacyEnv(command string) bool {
+	return command == "daemon" || command == "config"
 }
 
 func onUsageError(c *cli.Context, err error, isSub bool) error {

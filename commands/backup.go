@@ -49,10 +49,10 @@ func restoreCommand() *cli.Command {
 		Name:      "restore",
 		Usage:     "restore the data dir from a backup FILE (- for stdin)",
 		ArgsUsage: "FILE",
-		Description: "restore decrypts FILE with the master key (the first of\n" +
-			"CLAUDEFLARE_ENCRYPTION_KEY, --identity FILE or CLAUDEFLARE_IDENTITY_FILE,\n" +
-			"CLAUDEFLARE_PASSPHRASE, the systemd credential, <data dir>/identity.txt;\n" +
-			"after a rotation, --identity the file written by key rotate --keep-old).\n" +
+		Description: "restore decrypts FILE with the master key (the first of --identity FILE,\n" +
+			"CLAUDEFLARE_ENCRYPTION_KEY, CLAUDEFLARE_IDENTITY_FILE, CLAUDEFLARE_PASSPHRASE,\n" +
+			"the systemd credential, <data dir>/identity.txt; after a rotation, --identity\n" +
+			"the file written by key rotate --keep-old).\n" +
 			"When that key does not open it, the error names the recipient the archive\n" +
 			"was made for.\n" +
 			"\n" +

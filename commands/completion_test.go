@@ -31,14 +31,21 @@ func TestVersionFromLdflags(t *testing.T) {
 		version = "v1.2.3"
 		commit  = "0123456789abcdef0123"
 		date    = "2026-02-03T04:05:06Z"
-		want    = "claudeflare version v1.2.3 (commit 0123456789ab, built 2026-02-03T04:05:06Z)\n"
 	)
+	want := "claudeflare version v1.2.3\ncommit: 0123456789abcdef0123\nbuilt: 2026-02-03T04:05:06Z\ngo: " +
+		runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + "\n"
 	saved := [3]string{commands.Version, commands.Commit, commands.Date}
 	commands.Version, commands.Commit, commands.Date = version, commit, date
 	out, errs, code := runInProcess("--version")
 	commands.Version, commands.Commit, commands.Date = saved[0], saved[1], saved[2]
 	if code != 0 || out != want {
 		t.Fatalf("--version in process = %q (exit %d, %s), want %q", out, code, errs, want)
+	}
+	commands.Version, commands.Commit, commands.Date = version, commit, date
+	out, errs, code = runInProcess("version")
+	commands.Version, commands.Commit, commands.Date = saved[0], saved[1], saved[2]
+	if code != 0 || out != want {
+		t.Fatalf("version in process = %q (exit %d, %s), want %q", out, code, errs, want)
 	}
 
 	if testing.Short() {

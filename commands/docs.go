@@ -63,7 +63,7 @@ func GenerateManPage() string {
 	w(".SH NAME\n%s \\- %s\n", app.Name, roffText(app.Usage))
 	w(".SH SYNOPSIS\n.B %s\n[\\fIGLOBAL OPTIONS\\fR] \\fICOMMAND\\fR [\\fICOMMAND OPTIONS\\fR] [\\fIARGUMENTS\\fR...]\n", app.Name)
 	w(".SH DESCRIPTION\n%s\n", roffParagraphs(app.Description))
-	w(".PP\nGlobal options come before the command. A command's own options may stand\n" +
+	w(".PP\nGlobal options may stand before or after the command. A command's own options may stand\n" +
 		"before or after its arguments.\n")
 
 	w(".SH GLOBAL OPTIONS\n")
@@ -79,21 +79,26 @@ func GenerateManPage() string {
 	}
 
 	w(".SH ENVIRONMENT\n")
-	w("Each variable below sets the config key named; a flag overrides it, and it\n" +
-		"overrides the config file (see \\fBclaudeflare.toml\\fR(5)).\n")
+	w("Every config key has a variable: \\fBCLAUDEFLARE_\\fR and the key in upper case,\n" +
+		"dots as underscores. A flag overrides it, and it overrides the config file (see\n" +
+		"\\fBclaudeflare.toml\\fR(5)). The daemon alone also reads the unprefixed names\n" +
+		"of claudeflare's predecessor, below the \\fBCLAUDEFLARE_\\fR ones; errors name\n" +
+		"the variable a bad value came from.\n")
 	for _, s := range config.Settings() {
-		if s.Env == "" {
+		if s.LegacyEnv != "" {
+			w(".TP\n.B %s\nconfig key \\fB%s\\fR (the daemon also reads \\fB%s\\fR)\n", roffText(s.Env), roffText(s.Key), roffText(s.LegacyEnv))
 			continue
 		}
 		w(".TP\n.B %s\nconfig key \\fB%s\\fR\n", roffText(s.Env), roffText(s.Key))
 	}
 	w(".TP\n.B CLAUDEFLARE_CONFIG_PATH\nthe config file, when \\fB\\-\\-config\\fR is not given\n")
-	w(".PP\nThe master key is the first of these that is set (never a config key):\n")
+	w(".PP\nThe master key is the first of these that is set (never a config key):\n" +
+		"\\fB\\-\\-identity\\fR \\fIFILE\\fR, then\n")
 	w(".TP\n.B CLAUDEFLARE_ENCRYPTION_KEY\nan age identity, \\fBAGE\\-SECRET\\-KEY\\-1...\\fR\n")
-	w(".TP\n.B CLAUDEFLARE_IDENTITY_FILE\nan age identity file (also \\fB\\-\\-identity\\fR)\n")
+	w(".TP\n.B CLAUDEFLARE_IDENTITY_FILE\nan age identity file\n")
 	w(".TP\n.B CLAUDEFLARE_PASSPHRASE\na passphrase (age scrypt); a new one (\\fBinit\\fR, \\fBkey rotate \\-\\-to\\-passphrase\\fR with \\fBCLAUDEFLARE_PASSPHRASE_NEW\\fR) needs at least %d characters of two kinds\n", vault.MinPassphraseLength)
 	w(".TP\n.B CREDENTIALS_DIRECTORY\nunder systemd, the credential \\fB%s\\fR in this directory (\\fBLoadCredential=\\fR)\n", vault.CredentialName)
-	w(".PP\nthen \\fI<data dir>/identity.txt\\fR, created on first use.\n")
+	w(".PP\nthen the config file's \\fBidentity_file\\fR, else \\fI<data dir>/identity.txt\\fR, created on first use.\n")
 	w(".PP\nclaudeflare removes \\fBCLAUDEFLARE_ENCRYPTION_KEY\\fR, \\fBCLAUDEFLARE_PASSPHRASE\\fR and \\fBCLAUDEFLARE_PASSPHRASE_NEW\\fR from its environment once it has read them, so no child process inherits them; the kernel's copy of the initial environment (\\fI/proc/PID/environ\\fR, readable by the same user and root) still holds them for the life of the process: prefer an identity file or a systemd credential for a daemon.\n")
 	w(".TP\n.B NOTIFY_SOCKET\nset by systemd for \\fBType=notify\\fR; the daemon reports READY=1, RELOADING=1 and STOPPING=1\n")
 

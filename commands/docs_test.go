@@ -146,8 +146,12 @@ func TestConfigManPageDocumentsEveryKey(t *testing.T) {
 		if !strings.Contains(string(b), strings.TrimPrefix(s.Key[strings.LastIndex(s.Key, ".")+1:], ".")) {
 			t.Errorf("setting %q is not in man/claudeflare.toml.5", s.Key)
 		}
-		if s.Env != "" && !strings.Contains(string(b), strings.ReplaceAll(s.Env, "-", `\-`)) {
-			t.Errorf("environment variable %s (%s) is not in man/claudeflare.toml.5", s.Env, s.Key)
+		if s.LegacyEnv != "" && !strings.Contains(string(b), s.LegacyEnv) {
+			t.Errorf("environment variable %s (%s) is not in man/claudeflare.toml.5", s.LegacyEnv, s.Key)
 		}
+	}
+	// The rule that names every other variable, with an example.
+	if !strings.Contains(string(b), "CLAUDEFLARE_ROUTING_MAX_UTILIZATION") && !strings.Contains(string(b), "CLAUDEFLARE_LOG_PAYLOADS") {
+		t.Error("man/claudeflare.toml.5 does not state how a key's variable is named (with an example)")
 	}
 }

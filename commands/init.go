@@ -1,9 +1,16 @@
 package commands
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
 )
 
 func initCommand() *cli.Command {
@@ -24,6 +31,8 @@ func initCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			_, err = os.Stat(filepath.Join(cfg.DataDir, store.VaultFile))
+			fresh := errors.Is(err, fs.ErrNotExist)
 			v, err := e.openVaultPQ(c.Context, cfg, c.Bool("pq"))
 			if err != nil {
 				return err
@@ -44,7 +53,30 @@ func initCommand() *cli.Command {
 			for _, r := range recipients {
 				fmt.Fprintln(e.stdout, r)
 			}
+			if fresh {
+				// Once, when the vault is made: the one thing a new user
+				// must do that nothing will remind them of later.
+				fmt.Fprintf(e.stderr, "claudeflare: %s\n", backupAdvice(e.keySource(cfg)))
+				fmt.Fprintln(e.stderr, "claudeflare: back up the data with `claudeflare backup FILE` (encrypted to that key); `claudeflare restore FILE` needs the key too")
+			}
 			return nil
 		},
 	}
+}
+
+// backupAdvice says which master key to keep a copy of, by where it
+// comes from (ks resolved): never the key itself.
+func backupAdvice(ks vault.KeySource) string {
+	const why = "without it neither the vault nor any backup opens"
+	switch {
+	case ks.EncryptionKey != "":
+		return "keep a copy of the key in CLAUDEFLARE_ENCRYPTION_KEY off this machine: " + why
+	case ks.Passphrase != "":
+		return "keep the passphrase (CLAUDEFLARE_PASSPHRASE) safe, e.g. in a password manager: " + why
+	case ks.CredentialsDir != "":
+		return "keep a copy of the systemd credential " + filepath.Join(ks.CredentialsDir, vault.CredentialName) + " off this machine: " + why
+	case ks.IdentityFile != "":
+		return "back up the master identity " + ks.IdentityFile + " now, off this machine: " + why
+	}
+	return "back up the master identity " + filepath.Join(ks.DataDir, vault.IdentityFileName) + " now, off this machine: " + why
 }

@@ -12,16 +12,28 @@ import (
 	"github.com/claudeflare/claudeflare/vault"
 )
 
-// keySource says where the master key comes from, from env and config.
+// keySource says where the master key comes from, from flags, env and
+// config, resolved: only the source that wins is set (flag >
+// environment > config file > default; vault.KeySource).
 func (e *env) keySource(cfg *config.Config) vault.KeySource {
 	s := e.masterSecrets()
-	return vault.KeySource{
+	ks := vault.KeySource{
 		EncryptionKey:  s.encryptionKey,
-		IdentityFile:   cfg.IdentityFile,
 		Passphrase:     s.passphrase,
 		CredentialsDir: e.getenv("CREDENTIALS_DIRECTORY"),
 		DataDir:        cfg.DataDir,
 	}
+	// identity_file is one setting with three sources, each at its own
+	// rank among the master key's sources.
+	switch cfg.Origin("identity_file").Kind {
+	case config.FromFlag:
+		ks.IdentityFlag = cfg.IdentityFile
+	case config.FromEnv:
+		ks.IdentityFile = cfg.IdentityFile
+	case config.FromFile:
+		ks.ConfigIdentityFile = cfg.IdentityFile
+	}
+	return ks.Resolve()
 }
 
 // masterSecrets are the environment variables that hold a master key.

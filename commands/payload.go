@@ -2,6 +2,7 @@ package commands
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/claudeflare/claudeflare/internal/fsutil"
 	"github.com/claudeflare/claudeflare/requestlog"
+	"github.com/claudeflare/claudeflare/store"
 )
 
 func payloadCommand() *cli.Command {
@@ -35,6 +37,31 @@ func payloadCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+// missingPayload explains why the request f.ID selects exported nothing:
+// no such request, one the other filters leave out, or one without a
+// captured payload.
+func missingPayload(ctx context.Context, db *store.DB, f requestlog.Filter) error {
+	exists := func(f requestlog.Filter) (bool, error) {
+		found := false
+		err := requestlog.List(ctx, db, f, func(*store.Request) error { found = true; return nil })
+		return found, err
+	}
+	found, err := exists(requestlog.Filter{ID: f.ID})
+	switch {
+	case err != nil:
+		return fmt.Errorf("export payloads: %w", err)
+	case !found:
+		return withHint(fmt.Errorf("no request with id %q in the request log", f.ID), "find ids with `claudeflare requests list`")
+	}
+	if found, err = exists(f); err != nil {
+		return fmt.Errorf("export payloads: %w", err)
+	}
+	if !found {
+		return fmt.Errorf("request %q does not match --since, --until or --account", f.ID)
+	}
+	return fmt.Errorf("request %q has no captured payload (log.payloads, log.body_paths, or removed by cleanup)", f.ID)
 }
 
 func payloadExport(c *cli.Context) error {
@@ -82,6 +109,10 @@ func payloadExport(c *cli.Context) error {
 	}
 	if err == nil && ctx.Err() != nil {
 		err = errors.New("interrupted")
+	}
+	if err == nil && n == 0 && f.ID != "" {
+		// Asked for one request and got nothing: say why, exit 1.
+		return missingPayload(ctx, db, f)
 	}
 	if af == nil && closedPipe(err) {
 		return nil

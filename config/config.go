@@ -71,6 +71,8 @@ type Config struct {
 	Metrics   Metrics   `toml:"metrics"`
 
 	redactors []*regexp.Regexp
+	// origins says where Load found each key set by a layer (Origin).
+	origins map[string]Origin
 }
 
 // Server is the [server] section: the proxy's own HTTP server.

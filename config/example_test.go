@@ -34,6 +34,7 @@ func TestExampleIsDefault(t *testing.T) {
 	compareRedactors(t, got, want)
 	compareRedactors(t, got, &d)
 	got.redactors, want.redactors, d.redactors = nil, nil, nil
+	got.origins, want.origins = nil, nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("the example is not the default\n got %+v\nwant %+v", got, want)
 	}
@@ -105,7 +106,7 @@ func TestExampleHasEveryKey(t *testing.T) {
 		if line < 2 || !strings.HasPrefix(strings.TrimSpace(lines[line-2]), "#") {
 			t.Errorf("%s (line %d) has no comment right above it", key, line)
 		}
-		if env := envVars[key]; env != "" && !strings.Contains(text, "Env: "+env) {
+		if env := legacyEnv[key]; env != "" && !strings.Contains(text, env) {
 			t.Errorf("the example does not name %s for %s", env, key)
 		}
 		if settingByKey[key] == nil {

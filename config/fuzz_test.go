@@ -32,7 +32,7 @@ func FuzzLoad(f *testing.F) {
 	getenv := env{"HOME": "/home/fuzz"}.get
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l := &loader{getenv: getenv}
-		c, err := l.load("/etc/claudeflare/fuzz.toml", data, nil)
+		c, err := l.load("/etc/claudeflare/fuzz.toml", data, Source{})
 		if err != nil {
 			var ce *Error
 			if !errors.As(err, &ce) {

@@ -25,6 +25,12 @@ type Source struct {
 	// "data_dir"; see Settings) to the values of the command-line flags the
 	// user actually set.
 	Flags map[string]string
+	// Legacy also reads the unprefixed variables of the TypeScript
+	// predecessor (PORT, HOST, LB_STRATEGY, ...; Setting.LegacyEnv),
+	// each below its CLAUDEFLARE_ variable. The daemon (and `config show`,
+	// which shows what the daemon would run with) sets it; other commands
+	// do not, so that a stray PORT=abc in a shell breaks nothing.
+	Legacy bool
 }
 
 // EnvConfigPath names the config file when --config is not given.
@@ -68,7 +74,7 @@ func Load(src Source) (*Config, error) {
 			return nil, &Error{File: path, Msg: "read: " + describeReadError(err)}
 		}
 	}
-	return l.load(path, data, src.Flags)
+	return l.load(path, data, src)
 }
 
 func describeReadError(err error) string {
@@ -79,21 +85,13 @@ func describeReadError(err error) string {
 	return err.Error()
 }
 
-// originKind says which layer last set a key.
-type originKind int
-
-const (
-	fromDefault originKind = iota
-	fromFile
-	fromEnv
-	fromFlag
-)
-
 type loader struct {
 	getenv  func(string) string
 	file    string
 	text    string
-	origins map[string]originKind
+	origins map[string]OriginKind
+	// envs names the variable each key set from the environment came from.
+	envs map[string]string
 }
 
 // defaultConfigPath is the config file used when none is named:
@@ -143,9 +141,10 @@ func (l *loader) absPath(p, base string) (string, error) {
 
 // load applies the layers over Default() in precedence order (file, env,
 // flags), resolves paths and validates. file is "" when there is no file.
-func (l *loader) load(file string, data []byte, flags map[string]string) (*Config, error) {
+func (l *loader) load(file string, data []byte, src Source) (*Config, error) {
 	c := Default()
-	l.origins = map[string]originKind{}
+	l.origins = map[string]OriginKind{}
+	l.envs = map[string]string{}
 	if file != "" {
 		l.file, l.text = file, string(data)
 		c.File = file
@@ -155,18 +154,25 @@ func (l *loader) load(file string, data []byte, flags map[string]string) (*Confi
 	}
 
 	for _, s := range settings {
-		if s.Env == "" {
-			continue
+		if _, byFlag := src.Flags[s.Key]; byFlag {
+			continue // shadowed: a bad value nobody uses is no error
 		}
-		v := l.getenv(s.Env)
+		name := s.Env
+		v := l.getenv(name)
+		if v == "" && src.Legacy && s.LegacyEnv != "" {
+			name = s.LegacyEnv
+			v = l.getenv(name)
+		}
 		if v == "" {
 			continue
 		}
-		if err := l.apply(&c, s, v, fromEnv); err != nil {
-			return nil, &Error{Key: s.Key, Env: s.Env, Msg: err.Error()}
+		if err := l.apply(&c, s, v, FromEnv); err != nil {
+			return nil, &Error{Key: s.Key, Env: name, Msg: err.Error()}
 		}
+		l.envs[s.Key] = name
 	}
 
+	flags := src.Flags
 	keys := make([]string, 0, len(flags))
 	for k := range flags {
 		keys = append(keys, k)
@@ -177,7 +183,7 @@ func (l *loader) load(file string, data []byte, flags map[string]string) (*Confi
 		if s == nil {
 			return nil, &Error{Key: k, Flag: true, Msg: "no such config key"}
 		}
-		if err := l.apply(&c, s, flags[k], fromFlag); err != nil {
+		if err := l.apply(&c, s, flags[k], FromFlag); err != nil {
 			return nil, &Error{Key: k, Flag: true, Msg: err.Error()}
 		}
 	}
@@ -185,6 +191,7 @@ func (l *loader) load(file string, data []byte, flags map[string]string) (*Confi
 	if c.Debug {
 		c.LogLevel = "debug"
 		l.origins["log_level"] = l.origins["debug"]
+		l.envs["log_level"] = l.envs["debug"]
 	}
 	if c.DataDir == "" {
 		d, err := l.defaultDataDir()
@@ -197,17 +204,35 @@ func (l *loader) load(file string, data []byte, flags map[string]string) (*Confi
 		*v = strings.ToLower(*v)
 	}
 	if p := c.validate(); p != nil {
-		if p.alt != nil && l.origins[p.key] == fromDefault && l.origins[p.alt.key] != fromDefault {
+		if p.alt != nil && l.origins[p.key] == FromDefault && l.origins[p.alt.key] != FromDefault {
 			p = p.alt
 		}
 		return nil, l.errorAt(p.key, p.msg)
 	}
+	c.origins = l.originsOf()
 	return &c, nil
+}
+
+// originsOf says, for every key not left at its default, where its value
+// came from (Config.Origin).
+func (l *loader) originsOf() map[string]Origin {
+	out := make(map[string]Origin, len(l.origins))
+	for key, kind := range l.origins {
+		o := Origin{Kind: kind}
+		switch kind {
+		case FromEnv:
+			o.Env = l.envs[key]
+		case FromFile:
+			o.File, o.Line = l.file, findLine(l.text, strings.Split(key, "."))
+		}
+		out[key] = o
+	}
+	return out
 }
 
 // apply sets one setting from a string, resolving paths against the
 // working directory, and records where it came from.
-func (l *loader) apply(c *Config, s *setting, v string, from originKind) error {
+func (l *loader) apply(c *Config, s *setting, v string, from OriginKind) error {
 	if s.path && v != "" {
 		p, err := l.absPath(v, "")
 		if err != nil {
@@ -252,7 +277,7 @@ func (l *loader) decodeFile(c *Config) error {
 		if s == nil {
 			continue
 		}
-		l.origins[s.Key] = fromFile
+		l.origins[s.Key] = FromFile
 		if !s.path {
 			continue
 		}
@@ -345,11 +370,11 @@ func splitKey(k string) []string {
 func (l *loader) errorAt(key, msg string) *Error {
 	e := &Error{Key: key, Msg: msg}
 	switch l.origins[key] {
-	case fromFlag:
+	case FromFlag:
 		e.Flag = true
-	case fromEnv:
-		e.Env = envVars[key]
-	case fromFile:
+	case FromEnv:
+		e.Env = l.envs[key]
+	case FromFile:
 		e.File = l.file
 		e.Line = findLine(l.text, strings.Split(key, "."))
 	}

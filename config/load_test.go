@@ -94,12 +94,12 @@ func TestPrecedence(t *testing.T) {
 		get              func(*Config) any
 	}{
 		{
-			key: "host", env: "HOST", def: "127.0.0.1",
+			key: "host", env: "CLAUDEFLARE_HOST", def: "127.0.0.1",
 			file: &layer{`"0.0.0.0"`, "0.0.0.0"}, envv: &layer{"10.0.0.1", "10.0.0.1"}, flag: &layer{"::1", "::1"},
 			get: func(c *Config) any { return c.Host },
 		},
 		{
-			key: "port", env: "PORT", def: 8080,
+			key: "port", env: "CLAUDEFLARE_PORT", def: 8080,
 			file: &layer{`9000`, 9000}, envv: &layer{"9001", 9001}, flag: &layer{"0", 0},
 			get: func(c *Config) any { return c.Port },
 		},
@@ -109,17 +109,17 @@ func TestPrecedence(t *testing.T) {
 			get: func(c *Config) any { return c.DataDir },
 		},
 		{
-			key: "lb_strategy", env: "LB_STRATEGY", def: "session",
+			key: "lb_strategy", env: "CLAUDEFLARE_LB_STRATEGY", def: "session",
 			file: &layer{`"round-robin"`, "round-robin"}, envv: &layer{"least-used", "least-used"}, flag: &layer{"session", "session"},
 			get: func(c *Config) any { return c.LBStrategy },
 		},
 		{
-			key: "retry_backoff", env: "RETRY_BACKOFF", def: 2.0,
+			key: "retry_backoff", env: "CLAUDEFLARE_RETRY_BACKOFF", def: 2.0,
 			file: &layer{`1.5`, 1.5}, envv: &layer{"3", 3.0}, flag: &layer{"4.25", 4.25},
 			get: func(c *Config) any { return c.RetryBackoff },
 		},
 		{
-			key: "allowed_origins", env: "ALLOWED_ORIGINS", def: []string{},
+			key: "allowed_origins", env: "CLAUDEFLARE_ALLOWED_ORIGINS", def: []string{},
 			file: &layer{`["https://a.example"]`, []string{"https://a.example"}},
 			envv: &layer{"https://b.example, https://c.example:8443", []string{"https://b.example", "https://c.example:8443"}},
 			flag: &layer{"*", []string{"*"}},
@@ -136,18 +136,18 @@ func TestPrecedence(t *testing.T) {
 			get: func(c *Config) any { return c.UpstreamURL },
 		},
 		{
-			key: "log.payloads", def: "full",
-			file: &layer{`"headers"`, "headers"}, flag: &layer{"off", "off"},
+			key: "log.payloads", env: "CLAUDEFLARE_LOG_PAYLOADS", def: "full",
+			file: &layer{`"headers"`, "headers"}, envv: &layer{"full", "full"}, flag: &layer{"off", "off"},
 			get: func(c *Config) any { return c.Log.Payloads },
 		},
 		{
-			key: "server.shutdown_grace", def: Duration(30 * time.Second),
-			file: &layer{`"1m"`, Duration(time.Minute)}, flag: &layer{"1h", Duration(time.Hour)},
+			key: "server.shutdown_grace", env: "CLAUDEFLARE_SERVER_SHUTDOWN_GRACE", def: Duration(30 * time.Second),
+			file: &layer{`"1m"`, Duration(time.Minute)}, envv: &layer{"2m", Duration(2 * time.Minute)}, flag: &layer{"1h", Duration(time.Hour)},
 			get: func(c *Config) any { return c.Server.ShutdownGrace },
 		},
 		{
-			key: "retention.payloads_max_age", def: Duration(7 * Day),
-			file: &layer{`"1w2d"`, Duration(9 * Day)}, flag: &layer{"0", Duration(0)},
+			key: "retention.payloads_max_age", env: "CLAUDEFLARE_RETENTION_PAYLOADS_MAX_AGE", def: Duration(7 * Day),
+			file: &layer{`"1w2d"`, Duration(9 * Day)}, envv: &layer{"3d", Duration(3 * Day)}, flag: &layer{"0", Duration(0)},
 			get: func(c *Config) any { return c.Retention.PayloadsMaxAge },
 		},
 	}
@@ -403,17 +403,19 @@ func TestEnvErrors(t *testing.T) {
 	tests := []struct {
 		name, env, val, want string
 	}{
-		{"integer", "PORT", "abc", `config env PORT: invalid integer "abc"`},
-		{"range", "PORT", "70000", `config env PORT: must be between 0 and 65535`},
-		{"overflow", "RETRY_ATTEMPTS", "99999999999999999999", `config env RETRY_ATTEMPTS: integer "99999999999999999999" out of range`},
+		{"integer", "CLAUDEFLARE_PORT", "abc", `config env CLAUDEFLARE_PORT: invalid integer "abc"`},
+		{"range", "CLAUDEFLARE_PORT", "70000", `config env CLAUDEFLARE_PORT: must be between 0 and 65535`},
+		{"overflow", "CLAUDEFLARE_RETRY_ATTEMPTS", "99999999999999999999", `config env CLAUDEFLARE_RETRY_ATTEMPTS: integer "99999999999999999999" out of range`},
 		{"bool", "CLAUDEFLARE_DEBUG", "yes", `config env CLAUDEFLARE_DEBUG: invalid boolean "yes" (use 1, true, 0 or false)`},
-		{"float", "RETRY_BACKOFF", "fast", `config env RETRY_BACKOFF: invalid number "fast"`},
-		{"nan", "RETRY_BACKOFF", "NaN", `config env RETRY_BACKOFF: must be a number between 1 and 10`},
-		{"enum", "LOG_FORMAT", "xml", `config env LOG_FORMAT: must be one of auto, text, json (got "xml")`},
+		{"float", "CLAUDEFLARE_RETRY_BACKOFF", "fast", `config env CLAUDEFLARE_RETRY_BACKOFF: invalid number "fast"`},
+		{"nan", "CLAUDEFLARE_RETRY_BACKOFF", "NaN", `config env CLAUDEFLARE_RETRY_BACKOFF: must be a number between 1 and 10`},
+		{"enum", "CLAUDEFLARE_LOG_FORMAT", "xml", `config env CLAUDEFLARE_LOG_FORMAT: must be one of auto, text, json (got "xml")`},
+		{"section", "CLAUDEFLARE_LOG_PAYLOADS", "some", `config env CLAUDEFLARE_LOG_PAYLOADS: must be one of full, headers, off (got "some")`},
+		{"duration", "CLAUDEFLARE_RETENTION_INTERVAL", "5", `config env CLAUDEFLARE_RETENTION_INTERVAL: missing unit in duration "5"`},
 		{"url", "CLAUDEFLARE_OAUTH_TOKEN_URL", "ftp://x/token", `config env CLAUDEFLARE_OAUTH_TOKEN_URL: must be an absolute http or https URL (got "ftp://x/token")`},
 		{"cleartext", "CLAUDEFLARE_UPSTREAM_URL", "http://0.0.0.0:8080", `config env CLAUDEFLARE_UPSTREAM_URL: must be an https URL: http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost), got "http://0.0.0.0:8080"`},
 		{"cleartext token", "CLAUDEFLARE_OAUTH_TOKEN_URL", "http://[::ffff:10.0.0.1]/token", `config env CLAUDEFLARE_OAUTH_TOKEN_URL: must be an https URL: http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost), got "http://[::ffff:10.0.0.1]/token"`},
-		{"origin", "ALLOWED_ORIGINS", "https://ok.example,not an origin", `config env ALLOWED_ORIGINS: invalid origin "not an origin" (want scheme://host[:port] or *)`},
+		{"origin", "CLAUDEFLARE_ALLOWED_ORIGINS", "https://ok.example,not an origin", `config env CLAUDEFLARE_ALLOWED_ORIGINS: invalid origin "not an origin" (want scheme://host[:port] or *)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -446,7 +448,7 @@ func TestFlagErrors(t *testing.T) {
 	for _, tt := range tests {
 		// The environment sets port too: the flag value is the one that is wrong.
 		e := newEnv(t)
-		e["PORT"] = "9000"
+		e["CLAUDEFLARE_PORT"] = "9000"
 		ce := loadErr(t, Source{Getenv: e.get, Flags: tt.flags})
 		if !ce.Flag || ce.Error() != tt.want {
 			t.Errorf("got %+v\n %s\nwant %s", ce, ce, tt.want)
@@ -478,11 +480,13 @@ func TestCleartextLoopback(t *testing.T) {
 
 func TestEmptyEnvIsUnset(t *testing.T) {
 	e := newEnv(t)
+	e["CLAUDEFLARE_PORT"] = ""
 	e["PORT"] = ""
+	e["CLAUDEFLARE_HOST"] = ""
 	e["HOST"] = ""
 	e["CLAUDEFLARE_DATA_DIR"] = ""
 	path := writeFile(t, "port = 9000\n")
-	c, err := Load(Source{Path: path, Getenv: e.get})
+	c, err := Load(Source{Path: path, Getenv: e.get, Legacy: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -655,8 +659,8 @@ func TestDataDir(t *testing.T) {
 
 func TestEnumsIgnoreCase(t *testing.T) {
 	e := newEnv(t)
-	e["LOG_LEVEL"] = "WARN"
-	e["LB_STRATEGY"] = "Round-Robin"
+	e["CLAUDEFLARE_LOG_LEVEL"] = "WARN"
+	e["CLAUDEFLARE_LB_STRATEGY"] = "Round-Robin"
 	c, err := Load(Source{Getenv: e.get, Flags: map[string]string{"log.payloads": "Headers"}})
 	if err != nil {
 		t.Fatal(err)
@@ -669,7 +673,7 @@ func TestEnumsIgnoreCase(t *testing.T) {
 func TestDebugForcesLogLevel(t *testing.T) {
 	e := newEnv(t)
 	e["CLAUDEFLARE_DEBUG"] = "1"
-	e["LOG_LEVEL"] = "warn"
+	e["CLAUDEFLARE_LOG_LEVEL"] = "warn"
 	c, err := Load(Source{Getenv: e.get})
 	if err != nil {
 		t.Fatal(err)
@@ -759,22 +763,43 @@ func TestAccessors(t *testing.T) {
 }
 
 func TestSettingsTable(t *testing.T) {
-	want := map[string]string{
+	// The predecessor's names the daemon still reads; CLIENT_ID is gone.
+	wantLegacy := map[string]string{
 		"HOST": "host", "PORT": "port", "LB_STRATEGY": "lb_strategy",
 		"SESSION_DURATION_MS": "session_duration_ms", "RETRY_ATTEMPTS": "retry_attempts",
-		"RETRY_DELAY_MS": "retry_delay_ms", "RETRY_BACKOFF": "retry_backoff", "CLIENT_ID": "client_id",
-		"LOG_LEVEL": "log_level", "LOG_FORMAT": "log_format", "CLAUDEFLARE_DEBUG": "debug",
-		"CLAUDEFLARE_DATA_DIR": "data_dir", "ALLOWED_ORIGINS": "allowed_origins",
-		"CLAUDEFLARE_IDENTITY_FILE": "identity_file", "CLAUDEFLARE_UPSTREAM_URL": "upstream_url",
-		"CLAUDEFLARE_OAUTH_TOKEN_URL": "oauth_token_url",
+		"RETRY_DELAY_MS": "retry_delay_ms", "RETRY_BACKOFF": "retry_backoff",
+		"LOG_LEVEL": "log_level", "LOG_FORMAT": "log_format", "ALLOWED_ORIGINS": "allowed_origins",
 	}
-	got := map[string]string{}
+	legacy := map[string]string{}
 	for _, s := range Settings() {
-		if s.Env != "" {
-			got[s.Env] = s.Key
+		if s.LegacyEnv != "" {
+			legacy[s.LegacyEnv] = s.Key
 		}
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("env table\n got %v\nwant %v", got, want)
+	if !reflect.DeepEqual(legacy, wantLegacy) {
+		t.Errorf("legacy env table\n got %v\nwant %v", legacy, wantLegacy)
+	}
+	// Every setting has its CLAUDEFLARE_ variable, by the one rule; the
+	// ones documented before the rule keep their names.
+	for key, want := range map[string]string{
+		"data_dir": "CLAUDEFLARE_DATA_DIR", "debug": "CLAUDEFLARE_DEBUG", "client_id": "CLAUDEFLARE_CLIENT_ID",
+		"identity_file": "CLAUDEFLARE_IDENTITY_FILE", "upstream_url": "CLAUDEFLARE_UPSTREAM_URL",
+		"oauth_token_url": "CLAUDEFLARE_OAUTH_TOKEN_URL", "port": "CLAUDEFLARE_PORT",
+		"server.max_body_bytes": "CLAUDEFLARE_SERVER_MAX_BODY_BYTES", "log.payloads": "CLAUDEFLARE_LOG_PAYLOADS",
+		"retention.requests_max_age": "CLAUDEFLARE_RETENTION_REQUESTS_MAX_AGE",
+	} {
+		if s := settingByKey[key]; s == nil || s.Env != want {
+			t.Errorf("%s: got %+v, want env %s", key, s, want)
+		}
+	}
+	seen := map[string]string{}
+	for _, s := range Settings() {
+		if want := "CLAUDEFLARE_" + strings.ToUpper(strings.ReplaceAll(s.Key, ".", "_")); s.Env != want {
+			t.Errorf("%s: env %q, want %q", s.Key, s.Env, want)
+		}
+		if other, dup := seen[s.Env]; dup {
+			t.Errorf("%s and %s share the variable %s", s.Key, other, s.Env)
+		}
+		seen[s.Env] = s.Key
 	}
 }

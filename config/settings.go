@@ -13,8 +13,11 @@ import (
 type Setting struct {
 	// Key is the dotted config key: "port", "log.payloads".
 	Key string
-	// Env is the environment variable that sets Key, "" when none does.
+	// Env is the environment variable that sets Key: EnvName(Key).
 	Env string
+	// LegacyEnv is the predecessor's unprefixed variable for Key ("PORT"),
+	// read by the daemon only and below Env; "" for most keys.
+	LegacyEnv string
 	// Reload is what a running daemon does with a changed value on
 	// SIGHUP: apply it at once, or keep the running value until a
 	// restart (and log the key).
@@ -96,9 +99,22 @@ var reloads = map[string]Reload{
 	"metrics.public":                   ReloadLive,
 }
 
-// envVars maps keys to their environment variables (CONTRACT.md).
-var envVars = map[string]string{
-	"data_dir":            "CLAUDEFLARE_DATA_DIR",
+// EnvPrefix starts the environment variable of every setting: the key
+// path in upper case with dots as underscores (EnvName).
+const EnvPrefix = "CLAUDEFLARE_"
+
+// EnvName is the environment variable that sets key:
+// "routing.max_utilization" -> "CLAUDEFLARE_ROUTING_MAX_UTILIZATION".
+func EnvName(key string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// legacyEnv are the unprefixed variables kept from the TypeScript
+// predecessor (CONTRACT.md). Only the daemon reads them (Source.Legacy),
+// below the CLAUDEFLARE_ variable of the same key: a stray PORT in a
+// shell must not break `claudeflare stats`. CLIENT_ID is not among them:
+// a stray one silently replaced the OAuth client id.
+var legacyEnv = map[string]string{
 	"host":                "HOST",
 	"port":                "PORT",
 	"lb_strategy":         "LB_STRATEGY",
@@ -106,14 +122,9 @@ var envVars = map[string]string{
 	"retry_attempts":      "RETRY_ATTEMPTS",
 	"retry_delay_ms":      "RETRY_DELAY_MS",
 	"retry_backoff":       "RETRY_BACKOFF",
-	"client_id":           "CLIENT_ID",
 	"log_level":           "LOG_LEVEL",
 	"log_format":          "LOG_FORMAT",
-	"debug":               "CLAUDEFLARE_DEBUG",
 	"allowed_origins":     "ALLOWED_ORIGINS",
-	"identity_file":       "CLAUDEFLARE_IDENTITY_FILE",
-	"upstream_url":        "CLAUDEFLARE_UPSTREAM_URL",
-	"oauth_token_url":     "CLAUDEFLARE_OAUTH_TOKEN_URL",
 }
 
 // pathKeys are file paths: "~/" is expanded, and a relative path in the
@@ -163,7 +174,7 @@ func buildSettings() []*setting {
 				continue
 			}
 			out = append(out, &setting{
-				Setting: Setting{Key: key, Env: envVars[key], Reload: reloads[key]},
+				Setting: Setting{Key: key, Env: EnvName(key), LegacyEnv: legacyEnv[key], Reload: reloads[key]},
 				index:   idx,
 				typ:     f.Type,
 				path:    pathKeys[key],
@@ -184,7 +195,7 @@ func indexSettings(list []*setting) map[string]*setting {
 }
 
 // Settings lists every settable key in file order, with its environment
-// variable. The keys are those Source.Flags accepts.
+// variables. The keys are those Source.Flags accepts.
 func Settings() []Setting {
 	out := make([]Setting, len(settings))
 	for i, s := range settings {

@@ -92,14 +92,42 @@ func CheckNewPassphrase(p string) error {
 var scryptWorkFactor = 18
 
 // KeySource says where the master key comes from. The first that is set
-// wins: EncryptionKey, IdentityFile, Passphrase, the systemd credential,
-// then <DataDir>/identity.txt.
+// wins (flag > environment > config file > default, as every setting):
+// IdentityFlag, EncryptionKey, IdentityFile, Passphrase, the systemd
+// credential in CredentialsDir, then ConfigIdentityFile or else
+// <DataDir>/identity.txt. Resolve keeps only the winner.
 type KeySource struct {
-	EncryptionKey  string // CLAUDEFLARE_ENCRYPTION_KEY: an AGE-SECRET-KEY-1... identity
-	IdentityFile   string // --identity, CLAUDEFLARE_IDENTITY_FILE or config identity_file
-	Passphrase     string // CLAUDEFLARE_PASSPHRASE (age scrypt)
-	CredentialsDir string // $CREDENTIALS_DIRECTORY (systemd)
-	DataDir        string
+	IdentityFlag       string // --identity FILE
+	EncryptionKey      string // CLAUDEFLARE_ENCRYPTION_KEY: an AGE-SECRET-KEY-1... identity
+	IdentityFile       string // CLAUDEFLARE_IDENTITY_FILE
+	Passphrase         string // CLAUDEFLARE_PASSPHRASE (age scrypt)
+	CredentialsDir     string // $CREDENTIALS_DIRECTORY (systemd)
+	ConfigIdentityFile string // identity_file in the config file: in place of <DataDir>/identity.txt
+	DataDir            string
+}
+
+// Resolve returns the source that wins, alone: every other key field is
+// cleared, and an identity file from the flag or the config file is in
+// IdentityFile. So a caller that looks at the fields (is it a passphrase?
+// an identity file?) sees the key that will be used, and the rest of this
+// package needs to know the order in this one place. DataDir stays.
+func (ks KeySource) Resolve() KeySource {
+	out := KeySource{DataDir: ks.DataDir}
+	switch {
+	case ks.IdentityFlag != "":
+		out.IdentityFile = ks.IdentityFlag
+	case ks.EncryptionKey != "":
+		out.EncryptionKey = ks.EncryptionKey
+	case ks.IdentityFile != "":
+		out.IdentityFile = ks.IdentityFile
+	case ks.Passphrase != "":
+		out.Passphrase = ks.Passphrase
+	case ks.CredentialsDir != "" && fileExists(filepath.Join(ks.CredentialsDir, CredentialName)):
+		out.CredentialsDir = ks.CredentialsDir
+	case ks.ConfigIdentityFile != "":
+		out.IdentityFile = ks.ConfigIdentityFile
+	}
+	return out
 }
 
 // Kinds of master key, as stored in the vault.
@@ -159,6 +187,7 @@ func (ks KeySource) Identities() ([]age.Identity, error) {
 // load resolves the master key. With create, a missing default identity
 // file is generated (O_EXCL, 0600); otherwise it is ErrNoKey.
 func (ks KeySource) load(create bool, pq bool) (*master, error) {
+	ks = ks.Resolve()
 	var m *master
 	var err error
 	switch {

@@ -115,6 +115,7 @@ var (
 // opts.Create, an uninitialised vault is initialised first. A wrong key
 // gives ErrWrongKey and writes nothing.
 func Open(ctx context.Context, db *store.DB, ks KeySource, opts Options) (*Vault, error) {
+	ks = ks.Resolve() // the checks below look at the source that wins
 	now := opts.Now
 	if now == nil {
 		now = time.Now
