@@ -121,3 +121,28 @@ func TestRefreshBlockedAloneHonoursRetryAfter(t *testing.T) {
 		t.Fatalf("limit = %+v, want refresh_blocked for the retry-after", l)
 	}
 }
+
+// `accounts unblock` ends a blocked refresh's backoff in a running proxy:
+// the next request tries the refresh again at once.
+func TestUnblockEndsRefreshBackoff(t *testing.T) {
+	h := newHarness(t)
+	h.addOAuth("a", 0, true) // needs a refresh
+	h.reload()
+	h.api.BlockTokenEndpoint(1)
+	if rep := h.post(msgBody); rep.status == 200 {
+		t.Fatalf("served with the token endpoint blocked: %+v", h.lastRow())
+	}
+	if l := h.limit("a"); l.Reason != LimitRefreshBlocked {
+		t.Fatalf("limit %+v", l)
+	}
+	if _, err := store.Unblock(context.Background(), h.vdb, "a", h.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	h.reload()
+	if rep := h.post(msgBody); rep.status != 200 {
+		t.Fatalf("after unblock: %d %s", rep.status, rep.body)
+	}
+	if n := h.api.TokenRequests(); n != 2 {
+		t.Fatalf("%d token requests, want 2", n)
+	}
+}

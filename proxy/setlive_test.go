@@ -40,3 +40,25 @@ func TestSetLiveShutdownGrace(t *testing.T) {
 	<-h.served
 	h.cancel = nil
 }
+
+// SetLive applies ratelimit.recheck_interval: a quarantine is re-checked
+// on the reloaded interval.
+func TestSetLiveRecheckInterval(t *testing.T) {
+	h := newHarness(t)
+	h.addOAuth("a", 0, false)
+	h.reload()
+	live := *h.cfg
+	live.RateLimit.RecheckInterval = config.Duration(time.Hour)
+	h.srv.SetLive(&live)
+	a := h.srv.pool.byID[h.account("a").ID]
+	h.srv.pool.setStatusOnce(a, "quarantined", "test")
+	h.srv.pool.dueForRecheck(h.clock.Now())
+	h.clock.Add(30 * time.Minute) // the default 5 min passed, the reloaded hour not
+	if due := h.srv.pool.dueForRecheck(h.clock.Now()); len(due) != 0 {
+		t.Fatalf("due after 30 min with a 1 h interval: %d", len(due))
+	}
+	h.clock.Add(30 * time.Minute)
+	if due := h.srv.pool.dueForRecheck(h.clock.Now()); len(due) != 1 {
+		t.Fatalf("not due after the interval: %d", len(due))
+	}
+}
