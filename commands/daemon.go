@@ -30,12 +30,17 @@ func daemonCommand() *cli.Command {
 			"/v1/* to the upstream with one account's credentials. A non-loopback address\n" +
 			"is refused unless client API keys exist. SIGINT or SIGTERM drain in-flight\n" +
 			"requests up to server.shutdown_grace; a second signal exits at once. Under\n" +
-			"systemd (Type=notify) it reports READY=1 once listening. SIGHUP re-reads the\n" +
+			"systemd (Type=notify) it reports READY=1 once listening, and with WatchdogSec=\n" +
+			"sends WATCHDOG=1 every half of it while its request path answers. SIGHUP re-reads the\n" +
 			"config: access control, client limits, retention, the log level, token\n" +
 			"refresh margin, rate-limit cooldowns and shutdown grace change at once; other\n" +
 			"settings on restart (the daemon logs which; claudeflare.toml(5), RELOAD).\n" +
 			"A request log that cannot be opened does not stop it: it serves, warns, and\n" +
-			"counts the records it loses.",
+			"counts the records it loses. GET /health (no key, no account names) answers\n" +
+			"200 {\"status\":\"ok\"}; 200 \"degraded\" with \"reasons\" while requests are served\n" +
+			"but accounts are out or the request log is not writing; 503 \"down\" when no\n" +
+			"request can be served (no usable account). With JSON logs (LOG_FORMAT=json)\n" +
+			"every line it writes on stderr is a JSON object.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "host", Usage: "listen `ADDRESS` (default $HOST, then 127.0.0.1)"},
 			&cli.StringFlag{Name: "port", Usage: "listen `PORT` (default $PORT, then 8080; 0 picks a free port)"},
@@ -75,6 +80,10 @@ func runDaemon(c *cli.Context) error {
 	}
 	cfg, err := e.config(extra)
 	if err != nil {
+		if wantsJSONLogs(e) {
+			// No config, no logger: the error is still a JSON record.
+			e.stderr = &logLines{log: slog.New(slog.NewJSONHandler(e.stderr, nil)), level: slog.LevelInfo}
+		}
 		return err
 	}
 	// The daemon logs at its level wherever stderr goes (not as a
@@ -155,6 +164,25 @@ func runDaemon(c *cli.Context) error {
 	}
 	e.log.Info("stopped")
 	return nil
+}
+
+// wantsJSONLogs says whether the daemon's logs would be JSON, from what
+// can be read without a config that loads: --log-format, then the
+// variables, else auto (JSON unless stderr is a terminal).
+func wantsJSONLogs(e *env) bool {
+	format := e.cfgSource.Flags["log_format"]
+	for _, name := range []string{"CLAUDEFLARE_LOG_FORMAT", "LOG_FORMAT"} {
+		if format == "" {
+			format = e.getenv(name)
+		}
+	}
+	switch format {
+	case "json":
+		return true
+	case "", "auto":
+		return !isTerminal(e.stderr)
+	}
+	return false
 }
 
 // openDaemon builds the daemon on the opened stores: it needs the audit

@@ -57,6 +57,16 @@ func TestDaemonJSONLogsEveryLine(t *testing.T) {
 	if err := d.stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("daemon exit: %v\n%s", err, d.logs())
 	}
+
+	// A config that does not load: exit 2, and the error is JSON too.
+	bad := filepath.Join(c.dir, "bad.toml")
+	os.WriteFile(bad, []byte("prot = 8080\n"), 0o600)
+	_, errs, code = c.Run("", "--config", bad, "daemon")
+	recs = jsonRecords(t, "daemon with a bad config", errs)
+	if code != 2 || len(recs) != 1 || recs[0]["level"] != "ERROR" || !strings.Contains(recs[0]["msg"].(string), "prot") {
+		t.Fatalf("bad config: exit %d\n%s", code, errs)
+	}
+
 	logs := d.logs()
 	recs = jsonRecords(t, "daemon", logs)
 	var listening, logWarned, stopped bool
