@@ -49,9 +49,9 @@ func byteClass(s string) (c [256]bool) {
 // scanShapes appends to out the span of every match of a built-in shape
 // in t. With pos, the spans are mapped through it to the original bytes
 // (t is then an unescaped view of them, pos as unescapeJSON makes it).
-// esc reports that a prefix was followed, before its match ended or
-// failed, by a backslash or a percent sign: an escape there may continue
-// the match in an unescaped view of t, which must then be scanned too.
+// esc reports that a prefix was followed, where its match ended or
+// failed, by an escape that may continue the match in an unescaped view
+// of t (see continues), which must then be scanned too.
 func scanShapes(t []byte, pos []int32, out *[]span) (esc bool) {
 	add := func(start, end int) {
 		if pos != nil {
@@ -59,7 +59,6 @@ func scanShapes(t []byte, pos []int32, out *[]span) (esc bool) {
 		}
 		*out = append(*out, span{start, end})
 	}
-	stopped := func(j int) bool { return j < len(t) && (t[j] == '\\' || t[j] == '%') }
 	for _, k := range [...]struct {
 		prefix string
 		anchor int // the index in prefix of its rarest byte
@@ -75,7 +74,7 @@ func scanShapes(t []byte, pos []int32, out *[]span) (esc bool) {
 			for j < len(t) && keyClass[t[j]] {
 				j++
 			}
-			esc = esc || stopped(j)
+			esc = esc || continues(t, j, &keyClass, false)
 			if j-i-len(k.prefix) >= k.min {
 				add(i, j)
 				i = j // a prefix inside the run ends where this match does
@@ -90,8 +89,8 @@ func scanShapes(t []byte, pos []int32, out *[]span) (esc bool) {
 			break
 		}
 		i += n
-		end, stop := matchBearer(t, i)
-		esc = esc || stopped(stop)
+		end, stop, space := matchBearer(t, i)
+		esc = esc || continues(t, stop, &tokenClass, space)
 		if end > 0 {
 			add(i, end)
 		}
@@ -101,15 +100,17 @@ func scanShapes(t []byte, pos []int32, out *[]span) (esc bool) {
 }
 
 // matchBearer returns the end of the match of the bearer shape whose
-// prefix is at t[i:], or 0; stop is where the scan stopped.
-func matchBearer(t []byte, i int) (end, stop int) {
+// prefix is at t[i:], or 0; stop is where the scan stopped, space
+// whether white space could have gone on there (the token had not
+// started).
+func matchBearer(t []byte, i int) (end, stop int, space bool) {
 	j := i + len(prefixBearer)
 	k := j
 	for k < len(t) && spaceClass[t[k]] {
 		k++
 	}
 	if k == j {
-		return 0, k
+		return 0, k, true
 	}
 	n, l := 0, k
 	for l < len(t) {
@@ -122,16 +123,61 @@ func matchBearer(t []byte, i int) (end, stop int) {
 			l += 2
 		default:
 			if n >= minBearer {
-				return l, l
+				return l, l, false
 			}
-			return 0, l
+			return 0, l, n == 0
 		}
 		n++
 	}
 	if n >= minBearer {
-		return l, l
+		return l, l, false
 	}
-	return 0, l
+	return 0, l, n == 0
+}
+
+// continues reports whether the escape at t[j], if one starts there, may
+// decode in some unescaped view to a byte that continues a match: one of
+// class, or white space too with space. \u and an escaped backslash may
+// (a level down they may be anything); \/, \t, \n, \f, \r and %XX by
+// what they decode to; \", \b and what is no escape never do.
+func continues(t []byte, j int, class *[256]bool, space bool) bool {
+	if j+1 >= len(t) {
+		return false
+	}
+	var c byte
+	switch t[j] {
+	case '\\':
+		switch t[j+1] {
+		case 'u', '\\':
+			return true
+		case '/':
+			c = '/'
+		case 't':
+			c = '\t'
+		case 'n':
+			c = '\n'
+		case 'f':
+			c = '\f'
+		case 'r':
+			c = '\r'
+		default:
+			return false
+		}
+	case '%':
+		if j+2 >= len(t) {
+			return false
+		}
+		r, ok := hex4([]byte{'0', '0', t[j+1], t[j+2]})
+		if !ok {
+			return false
+		}
+		if c = byte(r); c >= 0x80 {
+			return true // part of a U+212A or U+017F, perhaps
+		}
+	default:
+		return false
+	}
+	return class[c] || space && spaceClass[c]
 }
 
 // indexPrefix returns the index of the first prefix in t, or -1,

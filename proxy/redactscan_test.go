@@ -102,7 +102,7 @@ var shapeTokens = func() []string {
 		" ", "  ", "\t", "\n", "\r", "\f", "\v",
 		`\`, `\\`, `\\\`, `"`, `\"`, `\/`, `\\/`, `\n`, `\t`, `\\n`, `\\t`, `\b`, `\u`, `\u00`, `\x`, `\\u`,
 		`\ud83d\ude00`, `\ud83d`, `\u005c`, `\u005C`, `\u0075`, `\\\u0075`, `\u212a`, `\u017f`,
-		"%", "%2", "%zz", "%25", "%2D", "%5c",
+		"%", "%2", "%zz", "%25", "%2D", "%5c", "%E2%84%AA", "%c5%bf", "%E2",
 		"\u212a", "\u017f", "é", "\xff", "{", "}", ":", ",", "u", "0073", "002d",
 	}
 	for _, c := range "skantcf_-bBeErR aZ9/.=~+\t\\u" {
@@ -208,6 +208,9 @@ func TestRedactShapesAtEdges(t *testing.T) {
 		{`sk-ant-1234567\u0038`, `sk-ant-123456\u0037`},
 		{`sk%2Dant-` + "12345678", `sk%2Dant-` + "1234567"},
 		{`cf_0123456789abcde%66`, `cf_0123456789abcd%65`},
+		{`Bearer abc\/defgh`, `Bearer ab\/defg`},
+		{`bearer abcdefg%E2%84%AA`, `bearer abcdef%E2%84%AA`},
+		{`bearer\n\u0020abcdefgh`, `bearer\n\u0020abcdefg`},
 	} {
 		for _, around := range [][2]string{{"", ""}, {"x ", ""}, {"", " x"}, {`"`, `"`}, {`\n`, `\n`}} {
 			in := around[0] + c.secret + around[1]
