@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/oauth"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
@@ -333,7 +334,7 @@ func (t *tokens) refreshBlocked(a *account, err error) error {
 
 	if first {
 		t.log.Warn("token refresh blocked by the token endpoint: account resting, refresh token kept",
-			"account", a.Name, "until", until.UTC().Format(time.RFC3339), "err", err)
+			"account", a.Name, "state", acctstate.RefreshBlocked, "until", until.UTC().Format(time.RFC3339), "err", err)
 	} else {
 		t.log.Debug("token refresh still blocked", "account", a.Name, "until", until.UTC().Format(time.RFC3339), "err", err)
 	}
@@ -365,9 +366,10 @@ func (t *tokens) needsLogin(ctx context.Context, a *account, reason string) erro
 	t.markedLogin[a.ID] = true
 	t.mu.Unlock()
 	if first {
-		t.log.Warn("account needs login: out of rotation", "account", a.Name, "reason", reason,
+		t.log.Warn("account needs login: out of rotation", "account", a.Name, "state", acctstate.NeedsLogin, "reason", reason,
 			"hint", "run `claudeflare accounts login "+a.Name+"`")
-		t.pool.events.publish(AccountEvent{Account: a.Name, Kind: EventNeedsLogin, Reason: reason, At: t.now()})
+		t.pool.events.publish(AccountEvent{Account: a.Name, Kind: EventNeedsLogin, Reason: reason,
+			State: acctstate.State{Word: acctstate.NeedsLogin, Reason: reason}, At: t.now()})
 	}
 	return fmt.Errorf("%w: %s", errNeedsLogin, a.Name)
 }
