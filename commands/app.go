@@ -108,14 +108,14 @@ func hoistGlobalFlags(app *cli.App, args []string) []string {
 			rest = append(rest, a)
 			continue
 		}
-		if !flagDefined(app.Flags, strings.SplitN(strings.TrimLeft(a, "-"), "=", 2)[0]) || !strings.HasPrefix(a, "-") {
-			onPath = false
-		}
 		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		isFlag := strings.HasPrefix(a, "-") && a != "-"
 		switch {
-		case !strings.HasPrefix(a, "-") || a == "-":
+		case !isFlag:
+			onPath = false
 			rest = append(rest, a)
 		case flagDefined(cmd.Flags, name):
+			onPath = false
 			rest = append(rest, a)
 			if !hasValue && takesValue(cmd.Flags, name) && j+1 < len(args) {
 				rest = append(rest, args[j+1])
@@ -128,7 +128,8 @@ func hoistGlobalFlags(app *cli.App, args []string) []string {
 				j++
 			}
 		default:
-			rest = append(rest, a)
+			onPath = false
+			rest = append(rest, a) // unknown: urfave/cli says so
 		}
 	}
 	if len(global) == 0 {

@@ -161,9 +161,9 @@ func keyHint(err error) error {
 	case errors.Is(err, vault.ErrTampered):
 		return withHint(err, "run `claudeflare doctor`; restore a backup you trust, then `claudeflare key rotate --data`")
 	case errors.Is(err, vault.ErrWrongKey):
-		return withHint(err, "give the key this vault was made with: CLAUDEFLARE_ENCRYPTION_KEY, --identity FILE or CLAUDEFLARE_PASSPHRASE")
+		return withHint(err, "give the key this vault was made with: --identity FILE, CLAUDEFLARE_ENCRYPTION_KEY or CLAUDEFLARE_PASSPHRASE")
 	case errors.Is(err, vault.ErrNoKey):
-		return withHint(err, "set CLAUDEFLARE_ENCRYPTION_KEY, --identity FILE or CLAUDEFLARE_PASSPHRASE, or restore identity.txt")
+		return withHint(err, "give --identity FILE, or set CLAUDEFLARE_ENCRYPTION_KEY or CLAUDEFLARE_PASSPHRASE, or restore identity.txt")
 	}
 	return err
 }
