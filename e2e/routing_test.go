@@ -479,6 +479,10 @@ func TestRoutingQuarantine(t *testing.T) {
 		id == "" || id != r.header.Get("Request-Id") {
 		t.Fatalf("a request-specific 400 was not passed through untouched: %s %v", r, r.header)
 	}
+	// Byte for byte what the fake wrote (its JSON has sorted keys).
+	if want := fmt.Sprintf(`{"error":{"message":%q,"type":"invalid_request_error"},"request_id":%q,"type":"error"}`, bad, id); string(r.body) != want {
+		t.Fatalf("the 400's body changed on the way:\n got %s\nwant %s", r.body, want)
+	}
 	rt.mustServe(sonnet)
 	rt.checkStatus("beta", "ok")
 }
