@@ -53,9 +53,10 @@ func initCommand() *cli.Command {
 			for _, r := range recipients {
 				fmt.Fprintln(e.stdout, r)
 			}
-			if fresh {
-				// Once, when the vault is made: the one thing a new user
-				// must do that nothing will remind them of later.
+			if fresh && !e.quiet {
+				// Once, when the vault is made (terminal or not: a
+				// provisioning script's log should hold it too): the one
+				// thing a new user must do that nothing reminds them of.
 				fmt.Fprintf(e.stderr, "claudeflare: %s\n", backupAdvice(e.keySource(cfg)))
 				fmt.Fprintln(e.stderr, "claudeflare: back up the data with `claudeflare backup FILE` (encrypted to that key); `claudeflare restore FILE` needs the key too")
 			}
