@@ -487,6 +487,25 @@ func TestRoutingQuarantine(t *testing.T) {
 	rt.checkStatus("beta", "ok")
 }
 
+// d, alone) A one-account pool whose account is refused: the client gets
+// the upstream's refusal, then the proxy's 503 naming the quarantine and
+// its reason, with x-should-retry: false, without a try upstream.
+func TestRoutingQuarantineOneAccount(t *testing.T) {
+	rt := newRouter(t, "solo")
+	rt.fake.SetAccountRefusal("solo", 403, "permission_error", fakeapi.MsgOrgDisabled)
+	r := rt.ask(sonnet)
+	if _, msg, _ := r.errorOf(); r.status != 403 || msg != fakeapi.MsgOrgDisabled || len(r.attempts) != 1 {
+		t.Fatalf("the refusal: %s", r)
+	}
+	r = rt.ask(sonnet)
+	_, msg, id := r.errorOf()
+	if r.status != 503 || r.header.Get("X-Should-Retry") != "false" || id == "" || len(r.attempts) != 0 ||
+		!strings.Contains(msg, "quarantined") || !strings.Contains(msg, "organization has been disabled") {
+		t.Fatalf("after the quarantine: %s, x-should-retry %q", r, r.header.Get("X-Should-Retry"))
+	}
+	rt.waitStatus("solo", "quarantined")
+}
+
 // e) A 401 that a refresh does not cure: alone, the client gets the 401
 // with x-should-retry: false after one forced refresh; the account then
 // rests (it is not sent the requests that follow) and the token is
