@@ -238,7 +238,7 @@ func apikeyRevoke(c *cli.Context) error {
 		}
 		return err
 	}
-	fmt.Fprintf(e.stderr, "claudeflare: client key %q revoked\n", name)
+	e.say("client key %q revoked", name)
 	if n, err := store.CountClientKeys(context.WithoutCancel(c.Context), db); err == nil && n == 0 {
 		fmt.Fprintln(e.stderr, "claudeflare: warning: no client keys remain: the proxy now serves loopback clients without a key")
 	}

@@ -154,7 +154,7 @@ func runBackup(c *cli.Context) error {
 	if where == "-" {
 		where = "stdout"
 	}
-	fmt.Fprintf(e.stderr, "claudeflare: wrote %s (%s, %d bytes, %s master key)\n", where, fileNames(m), size, m.MasterKind)
+	e.say("wrote %s (%s, %d bytes, %s master key)", where, fileNames(m), size, m.MasterKind) // on a terminal only: cron mails failures
 	return nil
 }
 

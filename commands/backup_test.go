@@ -90,7 +90,7 @@ func TestBackupUnderTrafficAndRestore(t *testing.T) {
 	if okAfter == okBefore {
 		t.Log("no request completed during the backup")
 	}
-	if !strings.Contains(errs, "wrote "+file) {
+	if errs != "" { // not a terminal: a success says nothing (cron mails only failures)
 		t.Errorf("backup stderr: %q", errs)
 	}
 	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o600 {
@@ -212,7 +212,7 @@ func TestBackupErrors(t *testing.T) {
 	}
 	// Vault only, to stdout.
 	out, errs, code := c.Run("", "backup", "--no-log", "-")
-	if code != 0 || !strings.HasPrefix(out, "age-encryption.org/v1") || !strings.Contains(errs, "wrote stdout (vault.db, identity.txt") {
+	if code != 0 || !strings.HasPrefix(out, "age-encryption.org/v1") || errs != "" {
 		t.Fatalf("backup -: exit %d %s", code, errs)
 	}
 }

@@ -166,9 +166,10 @@ func runDaemon(c *cli.Context) error {
 	return nil
 }
 
-// wantsJSONLogs says whether the daemon's logs would be JSON, from what
-// can be read without a config that loads: --log-format, then the
-// variables, else auto (JSON unless stderr is a terminal).
+// wantsJSONLogs says whether JSON logs were asked for where that can be
+// read without a config that loads: --log-format, then the variables (as
+// the systemd unit sets). "auto" is not trusted here: the file that did
+// not load may say text.
 func wantsJSONLogs(e *env) bool {
 	format := e.cfgSource.Flags["log_format"]
 	for _, name := range []string{"CLAUDEFLARE_LOG_FORMAT", "LOG_FORMAT"} {
@@ -176,13 +177,7 @@ func wantsJSONLogs(e *env) bool {
 			format = e.getenv(name)
 		}
 	}
-	switch format {
-	case "json":
-		return true
-	case "", "auto":
-		return !isTerminal(e.stderr)
-	}
-	return false
+	return format == "json"
 }
 
 // openDaemon builds the daemon on the opened stores: it needs the audit
