@@ -262,6 +262,9 @@ func accountsAdd(c *cli.Context) error {
 			return err
 		}
 		acct.Kind, acct.Mode = store.KindAPIKey, ""
+		if err := checkAPIKey(c, e, key); err != nil {
+			return err
+		}
 		if _, err := v.AddAccount(ctx, acct, vault.Secrets{APIKey: key}); err != nil {
 			return err
 		}

@@ -11,8 +11,10 @@ import (
 
 	"github.com/claudeflare/claudeflare/accounts"
 	"github.com/claudeflare/claudeflare/audit"
+	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/daemon"
 	"github.com/claudeflare/claudeflare/internal/acctstate"
+	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/upstream"
 )
 
@@ -55,13 +57,9 @@ func accountsCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	transport, err := upstream.Transport(cfg)
+	probe, err := newProbe(cfg)
 	if err != nil {
 		return err
-	}
-	probe, err := daemon.AccountProbe(cfg, &http.Client{Transport: transport})
-	if err != nil {
-		return usagef("%v", err)
 	}
 	v, err := e.openVault(c.Context, cfg)
 	if err != nil {
@@ -94,6 +92,45 @@ func accountsCheck(c *cli.Context) error {
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d accounts could not be checked", failed, len(results))
+	}
+	return nil
+}
+
+// newProbe is the daemon's probe, through the daemon's upstream transport.
+func newProbe(cfg *config.Config) (accounts.Probe, error) {
+	transport, err := upstream.Transport(cfg)
+	if err != nil {
+		return nil, err
+	}
+	probe, err := daemon.AccountProbe(cfg, &http.Client{Transport: transport})
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return probe, nil
+}
+
+// checkAPIKey probes a new API key once before it is stored: a key
+// upstream refuses is an error (nothing is stored). A probe that gets no
+// answer, or an answer about something else, does not stop the add: it
+// is said on stderr, and the daemon finds the state out.
+func checkAPIKey(c *cli.Context, e *env, key string) error {
+	cfg, err := e.config(nil)
+	if err != nil {
+		return err
+	}
+	probe, err := newProbe(cfg)
+	if err != nil {
+		return err
+	}
+	r, err := probe(c.Context, store.KindAPIKey, key, time.Now())
+	switch {
+	case err != nil:
+		fmt.Fprintf(e.stderr, "claudeflare: warning: the API key could not be checked (%s); adding it unchecked\n", printable(err.Error()))
+	case r.State.Word == acctstate.KeyRefused:
+		return withHint(fmt.Errorf("upstream refused the API key (%d %s); nothing stored", r.Status, printable(r.Detail)),
+			"check the key and run the command again with a working one")
+	case r.State.Word != acctstate.OK && r.State.Word != "":
+		fmt.Fprintf(e.stderr, "claudeflare: warning: upstream accepts the key but the account is %s\n", printable(r.State.String()))
 	}
 	return nil
 }
