@@ -258,8 +258,11 @@ func (c *Checker) apply(ctx context.Context, a store.Account, p ProbeResult, now
 		return c.serving(ctx, a, p, now)
 	case acctstate.KeyRefused, acctstate.Quarantined, acctstate.NeedsLogin:
 		r := resultOf(a.Name, st, &status, p.Detail)
-		if st.Word == acctstate.NeedsLogin {
+		switch st.Word {
+		case acctstate.NeedsLogin:
 			r.Detail = NeedsLoginHint(a.Name)
+		case acctstate.KeyRefused:
+			r.Detail = joinDetail(r.Detail, "run `claudeflare accounts login "+a.Name+" --api-key-stdin` with a working key")
 		}
 		if a.Status == st.Word && a.StatusReason == st.Reason {
 			return r, nil

@@ -112,7 +112,7 @@ func TestAccountsCheck(t *testing.T) {
 	if g := got["q"]; g["http_status"] != float64(403) || !strings.Contains(g["reason"].(string), "organization has been disabled") {
 		t.Errorf("q: %v", g)
 	}
-	if g := got["key"]; g["http_status"] != float64(401) {
+	if g := got["key"]; g["http_status"] != float64(401) || !strings.Contains(g["detail"].(string), "claudeflare accounts login key --api-key-stdin") {
 		t.Errorf("key: %v", g)
 	}
 	if g := got["gone"]; g["http_status"] != nil || !strings.Contains(g["detail"].(string), "claudeflare accounts login gone") {
