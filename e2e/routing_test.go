@@ -110,8 +110,19 @@ func (r reply) errorOf() (typ, msg, id string) {
 // whole answer.
 func (rt *router) ask(model string) reply {
 	rt.t.Helper()
+	return rt.send(`{"model":"` + model + `","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}`)
+}
+
+// askStream is ask for a streamed answer (the body is the whole event
+// stream as the client read it).
+func (rt *router) askStream(model string) reply {
+	rt.t.Helper()
+	return rt.send(`{"model":"` + model + `","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+}
+
+func (rt *router) send(body string) reply {
+	rt.t.Helper()
 	before := len(rt.fake.Requests())
-	body := `{"model":"` + model + `","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}`
 	req, _ := http.NewRequest(http.MethodPost, rt.d.url+"/v1/messages?beta=true", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Anthropic-Version", "2023-06-01")
@@ -565,6 +576,35 @@ func TestRoutingRevokedAPIKey(t *testing.T) {
 		t.Fatalf("revoked key: %s, x-should-retry %q", r, r.header.Get("X-Should-Retry"))
 	}
 	rt.waitStatus("key", "key_refused")
+}
+
+// An error event inside a stream already under way reaches the client as
+// sent; the daemon logs it at warn, and a rate_limit_error there limits
+// the account for the requests after it.
+func TestRoutingInStreamRateLimit(t *testing.T) {
+	rt := newRouter(t, "alpha", "beta")
+	const event = `{"type":"error","error":{"type":"rate_limit_error","message":"Rate limited mid-stream"}}`
+	rt.fake.Inject(fakeapi.Fault{Account: "alpha", Path: fakeapi.MessagesPath, Kind: fakeapi.FaultStreamError, AfterEvents: 2, Body: event})
+	var r reply
+	for range 4 {
+		if r = rt.askStream(sonnet); len(r.attempts) == 1 && r.attempts[0].Account == "alpha" {
+			break
+		}
+	}
+	if r.status != 200 || len(r.attempts) != 1 || r.attempts[0].Account != "alpha" ||
+		!strings.Contains(string(r.body), "event: error\ndata: "+event+"\n\n") {
+		t.Fatalf("the stream alpha broke off: %s", r)
+	}
+	testutil.WaitFor(t, "the in-stream error logged at warn", func() bool {
+		for _, line := range strings.Split(rt.d.logs(), "\n") {
+			if strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, "in-stream error") && strings.Contains(line, `"alpha"`) {
+				return true
+			}
+		}
+		return false
+	})
+	rt.waitStatus("alpha", "limited")
+	rt.onlyBeta()
 }
 
 // f) Random 529s (3% of upstream requests) on three accounts: with the
