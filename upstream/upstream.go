@@ -92,19 +92,40 @@ func Transport(cfg *config.Config) (*http.Transport, error) {
 	return NewTransport(cfg, tc), nil
 }
 
+// Health pings on the HTTP/2 connections to the upstream (and the token
+// endpoint). A connection that has read no frame for PingAfterIdle is
+// sent a PING; with no answer within PingTimeout it is closed, which
+// fails the streams on it (the proxy then fails over or answers) and takes
+// it out of the pool. Without them a connection that died silently (a NAT
+// or load balancer that dropped its state, a host that vanished) holds its
+// streams, and every request the pool sends on it, until TCP gives up,
+// minutes later; with them it is noticed within 25 seconds. The peer's
+// HTTP/2 layer answers a PING itself, so a model slow to send its next
+// token does not trip it, and an idle connection costs one 17-byte frame
+// each 15 seconds until IdleConnTimeout closes it. A plain http://
+// upstream speaks HTTP/1.1 and gets no pings (TCP keep-alives only).
+const (
+	PingAfterIdle = 15 * time.Second
+	PingTimeout   = 10 * time.Second
+)
+
 // NewTransport is the upstream transport (tc nil = Go's verified
-// defaults): HTTP/2 when offered, generous idle pools, timeouts on
+// defaults): HTTP/2 when the upstream offers it over TLS, with health
+// pings (PingAfterIdle, PingTimeout), generous idle pools, timeouts on
 // dialing and on the response headers only (a stream may run for many
-// minutes). Compression is left on: requests go out without the client's
-// Accept-Encoding, so the transport asks for gzip itself and hands back a
-// decompressed body.
+// minutes). Every new connection, HTTP/2 or not, goes through tc's
+// handshake checks (the pin). Compression is left on: requests go out
+// without the client's Accept-Encoding, so the transport asks for gzip
+// itself and hands back a decompressed body.
 func NewTransport(cfg *config.Config, tc *tls.Config) *http.Transport {
 	d := &net.Dialer{Timeout: cfg.Upstream.DialTimeout.Std(), KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           d.DialContext,
-		TLSClientConfig:       tc,
+		Proxy:           http.ProxyFromEnvironment,
+		DialContext:     d.DialContext,
+		TLSClientConfig: tc,
+		// A custom dialer or TLS config turns HTTP/2 off unless asked.
 		ForceAttemptHTTP2:     true,
+		HTTP2:                 &http.HTTP2Config{SendPingTimeout: PingAfterIdle, PingTimeout: PingTimeout},
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   128,
 		IdleConnTimeout:       90 * time.Second,
