@@ -22,10 +22,11 @@ const (
 	// token; it is out of rotation until it is logged in again. Reason
 	// is the (sanitised) refusal.
 	EventNeedsLogin AccountEventKind = "needs_login"
-	// EventLimited: the account was taken out of rotation until Until:
-	// quarantined after a rate limit or 429 (Reason: the unified status,
-	// or "rate_limited"), or resting after a cooldown step ("cooldown"),
-	// an overload ("overloaded") or a failed refresh ("refresh_failed").
+	// EventLimited: the account was taken out of rotation until Until
+	// (State: limited or refresh_blocked). Reason is the window: 5h, 7d,
+	// the hard unified status, rate_limited, extra_usage, cooldown (a step
+	// of the doubling cooldown), unauthorized (uncured 401s),
+	// refresh_failed, or refresh_blocked.
 	EventLimited AccountEventKind = "limited"
 	// EventRecovered: the account is usable again: a good answer ended
 	// its cooldown or overload rest early (Reason "ok"), or this process

@@ -273,7 +273,7 @@ const (
 
 // LimitState is the in-memory rate-limit state of one account.
 type LimitState struct {
-	Until    time.Time     // blocked (quarantine or cooldown) until
+	Until    time.Time     // the whole account blocked (limit, cooldown or rest) until
 	Reason   string        // why blocked: the hard status or one of the Limit* reasons
 	Cooldown time.Duration // current step of the doubling cooldown, 0 = none
 	Status   string        // last unified status seen
