@@ -223,6 +223,11 @@ func TestRedactShapesAtEdges(t *testing.T) {
 			}
 		}
 	}
+	// A bearer token whose prefix sits in another's token: FindAll, as
+	// the old code used it, went on after the first match and missed it.
+	if got := string(r.bytes([]byte("bearer xxxxxxxxbearer yyyyyyyy z"))); got != Redacted+" z" {
+		t.Errorf("two bearer tokens: %q", got)
+	}
 	// A prefix cut by the end of the text, and one byte of each.
 	for _, in := range []string{"sk-ant", "cf", "beare", `sk\u002`, `\u00`, `\\u007`, "%2", "%", `\`, "s", "b", "B", "c"} {
 		if got := string(r.bytes([]byte(in))); got != in {
