@@ -31,7 +31,8 @@ type Config struct {
 	Host string `toml:"host"`
 	// Port is the TCP port the proxy listens on; 0 picks a free one.
 	Port int `toml:"port"`
-	// LBStrategy is StrategySession, StrategyRoundRobin or StrategyLeastUsed.
+	// LBStrategy is StrategyAffinity, StrategySession, StrategyRoundRobin
+	// or StrategyLeastUsed.
 	LBStrategy string `toml:"lb_strategy"`
 	// SessionDurationMS is how long the session strategy sticks to one
 	// account, in milliseconds.
@@ -65,6 +66,7 @@ type Config struct {
 	Upstream  Upstream  `toml:"upstream"`
 	Tokens    Tokens    `toml:"tokens"`
 	RateLimit RateLimit `toml:"ratelimit"`
+	Routing   Routing   `toml:"routing"`
 	Log       Log       `toml:"log"`
 	Retention Retention `toml:"retention"`
 	Limits    Limits    `toml:"limits"`
@@ -126,11 +128,32 @@ type RateLimit struct {
 	RecheckInterval Duration `toml:"recheck_interval"`
 }
 
+// Routing is the [routing] section: how the affinity strategy places
+// sessions and steers them before an account's limit.
+type Routing struct {
+	// MaxUtilization is the share of an account's 5h or 7d window at which
+	// it takes no new sessions and its sessions move (0.95).
+	MaxUtilization float64 `toml:"max_utilization"`
+	// SessionIdle is how long an idle session keeps its account (the
+	// prompt cache's life).
+	SessionIdle Duration `toml:"session_idle"`
+	// SessionsMax bounds the session table; the least recently used
+	// session goes first.
+	SessionsMax int `toml:"sessions_max"`
+	// HoldMax, when not 0, makes a request wait for an account instead of
+	// getting the all-limited 429 when the earliest reset is this near.
+	HoldMax Duration `toml:"hold_max"`
+}
+
 // Load-balancing strategies for LBStrategy (lb_strategy, LB_STRATEGY).
 const (
+	// StrategyAffinity keeps each client session (Claude Code's session
+	// id, else the client) on one account while it is usable and under
+	// routing.max_utilization, and places new sessions by headroom. The
+	// default: every move of a session costs a prompt-cache miss.
+	StrategyAffinity = "affinity"
 	// StrategySession keeps one active account for SESSION_DURATION_MS, the
 	// others standing by in priority order, as one person uses one account.
-	// The default and the safe choice for subscription accounts.
 	StrategySession = "session"
 	// StrategyRoundRobin rotates over the usable accounts. Meant for API-key
 	// pools; with subscription accounts it looks like one person on many
@@ -204,7 +227,7 @@ func Default() Config {
 	c := Config{
 		Host:              "127.0.0.1",
 		Port:              8080,
-		LBStrategy:        StrategySession,
+		LBStrategy:        StrategyAffinity,
 		SessionDurationMS: 18000000,
 		RetryAttempts:     3,
 		RetryDelayMS:      1000,
@@ -235,6 +258,11 @@ func Default() Config {
 			CooldownMax:        Duration(5 * time.Minute),
 			OverloadedCooldown: Duration(10 * time.Second),
 			RecheckInterval:    Duration(5 * time.Minute),
+		},
+		Routing: Routing{
+			MaxUtilization: 0.95,
+			SessionIdle:    Duration(time.Hour),
+			SessionsMax:    10000,
 		},
 		Log: Log{
 			Payloads:        PayloadsFull,

@@ -21,7 +21,7 @@ func TestLegacyEnv(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Port != 8080 || c.Host != "127.0.0.1" || c.LBStrategy != StrategySession {
+		if c.Port != 8080 || c.Host != "127.0.0.1" || c.LBStrategy != StrategyAffinity {
 			t.Errorf("got port %d host %s strategy %s", c.Port, c.Host, c.LBStrategy)
 		}
 	})

@@ -109,7 +109,7 @@ func TestPrecedence(t *testing.T) {
 			get: func(c *Config) any { return c.DataDir },
 		},
 		{
-			key: "lb_strategy", env: "CLAUDEFLARE_LB_STRATEGY", def: "session",
+			key: "lb_strategy", env: "CLAUDEFLARE_LB_STRATEGY", def: "affinity",
 			file: &layer{`"round-robin"`, "round-robin"}, envv: &layer{"least-used", "least-used"}, flag: &layer{"session", "session"},
 			get: func(c *Config) any { return c.LBStrategy },
 		},

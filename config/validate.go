@@ -61,7 +61,7 @@ func (c *Config) validateTop() *problem {
 			return p
 		}
 	}
-	if p := oneOf("lb_strategy", c.LBStrategy, StrategySession, StrategyRoundRobin, StrategyLeastUsed); p != nil {
+	if p := oneOf("lb_strategy", c.LBStrategy, StrategyAffinity, StrategySession, StrategyRoundRobin, StrategyLeastUsed); p != nil {
 		return p
 	}
 	if strings.TrimSpace(c.ClientID) == "" {
