@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql/driver"
+	"encoding/json"
 	"fmt"
 )
 
@@ -26,6 +28,58 @@ type Request struct {
 	EndState                 string `db:"end_state"`
 	Error                    string `db:"error"`
 	Client                   string `db:"client"`
+	// The cache writes by lifetime (usage.cache_creation), 0 when the
+	// answer did not split them.
+	CacheCreation5mInputTokens int64 `db:"cache_creation_5m_input_tokens"`
+	CacheCreation1hInputTokens int64 `db:"cache_creation_1h_input_tokens"`
+	// ServerToolUse is usage.server_tool_use as sent (JSON text, e.g.
+	// {"web_search_requests":1}), nil when the answer had none.
+	ServerToolUse *string `db:"server_tool_use"`
+	// UpstreamRequestID is the upstream's request-id header.
+	UpstreamRequestID string `db:"upstream_request_id"`
+	// Session is a short hash of the request's affinity key, never the key.
+	Session string `db:"session"`
+	// AccountsTried names the accounts tried, in order; nil on rows
+	// logged before the column existed.
+	AccountsTried Names `db:"accounts_tried"`
+}
+
+// Names is a list of names stored as a JSON array. A nil list is written
+// as [] (nothing tried) and NULL reads back as nil (not known).
+type Names []string
+
+// Value encodes the list as JSON text.
+func (n Names) Value() (driver.Value, error) {
+	if n == nil {
+		return "[]", nil
+	}
+	b, err := json.Marshal([]string(n))
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}
+
+// Scan decodes JSON text; NULL gives nil.
+func (n *Names) Scan(src any) error {
+	var b []byte
+	switch v := src.(type) {
+	case nil:
+		*n = nil
+		return nil
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	default:
+		return fmt.Errorf("names: cannot scan %T", src)
+	}
+	out := Names{}
+	if err := json.Unmarshal(b, (*[]string)(&out)); err != nil {
+		return fmt.Errorf("names: %w", err)
+	}
+	*n = out
+	return nil
 }
 
 // StatusClientClosed is the status of a request whose client went away
@@ -35,7 +89,9 @@ const StatusClientClosed = 499
 // RequestColumns lists the request columns in a stable order, for SELECTs.
 const RequestColumns = `seq, id, ts, method, path, model, account, status, attempts, duration_ms, ttfb_ms,
 	input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens,
-	streamed, end_state, error, client`
+	streamed, end_state, error, client,
+	cache_creation_5m_input_tokens, cache_creation_1h_input_tokens, server_tool_use,
+	upstream_request_id, session, accounts_tried`
 
 // Payload is a request's sealed capture of headers and bodies.
 type Payload struct {
@@ -60,8 +116,10 @@ func InsertRequests(ctx context.Context, db *DB, reqs []Request, payloads []Payl
 	insReq, err := tx.PreparexContext(ctx, `INSERT INTO requests
 		(id, ts, method, path, model, account, status, attempts, duration_ms, ttfb_ms,
 		 input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens,
-		 streamed, end_state, error, client)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		 streamed, end_state, error, client,
+		 cache_creation_5m_input_tokens, cache_creation_1h_input_tokens, server_tool_use,
+		 upstream_request_id, session, accounts_tried)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return fmt.Errorf("prepare request insert: %w", err)
 	}
@@ -70,7 +128,9 @@ func InsertRequests(ctx context.Context, db *DB, reqs []Request, payloads []Payl
 	for _, r := range reqs {
 		res, err := insReq.ExecContext(ctx, r.ID, r.TS, r.Method, r.Path, r.Model, r.Account, r.Status, r.Attempts,
 			r.DurationMS, r.TTFBMS, r.InputTokens, r.OutputTokens, r.CacheReadInputTokens, r.CacheCreationInputTokens,
-			r.Streamed, r.EndState, r.Error, r.Client)
+			r.Streamed, r.EndState, r.Error, r.Client,
+			r.CacheCreation5mInputTokens, r.CacheCreation1hInputTokens, r.ServerToolUse,
+			r.UpstreamRequestID, r.Session, r.AccountsTried)
 		if err != nil {
 			return fmt.Errorf("insert request: %w", err)
 		}
