@@ -62,6 +62,9 @@ type capture struct {
 	respHeader   http.Header
 	respBody     *capBuf // nil when bodies are not kept
 	size         int64   // the bytes it holds, counted in recorder.queuedBytes
+	// redactedPath is path redacted, once the row's path (the same
+	// text) has been: each text of a record is redacted once.
+	redactedPath string
 }
 
 // record is one request for the log.
@@ -394,10 +397,14 @@ func (r *recorder) write(batch []*record) {
 	rows := make([]store.Request, 0, len(batch))
 	var pays []store.Payload
 	for _, rec := range batch {
+		path := rec.row.Path
 		r.redactRow(&rec.row)
 		rows = append(rows, rec.row)
 		if rec.pay == nil {
 			continue
+		}
+		if rec.pay.path == path {
+			rec.pay.redactedPath = rec.row.Path
 		}
 		p, err := r.seal(rec)
 		putCapBuf(rec.pay.respBody) // sealed: the capture buffer is free again
@@ -452,8 +459,12 @@ func (r *recorder) logFileGone() bool {
 // seal builds, redacts and seals one payload.
 func (r *recorder) seal(rec *record) (store.Payload, error) {
 	c := rec.pay
+	path := c.redactedPath
+	if path == "" {
+		path = r.red.string(c.path)
+	}
 	pr := store.Capture{
-		Request:  store.CapturedMessage{Method: c.method, Path: r.red.string(c.path), Headers: r.red.header(c.reqHeader)},
+		Request:  store.CapturedMessage{Method: c.method, Path: path, Headers: r.red.header(c.reqHeader)},
 		Response: store.CapturedMessage{Status: c.status, Headers: r.red.header(c.respHeader)},
 	}
 	if r.wantBodies(c.path) {

@@ -295,3 +295,20 @@ func TestRecorderQueueBytesDefault(t *testing.T) {
 		t.Fatalf("queue bytes %d, payloads %d", r.queueBytes, r.payloadBytes)
 	}
 }
+
+// TestRecorderStatsBytes: the queue's bytes and their bound reach
+// RecorderStats (what /metrics and /health read), and a written record
+// gives its bytes back.
+func TestRecorderStatsBytes(t *testing.T) {
+	h := newHarness(t)
+	h.addOAuth("work", 0, false)
+	h.reload()
+	if rep := h.post(msgBody); rep.status != 200 {
+		t.Fatalf("%d %s", rep.status, rep.body)
+	}
+	h.rows() // written
+	st := h.srv.RecorderStats()
+	if st.CapacityBytes != config.Default().Log.QueueBytes || st.QueuedBytes != 0 || st.DroppedPayloads != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
