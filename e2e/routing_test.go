@@ -669,7 +669,7 @@ func TestRouting529Storm(t *testing.T) {
 // serves again once the reset passed, not before.
 func TestRoutingBlocksHeal(t *testing.T) {
 	rt := newRouter(t, "alpha", "beta")
-	reset := time.Now().Add(4 * time.Second)
+	reset := time.Now().Add(6 * time.Second)
 	h := fakeapi.RateLimitHeaders("rejected", reset)
 	rt.fake.Inject(fakeapi.Fault{Account: "alpha", Path: fakeapi.MessagesPath, Kind: fakeapi.FaultStatus, Status: 429, Headers: h})
 	if r := rt.untilTried(sonnet, "alpha"); r.servedBy() != "beta" {
