@@ -121,7 +121,7 @@ func runDaemon(c *cli.Context) error {
 	// count every record as failed (/health, /metrics).
 	logDB, err := e.openLog(cfg)
 	if err != nil {
-		e.log.Error("request log unavailable: serving without it; requests are not logged", "err", err)
+		e.log.Error("request log unavailable: serving without a request log; requests are not logged", "err", err)
 		logDB = nil
 	} else {
 		defer logDB.Close()
