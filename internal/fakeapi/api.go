@@ -527,12 +527,7 @@ func (e *events) event(i int) []byte {
 			"message": map[string]any{
 				"id": e.id, "type": "message", "role": "assistant", "model": e.model,
 				"content": []any{}, "stop_reason": nil, "stop_sequence": nil,
-				"usage": map[string]int{
-					"input_tokens":                u.InputTokens,
-					"cache_creation_input_tokens": u.CacheCreationInputTokens,
-					"cache_read_input_tokens":     u.CacheReadInputTokens,
-					"output_tokens":               min(u.OutputTokens, 1),
-				},
+				"usage": startUsage(u),
 			},
 		}
 		return sse("message_start", msg)
@@ -548,7 +543,7 @@ func (e *events) event(i int) []byte {
 		return sse("message_delta", map[string]any{
 			"type":  "message_delta",
 			"delta": map[string]any{"stop_reason": "end_turn", "stop_sequence": nil},
-			"usage": map[string]int{"output_tokens": e.cfg.usage.OutputTokens},
+			"usage": deltaUsage(e.cfg.usage),
 		})
 	default:
 		return []byte("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")

@@ -66,6 +66,9 @@ type Usage struct {
 	OutputTokens             int `json:"output_tokens"`
 	CacheReadInputTokens     int `json:"cache_read_input_tokens"`
 	CacheCreationInputTokens int `json:"cache_creation_input_tokens"`
+	// CacheCreation and ServerToolUse are sent when set (usage_extra.go).
+	CacheCreation *CacheCreation `json:"cache_creation,omitempty"`
+	ServerToolUse *ServerToolUse `json:"server_tool_use,omitempty"`
 }
 
 // Recorded is one request the fake received.
