@@ -31,7 +31,8 @@ func daemonCommand() *cli.Command {
 			"is refused unless client API keys exist. SIGINT or SIGTERM drain in-flight\n" +
 			"requests up to server.shutdown_grace; a second signal exits at once. Under\n" +
 			"systemd (Type=notify) it reports READY=1 once listening, and with WatchdogSec=\n" +
-			"sends WATCHDOG=1 every half of it while its request path answers. SIGHUP re-reads the\n" +
+			"sends WATCHDOG=1 every half of it while its account pool (locked by every\n" +
+			"request) answers. SIGHUP re-reads the\n" +
 			"config: access control, client limits, retention, the log level, token\n" +
 			"refresh margin, rate-limit cooldowns and shutdown grace change at once; other\n" +
 			"settings on restart (the daemon logs which; claudeflare.toml(5), RELOAD).\n" +
