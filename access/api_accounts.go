@@ -135,6 +135,9 @@ func (g *Guard) apiLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	cred := accounts.Credential{RefreshToken: b.RefreshToken, APIKey: b.APIKey, SetupToken: b.SetupToken}
+	if !g.keyAccepted(w, r, name, cred) {
+		return
+	}
 	err := accounts.LoginWith(r.Context(), g.tools.Vault, g.tools.OAuth, g.auditKey, g.apiBy(r), name, cred, g.now())
 	switch {
 	case errors.Is(err, oauth.ErrInvalidGrant):
@@ -151,6 +154,29 @@ func (g *Guard) apiLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"name": name, "logged_in": true})
+}
+
+// keyAccepted probes a new API key for an existing API-key account once
+// before it is stored, as `accounts login --api-key-stdin` does: a key
+// upstream refuses is a 400 and changes nothing. Any other credential,
+// or a probe without an answer, goes on.
+func (g *Guard) keyAccepted(w http.ResponseWriter, r *http.Request, name string, c accounts.Credential) bool {
+	if c.APIKey == "" || c.RefreshToken != "" || c.SetupToken != "" || g.tools.Probe == nil {
+		return true
+	}
+	key, err := accounts.CheckSecret(c.APIKey, "API key")
+	if err != nil {
+		return true // LoginWith refuses it
+	}
+	if a, err := store.GetAccount(r.Context(), g.vaultDB, name); err != nil || a.Kind != store.KindAPIKey {
+		return true // LoginWith refuses it
+	}
+	p, err := g.tools.Probe(r.Context(), store.KindAPIKey, key, g.now())
+	if err == nil && p.State.Word == acctstate.KeyRefused {
+		reject(w, http.StatusBadRequest, apierr.InvalidRequest, fmt.Sprintf("claudeflare: upstream refused the API key (%d); nothing changed", p.Status))
+		return false
+	}
+	return true
 }
 
 func isOAuthError(err error) bool {

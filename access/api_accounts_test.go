@@ -11,6 +11,7 @@ import (
 	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
 	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/vault"
 )
 
 // adminKeys makes an admin and a viewer key and waits until the daemon
@@ -131,18 +132,38 @@ func TestAdminAccountRoutes(t *testing.T) {
 		t.Fatalf("a refused login changed the account: %+v", a)
 	}
 	expectStatus(t, d.do("POST", "/api/accounts/nobody/login", `{"api_key":"`+newKey+`"}`, "x-api-key", admin), 404, "not_found_error")
+	// A key upstream refuses (every key of pool is revoked) is checked
+	// with one probe and refused.
+	r = d.do("POST", "/api/accounts/pool/login", `{"api_key":"`+newKey+`"}`, "x-api-key", admin)
+	expectStatus(t, r, 400, "invalid_request_error")
+	if !strings.Contains(r.body, "upstream refused the API key (401)") || strings.Contains(r.body, newKey) {
+		t.Fatalf("refused key: %s", r.body)
+	}
+	if a := d.account("pool"); a.TokenVersion != before.TokenVersion || a.Status != before.Status {
+		t.Fatalf("a refused key changed the account: %+v", a)
+	}
 
 	// A good API key: stored, key_refused cleared, never echoed.
-	r = d.do("POST", "/api/accounts/pool/login", `{"api_key":"`+newKey+`"}`, "x-api-key", admin)
+	if _, err := d.v.AddAccount(ctx, vault.NewAccount{Name: "spare", Kind: store.KindAPIKey, Priority: 5, Tier: 1},
+		vault.Secrets{APIKey: d.api.NewAPIKey("spare")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetStatus(ctx, d.vdb, d.account("spare").ID, store.StatusKeyRefused, "API key refused (401)", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	before = d.account("spare")
+	spareKey := d.api.NewAPIKey("spare")
+	d.extra = append(d.extra, spareKey)
+	r = d.do("POST", "/api/accounts/spare/login", `{"api_key":"`+spareKey+`"}`, "x-api-key", admin)
 	expectStatus(t, r, 200, "")
-	if r.body != `{"logged_in":true,"name":"pool"}`+"\n" {
+	if r.body != `{"logged_in":true,"name":"spare"}`+"\n" {
 		t.Fatalf("login: %s", r.body)
 	}
-	if s, err := d.v.Secrets(ctx, before.ID); err != nil || s.APIKey != newKey {
+	if s, err := d.v.Secrets(ctx, before.ID); err != nil || s.APIKey != spareKey {
 		t.Fatalf("the new key is not stored: %v", err)
 	}
-	if a := d.account("pool"); a.Status != store.StatusOK || a.TokenVersion <= before.TokenVersion {
-		t.Fatalf("pool after login: %+v", a)
+	if a := d.account("spare"); a.Status != store.StatusOK || a.TokenVersion <= before.TokenVersion {
+		t.Fatalf("spare after login: %+v", a)
 	}
 	// A refresh token is refreshed once first: a dead one is refused.
 	dead := d.api.NewOAuthAccount("work")
@@ -195,7 +216,7 @@ func TestAdminAccountRoutes(t *testing.T) {
 		`key:ops account.checked: account "pool" checked: key_refused`,
 		`key:ops account.checked: account "work" checked: quarantined`,
 		`key:ops account.checked: account "work" checked: upstream accepts it: cleared quarantined`,
-		`key:ops account.logged_in: account "pool" logged in again through the admin API`,
+		`key:ops account.logged_in: account "spare" logged in again through the admin API`,
 		`key:ops account.logged_in: account "work" logged in again through the admin API`,
 		`key:ops account.edited: account "work" edited: priority 0 -> 3, tier 1 -> 20, overage avoid -> allow through the admin API`,
 	} {

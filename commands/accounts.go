@@ -367,7 +367,9 @@ func accountsLogin(c *cli.Context) error {
 	var cred accounts.Credential
 	switch {
 	case apiKeyStdin:
-		cred.APIKey, err = readSecret(e.stdin, "API key")
+		if cred.APIKey, err = readSecret(e.stdin, "API key"); err == nil && a.Kind == store.KindAPIKey {
+			err = checkAPIKey(c, e, cred.APIKey)
+		}
 	case setupStdin:
 		cred.SetupToken, err = readSecret(e.stdin, "setup token")
 	case refreshStdin:
