@@ -375,8 +375,27 @@ func unescapeJSON(out []byte, opos []int32, text []byte, pos []int32, origLen in
 		opos = make([]int32, 0, len(text)+1)
 	}
 	for j := 0; j < len(text); {
+		// The bytes up to the next backslash, at once.
+		k := bytes.IndexByte(text[j:], '\\')
+		if k < 0 {
+			k = len(text) - j
+		}
+		if k > 0 {
+			out = append(out, text[j:j+k]...)
+			if pos != nil {
+				opos = append(opos, pos[j:j+k]...)
+			} else {
+				n := len(opos)
+				opos = slices.Grow(opos, k)[:n+k]
+				for x := range opos[n:] {
+					opos[n+x] = int32(j + x)
+				}
+			}
+			j += k
+			continue
+		}
 		c := text[j]
-		if c != '\\' || j+1 == len(text) {
+		if j+1 == len(text) {
 			out, opos = append(out, c), append(opos, origin(j))
 			j++
 			continue

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -25,8 +26,10 @@ import (
 //
 //	plain:    code, prose and tool output (\n, \", \\, \u001b escapes), no secret
 //	mentions: the same with the shapes' prefixes in the code (sk-ant-, cf_,
-//	          "Bearer " + a variable): no secret, but each view is scanned
-//	secrets:  the same with ten secrets, some of them JSON-escaped
+//	          "Bearer " + a variable): no secret, but candidates to check
+//	secrets:  the same with ten secrets
+//	plain+log.redact: plain, with one log.redact pattern besides the
+//	          built-in ones (hunter[0-9]+): every view is made and scanned
 
 // claudeCodeBody builds a /v1/messages request of about size bytes as
 // Claude Code sends them deep into a session: a system prompt, tool
@@ -120,8 +123,17 @@ func benchRedactBodies() []struct {
 }
 
 func BenchmarkRedactBody(b *testing.B) {
-	oldR, newR := newOldRedactor(nil), newRedactor(nil)
-	for _, c := range benchRedactBodies() {
+	bodies := benchRedactBodies()
+	user := []*regexp.Regexp{regexp.MustCompile(`hunter[0-9]+`)}
+	bodies = append(bodies, struct {
+		name string
+		body []byte
+	}{"plain+log.redact", bodies[0].body})
+	for _, c := range bodies {
+		oldR, newR := newOldRedactor(nil), newRedactor(nil)
+		if strings.HasSuffix(c.name, "+log.redact") {
+			oldR, newR = newOldRedactor(user), newRedactor(user)
+		}
 		if got, want := newR.bytes(c.body), oldR.bytes(c.body); !bytes.Equal(got, want) {
 			b.Fatalf("%s: the two redactors disagree", c.name)
 		}

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 type oldRedactor struct {
@@ -164,4 +166,76 @@ func (r *oldRedactor) string(s string) string {
 		return s
 	}
 	return string(r.bytes([]byte(s)))
+}
+
+// oldUnescapeJSON is unescapeJSON as it was, one byte at a time. It appends to out text with its JSON string escapes undone,
+// wherever they are (the text may be JSON, SSE, or JSON cut short), and
+// to opos, for each byte appended, the offset in the original bytes where
+// the escape or byte it came from starts, plus a final origLen. pos maps
+// text's bytes to the original the same way; nil means text is the
+// original. A backslash that starts no valid escape is kept as it is.
+func oldUnescapeJSON(out []byte, opos []int32, text []byte, pos []int32, origLen int) ([]byte, []int32) {
+	origin := func(j int) int32 {
+		if pos == nil {
+			return int32(j)
+		}
+		return pos[j]
+	}
+	if cap(out) < len(text) {
+		out = make([]byte, 0, len(text))
+	}
+	if cap(opos) < len(text)+1 {
+		opos = make([]int32, 0, len(text)+1)
+	}
+	for j := 0; j < len(text); {
+		c := text[j]
+		if c != '\\' || j+1 == len(text) {
+			out, opos = append(out, c), append(opos, origin(j))
+			j++
+			continue
+		}
+		o := origin(j)
+		n, before := 2, len(out)
+		switch e := text[j+1]; e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := hex4(text[j+2:])
+			if !ok {
+				n = 0
+				break
+			}
+			n = 6
+			if utf16.IsSurrogate(r) && j+12 <= len(text) && text[j+6] == '\\' && text[j+7] == 'u' {
+				if r2, ok := hex4(text[j+8:]); ok {
+					if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
+						r, n = d, 12
+					}
+				}
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			n = 0
+		}
+		if n == 0 { // not an escape: the backslash stays
+			out, opos = append(out, c), append(opos, o)
+			j++
+			continue
+		}
+		for range len(out) - before {
+			opos = append(opos, o)
+		}
+		j += n
+	}
+	return out, append(opos, int32(origLen))
 }

@@ -60,7 +60,7 @@ func (r *refRedactor) spans(b []byte) []span {
 	}
 	text, pos := b, []int32(nil)
 	for level := 0; level < maxEscapeLevels && bytes.IndexByte(text, '\\') >= 0; level++ {
-		next, npos := unescapeJSON(nil, nil, text, pos, len(b))
+		next, npos := oldUnescapeJSON(nil, nil, text, pos, len(b))
 		if len(next) == len(text) {
 			break
 		}
@@ -185,6 +185,29 @@ func FuzzRedactShapes(f *testing.F) {
 		}
 		checkShapes(t, r, every, leftmost, shapeDoc(sel))
 	})
+}
+
+// TestUnescapeJSONAsBefore: unescapeJSON, which copies the bytes between
+// escapes at once, gives what it gave one byte at a time, the text and
+// each byte's origin, one and two levels down.
+func TestUnescapeJSONAsBefore(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 3))
+	for range 3000 {
+		sel := make([]byte, 1+rng.IntN(60))
+		for i := range sel {
+			sel[i] = byte(rng.IntN(len(shapeTokens)))
+		}
+		b := shapeDoc(sel)
+		text, pos := b, []int32(nil)
+		for range maxEscapeLevels {
+			got, gotPos := unescapeJSON(nil, nil, text, pos, len(b))
+			want, wantPos := oldUnescapeJSON(nil, nil, text, pos, len(b))
+			if !bytes.Equal(got, want) || !slices.Equal(gotPos, wantPos) {
+				t.Fatalf("unescape %q:\n got %q %v\nwant %q %v", text, got, gotPos, want, wantPos)
+			}
+			text, pos = got, gotPos
+		}
+	}
 }
 
 // TestRedactShapesAtEdges puts each shape at the start and at the end of
