@@ -31,7 +31,8 @@ import (
 //	                                   {"name","status","window","family","until","reason","http_status","detail"}
 //	POST /api/accounts/{name}/login    accounts.manage  new credentials, body exactly one of
 //	                                   {"refresh_token"|"api_key"|"setup_token": "..."} (as `accounts login
-//	                                   NAME --...-stdin`; a refresh token is refreshed once first);
+//	                                   NAME --...-stdin`; a refresh token is refreshed once first,
+//	                                   an API key probed once: refused, nothing changes);
 //	                                   answers {"name","logged_in":true}, never the secret
 //	PATCH /api/accounts/{name}         accounts.manage  body any of {"priority","tier","name","overage"}
 //	                                   (as `accounts edit`); answers the new settings

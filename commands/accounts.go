@@ -37,6 +37,8 @@ func accountsCommand() *cli.Command {
 				Description: "Without a credential flag, add prints an authorize URL; open it, log in,\n" +
 					"and paste back the code#state it shows. With --refresh-token-stdin, the\n" +
 					"token is refreshed once to validate it and the rotated tokens are stored.\n" +
+					"With --api-key-stdin, the key is checked with one cheap request; a key\n" +
+					"upstream refuses is not stored (exit 1).\n" +
 					"With --setup-token-stdin, a long-lived token made by `claude setup-token`\n" +
 					"is stored as the access token: never refreshed (it is not checked when\n" +
 					"added), and the account needs a new login (`accounts login`) when upstream\n" +
