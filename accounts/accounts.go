@@ -1,9 +1,12 @@
 // Package accounts owns the changes a person makes to the pool of Claude
-// accounts: pause, resume, remove, and the record of an account added or
-// logged in again. Each does its change in vault.db and writes its audit
-// row, so that the command line (commands) and the admin API (access)
-// cannot drift apart. Adding an account, which needs the vault and an
-// OAuth login, is done by the vault; Added records it.
+// accounts: pause, resume, remove, edit (priority, tier, name, overage
+// policy), unblock, new credentials (Login, LoginWith), the record of an
+// account added, and the check that probes accounts now and stores what
+// it learns (Checker). Each does its change in vault.db and writes its
+// audit row, so that the command line (commands) and the admin API
+// (access) cannot drift apart. Adding an account, which needs the vault
+// and an OAuth login, is done by the vault; Added records it. The probe
+// itself is the proxy's (proxy.Probe), handed in as a Probe by the caller.
 package accounts
 
 import (
