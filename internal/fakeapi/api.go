@@ -252,6 +252,7 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request, body []byte, 
 		// An account's lasting state answers first; a fault is used up
 		// only by a request that would otherwise be served.
 		st = s.stateAnswerLocked(name, r.URL.Path, body, unified)
+		st = s.budgetLocked(st, name, r.URL.Path, &unified) // budget.go
 		if st == nil {
 			f = s.takeFaultLocked(name, r.URL.Path)
 			unified = s.servedHeadersLocked(name, r.URL.Path, unified)

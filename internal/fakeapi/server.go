@@ -126,6 +126,7 @@ type Server struct {
 	faults      []*Fault
 	records     []*Recorded
 	maxRecorded int
+	budgets     map[string]*budget // budget.go
 }
 
 type account struct {
