@@ -295,6 +295,7 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 	defer func() { s.pool.end(a, ok, s.now()) }()
 	x.row.Attempts++
 	x.row.Account = a.Name
+	x.row.AccountsTried = append(x.row.AccountsTried, a.Name)
 
 	secret, err := s.tokens.get(x.r.Context(), a, "")
 	x.sent = append(x.sent[:0], secret)
@@ -456,6 +457,7 @@ func (x *exchange) send(a *account, secret string) (*http.Response, error) {
 	setCredentials(req.Header, a.Kind, secret)
 	req.ContentLength = int64(len(x.body))
 	resp, err := x.s.client.Do(req)
+	x.row.UpstreamRequestID = upstreamRequestID(resp)
 	if ue, ok := err.(*url.Error); ok {
 		// It names the URL: not its query, which may hold a secret and
 		// would reach the log and the row.
@@ -480,6 +482,7 @@ func (x *exchange) scrubber(a *account) *scrubber {
 // finish hands the row (and payload) to the recorder.
 func (x *exchange) finish() {
 	x.row.DurationMS = x.s.now().Sub(x.start).Milliseconds()
+	x.logDetails()
 	rec := &record{row: x.row, pay: x.payload}
 	if rec.pay == nil && x.capture && x.row.Status != 0 {
 		// The proxy's own answers are captured too (headers and request).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -75,9 +76,12 @@ func TestForwardJSON(t *testing.T) {
 	row := h.lastRow()
 	want := store.Request{ID: id, Method: "POST", Path: "/v1/messages?beta=true", Model: "claude-sonnet-4-5", Account: "work",
 		Status: 200, Attempts: 1, InputTokens: 25, OutputTokens: 12, CacheReadInputTokens: 100, CacheCreationInputTokens: 50,
-		EndState: EndComplete}
-	row.Seq, row.TS, row.DurationMS, row.TTFBMS, row.Client = 0, 0, 0, 0, ""
-	if row != want {
+		EndState: EndComplete, AccountsTried: store.Names{"work"}}
+	if row.UpstreamRequestID == "" || len(row.Session) != 12 {
+		t.Errorf("upstream request id %q, session %q", row.UpstreamRequestID, row.Session)
+	}
+	row.Seq, row.TS, row.DurationMS, row.TTFBMS, row.Client, row.UpstreamRequestID, row.Session = 0, 0, 0, 0, "", "", ""
+	if !reflect.DeepEqual(row, want) {
 		t.Fatalf("row\n got %+v\nwant %+v", row, want)
 	}
 

@@ -13,6 +13,13 @@ type Usage struct {
 	OutputTokens             int64
 	CacheReadInputTokens     int64
 	CacheCreationInputTokens int64
+	// CacheCreation5m and CacheCreation1h split the cache writes by
+	// lifetime (usage.cache_creation), when the answer did.
+	CacheCreation5m int64
+	CacheCreation1h int64
+	// ServerToolUse is usage.server_tool_use as sent (compact JSON), ""
+	// when absent.
+	ServerToolUse string
 }
 
 // maxSSELine bounds the bytes the tap keeps of one line. The lines it cares
@@ -137,7 +144,15 @@ type usageJSON struct {
 	OutputTokens             *int64 `json:"output_tokens"`
 	CacheReadInputTokens     *int64 `json:"cache_read_input_tokens"`
 	CacheCreationInputTokens *int64 `json:"cache_creation_input_tokens"`
+	CacheCreation            *struct {
+		Ephemeral5m *int64 `json:"ephemeral_5m_input_tokens"`
+		Ephemeral1h *int64 `json:"ephemeral_1h_input_tokens"`
+	} `json:"cache_creation"`
+	ServerToolUse json.RawMessage `json:"server_tool_use"`
 }
+
+// maxServerToolUse bounds the server_tool_use object kept (a few counts).
+const maxServerToolUse = 1 << 10
 
 type errorJSON struct {
 	Type    string `json:"type"`
@@ -212,6 +227,31 @@ func (u *Usage) merge(j *usageJSON) {
 	if j.CacheCreationInputTokens != nil {
 		u.CacheCreationInputTokens = *j.CacheCreationInputTokens
 	}
+	if c := j.CacheCreation; c != nil {
+		if c.Ephemeral5m != nil {
+			u.CacheCreation5m = *c.Ephemeral5m
+		}
+		if c.Ephemeral1h != nil {
+			u.CacheCreation1h = *c.Ephemeral1h
+		}
+	}
+	if st := serverToolUse(j.ServerToolUse); st != "" {
+		u.ServerToolUse = st
+	}
+}
+
+// serverToolUse is the server_tool_use value as compact JSON text, or ""
+// when it is absent, null, not an object or oversized.
+func serverToolUse(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' || len(raw) > maxServerToolUse {
+		return ""
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return ""
+	}
+	return b.String()
 }
 
 // jsonTap extracts usage from a non-streamed JSON body without holding it:

@@ -172,6 +172,12 @@ func (x *exchange) setUsage(u Usage) {
 	x.row.Model = u.Model
 	x.row.InputTokens, x.row.OutputTokens = u.InputTokens, u.OutputTokens
 	x.row.CacheReadInputTokens, x.row.CacheCreationInputTokens = u.CacheReadInputTokens, u.CacheCreationInputTokens
+	x.row.CacheCreation5mInputTokens, x.row.CacheCreation1hInputTokens = u.CacheCreation5m, u.CacheCreation1h
+	x.row.ServerToolUse = nil
+	if u.ServerToolUse != "" {
+		st := u.ServerToolUse
+		x.row.ServerToolUse = &st
+	}
 }
 
 // endState logs how the answer ended; an error event inside it tells the

@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strings"
+)
+
+// The log's session column names the session a request belongs to by a
+// short hash of its affinity key (issue 15), never the key itself.
+//
+// TODO(issue 15): logSessionKey stands in for affinityKey (proxy/affinity.go,
+// being written alongside); it builds the same key, so the hashes do not
+// change when logDetails calls affinityKey instead and this goes.
+
+// logSessionHeader is the header Claude Code stamps on every request.
+const logSessionHeader = "X-Claude-Code-Session-Id"
+
+// logSessionKeyMax bounds the part of a key taken from the client.
+const logSessionKeyMax = 128
+
+// logSessionKey is the affinity key of r: "s:" and Claude Code's session
+// (its header, else the session in the body's metadata.user_id), else "c:"
+// and the client (the log's client column: key name or address), else "a:"
+// and the remote address.
+func logSessionKey(r *http.Request, body []byte, client string) string {
+	clip := func(s string) string {
+		if len(s) > logSessionKeyMax {
+			return s[:logSessionKeyMax]
+		}
+		return s
+	}
+	if v := strings.TrimSpace(r.Header.Get(logSessionHeader)); v != "" {
+		return "s:" + clip(v)
+	}
+	if v := metadataSession(body); v != "" {
+		return "s:" + clip(v)
+	}
+	if client != "" {
+		return "c:" + clip(client)
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "a:" + clip(host)
+}
+
+// metadataSession is the session id in the top-level metadata.user_id of
+// a JSON body ("user_<hash>_account_<uuid>_session_<uuid>"), "" when none.
+// Only the top level is read, every other value skipped undecoded; it
+// runs only when the session header is missing.
+func metadataSession(body []byte) string {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || body[0] != '{' {
+		return ""
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil {
+		return ""
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		if key, _ := tok.(string); key == "metadata" {
+			var m struct {
+				UserID string `json:"user_id"`
+			}
+			if dec.Decode(&m) != nil {
+				return ""
+			}
+			if j := strings.LastIndex(m.UserID, "session_"); j >= 0 {
+				return m.UserID[j+len("session_"):]
+			}
+			return ""
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return ""
+		}
+	}
+	return ""
+}
+
+// sessionHashLen is the hex digits of a session's hash the log keeps: 48
+// bits, enough to tell a day's sessions apart, too few to stand for the key.
+const sessionHashLen = 12
+
+// sessionHash is the log's name for a session key (affinityKey): the first
+// 12 hex digits of its SHA-256 (domain-separated), "" for no key. It is
+// stable across restarts so that a log can be replayed by session, and
+// never the key itself.
+func sessionHash(key string) string {
+	if key == "" {
+		return ""
+	}
+	h := sha256.New()
+	h.Write([]byte("claudeflare session\x00"))
+	h.Write([]byte(key))
+	return hex.EncodeToString(h.Sum(nil))[:sessionHashLen]
+}
+
+// logDetails fills the row's columns that are known only at the end: the
+// session, and the requested model when the answer named none (a failed
+// request is logged with the model it asked for).
+func (x *exchange) logDetails() {
+	x.row.Session = sessionHash(logSessionKey(x.r, x.body, x.row.Client))
+	if x.row.Model == "" {
+		x.row.Model = requestModel(x.body)
+	}
+}
+
+// maxUpstreamRequestID bounds the request-id header kept.
+const maxUpstreamRequestID = 128
+
+// upstreamRequestID is the upstream's request-id header of resp ("" when
+// there is no response): the id Anthropic's support asks for.
+func upstreamRequestID(resp *http.Response) string {
+	if resp == nil {
+		return ""
+	}
+	id := strings.TrimSpace(resp.Header.Get("Request-Id"))
+	if len(id) > maxUpstreamRequestID {
+		id = id[:maxUpstreamRequestID]
+	}
+	return id
+}
