@@ -2,6 +2,7 @@ package requestlog
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -65,6 +66,20 @@ type RequestLine struct {
 	EndState                 string  `json:"end_state"`
 	Error                    *string `json:"error"`
 	Client                   string  `json:"client"`
+	// The cache writes by lifetime; 0 on rows logged before they were kept.
+	CacheCreation5mInputTokens int64 `json:"cache_creation_5m_input_tokens"`
+	CacheCreation1hInputTokens int64 `json:"cache_creation_1h_input_tokens"`
+	// ServerToolUse is the usage's server_tool_use object as the upstream
+	// sent it (e.g. {"web_search_requests":1}), null when absent.
+	ServerToolUse json.RawMessage `json:"server_tool_use"`
+	// UpstreamRequestID is the upstream's request-id (null when none).
+	UpstreamRequestID *string `json:"upstream_request_id"`
+	// Session is a short hash of the session key, never the key (null
+	// when none was logged).
+	Session *string `json:"session"`
+	// AccountsTried names the accounts tried, in order: [] when none was,
+	// null on rows logged before the column existed.
+	AccountsTried []string `json:"accounts_tried"`
 }
 
 // NewRequestLine is r as a RequestLine.
@@ -80,7 +95,23 @@ func NewRequestLine(r *store.Request) RequestLine {
 		e := r.Error
 		out.Error = &e
 	}
+	out.CacheCreation5mInputTokens, out.CacheCreation1hInputTokens = r.CacheCreation5mInputTokens, r.CacheCreation1hInputTokens
+	if r.ServerToolUse != nil && json.Valid([]byte(*r.ServerToolUse)) {
+		out.ServerToolUse = json.RawMessage(*r.ServerToolUse)
+	}
+	out.UpstreamRequestID, out.Session = nonEmpty(r.UpstreamRequestID), nonEmpty(r.Session)
+	if r.AccountsTried != nil {
+		out.AccountsTried = append([]string{}, r.AccountsTried...)
+	}
 	return out
+}
+
+// nonEmpty is &s, nil for "".
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // AccountLine is one account as `accounts list --json` and GET
