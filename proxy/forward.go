@@ -51,6 +51,7 @@ type exchange struct {
 	held    int64    // bytes of body memory reserved in Server.bodies
 	sent    []string // the credentials sent upstream by the current attempt
 	family  string   // the model family of the request's "model" (acctstate.Family), "" when none
+	rt      route    // what the selector knows of the request (family, affinity key)
 	row     store.Request
 	capture bool
 	payload *capture
@@ -102,10 +103,15 @@ func (x *exchange) serve() {
 		return
 	}
 	x.family = acctstate.Family(requestModel(x.body))
-	sel := s.pool.pick(x.start, x.family)
+	x.rt = route{fam: x.family, key: affinityKey(x.r, x.body, x.row.Client), peek: x.route != messagesRoute}
+	sel := s.pool.pickFor(x.start, x.rt)
+	held := false // a request waits for an account at most once
 	if len(sel.Candidates) == 0 {
-		x.refuse(sel)
-		return
+		var ok bool
+		if sel, ok = x.hold(sel); !ok {
+			return
+		}
+		held = true
 	}
 	maxTries := max(s.cfg.RetryAttempts, 1)
 	var (
@@ -117,6 +123,20 @@ func (x *exchange) serve() {
 	)
 	for tries < maxTries {
 		a := x.next(sel, tried)
+		if a == nil && !held && last != nil && last.verdict.Limited {
+			// This request found every account limited: wait for one
+			// if the hold is on and one comes back soon enough.
+			if again := s.pool.pickFor(s.now(), x.rt); len(again.Candidates) == 0 && holdable(again, s.now(), s.cfg.Routing.HoldMax.Std()) {
+				var ok bool
+				if sel, ok = x.hold(again); !ok {
+					return
+				}
+				held = true
+				clear(tried) // the accounts came back: no backoff owed
+				maxTries = max(maxTries, tries+1)
+				continue
+			}
+		}
 		if a == nil {
 			break
 		}
@@ -139,6 +159,9 @@ func (x *exchange) serve() {
 		tries++
 		done, fail := x.attempt(a)
 		if done {
+			if !x.rt.peek {
+				s.pool.stay(x.rt.key, a, s.now())
+			}
 			return
 		}
 		if x.r.Context().Err() == nil {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -24,16 +25,20 @@ type pool struct {
 	dirty    map[int64]bool  // rate state to save
 	wake     chan struct{}   // signals the saver
 	events   events          // status changes, for Subscribe
+	holds    *holdQueue      // requests waiting for an account (routing.hold_max)
 }
 
-func newPool(strategy string, session time.Duration, policy LimitPolicy) *pool {
+func newPool(cfg *config.Config, policy LimitPolicy) *pool {
+	r := cfg.Routing
 	return &pool{
-		byID:     map[int64]*account{},
-		sel:      selector{strategy: strategy, session: session},
+		byID: map[int64]*account{},
+		sel: selector{strategy: cfg.LBStrategy, session: cfg.SessionDuration(), maxUtil: r.MaxUtilization,
+			sessions: newSessionTable(r.SessionIdle.Std(), r.SessionsMax)},
 		policy:   policy,
 		versions: map[int64]int64{},
 		dirty:    map[int64]bool{},
 		wake:     make(chan struct{}, 1),
+		holds:    newHoldQueue(holdQueueMax),
 	}
 }
 
@@ -43,6 +48,20 @@ func (p *pool) pick(now time.Time, fam string) selection {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.sel.pick(p.accounts, now, fam)
+}
+
+// pickFor returns the accounts to try for the request rt, in order.
+func (p *pool) pickFor(now time.Time, rt route) selection {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sel.pickFor(p.accounts, now, rt)
+}
+
+// stay records that a answered key's session (affinity).
+func (p *pool) stay(key string, a *account, now time.Time) {
+	p.mu.Lock()
+	p.sel.stay(key, a, p.accounts, now)
+	p.mu.Unlock()
 }
 
 // usable reports whether a is still usable now for model family fam (it
@@ -166,7 +185,7 @@ func (p *pool) reload(rows []store.Account) (changed []int64, added, removed []s
 			changed = append(changed, r.ID)
 			p.versions[r.ID] = r.TokenVersion
 		}
-		a.Priority, a.Paused, a.Overage = r.Priority, r.Paused, r.Overage
+		a.Priority, a.Tier, a.Paused, a.Overage = r.Priority, r.Tier, r.Paused, r.Overage
 		if r.UnblockedAt > a.unblockedAt {
 			p.unblock(a, r)
 		}

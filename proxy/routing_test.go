@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
 	"github.com/claudeflare/claudeflare/store"
@@ -135,7 +136,8 @@ func overage200(account string, reset time.Time) fakeapi.Fault {
 // policy (avoid) until the unified reset, never refused; under allow it
 // is used like any other.
 func TestOverageAvoidAndAllow(t *testing.T) {
-	h := newHarness(t)
+	// Priority order decides between a and b: the session strategy.
+	h := newHarness(t, withConfig(func(c *config.Config) { c.LBStrategy = config.StrategySession }))
 	h.addOAuth("a", 0, false)
 	h.addOAuth("b", 1, false)
 	h.reload()

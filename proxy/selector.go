@@ -17,6 +17,7 @@ type account struct {
 	Name         string
 	Kind         string // "oauth" | "apikey"
 	Priority     int
+	Tier         int // the plan's size (1, 5, 20): the weight of its headroom
 	Paused       bool
 	Status       string // store.StatusOK, StatusNeedsLogin, StatusKeyRefused or StatusQuarantined
 	StatusReason string
@@ -100,16 +101,34 @@ type selection struct {
 type selector struct {
 	strategy string
 	session  time.Duration
+	maxUtil  float64 // affinity: routing.max_utilization (0 = 1)
 
-	active int64 // session strategy: the active account's id, 0 = none
-	since  time.Time
-	rr     uint64
+	active   int64 // session strategy: the active account's id, 0 = none
+	since    time.Time
+	rr       uint64
+	sessions *sessionTable // affinity strategy; nil = an empty table of no bound
+}
+
+// route is what the selector knows of a request.
+type route struct {
+	fam string // the model family ("" = unknown)
+	key string // the affinity key ("" = none)
+	// peek: a session-less call (count_tokens, models): it goes to its
+	// session's account when one is known, and places no session.
+	peek bool
 }
 
 // pick orders the usable accounts of accts (sorted by priority, then
-// name) for a request of model family fam ("" = unknown). Accounts served
-// on extra usage whose policy avoids it go last.
+// name) for a request of model family fam ("" = unknown).
 func (s *selector) pick(accts []*account, now time.Time, fam string) selection {
+	return s.pickFor(accts, now, route{fam: fam})
+}
+
+// pickFor orders the usable accounts of accts (sorted by priority, then
+// name) for the request rt. Accounts served on extra usage whose policy
+// avoids it go last.
+func (s *selector) pickFor(accts []*account, now time.Time, rt route) selection {
+	fam := rt.fam
 	var sel selection
 	usable := make([]*account, 0, len(accts))
 	for _, a := range accts {
@@ -156,6 +175,8 @@ func (s *selector) pick(accts []*account, now time.Time, fam string) selection {
 			return 0
 		})
 		sel.Candidates = usable
+	case config.StrategyAffinity:
+		sel.Candidates = s.affinity(accts, usable, now, rt)
 	default: // session
 		idx := -1
 		if s.active != 0 && now.Sub(s.since) < s.session {
@@ -180,6 +201,95 @@ func (s *selector) pick(accts []*account, now time.Time, fam string) selection {
 		return boolInt(a.overageAvoided(now)) - boolInt(b.overageAvoided(now))
 	})
 	return sel
+}
+
+// affinity orders usable for the affinity strategy: the session's own
+// account first while it is usable and under the threshold (or every
+// account is over it), else the accounts under the threshold by headroom,
+// then those over it. A request with a key and no live session places
+// its session on the first.
+func (s *selector) affinity(accts, usable []*account, now time.Time, rt route) []*account {
+	if s.sessions == nil {
+		s.sessions = newSessionTable(0, 0)
+	}
+	limit := s.limit()
+	var under, over []*account
+	for _, a := range usable {
+		if a.utilization(now) < limit {
+			under = append(under, a)
+		} else {
+			over = append(over, a)
+		}
+	}
+	if len(under) == 0 {
+		// Every account is at the threshold: moving a session would
+		// cost its cache and win nothing; they stay until a hard limit.
+		under, over = over, nil
+	}
+	if rt.key != "" {
+		if id, ok := s.sessions.get(rt.key, now); ok {
+			if i := slices.IndexFunc(under, func(a *account) bool { return a.ID == id }); i >= 0 {
+				own := under[i]
+				rest := append(slices.Delete(slices.Clone(under), i, i+1), over...)
+				byHeadroom(rest, now, s.sessions.counts)
+				return append([]*account{own}, rest...)
+			}
+		}
+	}
+	byHeadroom(under, now, s.sessions.counts)
+	byHeadroom(over, now, s.sessions.counts)
+	order := append(under, over...)
+	if rt.key != "" && !rt.peek && !s.home(rt.key, accts, now) {
+		s.sessions.put(rt.key, order[0].ID, now)
+	}
+	return order
+}
+
+// limit is the utilization at which an account takes no new sessions.
+func (s *selector) limit() float64 {
+	if s.maxUtil <= 0 {
+		return 1
+	}
+	return s.maxUtil
+}
+
+// home reports whether key's session has an account that may keep it at
+// now: usable for requests of any family (a model-scoped limit moves
+// only that family's requests, not the session) and under the threshold,
+// unless every usable account is over it.
+func (s *selector) home(key string, accts []*account, now time.Time) bool {
+	id, ok := s.sessions.get(key, now)
+	if !ok {
+		return false
+	}
+	limit, full := s.limit(), true
+	var own *account
+	for _, a := range accts {
+		if ok, _, _, _ := a.usableFor(now, ""); ok && a.utilization(now) < limit {
+			full = false
+		}
+		if a.ID == id {
+			own = a
+		}
+	}
+	if own == nil {
+		return false
+	}
+	ok, _, _, _ = own.usableFor(now, "")
+	return ok && (full || own.utilization(now) < limit)
+}
+
+// stay records that key's session was answered by a at now: a failover
+// moves the session to the account that answered, unless its own can
+// still keep it (it was passed over for a model-scoped limit).
+func (s *selector) stay(key string, a *account, accts []*account, now time.Time) {
+	if s.strategy != config.StrategyAffinity || key == "" || s.sessions == nil {
+		return
+	}
+	if id, ok := s.sessions.get(key, now); ok && (id == a.ID || s.home(key, accts, now)) {
+		return
+	}
+	s.sessions.put(key, a.ID, now)
 }
 
 func boolInt(b bool) int {

@@ -169,7 +169,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: log, now: now, sleep: sleep, upstream: up, client: &fwd,
 		vaultDB: opts.VaultDB, poll: poll, obs: obs, clientOf: opts.ClientName,
-		pool:   newPool(cfg.LBStrategy, cfg.SessionDuration(), LimitPolicy{}),
+		pool:   newPool(cfg, LimitPolicy{}),
 		bodies: bodyBudget{limit: cfg.Server.MaxInflightBodyBytes},
 	}
 	s.pool.events.log = log

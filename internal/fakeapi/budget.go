@@ -59,7 +59,9 @@ func (s *Server) budgetLocked(st *stateAnswer, name, path string, unified *map[s
 	}
 	now := s.nowLocked()
 	if b.reset.IsZero() || !now.Before(b.reset) {
-		b.used, b.reset = 0, now.Add(b.window)
+		// On a whole second, as the reset header says it: a client
+		// that waits for the header's reset finds the window new.
+		b.used, b.reset = 0, now.Add(b.window+time.Second-1).Truncate(time.Second)
 	}
 	h := cloneMap(*unified)
 	reset := strconv.FormatInt(b.reset.Unix(), 10)
