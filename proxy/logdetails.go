@@ -11,11 +11,9 @@ import (
 )
 
 // The log's session column names the session a request belongs to by a
-// short hash of its affinity key (issue 15), never the key itself.
-//
-// TODO(issue 15): logSessionKey stands in for affinityKey (proxy/affinity.go,
-// being written alongside); it builds the same key, so the hashes do not
-// change when logDetails calls affinityKey instead and this goes.
+// short hash of its affinity key (issue 15), never the key itself. The key
+// is built here; affinityKey (affinity.go), which the selector routes by,
+// is this same key.
 
 // logSessionHeader is the header Claude Code stamps on every request.
 const logSessionHeader = "X-Claude-Code-Session-Id"
@@ -51,7 +49,7 @@ func logSessionKey(r *http.Request, body []byte, client string) string {
 }
 
 // metadataSession is the session id in the top-level metadata.user_id of
-// a JSON body ("user_<hash>_account_<uuid>_session_<uuid>"), "" when none.
+// a JSON body (see userIDSession), "" when none.
 // Only the top level is read, every other value skipped undecoded; it
 // runs only when the session header is missing.
 func metadataSession(body []byte) string {
@@ -75,10 +73,7 @@ func metadataSession(body []byte) string {
 			if dec.Decode(&m) != nil {
 				return ""
 			}
-			if j := strings.LastIndex(m.UserID, "session_"); j >= 0 {
-				return m.UserID[j+len("session_"):]
-			}
-			return ""
+			return userIDSession(m.UserID)
 		}
 		var skip json.RawMessage
 		if dec.Decode(&skip) != nil {
@@ -110,7 +105,11 @@ func sessionHash(key string) string {
 // session, and the requested model when the answer named none (a failed
 // request is logged with the model it asked for).
 func (x *exchange) logDetails() {
-	x.row.Session = sessionHash(logSessionKey(x.r, x.body, x.row.Client))
+	key := x.rt.key // the key the selector routed by, when it got that far
+	if key == "" {
+		key = affinityKey(x.r, x.body, x.row.Client)
+	}
+	x.row.Session = sessionHash(key)
 	if x.row.Model == "" {
 		x.row.Model = requestModel(x.body)
 	}
@@ -130,4 +129,24 @@ func upstreamRequestID(resp *http.Response) string {
 		id = id[:maxUpstreamRequestID]
 	}
 	return id
+}
+
+// userIDSession is the session named in a metadata.user_id: Claude Code
+// writes "user_<hash>_account_<uuid>_session_<uuid>", newer versions a
+// JSON object with "session_id". "" when it names none.
+func userIDSession(uid string) string {
+	uid = strings.TrimSpace(uid)
+	if strings.HasPrefix(uid, "{") {
+		var v struct {
+			SessionID string `json:"session_id"`
+		}
+		if json.Unmarshal([]byte(uid), &v) != nil {
+			return ""
+		}
+		return strings.TrimSpace(v.SessionID)
+	}
+	if j := strings.LastIndex(uid, "_session_"); j >= 0 {
+		return strings.TrimSpace(uid[j+len("_session_"):])
+	}
+	return ""
 }

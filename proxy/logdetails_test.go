@@ -143,3 +143,20 @@ func TestSessionIsHashedNeverRaw(t *testing.T) {
 		t.Errorf("accounts tried %q", byHeader.AccountsTried)
 	}
 }
+
+// The session inside metadata.user_id, in both of Claude Code's forms;
+// only the top-level metadata counts.
+func TestMetadataSession(t *testing.T) {
+	for _, c := range []struct{ body, want string }{
+		{`{"model":"m","metadata":{"user_id":"user_ab12_account_c0de_session_5e55-1"}}`, "5e55-1"},
+		{`{"metadata":{"user_id":"{\"device_id\":\"d\",\"account_uuid\":\"a\",\"session_id\":\"5e55-2\"}"},"model":"m"}`, "5e55-2"},
+		{`{"messages":[{"content":"{\"metadata\":{\"user_id\":\"x_session_fake\"}}"}],"metadata":{"user_id":"user_1"}}`, ""},
+		{`{"messages":[{"metadata":{"user_id":"x_session_nested"}}]}`, ""},
+		{`not json`, ""},
+		{``, ""},
+	} {
+		if got := metadataSession([]byte(c.body)); got != c.want {
+			t.Errorf("%s: %q, want %q", c.body, got, c.want)
+		}
+	}
+}
