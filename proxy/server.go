@@ -281,10 +281,11 @@ func (s *Server) Start() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopBg = cancel
-	s.bg.Add(4)
+	s.bg.Add(5)
 	go func() { defer s.bg.Done(); s.rec.run() }()
 	go func() { defer s.bg.Done(); s.pool.runSaver(ctx, s.vaultDB, s.log) }()
 	go func() { defer s.bg.Done(); s.runRecheck(ctx) }() // recheck.go
+	go func() { defer s.bg.Done(); s.runUsage(ctx) }()   // usage.go
 	go func() {
 		defer s.bg.Done()
 		t := time.NewTicker(s.poll)

@@ -150,6 +150,8 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 	case p == CreateAPIKeyPath:
 		w.Header().Set("request-id", randomID("req_"))
 		s.handleCreateAPIKey(w, r, rec)
+	case p == UsagePath: // budget.go
+		s.handleUsage(w, r)
 	case strings.HasPrefix(p, "/v1/"):
 		s.handleAPI(w, r, body, rec)
 	default:

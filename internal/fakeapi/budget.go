@@ -85,3 +85,43 @@ func (s *Server) budgetLocked(st *stateAnswer, name, path string, unified *map[s
 	*unified = h
 	return nil
 }
+
+// UsagePath is Anthropic's usage endpoint for OAuth accounts: GET with
+// the bearer token, answered with each window's utilization in percent
+// and its reset.
+const UsagePath = "/api/oauth/usage"
+
+// UsageCalls is how many usage requests the fake answered for account.
+func (s *Server) UsageCalls(account string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.usageCalls[account]
+}
+
+// handleUsage answers the usage endpoint from the account's rate-limit
+// headers (SetUnified) and its budget, without charging it.
+func (s *Server) handleUsage(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("request-id", randomID("req_"))
+	name, refusal := s.authenticate(r)
+	if refusal != "" || r.Header.Get("Authorization") == "" {
+		writeAPIError(w, http.StatusUnauthorized, "authentication_error", "OAuth authentication is required", nil)
+		return
+	}
+	s.mu.Lock()
+	h := s.unifiedLocked(name)
+	if b := s.budgets[name]; b != nil && s.nowLocked().Before(b.reset) {
+		h[UnifiedPrefix+"5h-utilization"] = strconv.FormatFloat(float64(b.used)/float64(b.size), 'f', 4, 64)
+		h[UnifiedPrefix+"5h-reset"] = strconv.FormatInt(b.reset.Unix(), 10)
+	}
+	if s.usageCalls == nil {
+		s.usageCalls = map[string]int{}
+	}
+	s.usageCalls[name]++
+	s.mu.Unlock()
+	window := func(w string) map[string]any {
+		u, _ := strconv.ParseFloat(h[UnifiedPrefix+w+"-utilization"], 64)
+		reset, _ := strconv.ParseInt(h[UnifiedPrefix+w+"-reset"], 10, 64)
+		return map[string]any{"utilization": u * 100, "resets_at": time.Unix(reset, 0).UTC().Format(time.RFC3339)}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"five_hour": window("5h"), "seven_day": window("7d")}, nil)
+}

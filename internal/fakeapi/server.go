@@ -127,6 +127,7 @@ type Server struct {
 	records     []*Recorded
 	maxRecorded int
 	budgets     map[string]*budget // budget.go
+	usageCalls  map[string]int     // budget.go
 }
 
 type account struct {
