@@ -80,8 +80,15 @@ const recordOverhead = 256
 
 // rowBytes approximates the memory a queued row holds.
 func rowBytes(row *store.Request) int64 {
-	return recordOverhead + int64(len(row.ID)+len(row.Method)+len(row.Path)+len(row.Model)+
-		len(row.Account)+len(row.EndState)+len(row.Error)+len(row.Client))
+	n := len(row.ID) + len(row.Method) + len(row.Path) + len(row.Model) + len(row.Account) +
+		len(row.EndState) + len(row.Error) + len(row.Client) + len(row.UpstreamRequestID) + len(row.Session)
+	if row.ServerToolUse != nil {
+		n += len(*row.ServerToolUse)
+	}
+	for _, a := range row.AccountsTried {
+		n += len(a) + 16
+	}
+	return recordOverhead + int64(n)
 }
 
 // captureBytes approximates the memory a queued payload holds: its
