@@ -83,12 +83,11 @@ func scanShapes(t []byte, pos []int32, out *[]span) (esc bool) {
 			i++
 		}
 	}
+	f := bearerFinder{t: t, lower: -1, upper: -1}
 	for i := 0; ; {
-		n := indexBearer(t[i:])
-		if n < 0 {
+		if i = f.next(i); i < 0 {
 			break
 		}
-		i += n
 		end, stop, space := matchBearer(t, i)
 		esc = esc || continues(t, stop, &tokenClass, space)
 		if end > 0 {
@@ -197,32 +196,39 @@ func indexPrefix(t []byte, prefix string, anchor int) int {
 	return -1
 }
 
-// indexBearer returns the index of the first "bearer", in any case, in
-// t, or -1, skipping from one b or B to the next.
-func indexBearer(t []byte) int {
-	lower, upper := -1, -1 // the next b and B at or after i, once looked for
-	for i := 0; i+len(prefixBearer) <= len(t); {
-		if lower < i {
-			if lower = bytes.IndexByte(t[i:], 'b'); lower >= 0 {
-				lower += i
-			} else {
-				lower = len(t)
-			}
-		}
-		if upper < i {
-			if upper = bytes.IndexByte(t[i:], 'B'); upper >= 0 {
-				upper += i
-			} else {
-				upper = len(t)
-			}
-		}
-		j := min(lower, upper)
-		if isBearer(t[j:]) {
+// bearerFinder finds each "bearer", in any case, in t, skipping from one
+// b or B to the next. It keeps where the next of each is from one call to
+// the next, so that a text with many b and no B is not searched to its
+// end for a B at each "bearer".
+type bearerFinder struct {
+	t            []byte
+	lower, upper int // the next b and B at or after the last i, once looked for
+}
+
+// next returns the index of the first "bearer" at or after i, or -1.
+func (f *bearerFinder) next(i int) int {
+	for i+len(prefixBearer) <= len(f.t) {
+		f.lower = nextByte(f.t, i, f.lower, 'b')
+		f.upper = nextByte(f.t, i, f.upper, 'B')
+		j := min(f.lower, f.upper)
+		if isBearer(f.t[j:]) {
 			return j
 		}
 		i = j + 1
 	}
 	return -1
+}
+
+// nextByte returns the index of the first c in t at or after i (len(t)
+// if none), given at, the one found last time: still ahead, it is kept.
+func nextByte(t []byte, i, at int, c byte) int {
+	if at >= i {
+		return at
+	}
+	if n := bytes.IndexByte(t[i:], c); n >= 0 {
+		return i + n
+	}
+	return len(t)
 }
 
 // isBearer reports whether t starts with "bearer" in any case.
