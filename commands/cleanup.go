@@ -26,9 +26,9 @@ func cleanupCommand() *cli.Command {
 			"requests or payloads. --type T --force without --older-than deletes all of T.\n" +
 			"Rows go in small batches of short transactions, so a running daemon never\n" +
 			"waits long; --vacuum then returns the freed space to the file system without\n" +
-			"taking the log offline. On a terminal it says what it deleted (on stderr;\n" +
-			"nothing in cron or with --quiet); --dry-run prints what it would delete and\n" +
-			"--json the counts, on stdout. It runs at a lower CPU priority (nice 10), so that on a small\n" +
+			"taking the log offline. It prints what it deleted on stdout (nothing with\n" +
+			"--quiet, as in cron, so that cron mails only a failure); --dry-run prints what\n" +
+			"it would delete and --json the counts, on stdout. It runs at a lower CPU priority (nice 10), so that on a small\n" +
 			"machine the daemon's requests come first.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "older-than", Usage: "delete data older than `AGE` (30d, 12h) or an RFC 3339 time"},
@@ -122,9 +122,8 @@ func cleanup(c *cli.Context) error {
 }
 
 // printCleanup reports the result: NDJSON on stdout with --json; what
-// would go on stdout with --dry-run (the answer asked for); what went as a
-// success message (env.say: on a terminal only, so that cron mails only a
-// failure).
+// would go, or what went, on stdout (the command's answer, which CONTRACT
+// promises), unless --quiet (cron) silences a completed deletion's line.
 func printCleanup(e *env, a cleanupArgs, res retention.Result, complete bool) error {
 	w := e.stdout
 	if a.json {
@@ -159,8 +158,10 @@ func printCleanup(e *env, a cleanupArgs, res retention.Result, complete bool) er
 		// A failure: the counts go with the error, wherever stderr is.
 		_, err := fmt.Fprintf(e.stderr, "claudeflare: %s\n", what)
 		return err
-	case !res.DryRun:
-		e.say("%s", what)
+	case !res.DryRun && e.quiet:
+		if e.log != nil {
+			e.log.Debug(what)
+		}
 		return nil
 	}
 	_, err := fmt.Fprintln(w, what)

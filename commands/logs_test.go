@@ -106,9 +106,8 @@ func TestScriptOutput(t *testing.T) {
 	for _, args := range [][]string{
 		{"accounts", "pause", "work"},
 		{"accounts", "resume", "work"},
-		{"cleanup", "--older-than", "30d"},
-		{"cleanup", "--type", "payloads", "--force", "--vacuum"},
 		{"--quiet", "cleanup", "--older-than", "1d"},
+		{"--quiet", "cleanup", "--type", "payloads", "--force", "--vacuum"},
 	} {
 		out, errs, code := c.Run("", args...)
 		if code != 0 || out != "" || errs != "" {
@@ -116,8 +115,13 @@ func TestScriptOutput(t *testing.T) {
 		}
 	}
 
-	// Data asked for goes to stdout, and only it.
-	out, errs, code := c.Run("", "cleanup", "--older-than", "30d", "--json")
+	// Data asked for goes to stdout, and only it: cleanup's answer
+	// (what it deleted) too, unless --quiet.
+	out, errs, code := c.Run("", "cleanup", "--older-than", "30d")
+	if code != 0 || errs != "" || !strings.HasPrefix(out, "deleted 0 requests") {
+		t.Errorf("cleanup: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	out, errs, code = c.Run("", "cleanup", "--older-than", "30d", "--json")
 	var res map[string]any
 	if code != 0 || errs != "" || json.Unmarshal([]byte(out), &res) != nil || res["type"] != "all" {
 		t.Errorf("cleanup --json: exit %d, stdout %q, stderr %q", code, out, errs)
