@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -109,6 +110,9 @@ func newProbe(cfg *config.Config) (accounts.Probe, error) {
 	return probe, nil
 }
 
+// keyCheckTimeout bounds the probe of a new API key.
+const keyCheckTimeout = 15 * time.Second
+
 // checkAPIKey probes a new API key once before it is stored: a key
 // upstream refuses is an error (nothing is stored). A probe that gets no
 // answer, or an answer about something else, does not stop the add: it
@@ -122,7 +126,11 @@ func checkAPIKey(c *cli.Context, e *env, key string) error {
 	if err != nil {
 		return err
 	}
-	r, err := probe(c.Context, store.KindAPIKey, key, time.Now())
+	// A machine without a route to the upstream must not hang the add:
+	// the check gives up after keyCheckTimeout and the key goes in unchecked.
+	ctx, cancel := context.WithTimeout(c.Context, keyCheckTimeout)
+	defer cancel()
+	r, err := probe(ctx, store.KindAPIKey, key, time.Now())
 	switch {
 	case err != nil:
 		fmt.Fprintf(e.stderr, "claudeflare: warning: the API key could not be checked (%s); adding it unchecked\n", printable(err.Error()))
