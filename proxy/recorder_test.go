@@ -312,3 +312,12 @@ func TestRecorderStatsBytes(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestRecorderQueueBytesFromConfig: log.queue_bytes reaches the recorder
+// (the server passes it on, not only the default).
+func TestRecorderQueueBytesFromConfig(t *testing.T) {
+	h := newHarness(t, withConfig(func(c *config.Config) { c.Log.QueueBytes = 3 << 20 }))
+	if st := h.srv.RecorderStats(); st.CapacityBytes != 3<<20 {
+		t.Fatalf("capacity %d bytes, want the configured %d", st.CapacityBytes, 3<<20)
+	}
+}

@@ -195,6 +195,7 @@ func New(opts Options) (*Server, error) {
 		QueueSize:     cfg.Log.QueueSize,
 		BatchSize:     cfg.Log.BatchSize,
 		FlushInterval: cfg.Log.FlushInterval.Std(),
+		QueueBytes:    cfg.Log.QueueBytes,
 	})
 	if err := s.Reload(context.Background()); err != nil {
 		return nil, fmt.Errorf("create proxy: %w", err)
