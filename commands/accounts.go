@@ -298,8 +298,7 @@ func accountsAdd(c *cli.Context) error {
 	if err := accounts.Added(ctx, v.DB(), auditKey, accounts.By{Actor: audit.CLIActor()}, a.name, time.Now()); err != nil {
 		return err
 	}
-	e.log.Info("account added", "account", a.name)
-	fmt.Fprintf(e.stderr, "claudeflare: account %q added\n", a.name)
+	e.say("account %q added", a.name)
 	return nil
 }
 
@@ -401,8 +400,7 @@ func accountsLogin(c *cli.Context) error {
 			return err
 		}
 	}
-	e.log.Info("account logged in", "account", name)
-	fmt.Fprintf(e.stderr, "claudeflare: account %q logged in\n", name)
+	e.say("account %q logged in", name)
 	return nil
 }
 
@@ -603,7 +601,7 @@ func accountsRemove(c *cli.Context) error {
 	if err := accounts.Remove(c.Context, vdb, auditKey, accounts.By{Actor: audit.CLIActor()}, name, time.Now()); err != nil {
 		return err
 	}
-	e.log.Info("account removed", "account", name)
+	e.say("account %q removed", name)
 	return nil
 }
 
@@ -650,7 +648,7 @@ func accountsEdit(c *cli.Context) error {
 	if err := accounts.EditAccount(c.Context, vdb, auditKey, accounts.By{Actor: audit.CLIActor()}, name, ed, time.Now()); err != nil {
 		return err
 	}
-	e.log.Info("account edited", "account", name)
+	e.say("account %q edited", name)
 	return nil
 }
 
@@ -664,6 +662,6 @@ func accountsSetPaused(c *cli.Context, paused bool) error {
 		return err
 	}
 	verb := map[bool]string{true: "paused", false: "resumed"}[paused]
-	e.log.Info("account "+verb, "account", name)
+	e.say("account %q %s", name, verb)
 	return nil
 }

@@ -139,7 +139,7 @@ func TestScriptOutput(t *testing.T) {
 
 	// --log-level debug shows what happened, as JSON records only.
 	_, errs, code = c.Run("", "--log-level", "debug", "accounts", "pause", "work")
-	if code != 0 || !strings.Contains(errs, "account paused") {
+	if code != 0 || !strings.Contains(errs, `account \"work\" paused`) {
 		t.Fatalf("debug: exit %d, stderr %q", code, errs)
 	}
 	jsonRecords(t, "pause with --log-level debug", errs)
