@@ -149,7 +149,15 @@ func TestClassify(t *testing.T) {
 		{name: "429 with x-ratelimit-reset", ans: answer{status: 429}, hdr: []string{"x-ratelimit-reset", unix(reset5h)},
 			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
 				until: reset5h, window: "rate_limited", reason: "rate_limited"}},
-		{name: "429 with api-key limit headers only (a cooldown)", ans: answer{status: 429}, hdr: apiKeyLimits,
+		{name: "429 with api-key limit headers only (until the exhausted family's reset)", ans: answer{status: 429}, hdr: apiKeyLimits,
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+				until: now.Add(20 * time.Second), window: "rate_limited", reason: "rate_limited"}},
+		{name: "429 with api-key limits and retry-after (retry-after wins)", ans: answer{status: 429},
+			hdr: with(apiKeyLimits, "retry-after", "7"),
+			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
+				until: now.Add(7 * time.Second), window: "rate_limited", reason: "rate_limited"}},
+		{name: "429 with api-key limit headers, no reset (a cooldown)", ans: answer{status: 429},
+			hdr: []string{"anthropic-ratelimit-requests-limit", "50", "anthropic-ratelimit-requests-remaining", "0"},
 			want: want{class: ClassLimited, retry: true, learn: true, outcome: OutcomeLimited, limited: true,
 				window: "rate_limited", reason: "rate_limited"}},
 
@@ -283,7 +291,13 @@ func TestClassify(t *testing.T) {
 					t.Fatalf("limit state %+v, verdict until %v window %q", s, v.Until, v.Window)
 				}
 			case v.Limited:
-				if !blocked || !s.Until.Equal(now.Add(p.CooldownInitial)) || s.Reason != "cooldown" {
+				// A cooldown; one after a refusal of extra usage keeps
+				// that name (the window `accounts list` shows).
+				wantReason := "cooldown"
+				if v.Window == WindowExtraUsage {
+					wantReason = WindowExtraUsage
+				}
+				if !blocked || !s.Until.Equal(now.Add(p.CooldownInitial)) || s.Reason != wantReason {
 					t.Fatalf("limit state %+v, want a cooldown", s)
 				}
 			default:

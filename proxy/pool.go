@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -124,8 +125,10 @@ func (p *pool) unauthorized(a *account, now time.Time) int {
 	before := a.limit.clone()
 	n := a.limit.unauthorized(now)
 	after := a.limit.clone()
+	p.dirty[a.ID] = true // kept across a restart, shown by `accounts list`
 	p.mu.Unlock()
 	p.events.limitChanged(a.Name, before, after, now)
+	p.wakeSaver()
 	return n
 }
 
@@ -260,10 +263,7 @@ func limitFromStore(r store.Account) LimitState {
 		Reset7d:  store.FromMS(r.Reset7d),
 	}
 	if !s.Until.IsZero() {
-		s.Reason = r.RLStatus
-		if !hardStatus(s.Reason) {
-			s.Reason = LimitRateLimited
-		}
+		s.Reason, s.Status, s.Claim = reasonFromStore(r.RLStatus)
 	}
 	for fam, ms := range acctstate.ParseModelLimits(r.ModelLimits) {
 		if s.Models == nil {
@@ -286,10 +286,64 @@ func modelLimitsColumn(m map[string]time.Time) string {
 	return ml.String()
 }
 
+// savedReasons are the proxy's own limit reasons a block keeps across a
+// restart (in rl_status, with rate_limited_until): `accounts list` shows
+// them as the window. The rests after a failing or blocked refresh are
+// not among them: a restart retries the refresh.
+var savedReasons = map[string]bool{LimitRateLimited: true, LimitCooldown: true, LimitUnauthorized: true,
+	WindowExtraUsage: true}
+
+// reasonToStore is the rl_status column for s: while s blocks the
+// account (rate_limited_until set), the block's reason, its window in
+// front when the claim names one ("5h rejected"), so that the saved row
+// says why (acctstate.WindowOf); else the last unified status.
+func reasonToStore(s LimitState) string {
+	if s.Until.IsZero() {
+		return s.Status
+	}
+	switch {
+	case savedReasons[s.Reason] || reasonWindowed(s.Reason):
+		return s.Reason
+	case hardStatus(s.Reason) && s.Claim == "five_hour":
+		return "5h " + s.Reason
+	case hardStatus(s.Reason) && s.Claim == "seven_day":
+		return "7d " + s.Reason
+	case hardStatus(s.Reason):
+		return s.Reason
+	}
+	return s.Status
+}
+
+// reasonWindowed reports whether reason is a hard status with its window
+// in front ("5h rejected").
+func reasonWindowed(reason string) bool {
+	w, st, ok := strings.Cut(reason, " ")
+	return ok && (w == "5h" || w == "7d") && hardStatus(st)
+}
+
+// reasonFromStore reads the rl_status of a row that is blocked: the
+// block's reason, and the unified status and claim it implies.
+func reasonFromStore(rl string) (reason, status, claim string) {
+	switch {
+	case savedReasons[rl]:
+		return rl, "", ""
+	case reasonWindowed(rl):
+		w, st, _ := strings.Cut(rl, " ")
+		claim = "five_hour"
+		if w == "7d" {
+			claim = "seven_day"
+		}
+		return rl, st, claim
+	case hardStatus(rl):
+		return rl, rl, ""
+	}
+	return LimitRateLimited, rl, ""
+}
+
 func limitToStore(s LimitState) store.RateState {
 	return store.RateState{
 		RateLimitedUntil: store.ToMS(s.Until),
-		RLStatus:         s.Status,
+		RLStatus:         reasonToStore(s),
 		RLReset:          store.ToMS(s.Reset),
 		Util5h:           s.Util5h,
 		Util7d:           s.Util7d,

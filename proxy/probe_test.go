@@ -81,7 +81,8 @@ func TestProbe(t *testing.T) {
 			fault: &fakeapi.Fault{Kind: fakeapi.FaultStatus, Status: 429, Headers: fakeapi.RateLimitHeaders("rejected", reset)},
 			state: "limited (5h) until " + reset.Format(time.RFC3339),
 			check: func(t *testing.T, r ProbeResult) {
-				if r.Rate.RateLimitedUntil != store.ToMS(reset) || r.Rate.RLStatus != "rejected" {
+				// The saved reason names the window (five_hour claim).
+				if r.Rate.RateLimitedUntil != store.ToMS(reset) || r.Rate.RLStatus != "5h rejected" {
 					t.Fatalf("rate %+v", r.Rate)
 				}
 			}},

@@ -29,7 +29,10 @@ const (
 	hdrOverageStatus    = "Anthropic-Ratelimit-Unified-Overage-Status"
 	hdrOverageReset     = "Anthropic-Ratelimit-Unified-Overage-Reset"
 	hdrRetryAfter       = "Retry-After"
-	hdrXRateLimitReset  = "X-Ratelimit-Reset"
+	// The API-key families: anthropic-ratelimit-<family>-remaining and
+	// -reset (RFC 3339), see apiKeyFamilies.
+	hdrAPIKeyPrefix    = "Anthropic-Ratelimit-"
+	hdrXRateLimitReset = "X-Ratelimit-Reset"
 )
 
 // maxResetAhead bounds how far in the future a reset may lie; anything
@@ -56,6 +59,38 @@ type RateLimit struct {
 	// allowed_warning, rejected; OverageReset its reset.
 	OverageStatus string
 	OverageReset  time.Time
+	// APIReset is when the API-key limits let the account in again: the
+	// reset of a family whose remaining is 0, else the soonest reset sent
+	// (anthropic-ratelimit-requests-reset, -tokens-reset, ...).
+	APIReset time.Time
+}
+
+// apiKeyFamilies are the API-key rate-limit families, each sent as
+// anthropic-ratelimit-<family>-limit, -remaining and -reset.
+var apiKeyFamilies = []string{"requests", "tokens", "input-tokens", "output-tokens"}
+
+// parseAPIReset reads the API-key families' resets: the latest reset of
+// an exhausted family (remaining 0), else the soonest reset sent; zero
+// when none is (a malformed value counts as not sent).
+func parseAPIReset(h http.Header, now time.Time) time.Time {
+	var exhausted, soonest time.Time
+	for _, f := range apiKeyFamilies {
+		reset := parseResetTime(h.Get(hdrAPIKeyPrefix+f+"-reset"), now)
+		if reset.IsZero() {
+			continue
+		}
+		if soonest.IsZero() || reset.Before(soonest) {
+			soonest = reset
+		}
+		rem := strings.TrimSpace(h.Get(hdrAPIKeyPrefix + f + "-remaining"))
+		if n, err := strconv.ParseInt(rem, 10, 64); err == nil && n == 0 && reset.After(exhausted) {
+			exhausted = reset
+		}
+	}
+	if !exhausted.IsZero() {
+		return exhausted
+	}
+	return soonest
 }
 
 // ParseRateLimit reads the rate-limit headers of one response. It never
@@ -89,6 +124,7 @@ func ParseRateLimit(h http.Header, now time.Time) RateLimit {
 		rl.OverageStatus = ""
 	}
 	rl.OverageReset = parseResetTime(h.Get(hdrOverageReset), now)
+	rl.APIReset = parseAPIReset(h, now)
 	return rl
 }
 
@@ -115,8 +151,9 @@ func (rl RateLimit) Hard() bool {
 
 // ResetAt is when a blocked account may be tried again, or the zero time
 // when the response named no reset. The unified reset wins when the unified
-// status is hard; then retry-after, then x-ratelimit-reset, then the latest
-// reset of a hard 5h/7d window. The unified reset of an "allowed" status
+// status is hard; then retry-after, then the API-key families' reset
+// (APIReset), then x-ratelimit-reset, then the latest reset of a hard
+// 5h/7d window. The unified reset of an "allowed" status
 // is the window's end, hours away, and says nothing about a plain 429.
 func (rl RateLimit) ResetAt() time.Time {
 	if hardStatus(rl.Status) && !rl.Reset.IsZero() {
@@ -124,6 +161,9 @@ func (rl RateLimit) ResetAt() time.Time {
 	}
 	if !rl.RetryAfter.IsZero() {
 		return rl.RetryAfter
+	}
+	if !rl.APIReset.IsZero() {
+		return rl.APIReset
 	}
 	if !rl.XReset.IsZero() {
 		return rl.XReset
@@ -450,7 +490,11 @@ func (s *LimitState) Apply(p LimitPolicy, v Verdict, now time.Time) bool {
 			next = p.CooldownMax
 		}
 		s.Cooldown = next
-		s.block(now.Add(next), LimitCooldown)
+		reason := LimitCooldown
+		if v.Window == WindowExtraUsage {
+			reason = v.Window // a refusal of extra usage keeps its name
+		}
+		s.block(now.Add(next), reason)
 		return true
 	case v.Outcome == OutcomeOverloaded:
 		// A 529 or an overloaded_error is Anthropic-wide load, not this

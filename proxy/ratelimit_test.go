@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/acctstate"
+	"github.com/claudeflare/claudeflare/store"
 )
 
 var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -72,6 +74,78 @@ func TestParseRateLimitRetryAfterForms(t *testing.T) {
 				t.Fatalf("ResetAt = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestParseRateLimitAPIKeyResets reads the API-key families' resets
+// (RFC 3339) as Anthropic sends them on an API key's 429: the reset of the
+// exhausted family, else the soonest one; retry-after still wins;
+// malformed values are ignored.
+func TestParseRateLimitAPIKeyResets(t *testing.T) {
+	at := func(d time.Duration) string { return t0.Add(d).UTC().Format(time.RFC3339) }
+	// Recorded from an API key's 429 (tokens exhausted, requests not).
+	recorded := []string{
+		"anthropic-ratelimit-requests-limit", "50",
+		"anthropic-ratelimit-requests-remaining", "49",
+		"anthropic-ratelimit-requests-reset", at(2 * time.Second),
+		"anthropic-ratelimit-tokens-limit", "40000",
+		"anthropic-ratelimit-tokens-remaining", "0",
+		"anthropic-ratelimit-tokens-reset", at(45 * time.Second),
+		"anthropic-ratelimit-input-tokens-limit", "30000",
+		"anthropic-ratelimit-input-tokens-remaining", "0",
+		"anthropic-ratelimit-input-tokens-reset", at(40 * time.Second),
+		"anthropic-ratelimit-output-tokens-limit", "8000",
+		"anthropic-ratelimit-output-tokens-remaining", "8000",
+		"anthropic-ratelimit-output-tokens-reset", at(time.Second),
+		"request-id", "req_011CV",
+	}
+	for _, tc := range []struct {
+		name string
+		kv   []string
+		want time.Duration // 0: none
+	}{
+		{"exhausted families: the latest of their resets", recorded, 45 * time.Second},
+		{"retry-after wins", append(append([]string(nil), recorded...), "retry-after", "9"), 9 * time.Second},
+		{"none exhausted: the soonest reset", []string{
+			"anthropic-ratelimit-requests-remaining", "3", "anthropic-ratelimit-requests-reset", at(30 * time.Second),
+			"anthropic-ratelimit-output-tokens-remaining", "10", "anthropic-ratelimit-output-tokens-reset", at(12 * time.Second),
+		}, 12 * time.Second},
+		{"no remaining sent: the soonest reset", []string{
+			"anthropic-ratelimit-tokens-reset", at(20 * time.Second), "anthropic-ratelimit-requests-reset", at(50 * time.Second),
+		}, 20 * time.Second},
+		{"requests exhausted", []string{
+			"anthropic-ratelimit-requests-remaining", "0", "anthropic-ratelimit-requests-reset", at(50 * time.Second),
+			"anthropic-ratelimit-tokens-remaining", "100", "anthropic-ratelimit-tokens-reset", at(3 * time.Second),
+		}, 50 * time.Second},
+		{"malformed reset ignored", []string{
+			"anthropic-ratelimit-requests-remaining", "0", "anthropic-ratelimit-requests-reset", "soon",
+			"anthropic-ratelimit-tokens-reset", at(25 * time.Second),
+		}, 25 * time.Second},
+		{"past reset ignored", []string{
+			"anthropic-ratelimit-requests-remaining", "0", "anthropic-ratelimit-requests-reset", at(-time.Minute),
+		}, 0},
+		{"malformed remaining: not exhausted", []string{
+			"anthropic-ratelimit-requests-remaining", "none", "anthropic-ratelimit-requests-reset", at(50 * time.Second),
+			"anthropic-ratelimit-tokens-remaining", "5", "anthropic-ratelimit-tokens-reset", at(10 * time.Second),
+		}, 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ParseRateLimit(hdr(tc.kv...), t0).ResetAt()
+			var want time.Time
+			if tc.want != 0 {
+				want = t0.Add(tc.want)
+			}
+			if !got.Equal(want) {
+				t.Fatalf("ResetAt = %v, want %v", got, want)
+			}
+		})
+	}
+	// A 429 with them rests the account until that reset, not the 30 s cooldown.
+	var s LimitState
+	p := newLimitPolicy(config.Default().RateLimit)
+	s.Apply(p, classify(answer{status: 429, header: hdr(recorded...)}, t0), t0)
+	if !s.Until.Equal(t0.Add(45*time.Second)) || s.Cooldown != 0 {
+		t.Fatalf("429 rests until %v (cooldown %v), want the tokens reset", s.Until.Sub(t0), s.Cooldown)
 	}
 }
 
@@ -179,4 +253,44 @@ func FuzzParseRateLimit(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLimitSavedReason: a block keeps its reason in the saved row, so
+// that `accounts list` (acctstate.Of) names its window and a restarted
+// daemon (limitFromStore) holds the same block.
+func TestLimitSavedReason(t *testing.T) {
+	until := t0.Add(time.Minute)
+	for _, tc := range []struct {
+		name       string
+		s          LimitState
+		rl, window string // saved rl_status, accounts list's window
+		reason     string // the reason after a restart
+	}{
+		{"uncured 401", LimitState{Until: until, Reason: LimitUnauthorized, Status: "allowed"}, "unauthorized", "unauthorized", LimitUnauthorized},
+		{"extra usage refused", LimitState{Until: until, Reason: WindowExtraUsage, Status: "rejected"}, "extra_usage", "extra_usage", WindowExtraUsage},
+		{"cooldown", LimitState{Until: until, Reason: LimitCooldown, Cooldown: 30 * time.Second}, "cooldown", "cooldown", LimitCooldown},
+		{"5h limit", LimitState{Until: until, Reason: "rejected", Status: "rejected", Claim: "five_hour"}, "5h rejected", "5h", "5h rejected"},
+		{"7d window hard", LimitState{Until: until, Reason: "7d rejected", Status: "allowed"}, "7d rejected", "7d", "7d rejected"},
+		{"hard, no claim", LimitState{Until: until, Reason: "rejected", Status: "rejected"}, "rejected", "rejected", "rejected"},
+		{"not blocked", LimitState{Status: "allowed_warning"}, "allowed_warning", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := limitToStore(tc.s)
+			if rs.RLStatus != tc.rl {
+				t.Fatalf("rl_status %q, want %q", rs.RLStatus, tc.rl)
+			}
+			row := store.Account{RateLimitedUntil: rs.RateLimitedUntil, RLStatus: rs.RLStatus, CooldownMS: rs.CooldownMS}
+			st := acctstate.Of(row, t0)
+			if tc.window != "" && (st.Word != acctstate.Limited || st.Window != tc.window || !st.Until.Equal(until)) {
+				t.Fatalf("accounts list: %s, want limited (%s) until %v", st, tc.window, until)
+			}
+			back := limitFromStore(row)
+			if back.Reason != tc.reason || !back.Until.Equal(tc.s.Until) {
+				t.Fatalf("after a restart: reason %q until %v, want %q until %v", back.Reason, back.Until, tc.reason, tc.s.Until)
+			}
+			if tc.window != "" && back.state(t0).Window != tc.window {
+				t.Fatalf("after a restart the daemon names window %q, want %q", back.state(t0).Window, tc.window)
+			}
+		})
+	}
 }

@@ -310,10 +310,13 @@ func TestUncurable401(t *testing.T) {
 	if l := h.limit("only"); l.Reason != LimitUnauthorized || !l.Until.Equal(now.Add(time.Minute)) {
 		t.Fatalf("limit %+v", l)
 	}
-	// Resting: refused by the proxy, no refresh, no upstream request.
+	// Resting: refused by the proxy, no refresh, no upstream request;
+	// not as rate limited (a 429 the client would wait out) but as
+	// unusable, with x-should-retry: false.
 	h.api.ResetRequests()
-	if rep := h.post(msgBody); rep.status != 429 || len(h.apiRequests()) != 0 || h.api.RefreshCount("only") != 1 {
-		t.Fatalf("while resting: %d", rep.status)
+	if rep := h.post(msgBody); rep.status != 503 || rep.header.Get("X-Should-Retry") != "false" ||
+		len(h.apiRequests()) != 0 || h.api.RefreshCount("only") != 1 {
+		t.Fatalf("while resting: %d %v %s", rep.status, rep.header, rep.body)
 	}
 	// The rest heals: the next request is sent; its 401 doubles the rest.
 	h.clock.Add(time.Minute)

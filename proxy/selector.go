@@ -50,7 +50,8 @@ func (a *account) state(now time.Time) acctstate.State {
 
 // usable reports whether the account may be tried at now for a request
 // of no known model family, and if not why. limited is true when the only
-// obstacle is a rate limit, cooldown or rest.
+// obstacle is a rate limit, cooldown or rest (not the rest after an
+// uncured 401).
 func (a *account) usable(now time.Time) (ok, limited bool, reason string) {
 	ok, limited, reason, _ = a.usableFor(now, "")
 	return ok, limited, reason
@@ -71,7 +72,10 @@ func (a *account) usableFor(now time.Time, fam string) (ok, limited bool, reason
 		m := acctstate.State{Word: acctstate.LimitedModel, Family: fam, Until: t}
 		return false, true, m.String(), t
 	case acctstate.Limited, acctstate.RefreshBlocked:
-		return false, true, st.String(), st.Until
+		// The rest after a 401 no refresh cured is not a rate limit: no
+		// wait of the client's cures it, so it must not turn the proxy's
+		// answer into a 429 with a retry-after that Claude Code obeys.
+		return false, a.limit.Reason != LimitUnauthorized, st.String(), st.Until
 	case acctstate.NeedsLogin:
 		r := st.String() + " (run `claudeflare accounts login " + a.Name + "`)"
 		return false, false, r, time.Time{}
