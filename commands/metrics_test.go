@@ -110,7 +110,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		{"claudeflare_failovers_total", nil, 0},
 		{"claudeflare_accounts", nil, 1},
 		{"claudeflare_account_usable", []string{"account=work"}, 1},
-		{"claudeflare_account_quarantined", []string{"account=work"}, 0},
+		{"claudeflare_account_resting", []string{"account=work"}, 0},
 		{"claudeflare_build_info", nil, 1},
 	} {
 		if got := sum(fams, tc.name, tc.labels...); got != tc.want {

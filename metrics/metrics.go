@@ -123,7 +123,8 @@ type AccountState struct {
 	// Reset is the last unified reset time seen; Reset5h and Reset7d the
 	// per-window ones. Zero when unknown.
 	Reset, Reset5h, Reset7d time.Time
-	// BlockedUntil is when the account leaves quarantine or cooldown; zero
+	// BlockedUntil is when the account's rest (a limit, cooldown or the rest after an
+	// uncured 401 or a blocked refresh) ends; zero
 	// or past when it is not blocked.
 	BlockedUntil time.Time
 	// InFlight is the number of requests it is serving.

@@ -27,10 +27,17 @@ var (
 	descReset = prometheus.NewDesc(Namespace+"_account_rate_limit_reset_seconds",
 		"Seconds until the account's rate-limit window resets (unified, 5h, 7d); 0 when past or unknown.",
 		[]string{"account", "window"}, nil)
-	descQuarantined = prometheus.NewDesc(Namespace+"_account_quarantined",
-		"1 if the account is resting after a rate limit, 429 or overload.", []string{"account"}, nil)
-	descQuarantineLeft = prometheus.NewDesc(Namespace+"_account_quarantine_remaining_seconds",
-		"Seconds until the account leaves quarantine; 0 when it is not in one.", []string{"account"}, nil)
+	// Named claudeflare_account_quarantined and
+	// claudeflare_account_quarantine_remaining_seconds before the state
+	// words: "quarantined" is now the state of an account upstream
+	// refused (claudeflare_account_state{state="quarantined"}), not a rest.
+	descResting = prometheus.NewDesc(Namespace+"_account_resting",
+		"1 if the whole account rests until a time: state limited (a rate limit, cooldown or the rest after an uncured 401) or refresh_blocked. "+
+			"(Formerly claudeflare_account_quarantined; the quarantined state is claudeflare_account_state{state=\"quarantined\"}.)",
+		[]string{"account"}, nil)
+	descRestLeft = prometheus.NewDesc(Namespace+"_account_rest_remaining_seconds",
+		"Seconds until the account's rest ends (claudeflare_account_resting); 0 when it does not rest. "+
+			"(Formerly claudeflare_account_quarantine_remaining_seconds.)", []string{"account"}, nil)
 	descState = prometheus.NewDesc(Namespace+"_account_state",
 		"1 for the account's current state word (ok, paused, needs_login, key_refused, quarantined, refresh_blocked, limited, limited_model), 0 for the others.",
 		[]string{"account", "state"}, nil)
@@ -55,7 +62,7 @@ type stateCollector struct{ m *Metrics }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUsable, descPaused, descNeedsLogin, descRLStatus, descUtil, descReset,
-		descQuarantined, descQuarantineLeft, descState, descInFlight, descAccounts, descQueue, descQueueCap,
+		descResting, descRestLeft, descState, descInFlight, descAccounts, descQueue, descQueueCap,
 		descDroppedPayloads, descDroppedRecords, descFailedRecords} {
 		ch <- d
 	}
@@ -119,8 +126,8 @@ func collectAccount(ch chan<- prometheus.Metric, a AccountState, now time.Time) 
 	gauge(descReset, until(a.Reset5h, now), a.Name, "5h")
 	gauge(descReset, until(a.Reset7d, now), a.Name, "7d")
 	left := until(a.BlockedUntil, now)
-	gauge(descQuarantined, b2f(left > 0), a.Name)
-	gauge(descQuarantineLeft, left, a.Name)
+	gauge(descResting, b2f(left > 0), a.Name)
+	gauge(descRestLeft, left, a.Name)
 	gauge(descInFlight, float64(a.InFlight), a.Name)
 	if a.State != "" {
 		for _, w := range acctstate.Words {
