@@ -20,9 +20,12 @@ import (
 // The admin API: JSON for a dashboard or a script, each route behind its
 // permission (checked by the guard before it gets here).
 //
+//	GET  /api/openapi.json             any client key  this API as an OpenAPI 3.1 document
 //	GET  /api/accounts                 dashboard.view
 //	GET  /api/stats[?since=24h]        dashboard.view
-//	GET  /api/requests[?limit=100&since=D&account=N]  logs.view
+//	GET  /api/requests                 logs.view  ?since=D|T&until=D|T&account=N&status=429|4xx
+//	                                   &limit=100(max 1000)&cursor=C (see api_requests.go):
+//	                                   {"requests":[...oldest first],"next_cursor":C|null}
 //	POST /api/accounts/{name}/pause    accounts.manage
 //	POST /api/accounts/{name}/resume   accounts.manage
 //	POST /api/accounts/{name}/unblock  accounts.manage  clear its blocks (as `accounts unblock`):
@@ -49,18 +52,32 @@ const (
 	defaultStatsSince    = 24 * time.Hour
 )
 
+// routeMux is where the admin routes are registered: an *http.ServeMux,
+// or a recorder that lists them (the test that holds openapi.json to the
+// routes).
+type routeMux interface {
+	HandleFunc(pattern string, handler func(http.ResponseWriter, *http.Request))
+}
+
 func (g *Guard) apiRoutes() http.Handler {
 	mux := http.NewServeMux()
+	g.registerAPI(mux)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		reject(w, http.StatusNotFound, apierr.NotFound, "claudeflare: no such admin API endpoint")
+	})
+	return mux
+}
+
+// registerAPI registers every admin route, each wrapped in method; each
+// must be in openapi.json with its method and permission.
+func (g *Guard) registerAPI(mux routeMux) {
+	mux.HandleFunc("/api/openapi.json", method(http.MethodGet, serveOpenAPI))
 	mux.HandleFunc("/api/accounts", method(http.MethodGet, g.apiAccounts))
 	mux.HandleFunc("/api/stats", method(http.MethodGet, g.apiStats))
 	mux.HandleFunc("/api/requests", method(http.MethodGet, g.apiRequests))
 	mux.HandleFunc("/api/accounts/{name}/pause", method(http.MethodPost, func(w http.ResponseWriter, r *http.Request) { g.apiSetPaused(w, r, true) }))
 	mux.HandleFunc("/api/accounts/{name}/resume", method(http.MethodPost, func(w http.ResponseWriter, r *http.Request) { g.apiSetPaused(w, r, false) }))
 	g.accountRoutes(mux)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		reject(w, http.StatusNotFound, apierr.NotFound, "claudeflare: no such admin API endpoint")
-	})
-	return mux
 }
 
 // method admits one method (GET also admits HEAD).
@@ -132,43 +149,6 @@ func (g *Guard) apiStats(w http.ResponseWriter, r *http.Request) {
 		"accounts": accts,
 		"pool":     pool,
 	})
-}
-
-// apiRequests lists the newest requests, newest last:
-// ?limit=N (default 100, at most 1000), ?since=D, ?account=NAME.
-func (g *Guard) apiRequests(w http.ResponseWriter, r *http.Request) {
-	if g.logDB == nil {
-		reject(w, http.StatusServiceUnavailable, apierr.API, "claudeflare: the request log is not available")
-		return
-	}
-	q := r.URL.Query()
-	f := requestlog.Filter{Limit: defaultRequestsLimit, Account: q.Get("account")}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			reject(w, http.StatusBadRequest, apierr.InvalidRequest, "claudeflare: limit must be a positive integer")
-			return
-		}
-		f.Limit = min(n, maxRequestsLimit)
-	}
-	if s := q.Get("since"); s != "" {
-		d, err := config.ParseDuration(s)
-		if err != nil {
-			reject(w, http.StatusBadRequest, apierr.InvalidRequest, "claudeflare: since: "+err.Error())
-			return
-		}
-		f.Since = g.now().Add(-d)
-	}
-	out := make([]requestlog.RequestLine, 0, f.Limit)
-	err := requestlog.List(r.Context(), g.logDB, f, func(q *store.Request) error {
-		out = append(out, requestlog.NewRequestLine(q))
-		return nil
-	})
-	if err != nil {
-		g.internalError(w, r, "read request log", err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"requests": out})
 }
 
 func (g *Guard) apiSetPaused(w http.ResponseWriter, r *http.Request, paused bool) {

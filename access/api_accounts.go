@@ -27,7 +27,7 @@ type AccountTools struct {
 // maxAccountBody bounds the JSON body of an account route.
 const maxAccountBody = accounts.MaxSecretBytes + 4<<10
 
-func (g *Guard) accountRoutes(mux *http.ServeMux) {
+func (g *Guard) accountRoutes(mux routeMux) {
 	mux.HandleFunc("/api/accounts/{name}", method(http.MethodPatch, g.apiEdit))
 	mux.HandleFunc("/api/accounts/{name}/unblock", method(http.MethodPost, g.apiUnblock))
 	mux.HandleFunc("/api/accounts/{name}/check", method(http.MethodPost, g.apiCheck))

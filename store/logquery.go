@@ -26,6 +26,11 @@ type RequestFilter struct {
 	// AfterSeq and UpToSeq bound the insertion sequence: seq > AfterSeq
 	// and, when set, seq <= UpToSeq.
 	AfterSeq, UpToSeq int64
+	// BeforeTS and BeforeSeq, when BeforeSeq is set, keep the rows before
+	// the row (BeforeTS, BeforeSeq) in listing order (by ts, then seq): a
+	// cursor that walks back through the log page by page, unmoved by rows
+	// written meanwhile.
+	BeforeTS, BeforeSeq int64
 	// Limit keeps only the newest Limit rows (0 = all).
 	Limit int
 }
@@ -61,6 +66,10 @@ func (f RequestFilter) where() (string, []any) {
 	}
 	if f.UpToSeq > 0 {
 		add("r.seq <= ?", f.UpToSeq)
+	}
+	if f.BeforeSeq > 0 {
+		conds = append(conds, "(r.ts < ? OR (r.ts = ? AND r.seq < ?))")
+		args = append(args, f.BeforeTS, f.BeforeTS, f.BeforeSeq)
 	}
 	if len(conds) == 0 {
 		return "", nil
