@@ -53,7 +53,7 @@ func TestHumanOutputEscapesLoggedStrings(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	out := c.MustRun("", "requests", "list")
+	out := c.MustRun("", "requests", "list", "--wide")
 	assertNoControl(t, "requests list", out, 2)
 	for _, want := range []string{`/v1/x\x1b[2J\r\n`, `m\x1b]0;pwned\a`, `work\x1b[2J`, `ua\x1b[2J\r\nFA…`,
 		`upstream\r\n2026-01-01 FAKE ROW \x1b[31mred\u202e\\x1b \xff`} {
@@ -74,7 +74,7 @@ func TestHumanOutputEscapesLoggedStrings(t *testing.T) {
 	}
 
 	// --follow prints new rows through the same table.
-	cmd := c.Cmd("", "requests", "list", "--follow", "--interval", "20ms")
+	cmd := c.Cmd("", "requests", "list", "--follow", "--wide", "--interval", "20ms")
 	pipe, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -2,18 +2,22 @@ package commands
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/requestlog"
@@ -38,11 +42,22 @@ func requestsCommand() *cli.Command {
 					"shown as \\\\, a control character as \\n, \\r, \\t or \\x1b, another\n" +
 					"non-printable character (such as U+202E) as \\u202e, a byte that is not\n" +
 					"UTF-8 as \\xff. The same holds for every table the other commands print;\n" +
-					"--json output is JSON-escaped instead. The CLIENT column is the client\n" +
-					"key's name, else the client's address.",
+					"--json output is JSON-escaped instead.\n\n" +
+					"The table fits 80 columns: local time with its UTC offset, the account\n" +
+					"(after failover the accounts tried, joined by arrows), status, duration, input\n" +
+					"and output tokens (1.2k, 3.4M), and the model without its claude- prefix,\n" +
+					"followed on an error row by the error. --wide adds the method, path,\n" +
+					"client (the client key's name, else its address) and request id, and\n" +
+					"prints errors whole; --json has every field, times in RFC 3339 UTC.\n\n" +
+					"On a terminal the newest 50 rows are shown unless --limit N or --all\n" +
+					"says otherwise, and output longer than the screen goes through $PAGER\n" +
+					"(default less -FRX) unless --no-pager; elsewhere every row is printed.",
 				Flags: append(logFilterFlags(),
 					&cli.StringFlag{Name: "status", Usage: "only requests with status `CODE` (429), or a class (4xx, 5xx)"},
-					&cli.IntFlag{Name: "limit", Usage: "keep the newest `N` rows"},
+					&cli.IntFlag{Name: "limit", Usage: "keep the newest `N` rows (on a terminal 50 by default)"},
+					&cli.BoolFlag{Name: "all", Usage: "print every row (the default away from a terminal)"},
+					&cli.BoolFlag{Name: "wide", Usage: "also show method, path, client and id, and whole errors"},
+					&cli.BoolFlag{Name: "no-pager", Usage: "never page the output through $PAGER"},
 					&cli.BoolFlag{Name: "json", Usage: "print NDJSON, one request a line"},
 					&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new requests until interrupted"},
 					&cli.StringFlag{Name: "interval", Value: "1s", Usage: "how often --follow polls the log (`DURATION`)"},
@@ -133,10 +148,18 @@ type listArgs struct {
 	filter   requestlog.Filter
 	json     bool
 	follow   bool
+	wide     bool
+	pager    bool // page through $PAGER when longer than the screen
+	capped   bool // the terminal's default limit applies: say when rows were left out
 	interval time.Duration
 }
 
-func parseListArgs(c *cli.Context, now time.Time) (listArgs, error) {
+// terminalLimit is how many rows a person gets without --limit or --all.
+const terminalLimit = 50
+
+// parseListArgs reads the flags; tty says stdout is a terminal, where the
+// newest terminalLimit rows are the default and long output is paged.
+func parseListArgs(c *cli.Context, now time.Time, tty bool) (listArgs, error) {
 	var a listArgs
 	if c.NArg() > 0 {
 		return a, usagef("requests list takes no arguments (got %q)", c.Args().First())
@@ -153,10 +176,19 @@ func parseListArgs(c *cli.Context, now time.Time) (listArgs, error) {
 	if f.Limit = c.Int("limit"); f.Limit < 0 {
 		return a, usagef("--limit must be 0 or more")
 	}
-	a.json, a.follow = c.Bool("json"), c.Bool("follow")
-	if a.follow && !c.IsSet("limit") && !c.IsSet("since") {
-		f.Limit = 10 // like tail -f
+	if c.Bool("all") && c.IsSet("limit") {
+		return a, usagef("--all and --limit exclude each other")
 	}
+	a.json, a.follow, a.wide = c.Bool("json"), c.Bool("follow"), c.Bool("wide")
+	switch {
+	case a.follow && !c.IsSet("limit") && !c.IsSet("since") && !c.Bool("all"):
+		f.Limit = 10 // like tail -f
+	case tty && !a.follow && !c.IsSet("limit") && !c.Bool("all"):
+		// A person at a terminal wants the latest rows, not 56k of them;
+		// one more is read to know whether any were left out.
+		f.Limit, a.capped = terminalLimit+1, true
+	}
+	a.pager = tty && !a.follow && !c.Bool("no-pager")
 	a.filter = f
 	if a.interval, err = config.ParseDuration(c.String("interval")); err != nil || a.interval <= 0 {
 		return a, usagef("--interval %q: want a positive duration", c.String("interval"))
@@ -165,11 +197,11 @@ func parseListArgs(c *cli.Context, now time.Time) (listArgs, error) {
 }
 
 func requestsList(c *cli.Context) error {
-	a, err := parseListArgs(c, time.Now())
+	e := getEnv(c)
+	a, err := parseListArgs(c, time.Now(), isTerminal(e.stdout))
 	if err != nil {
 		return err
 	}
-	e := getEnv(c)
 	cfg, err := e.config(nil)
 	if err != nil {
 		return err
@@ -182,22 +214,93 @@ func requestsList(c *cli.Context) error {
 	ctx, stop := interruptible(c.Context)
 	defer stop()
 
-	bw := bufio.NewWriterSize(e.stdout, 32<<10)
-	var print func(r *store.Request) error
-	if a.json {
-		out := newNDJSON(bw)
-		print = func(r *store.Request) error { return out.write(requestlog.NewRequestLine(r)) }
+	if a.pager {
+		err = listPaged(ctx, db, a, e)
 	} else {
-		t := &requestTable{w: bw}
-		print = t.row
+		bw := bufio.NewWriterSize(e.stdout, 32<<10)
+		err = listAndFollow(ctx, db, a, bw, a.printer(bw))
 	}
-	err = listAndFollow(ctx, db, a, bw, print)
 	if closedPipe(err) || ctx.Err() != nil {
 		// The reader went away, or SIGINT/SIGTERM: a normal end (the
 		// query may report the interruption in its own words).
 		return nil
 	}
 	return err
+}
+
+// printer prints one row as asked: NDJSON or the table.
+func (a listArgs) printer(w io.Writer) func(*store.Request) error {
+	if a.json {
+		out := newNDJSON(w)
+		return func(r *store.Request) error { return out.write(requestlog.NewRequestLine(r)) }
+	}
+	t := &requestTable{w: w, wide: a.wide}
+	return t.row
+}
+
+// listPaged prints the listing (no --follow) for a person at a terminal:
+// the newest rows (capped), through the pager when longer than the screen.
+func listPaged(ctx context.Context, db *store.DB, a listArgs, e *env) error {
+	var rows []*store.Request
+	if err := requestlog.List(ctx, db, a.filter, func(r *store.Request) error {
+		c := *r
+		rows = append(rows, &c)
+		return nil
+	}); err != nil {
+		return err
+	}
+	left := false
+	if a.capped && len(rows) > terminalLimit {
+		rows, left = rows[len(rows)-terminalLimit:], true
+	}
+	var buf bytes.Buffer
+	print := a.printer(&buf)
+	for _, r := range rows {
+		if err := print(r); err != nil {
+			return err
+		}
+	}
+	if left && !a.json {
+		fmt.Fprintf(&buf, "(the newest %d rows; --limit N or --all for more)\n", terminalLimit)
+	}
+	return page(e, buf.Bytes())
+}
+
+// page writes out to stdout, through $PAGER (default less -FRX, as git
+// does) when out has more lines than the terminal; PAGER="" or cat
+// writes it directly.
+func page(e *env, out []byte) error {
+	pager, set := os.LookupEnv("PAGER")
+	if !set {
+		pager = "less -FRX"
+	}
+	pager = strings.TrimSpace(pager)
+	f, _ := e.stdout.(*os.File)
+	if pager == "" || pager == "cat" || f == nil || bytes.Count(out, []byte("\n")) < screenRows(f) {
+		_, err := e.stdout.Write(out)
+		return err
+	}
+	cmd := exec.Command("/bin/sh", "-c", pager)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(out), f, e.stderr
+	if os.Getenv("LESS") == "" {
+		cmd.Env = append(os.Environ(), "LESS=FRX")
+	}
+	if err := cmd.Run(); err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return nil // the pager quit (q, or its own error already shown)
+		}
+		return fmt.Errorf("pager %q: %w", pager, err)
+	}
+	return nil
+}
+
+// screenRows is the terminal's height, 24 when it cannot be told.
+func screenRows(f *os.File) int {
+	if _, h, err := term.GetSize(int(f.Fd())); err == nil && h > 0 {
+		return h
+	}
+	return 24
 }
 
 // listAndFollow prints the listing, then with --follow new rows as they
@@ -234,41 +337,112 @@ func listAndFollow(ctx context.Context, db *store.DB, a listArgs, bw *bufio.Writ
 }
 
 // requestTable prints fixed-width rows, so that rows printed by --follow
-// line up with the ones before them.
+// line up with the ones before them. The default fits 80 columns; wide
+// adds the method, path, client and id and prints errors whole.
 type requestTable struct {
 	w      io.Writer
+	wide   bool
 	header bool
 }
+
+// tableWidth is what the default table fits in.
+const tableWidth = 80
 
 func (t *requestTable) row(r *store.Request) error {
 	if !t.header {
 		t.header = true
-		if _, err := fmt.Fprintf(t.w, "%-23s  %-12s  %-6s  %-28s  %-20s  %-16s  %6s  %8s  %13s  %s\n",
-			"TIME", "ACCOUNT", "METHOD", "PATH", "MODEL", "CLIENT", "STATUS", "DURATION", "TOKENS IN/OUT", "ID"); err != nil {
+		h := fmt.Sprintf("%-20s %-12s %4s %6s %9s  %s", "TIME", "ACCOUNT", "CODE", "TOOK", "IN/OUT", "MODEL")
+		if t.wide {
+			h += fmt.Sprintf("  %-6s  %-28s  %-16s  %s", "METHOD", "PATH", "CLIENT", "ID")
+		}
+		if _, err := fmt.Fprintln(t.w, h); err != nil {
 			return err
 		}
 	}
-	status := strconv.Itoa(r.Status)
-	if r.Status == 0 {
-		status = "-"
-	}
-	orDash := func(s string) string {
-		if s == "" {
-			return "-"
-		}
-		return s
-	}
-	note := ""
-	if r.Error != "" {
-		note = "  " + printable(r.Error)
-	}
 	// Every logged string is untrusted (the client sent the path and the
-	// model; the upstream wrote the error): printed
-	// escaped, so that it cannot drive the terminal or fake a row.
-	_, err := fmt.Fprintf(t.w, "%-23s  %-12s  %-6s  %-28s  %-20s  %-16s  %6s  %8s  %13s  %s%s\n",
-		time.UnixMilli(r.TS).Local().Format("2006-01-02 15:04:05.000"), clip(printable(orDash(r.Account)), 12), printable(r.Method),
-		clip(printable(r.Path), 28), clip(printable(orDash(r.Model)), 20), clip(printable(orDash(r.Client)), 16),
-		status, (time.Duration(r.DurationMS) * time.Millisecond).String(),
-		fmt.Sprintf("%d/%d", r.InputTokens, r.OutputTokens), printable(r.ID), note)
+	// model; the upstream wrote the error): printed escaped, so that it
+	// cannot drive the terminal or fake a row.
+	line := fmt.Sprintf("%-20s %-12s %4s %6s %9s  ", tableTime(r.TS), clip(printable(triedAccounts(r)), 12),
+		statusText(r.Status), humanDuration(r.DurationMS), humanTokens(r.InputTokens)+"/"+humanTokens(r.OutputTokens))
+	model := printable(orDash(strings.TrimPrefix(r.Model, "claude-")))
+	if t.wide {
+		line += fmt.Sprintf("%-20s  %-6s  %-28s  %-16s  %s", clip(model, 20), printable(r.Method),
+			clip(printable(r.Path), 28), clip(printable(orDash(r.Client)), 16), printable(r.ID))
+		if r.Error != "" {
+			line += "  " + printable(r.Error)
+		}
+	} else {
+		rest := model
+		if r.Error != "" {
+			rest += ": " + printable(r.Error)
+		}
+		line += clip(rest, tableWidth-utf8.RuneCountInString(line))
+	}
+	_, err := fmt.Fprintln(t.w, line)
 	return err
+}
+
+// tableTime is the rule for times in tables: local time with its UTC
+// offset, to the second (--json says RFC 3339 UTC). The year is left out
+// to fit 80 columns; the offset says which zone a reader's clock is in.
+func tableTime(ms int64) string {
+	return time.UnixMilli(ms).Local().Format("01-02 15:04:05 -0700")
+}
+
+// triedAccounts is the account that answered, after those tried before
+// it on failover: a→b.
+func triedAccounts(r *store.Request) string {
+	if len(r.AccountsTried) > 1 {
+		return strings.Join(r.AccountsTried, "→")
+	}
+	return orDash(r.Account)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func statusText(code int) string {
+	if code == 0 {
+		return "-"
+	}
+	return strconv.Itoa(code)
+}
+
+// humanTokens is a token count in at most 4 characters: 999, 1.2k, 12k,
+// 3.4M.
+func humanTokens(n int64) string {
+	switch {
+	case n < 1000:
+		return strconv.FormatInt(n, 10)
+	case n < 9950:
+		return strconv.FormatFloat(float64(n)/1e3, 'f', 1, 64) + "k"
+	case n < 999500:
+		return strconv.FormatInt((n+500)/1000, 10) + "k"
+	case n < 9950000:
+		return strconv.FormatFloat(float64(n)/1e6, 'f', 1, 64) + "M"
+	default:
+		return strconv.FormatInt((n+500000)/1000000, 10) + "M"
+	}
+}
+
+// humanDuration is a duration in at most 6 characters: 850ms, 1.2s,
+// 12s, 2m03s, 1h05m.
+func humanDuration(ms int64) string {
+	d := time.Duration(ms) * time.Millisecond
+	switch {
+	case d < time.Second:
+		return strconv.FormatInt(ms, 10) + "ms"
+	case d < 10*time.Second:
+		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+	case d < time.Minute:
+		return strconv.Itoa(int(d.Seconds())) + "s"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	default:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
 }
