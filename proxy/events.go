@@ -161,7 +161,9 @@ func (e *events) limitChanged(name string, before, after LimitState, now time.Ti
 			reason = acctstate.RefreshBlocked
 		}
 		e.publish(AccountEvent{Account: name, Kind: EventLimited, Reason: reason, Until: after.Until, State: st, At: now})
-	case was && !is:
+	case !is && (was || (!before.Until.IsZero() && after.Until.IsZero())):
+		// Ended now, or ended by time earlier and forgotten now (on the
+		// first good answer after it: LimitState.Apply).
 		e.publish(AccountEvent{Account: name, Kind: EventRecovered, Reason: "ok", State: after.state(now), At: now})
 	}
 	for _, fam := range slices.Sorted(maps.Keys(after.Models)) {

@@ -71,6 +71,11 @@ func TestAccountEventsPublished(t *testing.T) {
 		t.Fatalf("limited event %+v, want until now+120s", ev)
 	}
 
+	// A poll that read a's row just before the needs-login mark (status
+	// ok) must not use up the mark: under load the 20 ms poll did, and
+	// the recovered event below never came.
+	h.srv.tokens.loggedIn(aID)
+
 	// a is logged in again (new tokens written, status ok): recovered.
 	row, err := store.GetAccount(context.Background(), h.vdb, "a")
 	if err != nil {
@@ -94,6 +99,31 @@ func TestAccountEventsPublished(t *testing.T) {
 	}
 	if n != 2 {
 		t.Fatalf("events of a: %+v, want needs_login and recovered once each", got.all())
+	}
+}
+
+// A limit that ends by time is followed by a recovered event when the
+// account next answers well: the block is then forgotten (a stale
+// block would also keep its reason in the saved row).
+func TestRecoveredAfterLimitEnds(t *testing.T) {
+	h := newHarness(t)
+	var got eventLog
+	h.srv.Subscribe(got.add)
+	h.addAPIKey("k", 0)
+	h.reload()
+	h.api.Inject(fakeapi.Fault{Account: "k", Kind: fakeapi.FaultStatus, Status: 429, Count: 1,
+		Headers: map[string]string{"retry-after": "120"}})
+	if r := h.post(msgBody); r.status != http.StatusTooManyRequests {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	waitFor(t, "the limited event", func() bool { _, ok := got.find("k", EventLimited); return ok })
+	h.clock.Add(121 * time.Second)
+	if r := h.post(msgBody); r.status != 200 {
+		t.Fatalf("after the limit: status %d: %s", r.status, r.body)
+	}
+	waitFor(t, "the recovered event", func() bool { _, ok := got.find("k", EventRecovered); return ok })
+	if l := h.limit("k"); !l.Until.IsZero() || l.Reason != "" {
+		t.Fatalf("the block is still held after a good answer: %+v", l)
 	}
 }
 

@@ -502,7 +502,9 @@ func (s *LimitState) Apply(p LimitPolicy, v Verdict, now time.Time) bool {
 		// or retries after a backoff instead).
 	case v.Outcome == OutcomeOK:
 		s.Cooldown = 0
-		if s.Until.After(now) && s.Reason == LimitCooldown {
+		// A good answer ends a cooldown, and forgets a block that has
+		// ended (the recovered event comes from this: see limitChanged).
+		if (s.Until.After(now) && s.Reason == LimitCooldown) || (!s.Until.IsZero() && !s.Until.After(now)) {
 			s.Until, s.Reason = time.Time{}, ""
 		}
 	}

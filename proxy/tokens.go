@@ -384,16 +384,20 @@ func (t *tokens) known(id int64) []string {
 	return []string{c.secret, c.refresh}
 }
 
-// loggedIn clears the once-only marker when an account is ok again.
+// loggedIn clears the once-only marker when an account is ok again. The
+// pool's status decides, not the row the caller read: a poll that read
+// the row just before this process marked the account needs-login must
+// not use up the marker (the recovered event would then never come).
 func (t *tokens) loggedIn(id int64) {
+	name := t.pool.loggedInName(id)
+	if name == "" {
+		return
+	}
 	t.mu.Lock()
 	marked := t.markedLogin[id]
 	delete(t.markedLogin, id)
 	t.mu.Unlock()
-	if !marked {
-		return
-	}
-	if name := t.pool.loggedInName(id); name != "" {
+	if marked {
 		t.pool.events.publish(AccountEvent{Account: name, Kind: EventRecovered, Reason: "logged_in", At: t.now()})
 	}
 }
