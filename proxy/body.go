@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,10 @@ func (x *exchange) readBody() error {
 		limit = config.Default().Server.MaxBodyBytes
 	}
 	if x.r.ContentLength > limit {
+		if createsOwned(x.r.Method, x.route) {
+			x.streamBody(nil, limit)
+			return nil
+		}
 		x.tooLarge(limit)
 		return errors.New("body too large")
 	}
@@ -85,6 +90,13 @@ func (x *exchange) readBody() error {
 		return err
 	}
 	if int64(len(buf)) > limit {
+		if createsOwned(x.r.Method, x.route) {
+			if deadline {
+				rc.SetReadDeadline(time.Time{})
+			}
+			x.streamBody(buf, limit)
+			return nil
+		}
 		x.w.Header().Set("Connection", "close")
 		x.tooLarge(limit)
 		return errors.New("body too large")
@@ -153,4 +165,15 @@ func (x *exchange) bodyBudgetFull() {
 func (x *exchange) tooLarge(limit int64) {
 	msg := fmt.Sprintf("Request body exceeds claudeflare's server.max_body_bytes (%d bytes).", limit)
 	x.reply(apierr.Reply{Status: http.StatusRequestEntityTooLarge, Type: apierr.TooLarge, Message: msg, Retry: apierr.RetryNo})
+}
+
+// streamBody sends a batch or file upload bigger than server.max_body_bytes
+// upstream as it arrives (what was read already, prefix, first), so that
+// memory stays bounded: it is not kept, hence tried on one account only.
+// The upload takes as long as the client and the upstream take; no
+// read deadline cuts it.
+func (x *exchange) streamBody(prefix []byte, limit int64) {
+	x.s.log.Debug("streaming a request body over server.max_body_bytes", "request_id", x.id, "limit", limit, "content_length", x.r.ContentLength)
+	x.upload = io.MultiReader(bytes.NewReader(prefix), x.r.Body)
+	x.uploadLen = x.r.ContentLength
 }

@@ -55,6 +55,12 @@ type exchange struct {
 	row     store.Request
 	capture bool
 	payload *capture
+	// upload is a body too big to buffer (server.max_body_bytes) on a
+	// route that may stream it (body.go): sent once, as it arrives, of
+	// uploadLen bytes (-1 = unknown).
+	upload    io.Reader
+	uploadLen int64
+	ownedID   string // the owned id the path names, when pinned to its account (owned.go)
 }
 
 // forward serves /v1/*.
@@ -104,9 +110,13 @@ func (x *exchange) serve() {
 	}
 	x.family = acctstate.Family(requestModel(x.body))
 	x.rt = route{fam: x.family, key: affinityKey(x.r, x.body, x.row.Client), peek: x.route != messagesRoute}
-	sel := s.pool.pickFor(x.start, x.rt)
-	held := false // a request waits for an account at most once
+	sel, pinned := x.selectFor()
+	held := pinned // a request waits for an account at most once; a pinned one never
 	if len(sel.Candidates) == 0 {
+		if pinned {
+			x.refuseOwned(sel)
+			return
+		}
 		var ok bool
 		if sel, ok = x.hold(sel); !ok {
 			return
@@ -114,6 +124,9 @@ func (x *exchange) serve() {
 		held = true
 	}
 	maxTries := max(s.cfg.RetryAttempts, 1)
+	if x.upload != nil {
+		maxTries = 1 // a streamed body goes upstream once: nothing is kept to replay
+	}
 	var (
 		last    *attemptFailure
 		tries   int
@@ -337,7 +350,7 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 	}
 	resp, err := x.send(a, secret)
 	now := s.now()
-	v := x.verdict(a, resp, err, a.Kind == store.KindOAuth && s.tokens.mayForce(a.ID, now), now)
+	v := x.verdict(a, resp, err, a.Kind == store.KindOAuth && x.upload == nil && s.tokens.mayForce(a.ID, now), now)
 	if v.Class == ClassRefresh {
 		// The access token was refused: one forced refresh (at most one
 		// per account per forceInterval), one retry.
@@ -388,6 +401,7 @@ func (x *exchange) attempt(a *account) (done bool, fail *attemptFailure) {
 		return false, f
 	}
 	ok = v.Class == ClassOK
+	x.noteOwned(a, resp)
 	x.stream(a, resp)
 	return true, nil
 }
@@ -468,6 +482,9 @@ func (x *exchange) send(a *account, secret string) (*http.Response, error) {
 	if len(x.body) > 0 {
 		body = bytes.NewReader(x.body)
 	}
+	if x.upload != nil {
+		body = x.upload
+	}
 	req, err := http.NewRequestWithContext(x.r.Context(), x.r.Method, u.String(), body)
 	if err != nil {
 		return nil, fmt.Errorf("build upstream request: %w", err)
@@ -479,6 +496,9 @@ func (x *exchange) send(a *account, secret string) (*http.Response, error) {
 	req.Header = outboundHeader(x.r.Header)
 	setCredentials(req.Header, a.Kind, secret)
 	req.ContentLength = int64(len(x.body))
+	if x.upload != nil {
+		req.ContentLength = x.uploadLen
+	}
 	resp, err := x.s.client.Do(req)
 	x.row.UpstreamRequestID = upstreamRequestID(resp)
 	if ue, ok := err.(*url.Error); ok {

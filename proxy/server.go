@@ -113,6 +113,7 @@ type Server struct {
 	bodies  bodyBudget
 	handler http.Handler
 	healthw healthWatch // what /health remembers (health.go)
+	owned   ownedTable  // message batch and file ids -> account (owned.go)
 
 	grace atomic.Int64 // server.shutdown_grace, a time.Duration
 

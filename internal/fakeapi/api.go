@@ -315,6 +315,9 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request, body []byte, 
 		}
 		s.writeBody(w, r, f, cfg, unified, modelList())
 	default:
+		if s.serveOwned(w, r, body, name, unified) { // batches.go
+			return
+		}
 		s.writeBody(w, r, f, cfg, unified, map[string]string{
 			"method":  r.Method,
 			"path":    r.URL.Path,

@@ -127,6 +127,7 @@ type Server struct {
 	records     []*Recorded
 	maxRecorded int
 	budgets     map[string]*budget // budget.go
+	owned       map[string]string  // batches.go: batch or file id -> account
 	usageCalls  map[string]int     // budget.go
 }
 
