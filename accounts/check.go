@@ -158,6 +158,10 @@ func (c *Checker) credential(ctx context.Context, a store.Account, now time.Time
 	return c.refresh(ctx, a, s, now, true)
 }
 
+// refreshTimeout bounds one token refresh of a check, which runs detached
+// from the caller's context.
+const refreshTimeout = 30 * time.Second
+
 // refresh trades s's refresh token for new tokens, stored with a
 // compare-and-swap on the vault version; when another process stored
 // tokens first (a conflict, or invalid_grant after the version moved),
@@ -166,7 +170,12 @@ func (c *Checker) refresh(ctx context.Context, a store.Account, s vault.Secrets,
 	if c.OAuth == nil {
 		return "", CheckResult{}, errors.New("account check: no token client")
 	}
-	tok, err := c.OAuth.Refresh(ctx, s.RefreshToken)
+	// Detached from ctx (bounded by refreshTimeout): once the endpoint
+	// has rotated the refresh token, a caller going away (an admin API
+	// client hanging up, ^C) must not drop the answer before it is saved.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+	tok, err := c.OAuth.Refresh(rctx, s.RefreshToken)
+	cancel()
 	switch {
 	case errors.Is(err, oauth.ErrRefreshBlocked):
 		st := acctstate.State{Word: acctstate.RefreshBlocked}
