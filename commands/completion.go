@@ -1,11 +1,18 @@
 package commands
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/store"
 )
 
 // The bash and zsh scripts ask the binary itself for the words that may
@@ -101,7 +108,8 @@ func completeCommand() *cli.Command {
 			}
 			e := getEnv(c)
 			app := NewApp(nil, io.Discard, io.Discard)
-			for _, cand := range completions(app, words, cur) {
+			names := func(kind string) []string { return e.liveNames(c.Context, words, kind) }
+			for _, cand := range completions(app, words, cur, names) {
 				line := cand.word
 				if shell == "zsh" && cand.usage != "" {
 					line += ":" + strings.ReplaceAll(strings.ReplaceAll(cand.usage, ":", "\\:"), "`", "")
@@ -115,16 +123,106 @@ func completeCommand() *cli.Command {
 
 type candidate struct{ word, usage string }
 
+func words2candidates(ws []string) []candidate {
+	out := make([]candidate, 0, len(ws))
+	for _, w := range ws {
+		out = append(out, candidate{w, ""})
+	}
+	return out
+}
+
+// flagValueCandidates are the values flag may take, nil when any value
+// (or a file name) may.
+func flagValueCandidates(flag string, names func(string) []string) []candidate {
+	if flag == "account" {
+		return words2candidates(names(accountNames))
+	}
+	return words2candidates(flagValues[flag])
+}
+
+// liveNames lists the account or client key names in the data dir that
+// words (--data-dir, --config) and the environment point at, reading the
+// vault without creating or migrating anything; nil on any error, since
+// completion must never fail loudly or change a file.
+func (e *env) liveNames(ctx context.Context, words []string, kind string) []string {
+	src := e.cfgSource
+	src.Flags = map[string]string{}
+	for i := 0; i+1 < len(words); i++ {
+		switch words[i] {
+		case "--data-dir", "-data-dir":
+			src.Flags["data_dir"] = words[i+1]
+		case "--config", "-config":
+			src.Path = words[i+1]
+		}
+	}
+	cfg, err := config.Load(src)
+	if err != nil {
+		return nil
+	}
+	path := filepath.Join(cfg.DataDir, store.VaultFile)
+	if _, err := os.Stat(path); err != nil {
+		return nil // nothing is created while typing
+	}
+	db, err := store.OpenReadOnly(path)
+	if err != nil {
+		return nil
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var out []string
+	q := `SELECT name FROM accounts ORDER BY name`
+	if kind == keyNames {
+		q = `SELECT name FROM client_keys WHERE revoked_at = 0 ORDER BY name`
+	}
+	if err := db.R.SelectContext(ctx, &out, q); err != nil {
+		return nil
+	}
+	return out
+}
+
+// flagValues are the values of the flags that take one of a few words.
+var flagValues = map[string][]string{
+	"mode":       {"max", "console"},
+	"tier":       {"1", "5", "20"},
+	"role":       {"api", "viewer", "admin"},
+	"overage":    {store.OverageAvoid, store.OverageAllow},
+	"type":       {"requests", "payloads", "all"},
+	"by":         {"account", "model", "client", "hour", "day"},
+	"strategy":   {config.StrategyAffinity, config.StrategySession, config.StrategyRoundRobin, config.StrategyLeastUsed},
+	"log-level":  {"debug", "info", "warn", "error"},
+	"log-format": {"auto", "text", "json"},
+}
+
+// Kinds of names completed from the live data dir.
+const (
+	accountNames = "account"
+	keyNames     = "key"
+)
+
+// nameArgs are the commands whose NAME argument is an existing account or
+// client key (add and create take a new name).
+var nameArgs = map[string]string{
+	"accounts login": accountNames, "accounts edit": accountNames, "accounts remove": accountNames,
+	"accounts pause": accountNames, "accounts resume": accountNames,
+	"accounts unblock": accountNames, "accounts check": accountNames,
+	"apikey update": keyNames, "apikey revoke": keyNames,
+}
+
 // completions walks words through app's commands and returns what may
-// follow: flags when cur starts with "-", else subcommands.
-func completions(app *cli.App, words []string, cur string) []candidate {
+// follow: flags when cur starts with "-", a flag's value where one is
+// known (enum words, account names from names), an existing account or
+// key where a command's NAME goes, else subcommands.
+func completions(app *cli.App, words []string, cur string, names func(kind string) []string) []candidate {
 	flags := app.Flags
 	cmds := app.Commands
 	var cmd *cli.Command
-	takes := false // the previous word is a flag that takes a value
+	path := ""  // "accounts pause"
+	npos := 0   // positional arguments after cmd
+	takes := "" // the previous word is this flag, which takes a value
 	for _, w := range words {
-		if takes {
-			takes = false
+		if takes != "" {
+			takes = ""
 			continue
 		}
 		if w == "--" {
@@ -132,17 +230,24 @@ func completions(app *cli.App, words []string, cur string) []candidate {
 		}
 		if strings.HasPrefix(w, "-") && w != "-" {
 			name := strings.TrimLeft(w, "-")
-			takes = !strings.Contains(name, "=") && takesValue(flags, name)
+			if !strings.Contains(name, "=") && takesValue(flags, name) {
+				takes = name
+			}
 			continue
 		}
 		next := findCommand(cmds, w)
 		if next == nil {
-			continue // a positional argument
+			npos++ // a positional argument
+			continue
 		}
-		cmd, flags, cmds = next, next.Flags, next.Subcommands
+		cmd, flags, cmds, npos = next, next.Flags, next.Subcommands, 0
+		path = strings.TrimSpace(path + " " + next.Name)
 	}
-	if takes {
-		return nil // a flag's value: file names
+	if takes != "" {
+		return flagValueCandidates(takes, names) // nil: file names
+	}
+	if kind, ok := nameArgs[path]; ok && npos == 0 && !strings.HasPrefix(cur, "-") {
+		return words2candidates(names(kind))
 	}
 	var out []candidate
 	if strings.HasPrefix(cur, "-") {
