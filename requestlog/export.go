@@ -55,6 +55,9 @@ type Message struct {
 	BodyOmitted bool `json:"body_omitted,omitempty"`
 	// Truncated is set when the body was cut at log.payload_max_bytes.
 	Truncated bool `json:"truncated,omitempty"`
+	// Final is the response's final message (FinalMessage), "null" when
+	// there is none; empty, and left out, on the request side.
+	Final json.RawMessage `json:"message,omitempty"`
 }
 
 // Export calls fn with every request f selects that has a payload, oldest
@@ -124,6 +127,7 @@ func (cv *converter) row(out *Row, r *store.Request, c *store.Capture, truncated
 	}
 	out.Request = message(&c.Request, &cv.reqBody)
 	out.Response = message(&c.Response, &cv.respBody)
+	out.Response.Final = finalMessage(&c.Response)
 	if out.Request.Method == "" {
 		out.Request.Method = r.Method
 	}
@@ -149,6 +153,18 @@ func message(m *store.CapturedMessage, buf *bytes.Buffer) Message {
 	}
 	out.Body, out.BodyEncoding = Body(header(m.Headers, "Content-Type"), header(m.Headers, "Content-Encoding"), m.Body, buf)
 	return out
+}
+
+// finalMessage is FinalMessage of a captured response, the JSON null when
+// there is none.
+func finalMessage(m *store.CapturedMessage) json.RawMessage {
+	if m.BodyOmitted {
+		return json.RawMessage("null")
+	}
+	if f := FinalMessage(header(m.Headers, "Content-Type"), header(m.Headers, "Content-Encoding"), m.Body, m.Truncated); f != nil {
+		return f
+	}
+	return json.RawMessage("null")
 }
 
 func header(h map[string][]string, name string) string {
@@ -369,6 +385,10 @@ func (m *Message) appendJSON(dst []byte) []byte {
 	}
 	if m.Truncated {
 		dst = append(dst, `,"truncated":true`...)
+	}
+	if len(m.Final) > 0 {
+		dst = append(dst, `,"message":`...)
+		dst = append(dst, m.Final...)
 	}
 	return append(dst, '}')
 }
