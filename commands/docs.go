@@ -110,6 +110,8 @@ func GenerateManPage() string {
 	w(".TP\n.I <data dir>/identity.txt\nthe age master identity, mode 0600\n")
 	w(".TP\n.I <data dir>/daemon.lock\nheld by a running daemon\n")
 
+	writeAdminAPI(w)
+
 	w(".SH SECURITY\n")
 	for _, m := range securityModel {
 		w(".TP\n.B %s\n%s\n", roffText(m.who), roffText(m.text))
@@ -253,4 +255,47 @@ func unquoteUsage(usage string) (placeholder, text string) {
 	}
 	name := usage[i+1 : i+1+j]
 	return name, usage[:i] + name + usage[i+2+j:]
+}
+
+// adminRoutes are the daemon's admin API routes with the permission each
+// needs, for the man page; access/openapi.json says the same for
+// programs, and a test there holds it to the routes.
+var adminRoutes = []struct{ route, perm, text string }{
+	{"GET /api/openapi.json", "any client key", "this API as an OpenAPI 3.1 document, with each operation's permission in x\\-permission"},
+	{"GET /api/accounts", "dashboard.view", "every account with its state, as accounts list \\-\\-json: {\"accounts\":[...]}"},
+	{"GET /api/stats?since=D", "dashboard.view", "totals per account and for the pool, as stats \\-\\-json (since defaults to 24h)"},
+	{"GET /api/requests", "logs.view", "the request log (below)"},
+	{"POST /api/accounts/NAME/pause", "accounts.manage", "as accounts pause: {\"name\",\"paused\":true}"},
+	{"POST /api/accounts/NAME/resume", "accounts.manage", "as accounts resume: {\"name\",\"paused\":false}"},
+	{"POST /api/accounts/NAME/unblock", "accounts.manage", "as accounts unblock: {\"name\",\"was\",\"status\"}"},
+	{"POST /api/accounts/NAME/check", "accounts.manage", "as accounts check NAME: probe now and store what is learnt"},
+	{"POST /api/accounts/NAME/login", "accounts.manage", "as accounts login: a body of exactly one of {\"refresh_token\"|\"api_key\"|\"setup_token\":\"...\"}, checked before it is stored; the answer never holds it"},
+	{"PATCH /api/accounts/NAME", "accounts.manage", "as accounts edit: a body of any of {\"priority\",\"tier\",\"name\",\"overage\"}; answers the new settings"},
+}
+
+// writeAdminAPI writes the ADMIN API section: routes, permissions, the
+// request log's filters and paging.
+func writeAdminAPI(w func(string, ...any)) {
+	w(".SH ADMIN API\n")
+	w("The daemon serves JSON under \\fB/api/\\fR for dashboards and scripts. Once client keys exist\n" +
+		"every route needs one (\\fBx\\-api\\-key\\fR, \\fBAuthorization: Bearer\\fR or \\fBx\\-claudeflare\\-key\\fR)\n" +
+		"whose role has the route's permission: \\fBviewer\\fR has dashboard.view and logs.view,\n" +
+		"\\fBadmin\\fR has every permission. Errors use Anthropic's shape\n" +
+		"(\\fB{\"type\":\"error\",\"error\":{\"type\",\"message\"}}\\fR); bad input is a 400 naming the\n" +
+		"parameter and changes nothing; an unknown account is a 404. Every change writes an audit row\n" +
+		"naming the client key.\n")
+	for _, r := range adminRoutes {
+		w(".TP\n.B %s\n(%s) %s\n", r.route, r.perm, r.text)
+	}
+	w(".PP\n\\fBGET /api/requests\\fR takes the filters of \\fBrequests list\\fR as query parameters:\n" +
+		"\\fBsince\\fR and \\fBuntil\\fR (a duration back from now such as 30m, 12h, 7d, or an RFC 3339 time),\n" +
+		"\\fBaccount\\fR, \\fBstatus\\fR (a code such as 429 or a class such as 4xx), \\fBlimit\\fR (rows per\n" +
+		"page, default 100, at most 1000) and \\fBcursor\\fR. An unknown or repeated parameter is a 400.\n" +
+		"It answers \\fB{\"requests\":[...],\"next_cursor\":...}\\fR, each row as a line of\n" +
+		"\\fBrequests list \\-\\-json\\fR.\n")
+	w(".PP\nPages walk back in time: the first holds the newest matching rows, oldest first within the\n" +
+		"page (newest last). \\fBnext_cursor\\fR is null on the last page; otherwise pass it unchanged as\n" +
+		"\\fBcursor\\fR, with the same filters, for the rows just before. A cursor marks a row, not an\n" +
+		"offset, so rows written while a client pages never shift a page: each row comes once.\n")
+	w(".PP\n.nf\n.RS\ncurl \\-s \\-H \"x\\-api\\-key: $KEY\" \\(aqlocalhost:8080/api/requests?status=5xx&since=1h\\(aq\n.RE\n.fi\n")
 }
