@@ -32,6 +32,9 @@ import (
 // are pruned (Anthropic keeps batch results 29 days).
 const ownedMaxAge = 30 * 24 * time.Hour
 
+// ownedPruneEvery is how often a create also prunes old ids.
+const ownedPruneEvery = 24 * time.Hour
+
 // ownedIDMax bounds an id's length; ownedAnswerMax bounds how much of a
 // create's answer is read to find its id.
 const (
@@ -104,9 +107,10 @@ type ownedEntry struct {
 
 // ownedTable is the in-memory copy of owned_ids, loaded on first use.
 type ownedTable struct {
-	once sync.Once
-	mu   sync.Mutex
-	ids  map[string]ownedEntry
+	once   sync.Once
+	mu     sync.Mutex
+	ids    map[string]ownedEntry
+	pruned time.Time // the last prune of rows past ownedMaxAge
 }
 
 // load reads the table (pruning rows past ownedMaxAge) once.
@@ -114,7 +118,8 @@ func (t *ownedTable) load(s *Server) {
 	t.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		cutoff := s.now().Add(-ownedMaxAge)
+		now := s.now()
+		cutoff := now.Add(-ownedMaxAge)
 		if _, err := store.PruneOwnedIDs(ctx, s.vaultDB, cutoff); err != nil {
 			s.log.Warn("prune owned ids", "err", err)
 		}
@@ -124,6 +129,7 @@ func (t *ownedTable) load(s *Server) {
 		}
 		t.mu.Lock()
 		defer t.mu.Unlock()
+		t.pruned = now
 		if t.ids == nil {
 			t.ids = make(map[string]ownedEntry, len(rows))
 		}
@@ -152,9 +158,24 @@ func (t *ownedTable) put(s *Server, id string, account int64, now time.Time) err
 	t.load(s)
 	t.mu.Lock()
 	t.ids[id] = ownedEntry{account: account, created: now}
+	prune := now.Sub(t.pruned) > ownedPruneEvery
+	if prune {
+		// A daemon that runs for months drops old ids as it makes new ones.
+		t.pruned = now
+		for k, e := range t.ids {
+			if now.Sub(e.created) > ownedMaxAge {
+				delete(t.ids, k)
+			}
+		}
+	}
 	t.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if prune {
+		if _, err := store.PruneOwnedIDs(ctx, s.vaultDB, now.Add(-ownedMaxAge)); err != nil {
+			s.log.Warn("prune owned ids", "err", err)
+		}
+	}
 	return store.PutOwnedID(ctx, s.vaultDB, id, account, now)
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
@@ -219,5 +220,35 @@ func TestOwnedBigUploadNoFailover(t *testing.T) {
 		if q.Account != "a" {
 			t.Fatalf("the streamed upload reached %s too", q.Account)
 		}
+	}
+}
+
+// An id older than ownedMaxAge routes as any request again, and its row
+// is pruned at the next create.
+func TestOwnedIDExpires(t *testing.T) {
+	h := newHarness(t, withConfig(func(c *config.Config) { c.LBStrategy = config.StrategySession }))
+	ctx := context.Background()
+	h.addOAuth("a", 1, false)
+	h.addOAuth("b", 0, false)
+	if err := store.SetPaused(ctx, h.vdb, "b", true, h.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	h.reload()
+	old := created(t, h, "/v1/files", "old")
+	if err := store.SetPaused(ctx, h.vdb, "b", false, h.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	h.reload()
+	if r := h.do(ctx, http.MethodGet, "/v1/files/"+old, "", nil); r.status != http.StatusOK {
+		t.Fatalf("young id: %d %s", r.status, r.body)
+	}
+	h.clock.Add(ownedMaxAge + time.Hour)
+	if r := h.do(ctx, http.MethodGet, "/v1/files/"+old, "", nil); r.status != http.StatusNotFound {
+		t.Fatalf("expired id: %d %s, want b's 404", r.status, r.body)
+	}
+	created(t, h, "/v1/files", "new")
+	rows, err := store.ListOwnedIDs(ctx, h.vdb, time.Time{})
+	if err != nil || len(rows) != 1 || rows[0].ID == old {
+		t.Fatalf("rows after a create past the max age: %+v, %v", rows, err)
 	}
 }

@@ -30,9 +30,10 @@
 //     all bodies in flight together hold at most
 //     server.max_inflight_body_bytes (else 503, x-should-retry: true).
 //   - Memory per request is bounded: the request body is kept once (capped
-//     by server.max_body_bytes) for replay; the response passes through a
-//     32 KiB buffer; the usage taps keep a few KiB; the payload capture
-//     keeps at most log.payload_max_bytes.
+//     by server.max_body_bytes) for replay, except a batch or file upload
+//     over that cap, which streams upstream once, unkept (owned.go); the
+//     response passes through a 32 KiB buffer; the usage taps keep a few
+//     KiB; the payload capture keeps at most log.payload_max_bytes.
 package proxy
 
 import (
