@@ -292,6 +292,7 @@ func NewApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			payloadCommand(),
 			cleanupCommand(),
 			statsCommand(),
+			simulateCommand(),
 			doctorCommand(),
 			backupCommand(),
 			restoreCommand(),
