@@ -172,9 +172,6 @@ func TestChaos(t *testing.T) {
 	if n := tl.n[kBad] + tl.n[kHang] + tl.n[kRefused]; n > 0 {
 		t.Errorf("%d requests got neither a whole response, an Anthropic error nor a cut body: %v", n, tl.examples)
 	}
-	if tl.n[kCut] == 0 || tl.n[kAPIError] == 0 {
-		t.Errorf("the chaos did not bite: %s", &tl)
-	}
 
 	// Back to the baseline.
 	after := settle(t, d, c, &base)
@@ -206,6 +203,16 @@ func TestChaos(t *testing.T) {
 		t.Errorf("%d answered requests missing from the log after a graceful stop, %d reported lost", missing, reported)
 	}
 	t.Logf("end states in the log: %v", endStates(t, filepath.Join(w.data, store.LogFile)))
+
+	// The chaos bit: clients saw cut bodies, and the 529s and 429s reached
+	// the daemon, either passed on to a client or failed over (a request
+	// logged with more than one attempt). Whether a client sees an error
+	// depends on timing (all accounts limited at once), which a loaded
+	// machine changes.
+	retried := retriedRows(t, filepath.Join(w.data, store.LogFile))
+	if tl.n[kCut] == 0 || (tl.n[kAPIError] == 0 && retried == 0) {
+		t.Errorf("the chaos did not bite: %s; %d requests failed over", &tl, retried)
+	}
 }
 
 // rest is the daemon at rest.
@@ -304,4 +311,18 @@ func rowOf(t testing.TB, path, id string) string {
 		return err.Error()
 	}
 	return fmt.Sprintf("status=%d attempts=%d account=%s end_state=%s error=%q", status, attempts, account, end, errs)
+}
+
+// retriedRows counts the log's requests that took more than one attempt.
+func retriedRows(t *testing.T, path string) int {
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM requests WHERE attempts > 1").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
