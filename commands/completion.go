@@ -51,6 +51,17 @@ else
 fi
 `
 
+// fishValues adds to the generated fish script what only the data dir
+// knows: account and client key names, and flags' enum words.
+const fishValues = `
+# Account and client key names from the data dir, and flags' values.
+function __claudeflare_values
+	set -l words (commandline -opc)
+	$words[1] __complete fish -- $words[2..-1] (commandline -ct) 2>/dev/null
+end
+complete -c claudeflare -a '(__claudeflare_values)'
+`
+
 func completionCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "completion",
@@ -77,7 +88,7 @@ func completionCommand() *cli.Command {
 				if err != nil {
 					return fmt.Errorf("generate fish completion: %w", err)
 				}
-				script = strings.ReplaceAll(s, "`", "") // usage placeholders
+				script = strings.ReplaceAll(s, "`", "") + fishValues // usage placeholders
 			default:
 				return usagef("unknown shell %q: want bash, zsh or fish", shell)
 			}
@@ -109,7 +120,11 @@ func completeCommand() *cli.Command {
 			e := getEnv(c)
 			app := NewApp(nil, io.Discard, io.Discard)
 			names := func(kind string) []string { return e.liveNames(c.Context, words, kind) }
-			for _, cand := range completions(app, words, cur, names) {
+			cands, values := completions(app, words, cur, names)
+			if shell == "fish" && !values {
+				return nil // fish knows commands and flags from its script
+			}
+			for _, cand := range cands {
 				line := cand.word
 				if shell == "zsh" && cand.usage != "" {
 					line += ":" + strings.ReplaceAll(strings.ReplaceAll(cand.usage, ":", "\\:"), "`", "")
@@ -213,7 +228,7 @@ var nameArgs = map[string]string{
 // follow: flags when cur starts with "-", a flag's value where one is
 // known (enum words, account names from names), an existing account or
 // key where a command's NAME goes, else subcommands.
-func completions(app *cli.App, words []string, cur string, names func(kind string) []string) []candidate {
+func completions(app *cli.App, words []string, cur string, names func(kind string) []string) (cands []candidate, values bool) {
 	flags := app.Flags
 	cmds := app.Commands
 	var cmd *cli.Command
@@ -226,7 +241,7 @@ func completions(app *cli.App, words []string, cur string, names func(kind strin
 			continue
 		}
 		if w == "--" {
-			return nil
+			return nil, false
 		}
 		if strings.HasPrefix(w, "-") && w != "-" {
 			name := strings.TrimLeft(w, "-")
@@ -244,10 +259,10 @@ func completions(app *cli.App, words []string, cur string, names func(kind strin
 		path = strings.TrimSpace(path + " " + next.Name)
 	}
 	if takes != "" {
-		return flagValueCandidates(takes, names) // nil: file names
+		return flagValueCandidates(takes, names), true // nil: file names
 	}
 	if kind, ok := nameArgs[path]; ok && npos == 0 && !strings.HasPrefix(cur, "-") {
-		return words2candidates(names(kind))
+		return words2candidates(names(kind)), true
 	}
 	var out []candidate
 	if strings.HasPrefix(cur, "-") {
@@ -268,7 +283,7 @@ func completions(app *cli.App, words []string, cur string, names func(kind strin
 		if cmd == nil {
 			out = append(out, candidate{"--version", "print the version, commit and build date"})
 		}
-		return out
+		return out, false
 	}
 	for _, c := range cmds {
 		if c.Hidden {
@@ -278,5 +293,5 @@ func completions(app *cli.App, words []string, cur string, names func(kind strin
 			out = append(out, candidate{n, c.Usage})
 		}
 	}
-	return out
+	return out, false
 }
