@@ -2,6 +2,7 @@ package commands
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,11 +25,14 @@ func payloadCommand() *cli.Command {
 				Name:  "export",
 				Usage: "print captured payloads as NDJSON, one request a line",
 				Description: "Each line has id, timestamp, account, status, request{method,path,headers,body},\n" +
-					"response{status,headers,body} and truncated. A JSON body is JSON (so\n" +
-					"`jq .response.body.usage` works), an SSE stream or other text is a string,\n" +
-					"other bytes are base64 with body_encoding \"base64\". Credentials in headers\n" +
-					"are \"[REDACTED]\". Payloads are opened with the master key; with --output\n" +
-					"FILE the file appears complete or not at all.",
+					"response{status,headers,body,message} and truncated. A JSON body is JSON, an\n" +
+					"SSE stream or other text is a string, other bytes are base64 with\n" +
+					"body_encoding \"base64\". response.message is the final message (content and\n" +
+					"usage), assembled from the stream for streamed answers, so\n" +
+					"`jq .response.message.usage` works for both; it is null for errors, other\n" +
+					"routes and truncated bodies. Credentials in headers are \"[REDACTED]\".\n" +
+					"Payloads are opened with the master key; with --output FILE the file appears\n" +
+					"complete or not at all. On a terminal, progress and a summary go to stderr.",
 				Flags: append(logFilterFlags(),
 					&cli.StringFlag{Name: "id", Usage: "only the request with id `ID`"},
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` (atomically, mode 0600) instead of stdout"},
@@ -103,7 +107,16 @@ func payloadExport(c *cli.Context) error {
 		w = af
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
-	n, err := requestlog.WriteNDJSON(ctx, db, f, v.OpenPayload, bw, 0)
+	var out io.Writer = bw
+	var prog *exportProgress
+	// Progress only where it cannot mix with the lines themselves: stderr
+	// a terminal, the lines going to a file or a pipe.
+	if !e.quiet && isTerminal(e.stderr) && (af != nil || !isTerminal(e.stdout)) {
+		prog = &exportProgress{w: bw, out: e.stderr}
+		out = prog
+	}
+	n, err := requestlog.WriteNDJSON(ctx, db, f, v.OpenPayload, out, 0)
+	prog.finish()
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -127,7 +140,38 @@ func payloadExport(c *cli.Context) error {
 		if err := af.Commit(); err != nil {
 			return fmt.Errorf("export payloads: %w", err)
 		}
-		e.log.Debug("payloads exported", "rows", n, "file", output)
 	}
+	where := "stdout"
+	if af != nil {
+		where = output
+	}
+	e.say("%s exported to %s", plural(n, "request"), where) // on a terminal only: cron mails failures
 	return nil
+}
+
+// exportProgress passes export lines through to w and redraws a count of
+// them on out (a terminal), at most ten times a second.
+type exportProgress struct {
+	w, out io.Writer
+	n      int64
+	last   time.Time
+	drawn  bool
+}
+
+func (p *exportProgress) Write(b []byte) (int, error) {
+	// Every line ends in the only newline it has: JSON escapes the rest.
+	p.n += int64(bytes.Count(b, []byte{'\n'}))
+	if now := time.Now(); now.Sub(p.last) >= 100*time.Millisecond {
+		p.last = now
+		fmt.Fprintf(p.out, "\rexporting payloads: %d requests ", p.n)
+		p.drawn = true
+	}
+	return p.w.Write(b)
+}
+
+// finish clears the progress line, if one was drawn.
+func (p *exportProgress) finish() {
+	if p != nil && p.drawn {
+		fmt.Fprint(p.out, "\r\033[K")
+	}
 }
