@@ -110,6 +110,7 @@ func GenerateManPage() string {
 	w(".TP\n.I <data dir>/identity.txt\nthe age master identity, mode 0600\n")
 	w(".TP\n.I <data dir>/daemon.lock\nheld by a running daemon\n")
 
+	writeRouting(w)
 	writeAdminAPI(w)
 
 	w(".SH SECURITY\n")
@@ -298,4 +299,150 @@ func writeAdminAPI(w func(string, ...any)) {
 		"\\fBcursor\\fR, with the same filters, for the rows just before. A cursor marks a row, not an\n" +
 		"offset, so rows written while a client pages never shift a page: each row comes once.\n")
 	w(".PP\n.nf\n.RS\ncurl \\-s \\-H \"x\\-api\\-key: $KEY\" \\(aqlocalhost:8080/api/requests?status=5xx&since=1h\\(aq\n.RE\n.fi\n")
+}
+
+// routingStrategies, routingAnswers, routingStates and routingNotes are
+// the ROUTING section: how requests are spread over the accounts and what
+// each upstream answer does, as proxy/affinity.go, proxy/classify.go,
+// proxy/forward.go, proxy/hold.go and proxy/owned.go implement it (the
+// README's "How requests are routed" says the same at more length).
+var routingStrategies = []struct{ name, text string }{
+	{"affinity (the default)", "Each client session stays on one account while that account is usable and under " +
+		"routing.max_utilization (0.95) of its 5h and 7d windows: every move costs a prompt-cache miss. " +
+		"The session is Claude Code's x-claude-code-session-id header, else the session_<uuid> in the body's " +
+		"metadata.user_id, else the client key (with no keys, the client's address). A new session goes to the " +
+		"usable account with the most headroom: its tier (accounts add --tier: 1, 5 or 20; 1 when unset) x " +
+		"(1 - the higher of its 5h and 7d utilization, as the upstream's last answer gave them; a window whose " +
+		"reset has passed counts as empty). An OAuth account that served nothing for 10 minutes has its " +
+		"utilization read from Anthropic's usage endpoint every 10 minutes. Ties go to the account whose window " +
+		"resets soonest (resets less than a minute apart tie), then to the one with fewer sessions, then by " +
+		"priority. An account at or above routing.max_utilization takes no new sessions and its sessions move " +
+		"at their next request, unless every account is there: then sessions stay until a hard limit. A session " +
+		"idle for routing.session_idle (1h, the prompt cache's life) forgets its account; at most " +
+		"routing.sessions_max (10000) sessions are remembered, the least recently used forgotten first. The table " +
+		"lives in memory: a restart places sessions anew. Only POST /v1/messages places or moves a session; " +
+		"other calls (count_tokens, models) go to their session's account when it is known. A model-scoped limit " +
+		"moves only that family's requests, not the session."},
+	{"session", "One account serves every client for session_duration_ms (SESSION_DURATION_MS, 5h; read by " +
+		"this strategy only); the others stand by in priority order."},
+	{"round-robin, least-used", "Requests are spread over all accounts. They suit pools of API keys; for " +
+		"subscription accounts, usage from several accounts at once looks unusual."},
+}
+
+// routingAnswers is the table of upstream answers: what each one does to
+// the request and to the account, by proxy/classify.go's classes.
+var routingAnswers = []struct{ answer, action string }{
+	{"success", "The client gets it. With a hard unified status (rejected) and no extra usage, the account is " +
+		"limited until the unified reset for the requests after it."},
+	{"429 with unified status rejected (five_hour, seven_day)", "The account is limited until the unified " +
+		"reset (kept across restarts); the request moves on."},
+	{"429 with representative claim seven_day_opus or seven_day_sonnet, the 5h and 7d statuses not hard",
+		"Only that model family is blocked on the account until its reset (limited_model): its requests go to " +
+			"other accounts, the other families still use it. With the 5h or 7d status hard too, the whole " +
+			"account is limited."},
+	{"429 with anthropic-ratelimit-requests-*, -tokens-*, -input-tokens-* or -output-tokens-* headers (API keys)",
+		"The account rests until retry-after, else the -reset of the family whose -remaining is 0 (else the " +
+			"soonest -reset sent), else x-ratelimit-reset; a 429 naming no reset rests it ratelimit.cooldown_initial " +
+			"(30s), doubling up to ratelimit.cooldown_max (5m). The request moves on."},
+	{"429 with no rate-limit header and no retry-after; a 400 or 429 whose message names long context",
+		"About the request, not the account: tried once more on another account, then the upstream's answer " +
+			"goes to the client unchanged. No account rests."},
+	{"success with unified status rejected and anthropic-ratelimit-unified-overage-status: allowed",
+		"Served on paid extra usage: the client gets it, and the account's overage policy applies until the " +
+			"unified reset (below)."},
+	{"400 or 429 whose message names extra usage", "The account is limited, window extra_usage (kept across " +
+		"restarts), until the unified reset, else the cooldown; the request moves on."},
+	{"400 or 403 refusing the account itself", "Messages naming \"not allowed for this organization\", " +
+		"\"organization has been disabled\", \"organization is disabled\", \"account has been disabled\" or " +
+		"\"credit balance is too low\": the account is quarantined, its reason the upstream's message " +
+		"(sanitised, at most 200 characters), logged at warn; the request moves on."},
+	{"any other 400, 403, 404, 413, ...", "About the request: passed through untouched; the account is untouched (unless the answer " +
+		"carries a hard unified status, which limits the account as a 429 would, and the request moves on)."},
+	{"401 on an OAuth account", "One forced token refresh (at most one per account per minute) and one resend. " +
+		"A 401 that does not cure rests the account 1m, doubling to 30m (limited, window unauthorized, kept " +
+		"across restarts), and the third in a row marks it needs_login; the request moves on. When no other " +
+		"account can take it, the client gets the 401 with x-should-retry: false."},
+	{"401 on an API key", "The account is key_refused (until accounts login or accounts unblock); the request " +
+		"moves on. When no other account can take it, the client gets the 401 with x-should-retry: false."},
+	{"529, another 5xx, a connection error before the headers", "Transient, Anthropic's load, never the " +
+		"account's: the request moves to another account or, when none is left, is tried again on one already " +
+		"used after the backoff wait, within retry_attempts. No account rests; only when every try failed does " +
+		"the client see the last answer."},
+}
+
+// routingStates are the account state words, the same in accounts list,
+// accounts check, /api/accounts, /health, the metrics and the logs.
+var routingStates = []struct{ state, text string }{
+	{"ok", "usable"},
+	{"paused", "set aside by accounts pause until accounts resume"},
+	{"needs_login", "the token endpoint answered invalid_grant, or three 401s in a row no refresh cured: run accounts login NAME"},
+	{"key_refused", "the upstream refused the API key: accounts login or accounts unblock"},
+	{"quarantined", "the upstream refused the account itself; shown with its reason"},
+	{"refresh_blocked", "the token endpoint refused a refresh as blocked (a 403 or 429, often an HTML page): the " +
+		"refresh token and login are kept, the account rests 1m doubling to 30m (or the endpoint's retry-after), " +
+		"with at most one refresh attempt per interval"},
+	{"limited", "rate limited, with its window (5h, 7d, extra_usage, unauthorized, ...) and until when"},
+	{"limited_model", "one model family limited, with the family and until when; the other families still use the account"},
+}
+
+// writeRouting writes the ROUTING section.
+func writeRouting(w func(string, ...any)) {
+	para := func(s string) { w(".PP\n%s\n", roffText(s)) }
+	item := func(head, text string) { w(".TP\n.B %s\n%s\n", roffText(head), roffText(text)) }
+
+	w(".SH ROUTING\n")
+	w("\\fBlb_strategy\\fR (\\fBLB_STRATEGY\\fR) decides which account serves a request:\n")
+	for _, s := range routingStrategies {
+		item(s.name, s.text)
+	}
+	para("A request is tried on the next usable account when an answer says try elsewhere, up to " +
+		"retry_attempts tries, only before the first response byte reaches the client. A new account is tried " +
+		"at once; the retry_delay_ms x retry_backoff^n wait comes only before a repeat try on an account this " +
+		"request already used. An error event inside a stream reaches the client as sent (a rate_limit_error " +
+		"there still limits the account for later requests). A model-scoped limit concerns the family named by " +
+		"the model of the request body: opus, sonnet or haiku.")
+	para("routing.hold_max (0s, off; at most 10m): when every account is limited and the first comes back " +
+		"within it, a request waits for that account (at most 256 at once; a client that disconnects leaves " +
+		"the wait) instead of getting the proxy's 429, and the daemon logs \"held until an account came back\".")
+	para("Message batches and files live on the account that created them. The id a POST /v1/messages/batches " +
+		"or POST /v1/files answer names is kept with its account in vault.db (30 days, dropped with the account), " +
+		"and a later call naming it (/v1/messages/batches/ID, .../results, .../cancel, /v1/files/ID, " +
+		".../content) goes to that account only: if it is not usable the proxy answers 503 (429 when it is rate " +
+		"limited) naming why, never another account, which could not see the id. A batch or file upload bigger " +
+		"than server.max_body_bytes (32 MiB) is streamed upstream as it arrives, so it is tried on one account " +
+		"only; any other body over the limit gets 413.")
+
+	w(".SS \"Upstream answers\"\n")
+	w("Every upstream answer is read once, in one place, and acted on by its class:\n")
+	for _, a := range routingAnswers {
+		item(a.answer, a.action)
+	}
+
+	w(".SS \"Account states\"\n")
+	w("The same words in \\fBaccounts list\\fR, \\fBaccounts check\\fR, \\fB/api/accounts\\fR, " +
+		"\\fB/health\\fR, the metrics and the logs:\n")
+	for _, s := range routingStates {
+		item(s.state, s.text)
+	}
+	para("Blocks heal: once a limit's reset has passed, the next request may use the account again. A limit " +
+		"ending further ahead than ratelimit.recheck_interval (5m), a model-scoped one alike, and a quarantine " +
+		"are re-checked with one cheap request (one token of the smallest model; the limited family's model for " +
+		"a model limit) at most every ratelimit.recheck_interval; an account the probe finds serving is back in " +
+		"rotation. accounts unblock NAME clears every block (a limit, model limits, the extra-usage mark, " +
+		"quarantined, key_refused; needs_login needs accounts login) and a running daemon uses the account " +
+		"again within about 2s. accounts check [NAME] probes now, stores what it learns and prints each state.")
+	para("Overage: being served on paid extra usage is not a state; accounts list --json shows the policy " +
+		"(overage) and until when the upstream serves on it (overage_until). With overage = avoid (the default, " +
+		"accounts add or accounts edit --overage) such an account is tried after every other usable account, " +
+		"but never refused because of it (alone, it keeps serving); with allow it is used like any other account.")
+
+	w(".SS \"The proxy's own answers\"\n")
+	item("429, every account limited", "retry-after (seconds to the soonest reset) and, when a unified limit "+
+		"blocked the account that resets soonest, its anthropic-ratelimit-unified-status, -reset and "+
+		"-representative-claim headers (seven_day_<family> for a model-scoped limit); x-should-retry: false "+
+		"when that reset is more than 5 minutes away.")
+	item("503, no account usable", "the message lists each account's state (such as NAME: limited "+
+		"(unauthorized) until ...), with x-should-retry: false and no retry-after; also when no account exists.")
+	para("These errors use Anthropic's JSON error shape with a request_id, the x-claudeflare-request-id " +
+		"header and the id in the request log.")
 }
