@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
@@ -83,12 +82,12 @@ func requestsFilter(q url.Values, now time.Time) (requestlog.Filter, error) {
 	}
 	var err error
 	if s := q.Get("since"); s != "" {
-		if f.Since, err = parseWhen(s, now); err != nil {
+		if f.Since, err = requestlog.ParseWhen(s, now); err != nil {
 			return f, fmt.Errorf("since: %w", err)
 		}
 	}
 	if s := q.Get("until"); s != "" {
-		if f.Until, err = parseWhen(s, now); err != nil {
+		if f.Until, err = requestlog.ParseWhen(s, now); err != nil {
 			return f, fmt.Errorf("until: %w", err)
 		}
 	}
@@ -97,7 +96,7 @@ func requestsFilter(q url.Values, now time.Time) (requestlog.Filter, error) {
 	}
 	f.Account = q.Get("account")
 	if s := q.Get("status"); s != "" {
-		if f.StatusMin, f.StatusMax, err = parseStatus(s); err != nil {
+		if f.StatusMin, f.StatusMax, err = requestlog.ParseStatus(s); err != nil {
 			return f, fmt.Errorf("status: %w", err)
 		}
 	}
@@ -114,40 +113,6 @@ func requestsFilter(q url.Values, now time.Time) (requestlog.Filter, error) {
 		}
 	}
 	return f, nil
-}
-
-// parseWhen reads since/until as `requests list --since` does: a duration
-// back from now (Go syntax plus d and w) or an RFC 3339 time (a bare date
-// also works).
-func parseWhen(s string, now time.Time) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	if d, err := config.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, fmt.Errorf("%q: the duration must not be negative", s)
-		}
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%q: want a duration (30m, 12h, 7d) or an RFC 3339 time", s)
-}
-
-// parseStatus reads status as `requests list --status` does: a code (429)
-// or a class (4xx).
-func parseStatus(s string) (lo, hi int, err error) {
-	s = strings.ToLower(strings.TrimSpace(s))
-	if len(s) == 3 && strings.HasSuffix(s, "xx") && s[0] >= '1' && s[0] <= '5' {
-		c := int(s[0]-'0') * 100
-		return c, c + 99, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 100 || n > 599 {
-		return 0, 0, fmt.Errorf("%q: want a status code (429) or a class (4xx)", s)
-	}
-	return n, n, nil
 }
 
 // cursorPrefix versions the cursor, so that a later form can be told apart.

@@ -68,6 +68,24 @@ func requestsCommand() *cli.Command {
 	}
 }
 
+// parseWhen reads a --since/--until value (requestlog.ParseWhen).
+func parseWhen(flag, s string, now time.Time) (time.Time, error) {
+	t, err := requestlog.ParseWhen(s, now)
+	if err != nil {
+		return t, usagef("--%s %v", flag, err)
+	}
+	return t, nil
+}
+
+// parseStatus reads --status (requestlog.ParseStatus).
+func parseStatus(s string) (lo, hi int, err error) {
+	lo, hi, err = requestlog.ParseStatus(s)
+	if err != nil {
+		return 0, 0, usagef("--status %v", err)
+	}
+	return lo, hi, nil
+}
+
 // logFilterFlags are the flags logFilter reads, shared by requests list
 // and payload export.
 func logFilterFlags() []cli.Flag {
@@ -76,38 +94,6 @@ func logFilterFlags() []cli.Flag {
 		&cli.StringFlag{Name: "until", Usage: "only requests until `WHEN` (a duration back from now, or an RFC 3339 time)"},
 		&cli.StringFlag{Name: "account", Usage: "only requests served by account `NAME`"},
 	}
-}
-
-// parseWhen reads a --since/--until value: a duration back from now (Go
-// syntax plus d and w) or an RFC 3339 time (a bare date also works).
-func parseWhen(flag, s string, now time.Time) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	if d, err := config.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, usagef("--%s %s: the duration must not be negative", flag, s)
-		}
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, usagef("--%s %q: want a duration (30m, 12h, 7d) or an RFC 3339 time", flag, s)
-}
-
-// parseStatus reads --status: a code (429) or a class (4xx).
-func parseStatus(s string) (lo, hi int, err error) {
-	s = strings.ToLower(strings.TrimSpace(s))
-	if len(s) == 3 && strings.HasSuffix(s, "xx") && s[0] >= '1' && s[0] <= '5' {
-		c := int(s[0]-'0') * 100
-		return c, c + 99, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 100 || n > 599 {
-		return 0, 0, usagef("--status %q: want a status code (429) or a class (4xx)", s)
-	}
-	return n, n, nil
 }
 
 // logFilter builds the filter shared by requests list and payload export.
