@@ -28,6 +28,7 @@ func (p *pool) setStatusOnce(a *account, status, reason string) bool {
 		return false
 	}
 	a.Status, a.StatusReason = status, reason
+	p.statusSetLocked(a)
 	return true
 }
 
@@ -56,6 +57,7 @@ func (s *Server) markStatus(requestID string, a *account, status, reason string,
 	if err := store.SetStatus(ctx, s.vaultDB, a.ID, status, reason, now); err != nil {
 		s.log.Error("save account status", "account", a.Name, "state", status, "err", err)
 	}
+	s.pool.statusWritten(a)
 	hint := "run `claudeflare accounts check " + a.Name + "`, then `claudeflare accounts unblock " + a.Name + "` once it is fixed"
 	if status == store.StatusKeyRefused {
 		hint = "run `claudeflare accounts login " + a.Name + "` with a working key"

@@ -23,10 +23,12 @@ type pool struct {
 	sel      selector
 	policy   LimitPolicy
 	versions map[int64]int64 // token_version seen per account
-	dirty    map[int64]bool  // rate state to save
-	wake     chan struct{}   // signals the saver
-	events   events          // status changes, for Subscribe
-	holds    *holdQueue      // requests waiting for an account (routing.hold_max)
+	// statusGen counts the status changes this process made (see reload).
+	statusGen uint64
+	dirty     map[int64]bool // rate state to save
+	wake      chan struct{}  // signals the saver
+	events    events         // status changes, for Subscribe
+	holds     *holdQueue     // requests waiting for an account (routing.hold_max)
 }
 
 func newPool(cfg *config.Config, policy LimitPolicy) *pool {
@@ -151,7 +153,33 @@ func (p *pool) rest(a *account, d time.Duration, now time.Time) {
 func (p *pool) setStatus(a *account, status, reason string) {
 	p.mu.Lock()
 	a.Status, a.StatusReason = status, reason
+	p.statusSetLocked(a)
 	p.mu.Unlock()
+}
+
+// statusSetLocked records that this process just set a's status, so that
+// a poll whose rows were read before it does not undo it (see reload).
+// Called with p.mu held.
+func (p *pool) statusSetLocked(a *account) {
+	p.statusGen++
+	a.statusGen = p.statusGen
+}
+
+// statusWritten is called once a status this process set is in the
+// vault database: a poll that read the rows between the change in memory
+// and the write must not take the old row either.
+func (p *pool) statusWritten(a *account) {
+	p.mu.Lock()
+	p.statusSetLocked(a)
+	p.mu.Unlock()
+}
+
+// readGen is the status generation to pass to reload for rows about to
+// be read.
+func (p *pool) readGen() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.statusGen
 }
 
 // setVersion records the token version this process wrote, so that the
@@ -168,7 +196,12 @@ func (p *pool) setVersion(id, v int64) {
 // read from the vault database, keeping the counters and limit state of
 // accounts it already knew. It returns the ids whose token version moved
 // (another process wrote new tokens) so their cached tokens can be dropped.
-func (p *pool) reload(rows []store.Account) (changed []int64, added, removed []string) {
+//
+// gen is readGen() taken before the rows were read: a status this process
+// set after that (a quarantine cleared by a re-check, a needs-login mark)
+// is newer than the row read, which must not undo it; the next poll reads
+// the row as written and takes it.
+func (p *pool) reload(rows []store.Account, gen uint64) (changed []int64, added, removed []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	next := make([]*account, 0, len(rows))
@@ -196,7 +229,7 @@ func (p *pool) reload(rows []store.Account) (changed []int64, added, removed []s
 		// a poll that read the row just before this process marked the
 		// account needs-login must not put it back in rotation.
 		seen := rowStatus{r.Status, r.StatusReason, r.UpdatedAt, r.TokenVersion}
-		if seen != a.seen {
+		if seen != a.seen && a.statusGen <= gen {
 			a.seen = seen
 			a.Status, a.StatusReason = r.Status, r.StatusReason
 		}

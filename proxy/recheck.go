@@ -155,6 +155,7 @@ func (s *Server) recheck(ctx context.Context, it recheckItem) {
 			if err := store.SetStatus(wctx, s.vaultDB, a.ID, store.StatusOK, "", now); err != nil {
 				s.log.Error("save account status", "account", a.Name, "state", store.StatusOK, "err", err)
 			}
+			s.pool.statusWritten(a)
 			s.log.Info("re-check: quarantined account serves again: back in rotation", "account", a.Name)
 			s.pool.events.publish(AccountEvent{Account: a.Name, Kind: EventRecovered, Reason: "recheck",
 				State: s.pool.stateOf(a, now), At: now})

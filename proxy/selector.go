@@ -24,6 +24,7 @@ type account struct {
 	Overage      string // store.OverageAvoid ("" too) or store.OverageAllow
 
 	seen        rowStatus // the row the status was last taken from
+	statusGen   uint64    // pool.statusGen when this process last set Status
 	unblockedAt int64     // the row's unblocked_at last acted on
 	unblocks    int       // how many unblocks this process applied (refresh backoffs older than one are void)
 	checkedAt   time.Time // the last re-check probe of a far block or quarantine

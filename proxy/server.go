@@ -257,11 +257,12 @@ func (s *Server) SetLive(cfg *config.Config) {
 func (s *Server) Reload(ctx context.Context) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	gen := s.pool.readGen()
 	rows, err := store.ListAccounts(ctx, s.vaultDB)
 	if err != nil {
 		return fmt.Errorf("reload accounts: %w", err)
 	}
-	changed, added, removed := s.pool.reload(rows)
+	changed, added, removed := s.pool.reload(rows, gen)
 	for _, id := range changed {
 		s.tokens.forget(id)
 	}

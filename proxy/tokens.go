@@ -361,6 +361,7 @@ func (t *tokens) needsLogin(ctx context.Context, a *account, reason string) erro
 	if err := t.vault.MarkNeedsLogin(ctx, a.ID, reason); err != nil {
 		t.log.Error("mark account as needing login", "account", a.Name, "err", err)
 	}
+	t.pool.statusWritten(a)
 	t.mu.Lock()
 	first := !t.markedLogin[a.ID]
 	t.markedLogin[a.ID] = true

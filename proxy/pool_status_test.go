@@ -1,0 +1,48 @@
+package proxy
+
+import (
+	"testing"
+
+	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/store"
+)
+
+// A poll whose rows were read before this process changed an account's
+// status (a re-check clearing a quarantine the poll had not seen yet)
+// must not put the old status back: the next poll takes the row as
+// written. (Seen as a TestRecheckQuarantine failure under load.)
+func TestReloadKeepsNewerLocalStatus(t *testing.T) {
+	cfg := config.Default()
+	p := newPool(&cfg, LimitPolicy{})
+	row := func(status string, updated int64) []store.Account {
+		return []store.Account{{ID: 1, Name: "a", Kind: store.KindOAuth, Status: status, UpdatedAt: updated}}
+	}
+	p.reload(row(store.StatusOK, 1), p.readGen())
+	a := p.byID[1]
+
+	// The proxy quarantines a; no poll reads the row it wrote.
+	p.setStatusOnce(a, store.StatusQuarantined, "organization disabled")
+	p.statusWritten(a)
+
+	// A poll starts and reads the quarantined row; meanwhile a re-check
+	// clears the quarantine (memory, then the row).
+	gen := p.readGen()
+	stale := row(store.StatusQuarantined, 2)
+	p.setStatusOnce(a, store.StatusOK, "")
+	p.statusWritten(a)
+	p.reload(stale, gen)
+	if a.Status != store.StatusOK {
+		t.Fatalf("a poll of rows read before the re-check put the account back to %q", a.Status)
+	}
+	// The next poll reads the row as written.
+	p.reload(row(store.StatusOK, 3), p.readGen())
+	if a.Status != store.StatusOK {
+		t.Fatalf("status %q", a.Status)
+	}
+	// A change made elsewhere after that is taken.
+	p.reload(row(store.StatusNeedsLogin, 4), p.readGen())
+	if a.Status != store.StatusNeedsLogin {
+		t.Fatalf("a newer row was not taken: %q", a.Status)
+	}
+
+}
