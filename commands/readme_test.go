@@ -39,7 +39,9 @@ import (
 //   - `claudeflare daemon` (or ./claudeflare daemon): the test starts the
 //     daemon itself on a free port and waits for its /health;
 //   - `curl ...`: run against that daemon, localhost:8080 and
-//     127.0.0.1:8080 replaced by its address.
+//     127.0.0.1:8080 replaced by its address;
+//   - a crontab line (five time fields, then one of the above): its command
+//     runs, and must print nothing, since cron mails what a job prints.
 //
 // Every line must exit 0 (no example shows an error), and a line piped into
 // jq must print no bare `null` (a field the output no longer has). Lines
@@ -223,20 +225,39 @@ var (
 	logReaders   = regexp.MustCompile(`claudeflare (requests|payload|stats|simulate)\s`)
 )
 
+// cronRE is a crontab line's five time fields.
+var cronRE = regexp.MustCompile(`^[0-9*][0-9*,/-]* [0-9*][0-9*,/-]* [0-9*][0-9*,/-]* [0-9*][0-9*,/-]* [0-9*][0-9*,/-]*\s+`)
+
+// lineKind says how a README command runs: "daemon", "claudeflare",
+// "curl", or "" when the test cannot run it.
+func lineKind(cmd string) string {
+	switch {
+	case daemonLineRE.MatchString(cmd):
+		return "daemon"
+	case cfLineRE.MatchString(cmd):
+		return "claudeflare"
+	case strings.HasPrefix(cmd, "curl "):
+		return "curl"
+	}
+	return ""
+}
+
 // run runs one README command as the rule above says.
 func (r *readmeRun) run(at int, cmd string) {
 	t := r.c.t
 	t.Helper()
-	switch {
-	case daemonLineRE.MatchString(cmd):
+	fields := cronRE.FindString(cmd)
+	cron := fields != ""
+	cmd = strings.TrimPrefix(cmd, fields)
+	switch lineKind(cmd) {
+	case "daemon":
 		r.startDaemon()
 		return
-	case cfLineRE.MatchString(cmd):
-	case strings.HasPrefix(cmd, "curl "):
+	case "curl":
 		if r.d == nil {
 			t.Fatalf("README line %d: %q needs the daemon, and no example before it starts one", at, cmd)
 		}
-	default:
+	case "":
 		t.Fatalf("README line %d: the test cannot run %q: make it a claudeflare or curl line, or mark the block `<!-- test: skip (why) -->` or `<!-- test: skip-lines N (why) -->`", at, cmd)
 	}
 	line := r.fillIn(at, cmd)
@@ -255,6 +276,10 @@ func (r *readmeRun) run(at int, cmd string) {
 				break
 			}
 		}
+	}
+	if cron && out.Len()+errb.Len() > 0 {
+		// cron mails whatever a job prints: a quiet job prints nothing.
+		t.Errorf("README line %d: the crontab line printed something\nstdout: %s\nstderr: %s", at, out.String(), errb.String())
 	}
 	r.c.assertNoSecrets(fmt.Sprintf("README line %d output", at), out.String()+errb.String())
 	if strings.Contains(cmd, "--to-passphrase") {
@@ -364,4 +389,37 @@ func (r *readmeRun) addViewerKey(at int) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusUnauthorized
 	})
+}
+
+// TestReadmeRule: the rule refuses what it cannot run and reads the
+// markers, so an unmarked new example fails TestReadmeExamples.
+func TestReadmeRule(t *testing.T) {
+	for cmd, want := range map[string]string{
+		"claudeflare accounts list":        "claudeflare",
+		"./claudeflare init":               "claudeflare",
+		"claudeflare daemon":               "daemon",
+		"./claudeflare daemon --port 8787": "daemon",
+		"curl -s localhost:8080/health":    "curl",
+		"go build -o claudeflare .":        "",
+		"sudo install -m 0755 claudeflare": "",
+		"export ANTHROPIC_BASE_URL=x":      "",
+		"claude":                           "",
+		"cf doctor":                        "",
+	} {
+		if got := lineKind(cmd); got != want {
+			t.Errorf("lineKind(%q) = %q, want %q", cmd, got, want)
+		}
+	}
+	if got := cronRE.FindString("17 3 * * *  claudeflare --quiet cleanup"); got != "17 3 * * *  " {
+		t.Errorf("cron fields: %q", got)
+	}
+	readme := filepath.Join(t.TempDir(), "README.md")
+	os.WriteFile(readme, []byte("<!-- test: skip (why) -->\n```sh\ngo build\n```\n\n"+
+		"<!-- test: skip-lines 2 (remote) -->\n```console\n$ claudeflare backup x \\\n  --no-log\n# note\nclaudeflare backup - | ssh h\n```\n"+
+		"```toml\nport = 1\n```\n```\n17 3 * * *  claudeflare cleanup\n```\n"), 0o600)
+	b := readmeBlocks(t, readme)
+	if len(b) != 3 || b[0].skip != "why" || b[1].skip != "" || b[1].skipLines[2] != "remote" ||
+		strings.Join(b[1].cmds, "|") != "claudeflare backup x   --no-log|claudeflare backup - | ssh h" || b[2].skip != "" {
+		t.Errorf("blocks: %+v", b)
+	}
 }
