@@ -534,8 +534,8 @@ func accountsList(c *cli.Context) error {
 	fmt.Fprintln(tw, "NAME\tKIND\tPRIORITY\tTIER\tSTATUS\tUNTIL\t5H\t7D\tOVERAGE\tTOKEN EXPIRES\tREQUESTS\tLAST USED")
 	for _, a := range lines {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", printable(a.Name), printable(a.Kind), a.Priority, a.Tier,
-			printable(stateWord(a.Status, a.Window, a.Family)), human(a.UntilMS, now), pct(a.Utilization5h), pct(a.Utilization7d),
-			printable(a.Overage), human(a.TokenExpiresAtMS, now), a.Requests, human(a.LastUsedMS, now))
+			printable(stateWord(a.Status, a.Window, a.Family)), tableTime(a.UntilMS), pct(a.Utilization5h), pct(a.Utilization7d),
+			printable(a.Overage), tableTime(a.TokenExpiresAtMS), a.Requests, tableTime(a.LastUsedMS))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

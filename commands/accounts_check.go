@@ -153,14 +153,13 @@ func printChecks(e *env, results []accounts.CheckResult, asJSON bool) error {
 		}
 		return nil
 	}
-	now := time.Now()
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSTATUS\tUNTIL\tHTTP\tDETAIL")
 	for _, r := range results {
 		until, httpStatus := "-", "-"
 		if r.Until != nil {
 			if t, err := time.Parse(time.RFC3339, *r.Until); err == nil {
-				until = human(t.UnixMilli(), now)
+				until = tableTime(t.UnixMilli())
 			}
 		}
 		if r.HTTPStatus != nil {

@@ -201,12 +201,11 @@ func apikeyList(c *cli.Context) error {
 		}
 		return nil
 	}
-	now := time.Now()
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tPREFIX\tROLE\tSTATUS\tCREATED\tLAST USED")
 	for _, k := range keys {
 		fmt.Fprintf(tw, "%s\t%s...\t%s\t%s\t%s\t%s\n", printable(k.Name), printable(k.Prefix), printable(string(k.Role)), printable(keyStatus(k)),
-			human(store.ToMS(k.CreatedAt), now), human(store.ToMS(k.LastUsedAt), now))
+			tableTime(store.ToMS(k.CreatedAt)), tableTime(store.ToMS(k.LastUsedAt)))
 	}
 	return tw.Flush()
 }

@@ -132,7 +132,7 @@ func runAudit(c *cli.Context) error {
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tACTOR\tACTION\tDETAIL")
 	err = audit.List(c.Context, db, since, func(en audit.Entry) error {
-		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", en.ID, en.Time().Format(time.RFC3339), printable(en.Actor), printable(en.Action),
+		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", en.ID, tableTime(en.Time().UnixMilli()), printable(en.Actor), printable(en.Action),
 			printable(en.Detail))
 		return err
 	})

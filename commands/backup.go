@@ -261,7 +261,7 @@ func runRestore(c *cli.Context) error {
 		fmt.Fprintf(e.stderr, "claudeflare: kept the data dir's previous identity as %s\n", res.IdentityMovedAside)
 	}
 	fmt.Fprintf(e.stderr, "claudeflare: restored %s into %s (backup of %s)\n",
-		strings.Join(res.Restored, ", "), cfg.DataDir, res.Manifest.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
+		strings.Join(res.Restored, ", "), cfg.DataDir, lineTime(res.Manifest.CreatedAt))
 	return nil
 }
 

@@ -148,7 +148,7 @@ func printCleanup(e *env, a cleanupArgs, res retention.Result, complete bool) er
 	if res.Before.IsZero() {
 		what += " (all)"
 	} else {
-		what += " older than " + res.Before.UTC().Format(time.RFC3339)
+		what += " older than " + lineTime(res.Before)
 	}
 	if a.opts.Vacuum && !res.DryRun {
 		what += fmt.Sprintf("; reclaimed %s", humanBytes(res.FreedBytes))

@@ -29,20 +29,21 @@ func newNDJSON(w io.Writer) *ndjson {
 
 func (n *ndjson) write(v any) error { return n.enc.Encode(v) }
 
-// human formats unix milliseconds for a table, relative to now.
-func human(ms int64, now time.Time) string {
+// tableTime is the one rule for a point in time in a table, in every
+// command: local time with its UTC offset, to the second, so a reader
+// knows which zone it is in ("01-02 08:34:05 +0530"); "-" for none. The
+// year is left out to fit 80 columns. JSON output keeps RFC 3339 UTC.
+func tableTime(ms int64) string {
 	if ms == 0 {
 		return "-"
 	}
-	t := time.UnixMilli(ms)
-	d := t.Sub(now).Round(time.Second)
-	switch {
-	case d > 0:
-		return "in " + d.String()
-	case d < 0:
-		return (-d).String() + " ago"
-	}
-	return "now"
+	return time.UnixMilli(ms).Local().Format("01-02 15:04:05 -0700")
+}
+
+// lineTime is tableTime for a human line, where a date may be far off
+// and there is room for its year: "2026-01-02 08:34:05 +0530".
+func lineTime(t time.Time) string {
+	return t.Local().Format("2006-01-02 15:04:05 -0700")
 }
 
 // printable makes an untrusted string (a path, model, user agent, client,

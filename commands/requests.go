@@ -368,13 +368,6 @@ func (t *requestTable) row(r *store.Request) error {
 	return err
 }
 
-// tableTime is the rule for times in tables: local time with its UTC
-// offset, to the second (--json says RFC 3339 UTC). The year is left out
-// to fit 80 columns; the offset says which zone a reader's clock is in.
-func tableTime(ms int64) string {
-	return time.UnixMilli(ms).Local().Format("01-02 15:04:05 -0700")
-}
-
 // triedAccounts is the account that answered, after those tried before
 // it on failover: a→b.
 func triedAccounts(r *store.Request) string {

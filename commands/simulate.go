@@ -132,7 +132,7 @@ func simulate(c *cli.Context) error {
 	for _, r := range results {
 		out := "never"
 		if r.ExhaustedAt != nil {
-			out = r.ExhaustedAt.Local().Format("2006-01-02 15:04:05")
+			out = lineTime(*r.ExhaustedAt)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", r.Strategy, r.Requests, r.Rejected, r.Moves, out)
 	}

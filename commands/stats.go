@@ -73,7 +73,7 @@ func stats(c *cli.Context) error {
 	row := func(name, status string, a requestlog.AccountStats, u5, u7 string, limited int64) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(name), printable(status), a.Requests, a.Errors,
 			a.InputTokens, a.OutputTokens, a.CacheReadInputTokens, a.CacheCreationInputTokens,
-			ms(a.MedianDurationMS), ms(a.P95DurationMS), human(a.LastUsed, now), u5, u7, human(limited, now))
+			ms(a.MedianDurationMS), ms(a.P95DurationMS), tableTime(a.LastUsed), u5, u7, tableTime(limited))
 	}
 	for _, a := range st.Accounts {
 		name := a.Account
