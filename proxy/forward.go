@@ -50,7 +50,8 @@ type exchange struct {
 	body    []byte
 	held    int64    // bytes of body memory reserved in Server.bodies
 	sent    []string // the credentials sent upstream by the current attempt
-	family  string   // the model family of the request's "model" (acctstate.Family), "" when none
+	model   string   // the request's "model", read from the body once (serve)
+	family  string   // the model family of model (acctstate.Family), "" when none
 	rt      route    // what the selector knows of the request (family, affinity key)
 	row     store.Request
 	capture bool
@@ -108,7 +109,8 @@ func (x *exchange) serve() {
 	if err := x.readBody(); err != nil {
 		return
 	}
-	x.family = acctstate.Family(requestModel(x.body))
+	x.model = requestModel(x.body)
+	x.family = acctstate.Family(x.model)
 	x.rt = route{fam: x.family, key: affinityKey(x.r, x.body, x.row.Client), peek: x.route != messagesRoute}
 	sel, pinned := x.selectFor()
 	held := pinned // a request waits for an account at most once; a pinned one never

@@ -111,7 +111,7 @@ func (x *exchange) logDetails() {
 	}
 	x.row.Session = sessionHash(key)
 	if x.row.Model == "" {
-		x.row.Model = requestModel(x.body)
+		x.row.Model = x.model // read by serve; "" when the body was not read
 	}
 }
 
