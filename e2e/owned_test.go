@@ -83,12 +83,17 @@ func TestOwnedBatchAfterRestart(t *testing.T) {
 			t.Fatalf("GET %s after restart: %d %v", p, st, v)
 		}
 	}
+	seen := 0
 	for _, r := range w.fake.Requests() {
 		if strings.Contains(r.Path, batch) || strings.Contains(r.Path, file) {
+			seen++
 			if r.Account != "a" || r.Status != http.StatusOK {
 				t.Fatalf("%s reached %s (%d)", r.Path, r.Account, r.Status)
 			}
 		}
+	}
+	if seen < 3 {
+		t.Fatalf("the fake saw %d requests for the batch and file, want the 3 GETs at least", seen)
 	}
 }
 
