@@ -219,7 +219,7 @@ var secretValueRe = regexp.MustCompile(`(?i)AGE-SECRET-KEY-|sk-ant-|bearer\s+\S`
 
 // showValue is v as `config show` prints it: secret-like values redacted
 // (by the key's name, by the value's shape, by log.redact, and a URL's
-// password), durations as their text.
+// user and password), durations as their text.
 func showValue(key string, v any, cfg *config.Config) any {
 	name := key[strings.LastIndex(key, ".")+1:]
 	switch v := v.(type) {
@@ -256,11 +256,11 @@ func redactString(key, s string, cfg *config.Config) string {
 			}
 		}
 	}
+	// Any userinfo: a token is as often the user name (https://TOKEN@host)
+	// as the password.
 	if u, err := url.Parse(s); err == nil && u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "REDACTED")
-			return u.String()
-		}
+		u.User = url.User("REDACTED")
+		return u.String()
 	}
 	return s
 }
