@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"container/list"
-	"net/http"
 	"slices"
 	"time"
 )
@@ -13,15 +12,8 @@ import (
 // until it is idle for routing.session_idle, and holds at most
 // routing.sessions_max sessions (the least recently used goes first).
 
-// affinityKey is the session key of a request: "s:" and Claude Code's
-// session (its x-claude-code-session-id header, else the session in the
-// body's metadata.user_id), else "c:" and the client (the guard's client
-// key or address, as the log's client column names it), else "a:" and
-// the remote address; each part cut to 128 bytes. The log's session
-// column hashes the same key (logdetails.go).
-func affinityKey(r *http.Request, body []byte, client string) string {
-	return logSessionKey(r, body, client)
-}
+// affinityKey (logdetails.go) is the session key of a request; the log's
+// session column hashes the same key.
 
 // sessionTable maps session keys to accounts, least recently used last.
 // Not safe for concurrent use; the pool serialises calls.

@@ -12,8 +12,7 @@ import (
 
 // The log's session column names the session a request belongs to by a
 // short hash of its affinity key (issue 15), never the key itself. The key
-// is built here; affinityKey (affinity.go), which the selector routes by,
-// is this same key.
+// is built here (affinityKey), and the selector routes by it too.
 
 // logSessionHeader is the header Claude Code stamps on every request.
 const logSessionHeader = "X-Claude-Code-Session-Id"
@@ -21,11 +20,11 @@ const logSessionHeader = "X-Claude-Code-Session-Id"
 // logSessionKeyMax bounds the part of a key taken from the client.
 const logSessionKeyMax = 128
 
-// logSessionKey is the affinity key of r: "s:" and Claude Code's session
+// affinityKey is the session key of r: "s:" and Claude Code's session
 // (its header, else the session in the body's metadata.user_id), else "c:"
 // and the client (the log's client column: key name or address), else "a:"
-// and the remote address.
-func logSessionKey(r *http.Request, body []byte, client string) string {
+// and the remote address; each part cut to logSessionKeyMax bytes.
+func affinityKey(r *http.Request, body []byte, client string) string {
 	clip := func(s string) string {
 		if len(s) > logSessionKeyMax {
 			return s[:logSessionKeyMax]
