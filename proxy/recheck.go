@@ -27,15 +27,18 @@ const defaultRecheckInterval = 5 * time.Minute
 const probeTimeout = 60 * time.Second
 
 // runRecheck re-checks due accounts every recheckTick until ctx ends.
-func (s *Server) runRecheck(ctx context.Context) {
-	t := time.NewTicker(recheckTick)
+func (s *Server) runRecheck(ctx context.Context) { everyTick(ctx, recheckTick, s.recheckDue) }
+
+// everyTick calls f every d until ctx ends (the proxy's background loops).
+func everyTick(ctx context.Context, d time.Duration, f func(context.Context)) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.recheckDue(ctx)
+			f(ctx)
 		}
 	}
 }

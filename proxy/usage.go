@@ -44,18 +44,7 @@ type usageAnswer struct {
 
 // runUsage refreshes the idle accounts' utilization every usageInterval
 // until ctx ends.
-func (s *Server) runUsage(ctx context.Context) {
-	t := time.NewTicker(usageInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.refreshUsage(ctx)
-		}
-	}
-}
+func (s *Server) runUsage(ctx context.Context) { everyTick(ctx, usageInterval, s.refreshUsage) }
 
 // refreshUsage asks the usage endpoint about every OAuth account that is
 // usable and has served nothing for usageInterval.
