@@ -13,6 +13,7 @@ import (
 	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/audit"
 	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/testutil"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -171,15 +172,7 @@ func TestRevokedKeySeenWithinSeconds(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	// A deadline, not a guess: the loop ends as soon as cond holds; 30 s
-	// only bounds a run on a starved machine.
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // paces the poll
-	}
+	testutil.WaitFor(t, what, cond)
 }
 
 func TestAllowIPs(t *testing.T) {
