@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/claudeflare/claudeflare/internal/fsutil"
+	"github.com/claudeflare/claudeflare/proxy"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -115,6 +116,10 @@ func payloadExport(c *cli.Context) error {
 		prog = &exportProgress{w: bw, out: e.stderr}
 		out = prog
 	}
+	// Each line is redacted once more as a whole: response.message joins
+	// a stream's pieces, each redacted alone when captured, so a secret
+	// the stream sent in pieces would otherwise come back whole.
+	out = redactingWriter{w: out, redact: proxy.RedactFunc(cfg.Redactors())}
 	n, err := requestlog.WriteNDJSON(ctx, db, f, v.OpenPayload, out, 0)
 	prog.finish()
 	if err == nil {
@@ -174,4 +179,17 @@ func (p *exportProgress) finish() {
 	if p != nil && p.drawn {
 		fmt.Fprint(p.out, "\r\033[K")
 	}
+}
+
+// redactingWriter redacts each Write (one NDJSON line) before passing it on.
+type redactingWriter struct {
+	w      io.Writer
+	redact func([]byte) []byte
+}
+
+func (r redactingWriter) Write(p []byte) (int, error) {
+	if _, err := r.w.Write(r.redact(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -546,3 +546,12 @@ func decodeOne(coding string, b []byte, limit int) (out []byte, cut bool, bad st
 	}
 	return nil, false, coding
 }
+
+// RedactFunc is the redaction the request log applies (the built-in
+// secret shapes and the log.redact patterns extra), for text assembled
+// after capture: `payload export` runs it over each line it writes, so a
+// secret a stream sent in pieces (each piece redacted alone) is caught
+// once response.message joins them.
+func RedactFunc(extra []*regexp.Regexp) func([]byte) []byte {
+	return newRedactor(extra).bytes
+}
