@@ -256,10 +256,14 @@ func redactString(key, s string, cfg *config.Config) string {
 			}
 		}
 	}
-	// Any userinfo: a token is as often the user name (https://TOKEN@host)
-	// as the password.
+	// The password, or a lone user name: that is a token as often as not
+	// (https://TOKEN@host).
 	if u, err := url.Parse(s); err == nil && u.User != nil {
-		u.User = url.User("REDACTED")
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "REDACTED")
+		} else {
+			u.User = url.User("REDACTED")
+		}
 		return u.String()
 	}
 	return s
