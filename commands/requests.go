@@ -68,6 +68,15 @@ func requestsCommand() *cli.Command {
 	}
 }
 
+// whenFlag parses the optional time flag (--since, --until) with
+// parseWhen; the zero time when it is not set.
+func whenFlag(c *cli.Context, flag string, now time.Time) (time.Time, error) {
+	if !c.IsSet(flag) {
+		return time.Time{}, nil
+	}
+	return parseWhen(flag, c.String(flag), now)
+}
+
 // parseWhen reads a --since/--until value (requestlog.ParseWhen).
 func parseWhen(flag, s string, now time.Time) (time.Time, error) {
 	t, err := requestlog.ParseWhen(s, now)
@@ -100,15 +109,11 @@ func logFilterFlags() []cli.Flag {
 func logFilter(c *cli.Context, now time.Time) (requestlog.Filter, error) {
 	var f requestlog.Filter
 	var err error
-	if c.IsSet("since") {
-		if f.Since, err = parseWhen("since", c.String("since"), now); err != nil {
-			return f, err
-		}
+	if f.Since, err = whenFlag(c, "since", now); err != nil {
+		return f, err
 	}
-	if c.IsSet("until") {
-		if f.Until, err = parseWhen("until", c.String("until"), now); err != nil {
-			return f, err
-		}
+	if f.Until, err = whenFlag(c, "until", now); err != nil {
+		return f, err
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
 		return f, usagef("--until is before --since")

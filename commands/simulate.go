@@ -62,12 +62,9 @@ func simulate(c *cli.Context) error {
 		return usagef("simulate takes no arguments (got %q)", c.Args().First())
 	}
 	now := time.Now()
-	var since time.Time
-	if c.IsSet("since") {
-		var err error
-		if since, err = parseWhen("since", c.String("since"), now); err != nil {
-			return err
-		}
+	since, err := whenFlag(c, "since", now)
+	if err != nil {
+		return err
 	}
 	strategies, err := simStrategies(c.String("strategy"))
 	if err != nil {

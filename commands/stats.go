@@ -31,12 +31,9 @@ func stats(c *cli.Context) error {
 		return usagef("stats takes no arguments (got %q)", c.Args().First())
 	}
 	now := time.Now()
-	var since time.Time
-	if c.IsSet("since") {
-		var err error
-		if since, err = parseWhen("since", c.String("since"), now); err != nil {
-			return err
-		}
+	since, err := whenFlag(c, "since", now)
+	if err != nil {
+		return err
 	}
 	e := getEnv(c)
 	cfg, err := e.config(nil)
