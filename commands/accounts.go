@@ -522,13 +522,7 @@ func accountsList(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("json") {
-		out := newNDJSON(e.stdout)
-		for _, a := range lines {
-			if err := out.write(a); err != nil {
-				return err
-			}
-		}
-		return nil
+		return writeNDJSON(e.stdout, lines)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tPRIORITY\tTIER\tSTATUS\tUNTIL\t5H\t7D\tOVERAGE\tTOKEN EXPIRES\tREQUESTS\tLAST USED")

@@ -145,13 +145,7 @@ func checkAPIKey(c *cli.Context, e *env, key string) error {
 
 func printChecks(e *env, results []accounts.CheckResult, asJSON bool) error {
 	if asJSON {
-		out := newNDJSON(e.stdout)
-		for _, r := range results {
-			if err := out.write(r); err != nil {
-				return err
-			}
-		}
-		return nil
+		return writeNDJSON(e.stdout, results)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSTATUS\tUNTIL\tHTTP\tDETAIL")

@@ -29,6 +29,17 @@ func newNDJSON(w io.Writer) *ndjson {
 
 func (n *ndjson) write(v any) error { return n.enc.Encode(v) }
 
+// writeNDJSON writes each of vs as one NDJSON line.
+func writeNDJSON[T any](w io.Writer, vs []T) error {
+	out := newNDJSON(w)
+	for _, v := range vs {
+		if err := out.write(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // tableTime is the one rule for a point in time in a table, in every
 // command: local time with its UTC offset, to the second, so a reader
 // knows which zone it is in ("01-02 08:34:05 +0530"); "-" for none. The
