@@ -91,6 +91,15 @@ func (s *Server) Subscribe(fn func(AccountEvent)) {
 	e.mu.Unlock()
 }
 
+// OnRecord adds fn to what is called with each request's log row as the
+// request ends (its tokens, client, model and cost_usd), whether or not
+// the recorder then manages to write it: budgets count what was served.
+// fn runs on the request's goroutine, after the answer has gone to the
+// client: it must be quick and must not block. Call before Serve.
+func (s *Server) OnRecord(fn func(store.Request)) {
+	s.rec.onRecord = append(s.rec.onRecord, fn)
+}
+
 // publish queues ev for the subscribers; it never blocks on them.
 func (e *events) publish(ev AccountEvent) {
 	e.mu.Lock()

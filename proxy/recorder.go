@@ -160,6 +160,10 @@ type recorder struct {
 	queueBytes   int64        // log.queue_bytes: no record is queued past it
 	payloadBytes int64        // no payload is queued past it (7/8 of queueBytes)
 
+	// onRecord are called with each request's row as it is submitted
+	// (before redaction and before it is written); set before Serve.
+	onRecord []func(store.Request)
+
 	droppedPayloads atomic.Int64
 	droppedRecords  atomic.Int64
 	failedRecords   atomic.Int64
@@ -220,6 +224,9 @@ func (r *recorder) wantBodies(path string) bool {
 // submit queues rec without ever blocking: its row if it fits in the
 // queue, its payload only if that fits too, with room left for rows.
 func (r *recorder) submit(rec *record) {
+	for _, fn := range r.onRecord {
+		fn(rec.row)
+	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed {

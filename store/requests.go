@@ -42,6 +42,9 @@ type Request struct {
 	// AccountsTried names the accounts tried, in order; nil on rows
 	// logged before the column existed.
 	AccountsTried Names `db:"accounts_tried"`
+	// CostUSD is the request's price in USD at the API's list prices
+	// (pricing), nil when its model has no price.
+	CostUSD *float64 `db:"cost_usd"`
 }
 
 // Names is a list of names stored as a JSON array. A nil list is written
@@ -91,7 +94,7 @@ const RequestColumns = `seq, id, ts, method, path, model, account, status, attem
 	input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens,
 	streamed, end_state, error, client,
 	cache_creation_5m_input_tokens, cache_creation_1h_input_tokens, server_tool_use,
-	upstream_request_id, session, accounts_tried`
+	upstream_request_id, session, accounts_tried, cost_usd`
 
 // Payload is a request's sealed capture of headers and bodies.
 type Payload struct {
@@ -118,8 +121,8 @@ func InsertRequests(ctx context.Context, db *DB, reqs []Request, payloads []Payl
 		 input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens,
 		 streamed, end_state, error, client,
 		 cache_creation_5m_input_tokens, cache_creation_1h_input_tokens, server_tool_use,
-		 upstream_request_id, session, accounts_tried)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		 upstream_request_id, session, accounts_tried, cost_usd)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return fmt.Errorf("prepare request insert: %w", err)
 	}
@@ -130,7 +133,7 @@ func InsertRequests(ctx context.Context, db *DB, reqs []Request, payloads []Payl
 			r.DurationMS, r.TTFBMS, r.InputTokens, r.OutputTokens, r.CacheReadInputTokens, r.CacheCreationInputTokens,
 			r.Streamed, r.EndState, r.Error, r.Client,
 			r.CacheCreation5mInputTokens, r.CacheCreation1hInputTokens, r.ServerToolUse,
-			r.UpstreamRequestID, r.Session, r.AccountsTried)
+			r.UpstreamRequestID, r.Session, r.AccountsTried, r.CostUSD)
 		if err != nil {
 			return fmt.Errorf("insert request: %w", err)
 		}
