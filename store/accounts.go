@@ -13,6 +13,11 @@ import (
 const (
 	KindOAuth  = "oauth"
 	KindAPIKey = "apikey"
+	// The cloud kinds (issue 21): Amazon Bedrock (AWS credentials) and
+	// Google Vertex AI (a service-account key). Their non-secret
+	// settings are in Account.Upstream.
+	KindBedrock = "bedrock"
+	KindVertex  = "vertex"
 
 	// ModeSetupToken is the mode of an OAuth account whose credential
 	// is a long-lived token made by `claude setup-token`: used as is,
@@ -70,6 +75,7 @@ type Account struct {
 	OverageUntil     int64   `db:"overage_until"` // unix ms; serving on extra usage until
 	ModelLimits      string  `db:"model_limits"`  // JSON {"opus": until_ms}; see ParseModelLimits
 	UnblockedAt      int64   `db:"unblocked_at"`  // unix ms of the last `accounts unblock`
+	Upstream         string  `db:"upstream"`      // cloud kinds: JSON {"region","project","endpoint"}; '' otherwise
 	CreatedAt        int64   `db:"created_at"`
 	UpdatedAt        int64   `db:"updated_at"`
 }
@@ -77,7 +83,7 @@ type Account struct {
 const accountColumns = `id, name, kind, mode, priority, tier, paused, status, status_reason,
 	key_id, token_version, token_expires_at, rate_limited_until, rl_status, rl_reset,
 	util_5h, util_7d, reset_5h, reset_7d, cooldown_ms, overage, overage_until, model_limits,
-	unblocked_at, created_at, updated_at`
+	unblocked_at, upstream, created_at, updated_at`
 
 // ListAccounts returns every account ordered by priority, then name.
 func ListAccounts(ctx context.Context, db *DB) ([]Account, error) {
@@ -109,15 +115,16 @@ type NewAccount struct {
 	KeyID          int64
 	Sealed         []byte
 	TokenExpiresAt int64
+	Upstream       string // cloud kinds: their settings as JSON (not secret)
 }
 
 // InsertAccount adds an account. A taken name gives ErrAccountExists.
 func InsertAccount(ctx context.Context, db *DB, a NewAccount, now time.Time) (int64, error) {
 	ms := ToMS(now)
 	res, err := db.W.ExecContext(ctx, `INSERT INTO accounts
-		(name, kind, mode, priority, tier, key_id, secret, token_expires_at, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		a.Name, a.Kind, a.Mode, a.Priority, a.Tier, a.KeyID, a.Sealed, a.TokenExpiresAt, ms, ms)
+		(name, kind, mode, priority, tier, key_id, secret, token_expires_at, upstream, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		a.Name, a.Kind, a.Mode, a.Priority, a.Tier, a.KeyID, a.Sealed, a.TokenExpiresAt, a.Upstream, ms, ms)
 	if IsUnique(err) {
 		return 0, fmt.Errorf("%w: %q", ErrAccountExists, a.Name)
 	}
@@ -137,9 +144,9 @@ func InsertAccountSealed(ctx context.Context, db *DB, a NewAccount, now time.Tim
 	var id int64
 	err := Tx(ctx, db, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO accounts
-			(name, kind, mode, priority, tier, key_id, secret, token_expires_at, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, x'', ?, ?, ?)`,
-			a.Name, a.Kind, a.Mode, a.Priority, a.Tier, a.KeyID, a.TokenExpiresAt, ms, ms)
+			(name, kind, mode, priority, tier, key_id, secret, token_expires_at, upstream, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, x'', ?, ?, ?, ?)`,
+			a.Name, a.Kind, a.Mode, a.Priority, a.Tier, a.KeyID, a.TokenExpiresAt, a.Upstream, ms, ms)
 		if IsUnique(err) {
 			return fmt.Errorf("%w: %q", ErrAccountExists, a.Name)
 		}

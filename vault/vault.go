@@ -277,6 +277,11 @@ type Secrets struct {
 	APIKey       string    `json:"api_key,omitempty"`
 	ExpiresAt    time.Time `json:"expires_at,omitzero"`
 	Version      int64     `json:"-"`
+
+	// CloudKey is a cloud account's credential document (store.KindBedrock:
+	// the AWS keys JSON; store.KindVertex: the service-account key JSON),
+	// compacted; see package cloud.
+	CloudKey string `json:"cloud_key,omitempty"`
 }
 
 // String never reveals a secret, so that a stray %v cannot leak one.
@@ -323,6 +328,7 @@ type NewAccount struct {
 	Mode     string // max | console, for OAuth accounts
 	Priority int
 	Tier     int
+	Upstream string // cloud kinds: non-secret settings JSON (store.Account.Upstream)
 }
 
 // AddAccount seals s and stores a new account. A taken name gives
@@ -335,7 +341,7 @@ func (v *Vault) AddAccount(ctx context.Context, a NewAccount, s Secrets) (int64,
 	var keyID int64
 	id, err := store.InsertAccountSealed(ctx, v.db, store.NewAccount{
 		Name: a.Name, Kind: a.Kind, Mode: a.Mode, Priority: a.Priority, Tier: a.Tier,
-		KeyID: v.currentKey().id, TokenExpiresAt: store.ToMS(s.ExpiresAt),
+		KeyID: v.currentKey().id, TokenExpiresAt: store.ToMS(s.ExpiresAt), Upstream: a.Upstream,
 	}, v.now(), func(id int64) (int64, []byte, error) {
 		kid, sealed, err := v.sealSecrets(id, s)
 		keyID = kid
