@@ -71,6 +71,7 @@ type Config struct {
 	Retention Retention `toml:"retention"`
 	Limits    Limits    `toml:"limits"`
 	Metrics   Metrics   `toml:"metrics"`
+	Alerts    Alerts    `toml:"alerts"`
 
 	redactors []*regexp.Regexp
 	// origins says where Load found each key set by a layer (Origin).
@@ -279,6 +280,7 @@ func Default() Config {
 			RequestsMaxAge: Duration(365 * Day),
 			Interval:       Duration(time.Hour),
 		},
+		Alerts: Alerts{Webhook: Webhooks{}},
 	}
 	for _, p := range c.Log.Redact {
 		c.redactors = append(c.redactors, regexp.MustCompile(p))

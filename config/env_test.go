@@ -124,7 +124,10 @@ func defaultText(f reflect.Value) string {
 	}
 	switch f.Kind() {
 	case reflect.Slice:
-		return strings.Join(f.Interface().([]string), ",")
+		if l, ok := f.Interface().([]string); ok {
+			return strings.Join(l, ",")
+		}
+		return "" // a list of tables (alerts.webhook): empty by default
 	case reflect.Float64:
 		return strconv.FormatFloat(f.Float(), 'g', -1, 64)
 	}

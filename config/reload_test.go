@@ -45,7 +45,11 @@ func TestRestartChanges(t *testing.T) {
 		case reflect.Float64:
 			f.SetFloat(f.Float() + 1)
 		case reflect.Slice:
-			f.Set(reflect.ValueOf([]string{"x"}))
+			f.Set(reflect.Append(f, reflect.Zero(f.Type().Elem()))) // one more "" or table
+		case reflect.Map:
+			m := reflect.MakeMap(f.Type()) // one entry (pricing)
+			m.SetMapIndex(reflect.ValueOf("x").Convert(f.Type().Key()), reflect.Zero(f.Type().Elem()))
+			f.Set(m)
 		default:
 			t.Fatalf("%s: no way to change a %s", s.Key, f.Kind())
 		}

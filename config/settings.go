@@ -101,6 +101,7 @@ var reloads = map[string]Reload{
 	"limits.requests_per_minute":       ReloadLive,
 	"limits.concurrent_streams":        ReloadLive,
 	"metrics.public":                   ReloadLive,
+	"alerts.webhook":                   ReloadRestart,
 }
 
 // EnvPrefix starts the environment variable of every setting: the key
@@ -238,6 +239,9 @@ func (s *setting) field(c *Config) reflect.Value {
 // ParseDuration.
 func (s *setting) set(c *Config, v string) error {
 	f := s.field(c)
+	if es, ok := f.Addr().Interface().(envSetter); ok {
+		return es.setEnv(v)
+	}
 	if s.typ == durationType {
 		d, err := ParseDuration(v)
 		if err != nil {
@@ -287,9 +291,20 @@ func (s *setting) set(c *Config, v string) error {
 	return nil
 }
 
-// knownKey reports whether k (dotted) is a setting or a section.
+// knownKey reports whether k (dotted) is a setting or a section, or a
+// key inside a setting that is a list of tables (alerts.webhook.url): the
+// decoder reports those it does not know as undecoded.
 func knownKey(k string) bool {
-	return settingByKey[k] != nil || sections[k]
+	if settingByKey[k] != nil || sections[k] {
+		return true
+	}
+	for i := strings.LastIndex(k, "."); i > 0; i = strings.LastIndex(k[:i], ".") {
+		if s := settingByKey[k[:i]]; s != nil {
+			_, tables := reflect.New(s.typ).Interface().(envSetter)
+			return tables
+		}
+	}
+	return false
 }
 
 // suggest returns the known key closest to k, or "" when none is close.
