@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"container/list"
+	"net/http"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -170,3 +172,38 @@ func byHeadroom(accts []*account, now time.Time, sessions map[int64]int) {
 // others (count_tokens, models, ...) follow a session's account when one
 // is known and never move it.
 const messagesRoute = "/v1/messages"
+
+// SessionsByAccount counts the live affinity sessions per account name
+// (idle ones are forgotten first); accounts holding none are absent. The
+// admin API's /api/status shows it.
+func (s *Server) SessionsByAccount() map[string]int {
+	now := s.now()
+	p := s.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]int{}
+	t := p.sel.sessions
+	if t == nil {
+		return out
+	}
+	t.expire(now)
+	for id, n := range t.counts {
+		if a := p.byID[id]; a != nil && n > 0 {
+			out[a.Name] = n
+		}
+	}
+	return out
+}
+
+// ClaudeCodeSessionHash is the log's session column (sessionHash of
+// affinityKey) for a request that carries Claude Code's session id in its
+// header: what `claudeflare statusline` looks the session up by. "" for
+// an empty id.
+func ClaudeCodeSessionHash(id string) string {
+	if strings.TrimSpace(id) == "" {
+		return ""
+	}
+	r := &http.Request{Header: http.Header{}}
+	r.Header.Set(logSessionHeader, id)
+	return sessionHash(affinityKey(r, nil, ""))
+}
