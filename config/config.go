@@ -72,6 +72,7 @@ type Config struct {
 	Limits    Limits    `toml:"limits"`
 	Metrics   Metrics   `toml:"metrics"`
 	Alerts    Alerts    `toml:"alerts"`
+	Pricing   Pricing   `toml:"pricing"`
 
 	redactors []*regexp.Regexp
 	// origins says where Load found each key set by a layer (Origin).
@@ -282,6 +283,7 @@ func Default() Config {
 		},
 		Alerts: Alerts{Webhook: Webhooks{}},
 	}
+	c.Pricing = Pricing{} // none: the built-in prices (pricing.Default)
 	for _, p := range c.Log.Redact {
 		c.redactors = append(c.redactors, regexp.MustCompile(p))
 	}

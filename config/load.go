@@ -274,6 +274,9 @@ func (l *loader) decodeFile(c *Config) error {
 
 	for _, k := range md.Keys() {
 		s := settingByKey[strings.Join(k, ".")]
+		if s == nil && len(k) > 1 {
+			s = settingByKey[k[0]] // a table inside a top-level map ([pricing."claude-x"])
+		}
 		if s == nil {
 			continue
 		}

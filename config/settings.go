@@ -102,6 +102,7 @@ var reloads = map[string]Reload{
 	"limits.concurrent_streams":        ReloadLive,
 	"metrics.public":                   ReloadLive,
 	"alerts.webhook":                   ReloadRestart,
+	"pricing":                          ReloadLive, // proxy.SetLive
 }
 
 // EnvPrefix starts the environment variable of every setting: the key
