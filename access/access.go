@@ -41,10 +41,13 @@ const (
 	PermDashboardView Permission = "dashboard.view"
 	// PermMetricsView allows /metrics (unless metrics.public).
 	PermMetricsView Permission = "metrics.view"
+	// PermPayloadsView allows reading a request's captured payload
+	// (/api/requests/{id}/payload): admin only, as payloads hold prompts.
+	PermPayloadsView Permission = "payloads.view"
 )
 
 // AllPermissions lists every permission.
-var AllPermissions = []Permission{PermAPIRequest, PermLogsView, PermAccountsManage, PermDashboardView, PermMetricsView}
+var AllPermissions = []Permission{PermAPIRequest, PermLogsView, PermAccountsManage, PermDashboardView, PermMetricsView, PermPayloadsView}
 
 // Role is a named bundle of permissions given to a client key.
 type Role string

@@ -15,6 +15,7 @@ import (
 	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
+	"github.com/claudeflare/claudeflare/ui"
 )
 
 // The admin API: JSON for a dashboard or a script, each route behind its
@@ -23,6 +24,11 @@ import (
 //	GET  /api/openapi.json             any client key  this API as an OpenAPI 3.1 document
 //	GET  /api/accounts                 dashboard.view
 //	GET  /api/stats[?since=24h]        dashboard.view
+//	GET  /api/series[?since=24h&step=30m] dashboard.view  the log as time buckets (api_series.go)
+//	GET  /api/requests/{id}/payload    payloads.view   one request's payload, redacted as
+//	                                   `payload export` (api_payload.go)
+//	GET  /ui/                          no key          the dashboard's static files (package ui);
+//	                                   its fetches of the routes above send the key
 //	GET  /api/requests                 logs.view  ?since=D|T&until=D|T&account=N&status=429|4xx
 //	                                   &limit=100(max 1000)&cursor=C (see api_requests.go):
 //	                                   {"requests":[...oldest first],"next_cursor":C|null}
@@ -62,6 +68,8 @@ type routeMux interface {
 func (g *Guard) apiRoutes() http.Handler {
 	mux := http.NewServeMux()
 	g.registerAPI(mux)
+	mux.Handle(ui.Prefix, ui.Handler())
+	mux.Handle("/ui", ui.Handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reject(w, http.StatusNotFound, apierr.NotFound, "claudeflare: no such admin API endpoint")
 	})
@@ -75,6 +83,8 @@ func (g *Guard) registerAPI(mux routeMux) {
 	mux.HandleFunc("/api/accounts", method(http.MethodGet, g.apiAccounts))
 	mux.HandleFunc("/api/stats", method(http.MethodGet, g.apiStats))
 	mux.HandleFunc("/api/requests", method(http.MethodGet, g.apiRequests))
+	mux.HandleFunc("/api/series", method(http.MethodGet, g.apiSeries))
+	mux.HandleFunc("/api/requests/{id}/payload", method(http.MethodGet, g.apiPayload))
 	mux.HandleFunc("/api/accounts/{name}/pause", method(http.MethodPost, func(w http.ResponseWriter, r *http.Request) { g.apiSetPaused(w, r, true) }))
 	mux.HandleFunc("/api/accounts/{name}/resume", method(http.MethodPost, func(w http.ResponseWriter, r *http.Request) { g.apiSetPaused(w, r, false) }))
 	g.accountRoutes(mux)

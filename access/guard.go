@@ -383,16 +383,22 @@ func classify(r *http.Request, pth string, p *policy) route {
 		return route{perm: PermAPIRequest, limited: true, stream: true}
 	case pth == "/api" || strings.HasPrefix(pth, "/api/"):
 		return route{perm: apiPermission(pth), limited: true, api: true}
+	case pth == "/ui" || strings.HasPrefix(pth, "/ui/"):
+		// The dashboard's static files hold no data (see package ui):
+		// served by the admin mux without a key; its /api fetches need one.
+		return route{public: true, api: true}
 	}
 	return route{}
 }
 
 func apiPermission(p string) Permission {
 	switch {
-	case p == "/api/accounts" || p == "/api/stats":
+	case p == "/api/accounts" || p == "/api/stats" || p == "/api/series":
 		return PermDashboardView
 	case p == "/api/requests":
 		return PermLogsView
+	case strings.HasPrefix(p, "/api/requests/") && strings.HasSuffix(p, "/payload"):
+		return PermPayloadsView
 	case strings.HasPrefix(p, "/api/accounts/"):
 		return PermAccountsManage
 	}

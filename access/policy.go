@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -21,7 +22,8 @@ type policy struct {
 	rpm           int
 	streams       int
 	metricsPublic bool
-	bodyTimeout   time.Duration // server.body_read_timeout
+	bodyTimeout   time.Duration    // server.body_read_timeout
+	redactors     []*regexp.Regexp // log.redact, for payloads the API answers
 }
 
 func newPolicy(cfg *config.Config) (*policy, error) {
@@ -31,6 +33,7 @@ func newPolicy(cfg *config.Config) (*policy, error) {
 		streams:       cfg.Limits.ConcurrentStreams,
 		metricsPublic: cfg.Metrics.Public,
 		bodyTimeout:   cfg.Server.BodyReadTimeout.Std(),
+		redactors:     cfg.Redactors(),
 	}
 	for _, a := range cfg.Server.AllowIPs {
 		pfx, err := netip.ParsePrefix(a)
