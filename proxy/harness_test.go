@@ -76,6 +76,10 @@ type harness struct {
 	sleeps  []time.Duration
 
 	benchMode bool // the server's own transport, the default poll
+
+	// beforeServe, when set, is called with each new Server before it
+	// serves (OnRecord and the like must be called then).
+	beforeServe func(*Server)
 }
 
 // forBench runs the server as the daemon would: its own transport (no
@@ -155,6 +159,9 @@ func (h *harness) start() {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if h.beforeServe != nil {
+		h.beforeServe(srv)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

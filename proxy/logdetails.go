@@ -112,6 +112,7 @@ func (x *exchange) logDetails() {
 	if x.row.Model == "" {
 		x.row.Model = x.model // read by serve; "" when the body was not read
 	}
+	x.row.CostUSD = x.s.costs.of(&x.row) // before the observer and OnRecord see the row
 }
 
 // maxUpstreamRequestID bounds the request-id header kept.

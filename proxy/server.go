@@ -115,6 +115,7 @@ type Server struct {
 	handler http.Handler
 	healthw healthWatch // what /health remembers (health.go)
 	owned   ownedTable  // message batch and file ids -> account (owned.go)
+	costs   costs       // each row's cost_usd (cost.go)
 
 	grace atomic.Int64 // server.shutdown_grace, a time.Duration
 
@@ -175,6 +176,8 @@ func New(opts Options) (*Server, error) {
 		bodies: bodyBudget{limit: cfg.Server.MaxInflightBodyBytes},
 	}
 	s.pool.events.log = log
+	s.costs.log, s.costs.warned = log, map[string]bool{}
+	s.costs.table.Store(cfg.Pricing.Table())
 	s.tokens = &tokens{
 		vault: opts.Vault,
 		oauth: &oauth.Client{
@@ -245,6 +248,7 @@ func (s *Server) root(w http.ResponseWriter, r *http.Request) {
 func (s *Server) SetLive(cfg *config.Config) {
 	s.tokens.margin.Store(int64(cfg.Tokens.RefreshMargin.Std()))
 	s.grace.Store(int64(cfg.Server.ShutdownGrace.Std()))
+	s.costs.table.Store(cfg.Pricing.Table())
 	policy := newLimitPolicy(cfg.RateLimit)
 	s.pool.mu.Lock()
 	s.pool.policy = policy
