@@ -105,6 +105,9 @@ type Request struct {
 	TTFB time.Duration
 	// Token usage reported by the upstream.
 	InputTokens, OutputTokens, CacheReadTokens, CacheCreationTokens int64
+	// CostUSD is the request's cost at the price table (the row's
+	// cost_usd); 0 when its model has no price.
+	CostUSD float64
 }
 
 // AccountState is one account's state at scrape time.
@@ -160,6 +163,7 @@ type Metrics struct {
 	duration  *prometheus.HistogramVec
 	ttfb      *prometheus.HistogramVec
 	tokens    *prometheus.CounterVec
+	cost      *prometheus.CounterVec
 	refreshes *prometheus.CounterVec
 	refreshFa *prometheus.CounterVec
 	failovers *prometheus.CounterVec
@@ -182,6 +186,7 @@ type seriesKey struct {
 type series struct {
 	requests prometheus.Counter
 	tokens   [4]prometheus.Counter // input, output, cache_read, cache_creation
+	cost     prometheus.Counter
 	acct     *accountSeries
 }
 
@@ -233,6 +238,10 @@ func New(opts Options) *Metrics {
 			Namespace: Namespace, Name: "tokens_total",
 			Help: "Tokens reported by the upstream, by account, model and kind (input, output, cache_read, cache_creation).",
 		}, []string{"account", "model", "kind"}),
+		cost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "cost_usd_total",
+			Help: "Cost in USD of the requests answered, at the API's list prices (the request log's cost_usd; for subscription accounts the API-equivalent value), by account, HTTP status and model. Requests of a model without a price add nothing.",
+		}, []string{"account", "status", "model"}),
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "token_refreshes_total",
 			Help: "OAuth token refreshes attempted, by account.",
@@ -259,7 +268,7 @@ func New(opts Options) *Metrics {
 		},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.requests, m.duration, m.ttfb, m.tokens, m.refreshes, m.refreshFa, m.failovers, m.acctEvs, build,
+	m.reg.MustRegister(m.requests, m.duration, m.ttfb, m.tokens, m.cost, m.refreshes, m.refreshFa, m.failovers, m.acctEvs, build,
 		&stateCollector{m: m})
 	if !opts.NoProcess {
 		m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -310,11 +319,18 @@ func (m *Metrics) ObserveRequest(r Request) {
 			s.tokens[i].Add(float64(n))
 		}
 	}
+	if r.CostUSD > 0 {
+		s.cost.Add(r.CostUSD)
+	}
 }
 
 // Request counts one finished client request from its request-log row;
 // with Failover and Refresh it makes *Metrics a proxy.Observer.
 func (m *Metrics) Request(r store.Request) {
+	var cost float64
+	if r.CostUSD != nil {
+		cost = *r.CostUSD
+	}
 	ttfb := time.Duration(r.TTFBMS) * time.Millisecond
 	if r.TTFBMS == 0 && r.Status == store.StatusClientClosed {
 		ttfb = -1 // the client left before the first byte
@@ -325,6 +341,7 @@ func (m *Metrics) Request(r store.Request) {
 		TTFB:        ttfb,
 		InputTokens: r.InputTokens, OutputTokens: r.OutputTokens,
 		CacheReadTokens: r.CacheReadInputTokens, CacheCreationTokens: r.CacheCreationInputTokens,
+		CostUSD: cost,
 	})
 }
 
@@ -435,6 +452,7 @@ func (m *Metrics) seriesFor(account, model string, status int) *series {
 	acct := orNone(account)
 	s = &series{
 		requests: m.requests.WithLabelValues(acct, strconv.Itoa(status), label),
+		cost:     m.cost.WithLabelValues(acct, strconv.Itoa(status), label),
 		acct:     a,
 	}
 	for i, kind := range [4]string{TokensInput, TokensOutput, TokensCacheRead, TokensCacheCreation} {
