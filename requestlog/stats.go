@@ -21,6 +21,10 @@ type AccountStats struct {
 	MedianDurationMS         int64
 	P95DurationMS            int64
 	LastUsed                 int64 // unix ms, 0 = never
+	// CostUSD sums the priced requests (nil when none has a price);
+	// Unpriced counts those whose model had no price.
+	CostUSD  *float64
+	Unpriced int64
 	// State is the account's current state from the vault; nil for an
 	// account that is in the log but no longer in the vault, and for the
 	// pool.
@@ -109,6 +113,22 @@ func ComputeStats(ctx context.Context, db *store.DB, opts StatsOptions) (Stats, 
 	}
 	sort.Strings(others)
 	order = append(order, others...)
+
+	costs, err := sumGroups(ctx, db, ByAccount, since)
+	if err != nil {
+		return st, err
+	}
+	for _, c := range costs {
+		g := GroupStats{}
+		g.add(c)
+		if a := byName[c.Key]; a != nil {
+			a.CostUSD, a.Unpriced = g.CostUSD, g.Unpriced
+		}
+		pg := GroupStats{CostUSD: st.Pool.CostUSD}
+		pg.add(c)
+		st.Pool.CostUSD = pg.CostUSD
+		st.Pool.Unpriced += c.Unpriced
+	}
 
 	if err := percentiles(ctx, db, since, byName, &st.Pool); err != nil {
 		return st, err

@@ -66,6 +66,10 @@ type RequestLine struct {
 	EndState                 string  `json:"end_state"`
 	Error                    *string `json:"error"`
 	Client                   string  `json:"client"`
+	// CostUSD is the request's cost at the price table (package pricing):
+	// the API's list price, for a subscription (OAuth) account the
+	// API-equivalent value; null when its model had no price.
+	CostUSD *float64 `json:"cost_usd"`
 	// The cache writes by lifetime; 0 on rows logged before they were kept.
 	CacheCreation5mInputTokens int64 `json:"cache_creation_5m_input_tokens"`
 	CacheCreation1hInputTokens int64 `json:"cache_creation_1h_input_tokens"`
@@ -90,6 +94,10 @@ func NewRequestLine(r *store.Request) RequestLine {
 		InputTokens: r.InputTokens, OutputTokens: r.OutputTokens,
 		CacheReadInputTokens: r.CacheReadInputTokens, CacheCreationInputTokens: r.CacheCreationInputTokens,
 		Streamed: r.Streamed, EndState: r.EndState, Client: r.Client,
+	}
+	if r.CostUSD != nil {
+		c := *r.CostUSD
+		out.CostUSD = &c
 	}
 	if r.Error != "" {
 		e := r.Error
@@ -198,27 +206,32 @@ func AccountLines(ctx context.Context, vaultDB, logDB *store.DB, now time.Time) 
 // StatsLine is one line of `stats --json` (an account's, or the pool's
 // with scope "pool") and an entry of GET /api/stats.
 type StatsLine struct {
-	Scope                    string   `json:"scope"` // account | pool
-	Account                  *string  `json:"account"`
-	Requests                 int64    `json:"requests"`
-	Errors                   int64    `json:"errors"`
-	InputTokens              int64    `json:"input_tokens"`
-	OutputTokens             int64    `json:"output_tokens"`
-	CacheReadInputTokens     int64    `json:"cache_read_input_tokens"`
-	CacheCreationInputTokens int64    `json:"cache_creation_input_tokens"`
-	MedianDurationMS         int64    `json:"median_duration_ms"`
-	P95DurationMS            int64    `json:"p95_duration_ms"`
-	LastUsed                 *string  `json:"last_used"`
-	Status                   string   `json:"status,omitempty"` // an acctstate word, or removed
-	RateLimitedUntil         *string  `json:"rate_limited_until,omitempty"`
-	RateLimitStatus          string   `json:"rate_limit_status,omitempty"`
-	Utilization5h            *float64 `json:"utilization_5h,omitempty"`
-	Utilization7d            *float64 `json:"utilization_7d,omitempty"`
-	Reset5h                  *string  `json:"reset_5h,omitempty"`
-	Reset7d                  *string  `json:"reset_7d,omitempty"`
-	Accounts                 *int     `json:"accounts,omitempty"`  // pool: accounts in the vault
-	Available                *int     `json:"available,omitempty"` // pool: of them, status ok
-	Since                    *string  `json:"since,omitempty"`
+	Scope                    string  `json:"scope"` // account | pool
+	Account                  *string `json:"account"`
+	Requests                 int64   `json:"requests"`
+	Errors                   int64   `json:"errors"`
+	InputTokens              int64   `json:"input_tokens"`
+	OutputTokens             int64   `json:"output_tokens"`
+	CacheReadInputTokens     int64   `json:"cache_read_input_tokens"`
+	CacheCreationInputTokens int64   `json:"cache_creation_input_tokens"`
+	MedianDurationMS         int64   `json:"median_duration_ms"`
+	P95DurationMS            int64   `json:"p95_duration_ms"`
+	LastUsed                 *string `json:"last_used"`
+	// CostUSD sums the priced requests (API list prices: for a
+	// subscription account the API-equivalent value); null when none has
+	// a price. UnpricedRequests counts those whose model had none.
+	CostUSD          *float64 `json:"cost_usd"`
+	UnpricedRequests int64    `json:"unpriced_requests"`
+	Status           string   `json:"status,omitempty"` // an acctstate word, or removed
+	RateLimitedUntil *string  `json:"rate_limited_until,omitempty"`
+	RateLimitStatus  string   `json:"rate_limit_status,omitempty"`
+	Utilization5h    *float64 `json:"utilization_5h,omitempty"`
+	Utilization7d    *float64 `json:"utilization_7d,omitempty"`
+	Reset5h          *string  `json:"reset_5h,omitempty"`
+	Reset7d          *string  `json:"reset_7d,omitempty"`
+	Accounts         *int     `json:"accounts,omitempty"`  // pool: accounts in the vault
+	Available        *int     `json:"available,omitempty"` // pool: of them, status ok
+	Since            *string  `json:"since,omitempty"`
 }
 
 // Lines are the stats as StatsLines: one per account, then the pool's.
@@ -251,6 +264,7 @@ func statsLine(a AccountStats, since *string) StatsLine {
 		CacheReadInputTokens: a.CacheReadInputTokens, CacheCreationInputTokens: a.CacheCreationInputTokens,
 		MedianDurationMS: a.MedianDurationMS, P95DurationMS: a.P95DurationMS,
 		LastUsed: RFC3339(a.LastUsed), Since: since, Status: "removed",
+		CostUSD: a.CostUSD, UnpricedRequests: a.Unpriced,
 	}
 	if s := a.State; s != nil {
 		out.Status, out.RateLimitedUntil, out.RateLimitStatus = s.Status, RFC3339(s.RateLimitedUntil), s.RateLimitStatus
