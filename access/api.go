@@ -24,6 +24,8 @@ import (
 //	GET  /api/openapi.json             any client key  this API as an OpenAPI 3.1 document
 //	GET  /api/accounts                 dashboard.view
 //	GET  /api/stats[?since=24h]        dashboard.view
+//	GET  /api/keys                     any client key  live keys with budgets and use (api_keys.go);
+//	                                   an api key sees only itself
 //	GET  /api/series[?since=24h&step=30m] dashboard.view  the log as time buckets (api_series.go)
 //	GET  /api/requests/{id}/payload    payloads.view   one request's payload, redacted as
 //	                                   `payload export` (api_payload.go)
@@ -82,6 +84,7 @@ func (g *Guard) registerAPI(mux routeMux) {
 	mux.HandleFunc("/api/openapi.json", method(http.MethodGet, serveOpenAPI))
 	mux.HandleFunc("/api/accounts", method(http.MethodGet, g.apiAccounts))
 	mux.HandleFunc("/api/stats", method(http.MethodGet, g.apiStats))
+	mux.HandleFunc("/api/keys", method(http.MethodGet, g.apiKeys))
 	mux.HandleFunc("/api/requests", method(http.MethodGet, g.apiRequests))
 	mux.HandleFunc("/api/series", method(http.MethodGet, g.apiSeries))
 	mux.HandleFunc("/api/requests/{id}/payload", method(http.MethodGet, g.apiPayload))

@@ -65,6 +65,7 @@ type Guard struct {
 	policy atomic.Pointer[policy]
 	keys   atomic.Pointer[keySet]
 	limits *limiter
+	budget *budgetTracker
 	fails  failLog
 	api    http.Handler
 
@@ -88,6 +89,8 @@ type Guard struct {
 // whole on reload.
 type keySet struct {
 	byHash map[[32]byte]*keyEntry
+	// byName holds the live, authentic keys by name (for budgets).
+	byName map[string]*keyEntry
 	// live counts the rows that say they are live, authenticated or not:
 	// a row that fails its MAC authenticates nobody, but it keeps the
 	// proxy requiring keys, so that tampering with the only key never
@@ -101,6 +104,7 @@ type keyEntry struct {
 	role    Role
 	revoked bool
 	state   *keyState
+	budgets []Budget
 }
 
 // keyState is what the hot path records about a key for the flusher.
@@ -137,6 +141,7 @@ func New(ctx context.Context, opts Options) (*Guard, error) {
 		poll:     opts.PollInterval,
 		tools:    opts.Accounts,
 		limits:   newLimiter(),
+		budget:   newBudgetTracker(time.Time{}),
 		states:   map[int64]*keyState{},
 		tampered: map[int64][32]byte{},
 	}
@@ -149,13 +154,14 @@ func New(ctx context.Context, opts Options) (*Guard, error) {
 	if g.poll <= 0 {
 		g.poll = DefaultPollInterval
 	}
+	g.budget.since = g.now()
 	g.fails.m = map[failKey]*failCount{}
 	p, err := newPolicy(opts.Config)
 	if err != nil {
 		return nil, fmt.Errorf("create access guard: %w", err)
 	}
 	g.policy.Store(p)
-	g.keys.Store(&keySet{byHash: map[[32]byte]*keyEntry{}})
+	g.keys.Store(&keySet{byHash: map[[32]byte]*keyEntry{}, byName: map[string]*keyEntry{}})
 	if err := g.Reload(ctx); err != nil {
 		return nil, fmt.Errorf("create access guard: %w", err)
 	}
@@ -223,13 +229,14 @@ func (g *Guard) Reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ks := &keySet{byHash: make(map[[32]byte]*keyEntry, len(rows))}
+	ks := &keySet{byHash: make(map[[32]byte]*keyEntry, len(rows)), byName: make(map[string]*keyEntry, len(rows))}
 	states := make(map[int64]*keyState, len(rows))
 	rk := rowKey(g.auditKey)
 	tampered := map[int64][32]byte{}
 	var report []store.ClientKey
 	for _, r := range rows {
-		if !vault.ClientKeyMACValid(rk, r) {
+		budgets, budgetErr := decodeBudgets(r.Budgets)
+		if !vault.ClientKeyMACValid(rk, r) || budgetErr != nil {
 			if r.RevokedAt == 0 {
 				ks.live++
 			}
@@ -243,7 +250,7 @@ func (g *Guard) Reload(ctx context.Context) error {
 		if len(r.Hash) != 32 {
 			continue
 		}
-		e := &keyEntry{name: r.Name, role: Role(r.Role), revoked: r.RevokedAt != 0}
+		e := &keyEntry{name: r.Name, role: Role(r.Role), revoked: r.RevokedAt != 0, budgets: budgets}
 		copy(e.hash[:], r.Hash)
 		if !e.revoked {
 			st := g.states[r.ID]
@@ -254,6 +261,7 @@ func (g *Guard) Reload(ctx context.Context) error {
 			states[r.ID] = st
 			e.state = st
 			ks.live++
+			ks.byName[e.name] = e
 		}
 		ks.byHash[e.hash] = e
 	}
@@ -263,6 +271,11 @@ func (g *Guard) Reload(ctx context.Context) error {
 				st.nSeen.Add(1)
 			}
 		}
+	}
+	// Budgets start from the request log's use before the guard ran,
+	// before the new set is in use.
+	if err := g.seedBudgets(ctx, ks, !g.loaded); err != nil {
+		return err
 	}
 	if g.loaded {
 		g.log.Info("client keys changed", "live_keys", ks.live)
@@ -287,6 +300,7 @@ func clientKeysDigest(rows []store.ClientKey) [32]byte {
 		for _, p := range [][]byte{
 			[]byte(strconv.FormatInt(r.ID, 10)), []byte(r.Name), []byte(r.Prefix), r.Hash, []byte(r.Role),
 			[]byte(strconv.FormatInt(r.CreatedAt, 10)), []byte(strconv.FormatInt(r.RevokedAt, 10)), r.MAC,
+			budgetsDigestPart(r.Budgets),
 		} {
 			binary.BigEndian.PutUint64(n[:], uint64(len(p)))
 			h.Write(n[:])
@@ -296,6 +310,15 @@ func clientKeysDigest(rows []store.ClientKey) [32]byte {
 	var d [32]byte
 	h.Sum(d[:0])
 	return d
+}
+
+// budgetsDigestPart is the budgets column for clientKeysDigest: NULL and
+// "" differ.
+func budgetsDigestPart(b *string) []byte {
+	if b == nil {
+		return []byte{0}
+	}
+	return append([]byte{1}, *b...)
 }
 
 // reportTampered logs and audits a client key row that failed
@@ -485,6 +508,14 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		client.Key, client.Role = e.name, e.role
 		limitID = "key:" + strconv.FormatInt(e.state.id, 10)
 		g.noteUse(e.state, client.Addr)
+		if rt.stream {
+			if rej := g.overBudget(e, g.now()); rej != nil {
+				g.log.Debug("client key over budget", "key", e.name, "retry_after", rej.retryAfter.String())
+				h.Set("X-Claudeflare-Limit", "budget")
+				apierr.Write(w, apierr.Reply{Status: http.StatusTooManyRequests, Type: apierr.RateLimit, Message: rej.message, Retry: apierr.RetryNo, RetryAfter: rej.retryAfter})
+				return
+			}
+		}
 	}
 
 	if rt.limited {

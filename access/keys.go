@@ -52,7 +52,13 @@ type KeyInfo struct {
 	// Tampered: the row does not carry a valid MAC (ClientKeyMAC): it was
 	// added or changed outside claudeflare, and the daemon refuses it.
 	Tampered bool
+	// Budgets are the key's budgets (none when nil).
+	Budgets []Budget
 }
+
+// ActionClientKeyUpdated is the audit action of a client key's settings
+// changed (its budgets: `apikey update`).
+const ActionClientKeyUpdated = "client_key.updated"
 
 // rowKey is the HMAC key of client key rows, derived from the vault's
 // audit key (vault.RowKey): whoever can make audit rows can make them.
@@ -113,10 +119,20 @@ func ValidateKeyName(name string) error {
 // its hash and records it in the audit log, in one transaction. The key
 // is returned once and never stored.
 func CreateKey(ctx context.Context, db *store.DB, auditKey []byte, name string, role Role, actor string, now time.Time) (string, KeyInfo, error) {
+	return CreateKeyWithBudgets(ctx, db, auditKey, name, role, nil, actor, now)
+}
+
+// CreateKeyWithBudgets is CreateKey for a key with budgets (ParseBudgets):
+// its row's MAC covers them.
+func CreateKeyWithBudgets(ctx context.Context, db *store.DB, auditKey []byte, name string, role Role, budgets []Budget, actor string, now time.Time) (string, KeyInfo, error) {
 	if err := ValidateKeyName(name); err != nil {
 		return "", KeyInfo{}, err
 	}
 	if _, err := ParseRole(string(role)); err != nil {
+		return "", KeyInfo{}, err
+	}
+	enc, err := encodeBudgets(budgets)
+	if err != nil {
 		return "", KeyInfo{}, err
 	}
 	key, err := NewKey()
@@ -124,12 +140,12 @@ func CreateKey(ctx context.Context, db *store.DB, auditKey []byte, name string, 
 		return "", KeyInfo{}, err
 	}
 	h := HashKey(key)
-	info := KeyInfo{Name: name, Prefix: DisplayPrefix(key), Role: role, CreatedAt: store.FromMS(store.ToMS(now))}
+	info := KeyInfo{Name: name, Prefix: DisplayPrefix(key), Role: role, CreatedAt: store.FromMS(store.ToMS(now)), Budgets: budgets}
 	if err := audit.CheckKey(auditKey); err != nil {
 		return "", KeyInfo{}, fmt.Errorf("create client key: %w", err)
 	}
 	err = store.Tx(ctx, db, func(tx *sqlx.Tx) error {
-		row := store.ClientKey{Name: name, Prefix: info.Prefix, Hash: h[:], Role: string(role), CreatedAt: store.ToMS(now)}
+		row := store.ClientKey{Name: name, Prefix: info.Prefix, Hash: h[:], Role: string(role), CreatedAt: store.ToMS(now), Budgets: enc}
 		id, err := store.InsertClientKey(ctx, tx, row)
 		if err != nil {
 			return err
@@ -138,8 +154,11 @@ func CreateKey(ctx context.Context, db *store.DB, auditKey []byte, name string, 
 		if err := store.SetClientKeyMAC(ctx, tx, id, vault.ClientKeyMAC(rowKey(auditKey), row)); err != nil {
 			return err
 		}
-		return audit.Append(ctx, tx, auditKey, now, actor, audit.ActionClientKeyCreated,
-			fmt.Sprintf("client key %q (%s...) created with role %s", name, info.Prefix, role))
+		detail := fmt.Sprintf("client key %q (%s...) created with role %s", name, info.Prefix, role)
+		if len(budgets) > 0 {
+			detail += " and budgets " + FormatBudgets(budgets)
+		}
+		return audit.Append(ctx, tx, auditKey, now, actor, audit.ActionClientKeyCreated, detail)
 	})
 	if err != nil {
 		return "", KeyInfo{}, fmt.Errorf("create client key: %w", err)
@@ -181,6 +200,47 @@ func RevokeKey(ctx context.Context, db *store.DB, auditKey []byte, name, actor s
 	return info, nil
 }
 
+// ErrTamperedKey is returned for a change to a client key whose row
+// failed authentication: it was changed outside claudeflare, and a change
+// would authenticate it again as it now is.
+var ErrTamperedKey = errors.New("the client key's row failed authentication (added or changed outside claudeflare)")
+
+// UpdateKeyBudgets replaces the budgets of the live client key with the
+// given name (nil: none) and records it in the audit log; a running
+// daemon applies them within its poll interval. An unknown name gives
+// store.ErrNoClientKey; a row that failed authentication, ErrTamperedKey
+// (revoke it instead).
+func UpdateKeyBudgets(ctx context.Context, db *store.DB, auditKey []byte, name string, budgets []Budget, actor string, now time.Time) (KeyInfo, error) {
+	if err := audit.CheckKey(auditKey); err != nil {
+		return KeyInfo{}, fmt.Errorf("update client key: %w", err)
+	}
+	enc, err := encodeBudgets(budgets)
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	var k store.ClientKey
+	err = store.Tx(ctx, db, func(tx *sqlx.Tx) error {
+		var err error
+		if k, err = store.SetClientKeyBudgets(ctx, tx, name, enc); err != nil {
+			return err
+		}
+		old, decErr := decodeBudgets(k.Budgets)
+		if !authenticRow(auditKey, k) || decErr != nil {
+			return fmt.Errorf("%w: %q", ErrTamperedKey, name)
+		}
+		k.Budgets = enc
+		if err := store.SetClientKeyMAC(ctx, tx, k.ID, vault.ClientKeyMAC(rowKey(auditKey), k)); err != nil {
+			return err
+		}
+		return audit.Append(ctx, tx, auditKey, now, actor, ActionClientKeyUpdated,
+			fmt.Sprintf("client key %q (%s...) budgets set to %s (were %s)", name, k.Prefix, FormatBudgets(budgets), FormatBudgets(old)))
+	})
+	if err != nil {
+		return KeyInfo{}, fmt.Errorf("update client key: %w", err)
+	}
+	return keyInfo(k), nil
+}
+
 // ListKeys returns every client key, revoked ones included, oldest first,
 // each checked against its MAC with the row key derived from auditKey
 // (the vault's audit key): a row that fails is marked Tampered.
@@ -195,15 +255,20 @@ func ListKeys(ctx context.Context, db *store.DB, auditKey []byte) ([]KeyInfo, er
 	out := make([]KeyInfo, len(rows))
 	for i, r := range rows {
 		out[i] = keyInfo(r)
-		out[i].Tampered = !authenticRow(auditKey, r)
+		_, budgetErr := decodeBudgets(r.Budgets)
+		out[i].Tampered = !authenticRow(auditKey, r) || budgetErr != nil
 	}
 	return out, nil
 }
 
+// keyInfo is the row as listed; budgets that do not read are left out
+// (such a row fails authentication too).
 func keyInfo(r store.ClientKey) KeyInfo {
+	budgets, _ := decodeBudgets(r.Budgets)
 	return KeyInfo{
 		Name: r.Name, Prefix: r.Prefix, Role: Role(r.Role),
 		CreatedAt: store.FromMS(r.CreatedAt), LastUsedAt: store.FromMS(r.LastUsedAt), RevokedAt: store.FromMS(r.RevokedAt),
+		Budgets: budgets,
 	}
 }
 

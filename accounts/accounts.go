@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/audit"
+	"github.com/claudeflare/claudeflare/cloud"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
 )
@@ -107,6 +108,9 @@ func Login(ctx context.Context, v *vault.Vault, auditKey []byte, by By, name str
 	a, err := store.GetAccount(ctx, v.DB(), name)
 	if err != nil {
 		return err
+	}
+	if cloud.Is(a.Kind) != (s.CloudKey != "") {
+		return fmt.Errorf("%w: %q is a%s %s account", ErrKindMismatch, name, article(a.Kind), a.Kind)
 	}
 	if (a.Kind == store.KindAPIKey) != (s.APIKey != "") {
 		return fmt.Errorf("%w: %q is an %s account", ErrKindMismatch, name, map[bool]string{true: "API-key", false: "OAuth"}[a.Kind == store.KindAPIKey])

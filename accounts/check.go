@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/claudeflare/claudeflare/cloud"
 	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/oauth"
 	"github.com/claudeflare/claudeflare/store"
@@ -107,6 +108,11 @@ func (c *Checker) check(ctx context.Context, a store.Account) (CheckResult, erro
 	stored := acctstate.Of(a, now)
 	if a.Paused {
 		return resultOf(a.Name, stored, nil, "paused: not probed"), nil
+	}
+	if cloud.Is(a.Kind) {
+		// The probe speaks Anthropic's API; a cloud account's state
+		// comes from the requests it serves.
+		return resultOf(a.Name, stored, nil, a.Kind+" account: not probed"), nil
 	}
 	secret, res, err := c.credential(ctx, a, now)
 	if err != nil || secret == "" {

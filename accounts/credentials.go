@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/claudeflare/claudeflare/cloud"
 	"github.com/claudeflare/claudeflare/oauth"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
@@ -99,6 +100,9 @@ func LoginWith(ctx context.Context, v *vault.Vault, client *oauth.Client, auditK
 	a, err := store.GetAccount(ctx, v.DB(), name)
 	if err != nil {
 		return err
+	}
+	if cloud.Is(a.Kind) {
+		return fmt.Errorf("%w: %q is a %s account (give it --%s with its credentials on stdin)", ErrKindMismatch, name, a.Kind, a.Kind)
 	}
 	if (a.Kind == store.KindAPIKey) != (what == "API key") {
 		use := map[bool]string{true: "an API key", false: "a refresh token or a setup token"}[a.Kind == store.KindAPIKey]

@@ -178,6 +178,8 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	watchProxy(d.metrics, d.proxy)
+	// Client key budgets count what each finished request used.
+	d.proxy.OnRecord(d.guard.RecordUsage)
 	watchAccountEvents(d.proxy, d.metrics, audit.NeedsLogin(vdb, opts.AuditKey, log))
 	d.sweeper = retention.NewSweeper(opts.LogDB, cfg.Retention, log, now)
 	return d, nil

@@ -90,6 +90,9 @@ type answer struct {
 	// message is the upstream error's message (from an error body, or the
 	// in-stream error event), already scrubbed of credentials.
 	message string
+	// cloud is a cloud account's error code (ThrottlingException,
+	// RESOURCE_EXHAUSTED, ...): classifyCloud reads it (cloud.go).
+	cloud string
 }
 
 // Verdict is what one upstream answer means.
@@ -164,6 +167,9 @@ func classify(ans answer, now time.Time) Verdict {
 		return v
 	case ans.err != nil:
 		v.Class, v.Retry, v.Reason = ClassTransient, true, ReasonConnection
+		return v
+	case ans.cloud != "":
+		classifyCloud(&v, ans)
 		return v
 	case ans.status == http.StatusUnauthorized && ans.canRefresh:
 		// Said to a token about to be replaced: nothing to learn.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/claudeflare/claudeflare/cloud"
 	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/internal/target"
@@ -62,6 +63,7 @@ type exchange struct {
 	upload    io.Reader
 	uploadLen int64
 	ownedID   string // the owned id the path names, when pinned to its account (owned.go)
+	cloudCode string // a cloud provider's error code for the last send (cloud.go)
 }
 
 // forward serves /v1/*.
@@ -416,7 +418,7 @@ func (x *exchange) verdict(a *account, resp *http.Response, err error, canRefres
 	if err != nil {
 		return classify(answer{err: err}, now)
 	}
-	ans := answer{status: resp.StatusCode, header: resp.Header, canRefresh: canRefresh, apiKey: a.Kind == store.KindAPIKey}
+	ans := answer{status: resp.StatusCode, header: resp.Header, canRefresh: canRefresh, apiKey: a.Kind == store.KindAPIKey, cloud: x.cloudCode}
 	if hasMessage(resp.StatusCode) {
 		ans.message = peekMessage(resp, x.scrubber(a))
 	}
@@ -474,6 +476,9 @@ func (x *exchange) failure(a *account, resp *http.Response, v Verdict) *attemptF
 // send makes one upstream request with a's credentials, to the upstream
 // base URL plus exactly the canonical path the guard authorized.
 func (x *exchange) send(a *account, secret string) (*http.Response, error) {
+	if cloud.Is(a.Kind) {
+		return x.sendCloud(a, secret)
+	}
 	up := x.s.upstream
 	base := strings.TrimRight(up.EscapedPath(), "/")
 	u := *up

@@ -222,6 +222,7 @@ func (p *pool) reload(rows []store.Account, gen uint64) (changed []int64, added,
 			p.versions[r.ID] = r.TokenVersion
 		}
 		a.Priority, a.Tier, a.Paused, a.Overage = r.Priority, r.Tier, r.Paused, r.Overage
+		a.upstream = r.Upstream
 		if r.UnblockedAt > a.unblockedAt {
 			p.unblock(a, r)
 		}

@@ -22,6 +22,7 @@ type account struct {
 	Status       string // store.StatusOK, StatusNeedsLogin, StatusKeyRefused or StatusQuarantined
 	StatusReason string
 	Overage      string // store.OverageAvoid ("" too) or store.OverageAllow
+	upstream     string // cloud kinds: the row's settings JSON (cloud.go)
 
 	seen        rowStatus // the row the status was last taken from
 	statusGen   uint64    // pool.statusGen when this process last set Status

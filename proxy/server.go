@@ -123,6 +123,8 @@ type Server struct {
 	bg       sync.WaitGroup
 	stopBg   context.CancelFunc
 	started  atomic.Bool
+
+	clouds cloudClients // the cloud accounts' clients (cloud.go)
 }
 
 // New builds a Server and loads the accounts. Background work (the

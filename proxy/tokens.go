@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/claudeflare/claudeflare/cloud"
 	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/oauth"
 	"github.com/claudeflare/claudeflare/store"
@@ -168,6 +169,14 @@ func (t *tokens) load(ctx context.Context, a *account, stale string) (*cred, err
 	s, err := t.vault.Secrets(ctx, a.ID)
 	if err != nil {
 		return nil, fmt.Errorf("read secrets of %s: %w", a.Name, err)
+	}
+	if cloud.Is(a.Kind) {
+		if s.CloudKey == "" {
+			return nil, fmt.Errorf("account %s has no cloud credentials", a.Name)
+		}
+		c := &cred{secret: s.CloudKey, version: s.Version}
+		slot.Store(c)
+		return c, nil
 	}
 	if a.Kind == store.KindAPIKey {
 		if s.APIKey == "" {

@@ -216,6 +216,18 @@ func SetStatus(ctx context.Context, db *DB, accountID int64, status, reason stri
 	return nil
 }
 
+// SetUpstream records a cloud account's settings (JSON, not secret).
+func SetUpstream(ctx context.Context, db *DB, accountID int64, upstream string, now time.Time) error {
+	res, err := db.W.ExecContext(ctx, `UPDATE accounts SET upstream = ?, updated_at = ? WHERE id = ?`, upstream, ToMS(now), accountID)
+	if err != nil {
+		return fmt.Errorf("set account settings: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNoAccount
+	}
+	return nil
+}
+
 // SetPaused pauses or resumes the named account.
 func SetPaused(ctx context.Context, db *DB, name string, paused bool, now time.Time) error {
 	return updateNamed(ctx, db, name, `UPDATE accounts SET paused = ?, updated_at = ? WHERE name = ?`, paused, ToMS(now), name)

@@ -28,9 +28,12 @@ type ClientKey struct {
 	// MAC authenticates the row (vault.ClientKeyMAC); nil for a row made
 	// by an earlier release and not sealed yet.
 	MAC []byte `db:"mac"`
+	// Budgets is the key's budgets as JSON text (access.Budget), nil
+	// when it has none (vault migration 0009).
+	Budgets *string `db:"budgets"`
 }
 
-const clientKeyColumns = `id, name, prefix, hash, role, created_at, last_used_at, revoked_at, mac`
+const clientKeyColumns = `id, name, prefix, hash, role, created_at, last_used_at, revoked_at, mac, budgets`
 
 // CountClientKeys returns how many client API keys are live (not revoked).
 func CountClientKeys(ctx context.Context, db *DB) (int, error) {
@@ -44,8 +47,8 @@ func CountClientKeys(ctx context.Context, db *DB) (int, error) {
 // InsertClientKey stores a new client key inside tx. A live key with the
 // same name gives ErrClientKeyExists.
 func InsertClientKey(ctx context.Context, tx *sqlx.Tx, k ClientKey) (int64, error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO client_keys (name, prefix, hash, role, created_at)
-		VALUES (?, ?, ?, ?, ?)`, k.Name, k.Prefix, k.Hash, k.Role, k.CreatedAt)
+	res, err := tx.ExecContext(ctx, `INSERT INTO client_keys (name, prefix, hash, role, created_at, budgets)
+		VALUES (?, ?, ?, ?, ?, ?)`, k.Name, k.Prefix, k.Hash, k.Role, k.CreatedAt, k.Budgets)
 	if IsUnique(err) {
 		return 0, fmt.Errorf("%w: %q", ErrClientKeyExists, k.Name)
 	}
@@ -95,6 +98,24 @@ func RevokeClientKey(ctx context.Context, tx *sqlx.Tx, name string, now time.Tim
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE client_keys SET revoked_at = ? WHERE id = ?`, RevokedAt(now), k.ID); err != nil {
 		return k, fmt.Errorf("revoke client key: %w", err)
+	}
+	return k, nil
+}
+
+// SetClientKeyBudgets replaces the budgets of the live key with the given
+// name inside tx (nil: none) and returns its row as it was, or
+// ErrNoClientKey. The caller re-authenticates the row (SetClientKeyMAC)
+// in the same transaction.
+func SetClientKeyBudgets(ctx context.Context, tx *sqlx.Tx, name string, budgets *string) (ClientKey, error) {
+	var k ClientKey
+	if err := tx.GetContext(ctx, &k, `SELECT `+clientKeyColumns+` FROM client_keys WHERE name = ? AND revoked_at = 0`, name); err != nil {
+		if IsNotFound(err) {
+			return k, fmt.Errorf("%w: %q", ErrNoClientKey, name)
+		}
+		return k, fmt.Errorf("find client key: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE client_keys SET budgets = ? WHERE id = ?`, budgets, k.ID); err != nil {
+		return k, fmt.Errorf("set client key budgets: %w", err)
 	}
 	return k, nil
 }

@@ -79,14 +79,22 @@ func (v *Vault) RowMACKey(ctx context.Context, purpose string) ([]byte, error) {
 
 // ClientKeyMAC is the MAC of a client key row under key (RowKey of the
 // audit key for PurposeClientKeys): over its id, name, display prefix,
-// hash, role, creation and revocation times. Its last use is not covered.
+// hash, role, creation and revocation times, and its budgets' exact text
+// when it has any (a row without budgets keeps the MAC of the releases
+// before budgets). Its last use is not covered.
 func ClientKeyMAC(key []byte, k store.ClientKey) []byte {
 	h := hmac.New(sha256.New, key)
 	var n [8]byte
-	for _, p := range [][]byte{
+	parts := [][]byte{
 		[]byte("client_key"), []byte(strconv.FormatInt(k.ID, 10)), []byte(k.Name), []byte(k.Prefix), k.Hash,
 		[]byte(k.Role), []byte(strconv.FormatInt(k.CreatedAt, 10)), []byte(strconv.FormatInt(k.RevokedAt, 10)),
-	} {
+	}
+	if k.Budgets != nil {
+		// Length-prefixed like the rest: the marker cannot be confused
+		// with another column's text.
+		parts = append(parts, []byte("budgets"), []byte(*k.Budgets))
+	}
+	for _, p := range parts {
 		binary.BigEndian.PutUint64(n[:], uint64(len(p)))
 		h.Write(n[:])
 		h.Write(p)
