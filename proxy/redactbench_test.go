@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/claudeflare/claudeflare/internal/testutil"
 )
 
 // The cost of redacting one Claude Code-like 200 KB request body, the
@@ -31,70 +32,10 @@ import (
 //	plain+log.redact: plain, with one log.redact pattern besides the
 //	          built-in ones (hunter[0-9]+): every view is made and scanned
 
-// claudeCodeBody builds a /v1/messages request of about size bytes as
-// Claude Code sends them deep into a session: a system prompt, tool
-// definitions, and turns of text, tool calls and tool results holding
-// source code and terminal output, encoded as Node does (no HTML
-// escaping).
+// claudeCodeBody is the Claude Code-like request body of about size
+// bytes the benchmarks share (testutil.ClaudeCodeBody).
 func claudeCodeBody(size int, extra func(i int) string) []byte {
-	type block struct {
-		Type      string         `json:"type"`
-		Text      string         `json:"text,omitempty"`
-		ID        string         `json:"id,omitempty"`
-		Name      string         `json:"name,omitempty"`
-		Input     map[string]any `json:"input,omitempty"`
-		ToolUseID string         `json:"tool_use_id,omitempty"`
-		Content   string         `json:"content,omitempty"`
-	}
-	type message struct {
-		Role    string  `json:"role"`
-		Content []block `json:"content"`
-	}
-	code := func(i int) string {
-		var b strings.Builder
-		for k := range 12 {
-			fmt.Fprintf(&b, "func handle%d_%d(w http.ResponseWriter, r *http.Request) {\n\tif err := r.ParseForm(); err != nil {\n\t\thttp.Error(w, \"bad form: \\\"\"+err.Error()+\"\\\"\", 400)\n\t\treturn\n\t}\n\tfmt.Fprintf(w, \"%%s\\n\", r.Form.Get(\"q\")) // C:\\\\path\\\\%d\n}\n\n", i, k, k)
-		}
-		return b.String() + extra(i)
-	}
-	terminal := func(i int) string {
-		return fmt.Sprintf("\x1b[32mok\x1b[0m  \tgithub.com/example/pkg%d\t0.%03ds\n\x1b[31mFAIL\x1b[0m\tgithub.com/example/other\t1.2s\n--- FAIL: TestThing (0.00s)\n    thing_test.go:42: got \"a\", want \"b\"\n", i, i%1000)
-	}
-	req := map[string]any{
-		"model":      "claude-sonnet-4-5",
-		"max_tokens": 32000,
-		"stream":     true,
-		"system":     []block{{Type: "text", Text: strings.Repeat("You are Claude Code, Anthropic's official CLI for Claude. Use the tools to help the user with software engineering tasks.\n", 40)}},
-		"tools": []map[string]any{{
-			"name":        "Bash",
-			"description": "Executes a given bash command in a persistent shell session with optional timeout.\n\nUsage notes:\n  - The command argument is required.\n  - Always quote file paths that contain spaces with double quotes (e.g., cd \"path with spaces/file.txt\")\n",
-			"input_schema": map[string]any{"type": "object", "properties": map[string]any{
-				"command": map[string]any{"type": "string", "description": "The command to execute"},
-				"timeout": map[string]any{"type": "number", "description": "Optional timeout in milliseconds (max 600000)"},
-			}, "required": []string{"command"}},
-		}},
-	}
-	var msgs []message
-	for i := 0; ; i++ {
-		msgs = append(msgs,
-			message{Role: "user", Content: []block{{Type: "text", Text: fmt.Sprintf("Please fix the failing test in pkg%d and explain what was wrong.", i)}}},
-			message{Role: "assistant", Content: []block{
-				{Type: "text", Text: "I'll look at the handler first."},
-				{Type: "tool_use", ID: fmt.Sprintf("toolu_%024d", i), Name: "Bash", Input: map[string]any{"command": fmt.Sprintf("cat pkg%d/handler.go && go test ./pkg%d", i, i)}},
-			}},
-			message{Role: "user", Content: []block{{Type: "tool_result", ToolUseID: fmt.Sprintf("toolu_%024d", i), Content: code(i) + terminal(i)}}},
-		)
-		req["messages"] = msgs
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(req); err != nil {
-			panic(err)
-		}
-		if buf.Len() >= size {
-			return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-		}
-	}
+	return testutil.ClaudeCodeBody(size, extra)
 }
 
 // benchBodies200K are the bodies BenchmarkRedactBody redacts.
