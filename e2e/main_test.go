@@ -15,9 +15,9 @@ import (
 func TestMain(m *testing.M) {
 	switch {
 	case os.Getenv("CLAUDEFLARE_TEST_AS_BINARY") == "1":
-		os.Exit(commands.Run(os.Args, os.Stdin, os.Stdout, os.Stderr))
+		os.Exit(profiled(func() int { return commands.Run(os.Args, os.Stdin, os.Stdout, os.Stderr) }))
 	case os.Getenv("CLAUDEFLARE_E2E_BARE") == "1":
-		os.Exit(runBare())
+		os.Exit(profiled(runBare))
 	}
 	os.Exit(m.Run())
 }
