@@ -142,6 +142,7 @@ type recorder struct {
 	now   func() time.Time
 	opt   recorderOptions
 	red   *redactor
+	enc   store.CaptureEncoder // the writer goroutine's, reused from one payload to the next
 
 	ch      chan *record
 	syncReq chan chan struct{}
@@ -470,7 +471,8 @@ func (r *recorder) logFileGone() bool {
 	return true
 }
 
-// seal builds, redacts and seals one payload.
+// seal builds, redacts, encodes (compressed, store.CaptureEncoder) and
+// seals one payload. Only the writer goroutine calls it.
 func (r *recorder) seal(rec *record) (store.Payload, error) {
 	c := rec.pay
 	path := c.redactedPath
@@ -489,7 +491,9 @@ func (r *recorder) seal(rec *record) (store.Payload, error) {
 	} else {
 		pr.Request.BodyOmitted, pr.Response.BodyOmitted = true, true
 	}
-	plain, err := store.MarshalCapture(&pr)
+	// Encoded after redaction: what is compressed and sealed is the
+	// redacted bodies, never the secrets.
+	plain, err := r.enc.Encode(&pr)
 	if err != nil {
 		return store.Payload{}, fmt.Errorf("encode payload: %w", err)
 	}

@@ -9,23 +9,38 @@ import (
 	"github.com/claudeflare/claudeflare/store"
 )
 
-// captureDecoder decodes the JSON that store.MarshalCapture writes without
-// reflection, reusing its buffers from one payload to the next. It knows
-// exactly that shape; anything else (an unknown key, an unexpected type)
-// makes it fall back to store.UnmarshalCapture, so it is never wrong, only
-// sometimes not faster.
+// captureDecoder decodes an opened payload, reusing its buffers from one
+// payload to the next. A compressed capture (store.SplitCapture) is
+// decompressed into one buffer its bodies point into, without a copy. The
+// JSON (the whole capture in the old format, the capture without its
+// bodies in the compressed one) is read without reflection: the decoder
+// knows exactly the shape store writes; anything else (an unknown key, an
+// unexpected type) makes it fall back to store.UnmarshalCapture, so it is
+// never wrong, only sometimes not faster.
 type captureDecoder struct {
 	c        store.Capture
-	req, res []byte // decoded bodies
+	req, res []byte // bodies decoded from base64 (old format)
+	plain    []byte // a decompressed capture
 }
 
 // decode returns the capture in b. The result and its bodies are valid
 // until the next call.
 func (d *captureDecoder) decode(b []byte) (*store.Capture, error) {
-	if d.fast(b) {
-		return &d.c, nil
+	meta, req, resp, buf, framed, err := store.SplitCapture(b, d.plain)
+	d.plain = buf
+	if err != nil {
+		return nil, err
 	}
-	return store.UnmarshalCapture(b)
+	if !framed {
+		meta = b
+	}
+	if !d.fast(meta) {
+		return store.UnmarshalCapture(b)
+	}
+	if framed {
+		d.c.Request.Body, d.c.Response.Body = req, resp
+	}
+	return &d.c, nil
 }
 
 func (d *captureDecoder) fast(b []byte) bool {

@@ -2,12 +2,22 @@ package requestlog
 
 import "github.com/claudeflare/claudeflare/store"
 
-// DecodeCaptureForTest decodes with the fast path only, failing where it
-// would fall back.
+// DecodeCaptureForTest decodes with the fast path only (after
+// decompressing a compressed capture), failing where it would fall back.
 func DecodeCaptureForTest(b []byte) (*store.Capture, error) {
 	var d captureDecoder
-	if !d.fast(b) {
+	meta, req, resp, _, framed, err := store.SplitCapture(b, nil)
+	if err != nil {
+		return nil, err
+	}
+	if !framed {
+		meta = b
+	}
+	if !d.fast(meta) {
 		return nil, errFallback
+	}
+	if framed {
+		d.c.Request.Body, d.c.Response.Body = req, resp
 	}
 	return &d.c, nil
 }

@@ -19,7 +19,8 @@ import (
 // FuzzDecodeStoredBytes: for any bytes, the hand-written capture decoder
 // either declines (and export falls back to encoding/json) or decodes a
 // payload that exports as one valid line, and on every payload that
-// store.MarshalCapture can write, exactly as store.UnmarshalCapture's.
+// store.MarshalCaptureJSON can write (the JSON of the old format, and of a
+// compressed capture's metadata), exactly as store.UnmarshalCapture's.
 func FuzzDecodeStoredBytes(f *testing.F) {
 	for _, c := range []store.Capture{
 		{},
@@ -28,7 +29,7 @@ func FuzzDecodeStoredBytes(f *testing.F) {
 		{Request: store.CapturedMessage{Method: "GET", Path: "/v1/models", BodyOmitted: true}, Response: store.CapturedMessage{Status: 404, BodyOmitted: true}},
 		{Request: store.CapturedMessage{Path: "\u2028\"\\\x01é", Headers: map[string][]string{"a\"b": {"", "x"}}}},
 	} {
-		b, err := store.MarshalCapture(&c)
+		b, err := store.MarshalCaptureJSON(&c)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -54,8 +55,8 @@ func FuzzDecodeStoredBytes(f *testing.F) {
 		// On bytes the proxy cannot have written (duplicate keys, "00",
 		// invalid UTF-8...) the two decoders may differ; what the fast
 		// one exports is still one valid line. On every payload that
-		// store.MarshalCapture can write, they must agree.
-		if canon, _ := store.MarshalCapture(want); !bytes.Equal(canon, b) {
+		// store.MarshalCaptureJSON can write, they must agree.
+		if canon, _ := store.MarshalCaptureJSON(want); !bytes.Equal(canon, b) {
 			return
 		}
 		// The exported lines must be the same (invalid UTF-8 that one
@@ -116,6 +117,8 @@ func FuzzExportStoredBytes(f *testing.F) {
 	seed := store.Capture{Request: store.CapturedMessage{Method: "POST", Path: "/v1/messages", Headers: map[string][]string{"Authorization": {"[REDACTED]"}}, Body: []byte(`{"x":1}`)},
 		Response: store.CapturedMessage{Status: 200, Headers: map[string][]string{"Content-Encoding": {"gzip"}}, Body: []byte{0x1f, 0x8b, 8}}}
 	b, _ := store.MarshalCapture(&seed)
+	f.Add(b)
+	b, _ = store.MarshalCaptureJSON(&seed)
 	f.Add(b)
 	f.Add([]byte(`{"request":{"headers":null,"body":"////"},"response":{"status":-7,"headers":{"Content-Type":["application/json"]},"body":"e30="}}`))
 	f.Add([]byte(`{"request":{"method":"\ud800"}}`))

@@ -450,22 +450,25 @@ func FuzzCaptureDecoder(f *testing.F) {
 		if status%2 == 0 {
 			c.Response.Headers = map[string][]string{}
 		}
-		// Every capture marshals (invalid UTF-8 becomes U+FFFD): an
-		// error here is a bug, not an input to skip.
-		plain, err := store.MarshalCapture(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := store.UnmarshalCapture(plain)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := requestlog.DecodeCaptureForTest(plain)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
-			t.Fatalf("fast decoder differs:\n got %#v\nwant %#v", got, want)
+		// Every capture marshals (invalid UTF-8 becomes U+FFFD), in the
+		// compressed format and the old JSON one: an error here is a
+		// bug, not an input to skip.
+		for _, marshal := range []func(*store.Capture) ([]byte, error){store.MarshalCapture, store.MarshalCaptureJSON} {
+			plain, err := marshal(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := store.UnmarshalCapture(plain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := requestlog.DecodeCaptureForTest(plain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
+				t.Fatalf("fast decoder differs:\n got %#v\nwant %#v", got, want)
+			}
 		}
 	})
 }

@@ -1,14 +1,31 @@
 package store
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // Capture is the plaintext of a sealed payload: what the proxy saw of one
-// request and its response. Bodies are raw bytes (base64 in this JSON);
-// payload export turns JSON bodies back into JSON and SSE bodies into text.
-// Credential headers are already "[REDACTED]" when a Capture is made.
+// request and its response. Bodies are raw bytes; payload export turns
+// JSON bodies back into JSON and SSE bodies into text. Credential headers
+// are already "[REDACTED]" when a Capture is made.
+//
+// The sealed plaintext is in one of two formats, told apart by its first
+// byte:
+//
+//   - '{': the capture as JSON, bodies in base64 (every payload written
+//     before issue 16; still read, written only by MarshalCaptureJSON).
+//   - captureZstd (0x01), then one zstd frame (with its content size) of:
+//     a uvarint length and the capture's JSON without its bodies, a
+//     uvarint length and the request body, a uvarint length and the
+//     response body. What MarshalCapture and CaptureEncoder write: no
+//     base64, and Claude Code's payloads (JSON and SSE) take a quarter to
+//     a fifth of the space (docs/BENCHMARKS.md, "Compressing payloads").
 type Capture struct {
 	Request  CapturedMessage `json:"request"`
 	Response CapturedMessage `json:"response"`
@@ -28,14 +45,154 @@ type CapturedMessage struct {
 	Truncated bool `json:"truncated,omitempty"`
 }
 
-// MarshalCapture encodes c for sealing.
-func MarshalCapture(c *Capture) ([]byte, error) { return json.Marshal(c) }
+// captureZstd is the first byte of a compressed capture.
+const captureZstd = 0x01
 
-// UnmarshalCapture decodes an opened payload.
+// MaxCaptureBytes bounds a capture once decompressed: two bodies of the
+// largest log.payload_max_bytes (64 MiB) and their headers. Decoding
+// never allocates more than this, whatever the bytes claim.
+const MaxCaptureBytes = 2*(64<<20) + 4<<20
+
+var (
+	zstdEncoder = sync.OnceValue(func() *zstd.Encoder {
+		// The fastest level: about as much CPU as base64 took, and the
+		// bodies shrink four- to fivefold. The AEAD that seals the
+		// result authenticates it, so no checksum.
+		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+			zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false), zstd.WithLowerEncoderMem(true))
+		if err != nil {
+			panic(err)
+		}
+		return e
+	})
+	zstdDecoder = sync.OnceValue(func() *zstd.Decoder { return newCaptureDecoder(MaxCaptureBytes) })
+)
+
+func newCaptureDecoder(limit uint64) *zstd.Decoder {
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
+		zstd.WithDecoderMaxMemory(limit), zstd.WithDecoderMaxWindow(max(limit, zstd.MinWindowSize)))
+	if err != nil {
+		panic(err)
+	}
+	return d
+}
+
+// CaptureEncoder encodes captures for sealing, reusing its buffers. It is
+// not safe for concurrent use.
+type CaptureEncoder struct {
+	frame, out []byte
+}
+
+// keepBuffer is the largest buffer a CaptureEncoder keeps between
+// captures.
+const keepBuffer = 4 << 20
+
+// Encode returns c encoded (compressed) for sealing; the bytes are valid
+// until the next call.
+func (e *CaptureEncoder) Encode(c *Capture) ([]byte, error) {
+	meta := *c
+	meta.Request.Body, meta.Response.Body = nil, nil
+	m, err := json.Marshal(&meta)
+	if err != nil {
+		return nil, err
+	}
+	n := len(m) + len(c.Request.Body) + len(c.Response.Body) + 3*binary.MaxVarintLen64
+	if cap(e.frame) < n {
+		e.frame = make([]byte, 0, n)
+	}
+	f := binary.AppendUvarint(e.frame[:0], uint64(len(m)))
+	f = append(f, m...)
+	f = binary.AppendUvarint(f, uint64(len(c.Request.Body)))
+	f = append(f, c.Request.Body...)
+	f = binary.AppendUvarint(f, uint64(len(c.Response.Body)))
+	f = append(f, c.Response.Body...)
+	out := zstdEncoder().EncodeAll(f, append(e.out[:0], captureZstd))
+	e.frame, e.out = f[:0], out[:0]
+	if cap(e.frame) > keepBuffer {
+		e.frame = nil
+	}
+	if cap(e.out) > keepBuffer {
+		e.out = nil
+	}
+	return out, nil
+}
+
+// MarshalCapture encodes c for sealing (compressed).
+func MarshalCapture(c *Capture) ([]byte, error) {
+	var e CaptureEncoder
+	b, err := e.Encode(c)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// MarshalCaptureJSON encodes c as payloads were before issue 16: JSON,
+// bodies in base64. Only tests and benchmarks write it now; it is still
+// read.
+func MarshalCaptureJSON(c *Capture) ([]byte, error) { return json.Marshal(c) }
+
+// UnmarshalCapture decodes an opened payload, of either format.
 func UnmarshalCapture(b []byte) (*Capture, error) {
+	meta, req, resp, _, framed, err := SplitCapture(b, nil)
+	if err != nil {
+		return nil, err
+	}
+	if !framed {
+		meta = b
+	}
 	var c Capture
-	if err := json.Unmarshal(b, &c); err != nil {
+	if err := json.Unmarshal(meta, &c); err != nil {
 		return nil, fmt.Errorf("decode payload: %w", err)
 	}
+	if framed {
+		c.Request.Body, c.Response.Body = req, resp
+	}
 	return &c, nil
+}
+
+// SplitCapture takes a compressed capture apart: it decompresses b into
+// buf (grown as needed and returned, to be passed again) and returns the
+// JSON of the capture without its bodies and the two bodies (nil when
+// empty), all pointing into buf. For a payload in the JSON format it
+// returns framed false and nothing else: b is the JSON. Corrupt or
+// hostile bytes give an error, and never more than MaxCaptureBytes
+// allocated.
+func SplitCapture(b, buf []byte) (meta, req, resp, newBuf []byte, framed bool, err error) {
+	return splitCapture(b, buf, zstdDecoder())
+}
+
+func splitCapture(b, buf []byte, dec *zstd.Decoder) (meta, req, resp, newBuf []byte, framed bool, err error) {
+	if len(b) == 0 || b[0] != captureZstd {
+		return nil, nil, nil, buf, false, nil
+	}
+	plain, err := dec.DecodeAll(b[1:], buf[:0])
+	if err != nil {
+		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+			err = fmt.Errorf("decompressed payload larger than %d bytes", MaxCaptureBytes)
+		}
+		return nil, nil, nil, buf, true, fmt.Errorf("decode payload: %w", err)
+	}
+	rest := plain
+	part := func() []byte {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || n > uint64(len(rest)-k) {
+			err = errors.New("decode payload: bad frame")
+			return nil
+		}
+		p := rest[k : k+int(n) : k+int(n)]
+		rest = rest[k+int(n):]
+		if n == 0 {
+			return nil
+		}
+		return p
+	}
+	meta, req, resp = part(), part(), part()
+	if err == nil && len(rest) > 0 {
+		err = errors.New("decode payload: bad frame")
+	}
+	if err != nil {
+		return nil, nil, nil, plain, true, err
+	}
+	return meta, req, resp, plain, true, nil
 }
