@@ -47,6 +47,8 @@ import (
 //	                                   answers {"name","logged_in":true}, never the secret
 //	PATCH /api/accounts/{name}         accounts.manage  body any of {"priority","tier","name","overage"}
 //	                                   (as `accounts edit`); answers the new settings
+//	GET  /api/status[?session=HASH]    dashboard.view  as `status --json` (api_status.go): accounts'
+//	                                   utilization, resets, state, sessions; the pool's time to exhaustion
 //
 // Bad input (a malformed body, an unknown field, a bad value, an edit
 // that changes nothing, a credential of the wrong kind) is a 400 in
@@ -91,6 +93,7 @@ func (g *Guard) registerAPI(mux routeMux) {
 	mux.HandleFunc("/api/accounts/{name}/pause", method(http.MethodPost, func(w http.ResponseWriter, r *http.Request) { g.apiSetPaused(w, r, true) }))
 	mux.HandleFunc("/api/accounts/{name}/resume", method(http.MethodPost, func(w http.ResponseWriter, r *http.Request) { g.apiSetPaused(w, r, false) }))
 	g.accountRoutes(mux)
+	mux.HandleFunc("/api/status", method(http.MethodGet, g.apiStatus))
 }
 
 // method admits one method (GET also admits HEAD).

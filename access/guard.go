@@ -48,6 +48,9 @@ type Options struct {
 	// Accounts are what the account routes that touch credentials need
 	// (login, check); without them those routes answer 503.
 	Accounts AccountTools
+	// Sessions counts the proxy's live affinity sessions per account
+	// (proxy.Server.SessionsByAccount), for /api/status; nil = unknown.
+	Sessions func() map[string]int
 }
 
 // Guard is the access layer in front of the proxy's handler. Create it
@@ -83,6 +86,11 @@ type Guard struct {
 	stopBg  context.CancelFunc
 	bg      sync.WaitGroup
 	started bool
+
+	// /api/status (api_status.go): the live sessions per account, and
+	// where an account counts as full (a restart setting).
+	sessions func() map[string]int
+	maxUtil  float64
 }
 
 // keySet is the client keys as the hot path sees them: immutable, swapped
@@ -166,6 +174,7 @@ func New(ctx context.Context, opts Options) (*Guard, error) {
 		return nil, fmt.Errorf("create access guard: %w", err)
 	}
 	g.api = g.apiRoutes()
+	g.sessions, g.maxUtil = opts.Sessions, statusMaxUtil(opts.Config)
 	return g, nil
 }
 
@@ -416,6 +425,8 @@ func classify(r *http.Request, pth string, p *policy) route {
 
 func apiPermission(p string) Permission {
 	switch {
+	case p == "/api/status":
+		return PermDashboardView
 	case p == "/api/accounts" || p == "/api/stats" || p == "/api/series":
 		return PermDashboardView
 	case p == "/api/requests":

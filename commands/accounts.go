@@ -16,6 +16,7 @@ import (
 
 	"github.com/claudeflare/claudeflare/accounts"
 	"github.com/claudeflare/claudeflare/audit"
+	"github.com/claudeflare/claudeflare/cloud"
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/oauth"
@@ -32,7 +33,7 @@ func accountsCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name:      "add",
-				Usage:     "add an account: interactive OAuth login, or a refresh token or API key from stdin",
+				Usage:     "add an account: interactive OAuth login, or a refresh token or API key from stdin, or a Bedrock or Vertex account",
 				ArgsUsage: "NAME",
 				Description: "Without a credential flag, add prints an authorize URL; open it, log in,\n" +
 					"and paste back the code#state it shows. With --refresh-token-stdin, the\n" +
@@ -42,8 +43,8 @@ func accountsCommand() *cli.Command {
 					"With --setup-token-stdin, a long-lived token made by `claude setup-token`\n" +
 					"is stored as the access token: never refreshed (it is not checked when\n" +
 					"added), and the account needs a new login (`accounts login`) when upstream\n" +
-					"refuses it. Secrets are read from stdin, never from argv.",
-				Flags: []cli.Flag{
+					"refuses it. Secrets are read from stdin, never from argv." + cloudHelp,
+				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "mode", Value: "max", Usage: "`MODE`: max (Claude subscription) or console (Anthropic Console; the login creates an API key)"},
 					&cli.IntFlag{Name: "priority", Value: 0, Usage: "`N`: lower is preferred (0 highest)"},
 					&cli.IntFlag{Name: "tier", Value: 1, Usage: "`TIER`: subscription tier 1, 5 or 20"},
@@ -51,7 +52,7 @@ func accountsCommand() *cli.Command {
 					&cli.BoolFlag{Name: "api-key-stdin", Usage: "read an Anthropic API key from stdin"},
 					&cli.BoolFlag{Name: "setup-token-stdin", Usage: "read a long-lived token made by `claude setup-token` from stdin: used as is, never refreshed; the account needs a new login when upstream refuses it"},
 					overageFlag(store.OverageAvoid, ""),
-				},
+				}, cloudFlags()...),
 				Action: accountsAdd,
 			},
 			{
@@ -63,12 +64,14 @@ func accountsCommand() *cli.Command {
 					"without them it prints an authorize URL (in the account's mode). The\n" +
 					"account keeps its priority, tier, pause, settings and request history; its\n" +
 					"status is ok again. A running daemon uses the new credentials within a few\n" +
-					"seconds, without a restart. Secrets are read from stdin, never from argv.",
-				Flags: []cli.Flag{
+					"seconds, without a restart. Secrets are read from stdin, never from argv.\n" +
+					"A Bedrock or Vertex account takes --bedrock or --vertex with its credentials\n" +
+					"on stdin and its --region (and --project, --endpoint) again, as add does.",
+				Flags: append([]cli.Flag{
 					&cli.BoolFlag{Name: "refresh-token-stdin", Usage: "read an OAuth refresh token from stdin"},
 					&cli.BoolFlag{Name: "api-key-stdin", Usage: "read an Anthropic API key from stdin"},
 					&cli.BoolFlag{Name: "setup-token-stdin", Usage: "read a long-lived token made by `claude setup-token` from stdin (never refreshed)"},
-				},
+				}, cloudFlags()...),
 				Action: accountsLogin,
 			},
 			{
@@ -243,6 +246,12 @@ func accountsAdd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if kind, st, err := cloudArgs(c); err != nil || kind != "" {
+		if err != nil {
+			return err
+		}
+		return accountsAddCloud(c, a, kind, st)
+	}
 	e := getEnv(c)
 	client, v, auditKey, err := openForCredentials(c, e)
 	if err != nil {
@@ -350,6 +359,12 @@ func accountsLogin(c *cli.Context) error {
 	if err := checkCredentialFlags(refreshStdin, apiKeyStdin, setupStdin); err != nil {
 		return err
 	}
+	if kind, st, err := cloudArgs(c); err != nil || kind != "" {
+		if err != nil {
+			return err
+		}
+		return accountsLoginCloud(c, name, kind, st)
+	}
 	e := getEnv(c)
 	client, v, auditKey, err := openForCredentials(c, e)
 	if err != nil {
@@ -363,6 +378,10 @@ func accountsLogin(c *cli.Context) error {
 		return withHint(err, "to add a new account, run `claudeflare accounts add "+name+"`")
 	} else if err != nil {
 		return err
+	}
+	if cloud.Is(a.Kind) {
+		return withHint(fmt.Errorf("%w: %q is a %s account", accounts.ErrKindMismatch, name, a.Kind),
+			"run `claudeflare accounts login "+name+" --"+a.Kind+" --region REGION ...` with its credentials on stdin")
 	}
 	by := accounts.By{Actor: audit.CLIActor()}
 	var cred accounts.Credential

@@ -46,9 +46,12 @@ func requestsCommand() *cli.Command {
 					"The table fits 80 columns: local time with its UTC offset, the account\n" +
 					"(after failover the accounts tried, joined by arrows), status, duration, input\n" +
 					"and output tokens (1.2k, 3.4M), and the model without its claude- prefix,\n" +
-					"followed on an error row by the error. --wide adds the method, path,\n" +
-					"client (the client key's name, else its address) and request id, and\n" +
-					"prints errors whole; --json has every field, times in RFC 3339 UTC.\n\n" +
+					"followed on an error row by the error. --wide adds the cost in USD (- for a\n" +
+					"model without a price), the method, path, client (the client key's name,\n" +
+					"else its address) and request id, and prints errors whole; --json has every\n" +
+					"field (cost_usd null without a price), times in RFC 3339 UTC. The cost is at\n" +
+					"the API's list prices ([pricing] in claudeflare.toml(5)): for a subscription\n" +
+					"(OAuth) account it is the API-equivalent value, not money charged.\n\n" +
 					"On a terminal the newest 50 rows are shown unless --limit N or --all\n" +
 					"says otherwise, and output longer than the screen goes through $PAGER\n" +
 					"(default less -FRX) unless --no-pager; elsewhere every row is printed.",
@@ -56,7 +59,7 @@ func requestsCommand() *cli.Command {
 					&cli.StringFlag{Name: "status", Usage: "only requests with status `CODE` (429), or a class (4xx, 5xx)"},
 					&cli.IntFlag{Name: "limit", Usage: "keep the newest `N` rows (on a terminal 50 by default)"},
 					&cli.BoolFlag{Name: "all", Usage: "print every row (the default away from a terminal)"},
-					&cli.BoolFlag{Name: "wide", Usage: "also show method, path, client and id, and whole errors"},
+					&cli.BoolFlag{Name: "wide", Usage: "also show cost, method, path, client and id, and whole errors"},
 					&cli.BoolFlag{Name: "no-pager", Usage: "never page the output through $PAGER"},
 					&cli.BoolFlag{Name: "json", Usage: "print NDJSON, one request a line"},
 					&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new requests until interrupted"},
@@ -344,7 +347,8 @@ func (t *requestTable) row(r *store.Request) error {
 		t.header = true
 		h := fmt.Sprintf("%-20s %-12s %4s %6s %9s  %s", "TIME", "ACCOUNT", "CODE", "TOOK", "IN/OUT", "MODEL")
 		if t.wide {
-			h += fmt.Sprintf("  %-6s  %-28s  %-16s  %s", "METHOD", "PATH", "CLIENT", "ID")
+			h = fmt.Sprintf("%-20s %-12s %4s %6s %9s  %-20s  %8s  %-6s  %-28s  %-16s  %s", "TIME", "ACCOUNT", "CODE", "TOOK", "IN/OUT",
+				"MODEL", "COST", "METHOD", "PATH", "CLIENT", "ID")
 		}
 		if _, err := fmt.Fprintln(t.w, h); err != nil {
 			return err
@@ -357,7 +361,7 @@ func (t *requestTable) row(r *store.Request) error {
 		statusText(r.Status), humanDuration(r.DurationMS), humanTokens(r.InputTokens)+"/"+humanTokens(r.OutputTokens))
 	model := printable(orDash(strings.TrimPrefix(r.Model, "claude-")))
 	if t.wide {
-		line += fmt.Sprintf("%-20s  %-6s  %-28s  %-16s  %s", clip(model, 20), printable(r.Method),
+		line += fmt.Sprintf("%-20s  %8s  %-6s  %-28s  %-16s  %s", clip(model, 20), humanUSD(r.CostUSD), printable(r.Method),
 			clip(printable(r.Path), 28), clip(printable(orDash(r.Client)), 16), printable(r.ID))
 		if r.Error != "" {
 			line += "  " + printable(r.Error)
@@ -394,6 +398,25 @@ func statusText(code int) string {
 		return "-"
 	}
 	return strconv.Itoa(code)
+}
+
+// humanUSD is a cost in USD in at most 8 characters: $0.0123, $1.23,
+// $1234; "-" when unknown (a model without a price).
+func humanUSD(v *float64) string {
+	switch {
+	case v == nil:
+		return "-"
+	case *v == 0:
+		return "$0"
+	case *v < 0.0001:
+		return "<$0.0001"
+	case *v < 1:
+		return "$" + strconv.FormatFloat(*v, 'f', 4, 64)
+	case *v < 1000:
+		return "$" + strconv.FormatFloat(*v, 'f', 2, 64)
+	default:
+		return "$" + strconv.FormatFloat(*v, 'f', 0, 64)
+	}
 }
 
 // humanTokens is a token count in at most 4 characters: 999, 1.2k, 12k,

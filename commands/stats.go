@@ -2,24 +2,38 @@ package commands
 
 import (
 	"fmt"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/claudeflare/claudeflare/requestlog"
+	"github.com/claudeflare/claudeflare/store"
 )
 
 func statsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "stats",
-		Usage: "per-account requests, tokens, errors, latency and rate-limit state",
+		Usage: "requests, errors, tokens, cost and rate-limit state per account, model, client, hour or day",
 		Description: "stats sums the request log (since --since, default all of it) per account and\n" +
 			"for the pool, and shows each account's current rate-limit state and 5h/7d\n" +
 			"utilization. With --json: one NDJSON line per account (scope \"account\"),\n" +
-			"then one for the pool (scope \"pool\").",
+			"then one for the pool (scope \"pool\").\n\n" +
+			"--by model, client, hour or day groups the requests that way instead (hours\n" +
+			"and days are UTC; every hour or day of the period is listed, the empty ones\n" +
+			"too): requests, errors, tokens and cost per group, then the total. With\n" +
+			"--json: one NDJSON line per group ({\"scope\": \"model\", \"key\": ...}; key null\n" +
+			"for none logged, an hour or day as its start in RFC 3339 UTC), then the\n" +
+			"total (scope \"total\"). --by account is the default.\n\n" +
+			"Tables show - where there is no data. The cost (cost_usd) is at the API's\n" +
+			"list prices ([pricing] in claudeflare.toml(5)), summed over the requests of\n" +
+			"models with a price; unpriced_requests counts the others. For subscription\n" +
+			"(OAuth) accounts it is the API-equivalent value, not money charged; a table\n" +
+			"that shows such a cost says so in a last line.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "since", Usage: "only requests since `WHEN` (a duration back from now, or an RFC 3339 time)"},
+			&cli.StringFlag{Name: "by", Value: requestlog.ByAccount, Usage: "group by `WHAT`: account, model, client, hour or day (UTC)"},
 			&cli.BoolFlag{Name: "json", Usage: "print NDJSON"},
 		},
 		Action: stats,
@@ -29,6 +43,10 @@ func statsCommand() *cli.Command {
 func stats(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return usagef("stats takes no arguments (got %q)", c.Args().First())
+	}
+	by := c.String("by")
+	if err := requestlog.CheckGrouping(by); err != nil {
+		return usagef("--by: %v", err)
 	}
 	now := time.Now()
 	since, err := whenFlag(c, "since", now)
@@ -51,6 +69,9 @@ func stats(c *cli.Context) error {
 		return err
 	}
 	defer db.Close()
+	if by != requestlog.ByAccount {
+		return statsBy(c, e, db, vdb, by, since, now)
+	}
 	st, err := requestlog.ComputeStats(c.Context, db, requestlog.StatsOptions{Since: since, Vault: vdb, Now: func() time.Time { return now }})
 	if err != nil {
 		return err
@@ -65,12 +86,14 @@ func stats(c *cli.Context) error {
 		}
 		return out.write(pool)
 	}
+	subscription := false
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tSTATUS\tREQUESTS\tERRORS\tINPUT\tOUTPUT\tCACHE READ\tCACHE WRITE\tP50\tP95\tLAST USED\t5H\t7D\tLIMITED UNTIL")
+	fmt.Fprintln(tw, "ACCOUNT\tSTATUS\tREQUESTS\tERRORS\tINPUT\tOUTPUT\tCACHE READ\tCACHE WRITE\tCOST\tP50\tP95\tLAST USED\t5H\t7D\tLIMITED UNTIL")
 	row := func(name, status string, a requestlog.AccountStats, u5, u7 string, limited int64) {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(name), printable(status), a.Requests, a.Errors,
-			a.InputTokens, a.OutputTokens, a.CacheReadInputTokens, a.CacheCreationInputTokens,
-			ms(a.MedianDurationMS), ms(a.P95DurationMS), tableTime(a.LastUsed), u5, u7, tableTime(limited))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(name), printable(status), count(a.Requests, a.Requests), count(a.Requests, a.Errors),
+			count(a.Requests, a.InputTokens), count(a.Requests, a.OutputTokens),
+			count(a.Requests, a.CacheReadInputTokens), count(a.Requests, a.CacheCreationInputTokens), humanUSD(a.CostUSD),
+			dur(a.Requests, a.MedianDurationMS), dur(a.Requests, a.P95DurationMS), tableTime(a.LastUsed), u5, u7, tableTime(limited))
 	}
 	for _, a := range st.Accounts {
 		name := a.Account
@@ -79,12 +102,85 @@ func stats(c *cli.Context) error {
 		}
 		if s := a.State; s != nil {
 			row(name, s.Status, a, pct(requestlog.Utilization(s.Utilization5h)), pct(requestlog.Utilization(s.Utilization7d)), s.RateLimitedUntil)
+			subscription = subscription || (s.Kind == store.KindOAuth && a.CostUSD != nil)
 		} else {
 			row(name, "removed", a, "-", "-", 0)
 		}
 	}
 	row("TOTAL", fmt.Sprintf("%d/%d ok", *pool.Available, *pool.Accounts), st.Pool, "", "", 0)
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return subscriptionNote(e, subscription)
+}
+
+// statsBy prints the log grouped by model, client, hour or day.
+func statsBy(c *cli.Context, e *env, db, vdb *store.DB, by string, since, now time.Time) error {
+	g, err := requestlog.ComputeGroups(c.Context, db, requestlog.GroupsOptions{Since: since, By: by, Vault: vdb, Now: func() time.Time { return now }})
+	if err != nil {
+		return err
+	}
+	groups, total := g.Lines()
+	if c.Bool("json") {
+		out := newNDJSON(e.stdout)
+		for _, l := range groups {
+			if err := out.write(l); err != nil {
+				return err
+			}
+		}
+		return out.write(total)
+	}
+	head := map[string]string{requestlog.ByModel: "MODEL", requestlog.ByClient: "CLIENT", requestlog.ByHour: "HOUR (UTC)", requestlog.ByDay: "DAY (UTC)"}[by]
+	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s\tREQUESTS\tERRORS\tINPUT\tOUTPUT\tCACHE READ\tCACHE WRITE\tCOST\n", head)
+	row := func(key string, s requestlog.GroupStats) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", key, count(s.Requests, s.Requests), count(s.Requests, s.Errors),
+			count(s.Requests, s.InputTokens), count(s.Requests, s.OutputTokens),
+			count(s.Requests, s.CacheReadInputTokens), count(s.Requests, s.CacheCreationInputTokens), humanUSD(s.CostUSD))
+	}
+	for _, s := range g.Groups {
+		key := printable(s.Key)
+		switch {
+		case by == requestlog.ByHour:
+			key = time.UnixMilli(s.Start).UTC().Format("2006-01-02 15:00")
+		case by == requestlog.ByDay:
+			key = time.UnixMilli(s.Start).UTC().Format("2006-01-02")
+		case key == "":
+			key = "(none)"
+		}
+		row(key, s)
+	}
+	row("TOTAL", g.Total)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return subscriptionNote(e, g.Subscription)
+}
+
+// subscriptionNote is the footnote under a table that shows the cost of a
+// subscription account.
+func subscriptionNote(e *env, show bool) error {
+	if !show {
+		return nil
+	}
+	_, err := fmt.Fprintln(e.stdout, requestlog.SubscriptionNote)
+	return err
+}
+
+// count is n, or - when the group has no requests (no data).
+func count(requests, n int64) string {
+	if requests == 0 {
+		return "-"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// dur is a duration in ms, or - when the group has no requests.
+func dur(requests, v int64) string {
+	if requests == 0 {
+		return "-"
+	}
+	return ms(v)
 }
 
 func ms(v int64) string {

@@ -161,6 +161,9 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d.guard, err = access.New(ctx, access.Options{
 		Config: cfg, VaultDB: vdb, AuditKey: opts.AuditKey, LogDB: opts.LogDB, Logger: log,
 		Now: opts.Now, PollInterval: opts.PollInterval, Accounts: tools,
+		// /api/status shows the proxy's live sessions (d.proxy is set below,
+		// before anything is served).
+		Sessions: func() map[string]int { return d.proxy.SessionsByAccount() },
 	})
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/acctstate"
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -73,6 +74,16 @@ const (
 // SessionLookback bounds how far back the log is searched for a session's
 // latest request (the status line's).
 const SessionLookback = 24 * time.Hour
+
+// StatusMaxUtilization is where an account counts as full for the
+// pool's estimate under cfg: routing.max_utilization with the affinity
+// strategy (the others fill an account to its hard limit), else 1.
+func StatusMaxUtilization(cfg *config.Config) float64 {
+	if cfg.LBStrategy == config.StrategyAffinity && cfg.Routing.MaxUtilization > 0 {
+		return min(cfg.Routing.MaxUtilization, 1)
+	}
+	return 1
+}
 
 // StatusOptions tune ComputeStatus.
 type StatusOptions struct {

@@ -175,6 +175,7 @@
     quarantined: "quarantined",
     limited: "rate limited",
     limited_model: "model limited",
+    refresh_blocked: "refresh blocked",
   };
 
   function bar(label, u, reset, extraClass) {
@@ -240,7 +241,8 @@
     card.append(bar("7d", a.utilization_7d, parseTime(a.reset_7d), "u7d"));
     const facts = el("dl", { class: "facts" });
     const fact = (k, v) => facts.append(el("dt", { text: k }), el("dd", { text: v }));
-    if (a.sessions !== undefined && a.sessions !== null) fact("sessions", String(a.sessions));
+    fact("sessions", a.sessions === undefined || a.sessions === null ? "–" : String(a.sessions));
+    if (typeof a.time_to_limit_seconds === "number") fact("limit at this rate", "in " + countdown(Date.now() + a.time_to_limit_seconds * 1000));
     fact("requests", num(a.period_requests !== undefined ? a.period_requests : a.requests));
     if (a.period_errors) fact("errors", num(a.period_errors));
     if (a.cost_usd !== undefined) fact("cost", usd(a.cost_usd));
@@ -266,15 +268,17 @@
       if (a.utilization_5h === undefined || a.utilization_5h === null) a.utilization_5h = s.utilization_5h;
       if (a.utilization_7d === undefined || a.utilization_7d === null) a.utilization_7d = s.utilization_7d;
     }
-    const list = (status && (status.accounts || status.account)) || [];
+    // /api/status is the authority on utilization and resets (a window
+    // whose reset passed reads 0 there), states and sessions.
+    const list = (status && status.accounts) || [];
     for (const s of Array.isArray(list) ? list : []) {
-      const a = byName.get(s.name || s.account);
+      const a = byName.get(s.name);
       if (!a) continue;
-      for (const k of ["utilization_5h", "utilization_7d", "reset_5h", "reset_7d", "status", "until", "status_reason"]) {
-        if (s[k] !== undefined && s[k] !== null) a[k] = s[k];
+      for (const k of ["utilization_5h", "utilization_7d", "reset_5h", "reset_7d", "until", "window", "family", "sessions", "time_to_limit_seconds"]) {
+        if (k in s) a[k] = s[k];
       }
-      if (typeof s.sessions === "number") a.sessions = s.sessions;
-      else if (Array.isArray(s.sessions)) a.sessions = s.sessions.length;
+      if (s.state) a.status = s.state;
+      if ("reason" in s) a.status_reason = s.reason;
     }
     return Array.from(byName.values());
   }
@@ -289,9 +293,17 @@
     const pool = stats && stats.pool;
     const parts = [];
     if (pool && pool.accounts !== undefined) parts.push(pool.available + " of " + pool.accounts + " accounts available");
-    if (status && status.pool && status.pool.exhaustion_at) {
-      const t = parseTime(status.pool.exhaustion_at);
-      if (t) parts.push("pool exhausted at the current rate in " + countdown(t));
+    const sp = status && status.pool;
+    if (sp) {
+      parts.length = 0;
+      parts.push(sp.usable + " of " + sp.total + " accounts usable");
+      const t = parseTime(sp.exhausted_at);
+      if (sp.estimate === "exhausted") parts.push("pool exhausted now");
+      else if (sp.estimate === "rate" && t) parts.push("at the current rate the pool is exhausted in " + countdown(t) + " (" + clock(t) + ")");
+      else if (sp.estimate === "no_traffic") parts.push("no recent traffic to estimate exhaustion");
+      else if (sp.estimate === "not_within_7d") parts.push("not exhausted within 7 days at the current rate");
+      if (sp.tokens_per_minute) parts.push(num(sp.tokens_per_minute) + " tokens/min");
+      $("pool").title = sp.method || "";
     }
     $("pool").textContent = parts.join(" · ");
   }
@@ -485,7 +497,29 @@
     }
   }
 
-  // ---- keys and budgets ----------------------------------------------------
+  // ---- client keys and budgets ---------------------------------------------
+
+  function renderKeys(keys) {
+    const box = $("keys");
+    const sec = $("keys-section");
+    const list = (keys && keys.keys) || [];
+    sec.hidden = list.length === 0;
+    clear(box);
+    for (const k of list) {
+      const card = el("article", { class: "card", "data-key": k.name, "aria-label": "client key " + k.name },
+        el("div", { class: "card-head" }, el("h3", { text: k.name }), el("span", { class: "badge", text: k.role })));
+      const budgets = k.budgets || [];
+      if (!budgets.length) card.append(el("p", { class: "fine", text: "no budget" }));
+      for (const b of budgets) {
+        const fmt = b.unit === "usd" ? usd : num;
+        const u = b.amount > 0 ? b.used / b.amount : null;
+        const m = bar(b.period, u, parseTime(b.resets_at), b.exceeded ? "over" : "");
+        m.querySelector(".pct").textContent = pct(u);
+        card.append(m, el("p", { class: "fine", text: fmt(b.used) + " of " + fmt(b.amount) + " " + (b.unit === "usd" ? "(API-equivalent)" : "tokens") + " per " + b.period + (b.exceeded ? " — over budget: requests get 429" : "") }));
+      }
+      box.append(card);
+    }
+  }
 
   // ---- refresh -------------------------------------------------------------
 
@@ -503,7 +537,7 @@
     try {
       const accts = await api("/api/accounts");
       showDash();
-      const [stats, status, series, reqs, byDay, byModel, byClient] = await Promise.all([
+      const [stats, status, series, reqs, byDay, byModel, byClient, keys] = await Promise.all([
         optional("/api/stats?by=account&since=" + p),
         optional("/api/status"),
         optional("/api/series?since=" + p + "&step=" + stepFor(state.period)),
@@ -511,12 +545,14 @@
         optional("/api/stats?by=day&since=" + (state.period === "30d" ? "30d" : "7d")),
         optional("/api/stats?by=model&since=" + p),
         optional("/api/stats?by=client&since=" + p),
+        optional("/api/keys"),
       ]);
       state.accounts = mergeAccounts(accts, stats, status);
       renderAccounts(state.accounts, stats, status);
       renderSeries(series);
       const byAccount = stats && stats.groups ? stats : stats ? { groups: (stats.accounts || []).map((a) => ({ key: a.account, cost_usd: a.cost_usd, requests: a.requests })) } : null;
       renderCost(byDay, byModel, byAccount, byClient, series);
+      renderKeys(keys);
       fillSelect($("f-account"), state.accounts.map((a) => a.name));
       if (reqs) {
         state.requests = reqs.requests || [];
