@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/audit"
+	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
 	"github.com/claudeflare/claudeflare/vault"
@@ -19,7 +21,7 @@ import (
 func apikeyCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "apikey",
-		Usage: "create, list and revoke client API keys for the proxy",
+		Usage: "create, update, list and revoke client API keys for the proxy",
 		Description: "Once any client key exists, every request but /health and GET / needs one, as\n" +
 			"x-api-key: KEY or Authorization: Bearer KEY. Roles: api (/v1/*), viewer\n" +
 			"(the read-only /api/ endpoints, the request log, /metrics), admin (all).\n" +
@@ -29,7 +31,17 @@ func apikeyCommand() *cli.Command {
 			"inserted, a role raised, a revocation undone) authenticates nobody; the daemon\n" +
 			"logs and audits it, apikey list shows it as tampered, doctor fails. Creating,\n" +
 			"revoking and listing keys need the master key. Not covered: a row put back as\n" +
-			"it was earlier (from an old copy of vault.db), and rows deleted.",
+			"it was earlier (from an old copy of vault.db), and rows deleted.\n\n" +
+			"Budgets: --budget AMOUNTUNIT/PERIOD, one word: 50usd/month, 5usd/week,\n" +
+			"2000000tokens/day, 2Mtokens/day (k and M multiply). Periods are calendar periods\n" +
+			"in UTC (a week starts on Monday). A key has at most one budget in usd and one in\n" +
+			"tokens (repeat --budget). Tokens are all billed tokens: input, output, cache reads\n" +
+			"and cache writes; usd is each request's cost_usd (a request of a model without a\n" +
+			"price adds nothing). Once a key has used its budget, its API requests (/v1/*) get\n" +
+			"a 429 (rate_limit_error, x-should-retry: false, retry-after until the period ends)\n" +
+			"naming the budget, the use and the reset; a request already in flight finishes,\n" +
+			"so a budget may be overshot by what was in flight. The row's MAC covers the\n" +
+			"budgets: a budget edited in vault.db makes the key fail authentication.",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "create",
@@ -37,8 +49,19 @@ func apikeyCommand() *cli.Command {
 				ArgsUsage: "NAME",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "role", Value: string(access.RoleAPI), Usage: "`ROLE`: api, viewer or admin"},
+					budgetFlag,
 				},
 				Action: apikeyCreate,
+			},
+			{
+				Name:      "update",
+				Usage:     "change a live key's budgets; a running daemon applies them within seconds",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					budgetFlag,
+					&cli.BoolFlag{Name: "no-budget", Usage: "remove every budget of the key"},
+				},
+				Action: apikeyUpdate,
 			},
 			{
 				Name:  "list",
@@ -59,6 +82,18 @@ func apikeyCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+// budgetFlag is --budget of create and update.
+var budgetFlag = &cli.StringSliceFlag{Name: "budget", Usage: "a budget `SPEC` such as 50usd/month, 5usd/week or 2000000tokens/day (UTC calendar periods, a week from Monday); repeat for one in usd and one in tokens"}
+
+// budgetsFlag parses --budget; a bad spec is a usage error.
+func budgetsFlag(c *cli.Context) ([]access.Budget, error) {
+	bs, err := access.ParseBudgets(c.StringSlice("budget"))
+	if err != nil {
+		return nil, usagef("--budget: %v", err)
+	}
+	return bs, nil
 }
 
 // keyName returns the single NAME argument of an apikey command.
@@ -119,13 +154,17 @@ func apikeyCreate(c *cli.Context) error {
 	if err != nil {
 		return usagef("--role: %v", err)
 	}
+	budgets, err := budgetsFlag(c)
+	if err != nil {
+		return err
+	}
 	e := getEnv(c)
 	db, auditKey, err := e.openAuditedKeysDB(c.Context)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	key, info, err := access.CreateKey(c.Context, db, auditKey, name, role, audit.CLIActor(), time.Now())
+	key, info, err := access.CreateKeyWithBudgets(c.Context, db, auditKey, name, role, budgets, audit.CLIActor(), time.Now())
 	if errors.Is(err, store.ErrClientKeyExists) {
 		return withHint(err, "choose another name, or revoke the old key first with `claudeflare apikey revoke "+name+"`")
 	}
@@ -135,7 +174,46 @@ func apikeyCreate(c *cli.Context) error {
 	if _, err := fmt.Fprintln(e.stdout, key); err != nil {
 		return fmt.Errorf("print key: %w", err)
 	}
-	fmt.Fprintf(e.stderr, "claudeflare: client key %q (%s...) created with role %s; it is shown only this once\n", name, info.Prefix, role)
+	withBudgets := ""
+	if len(budgets) > 0 {
+		withBudgets = " and budgets " + access.FormatBudgets(budgets)
+	}
+	fmt.Fprintf(e.stderr, "claudeflare: client key %q (%s...) created with role %s%s; it is shown only this once\n", name, info.Prefix, role, withBudgets)
+	return nil
+}
+
+// apikeyUpdate sets or removes a live key's budgets.
+func apikeyUpdate(c *cli.Context) error {
+	name, err := keyName(c)
+	if err != nil {
+		return err
+	}
+	budgets, err := budgetsFlag(c)
+	if err != nil {
+		return err
+	}
+	switch {
+	case c.Bool("no-budget") && len(budgets) > 0:
+		return usagef("give --budget or --no-budget, not both")
+	case !c.Bool("no-budget") && len(budgets) == 0:
+		return usagef("apikey update needs --budget SPEC (repeatable) or --no-budget")
+	}
+	e := getEnv(c)
+	db, auditKey, err := e.openAuditedKeysDB(c.Context)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := access.UpdateKeyBudgets(c.Context, db, auditKey, name, budgets, audit.CLIActor(), time.Now()); err != nil {
+		switch {
+		case errors.Is(err, store.ErrNoClientKey):
+			return withHint(err, "see `claudeflare apikey list`")
+		case errors.Is(err, access.ErrTamperedKey):
+			return withHint(err, "revoke it with `claudeflare apikey revoke "+name+"` and run `claudeflare doctor`")
+		}
+		return err
+	}
+	e.say("client key %q budgets: %s", name, access.FormatBudgets(budgets))
 	return nil
 }
 
@@ -148,6 +226,58 @@ type apikeyOut struct {
 	CreatedAt  *string `json:"created_at"`
 	LastUsedAt *string `json:"last_used_at"`
 	RevokedAt  *string `json:"revoked_at"`
+	// Budgets are the key's budgets, each with its use in the current
+	// period (used null for a revoked or tampered key, or when the request
+	// log cannot be read).
+	Budgets []budgetOut `json:"budgets"`
+}
+
+// budgetOut is one budget in `apikey list --json`.
+type budgetOut struct {
+	Amount      float64  `json:"amount"`
+	Unit        string   `json:"unit"`
+	Period      string   `json:"period"`
+	Used        *float64 `json:"used"`
+	PeriodStart string   `json:"period_start"`
+	ResetsAt    string   `json:"resets_at"`
+	Exceeded    bool     `json:"exceeded"`
+}
+
+// keyBudgets is a key's budgets as listed: with their use where known.
+func keyBudgets(k access.KeyInfo, used map[string][]access.BudgetUse, now time.Time) []budgetOut {
+	out := []budgetOut{}
+	uses := used[k.Name]
+	for i, b := range k.Budgets {
+		start, end := access.PeriodBounds(b.Period, now)
+		o := budgetOut{Amount: b.Amount, Unit: b.Unit, Period: b.Period,
+			PeriodStart: start.UTC().Format(time.RFC3339), ResetsAt: end.UTC().Format(time.RFC3339)}
+		if i < len(uses) && uses[i].Budget == b {
+			u := uses[i].Used
+			o.Used, o.Exceeded = &u, uses[i].Exceeded
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// budgetCells are the BUDGET and USED cells of a key's table line.
+func budgetCells(bs []budgetOut) (string, string) {
+	if len(bs) == 0 {
+		return "-", "-"
+	}
+	var budget, used []string
+	for _, b := range bs {
+		budget = append(budget, access.Budget{Amount: b.Amount, Unit: b.Unit, Period: b.Period}.String())
+		switch {
+		case b.Used == nil:
+			used = append(used, "-")
+		case b.Unit == access.UnitUSD:
+			used = append(used, fmt.Sprintf("%.2f usd (%.0f%%)", *b.Used, 100**b.Used/b.Amount))
+		default:
+			used = append(used, fmt.Sprintf("%.0f tokens (%.0f%%)", *b.Used, 100**b.Used/b.Amount))
+		}
+	}
+	return strings.Join(budget, ", "), strings.Join(used, ", ")
 }
 
 func keyStatus(k access.KeyInfo) string {
@@ -189,12 +319,15 @@ func apikeyList(c *cli.Context) error {
 			"hint: revoke %s with `claudeflare apikey revoke NAME` and run `claudeflare doctor`\n",
 			n, map[bool]string{true: "row", false: "rows"}[n == 1], map[bool]string{true: "it", false: "them"}[n == 1], map[bool]string{true: "it", false: "them"}[n == 1])
 	}
+	now := time.Now()
+	used := e.budgetsUsed(c.Context, cfg, keys, now)
 	if c.Bool("json") {
 		out := newNDJSON(e.stdout)
 		for _, k := range keys {
 			if err := out.write(apikeyOut{
 				Name: k.Name, Prefix: k.Prefix, Role: string(k.Role), Status: keyStatus(k),
 				CreatedAt: requestlog.RFC3339(store.ToMS(k.CreatedAt)), LastUsedAt: requestlog.RFC3339(store.ToMS(k.LastUsedAt)), RevokedAt: requestlog.RFC3339(store.ToMS(k.RevokedAt)),
+				Budgets: keyBudgets(k, used, now),
 			}); err != nil {
 				return err
 			}
@@ -202,12 +335,36 @@ func apikeyList(c *cli.Context) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPREFIX\tROLE\tSTATUS\tCREATED\tLAST USED")
+	fmt.Fprintln(tw, "NAME\tPREFIX\tROLE\tSTATUS\tCREATED\tLAST USED\tBUDGET\tUSED")
 	for _, k := range keys {
-		fmt.Fprintf(tw, "%s\t%s...\t%s\t%s\t%s\t%s\n", printable(k.Name), printable(k.Prefix), printable(string(k.Role)), printable(keyStatus(k)),
-			tableTime(store.ToMS(k.CreatedAt)), tableTime(store.ToMS(k.LastUsedAt)))
+		budget, use := budgetCells(keyBudgets(k, used, now))
+		fmt.Fprintf(tw, "%s\t%s...\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(k.Name), printable(k.Prefix), printable(string(k.Role)), printable(keyStatus(k)),
+			tableTime(store.ToMS(k.CreatedAt)), tableTime(store.ToMS(k.LastUsedAt)), budget, use)
 	}
 	return tw.Flush()
+}
+
+// budgetsUsed reads the use of the live keys' budgets in their current
+// periods from the request log; when it cannot, it warns and the use is
+// left unknown.
+func (e *env) budgetsUsed(ctx context.Context, cfg *config.Config, keys []access.KeyInfo, now time.Time) map[string][]access.BudgetUse {
+	some := false
+	for _, k := range keys {
+		some = some || len(k.Budgets) > 0
+	}
+	if !some {
+		return nil
+	}
+	ldb, err := e.openLog(cfg)
+	if err == nil {
+		defer ldb.Close()
+		var used map[string][]access.BudgetUse
+		if used, err = access.BudgetsUsed(ctx, ldb, keys, now); err == nil {
+			return used
+		}
+	}
+	fmt.Fprintf(e.stderr, "claudeflare: warning: cannot read the budgets' use from the request log: %v\n", err)
+	return nil
 }
 
 func countTampered(keys []access.KeyInfo) int {
