@@ -29,7 +29,10 @@ var errBodyBudget = errors.New("request bodies in flight hold server.max_infligh
 
 // readBody reads the whole request body (it is replayed on failover)
 // within server.body_read_timeout, into a buffer that grows as bytes
-// arrive, each growth reserved first in the server's body budget.
+// arrive, each growth reserved first in the server's body budget. The
+// buffers come from the size-class pools (bufpool.go); the body is kept
+// once, in x.buf, and every upstream try and the payload capture read
+// that one copy.
 func (x *exchange) readBody() error {
 	limit := x.s.cfg.Server.MaxBodyBytes
 	if limit <= 0 {
@@ -61,7 +64,7 @@ func (x *exchange) readBody() error {
 	if n := x.r.ContentLength; n >= 0 {
 		want = min(want, n+1) // +1 so the EOF read does not grow it
 	}
-	var buf []byte
+	var buf []byte // (*x.buf.box)[:len:usable cap]
 	var err error
 	for {
 		if len(buf) == cap(buf) {
@@ -94,6 +97,9 @@ func (x *exchange) readBody() error {
 			if deadline {
 				rc.SetReadDeadline(time.Time{})
 			}
+			// The upload may read the prefix until the transport is
+			// done with it, after this exchange: it is not pooled again.
+			x.buf = nil
 			x.streamBody(buf, limit)
 			return nil
 		}
@@ -109,8 +115,10 @@ func (x *exchange) readBody() error {
 }
 
 // growBody makes room for more of the body: the capacity doubles (up to
-// ceiling and the Content-Length), the growth reserved first in the
-// server's body budget; false when the budget is full.
+// ceiling and the Content-Length), rounded up to a pool's size class; the
+// growth (by what the buffers pin) is reserved first in the server's body
+// budget; false when the budget is full. The smaller buffer goes back to
+// its pool at once.
 func (x *exchange) growBody(buf []byte, want, ceiling int64) ([]byte, bool) {
 	next := want
 	if cap(buf) > 0 {
@@ -119,12 +127,22 @@ func (x *exchange) growBody(buf []byte, want, ceiling int64) ([]byte, bool) {
 			next = min(next, n+1)
 		}
 	}
-	if !x.s.bodies.reserve(next - int64(cap(buf))) {
+	var old int64 // what the current buffer pins
+	if x.buf != nil {
+		old = int64(cap(*x.buf.box))
+	}
+	pinned := int64(bufCap(int(next)))
+	if !x.s.bodies.reserve(pinned - old) {
 		return buf, false
 	}
-	x.held += next - int64(cap(buf))
-	nb := make([]byte, len(buf), next)
-	copy(nb, buf)
+	x.held += pinned - old
+	box := getBuf(int(next))
+	nb := append((*box)[:0], buf...)
+	nb = nb[:len(buf):next] // reads stop at next, whatever the class's size
+	if x.buf != nil {
+		x.buf.release()
+	}
+	x.buf = newBodyBuf(box)
 	return nb, true
 }
 
@@ -148,12 +166,17 @@ func (x *exchange) bodyReadFailed(err error) {
 
 // releaseBody gives the body's memory back to the budget once the
 // exchange is over (the recorder may still hold the bytes briefly; its
-// queue bounds the bytes it holds on its own).
+// queue bounds the bytes it holds on its own), and lets go of the
+// exchange's reference to the buffer: it goes back to its pool once the
+// upstream requests and the capture are done with it too.
 func (x *exchange) releaseBody() {
 	if x.held > 0 {
 		x.s.bodies.release(x.held)
 		x.held = 0
 	}
+	x.body = nil
+	x.buf.release()
+	x.buf = nil
 }
 
 func (x *exchange) bodyBudgetFull() {

@@ -47,8 +47,9 @@ type exchange struct {
 	r       *http.Request
 	start   time.Time
 	id      string
-	route   string // the canonical path (escaped), as authorized
-	body    []byte
+	route   string   // the canonical path (escaped), as authorized
+	body    []byte   // the request body, read once (body.go), in buf
+	buf     *bodyBuf // body's pooled buffer; nil when empty or not pooled
 	held    int64    // bytes of body memory reserved in Server.bodies
 	sent    []string // the credentials sent upstream by the current attempt
 	model   string   // the request's "model", read from the body once (serve)
@@ -487,17 +488,33 @@ func (x *exchange) send(a *account, secret string) (*http.Response, error) {
 	u.RawQuery = x.r.URL.RawQuery
 	var body io.Reader = http.NoBody
 	if len(x.body) > 0 {
-		body = bytes.NewReader(x.body)
+		// The one copy of the body, read in place; each reader holds the
+		// buffer until the transport closes it (bufpool.go).
+		body = newBodyReader(x.buf, x.body)
 	}
 	if x.upload != nil {
 		body = x.upload
 	}
 	req, err := http.NewRequestWithContext(x.r.Context(), x.r.Method, u.String(), body)
+	br, _ := body.(*bodyReader)
 	if err != nil {
+		if br != nil {
+			br.Close()
+		}
 		return nil, fmt.Errorf("build upstream request: %w", err)
+	}
+	if br != nil {
+		// The transport rewinds with it to resend on a fresh connection
+		// (a reader a redirect asks for and never closes only keeps the
+		// buffer from its pool).
+		buf, b := x.buf, x.body
+		req.GetBody = func() (io.ReadCloser, error) { return newBodyReader(buf, b), nil }
 	}
 	if got := req.URL.EscapedPath(); got != base+x.route {
 		// Cannot happen for a canonical path; never send anything else.
+		if br != nil {
+			br.Close()
+		}
 		return nil, fmt.Errorf("build upstream request: path %q is not the authorized %q", got, base+x.route)
 	}
 	req.Header = outboundHeader(x.r.Header)
@@ -538,6 +555,12 @@ func (x *exchange) finish() {
 		// The proxy's own answers are captured too (headers and request).
 		rec.pay = &capture{method: x.r.Method, path: x.row.Path, reqHeader: x.r.Header, reqBody: x.body,
 			status: x.row.Status, respHeader: x.w.Header().Clone()}
+	}
+	if rec.pay != nil && rec.pay.reqBody != nil && x.buf != nil {
+		// The capture reads the body in place: the buffer is held until
+		// the recorder is done with it (recorder.release).
+		x.buf.acquire()
+		rec.pay.reqBuf = x.buf
 	}
 	x.s.obs.Request(x.row)
 	x.s.rec.submit(rec)

@@ -17,9 +17,12 @@ import (
 	"github.com/claudeflare/claudeflare/vault"
 )
 
-// capBuf keeps at most max bytes of what is written to it.
+// capBuf keeps at most max bytes of what is written to it, in a buffer
+// from the size-class pools (bufpool.go) that doubles as it fills: a
+// small answer holds 4 KiB, a 200 KB one 256 KiB.
 type capBuf struct {
 	b         []byte
+	box       *[]byte // b's buffer, for putBuf
 	max       int
 	truncated bool
 }
@@ -30,24 +33,28 @@ func (c *capBuf) Write(p []byte) (int, error) {
 		p = p[:max(room, 0)]
 		c.truncated = true
 	}
+	if need := len(c.b) + len(p); need > cap(c.b) {
+		box := getBuf(min(max(need, 2*cap(c.b)), c.max))
+		b := append((*box)[:0], c.b...)
+		putBuf(c.box)
+		c.box, c.b = box, b
+	}
 	c.b = append(c.b, p...)
 	return n, nil
 }
-
-var capBufPool = sync.Pool{New: func() any { return &capBuf{b: make([]byte, 0, 16<<10)} }}
 
 // getCapBuf returns a buffer for a response body that keeps max bytes
 // and redactSlack more: the recorder redacts before it cuts at max, so
 // that a secret straddling the cut is redacted whole.
 func getCapBuf(max int) *capBuf {
-	c := capBufPool.Get().(*capBuf)
-	c.b, c.max, c.truncated = c.b[:0], max+redactSlack, false
-	return c
+	return &capBuf{max: max + redactSlack}
 }
 
+// putCapBuf gives the buffer back to its pool; c is not used afterwards.
 func putCapBuf(c *capBuf) {
-	if c != nil && cap(c.b) <= 4<<20 {
-		capBufPool.Put(c)
+	if c != nil {
+		putBuf(c.box)
+		c.box, c.b = nil, nil
 	}
 }
 
@@ -57,7 +64,8 @@ func putCapBuf(c *capBuf) {
 type capture struct {
 	method, path string
 	reqHeader    http.Header
-	reqBody      []byte // the replay buffer, not copied
+	reqBody      []byte   // the replay buffer, not copied
+	reqBuf       *bodyBuf // reqBody's pooled buffer, held until release
 	status       int
 	respHeader   http.Header
 	respBody     *capBuf // nil when bodies are not kept
@@ -243,6 +251,8 @@ func (r *recorder) submit(rec *record) {
 	if p := rec.pay; p != nil {
 		if !r.wantBodies(p.path) {
 			p.reqBody = nil // not stored: not held in the queue either
+			p.reqBuf.release()
+			p.reqBuf = nil
 		}
 		if size := captureBytes(p); len(r.ch) < cap(r.ch)*3/4 && r.reserve(size, r.payloadBytes) {
 			p.size = size
@@ -296,6 +306,9 @@ func (r *recorder) release(c *capture) {
 	c.size = 0
 	putCapBuf(c.respBody)
 	c.respBody = nil
+	c.reqBody = nil
+	c.reqBuf.release() // the request body's buffer goes back to its pool
+	c.reqBuf = nil
 }
 
 // run is the writer goroutine; it returns when the queue is closed and
