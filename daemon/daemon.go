@@ -103,6 +103,7 @@ type Daemon struct {
 	proxy   *proxy.Server
 	metrics *metrics.Metrics
 	sweeper *retention.Sweeper
+	alerts  *alertsPart // nil without [[alerts.webhook]]
 
 	reloadMu sync.Mutex // one reload at a time
 
@@ -184,6 +185,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	// Client key budgets count what each finished request used.
 	d.proxy.OnRecord(d.guard.RecordUsage)
 	watchAccountEvents(d.proxy, d.metrics, audit.NeedsLogin(vdb, opts.AuditKey, log))
+	d.alerts = newAlerts(cfg, d.proxy, d.guard, log, now, opts.Build.Version)
 	d.sweeper = retention.NewSweeper(opts.LogDB, cfg.Retention, log, now)
 	return d, nil
 }
@@ -245,6 +247,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 	if d.stderr != nil {
 		fmt.Fprintf(d.stderr, "claudeflare: listening on %s\n", d.URL())
 	}
+	d.alerts.start()
 	d.sdNotify("READY=1\nSTATUS=listening on " + d.addr.String())
 	if d.wdog > 0 && d.notify != "" {
 		wctx, cancel := context.WithCancel(context.Background())
@@ -293,6 +296,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	case <-d.sweepDone:
 	case <-ctx.Done():
 	}
+	d.alerts.shutdown(ctx)
 	serveErr := d.serveErr
 	if errors.Is(serveErr, context.Canceled) {
 		serveErr = nil
