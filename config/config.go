@@ -73,6 +73,7 @@ type Config struct {
 	Metrics   Metrics   `toml:"metrics"`
 	Alerts    Alerts    `toml:"alerts"`
 	Pricing   Pricing   `toml:"pricing"`
+	Cloud     Cloud     `toml:"cloud"`
 
 	redactors []*regexp.Regexp
 	// origins says where Load found each key set by a layer (Origin).
@@ -284,6 +285,8 @@ func Default() Config {
 		Alerts: Alerts{Webhook: Webhooks{}},
 	}
 	c.Pricing = Pricing{} // none: the built-in prices (pricing.Default)
+	// None: the built-in model tables (package cloud).
+	c.Cloud = Cloud{BedrockModels: ModelMap{}, VertexModels: ModelMap{}}
 	for _, p := range c.Log.Redact {
 		c.redactors = append(c.redactors, regexp.MustCompile(p))
 	}

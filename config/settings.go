@@ -103,6 +103,8 @@ var reloads = map[string]Reload{
 	"metrics.public":                   ReloadLive,
 	"alerts.webhook":                   ReloadRestart,
 	"pricing":                          ReloadLive, // proxy.SetLive
+	"cloud.bedrock_models":             ReloadRestart,
+	"cloud.vertex_models":              ReloadRestart,
 }
 
 // EnvPrefix starts the environment variable of every setting: the key

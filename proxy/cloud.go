@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/claudeflare/claudeflare/cloud"
+	"github.com/claudeflare/claudeflare/config"
 )
 
 // Cloud accounts (issue 21): an account of kind bedrock or vertex is sent
@@ -28,7 +29,7 @@ import (
 type cloudClients struct {
 	mu     sync.Mutex
 	m      map[int64]cloudEntry
-	models *cloud.Models // nil: the built-in tables
+	models *cloud.Models // made at the first use
 }
 
 type cloudEntry struct {
@@ -36,20 +37,16 @@ type cloudEntry struct {
 	c   *cloud.Client
 }
 
-// setModels replaces the model tables (config [cloud]); clients made
-// from now on use them.
-func (cc *cloudClients) setModels(m *cloud.Models) {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	cc.models = m
-	clear(cc.m)
-}
-
-// client returns a's client for settings and credential document key.
-func (cc *cloudClients) client(id int64, kind, settings, key string, hc *http.Client) (*cloud.Client, error) {
+// client returns a's client for settings and credential document key;
+// the model tables are the built-in ones with cfg's [cloud] over them
+// (read once: a restart applies a change).
+func (cc *cloudClients) client(id int64, kind, settings, key string, hc *http.Client, cfg *config.Config) (*cloud.Client, error) {
 	h := sha256.Sum256([]byte(kind + "\x00" + settings + "\x00" + key))
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
+	if cc.models == nil {
+		cc.models = cloud.NewModels(cfg.Cloud.BedrockModels, cfg.Cloud.VertexModels)
+	}
 	if e, ok := cc.m[id]; ok && e.key == h {
 		return e.c, nil
 	}
@@ -78,7 +75,7 @@ func (x *exchange) sendCloud(a *account, secret string) (*http.Response, error) 
 	x.s.pool.mu.Lock()
 	settings := a.upstream
 	x.s.pool.mu.Unlock()
-	c, err := x.s.clouds.client(a.ID, a.Kind, settings, secret, x.s.client)
+	c, err := x.s.clouds.client(a.ID, a.Kind, settings, secret, x.s.client, x.s.cfg)
 	if err != nil {
 		return nil, err
 	}

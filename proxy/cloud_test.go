@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/cloud"
+	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/fakeapi"
 	"github.com/claudeflare/claudeflare/internal/fakecloud"
 	"github.com/claudeflare/claudeflare/store"
@@ -172,7 +173,9 @@ func TestCloudKeyRefused(t *testing.T) {
 }
 
 func TestCloudCountTokensOnBedrock(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, withConfig(func(c *config.Config) {
+		c.Cloud.BedrockModels = config.ModelMap{"claude-sonnet-4-5": "us.anthropic.claude-sonnet-4-5-20250929-v1:0"}
+	}))
 	br := fakecloud.NewBedrock("us-east-1")
 	defer br.Close()
 	h.addCloud("bed", store.KindBedrock, 0, cloud.Settings{Region: br.Region, Endpoint: br.URL}, br.Keys.JSON())
@@ -180,5 +183,8 @@ func TestCloudCountTokensOnBedrock(t *testing.T) {
 	r := h.do(context.Background(), http.MethodPost, "/v1/messages/count_tokens", `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}`, nil)
 	if r.status != 200 || string(r.body) != `{"input_tokens":31}` {
 		t.Fatalf("count_tokens %d: %s", r.status, r.body)
+	}
+	if got := br.Requests(); len(got) != 1 || got[0].Model != "us.anthropic.claude-sonnet-4-5-20250929-v1:0" || got[0].Op != "count-tokens" {
+		t.Errorf("bedrock saw %+v (the config's model table not used?)", got)
 	}
 }
