@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -42,11 +43,35 @@ var (
 	loadJSON = benchLoad{name: "json", body: []byte(jsonBody)}
 	loadSSE  = benchLoad{name: "sse", body: []byte(streamBody)}
 	// load200K is a Claude Code-like request of 200 KB (its answer
-	// streamed), with Claude Code's session header.
+	// streamed), with Claude Code's session header. Each tool result
+	// holds 6 KB of real source (Go's net/http, as a Read would return
+	// it) besides the generator's repetitive handlers, so that the body
+	// compresses about as much as a real session's (the payload log
+	// compresses what it stores).
 	load200K = sync.OnceValue(func() benchLoad {
-		return benchLoad{name: "200k", body: testutil.ClaudeCodeBody(200<<10, nil), session: true}
+		src := goSource()
+		const piece = 6 << 10
+		extra := func(i int) string {
+			if len(src) < piece {
+				return ""
+			}
+			off := (i * piece) % (len(src) - piece)
+			return src[off : off+piece]
+		}
+		return benchLoad{name: "200k", body: testutil.ClaudeCodeBody(200<<10, extra), session: true}
 	})
 )
+
+// goSource is some real source text: Go's net/http, from GOROOT ("" when
+// it is not there).
+func goSource() string {
+	var b strings.Builder
+	for _, f := range []string{"server.go", "transport.go", "request.go"} {
+		src, _ := os.ReadFile(filepath.Join(runtime.GOROOT(), "src", "net", "http", f))
+		b.Write(src)
+	}
+	return b.String()
+}
 
 // settleBench waits for what the proxies do after the answers (the daemon's
 // recorder writes its batches every log.flush_interval, 250 ms by
