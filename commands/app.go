@@ -292,6 +292,8 @@ func NewApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			payloadCommand(),
 			cleanupCommand(),
 			statsCommand(),
+			statusCommand(),
+			statuslineCommand(),
 			simulateCommand(),
 			doctorCommand(),
 			backupCommand(),
