@@ -11,7 +11,6 @@ import (
 
 	"github.com/claudeflare/claudeflare/accounts"
 	"github.com/claudeflare/claudeflare/audit"
-	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/apierr"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
@@ -134,37 +133,6 @@ func (g *Guard) apiAccounts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"accounts": accts})
-}
-
-func (g *Guard) apiStats(w http.ResponseWriter, r *http.Request) {
-	if g.logDB == nil {
-		reject(w, http.StatusServiceUnavailable, apierr.API, "claudeflare: the request log is not available")
-		return
-	}
-	since := defaultStatsSince
-	if s := r.URL.Query().Get("since"); s != "" {
-		d, err := config.ParseDuration(s)
-		if err != nil {
-			reject(w, http.StatusBadRequest, apierr.InvalidRequest, "claudeflare: since: "+err.Error())
-			return
-		}
-		since = d
-	}
-	from := g.now().Add(-since)
-	st, err := requestlog.ComputeStats(r.Context(), g.logDB, requestlog.StatsOptions{Since: from, Vault: g.vaultDB, Now: g.now})
-	if err != nil {
-		g.internalError(w, r, "read stats", err)
-		return
-	}
-	accts, pool := st.Lines()
-	if accts == nil {
-		accts = []requestlog.StatsLine{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"since":    from.UTC().Format(time.RFC3339),
-		"accounts": accts,
-		"pool":     pool,
-	})
 }
 
 func (g *Guard) apiSetPaused(w http.ResponseWriter, r *http.Request, paused bool) {
