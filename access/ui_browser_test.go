@@ -214,9 +214,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	bctx, bl := startBrowser(t)
 	d := newDaemonStack(t, nil)
 	ctx := context.Background()
-	// The daemon's clock reads the real time, as the browser's does, so
-	// resets are as far ahead for both.
-	d.clk.Add(time.Since(d.clk.Now()))
+	// The daemon's clock ends at the real time, as the browser's reads,
+	// so resets are as far ahead for both; it starts 16 hours before, for
+	// traffic spread over the charts.
+	const spread = 16
+	d.clk.Add(time.Since(d.clk.Now()) - spread*time.Hour)
 	if _, err := d.v.AddAccount(ctx, vault.NewAccount{Name: "team", Kind: store.KindOAuth, Mode: "max", Priority: 2, Tier: 1},
 		vault.Secrets{RefreshToken: d.api.NewOAuthAccount("team")}); err != nil {
 		t.Fatal(err)
@@ -243,6 +245,23 @@ func TestDashboardInBrowser(t *testing.T) {
 			fakeapi.UnifiedPrefix + "reset":          strconv.FormatInt(now.Add(w.reset5).Unix(), 10),
 		})
 	}
+	// Traffic over the last hours: three models, some refused by upstream.
+	models := []string{"claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"}
+	spreadN := 0
+	for h := 0; h < spread; h++ {
+		for i := 0; i < 1+(h*7)%4; i++ {
+			status := 200
+			if (h+i)%7 == 3 {
+				d.api.Inject(fakeapi.Fault{Kind: fakeapi.FaultStatus, Status: 400, Path: fakeapi.MessagesPath})
+				status = 400
+			}
+			body := `{"model":"` + models[(h+i)%3] + `","max_tokens":` + strconv.Itoa(64+h*40) + `,"messages":[{"role":"user","content":"` + strings.Repeat("hello ", 20*(i+1)) + `"}]}`
+			expectStatus(t, d.do("POST", "/v1/messages", body), status, "")
+			spreadN++
+		}
+		d.clk.Add(time.Hour)
+	}
+	d.clk.Add(time.Since(d.clk.Now()))
 	// Requests on each account: the others paused while one serves.
 	names := []string{"work", "pool", "team"}
 	setPaused := func(name string, paused bool) {
@@ -277,10 +296,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	for _, n := range names {
 		waitPaused(n, false)
 	}
-	waitFor(t, "six requests in the log", func() bool {
+	waitFor(t, "every request in the log", func() bool {
 		var page struct{ Requests []json.RawMessage }
-		r := d.do("GET", "/api/requests", "")
-		return r.status == 200 && json.Unmarshal([]byte(r.body), &page) == nil && len(page.Requests) >= 6
+		r := d.do("GET", "/api/requests?limit=1000", "")
+		return r.status == 200 && json.Unmarshal([]byte(r.body), &page) == nil && len(page.Requests) >= 6+spreadN
 	})
 
 	// The page and its files: no key needed, strict CSP, nosniff; GET /
@@ -350,8 +369,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	// The filter narrows the list to one account.
 	run(t, bctx, "filter by account", chromedp.SetValue(chromedp.CSS("#f-account"), "team"),
 		chromedp.Evaluate[chromedp.Void](`document.getElementById("f-account").dispatchEvent(new Event("change"))`))
+	teamRows := strings.Count(d.do("GET", "/api/requests?account=team&limit=1000", "").body, `"account":"team"`)
+	t.Logf("%d requests on team", teamRows)
 	waitJS(t, bctx, "only team's requests", `(() => { const c = Array.from(document.querySelectorAll("#requests tbody tr td:nth-child(2)")).map((e) => e.textContent);
-		return c.length === 2 && c.every((n) => n === "team"); })()`)
+		return c.length === `+strconv.Itoa(teamRows)+` && c.every((n) => n === "team"); })()`)
 	// A payload, on demand (loopback without keys is every permission).
 	run(t, bctx, "open a payload", chromedp.Evaluate[chromedp.Void](`document.querySelector("#requests tbody button[data-id]").click()`))
 	waitJS(t, bctx, "the payload", `!document.getElementById("payload").hidden && document.getElementById("payload-body").textContent.includes('"request"')`)
@@ -420,6 +441,24 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if c := eval[string](t, bctx, `document.cookie`); c != "" {
 		t.Errorf("cookie set: %q", c)
+	}
+	// A narrow window: one column, nothing wider than the window (the
+	// requests table scrolls inside its own box).
+	run(t, bctx, "narrow window", chromedp.EmulateViewport(390, 844))
+	waitJS(t, bctx, "one column", `document.querySelector("#accounts [data-account]").getBoundingClientRect().width <= 390`)
+	if w := eval[int](t, bctx, `document.documentElement.scrollWidth`); w > 390 {
+		t.Errorf("the page is %dpx wide in a 390px window", w)
+	}
+	if path := os.Getenv(screenshotEnv + "_NARROW"); path != "" {
+		c, cancel := context.WithTimeout(bctx, 90*time.Second)
+		png, err := chromedp.Run(c, chromedp.FullScreenshot(100))
+		cancel()
+		if err == nil {
+			err = os.WriteFile(path, png, 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	// A viewer may not read payloads: the page says so.
 	run(t, bctx, "open a payload as viewer", chromedp.Evaluate[chromedp.Void](`document.querySelector("#requests tbody button[data-id]").click()`))

@@ -82,6 +82,7 @@
     if (v === null || v === undefined) return "–";
     if (v >= 10000) return (v / 1000).toFixed(0) + " s";
     if (v >= 1000) return (v / 1000).toFixed(1) + " s";
+    if (v > 0 && v < 10) return (Math.round(v * 10) / 10) + " ms";
     return Math.round(v) + " ms";
   }
 
@@ -310,7 +311,10 @@
 
   // ---- charts (inline SVG) -----------------------------------------------
 
-  const W = 560, H = 170, PAD_L = 48, PAD_R = 8, PAD_T = 10, PAD_B = 24;
+  // Charts are drawn at their box's width, one SVG unit a CSS pixel, so
+  // their text stays readable; the next refresh redraws after a resize.
+  const H = 170, PAD_L = 52, PAD_R = 8, PAD_T = 10, PAD_B = 24;
+  const widthOf = (plot) => Math.max(240, Math.floor(plot.clientWidth || 480));
 
   function niceMax(v) {
     if (!(v > 0)) return 1;
@@ -329,6 +333,7 @@
   // drawn in order, so draw the larger first) or "line".
   function timeChart(fig, times, series, fmt, title) {
     const plot = fig.querySelector(".plot");
+    const W = widthOf(plot);
     clear(plot);
     const n = times.length;
     const max = niceMax(Math.max(0, ...series.flatMap((s) => s.values.filter((v) => v !== null))));
@@ -345,7 +350,7 @@
     }
     if (n) {
       const span = times[n - 1] - times[0];
-      const every = Math.max(1, Math.ceil(n / 6));
+      const every = Math.max(1, Math.ceil(n / Math.max(2, Math.floor(iw / 70))));
       for (let i = 0; i < n; i += every) {
         root.append(svg("text", { x: x(i) + iw / n / 2, y: H - 6, class: "axis", "text-anchor": "middle", text: tickLabel(times[i], span) }));
       }
@@ -377,20 +382,24 @@
   // barList draws horizontal bars, one per [label, value].
   function barList(fig, rows, fmt, empty) {
     const plot = fig.querySelector(".plot");
+    const W = widthOf(plot);
     clear(plot);
     if (!rows.length) {
       plot.append(el("p", { class: "fine", text: empty }));
       return;
     }
     const max = Math.max(...rows.map((r) => r[1] || 0)) || 1;
-    const lh = 22, lw = 150, h = rows.length * lh + 4;
+    const lh = 22, lw = Math.min(170, Math.floor(W * 0.4)), h = rows.length * lh + 4;
     const root = svg("svg", { viewBox: "0 0 " + W + " " + h, role: "img", class: "svgchart bars" });
     root.append(svg("title", { text: rows.map((r) => r[0] + " " + fmt(r[1])).join(", ") }));
     rows.forEach((r, i) => {
       const yy = i * lh + 2;
-      const label = r[0].length > 24 ? r[0].slice(0, 23) + "…" : r[0];
-      root.append(svg("text", { x: 0, y: yy + 15, class: "axis label", text: label }));
-      const w = ((r[1] || 0) / max) * (W - lw - 80);
+      const fit = Math.max(6, Math.floor(lw / 7));
+      const label = r[0].length > fit ? r[0].slice(0, fit - 1) + "…" : r[0];
+      const lt = svg("text", { x: 0, y: yy + 15, class: "axis label", text: label });
+      lt.append(svg("title", { text: r[0] }));
+      root.append(lt);
+      const w = ((r[1] || 0) / max) * (W - lw - 70);
       root.append(svg("rect", { x: lw, y: yy + 3, width: Math.max(r[1] ? 1 : 0, w).toFixed(1), height: lh - 8, class: "bar cost" }));
       root.append(svg("text", { x: lw + w + 6, y: yy + 15, class: "axis", text: fmt(r[1]) }));
     });
@@ -456,7 +465,7 @@
     const tbody = $("requests").querySelector("tbody");
     clear(tbody);
     const model = $("f-model").value;
-    const rows = reqs.filter((r) => !model || r.model === model).reverse();
+    const rows = reqs.filter((r) => !model || r.model === model).reverse().slice(0, Number($("f-rows").value) || 25);
     $("requests-empty").hidden = rows.length > 0;
     for (const r of rows) {
       const t = parseTime(r.timestamp);
@@ -569,7 +578,7 @@
       if (e instanceof HTTPError && e.status === 401) {
         showLogin(state.key ? "That key was not accepted. Enter a client key with the viewer role." : null);
       } else if (e instanceof HTTPError && e.status === 403) {
-        showLogin("This key may not view the dashboard (" + e.message + "). Use a viewer or admin key.");
+        showLogin(state.key ? "This key may not view the dashboard (" + e.message + "). Use a viewer or admin key." : e.message);
       } else {
         $("live").textContent = "Update failed: " + e.message;
         $("live").classList.add("error");
@@ -632,6 +641,7 @@
     $("filters").addEventListener("submit", (ev) => ev.preventDefault());
     for (const id of ["f-account", "f-status"]) $(id).addEventListener("change", () => refresh());
     $("f-model").addEventListener("change", () => renderRequests(state.requests));
+    $("f-rows").addEventListener("change", () => renderRequests(state.requests));
     $("payload-close").addEventListener("click", () => { $("payload").hidden = true; });
     document.addEventListener("visibilitychange", () => { if (!document.hidden && state.authed) refresh(); });
     setInterval(tick, 1000);
