@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/claudeflare/claudeflare/requestlog"
@@ -31,16 +32,18 @@ import (
 // Two workloads:
 //
 //	session: 40 records of one Claude Code session. Each request resends
-//	         the whole conversation so far (system prompt, tool
+//	         the whole conversation so far (system prompt, 16 tool
 //	         definitions, every earlier turn) plus one more turn: a Read
 //	         of a real source file (the Go tree's net/http, numbered as
 //	         Claude Code's Read tool returns it) or a Bash run's output.
-//	         Requests grow from about 40 KB to about 580 KB. Each answer
+//	         Requests grow from 36 KB to 364 KB (mean 194 KB). Each answer
 //	         is an SSE stream as the API sends it (message_start, text
 //	         deltas of a few words, a tool_use block in input_json_delta
-//	         pieces, message_delta with usage), 10 to 20 KB.
-//	synthetic: one claudeCodeBody of 200 KB as request and as answer
-//	         (BenchmarkRecorderSeal's record; very repetitive, so it
+//	         pieces, message_delta with usage), about 5 KB. Each record is
+//	         compressed alone: what a request shares with the one before
+//	         (nearly all of it) is not deduplicated across records.
+//	synthetic: claudeCodeBody of 200 KB as request and as answer, ten
+//	         times (BenchmarkRecorderSeal's record; very repetitive, so it
 //	         flatters compression).
 //
 // Each encoding seals every record as the recorder does (redact, encode,
@@ -56,7 +59,7 @@ func BenchmarkCompressPayload(b *testing.B) {
 		{"session", claudeCodeSession(b, 40)},
 		{"synthetic", func() []sessionRecord {
 			body := benchRedactBodies()[0].body
-			return []sessionRecord{{req: body, resp: body, respType: "application/json"}}
+			return slices.Repeat([]sessionRecord{{req: body, resp: body, respType: "application/json"}}, 10)
 		}()},
 	}
 	for _, w := range workloads {
@@ -65,8 +68,9 @@ func BenchmarkCompressPayload(b *testing.B) {
 			reqBytes += len(r.req)
 			respBytes += len(r.resp)
 		}
-		b.Logf("%s: %d records, request bodies %d KB, answers %d KB (mean %d KB + %d KB)", w.name, len(w.recs),
-			reqBytes>>10, respBytes>>10, reqBytes/len(w.recs)>>10, respBytes/len(w.recs)>>10)
+		b.Logf("%s: %d records, request bodies %d KB (%d to %d KB), answers %d KB (mean %d KB + %d KB)", w.name, len(w.recs),
+			reqBytes>>10, len(w.recs[0].req)>>10, len(w.recs[len(w.recs)-1].req)>>10,
+			respBytes>>10, reqBytes/len(w.recs)>>10, respBytes/len(w.recs)>>10)
 		for _, enc := range benchEncodings() {
 			b.Run(w.name+"/"+enc.name, func(b *testing.B) {
 				benchEncoding(b, w.recs, enc)
@@ -87,12 +91,16 @@ type payloadEncoding struct {
 }
 
 // benchEncodings are the candidates: json is the format of before (JSON,
-// bodies in base64); store is what the recorder writes now
-// (store.CaptureEncoder: the bodies framed raw after the capture's JSON,
-// compressed with zstd's fastest level).
+// bodies in base64); raw frames the bodies raw after the capture's JSON
+// without them; raw+s2=store is what the recorder writes now
+// (store.CaptureEncoder: raw, compressed with S2's default, fastest,
+// mode); the others compress raw (or json) with S2's better mode or zstd
+// at its fastest (1, with and without entropy coding) or default (3)
+// level.
 func benchEncodings() []payloadEncoding {
-	zenc := func(level zstd.EncoderLevel) *zstd.Encoder {
-		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false))
+	zenc := func(level zstd.EncoderLevel, opts ...zstd.EOption) *zstd.Encoder {
+		opts = append(opts, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false))
+		e, err := zstd.NewWriter(nil, opts...)
 		if err != nil {
 			panic(err)
 		}
@@ -106,24 +114,31 @@ func benchEncodings() []payloadEncoding {
 		return b
 	}
 	z1, z3 := zenc(zstd.SpeedFastest), zenc(zstd.SpeedDefault)
+	z1n := zenc(zstd.SpeedFastest, zstd.WithNoEntropyCompression(true))
 	var frame, out []byte
 	var se store.CaptureEncoder
+	withFrame := func(compress func(frame []byte) []byte) func(*store.Capture) []byte {
+		return func(c *store.Capture) []byte {
+			frame = rawFrame(frame[:0], c)
+			out = compress(frame)
+			return out
+		}
+	}
 	return []payloadEncoding{
 		{"json", jsonEnc},
 		{"json+zstd1", func(c *store.Capture) []byte { out = z1.EncodeAll(jsonEnc(c), out[:0]); return out }},
-		{"raw", func(c *store.Capture) []byte { frame = rawFrame(frame[:0], c); return frame }},
-		{"raw+zstd1=store", func(c *store.Capture) []byte {
+		{"raw", withFrame(func(f []byte) []byte { return f })},
+		{"raw+s2=store", func(c *store.Capture) []byte {
 			b, err := se.Encode(c)
 			if err != nil {
 				panic(err)
 			}
 			return b
 		}},
-		{"raw+zstd3", func(c *store.Capture) []byte {
-			frame = rawFrame(frame[:0], c)
-			out = z3.EncodeAll(frame, out[:0])
-			return out
-		}},
+		{"raw+s2better", withFrame(func(f []byte) []byte { return s2.EncodeBetter(out[:0], f) })},
+		{"raw+zstd1", withFrame(func(f []byte) []byte { return z1.EncodeAll(f, out[:0]) })},
+		{"raw+zstd1-noentropy", withFrame(func(f []byte) []byte { return z1n.EncodeAll(f, out[:0]) })},
+		{"raw+zstd3", withFrame(func(f []byte) []byte { return z3.EncodeAll(f, out[:0]) })},
 	}
 }
 
@@ -244,32 +259,40 @@ func benchEncoding(b *testing.B, recs []sessionRecord, enc payloadEncoding) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// BenchmarkCompressPayloadVs compares the format of before (json) with
-// the recorder's now (store.CaptureEncoder) in turn, eight records of
-// each at a time, on the session workload: the recorder's CPU per record
-// (seal: redact, encode, seal; then the batch insert), the export's CPU
-// per record (requestlog.WriteNDJSON with one worker: read, open,
-// decode, write the line), the log's size, and the ratios new/old.
+// BenchmarkCompressPayloadVs compares, on the session workload, the
+// format of before (json), the recorder's now (store: raw framing, S2)
+// and the candidate that compresses more (zstd's fastest level), in turn, eight records of each at a time: the recorder's CPU
+// per record (redact, encode, seal, and the batch's insert), the log's
+// size, their ratios to json's, and the export's CPU per record
+// (requestlog.WriteNDJSON with one worker: read, open, decode, write the
+// line) for json and store.
 //
 //	go test -run '^$' -bench CompressPayloadVs -benchtime 3x -count 3 ./proxy
 func BenchmarkCompressPayloadVs(b *testing.B) {
 	recs := claudeCodeSession(b, 40)
-	encs := benchEncodings()
-	old, cur := encs[0], encs[3]
+	var encs []payloadEncoding
+	for _, e := range benchEncodings() {
+		switch e.name {
+		case "json", "raw+s2=store", "raw+zstd1":
+			encs = append(encs, e)
+		}
+	}
+	names := []string{"json", "store", "zstd1"}
 	s := newBenchSealer(b)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	var cpu, exp [2]time.Duration
-	var size [2]int64
+	cpu := make([]time.Duration, len(encs))
+	size := make([]int64, len(encs))
+	var exp [2]time.Duration
 	var records int
 	for b.Loop() {
-		var dbs [2]*store.DB
-		var dirs [2]string
+		dbs := make([]*store.DB, len(encs))
+		dirs := make([]string, len(encs))
 		for k := range dbs {
 			dbs[k], dirs[k] = benchLog(b)
 		}
 		for i := 0; i < len(recs); i += 8 {
-			for k, enc := range []payloadEncoding{old, cur} {
+			for k, enc := range encs {
 				c0 := threadCPU()
 				var rows []store.Request
 				var pays []store.Payload
@@ -285,26 +308,30 @@ func BenchmarkCompressPayloadVs(b *testing.B) {
 		}
 		for k := range dbs {
 			size[k] += checkpointedSize(b, dbs[k], dirs[k])
-			c0 := threadCPU()
-			n, err := requestlog.WriteNDJSON(context.Background(), dbs[k], requestlog.Filter{}, s.h.vault.OpenPayload, io.Discard, 1)
-			if err != nil || n != int64(len(recs)) {
-				b.Fatalf("export: %d rows, %v", n, err)
+			if k < len(exp) {
+				c0 := threadCPU()
+				n, err := requestlog.WriteNDJSON(context.Background(), dbs[k], requestlog.Filter{}, s.h.vault.OpenPayload, io.Discard, 1)
+				if err != nil || n != int64(len(recs)) {
+					b.Fatalf("export: %d rows, %v", n, err)
+				}
+				exp[k] += threadCPU() - c0
 			}
-			exp[k] += threadCPU() - c0
 			dbs[k].Close()
 		}
 		records += len(recs)
 	}
 	n := float64(records)
 	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / n }
-	b.ReportMetric(us(cpu[0]), "old_cpu_us/rec")
-	b.ReportMetric(us(cpu[1]), "new_cpu_us/rec")
-	b.ReportMetric(float64(cpu[1])/float64(cpu[0]), "cpu_new/old")
-	b.ReportMetric(us(exp[0]), "old_export_cpu_us/rec")
-	b.ReportMetric(us(exp[1]), "new_export_cpu_us/rec")
-	b.ReportMetric(float64(size[0])/n, "old_file_B/rec")
-	b.ReportMetric(float64(size[1])/n, "new_file_B/rec")
-	b.ReportMetric(float64(size[1])/float64(size[0]), "size_new/old")
+	for k, name := range names {
+		b.ReportMetric(us(cpu[k]), name+"_cpu_us/rec")
+		b.ReportMetric(float64(size[k])/n, name+"_file_B/rec")
+		if k > 0 {
+			b.ReportMetric(float64(cpu[k])/float64(cpu[0]), name+"/json_cpu")
+			b.ReportMetric(float64(size[k])/float64(size[0]), name+"/json_size")
+		}
+	}
+	b.ReportMetric(us(exp[0]), "json_export_cpu_us/rec")
+	b.ReportMetric(us(exp[1]), "store_export_cpu_us/rec")
 	b.ReportMetric(0, "ns/op")
 }
 

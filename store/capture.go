@@ -5,9 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 
-	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/compress/s2"
 )
 
 // Capture is the plaintext of a sealed payload: what the proxy saw of one
@@ -20,12 +19,14 @@ import (
 //
 //   - '{': the capture as JSON, bodies in base64 (every payload written
 //     before issue 16; still read, written only by MarshalCaptureJSON).
-//   - captureZstd (0x01), then one zstd frame (with its content size) of:
-//     a uvarint length and the capture's JSON without its bodies, a
-//     uvarint length and the request body, a uvarint length and the
-//     response body. What MarshalCapture and CaptureEncoder write: no
-//     base64, and Claude Code's payloads (JSON and SSE) take a quarter to
-//     a fifth of the space (docs/BENCHMARKS.md, "Compressing payloads").
+//   - captureS2 (0x02), then one S2 block (github.com/klauspost/compress/s2:
+//     its decoded length, then the compressed bytes) of: a uvarint length
+//     and the capture's JSON without its bodies, a uvarint length and the
+//     request body, a uvarint length and the response body. What
+//     MarshalCapture and CaptureEncoder write: no base64, and Claude
+//     Code's payloads (JSON and SSE) take about a third of the space, for
+//     less CPU than the JSON took (docs/BENCHMARKS.md, "Compressing
+//     payloads"). 0x01 is not used (zstd, measured and not kept).
 type Capture struct {
 	Request  CapturedMessage `json:"request"`
 	Response CapturedMessage `json:"response"`
@@ -45,37 +46,13 @@ type CapturedMessage struct {
 	Truncated bool `json:"truncated,omitempty"`
 }
 
-// captureZstd is the first byte of a compressed capture.
-const captureZstd = 0x01
+// captureS2 is the first byte of a compressed capture.
+const captureS2 = 0x02
 
 // MaxCaptureBytes bounds a capture once decompressed: two bodies of the
 // largest log.payload_max_bytes (64 MiB) and their headers. Decoding
 // never allocates more than this, whatever the bytes claim.
 const MaxCaptureBytes = 2*(64<<20) + 4<<20
-
-var (
-	zstdEncoder = sync.OnceValue(func() *zstd.Encoder {
-		// The fastest level: about as much CPU as base64 took, and the
-		// bodies shrink four- to fivefold. The AEAD that seals the
-		// result authenticates it, so no checksum.
-		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false), zstd.WithLowerEncoderMem(true))
-		if err != nil {
-			panic(err)
-		}
-		return e
-	})
-	zstdDecoder = sync.OnceValue(func() *zstd.Decoder { return newCaptureDecoder(MaxCaptureBytes) })
-)
-
-func newCaptureDecoder(limit uint64) *zstd.Decoder {
-	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
-		zstd.WithDecoderMaxMemory(limit), zstd.WithDecoderMaxWindow(max(limit, zstd.MinWindowSize)))
-	if err != nil {
-		panic(err)
-	}
-	return d
-}
 
 // CaptureEncoder encodes captures for sealing, reusing its buffers. It is
 // not safe for concurrent use.
@@ -106,7 +83,15 @@ func (e *CaptureEncoder) Encode(c *Capture) ([]byte, error) {
 	f = append(f, c.Request.Body...)
 	f = binary.AppendUvarint(f, uint64(len(c.Response.Body)))
 	f = append(f, c.Response.Body...)
-	out := zstdEncoder().EncodeAll(f, append(e.out[:0], captureZstd))
+	// S2's fastest mode: it costs less CPU than base64 and the JSON did,
+	// and the bodies shrink threefold. The AEAD that seals the result
+	// authenticates it, so no checksum.
+	out := e.out[:0]
+	if need := 1 + s2.MaxEncodedLen(len(f)); cap(out) < need {
+		out = make([]byte, 0, need)
+	}
+	out = append(out, captureS2)
+	out = out[:1+len(s2.Encode(out[1:cap(out)], f))]
 	e.frame, e.out = f[:0], out[:0]
 	if cap(e.frame) > keepBuffer {
 		e.frame = nil
@@ -159,18 +144,25 @@ func UnmarshalCapture(b []byte) (*Capture, error) {
 // hostile bytes give an error, and never more than MaxCaptureBytes
 // allocated.
 func SplitCapture(b, buf []byte) (meta, req, resp, newBuf []byte, framed bool, err error) {
-	return splitCapture(b, buf, zstdDecoder())
+	return splitCapture(b, buf, MaxCaptureBytes)
 }
 
-func splitCapture(b, buf []byte, dec *zstd.Decoder) (meta, req, resp, newBuf []byte, framed bool, err error) {
-	if len(b) == 0 || b[0] != captureZstd {
+func splitCapture(b, buf []byte, limit int) (meta, req, resp, newBuf []byte, framed bool, err error) {
+	if len(b) == 0 || b[0] != captureS2 {
 		return nil, nil, nil, buf, false, nil
 	}
-	plain, err := dec.DecodeAll(b[1:], buf[:0])
+	n, err := s2.DecodedLen(b[1:])
+	if err == nil && n > limit {
+		err = fmt.Errorf("decompressed payload larger than %d bytes", limit)
+	}
 	if err != nil {
-		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
-			err = fmt.Errorf("decompressed payload larger than %d bytes", MaxCaptureBytes)
-		}
+		return nil, nil, nil, buf, true, fmt.Errorf("decode payload: %w", err)
+	}
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	plain, err := s2.Decode(buf[:cap(buf)], b[1:])
+	if err != nil {
 		return nil, nil, nil, buf, true, fmt.Errorf("decode payload: %w", err)
 	}
 	rest := plain
