@@ -65,6 +65,22 @@ func (cc *cloudClients) client(id int64, kind, settings, key string, hc *http.Cl
 	return c, nil
 }
 
+// serves reports whether a can serve the request: any Anthropic account;
+// a cloud account only /v1/messages (Bedrock count_tokens too), with a
+// body at hand. A request no account serves is answered 503 naming why.
+func (x *exchange) serves(a *account) bool {
+	if !cloud.Is(a.Kind) {
+		return true
+	}
+	if x.upload == nil && (x.route == cloud.MessagesRoute || (a.Kind == cloud.Bedrock && x.route == cloud.CountTokensRoute)) {
+		return true
+	}
+	if x.row.Error == "" {
+		x.row.Error = "cloud accounts (" + a.Name + ") serve /v1/messages only"
+	}
+	return false
+}
+
 // sendCloud is send for a cloud account: secret is its credential
 // document. The provider's error code, if any, is kept for verdict.
 func (x *exchange) sendCloud(a *account, secret string) (*http.Response, error) {

@@ -188,3 +188,30 @@ func TestCloudCountTokensOnBedrock(t *testing.T) {
 		t.Errorf("bedrock saw %+v (the config's model table not used?)", got)
 	}
 }
+
+// A request a cloud account cannot serve skips it: another account
+// answers, or, with none, a 503 that says why; the cloud account is not
+// tried and does not rest.
+func TestCloudSkipsWhatItCannotServe(t *testing.T) {
+	h := newHarness(t)
+	vx := fakecloud.NewVertex("claudeflare-test", "us-east5")
+	defer vx.Close()
+	h.addCloud("vtx", store.KindVertex, 0, cloud.Settings{Region: vx.Region, Project: vx.Project, Endpoint: vx.URL}, vx.KeyJSON())
+	h.reload()
+	r := h.do(context.Background(), http.MethodPost, "/v1/messages/count_tokens", msgBody, nil)
+	if r.status != http.StatusServiceUnavailable || !strings.Contains(string(r.body), "serve /v1/messages only") {
+		t.Fatalf("count_tokens with only a Vertex account: %d %s", r.status, r.body)
+	}
+	h.addAPIKey("k", 1)
+	h.reload()
+	r = h.do(context.Background(), http.MethodGet, "/v1/models", "", nil)
+	if r.status != 200 || h.lastRow().Account != "k" || strings.Join(h.lastRow().AccountsTried, ",") != "k" {
+		t.Fatalf("/v1/models: %d %s, row %+v", r.status, r.body, h.lastRow())
+	}
+	if len(vx.Requests()) != 0 || vx.Grants() != 0 {
+		t.Error("the Vertex account was tried")
+	}
+	if h.limit("vtx").Blocked(h.clock.Now()) {
+		t.Error("the Vertex account rests")
+	}
+}

@@ -206,7 +206,7 @@ func (x *exchange) next(sel selection, tried map[int64]int) *account {
 	now := x.s.now()
 	var again *account
 	for _, a := range sel.Candidates {
-		if !x.s.pool.usable(a, now, x.family) {
+		if !x.s.pool.usable(a, now, x.family) || !x.serves(a) {
 			continue
 		}
 		if tried[a.ID] == 0 {
