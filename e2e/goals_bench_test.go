@@ -148,8 +148,10 @@ func rssDuration(b *testing.B) time.Duration {
 // goals: cf_peak_MB <= 64, cf_idle_MB < 24. cf_dropped_payloads is how
 // many payloads the daemon's recorder dropped to stay within
 // log.queue_bytes meanwhile (the goal is met with the payloads kept).
+// CLAUDEFLARE_E2E_BENCH_CONFIG is TOML for the daemon, as for
+// BenchmarkLatency and BenchmarkThroughput.
 func BenchmarkPeakRSS(b *testing.B) {
-	e := newBenchEnv(b, "")
+	e := newBenchEnv(b, os.Getenv("CLAUDEFLARE_E2E_BENCH_CONFIG"))
 	l := load200K()
 	d := rssDuration(b)
 	// Idle after start: what the processes hold before any request, once
