@@ -275,6 +275,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	d.sdNotify("STOPPING=1")
 	if d.stopServing == nil {
+		d.alerts.shutdown(ctx)
 		return nil // never started
 	}
 	d.stopServing()
