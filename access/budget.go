@@ -376,11 +376,13 @@ func rowUsage(r store.Request) usage {
 
 // RecordUsage counts a finished request's tokens and cost against its
 // client key's budgets (the daemon passes it to proxy.(*Server).OnRecord).
-// A request without a client key (none exist) counts for no one. It
+// A request without a live client key (none exist) counts for no one. It
 // calls the OnBudgetExceeded subscribers when the request takes the key
 // over a budget.
 func (g *Guard) RecordUsage(r store.Request) {
-	if r.Client == "" {
+	// Only live keys count (without keys, the log's client is an address).
+	e := g.keys.Load().byName[r.Client]
+	if e == nil {
 		return
 	}
 	u := rowUsage(r)
@@ -392,24 +394,19 @@ func (g *Guard) RecordUsage(r store.Request) {
 		ts = g.now()
 	}
 	now := g.now()
-	e := g.keys.Load().byName[r.Client]
 	t := g.budget
 	t.mu.Lock()
-	var before []usage
-	if e != nil {
-		for _, b := range e.budgets {
-			before = append(before, t.usedLocked(r.Client, b.Period, now))
-		}
+	before := make([]usage, len(e.budgets))
+	for i, b := range e.budgets {
+		before[i] = t.usedLocked(r.Client, b.Period, now)
 	}
 	t.addLocked(r.Client, ts, u)
 	var events []BudgetEvent
-	if e != nil {
-		for i, b := range e.budgets {
-			after := t.usedLocked(r.Client, b.Period, now)
-			if before[i].of(b.Unit) < b.Amount && after.of(b.Unit) >= b.Amount {
-				if ev, ok := t.crossedLocked(r.Client, b, after, now); ok {
-					events = append(events, ev)
-				}
+	for i, b := range e.budgets {
+		after := t.usedLocked(r.Client, b.Period, now)
+		if before[i].of(b.Unit) < b.Amount && after.of(b.Unit) >= b.Amount {
+			if ev, ok := t.crossedLocked(r.Client, b, after, now); ok {
+				events = append(events, ev)
 			}
 		}
 	}
@@ -442,8 +439,11 @@ func notify(subs []func(BudgetEvent), events []BudgetEvent) {
 // guard started in the current periods the budgets of ks need (once per
 // period), then reports the keys over a budget not reported yet; on the
 // first load (initial) they are only marked, the crossing having been
-// seen by an earlier run. It runs in Reload, before ks is in use.
-func (g *Guard) seedBudgets(ctx context.Context, ks *keySet, initial bool) error {
+// seen by an earlier run. It runs in Reload, before ks is in use. A log
+// that cannot be read is logged, not returned: the keys (a revocation)
+// must still load; budgets then count from the guard's start until a
+// later change of the keys reads the log again.
+func (g *Guard) seedBudgets(ctx context.Context, ks *keySet, initial bool) {
 	t := g.budget
 	now := g.now()
 	var need [len(periods)]bool
@@ -468,7 +468,8 @@ func (g *Guard) seedBudgets(ctx context.Context, ks *keySet, initial bool) error
 		}
 		rows, err := store.ClientUsageBetween(ctx, g.logDB, start, t.since, "")
 		if err != nil {
-			return fmt.Errorf("read budget use from the request log: %w", err)
+			g.log.Warn("read the client keys' use before this start from the request log; budgets count from now", "period", p, "err", err)
+			continue
 		}
 		t.mu.Lock()
 		if t.seeded[i] != start.UnixMilli() {
@@ -511,7 +512,6 @@ func (g *Guard) seedBudgets(ctx context.Context, ks *keySet, initial bool) error
 	subs := t.subs
 	t.mu.Unlock()
 	notify(subs, events)
-	return nil
 }
 
 // overBudget returns why e may not make a request at now, or nil: the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -435,4 +436,29 @@ func newServer(t *testing.T, g *access.Guard) string {
 	srv := httptest.NewServer(g.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// A request log that cannot be read does not keep the keys from loading
+// (a revocation must still reach the guard): the guard warns, and the
+// budgets count from its start.
+func TestBudgetSeedFailureStillLoadsKeys(t *testing.T) {
+	h := newHarness(t, nil)
+	k := h.budgetKey("capped", "100tokens/day")
+	broken, err := store.OpenLog(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken.Close()
+	logs := &syncBuffer{}
+	g, err := access.New(context.Background(), access.Options{Config: h.cfg, VaultDB: h.vdb, AuditKey: h.akey, LogDB: broken,
+		Now: h.clk.Now, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatalf("a broken log stopped the guard: %v", err)
+	}
+	if st := do(t, newServer(t, g), k); st != http.StatusOK {
+		t.Fatalf("the key: %d", st)
+	}
+	if !strings.Contains(logs.String(), "budgets count from now") {
+		t.Fatalf("no warning: %s", logs.String())
+	}
 }

@@ -283,9 +283,7 @@ func (g *Guard) Reload(ctx context.Context) error {
 	}
 	// Budgets start from the request log's use before the guard ran,
 	// before the new set is in use.
-	if err := g.seedBudgets(ctx, ks, !g.loaded); err != nil {
-		return err
-	}
+	g.seedBudgets(ctx, ks, !g.loaded)
 	if g.loaded {
 		g.log.Info("client keys changed", "live_keys", ks.live)
 	}
