@@ -93,8 +93,9 @@ type payloadEncoding struct {
 // benchEncodings are the candidates: json is the format of before (JSON,
 // bodies in base64); raw frames the bodies raw after the capture's JSON
 // without them; raw+s2=store is what the recorder writes now
-// (store.CaptureEncoder: raw, compressed with S2's default, fastest,
-// mode); the others compress raw (or json) with S2's better mode or zstd
+// (store.CaptureEncoder: the capture's JSON without bodies, then each
+// body compressed alone, straight from its buffer, with S2's default,
+// fastest, mode); the others compress raw (or json) with S2's better mode or zstd
 // at its fastest (1, with and without entropy coding) or default (3)
 // level.
 func benchEncodings() []payloadEncoding {

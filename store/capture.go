@@ -19,14 +19,16 @@ import (
 //
 //   - '{': the capture as JSON, bodies in base64 (every payload written
 //     before issue 16; still read, written only by MarshalCaptureJSON).
-//   - captureS2 (0x02), then one S2 block (github.com/klauspost/compress/s2:
-//     its decoded length, then the compressed bytes) of: a uvarint length
-//     and the capture's JSON without its bodies, a uvarint length and the
-//     request body, a uvarint length and the response body. What
-//     MarshalCapture and CaptureEncoder write: no base64, and Claude
+//   - captureS2 (0x02), then three parts, each a 4-byte little-endian
+//     length and its bytes: the capture's JSON without its bodies, the
+//     request body and the response body, each body an S2 block
+//     (github.com/klauspost/compress/s2: its decoded length, then the
+//     compressed bytes; an empty part for no body). What MarshalCapture
+//     and CaptureEncoder write: no base64; each body is compressed
+//     straight from the capture's buffer, with no copy in between; Claude
 //     Code's payloads (JSON and SSE) take about a third of the space, for
 //     less CPU than the JSON took (docs/BENCHMARKS.md, "Compressing
-//     payloads"). 0x01 is not used (zstd, measured and not kept).
+//     payloads"). 0x01 is not used (zstd: measured, not kept).
 type Capture struct {
 	Request  CapturedMessage `json:"request"`
 	Response CapturedMessage `json:"response"`
@@ -54,10 +56,10 @@ const captureS2 = 0x02
 // never allocates more than this, whatever the bytes claim.
 const MaxCaptureBytes = 2*(64<<20) + 4<<20
 
-// CaptureEncoder encodes captures for sealing, reusing its buffers. It is
+// CaptureEncoder encodes captures for sealing, reusing its buffer. It is
 // not safe for concurrent use.
 type CaptureEncoder struct {
-	frame, out []byte
+	out []byte
 }
 
 // keepBuffer is the largest buffer a CaptureEncoder keeps between
@@ -73,33 +75,43 @@ func (e *CaptureEncoder) Encode(c *Capture) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := len(m) + len(c.Request.Body) + len(c.Response.Body) + 3*binary.MaxVarintLen64
-	if cap(e.frame) < n {
-		e.frame = make([]byte, 0, n)
-	}
-	f := binary.AppendUvarint(e.frame[:0], uint64(len(m)))
-	f = append(f, m...)
-	f = binary.AppendUvarint(f, uint64(len(c.Request.Body)))
-	f = append(f, c.Request.Body...)
-	f = binary.AppendUvarint(f, uint64(len(c.Response.Body)))
-	f = append(f, c.Response.Body...)
-	// S2's fastest mode: it costs less CPU than base64 and the JSON did,
-	// and the bodies shrink threefold. The AEAD that seals the result
-	// authenticates it, so no checksum.
+	need := 1 + 3*4 + len(m) + maxS2(c.Request.Body) + maxS2(c.Response.Body)
 	out := e.out[:0]
-	if need := 1 + s2.MaxEncodedLen(len(f)); cap(out) < need {
+	if cap(out) < need {
 		out = make([]byte, 0, need)
 	}
 	out = append(out, captureS2)
-	out = out[:1+len(s2.Encode(out[1:cap(out)], f))]
-	e.frame, e.out = f[:0], out[:0]
-	if cap(e.frame) > keepBuffer {
-		e.frame = nil
-	}
-	if cap(e.out) > keepBuffer {
+	out = binary.LittleEndian.AppendUint32(out, uint32(len(m)))
+	out = append(out, m...)
+	out = appendS2(out, c.Request.Body)
+	out = appendS2(out, c.Response.Body)
+	if e.out = out[:0]; cap(e.out) > keepBuffer {
 		e.out = nil
 	}
 	return out, nil
+}
+
+func maxS2(body []byte) int {
+	if len(body) == 0 {
+		return 0
+	}
+	return s2.MaxEncodedLen(len(body))
+}
+
+// appendS2 appends body as a part: its S2 block's length and the block,
+// compressed in place in dst's spare capacity, which must hold
+// maxS2(body) more bytes. S2's default mode is its fastest: it costs less
+// CPU than base64 and the JSON did, and the bodies shrink threefold. The
+// AEAD that seals the result authenticates it, so no checksum.
+func appendS2(dst, body []byte) []byte {
+	at := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	if len(body) == 0 {
+		return dst
+	}
+	n := len(s2.Encode(dst[len(dst):cap(dst)], body))
+	binary.LittleEndian.PutUint32(dst[at:], uint32(n))
+	return dst[:len(dst)+n]
 }
 
 // MarshalCapture encodes c for sealing (compressed).
@@ -136,10 +148,12 @@ func UnmarshalCapture(b []byte) (*Capture, error) {
 	return &c, nil
 }
 
-// SplitCapture takes a compressed capture apart: it decompresses b into
-// buf (grown as needed and returned, to be passed again) and returns the
-// JSON of the capture without its bodies and the two bodies (nil when
-// empty), all pointing into buf. For a payload in the JSON format it
+var errBadFrame = errors.New("bad frame")
+
+// SplitCapture takes a compressed capture apart: it returns the JSON of
+// the capture without its bodies (pointing into b) and the two bodies
+// (nil when empty) decompressed into buf, which is grown as needed and
+// returned, to be passed again. For a payload in the JSON format it
 // returns framed false and nothing else: b is the JSON. Corrupt or
 // hostile bytes give an error, and never more than MaxCaptureBytes
 // allocated.
@@ -151,40 +165,52 @@ func splitCapture(b, buf []byte, limit int) (meta, req, resp, newBuf []byte, fra
 	if len(b) == 0 || b[0] != captureS2 {
 		return nil, nil, nil, buf, false, nil
 	}
-	n, err := s2.DecodedLen(b[1:])
-	if err == nil && n > limit {
+	rest := b[1:]
+	part := func() []byte {
+		if len(rest) < 4 || uint64(binary.LittleEndian.Uint32(rest)) > uint64(len(rest)-4) {
+			err = errBadFrame
+			return nil
+		}
+		n := int(binary.LittleEndian.Uint32(rest))
+		p := rest[4 : 4+n : 4+n]
+		rest = rest[4+n:]
+		return p
+	}
+	meta, zreq, zresp := part(), part(), part()
+	if err == nil && len(rest) > 0 {
+		err = errBadFrame
+	}
+	var nreq, nresp int
+	if err == nil && len(zreq) > 0 {
+		nreq, err = s2.DecodedLen(zreq)
+	}
+	if err == nil && len(zresp) > 0 {
+		nresp, err = s2.DecodedLen(zresp)
+	}
+	if err == nil && nreq+nresp > limit {
 		err = fmt.Errorf("decompressed payload larger than %d bytes", limit)
 	}
 	if err != nil {
 		return nil, nil, nil, buf, true, fmt.Errorf("decode payload: %w", err)
 	}
-	if cap(buf) < n {
-		buf = make([]byte, n)
+	if cap(buf) < nreq+nresp {
+		buf = make([]byte, nreq+nresp)
 	}
-	plain, err := s2.Decode(buf[:cap(buf)], b[1:])
+	buf = buf[:nreq+nresp]
+	if len(zreq) > 0 {
+		req, err = s2.Decode(buf[:nreq:nreq], zreq)
+	}
+	if err == nil && len(zresp) > 0 {
+		resp, err = s2.Decode(buf[nreq:nreq+nresp:nreq+nresp], zresp)
+	}
 	if err != nil {
 		return nil, nil, nil, buf, true, fmt.Errorf("decode payload: %w", err)
 	}
-	rest := plain
-	part := func() []byte {
-		n, k := binary.Uvarint(rest)
-		if k <= 0 || n > uint64(len(rest)-k) {
-			err = errors.New("decode payload: bad frame")
-			return nil
-		}
-		p := rest[k : k+int(n) : k+int(n)]
-		rest = rest[k+int(n):]
-		if n == 0 {
-			return nil
-		}
-		return p
+	if len(req) == 0 {
+		req = nil
 	}
-	meta, req, resp = part(), part(), part()
-	if err == nil && len(rest) > 0 {
-		err = errors.New("decode payload: bad frame")
+	if len(resp) == 0 {
+		resp = nil
 	}
-	if err != nil {
-		return nil, nil, nil, plain, true, err
-	}
-	return meta, req, resp, plain, true, nil
+	return meta, req, resp, buf, true, nil
 }

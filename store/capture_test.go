@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,35 +74,29 @@ func TestCaptureFormats(t *testing.T) {
 // allocating more than the limit.
 func TestCaptureCorrupt(t *testing.T) {
 	good, _ := MarshalCapture(testCapture())
-	frame := func(parts ...[]byte) []byte {
-		var f []byte
-		for _, p := range parts {
-			f = binary.AppendUvarint(f, uint64(len(p)))
-			f = append(f, p...)
-		}
-		return f
+	part := func(p []byte) []byte { return append(binary.LittleEndian.AppendUint32(nil, uint32(len(p))), p...) }
+	framed := func(meta, req, resp []byte) []byte {
+		return slices.Concat([]byte{captureS2}, part(meta), part(req), part(resp))
 	}
-	compress := func(f []byte) []byte { return append([]byte{captureS2}, s2.Encode(nil, f)...) }
 	// claims is an S2 block whose header claims n decoded bytes, with
 	// data that is not that.
-	claims := func(n uint64, data []byte) []byte {
-		return append(binary.AppendUvarint([]byte{captureS2}, n), data...)
-	}
+	claims := func(n uint64, data []byte) []byte { return append(binary.AppendUvarint(nil, n), data...) }
 	meta := []byte(`{"request":{"headers":null},"response":{"headers":null}}`)
+	body := s2.Encode(nil, bytes.Repeat([]byte("say hello "), 100))
 	cases := map[string][]byte{
 		"cut short":         good[:len(good)/2],
 		"only the format":   {captureS2},
-		"not s2":            append([]byte{captureS2}, "not an s2 block at all"...),
-		"bit flipped":       func() []byte { b := bytes.Clone(good); b[len(b)/2] ^= 0x40; return b }(),
-		"length past end":   compress(append(binary.AppendUvarint(nil, 1<<40), meta...)),
-		"two parts":         compress(frame(meta, []byte("req"))),
-		"trailing bytes":    compress(append(frame(meta, nil, nil), 0)),
-		"bad varint":        compress(bytes.Repeat([]byte{0xff}, 12)),
-		"meta not JSON":     compress(frame([]byte("{"), nil, nil)),
-		"empty frame":       compress(nil),
-		"claims too little": claims(10, s2.Encode(nil, frame(meta, make([]byte, 1000), nil))[2:]),
-		"claims 1 TiB":      claims(1<<40, nil),
-		"claims the limit":  claims(MaxCaptureBytes+1, []byte{0}),
+		"not s2":            framed(meta, []byte("not an s2 block at all"), nil),
+		"length past end":   append([]byte{captureS2, 0xff, 0xff, 0xff, 0x7f}, meta...),
+		"two parts":         slices.Concat([]byte{captureS2}, part(meta), part(body)),
+		"trailing bytes":    append(framed(meta, body, nil), 0),
+		"meta not JSON":     framed([]byte("{"), nil, nil),
+		"no meta":           framed(nil, body, nil),
+		"body cut short":    framed(meta, body[:len(body)-3], nil),
+		"claims too little": framed(meta, claims(10, body[2:]), nil),
+		"claims 1 TiB":      framed(meta, claims(1<<40, nil), nil),
+		"claims the limit":  framed(meta, nil, claims(MaxCaptureBytes+1, []byte{0})),
+		"two halves":        framed(meta, claims(MaxCaptureBytes/2+1, []byte{0}), claims(MaxCaptureBytes/2+1, []byte{0})),
 	}
 	for name, b := range cases {
 		c, err := UnmarshalCapture(b)
@@ -109,15 +104,21 @@ func TestCaptureCorrupt(t *testing.T) {
 			t.Errorf("%s: capture %v, error %v", name, c, err)
 		}
 	}
-	if _, err := UnmarshalCapture(claims(MaxCaptureBytes+1, []byte{0})); err == nil || !strings.Contains(err.Error(), "larger than") {
-		t.Errorf("a capture claiming more than MaxCaptureBytes: %v", err)
+	for _, name := range []string{"claims the limit", "two halves"} {
+		if _, err := UnmarshalCapture(cases[name]); err == nil || !strings.Contains(err.Error(), "larger than") {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 
 	// Against a limit of 1 MiB: 16 MiB of zeros, and a few bytes that
 	// claim 16 MiB or just the limit.
 	const limit = 1 << 20
-	bomb := compress(frame(meta, make([]byte, 16<<20), nil))
-	for name, b := range map[string][]byte{"16 MiB of zeros": bomb, "claims 16 MiB": claims(16<<20, []byte{0}), "claims 1 MiB": claims(limit, []byte{0, 0, 0})} {
+	bomb := framed(meta, s2.Encode(nil, make([]byte, 16<<20)), nil)
+	for name, b := range map[string][]byte{
+		"16 MiB of zeros": bomb,
+		"claims 16 MiB":   framed(meta, claims(16<<20, []byte{0}), nil),
+		"claims 1 MiB":    framed(meta, nil, claims(limit, []byte{0, 0, 0})),
+	} {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
