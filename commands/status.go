@@ -17,8 +17,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/claudeflare/claudeflare/config"
 	"github.com/claudeflare/claudeflare/internal/statefile"
@@ -107,7 +109,7 @@ func status(c *cli.Context) error {
 			return writeStatusNDJSON(e.stdout, st)
 		}
 		now := statusTime(st)
-		writeStatusText(e.stdout, st, now)
+		writeStatusText(e.stdout, st, now, terminalWidth(e.stdout))
 		fmt.Fprintln(e.stdout, src)
 		return nil
 	}
@@ -135,7 +137,7 @@ func watchStatus(ctx context.Context, w io.Writer, r *statusReader, interval tim
 			printError(&msg, err)
 			b.WriteString(msg.String())
 		} else {
-			writeStatusText(&b, st, statusTime(st))
+			writeStatusText(&b, st, statusTime(st), terminalWidth(w))
 			b.WriteString(src + "\n")
 		}
 		io.WriteString(w, b.String())
@@ -171,16 +173,56 @@ func writeStatusNDJSON(w io.Writer, st requestlog.Status) error {
 	return out.write(p)
 }
 
-// statusBarWidth is the cells of a utilization bar.
-const statusBarWidth = 20
+// statusLayout is how wide an account line's cells are: the bar's cells
+// and whether a reset reads "resets in 2h14m" or "in 2h14m".
+type statusLayout struct {
+	bar  int
+	long bool
+}
 
-// bar draws a 0..1 utilization as [#####---------------]; unknown is blank.
-func bar(u *float64) string {
+// wideLayout is the layout where the width is unknown or ample.
+var wideLayout = statusLayout{bar: 20, long: true}
+
+// bar draws a 0..1 utilization as [#####-----]; unknown is blank.
+func (l statusLayout) barText(u *float64) string {
 	if u == nil {
-		return "[" + strings.Repeat(" ", statusBarWidth) + "]"
+		return "[" + strings.Repeat(" ", l.bar) + "]"
 	}
-	n := int(math.Round(min(max(*u, 0), 1) * statusBarWidth))
-	return "[" + strings.Repeat("#", n) + strings.Repeat("-", statusBarWidth-n) + "]"
+	n := int(math.Round(min(max(*u, 0), 1) * float64(l.bar)))
+	return "[" + strings.Repeat("#", n) + strings.Repeat("-", l.bar-n) + "]"
+}
+
+// cellWidth is the columns of one window cell.
+func (l statusLayout) cellWidth() int {
+	w := l.bar + 2 + 5 + len(" in ") + 6
+	if l.long {
+		w += len("resets ")
+	}
+	return w
+}
+
+// chooseLayout is the widest layout whose account lines fit cols
+// columns (0 = unknown: the widest), the narrowest when none does.
+func chooseLayout(cols, nameWidth, stateWidth int) statusLayout {
+	if cols <= 0 {
+		return wideLayout
+	}
+	fits := func(l statusLayout) bool {
+		return nameWidth+2+3+l.cellWidth()+2+3+l.cellWidth()+2+stateWidth <= cols
+	}
+	for _, long := range []bool{true, false} {
+		for b := 20; b >= 10; b-- {
+			if l := (statusLayout{bar: b, long: long}); fits(l) {
+				return l
+			}
+		}
+	}
+	for b := 9; b > 5; b-- {
+		if l := (statusLayout{bar: b}); fits(l) {
+			return l
+		}
+	}
+	return statusLayout{bar: 5}
 }
 
 // countdown is d for a person: 45s, 12m, 2h14m, 3d04h.
@@ -207,12 +249,16 @@ func untilTime(s *string) (time.Time, bool) {
 }
 
 // windowCell is one window of an account line: bar, percent, reset.
-func windowCell(u *float64, reset *string, now time.Time) string {
-	s := bar(u) + fmt.Sprintf(" %4s", pct(u))
-	if t, ok := untilTime(reset); ok {
-		return s + " resets in " + fmt.Sprintf("%-6s", countdown(t.Sub(now)))
+func (l statusLayout) windowCell(u *float64, reset *string, now time.Time) string {
+	s := l.barText(u) + fmt.Sprintf(" %4s", pct(u))
+	label := " in "
+	if l.long {
+		label = " resets in "
 	}
-	return s + "                 "
+	if t, ok := untilTime(reset); ok {
+		return s + label + fmt.Sprintf("%-6s", countdown(t.Sub(now)))
+	}
+	return s + strings.Repeat(" ", len(label)+6)
 }
 
 // stateText is an account's state for people: "limited (5h) 1h20m left",
@@ -235,24 +281,42 @@ func stateText(a requestlog.StatusAccount, now time.Time) string {
 }
 
 // writeStatusText prints the status for people: a line per account, then
-// the pool's.
-func writeStatusText(w io.Writer, st requestlog.Status, now time.Time) {
-	width := 0
-	for _, a := range st.Accounts {
-		width = max(width, len(printable(a.Name)))
+// the pool's; the account lines fit cols columns when they can (0 =
+// unknown).
+func writeStatusText(w io.Writer, st requestlog.Status, now time.Time, cols int) {
+	nameWidth, stateWidth := 0, 0
+	states := make([]string, len(st.Accounts))
+	for i, a := range st.Accounts {
+		nameWidth = max(nameWidth, utf8.RuneCountInString(printable(a.Name)))
+		states[i] = stateText(a, now)
+		if a.Sessions != nil {
+			states[i] += ", " + plural(int64(*a.Sessions), "session")
+		}
+		stateWidth = max(stateWidth, utf8.RuneCountInString(states[i]))
 	}
 	if len(st.Accounts) == 0 {
 		fmt.Fprintln(w, "no accounts: add one with `claudeflare accounts add NAME`")
 	}
-	for _, a := range st.Accounts {
-		line := fmt.Sprintf("%-*s  5h %s  7d %s  %s", width, printable(a.Name),
-			windowCell(a.Utilization5h, a.Reset5h, now), windowCell(a.Utilization7d, a.Reset7d, now), stateText(a, now))
-		if a.Sessions != nil {
-			line += ", " + plural(int64(*a.Sessions), "session")
-		}
-		fmt.Fprintln(w, line)
+	l := chooseLayout(cols, nameWidth, stateWidth)
+	for i, a := range st.Accounts {
+		name := printable(a.Name)
+		fmt.Fprintf(w, "%s%s  5h %s  7d %s  %s\n", name, strings.Repeat(" ", nameWidth-utf8.RuneCountInString(name)),
+			l.windowCell(a.Utilization5h, a.Reset5h, now), l.windowCell(a.Utilization7d, a.Reset7d, now), states[i])
 	}
 	fmt.Fprintln(w, poolText(st.Pool, now))
+}
+
+// terminalWidth is the columns of w when it is a terminal, else 0.
+func terminalWidth(w io.Writer) int {
+	f, ok := w.(*os.File)
+	if !ok {
+		return 0
+	}
+	cols, _, err := term.GetSize(int(f.Fd()))
+	if err != nil {
+		return 0
+	}
+	return cols
 }
 
 // poolText is the pool's line.
@@ -300,7 +364,11 @@ type statusReader struct {
 }
 
 func newStatusReader(e *env, cfg *config.Config, flagURL string, timeout time.Duration) *statusReader {
-	r := &statusReader{cfg: cfg, key: strings.TrimSpace(e.getenv(envAPIKey)), client: &http.Client{Timeout: timeout}}
+	r := &statusReader{cfg: cfg, key: strings.TrimSpace(e.getenv(envAPIKey)), client: &http.Client{
+		Timeout: timeout,
+		// A redirect would carry the client key elsewhere: never follow.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
 	switch {
 	case flagURL != "":
 		r.url, r.urlFrom = flagURL, "--url"

@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/claudeflare/claudeflare/internal/testutil"
 )
@@ -200,13 +203,19 @@ func TestStatusDaemonAndDatabase(t *testing.T) {
 type ptyOutput struct{ testutil.Buffer }
 
 // startOnPTY starts the binary with stdout and stderr on a fresh
-// pseudo-terminal; the output is collected until the process exits.
-func (c *runner) startOnPTY(args ...string) (*exec.Cmd, *ptyOutput, chan struct{}) {
+// pseudo-terminal of cols columns (0: the kernel's default, no size);
+// the output is collected until the process exits.
+func (c *runner) startOnPTY(cols uint16, args ...string) (*exec.Cmd, *ptyOutput, chan struct{}) {
 	c.t.Helper()
 	if _, err := os.Stat("/dev/ptmx"); err != nil {
 		testutil.Missing(c.t, "no pseudo-terminal (/dev/ptmx): the status terminal test needs one")
 	}
 	master, slave := openPTY(c.t)
+	if cols > 0 {
+		if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 24, Col: cols}); err != nil {
+			c.t.Fatal(err)
+		}
+	}
 	cmd := c.Cmd("", args...)
 	cmd.Stdout, cmd.Stderr = slave, slave
 	if err := cmd.Start(); err != nil {
@@ -237,7 +246,7 @@ func TestStatusOnATerminal(t *testing.T) {
 		return accts["work"]["utilization_5h"] == 0.25
 	})
 
-	cmd, out, done := c.startOnPTY("status", "--url", d.url)
+	cmd, out, done := c.startOnPTY(0, "status", "--url", d.url)
 	<-done
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("status: %v: %s", err, out.String())
@@ -253,7 +262,25 @@ func TestStatusOnATerminal(t *testing.T) {
 	}
 
 	// --watch: redraws (clear screen, home) until SIGINT, then exit 0.
-	cmd, out, done = c.startOnPTY("status", "--watch", "--interval", "100ms", "--url", d.url)
+	// On 80 columns the account lines fit: shorter bars, "in 4h59m".
+	cmd, out, done = c.startOnPTY(80, "status", "--url", d.url)
+	<-done
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("status: %v: %s", err, out.String())
+	}
+	screen = strings.ReplaceAll(out.String(), "\r\n", "\n")
+	if !regexp.MustCompile(`(?m)^work   5h \[#+-+\]  25% in [45]h[0-9]{2}m +7d \[-+\]   1% in [0-9]+d[0-9]{2}h +ok, 1 session$`).MatchString(screen) {
+		t.Fatalf("80 columns:\n%s", screen)
+	}
+	for _, l := range strings.Split(screen, "\n") {
+		if strings.HasPrefix(l, "work ") || strings.HasPrefix(l, "spare ") {
+			if n := utf8.RuneCountInString(l); n > 80 {
+				t.Errorf("%d columns: %q", n, l)
+			}
+		}
+	}
+
+	cmd, out, done = c.startOnPTY(0, "status", "--watch", "--interval", "100ms", "--url", d.url)
 	testutil.WaitFor(t, "three redraws", func() bool { return strings.Count(out.String(), "\x1b[2J") >= 3 })
 	cmd.Process.Signal(os.Interrupt)
 	<-done
