@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,7 +67,9 @@ type Client struct {
 	creds  aws.Credentials // bedrock
 	signer *v4.Signer
 
+	tsMu    sync.Mutex
 	ts      oauth2.TokenSource // vertex: cached, refreshed before expiry
+	newTS   func() oauth2.TokenSource
 	pemKey  string
 	lastTok atomic.Pointer[string]
 }
@@ -101,7 +104,9 @@ func New(kind string, st Settings, key string, hc *http.Client, models *Models) 
 			return nil, errors.New("the service-account key cannot sign tokens")
 		}
 		tc := &http.Client{Transport: hc.Transport, Timeout: tokenTimeout}
-		c.ts = jc.TokenSource(context.WithValue(context.Background(), oauth2.HTTPClient, tc))
+		tctx := context.WithValue(context.Background(), oauth2.HTTPClient, tc)
+		c.newTS = func() oauth2.TokenSource { return jc.TokenSource(tctx) }
+		c.ts = c.newTS()
 		c.pemKey = sa.PrivateKey
 	default:
 		return nil, fmt.Errorf("not a cloud kind: %q", kind)
@@ -135,29 +140,48 @@ func (c *Client) Do(ctx context.Context, route string, header http.Header, body 
 	if route != MessagesRoute && !(count && c.kind == Bedrock) {
 		return nil, "", fmt.Errorf("%w: %s accounts do not serve %s", ErrUnsupported, c.kind, route)
 	}
-	req, err := c.request(ctx, count, header, body)
-	if err != nil {
-		return nil, "", err
-	}
-	if c.kind == Vertex {
-		tok, err := c.ts.Token()
+	for try := 0; ; try++ {
+		req, err := c.request(ctx, count, header, body)
 		if err != nil {
-			return tokenFailure(err)
+			return nil, "", err
 		}
-		c.lastTok.Store(&tok.AccessToken)
-		req.r.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-	} else if err := c.sign(ctx, req.r, req.body); err != nil {
-		return nil, "", err
-	}
-	resp, err = c.http.Do(req.r)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			return nil, "", fmt.Errorf("%s %s: %w", c.kind, req.op, ue.Err)
+		if c.kind == Vertex {
+			tok, err := c.token()
+			if err != nil {
+				return tokenFailure(err)
+			}
+			c.lastTok.Store(&tok.AccessToken)
+			req.r.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		} else if err := c.sign(ctx, req.r, req.body); err != nil {
+			return nil, "", err
 		}
-		return nil, "", err
+		resp, err = c.http.Do(req.r)
+		if err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				return nil, "", fmt.Errorf("%s %s: %w", c.kind, req.op, ue.Err)
+			}
+			return nil, "", err
+		}
+		if c.kind == Vertex && resp.StatusCode == http.StatusUnauthorized && try == 0 {
+			// The cached token was refused before its expiry (revoked):
+			// one new token, one more try.
+			resp.Body.Close()
+			c.tsMu.Lock()
+			c.ts = c.newTS()
+			c.tsMu.Unlock()
+			continue
+		}
+		return c.answer(resp, req)
 	}
-	return c.answer(resp, req)
+}
+
+// token is the Vertex access token: cached until shortly before expiry.
+func (c *Client) token() (*oauth2.Token, error) {
+	c.tsMu.Lock()
+	ts := c.ts
+	c.tsMu.Unlock()
+	return ts.Token()
 }
 
 // call is one request to the provider.

@@ -221,6 +221,13 @@ func TestVertexRawPredictAndStream(t *testing.T) {
 		t.Error("Secrets() lacks the access token or the key (the proxy scrubs with it)")
 	}
 
+	// A token revoked before its expiry: one new token, one more try.
+	f.RevokeTokens()
+	resp, code, err = c.Do(ctx, cloud.MessagesRoute, nil, msgBody(false))
+	if err != nil || resp.StatusCode != 200 || code != "" || f.Grants() != 2 {
+		t.Fatalf("after a revocation: %v %q %v, %d grants", resp, code, err, f.Grants())
+	}
+
 	f.Exhaust(1)
 	resp, code, err = c.Do(ctx, cloud.MessagesRoute, nil, msgBody(false))
 	if err != nil || resp.StatusCode != 429 || code != "RESOURCE_EXHAUSTED" {

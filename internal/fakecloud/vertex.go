@@ -93,6 +93,13 @@ func (v *Vertex) Grants() int {
 	return v.grants
 }
 
+// RevokeTokens makes every access token issued so far invalid.
+func (v *Vertex) RevokeTokens() {
+	v.mu.Lock()
+	clear(v.tokens)
+	v.mu.Unlock()
+}
+
 // Exhaust makes the next n answers 429 RESOURCE_EXHAUSTED.
 func (v *Vertex) Exhaust(n int) {
 	v.mu.Lock()
