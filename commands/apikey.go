@@ -268,13 +268,17 @@ func budgetCells(bs []budgetOut) (string, string) {
 	var budget, used []string
 	for _, b := range bs {
 		budget = append(budget, access.Budget{Amount: b.Amount, Unit: b.Unit, Period: b.Period}.String())
+		over := ""
+		if b.Exceeded {
+			over = ", over"
+		}
 		switch {
 		case b.Used == nil:
 			used = append(used, "-")
 		case b.Unit == access.UnitUSD:
-			used = append(used, fmt.Sprintf("%.2f usd (%.0f%%)", *b.Used, 100**b.Used/b.Amount))
+			used = append(used, fmt.Sprintf("%.2f usd (%.0f%%%s)", *b.Used, 100**b.Used/b.Amount, over))
 		default:
-			used = append(used, fmt.Sprintf("%.0f tokens (%.0f%%)", *b.Used, 100**b.Used/b.Amount))
+			used = append(used, fmt.Sprintf("%.0f tokens (%.0f%%%s)", *b.Used, 100**b.Used/b.Amount, over))
 		}
 	}
 	return strings.Join(budget, ", "), strings.Join(used, ", ")

@@ -107,6 +107,10 @@ func TestDaemonEnforcesClientKeyBudgets(t *testing.T) {
 		}
 	}
 
+	if out := c.MustRun("", "apikey", "list"); !regexp.MustCompile(`(?m)^other\s.*\s100tokens/week\s+187 tokens \(187%, over\)$`).MatchString(out) {
+		t.Errorf("apikey list:\n%s", out)
+	}
+
 	// After a restart the daemon starts from the log's use: small, back
 	// at 300 tokens a day, is refused from the first request.
 	c.MustRun("", "apikey", "update", "small", "--budget", "300tokens/day")
