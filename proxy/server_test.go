@@ -74,9 +74,11 @@ func TestForwardJSON(t *testing.T) {
 	}
 
 	row := h.lastRow()
+	// claude-sonnet-4-5: $3 in, $15 out, $0.30 cache reads, $3.75 cache writes (5m: the answer did not split them).
+	cost := (25*3 + 12*15 + 50*3.75 + 100*0.30) / 1e6
 	want := store.Request{ID: id, Method: "POST", Path: "/v1/messages?beta=true", Model: "claude-sonnet-4-5", Account: "work",
 		Status: 200, Attempts: 1, InputTokens: 25, OutputTokens: 12, CacheReadInputTokens: 100, CacheCreationInputTokens: 50,
-		EndState: EndComplete, AccountsTried: store.Names{"work"}}
+		EndState: EndComplete, AccountsTried: store.Names{"work"}, CostUSD: &cost}
 	if row.UpstreamRequestID == "" || len(row.Session) != 12 {
 		t.Errorf("upstream request id %q, session %q", row.UpstreamRequestID, row.Session)
 	}
