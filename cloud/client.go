@@ -214,7 +214,7 @@ func (c *Client) request(ctx context.Context, count bool, header http.Header, in
 	case Bedrock:
 		delete(m, "stream")
 		m["anthropic_version"] = json.RawMessage(strconv.Quote(BedrockVersion))
-		if betas := betaFlags(header); len(betas) > 0 {
+		if betas := bedrockBetas(betaFlags(header)); len(betas) > 0 {
 			b, _ := json.Marshal(betas)
 			m["anthropic_beta"] = b
 		}
@@ -288,6 +288,26 @@ func betaFlags(h http.Header) []string {
 				continue
 			}
 			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// BedrockBetas are the beta flags Bedrock's InvokeModel takes (AWS's
+// list); it answers 400 "invalid beta flag" to any other (Claude Code's
+// claude-code-20250219, mcp-servers-..., ...), so the others are dropped.
+var BedrockBetas = map[string]bool{
+	"computer-use-2024-10-22": true, "computer-use-2025-01-24": true, "token-efficient-tools-2025-02-19": true,
+	"interleaved-thinking-2025-05-14": true, "output-128k-2025-02-19": true, "dev-full-thinking-2025-05-14": true,
+	"context-1m-2025-08-07": true, "context-management-2025-06-27": true, "effort-2025-11-24": true,
+	"tool-search-tool-2025-10-19": true, "tool-examples-2025-10-29": true,
+}
+
+func bedrockBetas(flags []string) []string {
+	out := flags[:0]
+	for _, f := range flags {
+		if BedrockBetas[f] {
 			out = append(out, f)
 		}
 	}

@@ -25,6 +25,7 @@ func msgBody(stream bool) []byte {
 func betaHeader() http.Header {
 	h := http.Header{}
 	h.Set("Anthropic-Beta", "oauth-2025-04-20, interleaved-thinking-2025-05-14")
+	h.Add("Anthropic-Beta", "claude-code-20250219")
 	h.Set("X-Api-Key", "client-key-not-forwarded")
 	return h
 }
@@ -210,7 +211,7 @@ func TestVertexRawPredictAndStream(t *testing.T) {
 	if len(got) != 2 || got[0].Rejects != "" || got[1].Rejects != "" || got[0].Model != "claude-sonnet-4-5@20250929" || got[1].Op != "streamRawPredict" {
 		t.Fatalf("fake saw %+v", got)
 	}
-	if got[0].Header.Get("Anthropic-Beta") != "interleaved-thinking-2025-05-14" {
+	if got[0].Header.Get("Anthropic-Beta") != "interleaved-thinking-2025-05-14,claude-code-20250219" {
 		t.Errorf("anthropic-beta to Vertex: %q", got[0].Header.Get("Anthropic-Beta"))
 	}
 	if f.Grants() != 1 {

@@ -309,12 +309,21 @@ func checkBody(body []byte, version string, bedrock, count bool) string {
 			return "anthropic_beta must be a list"
 		}
 		for _, f := range list {
-			if s, _ := f.(string); strings.HasPrefix(s, "oauth-") {
-				return "invalid beta flag " + s
+			if s, _ := f.(string); !bedrockBetas[s] {
+				return "invalid beta flag"
 			}
 		}
 	}
 	return ""
+}
+
+// bedrockBetas are the beta flags Bedrock documents; any other is
+// refused, as Bedrock does.
+var bedrockBetas = map[string]bool{
+	"computer-use-2024-10-22": true, "computer-use-2025-01-24": true, "token-efficient-tools-2025-02-19": true,
+	"interleaved-thinking-2025-05-14": true, "output-128k-2025-02-19": true, "dev-full-thinking-2025-05-14": true,
+	"context-1m-2025-08-07": true, "context-management-2025-06-27": true, "effort-2025-11-24": true,
+	"tool-search-tool-2025-10-19": true, "tool-examples-2025-10-29": true,
 }
 
 // awsError writes an error the way Bedrock's REST-JSON protocol does.
