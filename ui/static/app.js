@@ -7,7 +7,8 @@
 
 (function () {
   const KEY_STORE = "claudeflare.key";
-  const POLL_MS = 5000;
+  const POLL_MS = 5000; // accounts, status, keys, recent requests
+  const SLOW_MS = 30000; // charts and cost: aggregates over the whole period
   const SVG = "http://www.w3.org/2000/svg";
 
   const state = {
@@ -20,6 +21,8 @@
     requests: [],
     models: new Set(),
     authed: false,
+    slowAt: 0, // when the charts were last fetched
+    cache: {},
   };
 
   const $ = (id) => document.getElementById(id);
@@ -147,6 +150,12 @@
     return { "1h": "2m", "6h": "10m", "24h": "30m", "7d": "6h", "30d": "1d" }[period] || "30m";
   }
 
+  // announce tells a screen reader what changed, once: the "Updated"
+  // line itself is not a live region, it changes every few seconds.
+  function announce(text) {
+    $("announce").textContent = text;
+  }
+
   // ---- key prompt --------------------------------------------------------
 
   function showLogin(why) {
@@ -156,6 +165,7 @@
     $("forget").hidden = !state.key;
     if (why) $("login-why").textContent = why;
     $("live").textContent = "Waiting for a client key";
+    announce(why || "A client key is needed.");
     $("key").focus();
   }
 
@@ -539,34 +549,47 @@
     return "/api/requests?" + q.toString();
   }
 
-  async function refresh() {
+  // refresh fetches what changes by the second every time, and the
+  // aggregates behind the charts every SLOW_MS (or when forced: a new
+  // period, a new key), so an open tab costs the daemon little.
+  async function refresh(force) {
     if (state.busy) return;
     state.busy = true;
     const p = encodeURIComponent(state.period);
     try {
       const accts = await api("/api/accounts");
+      const wasShown = state.authed;
       showDash();
-      const [stats, status, series, reqs, byDay, byModel, byClient, keys] = await Promise.all([
+      const slowDue = force || !wasShown || Date.now() - state.slowAt >= SLOW_MS;
+      const fast = Promise.all([optional("/api/status"), optional(requestsQuery()), optional("/api/keys")]);
+      const slow = slowDue ? Promise.all([
         optional("/api/stats?by=account&since=" + p),
-        optional("/api/status"),
         optional("/api/series?since=" + p + "&step=" + stepFor(state.period)),
-        optional(requestsQuery()),
         optional("/api/stats?by=day&since=" + (state.period === "30d" ? "30d" : "7d")),
         optional("/api/stats?by=model&since=" + p),
         optional("/api/stats?by=client&since=" + p),
-        optional("/api/keys"),
-      ]);
+      ]) : null;
+      const [status, reqs, keys] = await fast;
+      if (slow) {
+        const [stats, series, byDay, byModel, byClient] = await slow;
+        state.cache = { stats, series, byDay, byModel, byClient };
+        state.slowAt = Date.now();
+      }
+      const { stats, series, byDay, byModel, byClient } = state.cache;
       state.accounts = mergeAccounts(accts, stats, status);
       renderAccounts(state.accounts, stats, status);
-      renderSeries(series);
-      const byAccount = stats && stats.groups ? stats : stats ? { groups: (stats.accounts || []).map((a) => ({ key: a.account, cost_usd: a.cost_usd, requests: a.requests })) } : null;
-      renderCost(byDay, byModel, byAccount, byClient, series);
+      if (slow) {
+        renderSeries(series);
+        const byAccount = stats && stats.groups ? stats : stats ? { groups: (stats.accounts || []).map((a) => ({ key: a.account, cost_usd: a.cost_usd, requests: a.requests })) } : null;
+        renderCost(byDay, byModel, byAccount, byClient, series);
+      }
       renderKeys(keys);
       fillSelect($("f-account"), state.accounts.map((a) => a.name));
       if (reqs) {
         state.requests = reqs.requests || [];
         for (const r of state.requests) if (r.model) state.models.add(r.model);
         fillSelect($("f-model"), Array.from(state.models).sort());
+        $("requests-empty").textContent = "No request matches.";
         renderRequests(state.requests);
       } else {
         renderRequests([]);
@@ -574,6 +597,8 @@
       }
       $("live").textContent = "Updated " + new Date().toLocaleTimeString() + (state.paused ? " · paused" : " · live, every " + POLL_MS / 1000 + " s");
       $("live").classList.remove("error");
+      if (state.failed) announce("Updates resumed.");
+      state.failed = false;
     } catch (e) {
       if (e instanceof HTTPError && e.status === 401) {
         showLogin(state.key ? "That key was not accepted. Enter a client key with the viewer role." : null);
@@ -582,6 +607,8 @@
       } else {
         $("live").textContent = "Update failed: " + e.message;
         $("live").classList.add("error");
+        if (!state.failed) announce("Dashboard update failed: " + e.message);
+        state.failed = true;
       }
     } finally {
       state.busy = false;
@@ -618,7 +645,7 @@
       if (!k) return;
       state.key = k;
       sessionStorage.setItem(KEY_STORE, k);
-      refresh().then(schedule);
+      refresh(true).then(schedule);
     });
     $("forget").addEventListener("click", () => {
       state.key = "";
@@ -629,7 +656,7 @@
     });
     $("period").addEventListener("change", () => {
       state.period = $("period").value;
-      refresh();
+      refresh(true);
     });
     $("pause").addEventListener("click", () => {
       state.paused = !state.paused;
