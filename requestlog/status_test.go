@@ -283,3 +283,24 @@ func TestStatusSessionAndJSON(t *testing.T) {
 		}
 	}
 }
+
+// A limited account rejoins the pool when its limit ends, with its window
+// reset: a alone (ratio 1e-6, 500k left) would last 2500 s at 200/s; b
+// comes back at 1800 s with 1M (the ratio borrowed), when a has 140k
+// left: 1.14M more is 5700 s, exhausted at 7500 s.
+func TestStatusLimitedAccountRejoins(t *testing.T) {
+	d := newStatusDBs(t)
+	d.account("a", store.KindOAuth, 1, store.RateState{Util5h: 0.5, Reset5h: store.ToMS(statusNow.Add(4 * time.Hour)), Util7d: -1})
+	back := statusNow.Add(30 * time.Minute)
+	d.account("b", store.KindOAuth, 1, store.RateState{RateLimitedUntil: store.ToMS(back), RLStatus: "5h rejected",
+		Util5h: 1, Reset5h: store.ToMS(back), Util7d: -1})
+	d.request("a", statusNow.Add(-time.Hour), 320000, 0, "")
+	d.request("a", statusNow.Add(-5*time.Minute), 180000, 0, "")
+	st := d.status(requestlog.StatusOptions{MaxUtilization: 1})
+	if st.Pool.Usable != 1 || st.Pool.Estimate != requestlog.EstimateRate || !near(st.Pool.TimeToExhaustionSeconds, 7500) {
+		t.Fatalf("pool: usable %d, %s %s, want rate 7500", st.Pool.Usable, st.Pool.Estimate, secs(st.Pool.TimeToExhaustionSeconds))
+	}
+	if b := st.Accounts[1]; b.State != "limited" || b.Window != "5h" || b.TimeToLimitSeconds != nil {
+		t.Errorf("b: %+v", b)
+	}
+}
