@@ -25,10 +25,10 @@ import (
 //     every current model), since a window fills by use, not by count.
 //   - Per account and window (5h, 7d), utilization per weighted token is
 //     the window's utilization divided by the weighted tokens the account
-//     served since the window began (its reset minus 5h or 7d), from the
-//     log. An account without its own ratio (nothing served in the window
-//     yet) borrows the pool's: the mean of the others' ratio scaled by
-//     tier. Use of an account outside this proxy makes the ratio higher and
+//     served since the window began (its reset minus 5h or 7d, and a
+//     minute for the reset's rounding), from the log. An account without
+//     its own ratio (nothing served in the window yet) borrows the pool's:
+//     the mean of the others' ratio scaled by tier. Use of an account outside this proxy makes the ratio higher and
 //     the estimate shorter, never longer.
 //   - The rate is the pool's weighted tokens per second over the last 15
 //     minutes (StatusRateWindow).
@@ -48,6 +48,11 @@ const (
 	weightCacheRead  = 0.1
 	weightOutput     = 5.0
 )
+
+// windowSlack widens a window's start (its reset minus its length): a
+// reset is given to the second (or rounded), so the window's first
+// request may be logged a moment before reset - length.
+const windowSlack = time.Minute
 
 // StatusRateWindow is how far back the current rate is measured.
 const StatusRateWindow = 15 * time.Minute
@@ -258,7 +263,7 @@ func ComputeStatus(ctx context.Context, vaultDB, logDB *store.DB, opts StatusOpt
 				win.reset = now.Add(w.length)
 			}
 			if logDB != nil && u > 0 && w.reset != 0 {
-				tok, err := windowTokens(ctx, logDB, a.Name, store.ToMS(reset.Add(-w.length)))
+				tok, err := windowTokens(ctx, logDB, a.Name, store.ToMS(reset.Add(-w.length-windowSlack)))
 				if err != nil {
 					return st, fmt.Errorf("read request log: %w", err)
 				}
