@@ -80,3 +80,26 @@ func TestCloudAddAndLogin(t *testing.T) {
 		t.Errorf("audit rows %q", rows)
 	}
 }
+
+// accounts check leaves a cloud account alone: the probe speaks
+// Anthropic's API, and a cloud account holds no OAuth token to refresh
+// (without the guard it would be marked needs_login).
+func TestCheckSkipsCloudAccounts(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if err := accounts.AddCloud(ctx, f.v, "bed", 1, 1, accounts.CloudCredential{Kind: store.KindBedrock,
+		Settings: cloud.Settings{Region: "us-east-1"}, Doc: awsDoc(awsSecret)}); err != nil {
+		t.Fatal(err)
+	}
+	c := &accounts.Checker{Vault: f.v, AuditKey: f.key, Probe: func(context.Context, string, string, time.Time) (accounts.ProbeResult, error) {
+		t.Fatal("a cloud account was probed")
+		return accounts.ProbeResult{}, nil
+	}}
+	r, err := c.Check(ctx, "bed")
+	if err != nil || r.Status != "ok" || !strings.Contains(r.Detail, "not probed") {
+		t.Fatalf("check: %+v %v", r, err)
+	}
+	if a, _ := store.GetAccount(ctx, f.db, "bed"); a.Status != store.StatusOK {
+		t.Errorf("status %s after a check", a.Status)
+	}
+}

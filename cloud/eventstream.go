@@ -51,11 +51,17 @@ func (e *eventStreamSSE) Close() error { return e.src.Close() }
 
 // next decodes one message into e.buf, or sets e.err.
 func (e *eventStreamSSE) next() {
+	if _, err := e.br.Peek(1); err != nil {
+		// Between two messages: the end of the stream (or a read error).
+		e.err = err
+		return
+	}
 	msg, err := e.dec.Decode(e.br, e.pay[:0])
 	if err != nil {
+		// Inside a message: a stream cut short is an error, never a
+		// clean end (the decoder reads a short payload without one).
 		if errors.Is(err, io.EOF) {
-			e.err = io.EOF
-			return
+			err = io.ErrUnexpectedEOF
 		}
 		e.err = fmt.Errorf("bedrock event stream: %w", err)
 		return

@@ -1,0 +1,60 @@
+package cloud
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
+)
+
+func chunk(t *testing.T, enc *eventstream.Encoder, w io.Writer, event string) {
+	t.Helper()
+	var m eventstream.Message
+	m.Headers.Set(":message-type", eventstream.StringValue("event"))
+	m.Headers.Set(":event-type", eventstream.StringValue("chunk"))
+	m.Payload = []byte(`{"bytes":"` + base64.StdEncoding.EncodeToString([]byte(event)) + `"}`)
+	if err := enc.Encode(w, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The event stream becomes SSE event for event; a stream cut in the
+// middle of a message is an error, never a clean end; an exception is an
+// Anthropic error event.
+func TestEventStreamToSSE(t *testing.T) {
+	var buf bytes.Buffer
+	enc := eventstream.NewEncoder()
+	chunk(t, enc, &buf, `{"type":"message_start","message":{"type":"message","model":"claude-x-provider","usage":{"input_tokens":3}}}`)
+	chunk(t, enc, &buf, `{"type":"ping"}`)
+	var ex eventstream.Message
+	ex.Headers.Set(":message-type", eventstream.StringValue("exception"))
+	ex.Headers.Set(":exception-type", eventstream.StringValue("modelStreamErrorException"))
+	ex.Payload = []byte(`{"message":"the model broke"}`)
+	enc.Encode(&buf, ex)
+	whole := buf.Bytes()
+
+	out, err := io.ReadAll(newEventStreamSSE(io.NopCloser(bytes.NewReader(whole)), "claude-x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "event: message_start\ndata: {\"message\":{\"model\":\"claude-x\",\"type\":\"message\",\"usage\":{\"input_tokens\":3}},\"type\":\"message_start\"}\n\n" +
+		"event: ping\ndata: {\"type\":\"ping\"}\n\n" +
+		"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"ModelStreamErrorException: the model broke\"}}\n\n"
+	if string(out) != want {
+		t.Errorf("SSE\n%s\nwant\n%s", out, want)
+	}
+
+	_, err = io.ReadAll(newEventStreamSSE(io.NopCloser(bytes.NewReader(whole[:len(whole)-7])), "claude-x"))
+	if err == nil || errors.Is(err, io.EOF) || !strings.Contains(err.Error(), "bedrock event stream") {
+		t.Errorf("a cut stream read as %v", err)
+	}
+	bad := append([]byte(nil), whole...)
+	bad[20] ^= 0xff // a payload byte: the message CRC fails
+	if _, err := io.ReadAll(newEventStreamSSE(io.NopCloser(bytes.NewReader(bad)), "claude-x")); err == nil {
+		t.Error("a corrupted message was accepted")
+	}
+}
