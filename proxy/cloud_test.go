@@ -215,3 +215,22 @@ func TestCloudSkipsWhatItCannotServe(t *testing.T) {
 		t.Error("the Vertex account rests")
 	}
 }
+
+// A Bedrock stream that ends in a throttlingException: the client has
+// the events so far and an Anthropic error event; the account rests.
+func TestCloudInStreamThrottle(t *testing.T) {
+	h := newHarness(t)
+	br := fakecloud.NewBedrock("us-east-1")
+	defer br.Close()
+	h.addCloud("bed", store.KindBedrock, 0, cloud.Settings{Region: br.Region, Endpoint: br.URL}, br.Keys.JSON())
+	h.reload()
+	br.StreamException("throttlingException")
+	r := h.post(streamBody)
+	if r.status != 200 || !strings.Contains(string(r.body), "event: message_start") ||
+		!strings.Contains(string(r.body), "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\"") {
+		t.Fatalf("stream %d: %s", r.status, r.body)
+	}
+	if l := h.limit("bed"); !l.Blocked(h.clock.Now()) {
+		t.Errorf("bedrock not resting after an in-stream throttle: %+v", l)
+	}
+}
