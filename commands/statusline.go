@@ -16,6 +16,9 @@ import (
 // maxStatusLineInput bounds what statusline reads from stdin.
 const maxStatusLineInput = 1 << 20
 
+// statusLineStdinWait bounds the wait for stdin's end.
+const statusLineStdinWait = 2 * time.Second
+
 // statusLineTimeout bounds the question to the daemon: Claude Code runs
 // the command often and waits for it.
 const statusLineTimeout = time.Second
@@ -61,8 +64,22 @@ func statusLineText(c *cli.Context, e *env) string {
 	var in statusLineInput
 	inputOK := false
 	if !isTerminal(e.stdin) {
-		b, err := io.ReadAll(io.LimitReader(e.stdin, maxStatusLineInput))
-		inputOK = err == nil && json.Unmarshal(b, &in) == nil
+		// Claude Code writes the JSON and closes stdin; a stdin left open
+		// by something else is given up on rather than waited for.
+		type read struct {
+			b   []byte
+			err error
+		}
+		got := make(chan read, 1)
+		go func() {
+			b, err := io.ReadAll(io.LimitReader(e.stdin, maxStatusLineInput))
+			got <- read{b, err}
+		}()
+		select {
+		case r := <-got:
+			inputOK = r.err == nil && json.Unmarshal(r.b, &in) == nil
+		case <-time.After(statusLineStdinWait):
+		}
 	}
 	cfg, err := e.config(nil)
 	if err != nil {
