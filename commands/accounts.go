@@ -66,7 +66,8 @@ func accountsCommand() *cli.Command {
 					"status is ok again. A running daemon uses the new credentials within a few\n" +
 					"seconds, without a restart. Secrets are read from stdin, never from argv.\n" +
 					"A Bedrock or Vertex account takes --bedrock or --vertex with its credentials\n" +
-					"on stdin and its --region (and --project, --endpoint) again, as add does.",
+					"on stdin; --region, --project and --endpoint change those settings, and\n" +
+					"the ones not given stay as they are.",
 				Flags: append([]cli.Flag{
 					&cli.BoolFlag{Name: "refresh-token-stdin", Usage: "read an OAuth refresh token from stdin"},
 					&cli.BoolFlag{Name: "api-key-stdin", Usage: "read an Anthropic API key from stdin"},
@@ -359,7 +360,7 @@ func accountsLogin(c *cli.Context) error {
 	if err := checkCredentialFlags(refreshStdin, apiKeyStdin, setupStdin); err != nil {
 		return err
 	}
-	if kind, st, err := cloudArgs(c); err != nil || kind != "" {
+	if kind, st, err := cloudArgsFor(c, true); err != nil || kind != "" {
 		if err != nil {
 			return err
 		}

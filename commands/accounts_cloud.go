@@ -44,6 +44,12 @@ func cloudFlags() []cli.Flag {
 // cloudArgs reads the cloud flags: kind is "" when neither --bedrock nor
 // --vertex is given (then no other cloud flag may be).
 func cloudArgs(c *cli.Context) (kind string, st cloud.Settings, err error) {
+	return cloudArgsFor(c, false)
+}
+
+// cloudArgsFor is cloudArgs; for a login (login), the settings are
+// checked later, once the stored ones fill in those not given.
+func cloudArgsFor(c *cli.Context, login bool) (kind string, st cloud.Settings, err error) {
 	st = cloud.Settings{Region: c.String("region"), Project: c.String("project"), Endpoint: c.String("endpoint")}
 	switch {
 	case c.Bool("bedrock") && c.Bool("vertex"):
@@ -65,6 +71,9 @@ func cloudArgs(c *cli.Context) (kind string, st cloud.Settings, err error) {
 		if c.IsSet(f) {
 			return "", st, usagef("--%s and --%s exclude each other", kind, f)
 		}
+	}
+	if login {
+		return kind, st, nil
 	}
 	if err := st.Check(kind); err != nil {
 		return "", st, usagef("%v", err)
@@ -142,6 +151,18 @@ func accountsLoginCloud(c *cli.Context, name, kind string, st cloud.Settings) er
 	auditKey, err := e.openAudit(c.Context, v)
 	if err != nil {
 		return err
+	}
+	// The settings not given stay as stored.
+	if a, err := store.GetAccount(c.Context, v.DB(), name); err == nil && a.Kind == kind {
+		old, _ := cloud.ParseSettings(a.Upstream)
+		for _, f := range []struct {
+			flag     string
+			dst, was *string
+		}{{"region", &st.Region, &old.Region}, {"project", &st.Project, &old.Project}, {"endpoint", &st.Endpoint, &old.Endpoint}} {
+			if !c.IsSet(f.flag) {
+				*f.dst = *f.was
+			}
+		}
 	}
 	err = accounts.LoginCloud(c.Context, v, auditKey, accounts.By{Actor: audit.CLIActor()}, name,
 		accounts.CloudCredential{Kind: kind, Settings: st, Doc: doc}, time.Now())

@@ -64,7 +64,8 @@ func TestAccountsAddCloud(t *testing.T) {
 	if _, stderr, code := c.Run("sk-ant-api03-x", "accounts", "login", "bed", "--api-key-stdin"); code != 1 || !strings.Contains(stderr, "bedrock") {
 		t.Errorf("an API key for a bedrock account: exit %d %q", code, stderr)
 	}
-	c.MustRun(keys, "accounts", "login", "bed", "--bedrock", "--region", "us-west-2", "--endpoint", br.URL)
+	c.MustRun(keys, "accounts", "login", "bed", "--bedrock", "--region", "us-west-2")
+	c.MustRun(string(vx.KeyJSON()), "accounts", "login", "vtx", "--vertex")
 
 	// Nothing of the credentials in plaintext in the data dir.
 	secrets := []string{br.Keys.SecretAccessKey, br.Keys.SessionToken, "BEGIN PRIVATE KEY", vx.PrivateKeyPEM()[40:80]}
