@@ -72,7 +72,7 @@ func statusCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print NDJSON"},
 			&cli.BoolFlag{Name: "watch", Usage: "redraw every --interval until Ctrl-C (on a terminal only)"},
-			&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "`DURATION` between two redraws of --watch"},
+			&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "with --watch, redraw every `DURATION`"},
 			&cli.StringFlag{Name: "url", Usage: "the daemon's `URL` (default $" + envDaemonURL + ", then the config's host and port)"},
 		},
 		Action: status,
