@@ -103,6 +103,15 @@ func TestUnpricedModelWarnsOnce(t *testing.T) {
 	if n := strings.Count(h.logs.String(), "model has no price"); n != 1 {
 		t.Errorf("%d warnings after a priced model", n)
 	}
+	// A model that is not a model id (here a credential) is never logged:
+	// one warning stands for all of them.
+	for _, m := range []string{"sk-ant-api03-COSTLEAK0123456789abcdefghij", "two words"} {
+		h.post(strings.Replace(msgBody, "claude-sonnet-4-5", m, 1))
+	}
+	logs = h.logs.String()
+	if strings.Contains(logs, "COSTLEAK") || strings.Count(logs, "model has no price") != 2 || !strings.Contains(logs, `model="(not a model id)"`) {
+		t.Errorf("junk models in the warnings:\n%s", logs)
+	}
 }
 
 // A [pricing] change reaches the running proxy with SetLive (SIGHUP):
