@@ -219,9 +219,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	// traffic spread over the charts.
 	const spread = 16
 	d.clk.Add(time.Since(d.clk.Now()) - spread*time.Hour)
-	if _, err := d.v.AddAccount(ctx, vault.NewAccount{Name: "team", Kind: store.KindOAuth, Mode: "max", Priority: 2, Tier: 1},
-		vault.Secrets{RefreshToken: d.api.NewOAuthAccount("team")}); err != nil {
-		t.Fatal(err)
+	for i, name := range []string{"team", "spare"} {
+		if _, err := d.v.AddAccount(ctx, vault.NewAccount{Name: name, Kind: store.KindOAuth, Mode: "max", Priority: 2 + i, Tier: 1},
+			vault.Secrets{RefreshToken: d.api.NewOAuthAccount(name)}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	now := time.Now()
 	type want struct {
@@ -232,11 +234,15 @@ func TestDashboardInBrowser(t *testing.T) {
 		"work": {0.42, 0.18, 2 * time.Hour, 3 * 24 * time.Hour},
 		"pool": {0.07, 0.55, 4 * time.Hour, 5 * 24 * time.Hour},
 		"team": {0.91, 0.66, 30 * time.Minute, 26 * time.Hour},
+		// spare's 5h window is spent: its first request is refused and it
+		// is limited until the reset.
+		"spare": {1, 0.40, 45 * time.Minute, 6 * 24 * time.Hour},
 	}
-	for name, w := range wants {
+	unified := func(name, status string) {
+		w := wants[name]
 		d.api.SetUnified(name, map[string]string{
-			fakeapi.UnifiedPrefix + "status":         "allowed",
-			fakeapi.UnifiedPrefix + "5h-status":      "allowed",
+			fakeapi.UnifiedPrefix + "status":         status,
+			fakeapi.UnifiedPrefix + "5h-status":      status,
 			fakeapi.UnifiedPrefix + "5h-utilization": strconv.FormatFloat(w.u5, 'f', 2, 64),
 			fakeapi.UnifiedPrefix + "5h-reset":       strconv.FormatInt(now.Add(w.reset5).Unix(), 10),
 			fakeapi.UnifiedPrefix + "7d-status":      "allowed",
@@ -245,25 +251,28 @@ func TestDashboardInBrowser(t *testing.T) {
 			fakeapi.UnifiedPrefix + "reset":          strconv.FormatInt(now.Add(w.reset5).Unix(), 10),
 		})
 	}
+	for name := range wants {
+		unified(name, "allowed")
+	}
 	// Traffic over the last hours: three models, some refused by upstream.
 	models := []string{"claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"}
 	spreadN := 0
 	for h := 0; h < spread; h++ {
 		for i := 0; i < 1+(h*7)%4; i++ {
-			status := 200
 			if (h+i)%7 == 3 {
 				d.api.Inject(fakeapi.Fault{Kind: fakeapi.FaultStatus, Status: 400, Path: fakeapi.MessagesPath})
-				status = 400
 			}
 			body := `{"model":"` + models[(h+i)%3] + `","max_tokens":` + strconv.Itoa(64+h*40) + `,"messages":[{"role":"user","content":"` + strings.Repeat("hello ", 20*(i+1)) + `"}]}`
-			expectStatus(t, d.do("POST", "/v1/messages", body), status, "")
+			if r := d.do("POST", "/v1/messages", body); r.status != 200 && r.status != 400 {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
 			spreadN++
 		}
 		d.clk.Add(time.Hour)
 	}
 	d.clk.Add(time.Since(d.clk.Now()))
 	// Requests on each account: the others paused while one serves.
-	names := []string{"work", "pool", "team"}
+	names := []string{"work", "pool", "team", "spare"}
 	setPaused := func(name string, paused bool) {
 		if err := store.SetPaused(ctx, d.vdb, name, paused, time.Now()); err != nil {
 			t.Fatal(err)
@@ -285,6 +294,12 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		for _, n := range names {
 			waitPaused(n, n != serve)
+		}
+		if serve == "spare" {
+			unified("spare", "rejected")
+			d.api.Inject(fakeapi.Fault{Account: "spare", Kind: fakeapi.FaultStatus, Status: 429, Path: fakeapi.MessagesPath, Type: "rate_limit_error", Message: "This request would exceed your account's rate limit. Please try again later."})
+			expectStatus(t, d.message(false), 429, "rate_limit_error")
+			continue
 		}
 		for i := 0; i < 2; i++ {
 			expectStatus(t, d.message(i == 1), 200, "")
@@ -322,7 +337,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// No client keys: the dashboard is open on loopback.
 	run(t, bctx, "open /ui/", chromedp.Navigate(d.url+"/ui/"))
-	waitJS(t, bctx, "three accounts with utilization", `document.querySelectorAll("#accounts [data-account]").length === 3 &&
+	waitJS(t, bctx, "four accounts with utilization", `document.querySelectorAll("#accounts [data-account]").length === 4 &&
 		Array.from(document.querySelectorAll('#accounts .pct')).every((e) => e.textContent !== "–")`)
 	views := eval[[]accountView](t, bctx, readAccounts)
 	resetRe := regexp.MustCompile(`^resets in (\d+d \d+h|\d+h \d\dm|\d+m \d\ds)$`)
@@ -341,12 +356,16 @@ func TestDashboardInBrowser(t *testing.T) {
 		if !resetRe.MatchString(v.Reset5h) || !resetRe.MatchString(v.Reset7d) {
 			t.Errorf("%s: resets %q %q", v.Name, v.Reset5h, v.Reset7d)
 		}
-		if v.State == "" {
-			t.Errorf("%s: no state", v.Name)
+		if want := map[bool]string{true: "rate limited", false: "ok"}[v.Name == "spare"]; v.State != want {
+			t.Errorf("%s: state %q, want %q", v.Name, v.State, want)
 		}
 	}
-	if len(seen) != 3 {
+	if len(seen) != 4 {
 		t.Errorf("accounts shown: %v", views)
+	}
+	// The reason of spare's state, with its end.
+	if r := eval[string](t, bctx, `document.querySelector('[data-account="spare"] .reason').textContent`); !regexp.MustCompile(`^5h limit until .+ \(4\dm \d\ds\)`).MatchString(r) {
+		t.Errorf("spare: reason %q", r)
 	}
 	// team's 5h reset is 30 minutes away: "resets in 29m 59s" ticks.
 	first := eval[string](t, bctx, `document.querySelector('[data-account="team"] [data-window="5h"] .reset').textContent`)
@@ -434,7 +453,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	submitKey(viewer)
 	waitJS(t, bctx, "the dashboard with a viewer key", `!document.getElementById("dash").hidden &&
-		document.querySelectorAll("#accounts [data-account]").length === 3 &&
+		document.querySelectorAll("#accounts [data-account]").length === 4 &&
 		document.querySelectorAll("#requests tbody tr").length >= 6`)
 	if k := eval[string](t, bctx, `sessionStorage.getItem("claudeflare.key") || ""`); k != viewer {
 		t.Error("the key is not kept in sessionStorage")

@@ -67,6 +67,7 @@
     if (v === null || v === undefined) return "–";
     if (v === 0) return "$0";
     if (Math.abs(v) < 0.01) return "$" + v.toFixed(4);
+    if (Math.abs(v) < 1) return "$" + v.toFixed(3);
     if (Math.abs(v) < 100) return "$" + v.toFixed(2);
     return "$" + Math.round(v).toLocaleString("en-US");
   }
