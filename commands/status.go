@@ -110,7 +110,7 @@ func status(c *cli.Context) error {
 		}
 		now := statusTime(st)
 		writeStatusText(e.stdout, st, now, terminalWidth(e.stdout))
-		fmt.Fprintln(e.stdout, src)
+		fmt.Fprintln(e.stdout, wrapText(src, terminalWidth(e.stdout)))
 		return nil
 	}
 	return watchStatus(c.Context, e.stdout, r, c.Duration("interval"))
@@ -138,7 +138,7 @@ func watchStatus(ctx context.Context, w io.Writer, r *statusReader, interval tim
 			b.WriteString(msg.String())
 		} else {
 			writeStatusText(&b, st, statusTime(st), terminalWidth(w))
-			b.WriteString(src + "\n")
+			b.WriteString(wrapText(src, terminalWidth(w)) + "\n")
 		}
 		io.WriteString(w, b.String())
 		select {
@@ -303,7 +303,32 @@ func writeStatusText(w io.Writer, st requestlog.Status, now time.Time, cols int)
 		fmt.Fprintf(w, "%s%s  5h %s  7d %s  %s\n", name, strings.Repeat(" ", nameWidth-utf8.RuneCountInString(name)),
 			l.windowCell(a.Utilization5h, a.Reset5h, now), l.windowCell(a.Utilization7d, a.Reset7d, now), states[i])
 	}
-	fmt.Fprintln(w, poolText(st.Pool, now))
+	fmt.Fprintln(w, wrapText(poolText(st.Pool, now), cols))
+}
+
+// wrapText breaks a long line at spaces to fit cols columns (0 = as it
+// is), indenting the continued lines by two.
+func wrapText(s string, cols int) string {
+	if cols < 20 || utf8.RuneCountInString(s) <= cols {
+		return s
+	}
+	var b strings.Builder
+	n := 0
+	for i, word := range strings.Split(s, " ") {
+		w := utf8.RuneCountInString(word)
+		switch {
+		case i == 0:
+		case n+1+w > cols:
+			b.WriteString("\n  ")
+			n = 2
+		default:
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(word)
+		n += w
+	}
+	return b.String()
 }
 
 // terminalWidth is the columns of w when it is a terminal, else 0.

@@ -273,11 +273,12 @@ func TestStatusOnATerminal(t *testing.T) {
 		t.Fatalf("80 columns:\n%s", screen)
 	}
 	for _, l := range strings.Split(screen, "\n") {
-		if strings.HasPrefix(l, "work ") || strings.HasPrefix(l, "spare ") {
-			if n := utf8.RuneCountInString(l); n > 80 {
-				t.Errorf("%d columns: %q", n, l)
-			}
+		if n := utf8.RuneCountInString(l); n > 80 {
+			t.Errorf("%d columns: %q", n, l)
 		}
+	}
+	if !strings.Contains(screen, "\n  ") {
+		t.Errorf("the pool's line is not wrapped:\n%s", screen)
 	}
 
 	cmd, out, done = c.startOnPTY(0, "status", "--watch", "--interval", "100ms", "--url", d.url)
