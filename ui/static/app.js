@@ -562,29 +562,30 @@
       const wasShown = state.authed;
       showDash();
       const slowDue = force || !wasShown || Date.now() - state.slowAt >= SLOW_MS;
-      const fast = Promise.all([optional("/api/status"), optional(requestsQuery()), optional("/api/keys")]);
+      const fast = Promise.all([optional("/api/status"), optional(requestsQuery())]);
       const slow = slowDue ? Promise.all([
         optional("/api/stats?by=account&since=" + p),
         optional("/api/series?since=" + p + "&step=" + stepFor(state.period)),
         optional("/api/stats?by=day&since=" + (state.period === "30d" ? "30d" : "7d")),
         optional("/api/stats?by=model&since=" + p),
         optional("/api/stats?by=client&since=" + p),
+        optional("/api/keys"),
       ]) : null;
-      const [status, reqs, keys] = await fast;
+      const [status, reqs] = await fast;
       if (slow) {
-        const [stats, series, byDay, byModel, byClient] = await slow;
-        state.cache = { stats, series, byDay, byModel, byClient };
+        const [stats, series, byDay, byModel, byClient, keys] = await slow;
+        state.cache = { stats, series, byDay, byModel, byClient, keys };
         state.slowAt = Date.now();
       }
-      const { stats, series, byDay, byModel, byClient } = state.cache;
+      const { stats, series, byDay, byModel, byClient, keys } = state.cache;
       state.accounts = mergeAccounts(accts, stats, status);
       renderAccounts(state.accounts, stats, status);
       if (slow) {
         renderSeries(series);
         const byAccount = stats && stats.groups ? stats : stats ? { groups: (stats.accounts || []).map((a) => ({ key: a.account, cost_usd: a.cost_usd, requests: a.requests })) } : null;
         renderCost(byDay, byModel, byAccount, byClient, series);
+        renderKeys(keys);
       }
-      renderKeys(keys);
       fillSelect($("f-account"), state.accounts.map((a) => a.name));
       if (reqs) {
         state.requests = reqs.requests || [];
