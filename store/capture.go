@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/klauspost/compress/s2"
 )
@@ -99,8 +100,7 @@ func maxS2(body []byte) int {
 }
 
 // appendS2 appends body as a part: its S2 block's length and the block,
-// compressed in place in dst's spare capacity, which must hold
-// maxS2(body) more bytes. S2's default mode is its fastest: it costs less
+// compressed straight into dst's spare capacity (grown if short). S2's default mode is its fastest: it costs less
 // CPU than base64 and the JSON did, and the bodies shrink threefold. The
 // AEAD that seals the result authenticates it, so no checksum.
 func appendS2(dst, body []byte) []byte {
@@ -109,6 +109,7 @@ func appendS2(dst, body []byte) []byte {
 	if len(body) == 0 {
 		return dst
 	}
+	dst = slices.Grow(dst, maxS2(body))
 	n := len(s2.Encode(dst[len(dst):cap(dst)], body))
 	binary.LittleEndian.PutUint32(dst[at:], uint32(n))
 	return dst[:len(dst)+n]
