@@ -502,7 +502,14 @@
     sel.value = cur;
   }
 
+  function closePayload() {
+    if ($("payload").hidden) return;
+    $("payload").hidden = true;
+    if (state.payloadFrom && state.payloadFrom.isConnected) state.payloadFrom.focus();
+  }
+
   async function openPayload(id) {
+    state.payloadFrom = document.activeElement;
     const box = $("payload"), pre = $("payload-body");
     box.hidden = false;
     $("payload-h").textContent = "Payload of " + id;
@@ -671,7 +678,8 @@
     for (const id of ["f-account", "f-status"]) $(id).addEventListener("change", () => refresh());
     $("f-model").addEventListener("change", () => renderRequests(state.requests));
     $("f-rows").addEventListener("change", () => renderRequests(state.requests));
-    $("payload-close").addEventListener("click", () => { $("payload").hidden = true; });
+    $("payload-close").addEventListener("click", closePayload);
+    $("payload").addEventListener("keydown", (ev) => { if (ev.key === "Escape") closePayload(); });
     document.addEventListener("visibilitychange", () => { if (!document.hidden && state.authed) refresh(); });
     setInterval(tick, 1000);
     refresh().then(schedule);
