@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/claudeflare/claudeflare/access"
+	"github.com/claudeflare/claudeflare/config"
 )
 
 // GET /api/series and GET /api/requests/{id}/payload against the real
@@ -109,5 +110,18 @@ func TestSeriesAndPayloadAPI(t *testing.T) {
 	expectStatus(t, d.do("GET", "/ui/", ""), 200, "")
 	if r := d.do("GET", "/ui", ""); r.status != 200 || !strings.Contains(r.body, "<title>claudeflare dashboard</title>") {
 		t.Errorf("GET /ui: %d", r.status)
+	}
+}
+
+// The dashboard's files are public only past server.allow_ips: an address
+// outside it gets the 403 every route gives, and the files never reach
+// the proxied handler.
+func TestDashboardFilesBehindAllowIPs(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) { c.Server.AllowIPs = []string{"10.0.0.0/8"} })
+	h.expect(h.do("GET", "/ui/"), 403, "permission_error")
+	open := newHarness(t, nil)
+	r := open.do("GET", "/ui/app.js")
+	if r.status != 200 || r.header.Get("X-Test-Seen") != "" || r.header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("GET /ui/app.js: %d %v", r.status, r.header)
 	}
 }
