@@ -379,6 +379,9 @@ type Client struct {
 	Key  string // the client key's name; "" when no keys exist
 	Role Role   // the key's role; "" when no keys exist
 	Addr string // the remote IP address
+	// Models is the client key's model allowlist (patterns, a trailing
+	// "*" matches a prefix); nil or empty = every model.
+	Models []string
 }
 
 type clientCtxKey struct{}
