@@ -74,6 +74,7 @@ type Config struct {
 	Alerts    Alerts    `toml:"alerts"`
 	Pricing   Pricing   `toml:"pricing"`
 	Cloud     Cloud     `toml:"cloud"`
+	Models    Models    `toml:"models"`
 
 	redactors []*regexp.Regexp
 	// origins says where Load found each key set by a layer (Origin).
@@ -287,6 +288,7 @@ func Default() Config {
 	c.Pricing = Pricing{} // none: the built-in prices (pricing.Default)
 	// None: the built-in model tables (package cloud).
 	c.Cloud = Cloud{BedrockModels: ModelMap{}, VertexModels: ModelMap{}}
+	c.Models = Models{Aliases: ModelAliases{}, Allow: ModelAllow{}} // no aliases; every model allowed
 	for _, p := range c.Log.Redact {
 		c.redactors = append(c.redactors, regexp.MustCompile(p))
 	}

@@ -105,6 +105,8 @@ var reloads = map[string]Reload{
 	"pricing":                          ReloadLive, // proxy.SetLive
 	"cloud.bedrock_models":             ReloadRestart,
 	"cloud.vertex_models":              ReloadRestart,
+	"models.aliases":                   ReloadLive, // proxy.SetLive
+	"models.allow":                     ReloadLive, // proxy.SetLive
 }
 
 // EnvPrefix starts the environment variable of every setting: the key

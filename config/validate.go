@@ -29,7 +29,7 @@ func (c *Config) Validate() error {
 // validate returns the first problem of c, in key order, or nil. On
 // success it has compiled the redactors.
 func (c *Config) validate() *problem {
-	for _, check := range []func() *problem{c.validateTop, c.validateServer, c.validateLog, c.validateAlerts, c.validatePricing, c.validateCloud} {
+	for _, check := range []func() *problem{c.validateTop, c.validateServer, c.validateLog, c.validateAlerts, c.validatePricing, c.validateCloud, c.validateModels} {
 		if p := check(); p != nil {
 			return p
 		}
