@@ -150,8 +150,21 @@ func writeShownConfig(w io.Writer, cfg *config.Config, rows []shownSetting, mast
 	}
 	fmt.Fprintf(tw, "# config file: %s\n", printable(file))
 	fmt.Fprintf(tw, "# master key: %s\n", printable(master))
-	section := ""
+	// TOML puts a top-level key before the first table, wherever
+	// config.Settings lists it (pricing comes after [alerts]).
+	top := make([]shownSetting, 0, len(rows))
 	for _, r := range rows {
+		if !strings.Contains(r.Key, ".") {
+			top = append(top, r)
+		}
+	}
+	for _, r := range rows {
+		if strings.Contains(r.Key, ".") {
+			top = append(top, r)
+		}
+	}
+	section := ""
+	for _, r := range top {
 		sec, name := "", r.Key
 		if i := strings.LastIndex(r.Key, "."); i >= 0 {
 			sec, name = r.Key[:i], r.Key[i+1:]
