@@ -113,6 +113,8 @@ type keyEntry struct {
 	revoked bool
 	state   *keyState
 	budgets []Budget
+	relay   bool
+	models  []string
 }
 
 // keyState is what the hot path records about a key for the flusher.
@@ -244,8 +246,8 @@ func (g *Guard) Reload(ctx context.Context) error {
 	tampered := map[int64][32]byte{}
 	var report []store.ClientKey
 	for _, r := range rows {
-		budgets, budgetErr := decodeBudgets(r.Budgets)
-		if !vault.ClientKeyMACValid(rk, r) || budgetErr != nil {
+		set, setErr := decodeSettings(r)
+		if !vault.ClientKeyMACValid(rk, r) || setErr != nil {
 			if r.RevokedAt == 0 {
 				ks.live++
 			}
@@ -259,7 +261,7 @@ func (g *Guard) Reload(ctx context.Context) error {
 		if len(r.Hash) != 32 {
 			continue
 		}
-		e := &keyEntry{name: r.Name, role: Role(r.Role), revoked: r.RevokedAt != 0, budgets: budgets}
+		e := &keyEntry{name: r.Name, role: Role(r.Role), revoked: r.RevokedAt != 0, budgets: set.Budgets, relay: set.Relay, models: set.Models}
 		copy(e.hash[:], r.Hash)
 		if !e.revoked {
 			st := g.states[r.ID]
@@ -307,7 +309,7 @@ func clientKeysDigest(rows []store.ClientKey) [32]byte {
 		for _, p := range [][]byte{
 			[]byte(strconv.FormatInt(r.ID, 10)), []byte(r.Name), []byte(r.Prefix), r.Hash, []byte(r.Role),
 			[]byte(strconv.FormatInt(r.CreatedAt, 10)), []byte(strconv.FormatInt(r.RevokedAt, 10)), r.MAC,
-			budgetsDigestPart(r.Budgets),
+			budgetsDigestPart(r.Budgets), []byte(strconv.FormatBool(r.Relay)), budgetsDigestPart(r.Models),
 		} {
 			binary.BigEndian.PutUint64(n[:], uint64(len(p)))
 			h.Write(n[:])
@@ -319,8 +321,8 @@ func clientKeysDigest(rows []store.ClientKey) [32]byte {
 	return d
 }
 
-// budgetsDigestPart is the budgets column for clientKeysDigest: NULL and
-// "" differ.
+// budgetsDigestPart is a nullable text column (budgets, models) for
+// clientKeysDigest: NULL and "" differ.
 func budgetsDigestPart(b *string) []byte {
 	if b == nil {
 		return []byte{0}
@@ -382,6 +384,10 @@ type Client struct {
 	// Models is the client key's model allowlist (patterns, a trailing
 	// "*" matches a prefix); nil or empty = every model.
 	Models []string
+	// Relay: the key is a relay key (apikey create --relay), so the
+	// request goes upstream with the client's own Authorization /
+	// x-api-key, never a pool account's.
+	Relay bool
 }
 
 type clientCtxKey struct{}
@@ -517,7 +523,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 				fmt.Sprintf("claudeflare: client key %q (role %s) does not have permission %s", e.name, e.role, rt.perm))
 			return
 		}
-		client.Key, client.Role = e.name, e.role
+		client.Key, client.Role, client.Relay, client.Models = e.name, e.role, e.relay, e.models
 		limitID = "key:" + strconv.FormatInt(e.state.id, 10)
 		g.noteUse(e.state, client.Addr)
 		if rt.stream {

@@ -54,6 +54,11 @@ type KeyInfo struct {
 	Tampered bool
 	// Budgets are the key's budgets (none when nil).
 	Budgets []Budget
+	// Relay: the key's requests go upstream with the client's own
+	// credentials, never a pool account's (keysettings.go).
+	Relay bool
+	// Models is the key's model allowlist; nil = any model.
+	Models []string
 }
 
 // ActionClientKeyUpdated is the audit action of a client key's settings
@@ -125,13 +130,24 @@ func CreateKey(ctx context.Context, db *store.DB, auditKey []byte, name string, 
 // CreateKeyWithBudgets is CreateKey for a key with budgets (ParseBudgets):
 // its row's MAC covers them.
 func CreateKeyWithBudgets(ctx context.Context, db *store.DB, auditKey []byte, name string, role Role, budgets []Budget, actor string, now time.Time) (string, KeyInfo, error) {
+	return CreateKeyWith(ctx, db, auditKey, name, role, KeySettings{Budgets: budgets}, actor, now)
+}
+
+// CreateKeyWith is CreateKey for a key with settings (budgets, relay,
+// model allowlist): its row's MAC covers them.
+func CreateKeyWith(ctx context.Context, db *store.DB, auditKey []byte, name string, role Role, set KeySettings, actor string, now time.Time) (string, KeyInfo, error) {
 	if err := ValidateKeyName(name); err != nil {
 		return "", KeyInfo{}, err
 	}
 	if _, err := ParseRole(string(role)); err != nil {
 		return "", KeyInfo{}, err
 	}
+	budgets := set.Budgets
 	enc, err := encodeBudgets(budgets)
+	if err != nil {
+		return "", KeyInfo{}, err
+	}
+	encModels, err := encodeModels(set.Models)
 	if err != nil {
 		return "", KeyInfo{}, err
 	}
@@ -140,12 +156,14 @@ func CreateKeyWithBudgets(ctx context.Context, db *store.DB, auditKey []byte, na
 		return "", KeyInfo{}, err
 	}
 	h := HashKey(key)
-	info := KeyInfo{Name: name, Prefix: DisplayPrefix(key), Role: role, CreatedAt: store.FromMS(store.ToMS(now)), Budgets: budgets}
+	info := KeyInfo{Name: name, Prefix: DisplayPrefix(key), Role: role, CreatedAt: store.FromMS(store.ToMS(now)), Budgets: budgets,
+		Relay: set.Relay, Models: set.Models}
 	if err := audit.CheckKey(auditKey); err != nil {
 		return "", KeyInfo{}, fmt.Errorf("create client key: %w", err)
 	}
 	err = store.Tx(ctx, db, func(tx *sqlx.Tx) error {
-		row := store.ClientKey{Name: name, Prefix: info.Prefix, Hash: h[:], Role: string(role), CreatedAt: store.ToMS(now), Budgets: enc}
+		row := store.ClientKey{Name: name, Prefix: info.Prefix, Hash: h[:], Role: string(role), CreatedAt: store.ToMS(now), Budgets: enc,
+			Relay: set.Relay, Models: encModels}
 		id, err := store.InsertClientKey(ctx, tx, row)
 		if err != nil {
 			return err
@@ -155,8 +173,8 @@ func CreateKeyWithBudgets(ctx context.Context, db *store.DB, auditKey []byte, na
 			return err
 		}
 		detail := fmt.Sprintf("client key %q (%s...) created with role %s", name, info.Prefix, role)
-		if len(budgets) > 0 {
-			detail += " and budgets " + FormatBudgets(budgets)
+		if d := settingsDetail(set); d != "" {
+			detail += " and " + d
 		}
 		return audit.Append(ctx, tx, auditKey, now, actor, audit.ActionClientKeyCreated, detail)
 	})
@@ -211,34 +229,7 @@ var ErrTamperedKey = errors.New("the client key's row failed authentication (add
 // store.ErrNoClientKey; a row that failed authentication, ErrTamperedKey
 // (revoke it instead).
 func UpdateKeyBudgets(ctx context.Context, db *store.DB, auditKey []byte, name string, budgets []Budget, actor string, now time.Time) (KeyInfo, error) {
-	if err := audit.CheckKey(auditKey); err != nil {
-		return KeyInfo{}, fmt.Errorf("update client key: %w", err)
-	}
-	enc, err := encodeBudgets(budgets)
-	if err != nil {
-		return KeyInfo{}, err
-	}
-	var k store.ClientKey
-	err = store.Tx(ctx, db, func(tx *sqlx.Tx) error {
-		var err error
-		if k, err = store.SetClientKeyBudgets(ctx, tx, name, enc); err != nil {
-			return err
-		}
-		old, decErr := decodeBudgets(k.Budgets)
-		if !authenticRow(auditKey, k) || decErr != nil {
-			return fmt.Errorf("%w: %q", ErrTamperedKey, name)
-		}
-		k.Budgets = enc
-		if err := store.SetClientKeyMAC(ctx, tx, k.ID, vault.ClientKeyMAC(rowKey(auditKey), k)); err != nil {
-			return err
-		}
-		return audit.Append(ctx, tx, auditKey, now, actor, ActionClientKeyUpdated,
-			fmt.Sprintf("client key %q (%s...) budgets set to %s (were %s)", name, k.Prefix, FormatBudgets(budgets), FormatBudgets(old)))
-	})
-	if err != nil {
-		return KeyInfo{}, fmt.Errorf("update client key: %w", err)
-	}
-	return keyInfo(k), nil
+	return UpdateKey(ctx, db, auditKey, name, KeyUpdate{Budgets: &budgets}, actor, now)
 }
 
 // ListKeys returns every client key, revoked ones included, oldest first,
@@ -255,20 +246,21 @@ func ListKeys(ctx context.Context, db *store.DB, auditKey []byte) ([]KeyInfo, er
 	out := make([]KeyInfo, len(rows))
 	for i, r := range rows {
 		out[i] = keyInfo(r)
-		_, budgetErr := decodeBudgets(r.Budgets)
-		out[i].Tampered = !authenticRow(auditKey, r) || budgetErr != nil
+		_, setErr := decodeSettings(r)
+		out[i].Tampered = !authenticRow(auditKey, r) || setErr != nil
 	}
 	return out, nil
 }
 
-// keyInfo is the row as listed; budgets that do not read are left out
-// (such a row fails authentication too).
+// keyInfo is the row as listed; budgets or models that do not read are
+// left out (such a row fails authentication too).
 func keyInfo(r store.ClientKey) KeyInfo {
 	budgets, _ := decodeBudgets(r.Budgets)
+	models, _ := decodeModels(r.Models)
 	return KeyInfo{
 		Name: r.Name, Prefix: r.Prefix, Role: Role(r.Role),
 		CreatedAt: store.FromMS(r.CreatedAt), LastUsedAt: store.FromMS(r.LastUsedAt), RevokedAt: store.FromMS(r.RevokedAt),
-		Budgets: budgets,
+		Budgets: budgets, Relay: r.Relay, Models: models,
 	}
 }
 

@@ -41,7 +41,17 @@ func apikeyCommand() *cli.Command {
 			"a 429 (rate_limit_error, x-should-retry: false, retry-after until the period ends)\n" +
 			"naming the budget, the use and the reset; a request already in flight finishes,\n" +
 			"so a budget may be overshot by what was in flight. The row's MAC covers the\n" +
-			"budgets: a budget edited in vault.db makes the key fail authentication.",
+			"budgets: a budget edited in vault.db makes the key fail authentication.\n\n" +
+			"Relay keys (--relay): for a team gateway where each developer keeps their own\n" +
+			"Claude login or API key. The client sends the relay key in x-claudeflare-key\n" +
+			"and its own credential in Authorization: Bearer or x-api-key; the request is\n" +
+			"forwarded with that credential, never with a pool account's, and refused (401)\n" +
+			"without one. It is logged under the key with account \"relay\"; budgets, limits\n" +
+			"and capture apply as for pooled keys; the client's credential is never stored.\n" +
+			"x-claudeflare-key works for every key and is never forwarded upstream.\n\n" +
+			"Model allowlist (--models a,b): the models the key may ask for (names or\n" +
+			"aliases; see [models] in claudeflare.toml(5)); --no-models allows any model.\n" +
+			"The row's MAC covers the relay mark and the allowlist too.",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "create",
@@ -50,16 +60,22 @@ func apikeyCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "role", Value: string(access.RoleAPI), Usage: "`ROLE`: api, viewer or admin"},
 					budgetFlag,
+					relayFlag,
+					modelsFlag,
 				},
 				Action: apikeyCreate,
 			},
 			{
 				Name:      "update",
-				Usage:     "change a live key's budgets; a running daemon applies them within seconds",
+				Usage:     "change a live key's budgets, relay mark or model allowlist; a running daemon applies them within seconds",
 				ArgsUsage: "NAME",
 				Flags: []cli.Flag{
 					budgetFlag,
 					&cli.BoolFlag{Name: "no-budget", Usage: "remove every budget of the key"},
+					relayFlag,
+					&cli.BoolFlag{Name: "no-relay", Usage: "make the key a pooled key again (served by the pool's accounts)"},
+					modelsFlag,
+					&cli.BoolFlag{Name: "no-models", Usage: "remove the key's model allowlist (any model)"},
 				},
 				Action: apikeyUpdate,
 			},
@@ -86,6 +102,25 @@ func apikeyCommand() *cli.Command {
 
 // budgetFlag is --budget of create and update.
 var budgetFlag = &cli.StringSliceFlag{Name: "budget", Usage: "a budget `SPEC` such as 50usd/month, 5usd/week or 2000000tokens/day (UTC calendar periods, a week from Monday); repeat for one in usd and one in tokens"}
+
+// relayFlag is --relay of create and update.
+var relayFlag = &cli.BoolFlag{Name: "relay", Usage: "a relay key: sent in x-claudeflare-key, its requests go upstream with the client's own Authorization or x-api-key, never a pool account's"}
+
+// modelsFlag is --models of create and update.
+var modelsFlag = &cli.StringSliceFlag{Name: "models", Usage: "the key's model allowlist, `MODEL,...` (names or aliases; a trailing * matches a prefix)"}
+
+// modelsArg parses --models: nil when not given; a bad list is a usage
+// error.
+func modelsArg(c *cli.Context) ([]string, error) {
+	if !c.IsSet("models") {
+		return nil, nil
+	}
+	ms, err := access.ParseModels(c.StringSlice("models"))
+	if err != nil {
+		return nil, usagef("--models: %v", err)
+	}
+	return ms, nil
+}
 
 // budgetsFlag parses --budget; a bad spec is a usage error.
 func budgetsFlag(c *cli.Context) ([]access.Budget, error) {
@@ -158,13 +193,18 @@ func apikeyCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	models, err := modelsArg(c)
+	if err != nil {
+		return err
+	}
+	set := access.KeySettings{Budgets: budgets, Relay: c.Bool("relay"), Models: models}
 	e := getEnv(c)
 	db, auditKey, err := e.openAuditedKeysDB(c.Context)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	key, info, err := access.CreateKeyWithBudgets(c.Context, db, auditKey, name, role, budgets, audit.CLIActor(), time.Now())
+	key, info, err := access.CreateKeyWith(c.Context, db, auditKey, name, role, set, audit.CLIActor(), time.Now())
 	if errors.Is(err, store.ErrClientKeyExists) {
 		return withHint(err, "choose another name, or revoke the old key first with `claudeflare apikey revoke "+name+"`")
 	}
@@ -178,11 +218,18 @@ func apikeyCreate(c *cli.Context) error {
 	if len(budgets) > 0 {
 		withBudgets = " and budgets " + access.FormatBudgets(budgets)
 	}
+	if set.Relay {
+		withBudgets += ", relay (send it in x-claudeflare-key with the client's own credentials)"
+	}
+	if models != nil {
+		withBudgets += ", models " + access.FormatModels(models)
+	}
 	fmt.Fprintf(e.stderr, "claudeflare: client key %q (%s...) created with role %s%s; it is shown only this once\n", name, info.Prefix, role, withBudgets)
 	return nil
 }
 
-// apikeyUpdate sets or removes a live key's budgets.
+// apikeyUpdate sets or removes a live key's budgets, relay mark and
+// model allowlist.
 func apikeyUpdate(c *cli.Context) error {
 	name, err := keyName(c)
 	if err != nil {
@@ -192,11 +239,35 @@ func apikeyUpdate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	models, err := modelsArg(c)
+	if err != nil {
+		return err
+	}
 	switch {
 	case c.Bool("no-budget") && len(budgets) > 0:
 		return usagef("give --budget or --no-budget, not both")
-	case !c.Bool("no-budget") && len(budgets) == 0:
-		return usagef("apikey update needs --budget SPEC (repeatable) or --no-budget")
+	case c.Bool("relay") && c.Bool("no-relay"):
+		return usagef("give --relay or --no-relay, not both")
+	case c.IsSet("models") && c.Bool("no-models"):
+		return usagef("give --models or --no-models, not both")
+	}
+	var u access.KeyUpdate
+	var said []string
+	if c.Bool("no-budget") || len(budgets) > 0 {
+		u.Budgets = &budgets
+		said = append(said, "budgets: "+access.FormatBudgets(budgets))
+	}
+	if c.Bool("relay") || c.Bool("no-relay") {
+		relay := c.Bool("relay")
+		u.Relay = &relay
+		said = append(said, "relay: "+map[bool]string{true: "on", false: "off"}[relay])
+	}
+	if c.IsSet("models") || c.Bool("no-models") {
+		u.Models = &models
+		said = append(said, "models: "+access.FormatModels(models))
+	}
+	if len(said) == 0 {
+		return usagef("apikey update needs --budget SPEC (repeatable), --no-budget, --relay, --no-relay, --models LIST or --no-models")
 	}
 	e := getEnv(c)
 	db, auditKey, err := e.openAuditedKeysDB(c.Context)
@@ -204,7 +275,7 @@ func apikeyUpdate(c *cli.Context) error {
 		return err
 	}
 	defer db.Close()
-	if _, err := access.UpdateKeyBudgets(c.Context, db, auditKey, name, budgets, audit.CLIActor(), time.Now()); err != nil {
+	if _, err := access.UpdateKey(c.Context, db, auditKey, name, u, audit.CLIActor(), time.Now()); err != nil {
 		switch {
 		case errors.Is(err, store.ErrNoClientKey):
 			return withHint(err, "see `claudeflare apikey list`")
@@ -213,7 +284,7 @@ func apikeyUpdate(c *cli.Context) error {
 		}
 		return err
 	}
-	e.say("client key %q budgets: %s", name, access.FormatBudgets(budgets))
+	e.say("client key %q %s", name, strings.Join(said, "; "))
 	return nil
 }
 
@@ -230,6 +301,10 @@ type apikeyOut struct {
 	// period (used null for a revoked or tampered key, or when the request
 	// log cannot be read).
 	Budgets []budgetOut `json:"budgets"`
+	// Relay: a relay key (the client's own credentials go upstream).
+	Relay bool `json:"relay"`
+	// Models is the key's model allowlist; null = any model.
+	Models []string `json:"models"`
 }
 
 // budgetOut is one budget in `apikey list --json`.
@@ -331,7 +406,7 @@ func apikeyList(c *cli.Context) error {
 			if err := out.write(apikeyOut{
 				Name: k.Name, Prefix: k.Prefix, Role: string(k.Role), Status: keyStatus(k),
 				CreatedAt: requestlog.RFC3339(store.ToMS(k.CreatedAt)), LastUsedAt: requestlog.RFC3339(store.ToMS(k.LastUsedAt)), RevokedAt: requestlog.RFC3339(store.ToMS(k.RevokedAt)),
-				Budgets: keyBudgets(k, used, now),
+				Budgets: keyBudgets(k, used, now), Relay: k.Relay, Models: k.Models,
 			}); err != nil {
 				return err
 			}
@@ -339,11 +414,12 @@ func apikeyList(c *cli.Context) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPREFIX\tROLE\tSTATUS\tCREATED\tLAST USED\tBUDGET\tUSED")
+	fmt.Fprintln(tw, "NAME\tPREFIX\tROLE\tSTATUS\tCREATED\tLAST USED\tBUDGET\tUSED\tRELAY\tMODELS")
 	for _, k := range keys {
 		budget, use := budgetCells(keyBudgets(k, used, now))
-		fmt.Fprintf(tw, "%s\t%s...\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(k.Name), printable(k.Prefix), printable(string(k.Role)), printable(keyStatus(k)),
-			tableTime(store.ToMS(k.CreatedAt)), tableTime(store.ToMS(k.LastUsedAt)), budget, use)
+		relay := map[bool]string{true: "yes", false: "no"}[k.Relay]
+		fmt.Fprintf(tw, "%s\t%s...\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(k.Name), printable(k.Prefix), printable(string(k.Role)), printable(keyStatus(k)),
+			tableTime(store.ToMS(k.CreatedAt)), tableTime(store.ToMS(k.LastUsedAt)), budget, use, relay, printable(access.FormatModels(k.Models)))
 	}
 	return tw.Flush()
 }

@@ -31,9 +31,15 @@ type ClientKey struct {
 	// Budgets is the key's budgets as JSON text (access.Budget), nil
 	// when it has none (vault migration 0009).
 	Budgets *string `db:"budgets"`
+	// Relay marks a relay key: its requests go upstream with the
+	// client's own credentials (vault migration 0011).
+	Relay bool `db:"relay"`
+	// Models is the key's model allowlist as JSON text (a list of
+	// names), nil when any model is allowed (vault migration 0011).
+	Models *string `db:"models"`
 }
 
-const clientKeyColumns = `id, name, prefix, hash, role, created_at, last_used_at, revoked_at, mac, budgets`
+const clientKeyColumns = `id, name, prefix, hash, role, created_at, last_used_at, revoked_at, mac, budgets, relay, models`
 
 // CountClientKeys returns how many client API keys are live (not revoked).
 func CountClientKeys(ctx context.Context, db *DB) (int, error) {
@@ -47,8 +53,8 @@ func CountClientKeys(ctx context.Context, db *DB) (int, error) {
 // InsertClientKey stores a new client key inside tx. A live key with the
 // same name gives ErrClientKeyExists.
 func InsertClientKey(ctx context.Context, tx *sqlx.Tx, k ClientKey) (int64, error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO client_keys (name, prefix, hash, role, created_at, budgets)
-		VALUES (?, ?, ?, ?, ?, ?)`, k.Name, k.Prefix, k.Hash, k.Role, k.CreatedAt, k.Budgets)
+	res, err := tx.ExecContext(ctx, `INSERT INTO client_keys (name, prefix, hash, role, created_at, budgets, relay, models)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, k.Name, k.Prefix, k.Hash, k.Role, k.CreatedAt, k.Budgets, k.Relay, k.Models)
 	if IsUnique(err) {
 		return 0, fmt.Errorf("%w: %q", ErrClientKeyExists, k.Name)
 	}
@@ -118,6 +124,30 @@ func SetClientKeyBudgets(ctx context.Context, tx *sqlx.Tx, name string, budgets 
 		return k, fmt.Errorf("set client key budgets: %w", err)
 	}
 	return k, nil
+}
+
+// LiveClientKeyTx returns the row of the live key with the given name
+// inside tx, or ErrNoClientKey.
+func LiveClientKeyTx(ctx context.Context, tx *sqlx.Tx, name string) (ClientKey, error) {
+	var k ClientKey
+	if err := tx.GetContext(ctx, &k, `SELECT `+clientKeyColumns+` FROM client_keys WHERE name = ? AND revoked_at = 0`, name); err != nil {
+		if IsNotFound(err) {
+			return k, fmt.Errorf("%w: %q", ErrNoClientKey, name)
+		}
+		return k, fmt.Errorf("find client key: %w", err)
+	}
+	return k, nil
+}
+
+// SetClientKeySettings writes the settings of row k (budgets, relay,
+// models) by its id inside tx. The caller re-authenticates the row
+// (SetClientKeyMAC) in the same transaction.
+func SetClientKeySettings(ctx context.Context, tx *sqlx.Tx, k ClientKey) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE client_keys SET budgets = ?, relay = ?, models = ? WHERE id = ?`,
+		k.Budgets, k.Relay, k.Models, k.ID); err != nil {
+		return fmt.Errorf("update client key: %w", err)
+	}
+	return nil
 }
 
 // RevokedAt returns the revocation time RevokeClientKey stores for now.

@@ -79,9 +79,11 @@ func (v *Vault) RowMACKey(ctx context.Context, purpose string) ([]byte, error) {
 
 // ClientKeyMAC is the MAC of a client key row under key (RowKey of the
 // audit key for PurposeClientKeys): over its id, name, display prefix,
-// hash, role, creation and revocation times, and its budgets' exact text
-// when it has any (a row without budgets keeps the MAC of the releases
-// before budgets). Its last use is not covered.
+// hash, role, creation and revocation times, its budgets' exact text
+// when it has any, its relay mark when set and its model allowlist's
+// exact text when it has one (a row without budgets, not relay and
+// without an allowlist keeps the MAC of the releases before them). Its
+// last use is not covered.
 func ClientKeyMAC(key []byte, k store.ClientKey) []byte {
 	h := hmac.New(sha256.New, key)
 	var n [8]byte
@@ -93,6 +95,12 @@ func ClientKeyMAC(key []byte, k store.ClientKey) []byte {
 		// Length-prefixed like the rest: the marker cannot be confused
 		// with another column's text.
 		parts = append(parts, []byte("budgets"), []byte(*k.Budgets))
+	}
+	if k.Relay {
+		parts = append(parts, []byte("relay"))
+	}
+	if k.Models != nil {
+		parts = append(parts, []byte("models"), []byte(*k.Models))
 	}
 	for _, p := range parts {
 		binary.BigEndian.PutUint64(n[:], uint64(len(p)))
