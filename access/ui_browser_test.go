@@ -406,8 +406,12 @@ func TestDashboardInBrowser(t *testing.T) {
 		run(t, bctx, "reset filter", chromedp.SetValue(chromedp.CSS("#f-account"), ""),
 			chromedp.Evaluate[chromedp.Void](`document.getElementById("f-account").dispatchEvent(new Event("change")); document.getElementById("payload").hidden = true`))
 		waitJS(t, bctx, "all requests", `document.querySelectorAll("#requests tbody tr").length >= 6`)
+		// The window as tall as the page, so the picture ends with it.
+		height := eval[float64](t, bctx, `document.documentElement.style.overflow = "hidden"; window.scrollTo(0, 0);
+			document.querySelector("footer").getBoundingClientRect().bottom`)
+		run(t, bctx, "fit the window", chromedp.EmulateViewport(1280, int64(height)+1))
 		c, cancel := context.WithTimeout(bctx, 90*time.Second)
-		png, err := chromedp.Run(c, chromedp.FullScreenshot(100))
+		png, err := chromedp.Run(c, chromedp.CaptureScreenshot())
 		cancel()
 		if err != nil {
 			t.Fatal(err)
