@@ -274,7 +274,8 @@ func TestGuardAndForwarderSeeOnePath(t *testing.T) {
 	for _, tc := range []struct{ method, target, body, path, query string }{
 		{"POST", "/v1/messages?beta=true", routeMsg, "/v1/messages", "beta=true"},
 		{"POST", "/v1/messages/?beta=true", routeMsg, "/v1/messages/", "beta=true"},
-		{"GET", "/v1/models?limit=5&after_id=a%2F..%2Fb", "", "/v1/models", "limit=5&after_id=a%2F..%2Fb"},
+		// (GET /v1/models itself is the proxy's own list: proxy/models.go.)
+		{"GET", "/v1/models/claude-x?limit=5&after_id=a%2F..%2Fb", "", "/v1/models/claude-x", "limit=5&after_id=a%2F..%2Fb"},
 		{"GET", "/v1/models/claude-sonnet-4-5", "", "/v1/models/claude-sonnet-4-5", ""},
 	} {
 		s.reset()

@@ -176,6 +176,8 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		Version:      opts.Build.Version,
 		Observer:     d.metrics,
 		ClientName:   clientName,
+		Relay:        clientRelay,
+		ClientModels: clientModels,
 		Middleware:   d.middleware,
 	})
 	if err != nil {
@@ -373,6 +375,22 @@ func clientName(r *http.Request) string {
 		return c.Addr
 	}
 	return ""
+}
+
+// clientModels is the request's client key role and model allowlist
+// (proxy: [models.allow] and the key's own list).
+func clientModels(r *http.Request) (string, []string) {
+	if c, ok := access.ClientFrom(r.Context()); ok {
+		return string(c.Role), c.Models
+	}
+	return "", nil
+}
+
+// clientRelay reports whether the request's client key is a relay key
+// (proxy/relay.go: the client's own credentials go upstream).
+func clientRelay(r *http.Request) bool {
+	c, ok := access.ClientFrom(r.Context())
+	return ok && c.Relay
 }
 
 func isLoopback(host string) bool {

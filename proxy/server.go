@@ -89,6 +89,14 @@ type Options struct {
 	// column (e.g. the client key the access guard established); nil =
 	// the User-Agent, cut at 128 bytes.
 	ClientName func(r *http.Request) string
+	// Relay reports whether a request's client key is a relay key: it
+	// goes upstream with the client's own credentials, never an
+	// account's (relay.go); nil = none is.
+	Relay func(r *http.Request) bool
+	// ClientModels is the role and model allowlist of a request's client
+	// key, for [models.allow] and the key's own list (models.go); nil =
+	// no key lists, and role lists do not apply.
+	ClientModels func(r *http.Request) (role string, models []string)
 	// Middleware wraps the proxy's handler (client auth, /metrics, the
 	// admin API); nil = none. Serve and Handler use the wrapped handler.
 	Middleware func(http.Handler) http.Handler
@@ -106,6 +114,7 @@ type Server struct {
 	poll     time.Duration
 	obs      Observer
 	clientOf func(r *http.Request) string
+	relayOf  func(r *http.Request) bool // Options.Relay (relay.go)
 
 	pool    *pool
 	tokens  *tokens
@@ -125,6 +134,7 @@ type Server struct {
 	started  atomic.Bool
 
 	clouds cloudClients // the cloud accounts' clients (cloud.go)
+	models modelsState  // aliases, allow lists, GET /v1/models (models.go)
 }
 
 // New builds a Server and loads the accounts. Background work (the
@@ -173,11 +183,12 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: log, now: now, sleep: sleep, upstream: up, client: &fwd,
-		vaultDB: opts.VaultDB, poll: poll, obs: obs, clientOf: opts.ClientName,
+		vaultDB: opts.VaultDB, poll: poll, obs: obs, clientOf: opts.ClientName, relayOf: opts.Relay,
 		pool:   newPool(cfg, LimitPolicy{}),
 		bodies: bodyBudget{limit: cfg.Server.MaxInflightBodyBytes},
 	}
 	s.pool.events.log = log
+	s.models.scope = opts.ClientModels
 	s.costs.log, s.costs.warned = log, map[string]bool{}
 	s.costs.table.Store(cfg.Pricing.Table())
 	s.tokens = &tokens{
@@ -220,6 +231,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/", s.forward)
+	mux.HandleFunc("GET /v1/models", s.listModels)
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("/", s.root)
 	// A place for /metrics once the metrics issue lands.
@@ -251,6 +263,7 @@ func (s *Server) SetLive(cfg *config.Config) {
 	s.tokens.margin.Store(int64(cfg.Tokens.RefreshMargin.Std()))
 	s.grace.Store(int64(cfg.Server.ShutdownGrace.Std()))
 	s.costs.table.Store(cfg.Pricing.Table())
+	s.models.policy.Store(newModelPolicy(cfg.Models))
 	policy := newLimitPolicy(cfg.RateLimit)
 	s.pool.mu.Lock()
 	s.pool.policy = policy

@@ -1,0 +1,410 @@
+package proxy
+
+// Models: GET /v1/models (the union of what the pool's accounts offer,
+// plus the configured aliases), model aliases ([models] aliases: the
+// body's "model" rewritten before forwarding) and the model allow lists
+// (per client key role, [models.allow], and per client key).
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/claudeflare/claudeflare/cloud"
+	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/apierr"
+	"github.com/claudeflare/claudeflare/store"
+)
+
+// modelsTTL is how long the pool's model list is served before it is
+// asked again (in the background: a stale list is served meanwhile).
+const modelsTTL = 5 * time.Minute
+
+// modelsFailedTTL is how soon a list that no account answered is asked
+// again.
+const modelsFailedTTL = 30 * time.Second
+
+// modelsFetchTimeout bounds asking the accounts.
+const modelsFetchTimeout = 15 * time.Second
+
+// modelsPageMax bounds the pages read from one account's /v1/models.
+const modelsPageMax = 10
+
+// ModelInfo is one model of GET /v1/models, in Anthropic's shape.
+type ModelInfo struct {
+	Type        string `json:"type"`
+	ID          string `json:"id"`
+	DisplayName string `json:"display_name"`
+	CreatedAt   string `json:"created_at"`
+}
+
+// modelList is Anthropic's list shape.
+type modelList struct {
+	Data    []ModelInfo `json:"data"`
+	HasMore bool        `json:"has_more"`
+	FirstID *string     `json:"first_id"`
+	LastID  *string     `json:"last_id"`
+}
+
+// modelPolicy is [models]: aliases and role allow lists.
+type modelPolicy struct {
+	aliases map[string]string
+	allow   map[string][]string
+}
+
+func newModelPolicy(m config.Models) *modelPolicy {
+	return &modelPolicy{aliases: maps.Clone(map[string]string(m.Aliases)), allow: maps.Clone(map[string][]string(m.Allow))}
+}
+
+// modelsState is the Server's part in models.
+type modelsState struct {
+	policy atomic.Pointer[modelPolicy]
+	// scope is the client key's role and model allowlist of a request
+	// (Options.ClientModels).
+	scope func(r *http.Request) (role string, models []string)
+
+	mu       sync.Mutex
+	list     []ModelInfo // the pool's models, newest first
+	expires  time.Time   // when list is asked again
+	fetching chan struct{}
+}
+
+// modelMatches reports whether model id matches pattern p: equal, or a
+// prefix when p ends in "*".
+func modelMatches(p, id string) bool {
+	if pre, ok := strings.CutSuffix(p, "*"); ok {
+		return strings.HasPrefix(id, pre)
+	}
+	return p == id
+}
+
+// modelAllowed reports whether one of ids passes list (empty = all).
+func modelAllowed(list []string, ids ...string) bool {
+	if len(list) == 0 {
+		return true
+	}
+	for _, p := range list {
+		for _, id := range ids {
+			if id != "" && modelMatches(p, id) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// modelField is the top-level "model" string of a JSON body and the byte
+// span of its value (quotes included), or "" when there is none. Like a
+// client, it expects "model" early: a large body is not scanned to its
+// end past it.
+func modelField(body []byte) (model string, start, end int) {
+	t := bytes.TrimLeft(body, " \t\r\n")
+	if len(t) == 0 || t[0] != '{' {
+		return "", 0, 0
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // {
+		return "", 0, 0
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", 0, 0
+		}
+		key, _ := tok.(string)
+		var raw json.RawMessage
+		if dec.Decode(&raw) != nil {
+			return "", 0, 0
+		}
+		if key != "model" {
+			continue
+		}
+		end := int(dec.InputOffset())
+		start := end - len(raw)
+		if start < 0 || end > len(body) || !bytes.Equal(body[start:end], raw) {
+			return "", 0, 0
+		}
+		if json.Unmarshal(raw, &model) != nil {
+			return "", 0, 0
+		}
+		return model, start, end
+	}
+	return "", 0, 0
+}
+
+// applyModelPolicy checks the request's model against the role's and the
+// client key's allow lists and resolves an alias: the body's "model"
+// value (bytes start:end) is replaced by the alias's model id, every
+// other byte kept, and x.model becomes that id (the log records it). A
+// refused model is answered here (403, permission_error); it reports
+// whether the request goes on.
+func (x *exchange) applyModelPolicy(start, end int) bool {
+	if x.model == "" {
+		return true
+	}
+	ms := &x.s.models
+	pol := ms.policy.Load()
+	if pol == nil {
+		return true
+	}
+	asked := x.model
+	real, alias := pol.aliases[asked]
+	ids := []string{asked}
+	if alias {
+		ids = append(ids, real)
+	}
+	var role string
+	var keyList []string
+	if ms.scope != nil {
+		role, keyList = ms.scope(x.r)
+	}
+	if list := pol.allow[role]; role != "" && !modelAllowed(list, ids...) {
+		x.refuseModel(asked, fmt.Sprintf("client key role %s ([models.allow] %s)", role, role), list)
+		return false
+	}
+	if !modelAllowed(keyList, ids...) {
+		x.refuseModel(asked, fmt.Sprintf("client key %q", x.row.Client), keyList)
+		return false
+	}
+	if alias {
+		q, _ := json.Marshal(real)
+		b := make([]byte, 0, len(x.body)-(end-start)+len(q))
+		b = append(append(append(b, x.body[:start]...), q...), x.body[end:]...)
+		// The pooled buffer stays x.buf (released as usual); the rewritten
+		// body is an ordinary slice read in its place.
+		x.body = b
+		x.model = real
+	}
+	return true
+}
+
+func (x *exchange) refuseModel(model, who string, list []string) {
+	x.reply(apierr.Reply{Status: http.StatusForbidden, Type: apierr.Permission, Retry: apierr.RetryNo,
+		Message: fmt.Sprintf("claudeflare: model %q is not allowed for %s; allowed: %s", model, who, strings.Join(list, ", "))})
+}
+
+// listModels serves GET /v1/models: the pool's models (cached, asked of
+// the accounts at most every modelsTTL) plus the aliases, less what the
+// client may not use, in Anthropic's list shape.
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(apierr.RequestIDHeader, s.ids.Next(s.now()))
+	list, err := s.poolModels(r.Context())
+	if err != nil && len(list) == 0 {
+		apierr.Write(w, apierr.Reply{Status: http.StatusBadGateway, Type: apierr.API, Retry: apierr.RetryYes,
+			Message: "claudeflare could not list the pool's models: " + err.Error()})
+		return
+	}
+	pol := s.models.policy.Load()
+	if pol == nil {
+		pol = &modelPolicy{}
+	}
+	var role string
+	var keyList []string
+	if s.models.scope != nil {
+		role, keyList = s.models.scope(r)
+	}
+	byID := make(map[string]ModelInfo, len(list))
+	for _, m := range list {
+		byID[m.ID] = m
+	}
+	out := modelList{Data: []ModelInfo{}}
+	may := func(ids ...string) bool {
+		return (role == "" || modelAllowed(pol.allow[role], ids...)) && modelAllowed(keyList, ids...)
+	}
+	for _, m := range list {
+		if may(m.ID) {
+			out.Data = append(out.Data, m)
+		}
+	}
+	for _, a := range slices.Sorted(maps.Keys(pol.aliases)) {
+		real := pol.aliases[a]
+		if !may(a, real) {
+			continue
+		}
+		m := ModelInfo{Type: "model", ID: a, DisplayName: a + " (" + real + ")", CreatedAt: "1970-01-01T00:00:00Z"}
+		if t, ok := byID[real]; ok {
+			m.DisplayName, m.CreatedAt = a+" ("+t.DisplayName+")", t.CreatedAt
+		}
+		out.Data = append(out.Data, m)
+	}
+	if n := len(out.Data); n > 0 {
+		out.FirstID, out.LastID = &out.Data[0].ID, &out.Data[n-1].ID
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
+}
+
+// poolModels returns the cached list; a stale one is served while a
+// background fetch renews it, and the first call waits for one.
+func (s *Server) poolModels(ctx context.Context) ([]ModelInfo, error) {
+	ms := &s.models
+	ms.mu.Lock()
+	now := s.now()
+	if ms.list != nil {
+		list := ms.list
+		if now.After(ms.expires) && ms.fetching == nil {
+			ms.fetching = make(chan struct{})
+			go s.fetchModels()
+		}
+		ms.mu.Unlock()
+		return list, nil
+	}
+	ch := ms.fetching
+	if ch == nil {
+		ch = make(chan struct{})
+		ms.fetching = ch
+		go s.fetchModels()
+	}
+	ms.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.list == nil {
+		return nil, fmt.Errorf("no account answered")
+	}
+	return ms.list, nil
+}
+
+// fetchModels asks the accounts and stores the union.
+func (s *Server) fetchModels() {
+	ctx, cancel := context.WithTimeout(context.Background(), modelsFetchTimeout)
+	defer cancel()
+	list, answered := s.askModels(ctx)
+	ms := &s.models
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	ttl := modelsTTL
+	if !answered {
+		ttl = modelsFailedTTL
+	}
+	if answered || (ms.list == nil && len(list) > 0) {
+		ms.list = list
+	}
+	ms.expires = s.now().Add(ttl)
+	close(ms.fetching)
+	ms.fetching = nil
+}
+
+// askModels is the union of the models of every account that is not
+// paused or out of order: an Anthropic account's upstream /v1/models
+// with its own credentials, a cloud account's model table. answered is
+// false when Anthropic accounts exist and none answered.
+func (s *Server) askModels(ctx context.Context) (list []ModelInfo, answered bool) {
+	s.pool.mu.Lock()
+	accts := make([]*account, 0, len(s.pool.accounts))
+	for _, a := range s.pool.accounts {
+		if !a.Paused && a.Status == store.StatusOK {
+			accts = append(accts, a)
+		}
+	}
+	s.pool.mu.Unlock()
+	seen := map[string]ModelInfo{}
+	var cloudIDs []string
+	anthropic := 0
+	for _, a := range accts {
+		if cloud.Is(a.Kind) {
+			cloudIDs = append(cloudIDs, s.cloudModelIDs(a.Kind)...)
+			continue
+		}
+		anthropic++
+		got, err := s.accountModels(ctx, a)
+		if err != nil {
+			s.log.Debug("listing models", "account", a.Name, "err", err)
+			continue
+		}
+		answered = true
+		for _, m := range got {
+			if _, ok := seen[m.ID]; !ok && m.ID != "" {
+				m.Type = "model"
+				seen[m.ID] = m
+			}
+		}
+	}
+	for _, id := range cloudIDs {
+		if _, ok := seen[id]; !ok {
+			seen[id] = ModelInfo{Type: "model", ID: id, DisplayName: id, CreatedAt: "1970-01-01T00:00:00Z"}
+		}
+	}
+	list = slices.AppendSeq(make([]ModelInfo, 0, len(seen)), maps.Values(seen))
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].CreatedAt != list[j].CreatedAt {
+			return list[i].CreatedAt > list[j].CreatedAt // newest first, as Anthropic lists them
+		}
+		return list[i].ID < list[j].ID
+	})
+	return list, answered || anthropic == 0
+}
+
+// cloudModelIDs are the Anthropic model ids a cloud account of kind
+// serves: its model table's (built in, with [cloud] over it).
+func (s *Server) cloudModelIDs(kind string) []string {
+	m := map[string]string{}
+	switch kind {
+	case cloud.Bedrock:
+		maps.Copy(m, cloud.BuiltinBedrock)
+		maps.Copy(m, s.cfg.Cloud.BedrockModels)
+	case cloud.Vertex:
+		maps.Copy(m, cloud.BuiltinVertex)
+		maps.Copy(m, s.cfg.Cloud.VertexModels)
+	}
+	return slices.Sorted(maps.Keys(m))
+}
+
+// accountModels reads a's upstream /v1/models, every page.
+func (s *Server) accountModels(ctx context.Context, a *account) ([]ModelInfo, error) {
+	secret, err := s.tokens.get(ctx, a, "")
+	if err != nil {
+		return nil, err
+	}
+	var out []ModelInfo
+	after := ""
+	for range modelsPageMax {
+		u := strings.TrimRight(s.upstream.String(), "/") + "/v1/models?limit=1000"
+		if after != "" {
+			u += "&after_id=" + url.QueryEscape(after)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Anthropic-Version", "2023-06-01")
+		setCredentials(req.Header, a.Kind, secret)
+		resp, err := s.client.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("upstream: %w", err)
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("upstream answered %d", resp.StatusCode)
+		}
+		var page modelList
+		if err := json.Unmarshal(body, &page); err != nil {
+			return nil, fmt.Errorf("upstream list: %w", err)
+		}
+		out = append(out, page.Data...)
+		if !page.HasMore || page.LastID == nil || *page.LastID == "" {
+			return out, nil
+		}
+		after = *page.LastID
+	}
+	return out, nil
+}
