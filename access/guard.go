@@ -508,13 +508,21 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 			return
 		}
 	} else if !rt.public {
-		e, reason := ks.lookup(Credential(r.Header))
+		cred, inOwnHeader := credential(r.Header)
+		e, reason := ks.lookup(cred)
+		if e != nil && e.relay && !inOwnHeader {
+			// A relay key in Authorization or x-api-key would leave the
+			// client's own credential no header to travel in.
+			g.failedAuth(addr, "relay key outside x-claudeflare-key", r)
+			reject(w, http.StatusUnauthorized, apierr.Authentication, "claudeflare: a relay key goes in the x-claudeflare-key header (ANTHROPIC_CUSTOM_HEADERS for Claude Code); send your own credentials in Authorization or x-api-key")
+			return
+		}
 		if e == nil {
 			// One answer for a missing, unknown or revoked key: it does
 			// not tell a prober which keys once existed (the audit log
 			// records the reason).
 			g.failedAuth(addr, reason, r)
-			reject(w, http.StatusUnauthorized, apierr.Authentication, "claudeflare: a valid client API key is required (x-api-key or Authorization: Bearer)")
+			reject(w, http.StatusUnauthorized, apierr.Authentication, "claudeflare: a valid client API key is required (x-api-key, Authorization: Bearer or x-claudeflare-key)")
 			return
 		}
 		if rt.perm != "" && !e.role.Can(rt.perm) {

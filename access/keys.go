@@ -264,13 +264,32 @@ func keyInfo(r store.ClientKey) KeyInfo {
 	}
 }
 
-// Credential returns the client key a request presents: the x-api-key
-// header, or the token of an "Authorization: Bearer" header. When both
-// are present, the one that looks like a client key (KeyPrefix) wins, so
-// a client may send its own Anthropic credential alongside. The result is
-// "" when there is none, or when it is not a single token of printable
-// ASCII of at most 512 bytes.
+// Credential returns the client key a request presents: the
+// x-claudeflare-key header when there is one (then it alone counts),
+// else the x-api-key header, or the token of an "Authorization: Bearer"
+// header. When both of those are present, the one that looks like a
+// client key (KeyPrefix) wins, so a client may send its own Anthropic
+// credential alongside. The result is "" when there is none, or when it
+// is not a single token of printable ASCII of at most 512 bytes.
 func Credential(h http.Header) string {
+	c, _ := credential(h)
+	return c
+}
+
+// credential is Credential, and whether it came from x-claudeflare-key
+// (a relay key must: the other two headers carry the client's own
+// credentials).
+func credential(h http.Header) (string, bool) {
+	if v, ok := h["X-Claudeflare-Key"]; ok {
+		if len(v) != 1 {
+			return "", true
+		}
+		return token(strings.Trim(v[0], " \t")), true
+	}
+	return clientCredential(h), false
+}
+
+func clientCredential(h http.Header) string {
 	var first string
 	for _, c := range [2]string{apiKeyHeader(h), bearer(h)} {
 		if c == "" {

@@ -195,10 +195,10 @@ func (x *exchange) endState(a *account, r *relay) {
 		x.row.EndState, x.row.Error = EndUpstreamError, "in-stream "+sse.ErrorType+": "+msg
 		// The client got a 200 and then an error: say so where an
 		// operator looks, with what ties it to the request and account.
-		s.log.Warn("in-stream error event", "request_id", x.id, "account", a.Name,
+		s.log.Warn("in-stream error event", "request_id", x.id, "account", x.row.Account,
 			"error_type", sse.ErrorType, "message", msg)
 		now := s.now()
-		if v := classify(answer{sent: true, event: sse.ErrorType}, now); v.Learn {
+		if v := classify(answer{sent: true, event: sse.ErrorType}, now); v.Learn && a != nil {
 			s.pool.observe(a, v, now)
 		}
 	case sse != nil && !sse.Stopped && status < 300:

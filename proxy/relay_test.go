@@ -1,0 +1,148 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// withRelay makes a request a relay request when its x-claudeflare-key
+// is "cf_relay" (the daemon asks the access guard instead).
+func withRelay(h *harness) {
+	h.beforeServe = func(s *Server) {
+		s.relayOf = func(r *http.Request) bool { return r.Header.Get("X-Claudeflare-Key") == "cf_relay" }
+	}
+}
+
+const relayBody = `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`
+
+// A relay request goes upstream with the client's own credentials,
+// exactly as sent (bearer with its own anthropic-beta, or x-api-key),
+// never with the pool's, and without the client key header; the row names
+// the account "relay". A request without a relay key on the same server
+// is served from the pool.
+func TestRelayForwardsTheClientsOwnCredentials(t *testing.T) {
+	h := newHarness(t, withRelay)
+	h.addOAuth("pool", 0, false)
+	h.reload()
+	poolTok := h.api.CurrentAccessToken("pool")
+	devTok := h.api.NewAccessToken("dev")
+	devKey := h.api.NewAPIKey("dev-api")
+
+	for _, tc := range []struct {
+		name, header, value, account string
+	}{
+		{"bearer", "Authorization", "Bearer " + devTok, "dev"},
+		{"api key", "X-Api-Key", devKey, "dev-api"},
+	} {
+		h.api.ResetRequests()
+		beta := "claude-code-20250219,oauth-2025-04-20,interleaved-thinking-2025-05-14"
+		r := h.do(context.Background(), http.MethodPost, "/v1/messages?beta=true", relayBody, http.Header{
+			"X-Claudeflare-Key": {"cf_relay"}, tc.header: {tc.value}, "Anthropic-Beta": {beta},
+		})
+		if r.status != http.StatusOK {
+			t.Fatalf("%s: status %d %s", tc.name, r.status, r.body)
+		}
+		got := h.apiRequests()
+		if len(got) != 1 {
+			t.Fatalf("%s: the fake saw %d requests", tc.name, len(got))
+		}
+		up := got[0]
+		if up.Account != tc.account || up.Header.Get(tc.header) != tc.value {
+			t.Fatalf("%s: the fake saw account %q, %s %q", tc.name, up.Account, tc.header, up.Header.Get(tc.header))
+		}
+		for k, vs := range up.Header {
+			for _, v := range vs {
+				if strings.Contains(v, poolTok) || strings.Contains(v, "cf_relay") {
+					t.Fatalf("%s: upstream header %s carries the pool's token or the client key", tc.name, k)
+				}
+			}
+		}
+		if tc.header == "Authorization" && up.Header.Get("X-Api-Key") != "" || tc.header == "X-Api-Key" && up.Header.Get("Authorization") != "" {
+			t.Fatalf("%s: a credential the client did not send went upstream: %v", tc.name, up.Header)
+		}
+		if g := up.Header.Values("Anthropic-Beta"); len(g) != 1 || g[0] != beta {
+			t.Fatalf("%s: anthropic-beta %q, want the client's %q", tc.name, g, beta)
+		}
+		row := h.lastRow()
+		if row.Account != RelayAccount || row.Status != 200 || row.Attempts != 1 || row.OutputTokens == 0 {
+			t.Fatalf("%s: row %+v", tc.name, row)
+		}
+	}
+
+	// Mixed: a request without the relay key is the pool's.
+	h.api.ResetRequests()
+	if r := h.post(relayBody); r.status != http.StatusOK {
+		t.Fatalf("pooled: %d %s", r.status, r.body)
+	}
+	if got := h.apiRequests(); len(got) != 1 || got[0].Account != "pool" || got[0].Header.Get("Authorization") != "Bearer "+poolTok {
+		t.Fatalf("pooled request: %+v", got)
+	}
+	if row := h.lastRow(); row.Account != "pool" {
+		t.Fatalf("pooled row account %q", row.Account)
+	}
+}
+
+// A relay request without the client's own credentials is refused (401,
+// x-should-retry false) and never reaches the upstream with the pool's;
+// one that repeats the client key as its bearer has none either.
+func TestRelayWithoutCredentialsIsRefused(t *testing.T) {
+	h := newHarness(t, withRelay)
+	h.addOAuth("pool", 0, false)
+	h.reload()
+	for _, hdr := range []http.Header{
+		{"X-Claudeflare-Key": {"cf_relay"}},
+		{"X-Claudeflare-Key": {"cf_relay"}, "Authorization": {"Bearer cf_relay"}},
+		{"X-Claudeflare-Key": {"cf_relay"}, "Authorization": {"Basic abc"}, "X-Api-Key": {" "}},
+	} {
+		h.api.ResetRequests()
+		r := h.do(context.Background(), http.MethodPost, "/v1/messages", relayBody, hdr)
+		if r.status != http.StatusUnauthorized || r.header.Get("X-Should-Retry") != "false" {
+			t.Fatalf("%v: status %d, x-should-retry %q", hdr, r.status, r.header.Get("X-Should-Retry"))
+		}
+		if e := decodeError(t, r.body); e.Error.Type != "authentication_error" || !strings.Contains(e.Error.Message, "relay key") {
+			t.Fatalf("%v: %+v", hdr, e)
+		}
+		if got := h.apiRequests(); len(got) != 0 {
+			t.Fatalf("%v: the upstream was asked: %+v", hdr, got)
+		}
+		if row := h.lastRow(); row.Account != RelayAccount || row.Status != 401 {
+			t.Fatalf("row %+v", row)
+		}
+	}
+}
+
+// The developer's refused token is the developer's business: the 401
+// passes through once (x-should-retry false), no pool account is tried,
+// rested or refreshed, and the token is scrubbed from what is kept.
+func TestRelayRefusedTokenFailsOverToNothing(t *testing.T) {
+	h := newHarness(t, withRelay)
+	h.addOAuth("pool", 0, false)
+	h.reload()
+	devTok := h.api.NewAccessToken("dev")
+	h.api.RefuseAccessTokens("dev")
+	r := h.do(context.Background(), http.MethodPost, "/v1/messages", relayBody, http.Header{
+		"X-Claudeflare-Key": {"cf_relay"}, "Authorization": {"Bearer " + devTok}, "Anthropic-Beta": {OAuthBeta},
+	})
+	if r.status != http.StatusUnauthorized || r.header.Get("X-Should-Retry") != "false" {
+		t.Fatalf("status %d, x-should-retry %q: %s", r.status, r.header.Get("X-Should-Retry"), r.body)
+	}
+	got := h.apiRequests()
+	if len(got) != 1 || got[0].Account != "dev" {
+		t.Fatalf("the fake saw %+v", got)
+	}
+	if h.api.RefreshCount("pool") != 0 || h.api.RefreshCount("dev") != 0 {
+		t.Fatal("a token was refreshed")
+	}
+	row := h.lastRow()
+	if row.Account != RelayAccount || row.Attempts != 1 || strings.Contains(row.Error, devTok) {
+		t.Fatalf("row %+v", row)
+	}
+	if l := h.limit("pool"); !l.Until.IsZero() || h.account("pool").Status != "ok" {
+		t.Fatalf("the pool account was touched: %+v %q", l, h.account("pool").Status)
+	}
+	if strings.Contains(h.logs.String(), devTok) {
+		t.Fatal("the developer's token is in the log")
+	}
+}
