@@ -51,7 +51,8 @@ func requestsCommand() *cli.Command {
 					"else its address) and request id, and prints errors whole; --json has every\n" +
 					"field (cost_usd null without a price), times in RFC 3339 UTC. The cost is at\n" +
 					"the API's list prices ([pricing] in claudeflare.toml(5)): for a subscription\n" +
-					"(OAuth) account it is the API-equivalent value, not money charged.\n\n" +
+					"(OAuth) account it is the API-equivalent value, not money charged, as a\n" +
+					"last line under a --wide listing that shows a cost says.\n\n" +
 					"On a terminal the newest 50 rows are shown unless --limit N or --all\n" +
 					"says otherwise, and output longer than the screen goes through $PAGER\n" +
 					"(default less -FRX) unless --no-pager; elsewhere every row is printed.",
@@ -212,7 +213,12 @@ func requestsList(c *cli.Context) error {
 		err = listPaged(ctx, db, a, e)
 	} else {
 		bw := bufio.NewWriterSize(e.stdout, 32<<10)
-		err = listAndFollow(ctx, db, a, bw, a.printer(bw))
+		print, t := a.printer(bw)
+		if err = listAndFollow(ctx, db, a, bw, print); err == nil && t != nil && !a.follow {
+			if err = t.footnote(bw); err == nil {
+				err = bw.Flush()
+			}
+		}
 	}
 	if closedPipe(err) || ctx.Err() != nil {
 		// The reader went away, or SIGINT/SIGTERM: a normal end (the
@@ -223,13 +229,14 @@ func requestsList(c *cli.Context) error {
 }
 
 // printer prints one row as asked: NDJSON or the table.
-func (a listArgs) printer(w io.Writer) func(*store.Request) error {
+// The table is returned too (nil for NDJSON), for its footnote.
+func (a listArgs) printer(w io.Writer) (func(*store.Request) error, *requestTable) {
 	if a.json {
 		out := newNDJSON(w)
-		return func(r *store.Request) error { return out.write(requestlog.NewRequestLine(r)) }
+		return func(r *store.Request) error { return out.write(requestlog.NewRequestLine(r)) }, nil
 	}
 	t := &requestTable{w: w, wide: a.wide}
-	return t.row
+	return t.row, t
 }
 
 // listPaged prints the listing (no --follow) for a person at a terminal:
@@ -248,9 +255,14 @@ func listPaged(ctx context.Context, db *store.DB, a listArgs, e *env) error {
 		rows, left = rows[len(rows)-terminalLimit:], true
 	}
 	var buf bytes.Buffer
-	print := a.printer(&buf)
+	print, t := a.printer(&buf)
 	for _, r := range rows {
 		if err := print(r); err != nil {
+			return err
+		}
+	}
+	if t != nil {
+		if err := t.footnote(&buf); err != nil {
 			return err
 		}
 	}
@@ -337,6 +349,19 @@ type requestTable struct {
 	w      io.Writer
 	wide   bool
 	header bool
+	// costShown: a row showed a cost (--wide), which the footnote
+	// qualifies.
+	costShown bool
+}
+
+// footnote ends a listing (not --follow) whose rows showed a cost: for a
+// subscription account it is the API-equivalent value.
+func (t *requestTable) footnote(w io.Writer) error {
+	if !t.costShown {
+		return nil
+	}
+	_, err := fmt.Fprintln(w, requestlog.SubscriptionNote)
+	return err
 }
 
 // tableWidth is what the default table fits in.
@@ -361,6 +386,7 @@ func (t *requestTable) row(r *store.Request) error {
 		statusText(r.Status), humanDuration(r.DurationMS), humanTokens(r.InputTokens)+"/"+humanTokens(r.OutputTokens))
 	model := printable(orDash(strings.TrimPrefix(r.Model, "claude-")))
 	if t.wide {
+		t.costShown = t.costShown || (r.CostUSD != nil && *r.CostUSD > 0)
 		line += fmt.Sprintf("%-20s  %8s  %-6s  %-28s  %-16s  %s", clip(model, 20), humanUSD(r.CostUSD), printable(r.Method),
 			clip(printable(r.Path), 28), clip(printable(orDash(r.Client)), 16), printable(r.ID))
 		if r.Error != "" {

@@ -84,6 +84,16 @@ func TestStatsBy(t *testing.T) {
 		t.Errorf("stats:\n%s", text)
 	}
 
+	// requests list --wide shows each cost, and says what it is.
+	wide := strings.Split(strings.TrimSpace(c.MustRun("", "requests", "list", "--wide")), "\n")
+	if len(wide) != 5 || !strings.Contains(wide[0], "COST") || !strings.Contains(wide[3], "$0.0060") || !strings.Contains(wide[1], "mystery-model ") ||
+		!strings.Contains(wide[4], "API-equivalent") {
+		t.Errorf("requests list --wide:\n%s", strings.Join(wide, "\n"))
+	}
+	if out := c.MustRun("", "requests", "list"); strings.Contains(out, "API-equivalent") || strings.Contains(out, "$") {
+		t.Errorf("requests list (80 columns) shows a cost:\n%s", out)
+	}
+
 	o, errs, code := c.Run("", "stats", "--by", "week")
 	if code != 2 || o != "" || !strings.HasPrefix(errs, "claudeflare: --by: unknown grouping \"week\"") {
 		t.Errorf("--by week: exit %d, stdout %q, stderr %q", code, o, errs)
