@@ -176,7 +176,6 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		Version:      opts.Build.Version,
 		Observer:     d.metrics,
 		ClientName:   clientName,
-		Relay:        clientRelay,
 		ClientModels: clientModels,
 		Middleware:   d.middleware,
 	})
@@ -384,13 +383,6 @@ func clientModels(r *http.Request) (string, []string) {
 		return string(c.Role), c.Models
 	}
 	return "", nil
-}
-
-// clientRelay reports whether the request's client key is a relay key
-// (proxy/relay.go: the client's own credentials go upstream).
-func clientRelay(r *http.Request) bool {
-	c, ok := access.ClientFrom(r.Context())
-	return ok && c.Relay
 }
 
 func isLoopback(host string) bool {
