@@ -176,6 +176,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		Version:      opts.Build.Version,
 		Observer:     d.metrics,
 		ClientName:   clientName,
+		Relay:        clientRelay,
 		ClientModels: clientModels,
 		Middleware:   d.middleware,
 	})
@@ -383,6 +384,13 @@ func clientModels(r *http.Request) (string, []string) {
 		return string(c.Role), c.Models
 	}
 	return "", nil
+}
+
+// clientRelay reports whether the request's client key is a relay key
+// (proxy/relay.go: the client's own credentials go upstream).
+func clientRelay(r *http.Request) bool {
+	c, ok := access.ClientFrom(r.Context())
+	return ok && c.Relay
 }
 
 func isLoopback(host string) bool {

@@ -65,6 +65,10 @@ type exchange struct {
 	uploadLen int64
 	ownedID   string // the owned id the path names, when pinned to its account (owned.go)
 	cloudCode string // a cloud provider's error code for the last send (cloud.go)
+
+	// relayCreds are the client's own credential headers, for a relay
+	// key's request (relay.go); nil otherwise.
+	relayCreds http.Header
 }
 
 // forward serves /v1/*.
@@ -119,6 +123,10 @@ func (x *exchange) serve() {
 	}
 	x.family = acctstate.Family(x.model)
 	x.rt = route{fam: x.family, key: affinityKey(x.r, x.body, x.row.Client), peek: x.route != messagesRoute}
+	if s.relayOf != nil && s.relayOf(x.r) {
+		x.serveRelay() // the client's own credentials: no account (relay.go)
+		return
+	}
 	sel, pinned := x.selectFor()
 	held := pinned // a request waits for an account at most once; a pinned one never
 	if len(sel.Candidates) == 0 {
@@ -480,8 +488,10 @@ func (x *exchange) failure(a *account, resp *http.Response, v Verdict) *attemptF
 
 // send makes one upstream request with a's credentials, to the upstream
 // base URL plus exactly the canonical path the guard authorized.
+// A nil a is a relay request: it goes with the client's own credentials
+// (relay.go).
 func (x *exchange) send(a *account, secret string) (*http.Response, error) {
-	if cloud.Is(a.Kind) {
+	if a != nil && cloud.Is(a.Kind) {
 		return x.sendCloud(a, secret)
 	}
 	up := x.s.upstream
@@ -522,7 +532,13 @@ func (x *exchange) send(a *account, secret string) (*http.Response, error) {
 		return nil, fmt.Errorf("build upstream request: path %q is not the authorized %q", got, base+x.route)
 	}
 	req.Header = outboundHeader(x.r.Header)
-	setCredentials(req.Header, a.Kind, secret)
+	if a == nil {
+		for k, v := range x.relayCreds {
+			req.Header[k] = v
+		}
+	} else {
+		setCredentials(req.Header, a.Kind, secret)
+	}
 	req.ContentLength = int64(len(x.body))
 	if x.upload != nil {
 		req.ContentLength = x.uploadLen
@@ -547,6 +563,9 @@ type flushWriter interface {
 // scrubber scrubs what the upstream said to a's request: the credentials
 // sent with it and the ones the account holds.
 func (x *exchange) scrubber(a *account) *scrubber {
+	if a == nil {
+		return newScrubber(x.sent) // a relay request: the client's own credentials
+	}
 	return newScrubber(append(x.s.tokens.known(a.ID), x.sent...))
 }
 

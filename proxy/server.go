@@ -89,6 +89,10 @@ type Options struct {
 	// column (e.g. the client key the access guard established); nil =
 	// the User-Agent, cut at 128 bytes.
 	ClientName func(r *http.Request) string
+	// Relay reports whether a request's client key is a relay key: it
+	// goes upstream with the client's own credentials, never an
+	// account's (relay.go); nil = none is.
+	Relay func(r *http.Request) bool
 	// ClientModels is the role and model allowlist of a request's client
 	// key, for [models.allow] and the key's own list (models.go); nil =
 	// no key lists, and role lists do not apply.
@@ -110,6 +114,7 @@ type Server struct {
 	poll     time.Duration
 	obs      Observer
 	clientOf func(r *http.Request) string
+	relayOf  func(r *http.Request) bool // Options.Relay (relay.go)
 
 	pool    *pool
 	tokens  *tokens
@@ -178,7 +183,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: log, now: now, sleep: sleep, upstream: up, client: &fwd,
-		vaultDB: opts.VaultDB, poll: poll, obs: obs, clientOf: opts.ClientName,
+		vaultDB: opts.VaultDB, poll: poll, obs: obs, clientOf: opts.ClientName, relayOf: opts.Relay,
 		pool:   newPool(cfg, LimitPolicy{}),
 		bodies: bodyBudget{limit: cfg.Server.MaxInflightBodyBytes},
 	}
