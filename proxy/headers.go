@@ -89,18 +89,23 @@ func setCredentials(h http.Header, kind, secret string) {
 	h["Anthropic-Beta"] = []string{mergeBeta(h["Anthropic-Beta"], OAuthBeta)}
 }
 
-// mergeBeta joins the anthropic-beta values into one comma list that holds
-// flag exactly once, keeping the client's order and dropping duplicates.
+// mergeBeta is the anthropic-beta value an OAuth request carries: the
+// client's one value byte for byte, with flag appended when it is not
+// among the value's flags already (the gateway protocol's one exception
+// to forwarding anthropic-beta unchanged). Several values (header lines),
+// or a value that names flag more than once, are joined into one comma
+// list that holds each flag once, in the client's order.
 func mergeBeta(vals []string, flag string) string {
-	if len(vals) == 1 && !strings.Contains(vals[0], ",") {
-		v := strings.TrimSpace(vals[0])
-		switch v {
-		case flag:
+	if len(vals) == 1 {
+		v := vals[0]
+		switch n := countFlag(v, flag); {
+		case strings.TrimSpace(v) == "":
 			return flag
-		case "":
-			return flag
+		case n == 1:
+			return v
+		case n == 0:
+			return v + "," + flag
 		}
-		return v + "," + flag
 	}
 	var parts []string
 	seen := map[string]bool{}
@@ -118,6 +123,17 @@ func mergeBeta(vals []string, flag string) string {
 		parts = append(parts, flag)
 	}
 	return strings.Join(parts, ",")
+}
+
+// countFlag counts flag among the comma-separated flags of v.
+func countFlag(v, flag string) int {
+	n := 0
+	for f := range strings.SplitSeq(v, ",") {
+		if strings.TrimSpace(f) == flag {
+			n++
+		}
+	}
+	return n
 }
 
 // copyResponseHeader copies an upstream response's headers to the client,

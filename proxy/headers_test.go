@@ -26,7 +26,7 @@ func TestOutboundHeader(t *testing.T) {
 	setCredentials(out, "oauth", "tok")
 	want := http.Header{
 		"Anthropic-Version": {"2023-06-01"},
-		"Anthropic-Beta":    {"claude-code-20250219,oauth-2025-04-20,fine-grained-tool-streaming-2025-05-14"},
+		"Anthropic-Beta":    {"claude-code-20250219, oauth-2025-04-20,fine-grained-tool-streaming-2025-05-14"}, // byte for byte
 		"User-Agent":        {"claude-cli/2.0"},
 		"Authorization":     {"Bearer tok"},
 	}
@@ -56,8 +56,11 @@ func TestMergeBeta(t *testing.T) {
 		{[]string{""}, OAuthBeta},
 		{[]string{OAuthBeta}, OAuthBeta},
 		{[]string{"a"}, "a," + OAuthBeta},
+		{[]string{" a , b "}, " a , b ," + OAuthBeta}, // the client's value byte for byte
+		{[]string{"a, " + OAuthBeta + " ,b"}, "a, " + OAuthBeta + " ,b"},
 		{[]string{"a, b", "b,c"}, "a,b,c," + OAuthBeta},
-		{[]string{"a," + OAuthBeta + ",a"}, "a," + OAuthBeta},
+		{[]string{"a," + OAuthBeta + ",a"}, "a," + OAuthBeta + ",a"}, // the client's duplicate is the client's
+		{[]string{OAuthBeta + ",a," + OAuthBeta}, OAuthBeta + ",a"},
 	} {
 		if got := mergeBeta(tc.in, OAuthBeta); got != tc.want {
 			t.Errorf("mergeBeta(%q) = %q, want %q", tc.in, got, tc.want)
