@@ -1,13 +1,16 @@
 package commands
 
 import (
+	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/claudeflare/claudeflare/access"
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -26,6 +29,10 @@ func statsCommand() *cli.Command {
 			"--json: one NDJSON line per group ({\"scope\": \"model\", \"key\": ...}; key null\n" +
 			"for none logged, an hour or day as its start in RFC 3339 UTC), then the\n" +
 			"total (scope \"total\"). --by account is the default.\n\n" +
+			"--by client also shows each client key's budgets and their use in the\n" +
+			"current period (BUDGET: \"50usd/month 24%\", - for none or for a client that\n" +
+			"is no key); with --json each client line has \"budgets\" as in `apikey list\n" +
+			"--json` (amount, unit, period, used, period_start, resets_at, exceeded).\n\n" +
 			"Tables show - where there is no data. The cost (cost_usd) is at the API's\n" +
 			"list prices ([pricing] in claudeflare.toml(5)), summed over the requests of\n" +
 			"models with a price; unpriced_requests counts the others. For subscription\n" +
@@ -121,10 +128,22 @@ func statsBy(c *cli.Context, e *env, db, vdb *store.DB, by string, since, now ti
 		return err
 	}
 	groups, total := g.Lines()
+	var budgets map[string][]budgetOut
+	if by == requestlog.ByClient {
+		budgets = e.clientBudgets(c.Context, vdb, db, now)
+	}
 	if c.Bool("json") {
 		out := newNDJSON(e.stdout)
 		for _, l := range groups {
-			if err := out.write(l); err != nil {
+			var line any = l
+			if by == requestlog.ByClient {
+				bs := []budgetOut{}
+				if l.Key != nil && budgets[*l.Key] != nil {
+					bs = budgets[*l.Key]
+				}
+				line = clientLine{GroupLine: l, Budgets: bs}
+			}
+			if err := out.write(line); err != nil {
 				return err
 			}
 		}
@@ -132,11 +151,19 @@ func statsBy(c *cli.Context, e *env, db, vdb *store.DB, by string, since, now ti
 	}
 	head := map[string]string{requestlog.ByModel: "MODEL", requestlog.ByClient: "CLIENT", requestlog.ByHour: "HOUR (UTC)", requestlog.ByDay: "DAY (UTC)"}[by]
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "%s\tREQUESTS\tERRORS\tINPUT\tOUTPUT\tCACHE READ\tCACHE WRITE\tCOST\n", head)
-	row := func(key string, s requestlog.GroupStats) {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", key, count(s.Requests, s.Requests), count(s.Requests, s.Errors),
+	budgetHead := ""
+	if by == requestlog.ByClient {
+		budgetHead = "\tBUDGET"
+	}
+	fmt.Fprintf(tw, "%s\tREQUESTS\tERRORS\tINPUT\tOUTPUT\tCACHE READ\tCACHE WRITE\tCOST%s\n", head, budgetHead)
+	row := func(key string, s requestlog.GroupStats, total bool) {
+		budget := "" // none on the total's line
+		if by == requestlog.ByClient && !total {
+			budget = "\t" + budgetUseCell(budgets[s.Key])
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\n", key, count(s.Requests, s.Requests), count(s.Requests, s.Errors),
 			count(s.Requests, s.InputTokens), count(s.Requests, s.OutputTokens),
-			count(s.Requests, s.CacheReadInputTokens), count(s.Requests, s.CacheCreationInputTokens), humanUSD(s.CostUSD))
+			count(s.Requests, s.CacheReadInputTokens), count(s.Requests, s.CacheCreationInputTokens), humanUSD(s.CostUSD), budget)
 	}
 	for _, s := range g.Groups {
 		key := printable(s.Key)
@@ -148,13 +175,62 @@ func statsBy(c *cli.Context, e *env, db, vdb *store.DB, by string, since, now ti
 		case key == "":
 			key = "(none)"
 		}
-		row(key, s)
+		row(key, s, false)
 	}
-	row("TOTAL", g.Total)
+	row("TOTAL", g.Total, true)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	return subscriptionNote(e, g.Subscription)
+}
+
+// clientLine is a line of `stats --by client --json`: the group and, for
+// a client key, its budgets as `apikey list --json` shows them ([] for
+// none, or a client that is no key).
+type clientLine struct {
+	requestlog.GroupLine
+	Budgets []budgetOut `json:"budgets"`
+}
+
+// clientBudgets are the live client keys' budgets with their use in the
+// current periods, by key name, read as `apikey list` reads them but
+// without the master key (stats reads no secret: the rows' MACs are not
+// checked). When they cannot be read it warns and shows none.
+func (e *env) clientBudgets(ctx context.Context, vdb, logDB *store.DB, now time.Time) map[string][]budgetOut {
+	keys, err := access.LiveKeysUnverified(ctx, vdb)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "claudeflare: warning: cannot read the client keys' budgets: %v\n", err)
+		return nil
+	}
+	used, err := access.BudgetsUsed(ctx, logDB, keys, now)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "claudeflare: warning: cannot read the budgets' use from the request log: %v\n", err)
+	}
+	out := map[string][]budgetOut{}
+	for _, k := range keys {
+		if len(k.Budgets) > 0 {
+			out[k.Name] = keyBudgets(k, used, now)
+		}
+	}
+	return out
+}
+
+// budgetUseCell is the BUDGET cell of `stats --by client`: each budget
+// with the share used, "50usd/month 24%, 2000000tokens/day 3%"; - for
+// none.
+func budgetUseCell(bs []budgetOut) string {
+	if len(bs) == 0 {
+		return "-"
+	}
+	cells := make([]string, 0, len(bs))
+	for _, b := range bs {
+		use := "-"
+		if b.Used != nil {
+			use = fmt.Sprintf("%.0f%%", 100**b.Used/b.Amount)
+		}
+		cells = append(cells, access.Budget{Amount: b.Amount, Unit: b.Unit, Period: b.Period}.String()+" "+use)
+	}
+	return strings.Join(cells, ", ")
 }
 
 // subscriptionNote is the footnote under a table that shows the cost of a
