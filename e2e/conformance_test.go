@@ -93,7 +93,7 @@ api = ["claude-*", "team-fast"]
 
 	type sent struct {
 		name, method, path, model, wantModel, body string
-		hdr                                      http.Header
+		hdr                                        http.Header
 	}
 	send := func(s sent) (int, []byte, fakeapi.Recorded) {
 		t.Helper()
