@@ -17,7 +17,9 @@ import (
 //
 // and, by account, also the per-account lines with their rate-limit
 // state and the pool's ("accounts", "pool"), as this route always
-// answered. Hours and days are UTC buckets, each from since to now, the
+// answered. By client each group also has the key's "budgets" with
+// their use in the current period, as GET /api/keys shows them ([] for
+// none, or a client that is no key). Hours and days are UTC buckets, each from since to now, the
 // empty ones included. The cost is at the API's list prices: for a
 // subscription account the API-equivalent value ("subscription_cost"
 // says whether the period has such a cost).
@@ -52,10 +54,14 @@ func (g *Guard) apiStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	groups, total := grp.Lines()
+	var groupsOut any = groups
+	if by == requestlog.ByClient {
+		groupsOut = clientGroups(groups, g.Budgets())
+	}
 	out := map[string]any{
 		"since":             from.UTC().Format(time.RFC3339),
 		"by":                by,
-		"groups":            groups,
+		"groups":            groupsOut,
 		"total":             total,
 		"subscription_cost": grp.Subscription,
 	}

@@ -3,6 +3,7 @@ package access
 import (
 	"context"
 
+	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
 )
 
@@ -24,4 +25,33 @@ func LiveKeysUnverified(ctx context.Context, db *store.DB) ([]KeyInfo, error) {
 		}
 	}
 	return out, nil
+}
+
+// clientGroupLine is a group of GET /api/stats?by=client: the group and
+// the key's budgets with their use, as GET /api/keys shows them.
+type clientGroupLine struct {
+	requestlog.GroupLine
+	Budgets []BudgetUse `json:"budgets"`
+}
+
+// clientGroups joins each client group with its key's budgets (keys as
+// Guard.Budgets returns them); [] for a key without budgets and for a
+// client that is no live key.
+func clientGroups(groups []requestlog.GroupLine, keys []KeyBudgets) []clientGroupLine {
+	byName := make(map[string][]BudgetUse, len(keys))
+	for _, k := range keys {
+		byName[k.Name] = k.Budgets
+	}
+	out := make([]clientGroupLine, len(groups))
+	for i, l := range groups {
+		out[i] = clientGroupLine{GroupLine: l, Budgets: []BudgetUse{}}
+		if l.Key == nil {
+			continue
+		}
+		for _, b := range byName[*l.Key] {
+			b.PeriodStart, b.ResetsAt = b.PeriodStart.UTC(), b.ResetsAt.UTC()
+			out[i].Budgets = append(out[i].Budgets, b)
+		}
+	}
+	return out
 }
