@@ -23,7 +23,8 @@ func apikeyCommand() *cli.Command {
 		Name:  "apikey",
 		Usage: "create, update, list and revoke client API keys for the proxy",
 		Description: "Once any client key exists, every request but /health and GET / needs one, as\n" +
-			"x-api-key: KEY or Authorization: Bearer KEY. Roles: api (/v1/*), viewer\n" +
+			"x-api-key: KEY, Authorization: Bearer KEY or x-claudeflare-key: KEY (which alone\n" +
+			"counts when present, and is never forwarded). Roles: api (/v1/*), viewer\n" +
 			"(the read-only /api/ endpoints, the request log, /metrics), admin (all).\n" +
 			"Only a hash of each key is stored; a running daemon sees changes within seconds.\n" +
 			"Each key's row carries a MAC made with a key only the master key holder has: a\n" +

@@ -146,3 +146,22 @@ func TestRelayRefusedTokenFailsOverToNothing(t *testing.T) {
 		t.Fatal("the developer's token is in the log")
 	}
 }
+
+// A gateway with no pool account at all serves relay requests (a team
+// where everyone relays needs no shared account).
+func TestRelayNeedsNoPoolAccount(t *testing.T) {
+	h := newHarness(t, withRelay)
+	devTok := h.api.NewAccessToken("dev")
+	r := h.do(context.Background(), http.MethodPost, "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`, http.Header{
+		"X-Claudeflare-Key": {"cf_relay"}, "Authorization": {"Bearer " + devTok}, "Anthropic-Beta": {OAuthBeta},
+	})
+	if r.status != http.StatusOK || !strings.Contains(string(r.body), "message_stop") {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	if row := h.lastRow(); row.Account != RelayAccount || !row.Streamed || row.EndState != EndComplete || row.OutputTokens == 0 {
+		t.Fatalf("row %+v", row)
+	}
+	if r := h.post(relayBody); r.status != http.StatusServiceUnavailable {
+		t.Fatalf("a pooled request without accounts: %d", r.status)
+	}
+}
