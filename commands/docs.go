@@ -92,6 +92,8 @@ func GenerateManPage() string {
 		w(".TP\n.B %s\nconfig key \\fB%s\\fR\n", roffText(s.Env), roffText(s.Key))
 	}
 	w(".TP\n.B CLAUDEFLARE_CONFIG_PATH\nthe config file, when \\fB\\-\\-config\\fR is not given\n")
+	w(".TP\n.B CLAUDEFLARE_URL\nthe running daemon's URL, for \\fBstatus\\fR and \\fBstatusline\\fR (which ask its \\fBGET /api/status\\fR) when \\fB\\-\\-url\\fR is not given; else the config's host and port\n")
+	w(".TP\n.B CLAUDEFLARE_API_KEY\na client key with dashboard.view (role viewer or admin) that \\fBstatus\\fR and \\fBstatusline\\fR send as \\fBx\\-api\\-key\\fR; needed once client keys exist\n")
 	w(".PP\nThe master key is the first of these that is set (never a config key):\n" +
 		"\\fB\\-\\-identity\\fR \\fIFILE\\fR, then\n")
 	w(".TP\n.B CLAUDEFLARE_ENCRYPTION_KEY\nan age identity, \\fBAGE\\-SECRET\\-KEY\\-1...\\fR\n")
@@ -264,8 +266,13 @@ func unquoteUsage(usage string) (placeholder, text string) {
 var adminRoutes = []struct{ route, perm, text string }{
 	{"GET /api/openapi.json", "any client key", "this API as an OpenAPI 3.1 document, with each operation's permission in x\\-permission"},
 	{"GET /api/accounts", "dashboard.view", "every account with its state, as accounts list \\-\\-json: {\"accounts\":[...]}"},
-	{"GET /api/stats?since=D", "dashboard.view", "totals per account and for the pool, as stats \\-\\-json (since defaults to 24h)"},
+	{"GET /api/stats?since=D&by=WHAT", "dashboard.view", "the log's totals since D (default 24h) grouped by account (the default), model, client, hour or day (UTC), as stats \\-\\-by WHAT \\-\\-json: {\"since\",\"by\",\"groups\":[...],\"total\",\"subscription_cost\"}; by account also \"accounts\" and \"pool\" as stats \\-\\-json; by client each group has the key's \"budgets\" with their use"},
+	{"GET /api/status?session=HASH", "dashboard.view", "as status \\-\\-json: each account's state, 5h and 7d utilization and resets, live sessions and time to its limit; the pool's estimated time to exhaustion; with session (optional), the account that session is on"},
+	{"GET /api/keys", "any client key", "the live client keys with their budgets and each budget's use in the current period: {\"keys\":[{\"name\",\"role\",\"budgets\":[...]}]}; a key of role api sees only itself; never a key or its prefix"},
+	{"GET /api/series?since=D&step=S", "dashboard.view", "the log as time buckets for charts: requests, errors, p50 and p95 durations, tokens and cost per bucket"},
 	{"GET /api/requests", "logs.view", "the request log (below)"},
+	{"GET /api/requests/ID/payload", "payloads.view", "one request's captured payload, redacted, as payload export \\-\\-id ID prints it (admin only: payloads hold prompts)"},
+	{"GET /v1/models", "api.request", "served by the proxy itself, in Anthropic's list shape: the models the pool's accounts offer (asked at most every 5 minutes) and the [models] aliases, less what the key may not use; GET /v1/models/ID is forwarded to an account"},
 	{"POST /api/accounts/NAME/pause", "accounts.manage", "as accounts pause: {\"name\",\"paused\":true}"},
 	{"POST /api/accounts/NAME/resume", "accounts.manage", "as accounts resume: {\"name\",\"paused\":false}"},
 	{"POST /api/accounts/NAME/unblock", "accounts.manage", "as accounts unblock: {\"name\",\"was\",\"status\"}"},
