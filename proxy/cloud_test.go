@@ -204,9 +204,10 @@ func TestCloudSkipsWhatItCannotServe(t *testing.T) {
 	}
 	h.addAPIKey("k", 1)
 	h.reload()
-	r = h.do(context.Background(), http.MethodGet, "/v1/models", "", nil)
+	// A model's page (GET /v1/models itself is the proxy's own list, models.go).
+	r = h.do(context.Background(), http.MethodGet, "/v1/models/claude-sonnet-4-5", "", nil)
 	if r.status != 200 || h.lastRow().Account != "k" || strings.Join(h.lastRow().AccountsTried, ",") != "k" {
-		t.Fatalf("/v1/models: %d %s, row %+v", r.status, r.body, h.lastRow())
+		t.Fatalf("/v1/models/claude-sonnet-4-5: %d %s, row %+v", r.status, r.body, h.lastRow())
 	}
 	if len(vx.Requests()) != 0 || vx.Grants() != 0 {
 		t.Error("the Vertex account was tried")

@@ -93,8 +93,9 @@ func TestOwnedBatchStaysOnItsAccount(t *testing.T) {
 
 	h.restart()
 
-	// b is first in order: an unowned call goes to it.
-	if r := h.do(ctx, http.MethodGet, "/v1/models", "", nil); r.status != http.StatusOK {
+	// b is first in order: an unowned call goes to it (a model's page:
+	// GET /v1/models itself is the proxy's own list, models.go).
+	if r := h.do(ctx, http.MethodGet, "/v1/models/claude-sonnet-4-5", "", nil); r.status != http.StatusOK {
 		t.Fatalf("models: %d %s", r.status, r.body)
 	}
 	for _, p := range []string{"/v1/messages/batches/" + batch, "/v1/messages/batches/" + batch + "/results", "/v1/files/" + file + "/content"} {
