@@ -77,6 +77,7 @@ type modelsState struct {
 	mu       sync.Mutex
 	list     []ModelInfo // the pool's models, newest first
 	expires  time.Time   // when list is asked again
+	failed   bool        // the last ask had no answer (list kept if any)
 	fetching chan struct{}
 }
 
@@ -260,6 +261,10 @@ func (s *Server) poolModels(ctx context.Context) ([]ModelInfo, error) {
 		ms.mu.Unlock()
 		return list, nil
 	}
+	if ms.failed && !now.After(ms.expires) {
+		ms.mu.Unlock()
+		return nil, fmt.Errorf("no account answered (asked again after %s)", ms.expires.Sub(now).Round(time.Second))
+	}
 	ch := ms.fetching
 	if ch == nil {
 		ch = make(chan struct{})
@@ -296,6 +301,7 @@ func (s *Server) fetchModels() {
 		ms.list = list
 	}
 	ms.expires = s.now().Add(ttl)
+	ms.failed = !answered
 	close(ms.fetching)
 	ms.fetching = nil
 }

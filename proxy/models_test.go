@@ -259,3 +259,30 @@ func TestModelField(t *testing.T) {
 		}
 	}
 }
+
+// No account answers: 502 in Anthropic's shape, asked again after
+// modelsFailedTTL; one account failing is left out of the union.
+func TestModelsListWhenAccountsFail(t *testing.T) {
+	h := newHarness(t, withModels(map[string]string{"team-fast": "claude-haiku-4-5"}, nil))
+	h.addAPIKey("key", 0)
+	h.reload()
+	h.api.Inject(fakeapi.Fault{Path: fakeapi.ModelsPath, Count: -1, Kind: fakeapi.FaultStatus, Status: 503})
+	r := h.do(context.Background(), http.MethodGet, "/v1/models", "", nil)
+	if r.status != http.StatusBadGateway || decodeError(t, r.body).Error.Type != "api_error" {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	if bytes.Contains(r.body, []byte("sk-ant")) {
+		t.Errorf("the answer names a credential: %s", r.body)
+	}
+	// The failure is remembered for modelsFailedTTL only.
+	h.api.ClearFaults()
+	n := len(h.modelRequests())
+	if r := h.do(context.Background(), http.MethodGet, "/v1/models", "", nil); r.status != http.StatusBadGateway || len(h.modelRequests()) != n {
+		t.Fatalf("within modelsFailedTTL: %d, asked %d times more", r.status, len(h.modelRequests())-n)
+	}
+	h.clock.Add(modelsFailedTTL + time.Second)
+	r = h.do(context.Background(), http.MethodGet, "/v1/models", "", nil)
+	if ids, _ := listIDs(t, r.body); r.status != 200 || len(ids) != 4 {
+		t.Fatalf("after modelsFailedTTL: %d %s", r.status, r.body)
+	}
+}
