@@ -203,12 +203,20 @@ func (r *redactor) find(b []byte) []span {
 	esc := scanShapes(b, nil, &spans)
 	r.findUser(b, nil, &spans)
 	user := len(r.pats) > 0
-	if hasPercentEscape(b) && (user || esc || percentTrigger(b)) {
-		next, npos := unescapePercent(b)
+	// Each view only when an escape of its kind may make or extend a
+	// match there: the percent view undoes %XX only, the JSON views JSON
+	// escapes only.
+	if (user || esc&escPercent != 0 || percentTrigger(b)) && hasPercentEscape(b) {
+		sc := escapeScratchPool.Get().(*escapeScratch)
+		next, npos := unescapePercent(sc.text[0][:0], sc.pos[0][:0], b)
 		scanShapes(next, npos, &spans)
 		r.findUser(next, npos, &spans)
+		sc.text[0], sc.pos[0] = next, npos
+		if cap(next) <= 8<<20 {
+			escapeScratchPool.Put(sc)
+		}
 	}
-	if bytes.IndexByte(b, '\\') >= 0 && (user || esc || jsonTrigger(b)) {
+	if bytes.IndexByte(b, '\\') >= 0 && (user || esc&escJSON != 0 || jsonTrigger(b)) {
 		sc := escapeScratchPool.Get().(*escapeScratch)
 		text, pos := b, []int32(nil)
 		for level := 0; level < maxEscapeLevels && bytes.IndexByte(text, '\\') >= 0; level++ {
@@ -320,21 +328,36 @@ func hasPercentEscape(b []byte) bool {
 	}
 }
 
-// unescapePercent returns b with its %XX escapes undone and, for each
-// byte of the result, the offset in b where the escape or byte it came
-// from starts, plus a final len(b).
-func unescapePercent(b []byte) ([]byte, []int32) {
-	out := make([]byte, 0, len(b))
-	pos := make([]int32, 0, len(b)+1)
+// unescapePercent appends to out b with its %XX escapes undone and, for
+// each byte of the result, appends to pos the offset in b where the
+// escape or byte it came from starts, plus a final len(b). The runs
+// between escapes are copied whole.
+func unescapePercent(out []byte, pos []int32, b []byte) ([]byte, []int32) {
+	out, pos = slices.Grow(out, len(b)), slices.Grow(pos, len(b)+1)
 	for j := 0; j < len(b); {
-		if b[j] == '%' && j+2 < len(b) {
+		n := bytes.IndexByte(b[j:], '%')
+		if n < 0 {
+			n = len(b) - j
+		}
+		base := len(out)
+		out = append(out, b[j:j+n]...)
+		pos = pos[:base+n]
+		for k := range n {
+			pos[base+k] = int32(j + k)
+		}
+		j += n
+		if j >= len(b) {
+			break
+		}
+		// b[j] is '%'.
+		if j+2 < len(b) {
 			if h, ok := hex4([]byte{'0', '0', b[j+1], b[j+2]}); ok {
 				out, pos = append(out, byte(h)), append(pos, int32(j))
 				j += 3
 				continue
 			}
 		}
-		out, pos = append(out, b[j]), append(pos, int32(j))
+		out, pos = append(out, '%'), append(pos, int32(j))
 		j++
 	}
 	return out, append(pos, int32(len(b)))

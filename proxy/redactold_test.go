@@ -110,7 +110,7 @@ func (r *oldRedactor) bytes(b []byte) []byte {
 	var spans []span
 	r.findAll(b, func(start, end int) { spans = append(spans, span{start, end}) })
 	if hasPercentEscape(b) {
-		next, npos := unescapePercent(b)
+		next, npos := unescapePercent(nil, nil, b)
 		r.findAll(next, func(start, end int) { spans = append(spans, span{int(npos[start]), int(npos[end])}) })
 	}
 	if bytes.IndexByte(b, '\\') >= 0 {

@@ -51,8 +51,9 @@ func byteClass(s string) (c [256]bool) {
 // (t is then an unescaped view of them, pos as unescapeJSON makes it).
 // esc reports that a prefix was followed, where its match ended or
 // failed, by an escape that may continue the match in an unescaped view
-// of t (see continues), which must then be scanned too.
-func scanShapes(t []byte, pos []int32, out *[]span) (esc bool) {
+// of t (see continues), which must then be scanned too: escJSON for a
+// JSON escape (the JSON views), escPercent for a %XX (the percent view).
+func scanShapes(t []byte, pos []int32, out *[]span) (esc escKind) {
 	add := func(start, end int) {
 		if pos != nil {
 			start, end = int(pos[start]), int(pos[end])
@@ -74,7 +75,7 @@ func scanShapes(t []byte, pos []int32, out *[]span) (esc bool) {
 			for j < len(t) && keyClass[t[j]] {
 				j++
 			}
-			esc = esc || continues(t, j, &keyClass, false)
+			esc |= continues(t, j, &keyClass, false)
 			if j-i-len(k.prefix) >= k.min {
 				add(i, j)
 				i = j // a prefix inside the run ends where this match does
@@ -89,7 +90,7 @@ func scanShapes(t []byte, pos []int32, out *[]span) (esc bool) {
 			break
 		}
 		end, stop, space := matchBearer(t, i)
-		esc = esc || continues(t, stop, &tokenClass, space)
+		esc |= continues(t, stop, &tokenClass, space)
 		if end > 0 {
 			add(i, end)
 		}
@@ -134,21 +135,31 @@ func matchBearer(t []byte, i int) (end, stop int, space bool) {
 	return 0, l, n == 0
 }
 
+// escKind says which unescaped views an escape may continue a match in.
+type escKind uint8
+
+const (
+	escJSON    escKind = 1 << iota // a JSON escape: the JSON views
+	escPercent                     // a %XX escape: the percent view
+)
+
 // continues reports whether the escape at t[j], if one starts there, may
-// decode in some unescaped view to a byte that continues a match: one of
-// class, or white space too with space. \u and an escaped backslash may
-// (a level down they may be anything); \/, \t, \n, \f, \r and %XX by
-// what they decode to; \", \b and what is no escape never do.
-func continues(t []byte, j int, class *[256]bool, space bool) bool {
+// decode in some unescaped view to a byte that continues a match, and
+// which kind of escape it is: one of class, or white space too with
+// space. \u and an escaped backslash may (a level down they may be
+// anything); \/, \t, \n, \f, \r and %XX by what they decode to; \", \b
+// and what is no escape never do.
+func continues(t []byte, j int, class *[256]bool, space bool) escKind {
 	if j+1 >= len(t) {
-		return false
+		return 0
 	}
 	var c byte
+	kind := escJSON
 	switch t[j] {
 	case '\\':
 		switch t[j+1] {
 		case 'u', '\\':
-			return true
+			return escJSON
 		case '/':
 			c = '/'
 		case 't':
@@ -160,23 +171,27 @@ func continues(t []byte, j int, class *[256]bool, space bool) bool {
 		case 'r':
 			c = '\r'
 		default:
-			return false
+			return 0
 		}
 	case '%':
 		if j+2 >= len(t) {
-			return false
+			return 0
 		}
 		r, ok := hex4([]byte{'0', '0', t[j+1], t[j+2]})
 		if !ok {
-			return false
+			return 0
 		}
+		kind = escPercent
 		if c = byte(r); c >= 0x80 {
-			return true // part of a U+212A or U+017F, perhaps
+			return escPercent // part of a U+212A or U+017F, perhaps
 		}
 	default:
-		return false
+		return 0
 	}
-	return class[c] || space && spaceClass[c]
+	if class[c] || space && spaceClass[c] {
+		return kind
+	}
+	return 0
 }
 
 // indexPrefix returns the index of the first prefix in t, or -1,

@@ -56,7 +56,7 @@ func (r *refRedactor) spans(b []byte) []span {
 	}
 	find(b, nil)
 	if hasPercentEscape(b) {
-		find(unescapePercent(b))
+		find(unescapePercent(nil, nil, b))
 	}
 	text, pos := b, []int32(nil)
 	for level := 0; level < maxEscapeLevels && bytes.IndexByte(text, '\\') >= 0; level++ {
