@@ -286,3 +286,22 @@ func TestModelsListWhenAccountsFail(t *testing.T) {
 		t.Fatalf("after modelsFailedTTL: %d %s", r.status, r.body)
 	}
 }
+
+// [models] is live: SetLive (SIGHUP) swaps the aliases and allow lists.
+func TestModelPolicyIsLive(t *testing.T) {
+	h := newHarness(t)
+	h.addAPIKey("key", 0)
+	h.reload()
+	alias := `{"model":"team-fast","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`
+	h.post(alias)
+	if got := h.apiRequests(); string(got[len(got)-1].Body) != alias {
+		t.Fatalf("no alias yet, but the body changed: %s", got[len(got)-1].Body)
+	}
+	cfg := *h.cfg
+	cfg.Models = config.Models{Aliases: config.ModelAliases{"team-fast": "claude-haiku-4-5"}}
+	h.srv.SetLive(&cfg)
+	h.post(alias)
+	if got := h.apiRequests(); !strings.Contains(string(got[len(got)-1].Body), `"model":"claude-haiku-4-5"`) {
+		t.Errorf("after SetLive: %s", got[len(got)-1].Body)
+	}
+}
