@@ -99,6 +99,8 @@ type keySet struct {
 	byHash map[[32]byte]*keyEntry
 	// byName holds the live, authentic keys by name (for budgets).
 	byName map[string]*keyEntry
+	// relay counts the live, authentic relay keys.
+	relay int
 	// live counts the rows that say they are live, authenticated or not:
 	// a row that fails its MAC authenticates nobody, but it keeps the
 	// proxy requiring keys, so that tampering with the only key never
@@ -273,6 +275,9 @@ func (g *Guard) Reload(ctx context.Context) error {
 			e.state = st
 			ks.live++
 			ks.byName[e.name] = e
+			if e.relay {
+				ks.relay++
+			}
 		}
 		ks.byHash[e.hash] = e
 	}
@@ -350,6 +355,11 @@ func (g *Guard) reportTampered(ctx context.Context, r store.ClientKey) {
 // KeysRequired reports whether any live client key exists, so requests
 // need one.
 func (g *Guard) KeysRequired() bool { return g.keys.Load().live > 0 }
+
+// RelayKeys reports whether any live relay key exists: requests with one
+// are served with the client's own credentials, even with no usable
+// account (the proxy's /health says so).
+func (g *Guard) RelayKeys() bool { return g.keys.Load().relay > 0 }
 
 // lookup finds the key a credential names. The map is keyed by the
 // SHA-256 of the credential, so its timing says nothing about the key;

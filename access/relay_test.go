@@ -52,6 +52,9 @@ func TestClaudeflareKeyHeaderAndRelayKeys(t *testing.T) {
 	}
 	plain := h.key("ci", access.RoleAPI)
 	url := relayServer(h)
+	if !h.g.RelayKeys() {
+		t.Fatal("RelayKeys false with a live relay key")
+	}
 
 	for _, tc := range []struct {
 		name   string
@@ -88,6 +91,9 @@ func TestClaudeflareKeyHeaderAndRelayKeys(t *testing.T) {
 	}
 	if err := h.g.Reload(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if h.g.RelayKeys() {
+		t.Fatal("RelayKeys true without a relay key")
 	}
 	if resp := relayGet(t, url, "X-Api-Key", relay); resp.StatusCode != 200 || resp.Header.Get("X-Test-Relay") != "false" || resp.Header.Get("X-Test-Models") != "" {
 		t.Fatalf("after update: %d relay %q models %q", resp.StatusCode, resp.Header.Get("X-Test-Relay"), resp.Header.Get("X-Test-Models"))

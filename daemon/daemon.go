@@ -177,6 +177,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		Observer:     d.metrics,
 		ClientName:   clientName,
 		Relay:        clientRelay,
+		RelayKeys:    d.guard.RelayKeys,
 		ClientModels: clientModels,
 		Middleware:   d.middleware,
 	})

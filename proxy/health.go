@@ -173,6 +173,12 @@ func (s *Server) healthAt(now time.Time) healthReply {
 			now.Sub(pollErrSince).Round(time.Second)))
 	}
 
+	if len(down) > 0 && s.relayKey != nil && s.relayKey() {
+		// Relay keys are served with the client's own credentials
+		// (relay.go): requests can still be served.
+		degraded = append(append(down, "relay keys are still served (with the client's own credentials)"), degraded...)
+		down = nil
+	}
 	switch {
 	case len(down) > 0:
 		h.Status, h.Reasons = HealthDown, append(down, degraded...)

@@ -164,4 +164,13 @@ func TestRelayNeedsNoPoolAccount(t *testing.T) {
 	if r := h.post(relayBody); r.status != http.StatusServiceUnavailable {
 		t.Fatalf("a pooled request without accounts: %d", r.status)
 	}
+	// /health: degraded (requests can be served), not down, while relay
+	// keys exist; down without them.
+	if st, reasons := h.srv.HealthStatus(); st != HealthDown {
+		t.Fatalf("health without relay keys: %s %q", st, reasons)
+	}
+	h.srv.relayKey = func() bool { return true }
+	if st, reasons := h.srv.HealthStatus(); st != HealthDegraded || len(reasons) != 2 || !strings.Contains(reasons[1], "relay keys") {
+		t.Fatalf("health with relay keys: %s %q", st, reasons)
+	}
 }

@@ -93,6 +93,9 @@ type Options struct {
 	// goes upstream with the client's own credentials, never an
 	// account's (relay.go); nil = none is.
 	Relay func(r *http.Request) bool
+	// RelayKeys reports whether any relay key exists: /health is then
+	// degraded, not down, without a usable account; nil = none does.
+	RelayKeys func() bool
 	// ClientModels is the role and model allowlist of a request's client
 	// key, for [models.allow] and the key's own list (models.go); nil =
 	// no key lists, and role lists do not apply.
@@ -115,6 +118,7 @@ type Server struct {
 	obs      Observer
 	clientOf func(r *http.Request) string
 	relayOf  func(r *http.Request) bool // Options.Relay (relay.go)
+	relayKey func() bool                // Options.RelayKeys (health.go)
 
 	pool    *pool
 	tokens  *tokens
@@ -183,7 +187,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: log, now: now, sleep: sleep, upstream: up, client: &fwd,
-		vaultDB: opts.VaultDB, poll: poll, obs: obs, clientOf: opts.ClientName, relayOf: opts.Relay,
+		vaultDB: opts.VaultDB, poll: poll, obs: obs, clientOf: opts.ClientName, relayOf: opts.Relay, relayKey: opts.RelayKeys,
 		pool:   newPool(cfg, LimitPolicy{}),
 		bodies: bodyBudget{limit: cfg.Server.MaxInflightBodyBytes},
 	}
