@@ -151,24 +151,31 @@ func modelField(body []byte) (model string, start, end int) {
 // refused model is answered here (403, permission_error); it reports
 // whether the request goes on.
 func (x *exchange) applyModelPolicy(start, end int) bool {
-	if x.model == "" {
-		return true
-	}
 	ms := &x.s.models
 	pol := ms.policy.Load()
-	if pol == nil {
+	if pol == nil || len(x.body) == 0 {
 		return true
-	}
-	asked := x.model
-	real, alias := pol.aliases[asked]
-	ids := []string{asked}
-	if alias {
-		ids = append(ids, real)
 	}
 	var role string
 	var keyList []string
 	if ms.scope != nil {
 		role, keyList = ms.scope(x.r)
+	}
+	asked := x.model
+	real, alias := pol.aliases[asked]
+	if (alias || len(keyList) > 0 || (role != "" && len(pol.allow[role]) > 0)) && modelKeys(x.body) > 1 {
+		// The upstream may read another "model" than the first, which
+		// the lists and the alias were applied to.
+		x.reply(apierr.Reply{Status: http.StatusBadRequest, Type: apierr.InvalidRequest, Retry: apierr.RetryNo,
+			Message: `claudeflare: the request body names "model" more than once`})
+		return false
+	}
+	if asked == "" {
+		return true
+	}
+	ids := []string{asked}
+	if alias {
+		ids = append(ids, real)
 	}
 	if list := pol.allow[role]; role != "" && !modelAllowed(list, ids...) {
 		x.refuseModel(asked, fmt.Sprintf("client key role %s ([models.allow] %s)", role, role), list)
@@ -188,6 +195,30 @@ func (x *exchange) applyModelPolicy(start, end int) bool {
 		x.model = real
 	}
 	return true
+}
+
+// modelKeys counts the top-level "model" keys of a JSON object body
+// (scanning all of it).
+func modelKeys(body []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return 0
+	}
+	n := 0
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return n
+		}
+		if k, _ := tok.(string); k == "model" {
+			n++
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return n
+		}
+	}
+	return n
 }
 
 func (x *exchange) refuseModel(model, who string, list []string) {

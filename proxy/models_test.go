@@ -305,3 +305,29 @@ func TestModelPolicyIsLive(t *testing.T) {
 		t.Errorf("after SetLive: %s", got[len(got)-1].Body)
 	}
 }
+
+// A body that names "model" twice cannot slip a model past the lists (the
+// upstream may read the last one): refused while a list or alias applies.
+func TestModelNamedTwiceIsRefused(t *testing.T) {
+	sc := &scope{}
+	sc.set("api", "claude-haiku-*")
+	h := newHarness(t, withScope(sc))
+	h.addAPIKey("key", 0)
+	h.reload()
+	for _, b := range []string{
+		`{"model":"claude-haiku-4-5","max_tokens":1,"messages":[],"model":"claude-opus-4-5"}`,
+		`{"model":null,"mod\u0065l":"claude-opus-4-5","max_tokens":1,"messages":[]}`,
+	} {
+		r := h.post(b)
+		if r.status != http.StatusBadRequest || !strings.Contains(decodeError(t, r.body).Error.Message, "more than once") {
+			t.Errorf("%s: %d %s", b, r.status, r.body)
+		}
+	}
+	if n := len(h.apiRequests()); n != 0 {
+		t.Errorf("%d reached the upstream", n)
+	}
+	sc.set("") // no lists: nothing to check
+	if r := h.post(`{"model":"a","model":"b","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`); r.status != 200 {
+		t.Errorf("no policy: %d %s", r.status, r.body)
+	}
+}
