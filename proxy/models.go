@@ -153,7 +153,7 @@ func modelField(body []byte) (model string, start, end int) {
 func (x *exchange) applyModelPolicy(start, end int) bool {
 	ms := &x.s.models
 	pol := ms.policy.Load()
-	if pol == nil || len(x.body) == 0 {
+	if pol == nil {
 		return true
 	}
 	var role string
@@ -161,9 +161,20 @@ func (x *exchange) applyModelPolicy(start, end int) bool {
 	if ms.scope != nil {
 		role, keyList = ms.scope(x.r)
 	}
+	roleList := pol.allow[role]
+	if role == "" {
+		roleList = nil
+	}
+	listed := len(keyList) > 0 || len(roleList) > 0
+	if listed && x.r.Method == http.MethodPost && x.route == batchesRoute {
+		return x.checkBatchModels(pol, role, roleList, keyList)
+	}
+	if len(x.body) == 0 {
+		return true
+	}
 	asked := x.model
 	real, alias := pol.aliases[asked]
-	if (alias || len(keyList) > 0 || (role != "" && len(pol.allow[role]) > 0)) && modelKeys(x.body) > 1 {
+	if (alias || listed) && modelKeys(x.body) > 1 {
 		// The upstream may read another "model" than the first, which
 		// the lists and the alias were applied to.
 		x.reply(apierr.Reply{Status: http.StatusBadRequest, Type: apierr.InvalidRequest, Retry: apierr.RetryNo,
@@ -177,12 +188,7 @@ func (x *exchange) applyModelPolicy(start, end int) bool {
 	if alias {
 		ids = append(ids, real)
 	}
-	if list := pol.allow[role]; role != "" && !modelAllowed(list, ids...) {
-		x.refuseModel(asked, fmt.Sprintf("client key role %s ([models.allow] %s)", role, role), list)
-		return false
-	}
-	if !modelAllowed(keyList, ids...) {
-		x.refuseModel(asked, fmt.Sprintf("client key %q", x.row.Client), keyList)
+	if !x.modelPasses(role, roleList, keyList, asked, ids...) {
 		return false
 	}
 	if alias {
@@ -193,6 +199,55 @@ func (x *exchange) applyModelPolicy(start, end int) bool {
 		// body is an ordinary slice read in its place.
 		x.body = b
 		x.model = real
+	}
+	return true
+}
+
+// modelPasses checks the model asked (ids: it and its alias's id)
+// against the role's and the key's lists, refusing it when it fails one.
+func (x *exchange) modelPasses(role string, roleList, keyList []string, asked string, ids ...string) bool {
+	if !modelAllowed(roleList, ids...) {
+		x.refuseModel(asked, fmt.Sprintf("client key role %s ([models.allow] %s)", role, role), roleList)
+		return false
+	}
+	if !modelAllowed(keyList, ids...) {
+		x.refuseModel(asked, fmt.Sprintf("client key %q", x.row.Client), keyList)
+		return false
+	}
+	return true
+}
+
+// checkBatchModels applies the lists to each request of a message batch
+// (requests[].params.model) of a key that has lists. A batch too big to
+// hold (streamed upstream unread) cannot be checked and is refused.
+func (x *exchange) checkBatchModels(pol *modelPolicy, role string, roleList, keyList []string) bool {
+	if x.upload != nil {
+		x.reply(apierr.Reply{Status: http.StatusForbidden, Type: apierr.Permission, Retry: apierr.RetryNo,
+			Message: fmt.Sprintf("claudeflare: client key %q may use only some models, so its message batches must fit server.max_body_bytes to be checked", x.row.Client)})
+		return false
+	}
+	var b struct {
+		Requests []struct {
+			Params json.RawMessage `json:"params"`
+		} `json:"requests"`
+	}
+	if json.Unmarshal(x.body, &b) != nil {
+		return true // the upstream answers a body it cannot read
+	}
+	for _, r := range b.Requests {
+		if modelKeys(r.Params) > 1 {
+			x.reply(apierr.Reply{Status: http.StatusBadRequest, Type: apierr.InvalidRequest, Retry: apierr.RetryNo,
+				Message: `claudeflare: a batch request's params name "model" more than once`})
+			return false
+		}
+		m, _, _ := modelField(r.Params)
+		ids := []string{m}
+		if real, ok := pol.aliases[m]; ok {
+			ids = append(ids, real)
+		}
+		if !x.modelPasses(role, roleList, keyList, m, ids...) {
+			return false
+		}
 	}
 	return true
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -329,5 +330,31 @@ func TestModelNamedTwiceIsRefused(t *testing.T) {
 	sc.set("") // no lists: nothing to check
 	if r := h.post(`{"model":"a","model":"b","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`); r.status != 200 {
 		t.Errorf("no policy: %d %s", r.status, r.body)
+	}
+}
+
+// A batch's requests are checked one by one for a key with lists.
+func TestModelListsApplyToBatches(t *testing.T) {
+	sc := &scope{}
+	sc.set("api", "claude-haiku-*")
+	h := newHarness(t, withScope(sc))
+	h.addAPIKey("key", 0)
+	h.reload()
+	batch := func(models ...string) string {
+		var reqs []string
+		for i, m := range models {
+			reqs = append(reqs, fmt.Sprintf(`{"custom_id":"r%d","params":{"model":%q,"max_tokens":1,"messages":[{"role":"user","content":"hi"}]}}`, i, m))
+		}
+		return `{"requests":[` + strings.Join(reqs, ",") + `]}`
+	}
+	r := h.do(context.Background(), http.MethodPost, "/v1/messages/batches", batch("claude-haiku-4-5", "claude-opus-4-5"), nil)
+	if r.status != http.StatusForbidden || !strings.Contains(decodeError(t, r.body).Error.Message, `"claude-opus-4-5"`) {
+		t.Errorf("opus in a batch: %d %s", r.status, r.body)
+	}
+	if n := len(h.apiRequests()); n != 0 {
+		t.Errorf("%d reached the upstream", n)
+	}
+	if r := h.do(context.Background(), http.MethodPost, "/v1/messages/batches", batch("claude-haiku-4-5"), nil); r.status >= 400 {
+		t.Errorf("haiku batch: %d %s", r.status, r.body)
 	}
 }
