@@ -241,9 +241,11 @@ func TestStatusOnATerminal(t *testing.T) {
 	c.fake.SetBudget("work", 4, 5*time.Hour)
 	d := c.startDaemon()
 	sessionMessage(t, d.url, ccSession, "")
-	testutil.WaitFor(t, "work's utilization", func() bool {
-		accts, _ := statusLines(t, c.MustRun("", "status", "--json", "--url", d.url))
-		return accts["work"]["utilization_5h"] == 0.25
+	// The utilization comes with the answer; the rate with the log's row,
+	// written a moment later by the recorder: wait for both.
+	testutil.WaitFor(t, "work's utilization and the request in the log", func() bool {
+		accts, pool := statusLines(t, c.MustRun("", "status", "--json", "--url", d.url))
+		return accts["work"]["utilization_5h"] == 0.25 && pool["estimate"] == "rate"
 	})
 
 	cmd, out, done := c.startOnPTY(0, "status", "--url", d.url)
