@@ -101,19 +101,11 @@ func accountsAddCloud(c *cli.Context, a addArgs, kind string, st cloud.Settings)
 	if err != nil {
 		return err
 	}
-	cfg, err := e.config(nil)
-	if err != nil {
-		return err
-	}
-	v, err := e.openVault(c.Context, cfg)
+	v, auditKey, err := e.openAuditedVault(c.Context)
 	if err != nil {
 		return err
 	}
 	defer v.DB().Close()
-	auditKey, err := e.openAudit(c.Context, v)
-	if err != nil {
-		return err
-	}
 	ctx := c.Context
 	err = accounts.AddCloud(ctx, v, a.name, a.priority, a.tier, accounts.CloudCredential{Kind: kind, Settings: st, Doc: doc})
 	if accounts.IsBadInput(err) {
@@ -139,19 +131,11 @@ func accountsLoginCloud(c *cli.Context, name, kind string, st cloud.Settings) er
 	if err != nil {
 		return err
 	}
-	cfg, err := e.config(nil)
-	if err != nil {
-		return err
-	}
-	v, err := e.openVault(c.Context, cfg)
+	v, auditKey, err := e.openAuditedVault(c.Context)
 	if err != nil {
 		return err
 	}
 	defer v.DB().Close()
-	auditKey, err := e.openAudit(c.Context, v)
-	if err != nil {
-		return err
-	}
 	// The settings not given stay as stored.
 	if a, err := store.GetAccount(c.Context, v.DB(), name); err == nil && a.Kind == kind {
 		old, _ := cloud.ParseSettings(a.Upstream)

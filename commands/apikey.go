@@ -165,6 +165,17 @@ func (e *env) openKeysDB() (*store.DB, error) {
 // openAuditedKeysDB opens the vault with the master key, for create and
 // revoke: they write audit rows, which need the vault's audit key.
 func (e *env) openAuditedKeysDB(ctx context.Context) (*store.DB, []byte, error) {
+	v, key, err := e.openAuditedVault(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return v.DB(), key, nil
+}
+
+// openAuditedVault opens the vault with the master key and its audit
+// key, for the commands that change it and write audit rows. The caller
+// closes the vault's database.
+func (e *env) openAuditedVault(ctx context.Context) (*vault.Vault, []byte, error) {
 	cfg, err := e.config(nil)
 	if err != nil {
 		return nil, nil, err
@@ -178,7 +189,7 @@ func (e *env) openAuditedKeysDB(ctx context.Context) (*store.DB, []byte, error) 
 		v.DB().Close()
 		return nil, nil, err
 	}
-	return v.DB(), key, nil
+	return v, key, nil
 }
 
 func apikeyCreate(c *cli.Context) error {

@@ -14,21 +14,7 @@ import (
 // budgetPost sends a small /v1/messages request with a client key.
 func budgetPost(t *testing.T, base, key string) (*http.Response, string) {
 	t.Helper()
-	body := `{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}`
-	req, _ := http.NewRequest("POST", base+"/v1/messages", strings.NewReader(body))
-	req.Header.Set("content-type", "application/json")
-	req.Header.Set("anthropic-version", "2023-06-01")
-	req.Header.Set("x-api-key", key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, string(b)
+	return relayPost(t, base, map[string]string{"x-api-key": key})
 }
 
 // Issue 18, budgets per client key, in the real binary against the fake
