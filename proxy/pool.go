@@ -157,20 +157,24 @@ func (p *pool) setStatus(a *account, status, reason string) {
 	p.mu.Unlock()
 }
 
-// statusSetLocked records that this process just set a's status, so that
-// a poll whose rows were read before it does not undo it (see reload).
-// Called with p.mu held.
+// statusSetLocked records that this process just set a's status and
+// will write it to the vault (statusWritten follows, always), so that a
+// poll does not put back the row it read before that write.
 func (p *pool) statusSetLocked(a *account) {
 	p.statusGen++
 	a.statusGen = p.statusGen
+	a.statusWriting++
 }
 
 // statusWritten is called once a status this process set is in the
 // vault database: a poll that read the rows between the change in memory
-// and the write must not take the old row either.
+// and the write must not take the old row either, whether it applies
+// them before the write ended (statusWriting) or after (statusGen).
 func (p *pool) statusWritten(a *account) {
 	p.mu.Lock()
-	p.statusSetLocked(a)
+	p.statusGen++
+	a.statusGen = p.statusGen
+	a.statusWriting--
 	p.mu.Unlock()
 }
 
@@ -230,7 +234,7 @@ func (p *pool) reload(rows []store.Account, gen uint64) (changed []int64, added,
 		// a poll that read the row just before this process marked the
 		// account needs-login must not put it back in rotation.
 		seen := rowStatus{r.Status, r.StatusReason, r.UpdatedAt, r.TokenVersion}
-		if seen != a.seen && a.statusGen <= gen {
+		if seen != a.seen && a.statusWriting == 0 && a.statusGen <= gen {
 			a.seen = seen
 			a.Status, a.StatusReason = r.Status, r.StatusReason
 		}

@@ -46,3 +46,37 @@ func TestReloadKeepsNewerLocalStatus(t *testing.T) {
 	}
 
 }
+
+// The same when the poll reads its generation after the status changed
+// in memory and applies its rows before the write ends: the row it read
+// is older than the status being written. (TestRecheckQuarantine under
+// load, again: the generation alone let it through.)
+func TestReloadWaitsForAStatusBeingWritten(t *testing.T) {
+	cfg := config.Default()
+	p := newPool(&cfg, LimitPolicy{})
+	row := func(status string, updated int64) []store.Account {
+		return []store.Account{{ID: 1, Name: "a", Kind: store.KindOAuth, Status: status, UpdatedAt: updated}}
+	}
+	p.reload(row(store.StatusOK, 1), p.readGen())
+	a := p.byID[1]
+	p.setStatusOnce(a, store.StatusQuarantined, "organization disabled")
+	p.statusWritten(a)
+
+	// A re-check clears the quarantine in memory; before it writes the
+	// row, a poll takes its generation, reads the quarantined row and
+	// applies it.
+	p.setStatusOnce(a, store.StatusOK, "")
+	p.reload(row(store.StatusQuarantined, 2), p.readGen())
+	if a.Status != store.StatusOK {
+		t.Fatalf("a poll applied while the re-check was writing put the account back to %q", a.Status)
+	}
+	p.statusWritten(a)
+	p.reload(row(store.StatusOK, 3), p.readGen())
+	if a.Status != store.StatusOK {
+		t.Fatalf("status %q", a.Status)
+	}
+	p.reload(row(store.StatusNeedsLogin, 4), p.readGen())
+	if a.Status != store.StatusNeedsLogin {
+		t.Fatalf("a newer row was not taken: %q", a.Status)
+	}
+}

@@ -24,15 +24,19 @@ type account struct {
 	Overage      string // store.OverageAvoid ("" too) or store.OverageAllow
 	upstream     string // cloud kinds: the row's settings JSON (cloud.go)
 
-	seen        rowStatus // the row the status was last taken from
-	statusGen   uint64    // pool.statusGen when this process last set Status
-	unblockedAt int64     // the row's unblocked_at last acted on
-	unblocks    int       // how many unblocks this process applied (refresh backoffs older than one are void)
-	checkedAt   time.Time // the last re-check probe of a far block or quarantine
-	limit       LimitState
-	inflight    int
-	served      int64
-	lastUsed    time.Time
+	seen      rowStatus // the row the status was last taken from
+	statusGen uint64    // pool.statusGen when this process last set Status
+	// statusWriting counts the statuses this process set in memory and
+	// is still writing to the vault: while one is, no row read by a poll
+	// is newer than it.
+	statusWriting int
+	unblockedAt   int64     // the row's unblocked_at last acted on
+	unblocks      int       // how many unblocks this process applied (refresh backoffs older than one are void)
+	checkedAt     time.Time // the last re-check probe of a far block or quarantine
+	limit         LimitState
+	inflight      int
+	served        int64
+	lastUsed      time.Time
 }
 
 // state is the account's state at now, in the one set of words.
