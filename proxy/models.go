@@ -283,8 +283,13 @@ func (x *exchange) refuseModel(model, who string, list []string) {
 
 // listModels serves GET /v1/models: the pool's models (cached, asked of
 // the accounts at most every modelsTTL) plus the aliases, less what the
-// client may not use, in Anthropic's list shape.
+// client may not use, in Anthropic's list shape. A relay key's request is
+// relayed instead: it lists what the developer's own login offers.
 func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
+	if s.relayOf != nil && s.relayOf(r) {
+		s.forward(w, r)
+		return
+	}
 	w.Header().Set(apierr.RequestIDHeader, s.ids.Next(s.now()))
 	list, err := s.poolModels(r.Context())
 	if err != nil && len(list) == 0 {

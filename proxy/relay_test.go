@@ -174,3 +174,24 @@ func TestRelayNeedsNoPoolAccount(t *testing.T) {
 		t.Fatalf("health with relay keys: %s %q", st, reasons)
 	}
 }
+
+// A relay key's GET /v1/models is relayed with the developer's own
+// credentials: it lists what their login offers, and no pool account
+// is asked.
+func TestRelayListsTheDevelopersModels(t *testing.T) {
+	h := newHarness(t, withRelay)
+	h.addOAuth("pool", 0, false)
+	h.reload()
+	devTok := h.api.NewAccessToken("dev")
+	h.api.ResetRequests()
+	r := h.do(context.Background(), http.MethodGet, "/v1/models", "", http.Header{
+		"X-Claudeflare-Key": {"cf_relay"}, "Authorization": {"Bearer " + devTok}, "Anthropic-Beta": {OAuthBeta},
+	})
+	if r.status != http.StatusOK || !strings.Contains(string(r.body), `"data"`) {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	got := h.apiRequests()
+	if len(got) != 1 || got[0].Account != "dev" || got[0].Path != "/v1/models" {
+		t.Fatalf("the fake saw %+v, want one /v1/models with the developer's token", got)
+	}
+}
