@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/claudeflare/claudeflare/requestlog"
 	"github.com/claudeflare/claudeflare/store"
 )
@@ -19,29 +17,9 @@ var groupsNow = time.Date(2026, 12, 2, 12, 30, 0, 0, time.UTC)
 // (API key) and the rows below.
 func groupsLog(t *testing.T) (logDB, vaultDB *store.DB) {
 	t.Helper()
-	dir := t.TempDir()
-	v, err := store.OpenVault(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.Close() })
-	l, err := store.OpenLog(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	ctx := context.Background()
-	var keyID int64
-	if err := store.Tx(ctx, v, func(tx *sqlx.Tx) error {
-		keyID, err = store.InsertDataKey(ctx, tx, "age1test", []byte("w"), []byte("p"), store.ToMS(groupsNow))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for i, a := range []struct{ name, kind string }{{"sub", store.KindOAuth}, {"api", store.KindAPIKey}, {"idle", store.KindAPIKey}} {
-		if _, err := store.InsertAccount(ctx, v, store.NewAccount{Name: a.name, Kind: a.kind, Priority: i, KeyID: keyID, Sealed: []byte("x")}, groupsNow); err != nil {
-			t.Fatal(err)
-		}
+	d := newStatusDBs(t)
+	for _, a := range []struct{ name, kind string }{{"sub", store.KindOAuth}, {"api", store.KindAPIKey}, {"idle", store.KindAPIKey}} {
+		d.account(a.name, a.kind, 0, unknownRate())
 	}
 	cost := func(v float64) *float64 { return &v }
 	at := func(h, m int) int64 { return store.ToMS(time.Date(2026, 12, 2, h, m, 0, 0, time.UTC)) }
@@ -58,10 +36,10 @@ func groupsLog(t *testing.T) (logDB, vaultDB *store.DB) {
 	for i := range rows {
 		rows[i].Method, rows[i].Path = "POST", "/v1/messages"
 	}
-	if err := store.InsertRequests(ctx, l, rows, nil); err != nil {
+	if err := store.InsertRequests(context.Background(), d.log, rows, nil); err != nil {
 		t.Fatal(err)
 	}
-	return l, v
+	return d.log, d.vault
 }
 
 func nearUSD(a *float64, b float64) bool { return a != nil && math.Abs(*a-b) < 1e-12 }
