@@ -464,3 +464,30 @@ func TestFirstSnapshotAndStaleEvents(t *testing.T) {
 		t.Errorf("text %q", evs[0]["text"])
 	}
 }
+
+// A connection error is logged without the URL (net/url errors quote it,
+// secret path included).
+func TestConnectionErrorHidesURL(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String() + "/hook/" + hookSecret
+	ln.Close() // nothing listens: connection refused
+	var s sleeps
+	var logs testutil.Buffer
+	n := newNotifier(t, &s, testutil.NewClock(t0), &logs, config.Webhook{URL: url})
+	n.Send(alerts.Event{Event: config.AlertPoolExhausted, Text: "claudeflare: test"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n.Close(ctx)
+	if st := n.Stats(); st.Failed != 1 || len(s.got()) != 4 {
+		t.Errorf("stats %+v, waits %v: want one event failed after 5 tries", st, s.got())
+	}
+	if !strings.Contains(logs.String(), "alert not delivered") || !strings.Contains(logs.String(), "refused") {
+		t.Errorf("no log line for the lost alert: %s", logs.String())
+	}
+	if strings.Contains(logs.String(), "SECRET") {
+		t.Errorf("the log shows the webhook URL's secret: %s", logs.String())
+	}
+}
