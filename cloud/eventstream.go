@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,12 @@ import (
 // BedrockMetricsField is the field Bedrock adds to a stream's last event
 // (message_stop); it is dropped, so the client sees Anthropic's event.
 const BedrockMetricsField = "amazon-bedrock-invocationMetrics"
+
+// maxFrameBytes bounds one event-stream message (its prelude's total
+// length): the SDK's decoder takes the length as sent (up to 4 GiB) and
+// reads the whole payload into memory. Bedrock's chunks are one
+// Anthropic event each, far smaller.
+const maxFrameBytes = 1 << 20
 
 // eventStreamSSE reads Bedrock's binary event stream
 // (application/vnd.amazon.eventstream) and gives Anthropic's server-sent
@@ -55,6 +62,15 @@ func (e *eventStreamSSE) next() {
 		// Between two messages: the end of the stream (or a read error).
 		e.err = err
 		return
+	}
+	// The prelude: total length, headers length (big-endian uint32s),
+	// checked here before the decoder reads (and allocates) that much.
+	if pre, err := e.br.Peek(12); err == nil {
+		total, hdrs := binary.BigEndian.Uint32(pre), binary.BigEndian.Uint32(pre[4:])
+		if total > maxFrameBytes || uint64(hdrs)+16 > uint64(total) {
+			e.err = fmt.Errorf("bedrock event stream: a message of %d bytes (headers %d; at most %d)", total, hdrs, maxFrameBytes)
+			return
+		}
 	}
 	msg, err := e.dec.Decode(e.br, e.pay[:0])
 	if err != nil {

@@ -3,7 +3,9 @@ package cloud
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"io"
 	"strings"
 	"testing"
@@ -58,3 +60,24 @@ func TestEventStreamToSSE(t *testing.T) {
 		t.Error("a corrupted message was accepted")
 	}
 }
+
+// A frame whose prelude claims more than maxFrameBytes (or headers longer
+// than the frame) is refused before anything that long is read.
+func TestEventStreamFrameBound(t *testing.T) {
+	for _, pre := range [][2]uint32{{maxFrameBytes + 1, 0}, {1 << 31, 0}, {20, 100}} {
+		b := make([]byte, 16)
+		binary.BigEndian.PutUint32(b, pre[0])
+		binary.BigEndian.PutUint32(b[4:], pre[1])
+		binary.BigEndian.PutUint32(b[8:], crc32.ChecksumIEEE(b[:8]))
+		// A body as long as the prelude says: the decoder would read it all.
+		src := io.MultiReader(bytes.NewReader(b), io.LimitReader(zeros{}, int64(pre[0])))
+		_, err := io.ReadAll(newEventStreamSSE(io.NopCloser(src), "claude-x"))
+		if err == nil || !strings.Contains(err.Error(), "bedrock event stream: a message of") {
+			t.Errorf("prelude %v: read as %v", pre, err)
+		}
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
