@@ -118,11 +118,7 @@ func appendS2(dst, body []byte) []byte {
 // MarshalCapture encodes c for sealing (compressed).
 func MarshalCapture(c *Capture) ([]byte, error) {
 	var e CaptureEncoder
-	b, err := e.Encode(c)
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
+	return e.Encode(c)
 }
 
 // MarshalCaptureJSON encodes c as payloads were before issue 16: JSON,
