@@ -185,6 +185,7 @@ type sseModel struct {
 	br    *bufio.Reader
 	model string
 	buf   []byte
+	mid   bool // the last read ended inside a line
 	err   error
 }
 
@@ -197,9 +198,17 @@ func (s *sseModel) Read(p []byte) (int, error) {
 		if s.err != nil {
 			return 0, s.err
 		}
-		line, err := s.br.ReadBytes('\n')
-		s.err = err
-		if bytes.HasPrefix(line, []byte("data:")) && bytes.Contains(line, []byte(`"message_start"`)) {
+		// A line longer than the reader's buffer passes through in
+		// pieces (memory bounded by bytes, whatever the upstream sends);
+		// only a whole line (message_start's is short) is rewritten.
+		line, err := s.br.ReadSlice('\n')
+		whole := !s.mid && err == nil
+		s.mid = errors.Is(err, bufio.ErrBufferFull)
+		if !s.mid {
+			s.err = err
+		}
+		line = append([]byte(nil), line...)
+		if whole && bytes.HasPrefix(line, []byte("data:")) && bytes.Contains(line, []byte(`"message_start"`)) {
 			data := bytes.TrimSpace(line[len("data:"):])
 			var m map[string]json.RawMessage
 			if json.Unmarshal(data, &m) == nil {

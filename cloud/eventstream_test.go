@@ -81,3 +81,42 @@ func TestEventStreamFrameBound(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// countingReader counts the bytes read from it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// Vertex's SSE passes through with message_start's model set; a line
+// with no end (a hostile upstream) is passed on in pieces, never held
+// whole in memory.
+func TestSSEModelLineBound(t *testing.T) {
+	long := strings.Repeat("a", 8<<20)
+	in := ": " + long + "\n" + "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x@2025\"}}\n\n"
+	src := &countingReader{r: strings.NewReader(in)}
+	r := newSSEModel(io.NopCloser(src), "claude-x")
+	p := make([]byte, 4096)
+	n, err := r.Read(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.n > 1<<20 {
+		t.Errorf("the first read took %d bytes from upstream: a line is held whole", src.n)
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Replace(in, "claude-x@2025", "claude-x", 1)
+	want = strings.Replace(want, `{"type":"message_start","message":{"model":"claude-x"}}`, `{"message":{"model":"claude-x"},"type":"message_start"}`, 1)
+	if got := string(p[:n]) + string(rest); got != want {
+		t.Errorf("SSE changed beyond the model: got %d bytes, want %d; tail %q", len(got), len(want), got[len(got)-min(len(got), 120):])
+	}
+}
