@@ -180,9 +180,6 @@ func New(opts Options) *Notifier {
 	return n
 }
 
-// Enabled reports whether any webhook is configured.
-func (n *Notifier) Enabled() bool { return n != nil && len(n.hooks) > 0 }
-
 // Stats returns the counts so far.
 func (n *Notifier) Stats() Stats {
 	n.mu.Lock()
