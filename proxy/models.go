@@ -219,28 +219,45 @@ func (x *exchange) modelPasses(role string, roleList, keyList []string, asked st
 
 // checkBatchModels applies the lists to each request of a message batch
 // (requests[].params.model) of a key that has lists. A batch too big to
-// hold (streamed upstream unread) cannot be checked and is refused.
+// hold (streamed upstream unread) cannot be checked and is refused, and
+// so is one that cannot be read.
 func (x *exchange) checkBatchModels(pol *modelPolicy, role string, roleList, keyList []string) bool {
 	if x.upload != nil {
 		x.reply(apierr.Reply{Status: http.StatusForbidden, Type: apierr.Permission, Retry: apierr.RetryNo,
 			Message: fmt.Sprintf("claudeflare: client key %q may use only some models, so its message batches must fit server.max_body_bytes to be checked", x.row.Client)})
 		return false
 	}
-	var b struct {
-		Requests []struct {
-			Params json.RawMessage `json:"params"`
-		} `json:"requests"`
+	// Keys are matched exactly (encoding/json's struct fields match any
+	// case: a "REQUESTS" or "Params" the upstream ignores must not stand
+	// in for the ones it reads), and a body that cannot be read is refused.
+	unread := func() bool {
+		x.reply(apierr.Reply{Status: http.StatusBadRequest, Type: apierr.InvalidRequest, Retry: apierr.RetryNo,
+			Message: `claudeflare: a message batch must name "requests" once, a list of objects each naming "params" at most once, to have its models checked`})
+		return false
 	}
-	if json.Unmarshal(x.body, &b) != nil {
-		return true // the upstream answers a body it cannot read
+	reqs, ok := topValues(x.body, "requests")
+	if !ok || len(reqs) > 1 {
+		return unread()
 	}
-	for _, r := range b.Requests {
-		if modelKeys(r.Params) > 1 {
+	var items []json.RawMessage
+	if len(reqs) == 1 && json.Unmarshal(reqs[0], &items) != nil {
+		return unread()
+	}
+	for _, it := range items {
+		params, ok := topValues(it, "params")
+		if !ok || len(params) > 1 {
+			return unread()
+		}
+		var p json.RawMessage
+		if len(params) == 1 {
+			p = params[0]
+		}
+		if modelKeys(p) > 1 {
 			x.reply(apierr.Reply{Status: http.StatusBadRequest, Type: apierr.InvalidRequest, Retry: apierr.RetryNo,
 				Message: `claudeflare: a batch request's params name "model" more than once`})
 			return false
 		}
-		m, _, _ := modelField(r.Params)
+		m, _, _ := modelField(p)
 		ids := []string{m}
 		if real, ok := pol.aliases[m]; ok {
 			ids = append(ids, real)
@@ -255,25 +272,36 @@ func (x *exchange) checkBatchModels(pol *modelPolicy, role string, roleList, key
 // modelKeys counts the top-level "model" keys of a JSON object body
 // (scanning all of it).
 func modelKeys(body []byte) int {
+	vals, _ := topValues(body, "model")
+	return len(vals)
+}
+
+// topValues is the value of each top-level key of a JSON object body
+// named exactly key, in order; ok is false when body is not one object
+// that reads to its end (the values found up to there are returned).
+func topValues(body []byte, key string) (vals []json.RawMessage, ok bool) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return 0
+		return nil, false
 	}
-	n := 0
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return n
+			return vals, false
 		}
-		if k, _ := tok.(string); k == "model" {
-			n++
+		var v json.RawMessage
+		if dec.Decode(&v) != nil {
+			return vals, false
 		}
-		var skip json.RawMessage
-		if dec.Decode(&skip) != nil {
-			return n
+		if k, _ := tok.(string); k == key {
+			vals = append(vals, v)
 		}
 	}
-	return n
+	if _, err := dec.Token(); err != nil { // }
+		return vals, false
+	}
+	_, err := dec.Token()
+	return vals, err == io.EOF
 }
 
 func (x *exchange) refuseModel(model, who string, list []string) {

@@ -357,4 +357,22 @@ func TestModelListsApplyToBatches(t *testing.T) {
 	if r := h.do(context.Background(), http.MethodPost, "/v1/messages/batches", batch("claude-haiku-4-5"), nil); r.status >= 400 {
 		t.Errorf("haiku batch: %d %s", r.status, r.body)
 	}
+	// Keys match exactly, as the upstream reads them: a key in another
+	// case does not stand in for the one that is sent; an unreadable
+	// batch is not waved through.
+	n := len(h.apiRequests())
+	for _, body := range []string{
+		`{"requests":[{"params":{"model":"claude-opus-4-5"}}],"Requests":[{"params":{"model":"claude-haiku-4-5"}}]}`,
+		`{"requests":[{"params":{"model":"claude-opus-4-5"},"Params":{"model":"claude-haiku-4-5"}}]}`,
+		`{"requests":[{"params":{"model":"claude-haiku-4-5"}}],"requests":[{"params":{"model":"claude-opus-4-5"}}]}`,
+		`{"requests":[{"params":{"model":"claude-opus-4-5"}}],"max":NaN}`,
+	} {
+		r := h.do(context.Background(), http.MethodPost, "/v1/messages/batches", body, nil)
+		if r.status != http.StatusForbidden && r.status != http.StatusBadRequest {
+			t.Errorf("%s: %d %s", body, r.status, r.body)
+		}
+	}
+	if got := len(h.apiRequests()); got != n {
+		t.Errorf("%d more reached the upstream", got-n)
+	}
 }
