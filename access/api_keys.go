@@ -25,11 +25,5 @@ func (g *Guard) apiKeys(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	for i := range keys {
-		for j := range keys[i].Budgets {
-			b := &keys[i].Budgets[j]
-			b.PeriodStart, b.ResetsAt = b.PeriodStart.UTC(), b.ResetsAt.UTC()
-		}
-	}
 	writeJSON(w, http.StatusOK, map[string]any{"keys": keys})
 }

@@ -602,6 +602,8 @@ func (g *Guard) Budgets() []KeyBudgets {
 	return out
 }
 
+// budgetUse is b with its use; its times are UTC (PeriodBounds), as the
+// API answers them.
 func budgetUse(b Budget, used float64, now time.Time) BudgetUse {
 	start, end := PeriodBounds(b.Period, now)
 	return BudgetUse{Budget: b, Used: used, PeriodStart: start, ResetsAt: end, Exceeded: used >= b.Amount}

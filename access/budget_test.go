@@ -400,6 +400,9 @@ func TestAPIKeysShowsBudgetsAndUse(t *testing.T) {
 	get := func(key string) out {
 		r := h.do("GET", "/api/keys", "x-api-key", key)
 		h.expect(r, http.StatusOK, "")
+		if !strings.Contains(r.body, `"resets_at":"2026-03-02T00:00:00Z"`) {
+			t.Fatalf("times not in UTC: %s", r.body)
+		}
 		if strings.Contains(r.body, "cf_") {
 			t.Fatalf("a key or prefix in %s", r.body)
 		}

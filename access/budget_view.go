@@ -48,10 +48,7 @@ func clientGroups(groups []requestlog.GroupLine, keys []KeyBudgets) []clientGrou
 		if l.Key == nil {
 			continue
 		}
-		for _, b := range byName[*l.Key] {
-			b.PeriodStart, b.ResetsAt = b.PeriodStart.UTC(), b.ResetsAt.UTC()
-			out[i].Budgets = append(out[i].Budgets, b)
-		}
+		out[i].Budgets = append(out[i].Budgets, byName[*l.Key]...)
 	}
 	return out
 }
