@@ -519,22 +519,30 @@ func readLine(r io.Reader) (string, error) {
 	return strings.TrimSpace(line), nil
 }
 
+// openMetadata opens the vault and the request log without a key: for
+// commands that read metadata only, never a secret.
+func (e *env) openMetadata(cfg *config.Config) (vdb, ldb *store.DB, err error) {
+	if vdb, err = openVaultDB(cfg); err != nil {
+		return nil, nil, err
+	}
+	if ldb, err = e.openLog(cfg); err != nil {
+		vdb.Close()
+		return nil, nil, err
+	}
+	return vdb, ldb, nil
+}
+
 func accountsList(c *cli.Context) error {
 	e := getEnv(c)
 	cfg, err := e.config(nil)
 	if err != nil {
 		return err
 	}
-	// Listing needs no key: it reads metadata only, never a secret.
-	vdb, err := openVaultDB(cfg)
+	vdb, logDB, err := e.openMetadata(cfg)
 	if err != nil {
 		return err
 	}
 	defer vdb.Close()
-	logDB, err := e.openLog(cfg)
-	if err != nil {
-		return err
-	}
 	defer logDB.Close()
 	now := time.Now()
 	lines, err := requestlog.AccountLines(c.Context, vdb, logDB, now)

@@ -75,21 +75,16 @@ func simulate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	// The replay reads metadata only, never a secret: no key needed.
-	vdb, err := openVaultDB(cfg)
+	vdb, db, err := e.openMetadata(cfg)
 	if err != nil {
 		return err
 	}
 	defer vdb.Close()
+	defer db.Close()
 	vault, err := store.ListAccounts(c.Context, vdb)
 	if err != nil {
 		return fmt.Errorf("list accounts: %w", err)
 	}
-	db, err := e.openLog(cfg)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
 	reqs, err := simRequests(c, db, since)
 	if err != nil {
 		return err

@@ -65,16 +65,11 @@ func stats(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	// Stats read metadata only, never a secret: no key needed.
-	vdb, err := openVaultDB(cfg)
+	vdb, db, err := e.openMetadata(cfg)
 	if err != nil {
 		return err
 	}
 	defer vdb.Close()
-	db, err := e.openLog(cfg)
-	if err != nil {
-		return err
-	}
 	defer db.Close()
 	if by != requestlog.ByAccount {
 		return statsBy(c, e, db, vdb, by, since, now)
