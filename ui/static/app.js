@@ -7,8 +7,8 @@
 
 (function () {
   const KEY_STORE = "claudeflare.key";
-  const POLL_MS = 5000; // accounts, status, keys, recent requests
-  const SLOW_MS = 30000; // charts and cost: aggregates over the whole period
+  const POLL_MS = 5000; // accounts, status, recent requests
+  const SLOW_MS = 30000; // charts, cost and keys: aggregates over the whole period
   const SVG = "http://www.w3.org/2000/svg";
 
   const state = {
