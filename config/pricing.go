@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -40,7 +39,7 @@ type ModelPrice struct {
 	CacheRead    *float64 `toml:"cache_read" json:"cache_read"`
 }
 
-// priceFields are ModelPrice's keys, in file order, with their fields.
+// fields are ModelPrice's keys, in file order, with their fields.
 func (m *ModelPrice) fields() []struct {
 	key string
 	v   **float64
@@ -76,21 +75,11 @@ func (p Pricing) Prices() map[string]pricing.Price {
 // Table is the built-in price table with p's overrides.
 func (p Pricing) Table() *pricing.Table { return pricing.New(p.Prices()) }
 
-// keys are p's model keys, sorted.
-func (p Pricing) keys() []string {
-	keys := make([]string, 0, len(p))
-	for k := range p {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // String writes p as a TOML inline table, {} when empty (`config show`).
 func (p Pricing) String() string {
 	var b strings.Builder
 	b.WriteString("{")
-	for i, k := range p.keys() {
+	for i, k := range sortedKeys(p) {
 		if i > 0 {
 			b.WriteString(", ")
 		}
@@ -127,7 +116,7 @@ func (p *Pricing) setEnv(v string) error {
 // validatePricing requires, for every model key, all five prices, each a
 // number >= 0.
 func (c *Config) validatePricing() *problem {
-	for _, k := range c.Pricing.keys() {
+	for _, k := range sortedKeys(c.Pricing) {
 		if strings.TrimSpace(k) == "" {
 			return bad("pricing", "a model key is empty (write [pricing.\"claude-...\"])")
 		}
