@@ -55,12 +55,48 @@ type Bedrock struct {
 	Keys   AWSKeys
 
 	srv *httptest.Server
-	mu  sync.Mutex
-	got []Request
-	// throttle: the next n answers are a ThrottlingException.
-	throttle int
+	recorder
 	// streamError: an in-stream exception after the first delta.
 	streamError string
+}
+
+// recorder is what each fake keeps of the requests it took, and how many
+// answers are still to fail (Throttle, Exhaust). Its mu also guards the
+// fake's own fields.
+type recorder struct {
+	mu   sync.Mutex
+	got  []Request
+	fail int
+}
+
+// Requests returns the model requests the fake received so far.
+func (r *recorder) Requests() []Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Request(nil), r.got...)
+}
+
+func (r *recorder) record(q Request) {
+	r.mu.Lock()
+	r.got = append(r.got, q)
+	r.mu.Unlock()
+}
+
+func (r *recorder) failNext(n int) {
+	r.mu.Lock()
+	r.fail = n
+	r.mu.Unlock()
+}
+
+// failing reports whether this answer is to fail (counting it).
+func (r *recorder) failing() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail > 0 {
+		r.fail--
+		return true
+	}
+	return false
 }
 
 // AWSKeys is the credential document of the fake's account.
@@ -93,30 +129,13 @@ func NewBedrock(region string) *Bedrock {
 func (b *Bedrock) Close() { b.srv.Close() }
 
 // Throttle makes the next n answers a ThrottlingException (429).
-func (b *Bedrock) Throttle(n int) {
-	b.mu.Lock()
-	b.throttle = n
-	b.mu.Unlock()
-}
+func (b *Bedrock) Throttle(n int) { b.failNext(n) }
 
 // StreamException makes every stream end with this in-stream exception
 // (e.g. "throttlingException") after its first delta; "" for none.
 func (b *Bedrock) StreamException(typ string) {
 	b.mu.Lock()
 	b.streamError = typ
-	b.mu.Unlock()
-}
-
-// Requests returns what the fake received so far.
-func (b *Bedrock) Requests() []Request {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]Request(nil), b.got...)
-}
-
-func (b *Bedrock) record(r Request) {
-	b.mu.Lock()
-	b.got = append(b.got, r)
 	b.mu.Unlock()
 }
 
@@ -173,13 +192,9 @@ func (b *Bedrock) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.mu.Lock()
-	throttled := b.throttle > 0
-	if throttled {
-		b.throttle--
-	}
 	streamErr := b.streamError
 	b.mu.Unlock()
-	if throttled {
+	if b.failing() {
 		awsError(w, http.StatusTooManyRequests, "ThrottlingException", "Too many requests, please wait before trying again.")
 		return
 	}

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -29,14 +28,11 @@ type Vertex struct {
 	Region  string
 	Email   string
 
-	key    *rsa.PrivateKey
-	srv    *httptest.Server
-	mu     sync.Mutex
+	key *rsa.PrivateKey
+	srv *httptest.Server
+	recorder
 	tokens map[string]time.Time // issued access tokens and their expiry
 	grants int
-	got    []Request
-	// exhausted: the next n answers are 429 RESOURCE_EXHAUSTED.
-	exhausted int
 }
 
 // NewVertex starts a Vertex fake for project and region with a fresh
@@ -101,18 +97,7 @@ func (v *Vertex) RevokeTokens() {
 }
 
 // Exhaust makes the next n answers 429 RESOURCE_EXHAUSTED.
-func (v *Vertex) Exhaust(n int) {
-	v.mu.Lock()
-	v.exhausted = n
-	v.mu.Unlock()
-}
-
-// Requests returns the model requests the fake received so far.
-func (v *Vertex) Requests() []Request {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return append([]Request(nil), v.got...)
-}
+func (v *Vertex) Exhaust(n int) { v.failNext(n) }
 
 func (v *Vertex) serve(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == VertexTokenPath {
@@ -157,13 +142,7 @@ func (v *Vertex) serve(w http.ResponseWriter, r *http.Request) {
 		googleError(w, http.StatusNotFound, "NOT_FOUND", "Publisher Model `"+model+"` not found.")
 		return
 	}
-	v.mu.Lock()
-	exhausted := v.exhausted > 0
-	if exhausted {
-		v.exhausted--
-	}
-	v.mu.Unlock()
-	if exhausted {
+	if v.failing() {
 		googleError(w, http.StatusTooManyRequests, "RESOURCE_EXHAUSTED",
 			"Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model with base model: anthropic-claude. Please submit a quota increase request.")
 		return
@@ -181,12 +160,6 @@ func (v *Vertex) serve(w http.ResponseWriter, r *http.Request) {
 			f.Flush()
 		}
 	}
-}
-
-func (v *Vertex) record(r Request) {
-	v.mu.Lock()
-	v.got = append(v.got, r)
-	v.mu.Unlock()
 }
 
 // token answers the JWT bearer grant (RFC 7523): the assertion must be
