@@ -157,6 +157,12 @@ func New(opts Options) *Notifier {
 	if n.client == nil {
 		n.client = &http.Client{}
 	}
+	// A redirect is an answer, never followed: following it would send
+	// the alert (and the hook's path) to another host, perhaps over
+	// plain http, past the https-only check of the config.
+	c := *n.client
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	n.client = &c
 	if n.now == nil {
 		n.now = time.Now
 	}

@@ -491,3 +491,28 @@ func TestConnectionErrorHidesURL(t *testing.T) {
 		t.Errorf("the log shows the webhook URL's secret: %s", logs.String())
 	}
 }
+
+// A redirect from the webhook is an answer, not followed: the alert
+// never goes to the host it points at (perhaps plain http elsewhere).
+func TestRedirectNotFollowed(t *testing.T) {
+	other := newReceiver(t)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.url(), http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(hook.Close)
+	var s sleeps
+	n := newNotifier(t, &s, testutil.NewClock(t0), nil, config.Webhook{URL: hook.URL + "/services/" + hookSecret})
+	n.Send(alerts.Event{Event: config.AlertPoolExhausted, Text: "claudeflare: test"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n.Close(ctx)
+	other.mu.Lock()
+	tries := other.tries
+	other.mu.Unlock()
+	if tries != 0 {
+		t.Fatalf("the redirect was followed: the other host got %d posts", tries)
+	}
+	if st := n.Stats(); st.Sent != 0 || st.Failed != 1 {
+		t.Fatalf("stats %+v: a redirect is not a delivery", st)
+	}
+}
