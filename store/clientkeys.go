@@ -108,24 +108,6 @@ func RevokeClientKey(ctx context.Context, tx *sqlx.Tx, name string, now time.Tim
 	return k, nil
 }
 
-// SetClientKeyBudgets replaces the budgets of the live key with the given
-// name inside tx (nil: none) and returns its row as it was, or
-// ErrNoClientKey. The caller re-authenticates the row (SetClientKeyMAC)
-// in the same transaction.
-func SetClientKeyBudgets(ctx context.Context, tx *sqlx.Tx, name string, budgets *string) (ClientKey, error) {
-	var k ClientKey
-	if err := tx.GetContext(ctx, &k, `SELECT `+clientKeyColumns+` FROM client_keys WHERE name = ? AND revoked_at = 0`, name); err != nil {
-		if IsNotFound(err) {
-			return k, fmt.Errorf("%w: %q", ErrNoClientKey, name)
-		}
-		return k, fmt.Errorf("find client key: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE client_keys SET budgets = ? WHERE id = ?`, budgets, k.ID); err != nil {
-		return k, fmt.Errorf("set client key budgets: %w", err)
-	}
-	return k, nil
-}
-
 // LiveClientKeyTx returns the row of the live key with the given name
 // inside tx, or ErrNoClientKey.
 func LiveClientKeyTx(ctx context.Context, tx *sqlx.Tx, name string) (ClientKey, error) {
