@@ -50,6 +50,10 @@ var ErrUnsupported = errors.New("not served by a cloud account")
 // errorBodyMax bounds the error body read to rewrite it.
 const errorBodyMax = 64 << 10
 
+// answerMax bounds a non-streamed answer, read whole to set its model (a
+// Messages answer is far smaller).
+const answerMax = 32 << 20
+
 // tokenTimeout bounds one access-token fetch (Vertex).
 const tokenTimeout = 30 * time.Second
 
@@ -379,10 +383,13 @@ func (c *Client) answer(resp *http.Response, cl *call) (*http.Response, string, 
 		resp.Body = newSSEModel(resp.Body, cl.model)
 		streamHeaders(resp)
 	default:
-		b, err := io.ReadAll(resp.Body)
+		b, err := io.ReadAll(io.LimitReader(resp.Body, answerMax+1))
 		resp.Body.Close()
 		if err != nil {
 			return nil, "", fmt.Errorf("%s %s: %v", c.kind, cl.op, err)
+		}
+		if len(b) > answerMax {
+			return nil, "", fmt.Errorf("%s %s: an answer of more than %d bytes", c.kind, cl.op, answerMax)
 		}
 		setBody(resp, setModel(b, cl.model))
 	}
