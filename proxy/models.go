@@ -192,14 +192,36 @@ func (x *exchange) applyModelPolicy(start, end int) bool {
 		return false
 	}
 	if alias {
-		q, _ := json.Marshal(real)
-		b := make([]byte, 0, len(x.body)-(end-start)+len(q))
-		b = append(append(append(b, x.body[:start]...), q...), x.body[end:]...)
-		// The pooled buffer stays x.buf (released as usual); the rewritten
-		// body is an ordinary slice read in its place.
-		x.body = b
+		if !x.rewriteModel(start, end, real) {
+			return false
+		}
 		x.model = real
 	}
+	return true
+}
+
+// rewriteModel puts the rewritten body (bytes start:end replaced by id's
+// JSON string) in a pooled buffer of its own, reserved in the body budget
+// in place of the one read, which goes back to its pool (nothing else
+// holds it yet); false, answered 503, when the budget is full.
+func (x *exchange) rewriteModel(start, end int, id string) bool {
+	q, _ := json.Marshal(id)
+	box := getBuf(len(x.body) - (end - start) + len(q))
+	var old int64
+	if x.buf != nil {
+		old = int64(cap(*x.buf.box))
+	}
+	grow := int64(cap(*box)) - old
+	if !x.s.bodies.reserve(grow) {
+		putBuf(box)
+		x.bodyBudgetFull()
+		return false
+	}
+	x.held += grow
+	*box = append(append(append((*box)[:0], x.body[:start]...), q...), x.body[end:]...)
+	x.body = *box
+	x.buf.release()
+	x.buf = newBodyBuf(box)
 	return true
 }
 

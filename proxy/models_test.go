@@ -182,6 +182,9 @@ func TestModelAliasRewritesOnlyTheModel(t *testing.T) {
 	if m := h.lastRow().Model; m != "claude-haiku-4-5" {
 		t.Errorf("log model %q", m)
 	}
+	if used := h.srv.bodies.used.Load(); used != 0 {
+		t.Errorf("%d body bytes still held after an alias's rewrite", used)
+	}
 	// Not an alias: byte for byte.
 	h.post(msgBody)
 	got = h.apiRequests()
