@@ -151,14 +151,17 @@ var errBadFrame = errors.New("bad frame")
 // the capture without its bodies (pointing into b) and the two bodies
 // (nil when empty) decompressed into buf, which is grown as needed and
 // returned, to be passed again. For a payload in the JSON format it
-// returns framed false and nothing else: b is the JSON. Corrupt or
-// hostile bytes give an error, and never more than MaxCaptureBytes
-// allocated.
+// returns framed false and nothing else: b is the JSON. Another first
+// byte is an unknown format, an error. Corrupt or hostile bytes give an
+// error, and never more than MaxCaptureBytes allocated.
 func SplitCapture(b, buf []byte) (meta, req, resp, newBuf []byte, framed bool, err error) {
 	return splitCapture(b, buf, MaxCaptureBytes)
 }
 
 func splitCapture(b, buf []byte, limit int) (meta, req, resp, newBuf []byte, framed bool, err error) {
+	if len(b) > 0 && b[0] != '{' && b[0] != captureS2 {
+		return nil, nil, nil, buf, false, fmt.Errorf("decode payload: unknown format 0x%02x (written by a later claudeflare?)", b[0])
+	}
 	if len(b) == 0 || b[0] != captureS2 {
 		return nil, nil, nil, buf, false, nil
 	}

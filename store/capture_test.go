@@ -98,6 +98,9 @@ func TestCaptureCorrupt(t *testing.T) {
 		"claims the limit":  framed(meta, nil, claims(MaxCaptureBytes+1, []byte{0})),
 		"two halves":        framed(meta, claims(MaxCaptureBytes/2+1, []byte{0}), claims(MaxCaptureBytes/2+1, []byte{0})),
 	}
+	if _, err := UnmarshalCapture(append([]byte{0x03}, good[1:]...)); err == nil || !strings.Contains(err.Error(), "unknown format 0x03") {
+		t.Errorf("a later format: %v", err)
+	}
 	for name, b := range cases {
 		c, err := UnmarshalCapture(b)
 		if err == nil || c != nil || !strings.HasPrefix(err.Error(), "decode payload: ") || strings.Contains(err.Error(), "\n") {
