@@ -67,7 +67,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			t.Errorf("openapi.json names %s, which is not a route", r)
 			continue
 		}
-		path := strings.ReplaceAll(strings.SplitN(r, " ", 2)[1], "{name}", "work")
+		path := examplePath.Replace(strings.SplitN(r, " ", 2)[1])
 		switch {
 		case perm == nil:
 			t.Errorf("%s: no x-permission", r)
@@ -79,9 +79,13 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	mux := (&Guard{}).apiRoutes().(*http.ServeMux)
 	for r := range documented {
 		m, p, _ := strings.Cut(r, " ")
-		req := httptest.NewRequest(m, strings.ReplaceAll(p, "{name}", "work"), nil)
+		req := httptest.NewRequest(m, examplePath.Replace(p), nil)
 		if _, pat := mux.Handler(req); pat != p {
 			t.Errorf("%s is served by pattern %q", r, pat)
 		}
 	}
 }
+
+// examplePath fills a route pattern's wildcards with values a client
+// would send, so the guard's permission is asked of a real path.
+var examplePath = strings.NewReplacer("{name}", "work", "{id}", "01JABCDEFGHJKMNPQRSTVWXYZ0")
