@@ -181,9 +181,12 @@ func (x *exchange) applyModelPolicy(start, end int) bool {
 			Message: `claudeflare: the request body names "model" more than once`})
 		return false
 	}
-	if asked == "" {
+	if asked == "" && !(listed && x.r.Method == http.MethodPost && modelRoutes[x.route]) {
 		return true
 	}
+	// A listed key's messages body whose "model" cannot be read (not a
+	// string, or past a value encoding/json refuses, such as NaN) is
+	// refused as model "": the upstream may read one all the same.
 	ids := []string{asked}
 	if alias {
 		ids = append(ids, real)
@@ -224,6 +227,9 @@ func (x *exchange) rewriteModel(start, end int, id string) bool {
 	x.buf = newBodyBuf(box)
 	return true
 }
+
+// modelRoutes are the routes whose JSON body must name the model.
+var modelRoutes = map[string]bool{messagesRoute: true, messagesRoute + "/count_tokens": true}
 
 // modelPasses checks the model asked (ids: it and its alias's id)
 // against the role's and the key's lists, refusing it when it fails one.

@@ -330,6 +330,15 @@ func TestModelNamedTwiceIsRefused(t *testing.T) {
 	if n := len(h.apiRequests()); n != 0 {
 		t.Errorf("%d reached the upstream", n)
 	}
+	// A model a listed key's body hides from encoding/json is refused.
+	for _, body := range []string{
+		`{"temperature":NaN,"model":"claude-opus-4-5","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":["claude-opus-4-5"],"max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`,
+	} {
+		if r := h.post(body); r.status != http.StatusForbidden {
+			t.Errorf("%s: %d %s", body, r.status, r.body)
+		}
+	}
 	sc.set("") // no lists: nothing to check
 	if r := h.post(`{"model":"a","model":"b","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`); r.status != 200 {
 		t.Errorf("no policy: %d %s", r.status, r.body)
