@@ -440,7 +440,7 @@ func (r *statusReader) close() {
 func (r *statusReader) read(ctx context.Context, sessionHash string) (requestlog.Status, string, error) {
 	st, derr := r.fromDaemon(ctx, sessionHash)
 	if derr == nil {
-		return st, "from the daemon at " + printable(r.url), nil
+		return st, "from the daemon at " + r.where(), nil
 	}
 	if ctx.Err() != nil {
 		return st, "", ctx.Err()
@@ -456,6 +456,14 @@ func (r *statusReader) read(ctx context.Context, sessionHash string) (requestlog
 		"start `claudeflare daemon`, or point at one with --url or $"+envDaemonURL+" (and $"+envAPIKey+" once client keys exist), or give the data dir with --data-dir")
 }
 
+// where is the daemon's address for messages, a password in it hidden.
+func (r *statusReader) where() string {
+	if u, err := url.Parse(r.url); err == nil {
+		return printable(u.Redacted())
+	}
+	return printable(r.url)
+}
+
 // fromDaemon asks GET /api/status.
 func (r *statusReader) fromDaemon(ctx context.Context, sessionHash string) (requestlog.Status, error) {
 	var st requestlog.Status
@@ -464,7 +472,7 @@ func (r *statusReader) fromDaemon(ctx context.Context, sessionHash string) (requ
 	}
 	u, err := url.Parse(r.url)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return st, fmt.Errorf("daemon address %q from %s is not an http(s) URL", printable(r.url), r.urlFrom)
+		return st, fmt.Errorf("daemon address %q from %s is not an http(s) URL", r.where(), r.urlFrom)
 	}
 	target := r.url + "/api/status"
 	if sessionHash != "" {
@@ -479,12 +487,12 @@ func (r *statusReader) fromDaemon(ctx context.Context, sessionHash string) (requ
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return st, fmt.Errorf("no daemon answered at %s: %s", printable(r.url), netReason(err))
+		return st, fmt.Errorf("no daemon answered at %s: %s", r.where(), netReason(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
-		return st, fmt.Errorf("the daemon at %s: read the answer: %v", printable(r.url), err)
+		return st, fmt.Errorf("the daemon at %s: read the answer: %v", r.where(), err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var ae struct {
@@ -499,10 +507,10 @@ func (r *statusReader) fromDaemon(ctx context.Context, sessionHash string) (requ
 		if resp.StatusCode == http.StatusUnauthorized && r.key == "" {
 			msg += "; set $" + envAPIKey + " to a viewer key"
 		}
-		return st, fmt.Errorf("the daemon at %s answered %d: %s", printable(r.url), resp.StatusCode, printable(clip(msg, 200)))
+		return st, fmt.Errorf("the daemon at %s answered %d: %s", r.where(), resp.StatusCode, printable(clip(msg, 200)))
 	}
 	if err := json.Unmarshal(body, &st); err != nil {
-		return st, fmt.Errorf("the daemon at %s: not a status answer", printable(r.url))
+		return st, fmt.Errorf("the daemon at %s: not a status answer", r.where())
 	}
 	return st, nil
 }

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -292,5 +294,28 @@ func TestStatusOnATerminal(t *testing.T) {
 	}
 	if s := out.String(); !strings.Contains(s, "Ctrl-C to quit") || !strings.Contains(s, "25% resets in") {
 		t.Fatalf("watch shows:\n%s", s)
+	}
+}
+
+// status --url: a redirect is not followed (it would carry the client
+// key elsewhere) and a password in the URL is not printed.
+func TestStatusURLRedirectAndPassword(t *testing.T) {
+	c := newCLI(t)
+	var hit atomic.Bool
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hit.Store(true) }))
+	defer elsewhere.Close()
+	redirect := httptest.NewServer(http.RedirectHandler(elsewhere.URL+"/api/status", http.StatusFound))
+	defer redirect.Close()
+	none := []string{"CLAUDEFLARE_DATA_DIR=" + filepath.Join(c.dir, "nothing-here"), "CLAUDEFLARE_API_KEY=cf_viewer-secret"}
+	u := strings.Replace(redirect.URL, "http://", "http://me:url-secret@", 1)
+	_, errs, code := c.runWith(none, "", "status", "--url", u)
+	if code != 1 || !strings.Contains(errs, "answered 302") || !strings.Contains(errs, "http://me:xxxxx@") {
+		t.Errorf("exit %d %q", code, errs)
+	}
+	if strings.Contains(errs, "url-secret") || strings.Contains(errs, "viewer-secret") {
+		t.Errorf("a secret in the error: %q", errs)
+	}
+	if hit.Load() {
+		t.Error("status followed the redirect")
 	}
 }
