@@ -2,9 +2,13 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/claudeflare/claudeflare/config"
+	"github.com/claudeflare/claudeflare/internal/fakeapi"
 )
 
 // withRelay makes a request a relay request when its x-claudeflare-key
@@ -193,5 +197,38 @@ func TestRelayListsTheDevelopersModels(t *testing.T) {
 	got := h.apiRequests()
 	if len(got) != 1 || got[0].Account != "dev" || got[0].Path != "/v1/models" {
 		t.Fatalf("the fake saw %+v, want one /v1/models with the developer's token", got)
+	}
+}
+
+// An upstream answer that quotes the developer's own credential is
+// scrubbed like one quoting an account's: the client, the log row, the
+// log and the payload capture never hold it.
+func TestRelayCredentialIsScrubbedFromWhatIsKept(t *testing.T) {
+	h := newHarness(t, withRelay, withConfig(func(c *config.Config) { c.Log.Payloads = config.PayloadsFull }))
+	h.addOAuth("pool", 0, false)
+	h.reload()
+	devTok := h.api.NewAccessToken("dev")
+	h.api.Inject(fakeapi.Fault{Kind: fakeapi.FaultStatus, Status: 400, Count: 1,
+		Body:    `{"type":"error","error":{"type":"invalid_request_error","message":"token ` + devTok + ` is odd"}}`,
+		Headers: map[string]string{"x-echo": "Bearer " + devTok}})
+	r := h.do(context.Background(), http.MethodPost, "/v1/messages", relayBody, http.Header{
+		"X-Claudeflare-Key": {"cf_relay"}, "Authorization": {"Bearer " + devTok}, "Anthropic-Beta": {OAuthBeta},
+	})
+	if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "is odd") {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	if strings.Contains(string(r.body), devTok) || strings.Contains(r.header.Get("X-Echo"), devTok) {
+		t.Fatalf("the developer's token reached the client: %v %s", r.header, r.body)
+	}
+	row := h.lastRow()
+	if b, _ := json.Marshal(row); strings.Contains(string(b), devTok) {
+		t.Fatalf("the developer's token is in the row: %s", b)
+	}
+	c := openCapture(t, h, r.header.Get("X-Claudeflare-Request-Id"))
+	if b, _ := json.Marshal(c); strings.Contains(string(b), devTok) || len(c.Response.Body) == 0 {
+		t.Fatalf("capture: %s", b)
+	}
+	if strings.Contains(h.logs.String(), devTok) {
+		t.Fatal("the developer's token is in the log")
 	}
 }
