@@ -33,21 +33,23 @@ const RelayAccount = "relay"
 
 // relayCredentials returns the client's own credential headers to send
 // upstream (Authorization, X-Api-Key, each as sent), leaving out one that
-// merely repeats the client key of x-claudeflare-key, and the secrets
-// they carry, for the scrubber. ok is false when none is left.
+// is a claudeflare client key (the relay key itself or any other: it
+// must never reach Anthropic), and the secrets they carry, for the
+// scrubber. ok is false when none is left.
 func relayCredentials(in http.Header) (out http.Header, secrets []string, ok bool) {
 	ck := strings.TrimSpace(in.Get("X-Claudeflare-Key"))
+	own := func(tok string) bool { return tok != "" && tok != ck && !strings.HasPrefix(tok, prefixClient) }
 	out = http.Header{}
 	if v := in.Values("Authorization"); len(v) == 1 {
 		scheme, tok, found := strings.Cut(strings.TrimSpace(v[0]), " ")
 		tok = strings.TrimSpace(tok)
-		if found && tok != "" && tok != ck && strings.EqualFold(scheme, "Bearer") {
+		if found && own(tok) && strings.EqualFold(scheme, "Bearer") {
 			out["Authorization"] = []string{v[0]}
 			secrets = append(secrets, tok)
 		}
 	}
 	if v := in.Values("X-Api-Key"); len(v) == 1 {
-		if tok := strings.TrimSpace(v[0]); tok != "" && tok != ck {
+		if tok := strings.TrimSpace(v[0]); own(tok) {
 			out["X-Api-Key"] = []string{v[0]}
 			secrets = append(secrets, tok)
 		}

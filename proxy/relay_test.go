@@ -99,6 +99,10 @@ func TestRelayWithoutCredentialsIsRefused(t *testing.T) {
 		{"X-Claudeflare-Key": {"cf_relay"}},
 		{"X-Claudeflare-Key": {"cf_relay"}, "Authorization": {"Bearer cf_relay"}},
 		{"X-Claudeflare-Key": {"cf_relay"}, "Authorization": {"Basic abc"}, "X-Api-Key": {" "}},
+		// Another client key is not the developer's credential: it must
+		// never reach Anthropic.
+		{"X-Claudeflare-Key": {"cf_relay"}, "X-Api-Key": {"cf_otherclientkey0123456789"}},
+		{"X-Claudeflare-Key": {"cf_relay"}, "Authorization": {"Bearer cf_otherclientkey0123456789"}},
 	} {
 		h.api.ResetRequests()
 		r := h.do(context.Background(), http.MethodPost, "/v1/messages", relayBody, hdr)
